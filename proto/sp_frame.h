@@ -1,0 +1,279 @@
+/*
+ * sp_frame: the sealpush v1 wire codec (proto/PROTOCOL.md is the normative text).
+ *
+ * A frame is a 6-byte header (type u8, flags u8, body length u32 big-endian) and a body of
+ * fields, each: id u8, length (1, 2 or 4-byte varint, shortest form), value. The codec is
+ * pure: bytes in, frames out, no I/O, no globals, nothing but libc.
+ *
+ * Decoding is zero-copy: a decoded sp_frame_t points into the bytes it was decoded from
+ * (byte-string fields are pointer + length), so those bytes must outlive the frame view.
+ *
+ * Three ways in:
+ *   sp_header_decode()  peek at a header (the server does this on its socket buffer and
+ *                       refuses an oversized frame before its body has arrived);
+ *   sp_frame_decode()   one frame from a contiguous buffer that may hold less than a frame;
+ *   sp_decoder_feed()   a byte stream in pieces of any size, down to one byte at a time;
+ *                       the decoder owns a body buffer, allocated only once the header has
+ *                       been checked against max_frame, and exactly as large as the body.
+ * and one way out: sp_frame_encode(), which refuses to write a frame the decoder would reject.
+ *
+ * Return values: decoders return 1 (a frame), 0 (need more bytes) or a negative error
+ * -SP_ERR_*; the positive SP_ERR_* values are the wire error codes of PROTOCOL.md, so an error
+ * can be sent to the peer as it is. sp_error_is_fatal() says whether the connection must close.
+ */
+#ifndef SP_FRAME_H
+#define SP_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SP_ALPN         "sealpush/1"
+#define SP_VERSION_1    1
+#define SP_HEADER_LEN   6
+#define SP_MSG_ID_LEN   16
+#define SP_TOKEN_LEN    32
+#define SP_PING_LEN     8
+#define SP_RESULT_LEN   3 /* one SEND_RESULT entry: recipient index u16, status u8 */
+#define SP_COLLAPSE_MAX 64
+#define SP_REASON_MAX   256
+#define SP_AGENT_MAX    64
+#define SP_MAX_FRAME_V1 (1u << 24)  /* no v1 frame body is larger, whatever is negotiated */
+#define SP_MIN_MAX_FRAME 4096       /* a negotiated max_frame is never smaller */
+#define SP_PREHELLO_MAX_FRAME 1024  /* frames a server accepts before WELCOME */
+#define SP_MAX_RECIPIENTS_V1 65535 /* recipient indexes are u16 */
+
+enum sp_frame_type {
+	SP_HELLO = 0x01,
+	SP_WELCOME = 0x02,
+	SP_SEND = 0x03,
+	SP_SEND_RESULT = 0x04,
+	SP_DELIVER = 0x05,
+	SP_ACK = 0x06,
+	SP_PING = 0x07,
+	SP_PONG = 0x08,
+	SP_GOAWAY = 0x09,
+	SP_ERROR = 0x0A,
+};
+#define SP_FRAME_TYPE_MAX 0x0A
+
+/* Frame flags (per type; unknown bits are ignored by receivers and sent as zero). */
+#define SP_HELLO_SEND_ONLY  0x01 /* HELLO: this connection only sends; it takes no deliveries */
+#define SP_DELIVER_STORED   0x01 /* DELIVER: the message was queued while the device was away */
+#define SP_ERROR_CLOSING    0x01 /* ERROR: the sender closes the connection after this frame */
+
+/* Field ids. 0x80..0xFF are "critical": a receiver that does not know one rejects the frame. */
+enum sp_field_id {
+	SP_F_MSG_ID = 0x01,
+	SP_F_RECIPIENTS = 0x02,
+	SP_F_TOKEN = 0x03,
+	SP_F_TTL = 0x04,
+	SP_F_PRIORITY = 0x05,
+	SP_F_COLLAPSE_ID = 0x06,
+	SP_F_BLOB = 0x07,
+	SP_F_RESULTS = 0x08,
+	SP_F_CODE = 0x09,
+	SP_F_REASON = 0x0A,
+	SP_F_VERSION = 0x0B,
+	SP_F_CAPABILITIES = 0x0C,
+	SP_F_KEEPALIVE = 0x0D,
+	SP_F_WINDOW = 0x0E,
+	SP_F_MAX_FRAME = 0x0F,
+	SP_F_MAX_BLOB = 0x10,
+	SP_F_MAX_RECIPIENTS = 0x11,
+	SP_F_KEEPALIVE_MIN = 0x12,
+	SP_F_KEEPALIVE_MAX = 0x13,
+	SP_F_SEND_WINDOW = 0x14,
+	SP_F_RETRY_AFTER = 0x15,
+	SP_F_DATA = 0x16,
+	SP_F_MSG_IDS = 0x17,
+	SP_F_FRAME_TYPE = 0x18,
+	SP_F_RESUME_ID = 0x19,
+	SP_F_AGENT = 0x1A,
+};
+#define SP_FIELD_ID_MAX 0x1A
+#define SP_FIELD_CRITICAL 0x80
+#define SP_BIT(id) ((uint64_t)1 << (id))
+
+/* Priorities, as in APNs. */
+enum { SP_PRIORITY_LOW = 1, SP_PRIORITY_NORMAL = 5, SP_PRIORITY_HIGH = 10 };
+
+/* Error codes carried by ERROR and GOAWAY frames; negated, the codec's error returns. */
+enum sp_error_code {
+	SP_ERR_MALFORMED_FRAME = 1,
+	SP_ERR_FRAME_TOO_LARGE = 2,
+	SP_ERR_UNKNOWN_FRAME_TYPE = 3,
+	SP_ERR_UNEXPECTED_FRAME = 4,
+	SP_ERR_MISSING_FIELD = 5,
+	SP_ERR_BAD_FIELD = 6,
+	SP_ERR_DUPLICATE_FIELD = 7,
+	SP_ERR_UNSUPPORTED_FIELD = 8,
+	SP_ERR_UNSUPPORTED_VERSION = 9,
+	SP_ERR_HELLO_TIMEOUT = 10,
+	SP_ERR_IDLE_TIMEOUT = 11,
+	SP_ERR_SLOW_CONSUMER = 12,
+	SP_ERR_TOO_MANY_ERRORS = 13,
+	SP_ERR_INTERNAL_ERROR = 14,
+	SP_ERR_SHUTDOWN = 15,
+	SP_ERR_REPLACED = 16,
+	SP_ERR_CERT_REVOKED = 17,
+	/* Local results, never sent on the wire. */
+	SP_ERR_NOSPACE = 1000, /* sp_frame_encode: the buffer is too small */
+	SP_ERR_NOMEM = 1001,   /* sp_decoder_feed: the body buffer could not be allocated */
+};
+
+/* Per-recipient statuses carried by SEND_RESULT. 0x00..0x0F accept, 0x10.. refuse. */
+enum sp_status {
+	SP_ST_DELIVERED = 0x00,
+	SP_ST_QUEUED = 0x01,
+	SP_ST_BAD_DEVICE_TOKEN = 0x10,
+	SP_ST_PAYLOAD_TOO_LARGE = 0x11,
+	SP_ST_TOO_MANY_RECIPIENTS = 0x12,
+	SP_ST_TOO_MANY_REQUESTS = 0x13,
+	SP_ST_QUOTA_EXCEEDED = 0x14,
+	SP_ST_EXPIRED = 0x15,
+	SP_ST_DEVICE_OFFLINE = 0x16,
+	SP_ST_FORBIDDEN = 0x17,
+	SP_ST_TRY_LATER = 0x18,
+	SP_ST_SHUTDOWN = 0x19,
+	SP_ST_INTERNAL_ERROR = 0x1A,
+};
+#define SP_STATUS_IS_ACCEPTED(s) ((s) < 0x10)
+
+typedef struct sp_header {
+	uint8_t type;
+	uint8_t flags;
+	uint32_t length; /* body length, not counting the header */
+} sp_header_t;
+
+/*
+ * One frame, decoded or to be encoded: the union of every v1 field, with `fields` saying which
+ * are present (bit SP_BIT(id)). Byte strings point at bytes owned by someone else.
+ */
+typedef struct sp_frame {
+	uint8_t type;
+	uint8_t flags;
+	uint8_t err_field; /* after a decode or encode error: the field at fault, or 0 */
+	uint64_t fields;
+
+	const uint8_t *msg_id;     /* SP_MSG_ID_LEN bytes */
+	const uint8_t *token;      /* SP_TOKEN_LEN bytes */
+	const uint8_t *resume_id;  /* SP_MSG_ID_LEN bytes */
+	const uint8_t *data;       /* SP_PING_LEN bytes */
+	const uint8_t *recipients; /* n_recipients * SP_TOKEN_LEN bytes */
+	const uint8_t *msg_ids;    /* n_msg_ids * SP_MSG_ID_LEN bytes */
+	const uint8_t *results;    /* n_results * SP_RESULT_LEN bytes; see sp_result_get() */
+	const uint8_t *blob;
+	const uint8_t *collapse_id;
+	const uint8_t *reason;
+	const uint8_t *agent;
+	uint32_t n_recipients;
+	uint32_t n_msg_ids;
+	uint32_t n_results;
+	uint32_t blob_len;
+	uint32_t collapse_id_len;
+	uint32_t reason_len;
+	uint32_t agent_len;
+
+	uint32_t ttl;          /* seconds */
+	uint32_t capabilities;
+	uint32_t max_frame;
+	uint32_t max_blob;
+	uint32_t retry_after;  /* milliseconds */
+	uint16_t version;
+	uint16_t keepalive;    /* seconds */
+	uint16_t keepalive_min;
+	uint16_t keepalive_max;
+	uint16_t window;
+	uint16_t send_window;
+	uint16_t max_recipients;
+	uint16_t code;
+	uint8_t priority;
+	uint8_t frame_type;
+} sp_frame_t;
+
+/* Names for logs, metrics and test vectors; "?" for a value v1 does not define. */
+const char *sp_frame_type_name(unsigned type);
+const char *sp_field_name(unsigned id);
+const char *sp_error_name(unsigned code);
+const char *sp_status_name(unsigned status);
+
+/* Whether an error code obliges the receiver to close the connection after reporting it. */
+int sp_error_is_fatal(unsigned code);
+
+/*
+ * Decode a header from p[0..len). Returns 1 and fills *h, 0 if len < SP_HEADER_LEN, or
+ * -SP_ERR_FRAME_TOO_LARGE if the body length exceeds max_frame (or SP_MAX_FRAME_V1). A header
+ * of an unknown type decodes: the body decoder reports the type, so the caller can skip it.
+ */
+int sp_header_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_header_t *h);
+
+/*
+ * Decode a body of h->length bytes into *f (cleared first; f->type and f->flags are always
+ * set). Returns 1 or a negative error; f->err_field names the field at fault. An unknown frame
+ * type gives -SP_ERR_UNKNOWN_FRAME_TYPE, unknown non-critical fields are skipped.
+ */
+int sp_body_decode(const sp_header_t *h, const uint8_t *body, sp_frame_t *f);
+
+/*
+ * Decode one frame from the start of p[0..len). Returns 1 with *used = frame size, 0 if more
+ * bytes are needed (*used = 0), or a negative error. After a body error *used is the whole
+ * frame size, so a caller that continues (UNKNOWN_FRAME_TYPE) can skip it; after
+ * FRAME_TOO_LARGE *used is 0 and the stream cannot be resynchronised.
+ */
+int sp_frame_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_frame_t *f,
+		    size_t *used);
+
+/* The i-th SEND_RESULT entry (i < f->n_results). */
+void sp_result_get(const sp_frame_t *f, uint32_t i, uint16_t *index, uint8_t *status);
+/* Writes one SEND_RESULT entry into dst[SP_RESULT_LEN]. */
+void sp_result_put(uint8_t *dst, uint16_t index, uint8_t status);
+
+/*
+ * Encode *f into buf[0..cap). Returns 0 with *len = bytes written; -SP_ERR_NOSPACE with
+ * *len = bytes needed (call with cap 0 to size a buffer); or -SP_ERR_MISSING_FIELD /
+ * -SP_ERR_BAD_FIELD / -SP_ERR_UNKNOWN_FRAME_TYPE (f->err_field set) if the frame is not a
+ * valid v1 frame. Fields are written in ascending id order; only present fields are written.
+ */
+int sp_frame_encode(sp_frame_t *f, uint8_t *buf, size_t cap, size_t *len);
+
+/*
+ * Streaming decoder. Owns one body buffer, allocated after the header passed max_frame and
+ * grown only to the body length; sp_decoder_release() frees it (call when idle). Frames of an
+ * unknown type are skipped without buffering their body.
+ */
+typedef struct sp_decoder {
+	uint32_t max_frame; /* the caller may change it between frames (e.g. after WELCOME) */
+	uint8_t state;
+	uint8_t hdr_have;
+	uint8_t hdr[SP_HEADER_LEN];
+	sp_header_t h;
+	uint32_t body_have;
+	uint32_t cap;
+	uint8_t *buf;
+	int err; /* sticky fatal error, 0 if none */
+} sp_decoder_t;
+
+void sp_decoder_init(sp_decoder_t *d, uint32_t max_frame);
+
+/*
+ * Consume bytes from in[0..len). Returns 1 when a frame is complete (*f points into the
+ * decoder's buffer, valid until the next call), 0 when all input was consumed without
+ * completing one, or a negative error. *used is always the number of bytes consumed; feed
+ * the rest again. After a body error (including UNKNOWN_FRAME_TYPE) the decoder is positioned
+ * at the next frame; after FRAME_TOO_LARGE or NOMEM it returns that error for ever.
+ */
+int sp_decoder_feed(sp_decoder_t *d, const uint8_t *in, size_t len, size_t *used, sp_frame_t *f);
+
+/* Whether the decoder is between frames (no partial frame buffered). */
+int sp_decoder_idle(const sp_decoder_t *d);
+
+/* Frees the body buffer (the decoder stays usable). NULL-safe. */
+void sp_decoder_release(sp_decoder_t *d);
+
+/*
+ * Writes a one-line description of a codec error for an ERROR reason or a log, e.g.
+ * "SEND: field priority (0x05) has a bad length or value". Returns dst.
+ */
+char *sp_frame_strerror(int err, const sp_frame_t *f, char *dst, size_t dstlen);
+
+#endif
