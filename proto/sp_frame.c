@@ -21,8 +21,8 @@ struct field_desc {
 	const char *name;
 	uint8_t kind;
 	uint8_t rule;
-	uint16_t unit;    /* K_BYTES: length must be a multiple of unit */
-	uint32_t min;     /* K_U*: value bounds; K_BYTES: length bounds */
+	uint16_t unit; /* K_BYTES: length must be a multiple of unit */
+	uint32_t min;  /* K_U*: value bounds; K_BYTES: length bounds */
 	uint32_t max;
 	uint16_t off;     /* offset of the value (K_U*) or pointer (K_BYTES) in sp_frame_t */
 	uint16_t len_off; /* K_BYTES: offset of the uint32_t length/count, or NO_OFF if fixed */
@@ -39,119 +39,120 @@ struct field_desc {
 #define F_VAR(n, unit, lo, hi, member, lenmember, r)                                               \
 	{                                                                                          \
 		n, K_BYTES, r, unit, lo, hi, offsetof(sp_frame_t, member),                         \
-			offsetof(sp_frame_t, lenmember)                                            \
+		        offsetof(sp_frame_t, lenmember)                                            \
 	}
 
 static const struct field_desc field_desc[SP_FIELD_ID_MAX + 1] = {
-	[SP_F_MSG_ID] = F_FIXED("msg_id", SP_MSG_ID_LEN, msg_id),
-	[SP_F_RECIPIENTS] = F_VAR("recipients", SP_TOKEN_LEN, SP_TOKEN_LEN,
-				  SP_TOKEN_LEN * SP_MAX_RECIPIENTS_V1, recipients, n_recipients,
-				  R_NONE),
-	[SP_F_TOKEN] = F_FIXED("token", SP_TOKEN_LEN, token),
-	[SP_F_TTL] = F_INT("ttl", K_U32, 0, UINT32_MAX, ttl, R_NONE),
-	[SP_F_PRIORITY] = F_INT("priority", K_U8, 1, 10, priority, R_PRIORITY),
-	[SP_F_COLLAPSE_ID] = F_VAR("collapse_id", 1, 1, SP_COLLAPSE_MAX, collapse_id,
-				   collapse_id_len, R_NONE),
-	[SP_F_BLOB] = F_VAR("blob", 1, 0, SP_MAX_FRAME_V1, blob, blob_len, R_NONE),
-	[SP_F_RESULTS] = F_VAR("results", SP_RESULT_LEN, SP_RESULT_LEN,
-			       SP_RESULT_LEN * SP_MAX_RECIPIENTS_V1, results, n_results, R_NONE),
-	[SP_F_CODE] = F_INT("code", K_U16, 1, UINT16_MAX, code, R_NONE),
-	[SP_F_REASON] = F_VAR("reason", 1, 0, SP_REASON_MAX, reason, reason_len, R_NONE),
-	[SP_F_VERSION] = F_INT("version", K_U16, 1, UINT16_MAX, version, R_NONE),
-	[SP_F_CAPABILITIES] = F_INT("capabilities", K_U32, 0, UINT32_MAX, capabilities, R_NONE),
-	[SP_F_KEEPALIVE] = F_INT("keepalive", K_U16, 1, UINT16_MAX, keepalive, R_NONE),
-	[SP_F_WINDOW] = F_INT("window", K_U16, 1, UINT16_MAX, window, R_NONE),
-	[SP_F_MAX_FRAME] = F_INT("max_frame", K_U32, SP_MIN_MAX_FRAME, SP_MAX_FRAME_V1, max_frame,
-				 R_NONE),
-	[SP_F_MAX_BLOB] = F_INT("max_blob", K_U32, 1, SP_MAX_FRAME_V1, max_blob, R_NONE),
-	[SP_F_MAX_RECIPIENTS] = F_INT("max_recipients", K_U16, 1, UINT16_MAX, max_recipients,
-				      R_NONE),
-	[SP_F_KEEPALIVE_MIN] = F_INT("keepalive_min", K_U16, 1, UINT16_MAX, keepalive_min, R_NONE),
-	[SP_F_KEEPALIVE_MAX] = F_INT("keepalive_max", K_U16, 1, UINT16_MAX, keepalive_max, R_NONE),
-	[SP_F_SEND_WINDOW] = F_INT("send_window", K_U16, 1, UINT16_MAX, send_window, R_NONE),
-	[SP_F_RETRY_AFTER] = F_INT("retry_after", K_U32, 0, UINT32_MAX, retry_after, R_NONE),
-	[SP_F_DATA] = F_FIXED("data", SP_PING_LEN, data),
-	[SP_F_MSG_IDS] = F_VAR("msg_ids", SP_MSG_ID_LEN, SP_MSG_ID_LEN,
-			       SP_MSG_ID_LEN * SP_MAX_RECIPIENTS_V1, msg_ids, n_msg_ids, R_NONE),
-	[SP_F_FRAME_TYPE] = F_INT("frame_type", K_U8, 0, UINT8_MAX, frame_type, R_NONE),
-	[SP_F_RESUME_ID] = F_FIXED("resume_id", SP_MSG_ID_LEN, resume_id),
-	[SP_F_AGENT] = F_VAR("agent", 1, 1, SP_AGENT_MAX, agent, agent_len, R_PRINTABLE),
+        [SP_F_MSG_ID] = F_FIXED("msg_id", SP_MSG_ID_LEN, msg_id),
+        [SP_F_RECIPIENTS] =
+                F_VAR("recipients", SP_TOKEN_LEN, SP_TOKEN_LEN, SP_TOKEN_LEN *SP_MAX_RECIPIENTS_V1,
+                      recipients, n_recipients, R_NONE),
+        [SP_F_TOKEN] = F_FIXED("token", SP_TOKEN_LEN, token),
+        [SP_F_TTL] = F_INT("ttl", K_U32, 0, UINT32_MAX, ttl, R_NONE),
+        [SP_F_PRIORITY] = F_INT("priority", K_U8, 1, 10, priority, R_PRIORITY),
+        [SP_F_COLLAPSE_ID] =
+                F_VAR("collapse_id", 1, 1, SP_COLLAPSE_MAX, collapse_id, collapse_id_len, R_NONE),
+        [SP_F_BLOB] = F_VAR("blob", 1, 0, SP_MAX_FRAME_V1, blob, blob_len, R_NONE),
+        [SP_F_RESULTS] = F_VAR("results", SP_RESULT_LEN, SP_RESULT_LEN,
+                               SP_RESULT_LEN *SP_MAX_RECIPIENTS_V1, results, n_results, R_NONE),
+        [SP_F_CODE] = F_INT("code", K_U16, 1, UINT16_MAX, code, R_NONE),
+        [SP_F_REASON] = F_VAR("reason", 1, 0, SP_REASON_MAX, reason, reason_len, R_NONE),
+        [SP_F_VERSION] = F_INT("version", K_U16, 1, UINT16_MAX, version, R_NONE),
+        [SP_F_CAPABILITIES] = F_INT("capabilities", K_U32, 0, UINT32_MAX, capabilities, R_NONE),
+        [SP_F_KEEPALIVE] = F_INT("keepalive", K_U16, 1, UINT16_MAX, keepalive, R_NONE),
+        [SP_F_WINDOW] = F_INT("window", K_U16, 1, UINT16_MAX, window, R_NONE),
+        [SP_F_MAX_FRAME] =
+                F_INT("max_frame", K_U32, SP_MIN_MAX_FRAME, SP_MAX_FRAME_V1, max_frame, R_NONE),
+        [SP_F_MAX_BLOB] = F_INT("max_blob", K_U32, 1, SP_MAX_FRAME_V1, max_blob, R_NONE),
+        [SP_F_MAX_RECIPIENTS] =
+                F_INT("max_recipients", K_U16, 1, UINT16_MAX, max_recipients, R_NONE),
+        [SP_F_KEEPALIVE_MIN] = F_INT("keepalive_min", K_U16, 1, UINT16_MAX, keepalive_min, R_NONE),
+        [SP_F_KEEPALIVE_MAX] = F_INT("keepalive_max", K_U16, 1, UINT16_MAX, keepalive_max, R_NONE),
+        [SP_F_SEND_WINDOW] = F_INT("send_window", K_U16, 1, UINT16_MAX, send_window, R_NONE),
+        [SP_F_RETRY_AFTER] = F_INT("retry_after", K_U32, 0, UINT32_MAX, retry_after, R_NONE),
+        [SP_F_DATA] = F_FIXED("data", SP_PING_LEN, data),
+        [SP_F_MSG_IDS] = F_VAR("msg_ids", SP_MSG_ID_LEN, SP_MSG_ID_LEN,
+                               SP_MSG_ID_LEN *SP_MAX_RECIPIENTS_V1, msg_ids, n_msg_ids, R_NONE),
+        [SP_F_FRAME_TYPE] = F_INT("frame_type", K_U8, 0, UINT8_MAX, frame_type, R_NONE),
+        [SP_F_RESUME_ID] = F_FIXED("resume_id", SP_MSG_ID_LEN, resume_id),
+        [SP_F_AGENT] = F_VAR("agent", 1, 1, SP_AGENT_MAX, agent, agent_len, R_PRINTABLE),
 };
 
 struct frame_desc {
 	const char *name;
 	uint64_t allowed;
 	uint64_t required;
+	uint8_t flags; /* the flag bits v1 defines for this type; others are cleared */
 };
 
 #define B(id) SP_BIT(SP_F_##id)
 
 static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
-	[SP_HELLO] = {"HELLO",
-		      B(VERSION) | B(CAPABILITIES) | B(KEEPALIVE) | B(WINDOW) | B(RESUME_ID) |
-			      B(AGENT),
-		      B(VERSION)},
-	[SP_WELCOME] = {"WELCOME",
-			B(VERSION) | B(TOKEN) | B(MAX_FRAME) | B(MAX_BLOB) | B(MAX_RECIPIENTS) |
-				B(WINDOW) | B(SEND_WINDOW) | B(KEEPALIVE) | B(KEEPALIVE_MIN) |
-				B(KEEPALIVE_MAX) | B(CAPABILITIES),
-			B(VERSION) | B(TOKEN) | B(MAX_FRAME) | B(MAX_BLOB) | B(MAX_RECIPIENTS) |
-				B(WINDOW) | B(SEND_WINDOW) | B(KEEPALIVE) | B(KEEPALIVE_MIN) |
-				B(KEEPALIVE_MAX)},
-	[SP_SEND] = {"SEND",
-		     B(MSG_ID) | B(RECIPIENTS) | B(TTL) | B(PRIORITY) | B(COLLAPSE_ID) | B(BLOB),
-		     B(MSG_ID) | B(RECIPIENTS) | B(BLOB)},
-	[SP_SEND_RESULT] = {"SEND_RESULT", B(MSG_ID) | B(RESULTS) | B(RETRY_AFTER),
-			    B(MSG_ID) | B(RESULTS)},
-	[SP_DELIVER] = {"DELIVER", B(MSG_ID) | B(BLOB) | B(PRIORITY) | B(COLLAPSE_ID),
-			B(MSG_ID) | B(BLOB)},
-	[SP_ACK] = {"ACK", B(MSG_IDS), B(MSG_IDS)},
-	[SP_PING] = {"PING", B(DATA), 0},
-	[SP_PONG] = {"PONG", B(DATA), 0},
-	[SP_GOAWAY] = {"GOAWAY", B(CODE) | B(RETRY_AFTER) | B(REASON), B(CODE)},
-	[SP_ERROR] = {"ERROR", B(CODE) | B(REASON) | B(MSG_ID) | B(FRAME_TYPE), B(CODE)},
+        [SP_HELLO] = {"HELLO",
+                      B(VERSION) | B(CAPABILITIES) | B(KEEPALIVE) | B(WINDOW) | B(RESUME_ID) |
+                              B(AGENT),
+                      B(VERSION), SP_HELLO_SEND_ONLY},
+        [SP_WELCOME] = {"WELCOME",
+                        B(VERSION) | B(TOKEN) | B(MAX_FRAME) | B(MAX_BLOB) | B(MAX_RECIPIENTS) |
+                                B(WINDOW) | B(SEND_WINDOW) | B(KEEPALIVE) | B(KEEPALIVE_MIN) |
+                                B(KEEPALIVE_MAX) | B(CAPABILITIES),
+                        B(VERSION) | B(TOKEN) | B(MAX_FRAME) | B(MAX_BLOB) | B(MAX_RECIPIENTS) |
+                                B(WINDOW) | B(SEND_WINDOW) | B(KEEPALIVE) | B(KEEPALIVE_MIN) |
+                                B(KEEPALIVE_MAX)},
+        [SP_SEND] = {"SEND",
+                     B(MSG_ID) | B(RECIPIENTS) | B(TTL) | B(PRIORITY) | B(COLLAPSE_ID) | B(BLOB),
+                     B(MSG_ID) | B(RECIPIENTS) | B(BLOB)},
+        [SP_SEND_RESULT] = {"SEND_RESULT", B(MSG_ID) | B(RESULTS) | B(RETRY_AFTER),
+                            B(MSG_ID) | B(RESULTS)},
+        [SP_DELIVER] = {"DELIVER", B(MSG_ID) | B(BLOB) | B(PRIORITY) | B(COLLAPSE_ID),
+                        B(MSG_ID) | B(BLOB), SP_DELIVER_STORED},
+        [SP_ACK] = {"ACK", B(MSG_IDS), B(MSG_IDS)},
+        [SP_PING] = {"PING", B(DATA), 0},
+        [SP_PONG] = {"PONG", B(DATA), 0},
+        [SP_GOAWAY] = {"GOAWAY", B(CODE) | B(RETRY_AFTER) | B(REASON), B(CODE)},
+        [SP_ERROR] = {"ERROR", B(CODE) | B(REASON) | B(MSG_ID) | B(FRAME_TYPE), B(CODE),
+                      SP_ERROR_CLOSING},
 };
 
 #undef B
 
 static const char *const error_names[] = {
-	[SP_ERR_MALFORMED_FRAME] = "MALFORMED_FRAME",
-	[SP_ERR_FRAME_TOO_LARGE] = "FRAME_TOO_LARGE",
-	[SP_ERR_UNKNOWN_FRAME_TYPE] = "UNKNOWN_FRAME_TYPE",
-	[SP_ERR_UNEXPECTED_FRAME] = "UNEXPECTED_FRAME",
-	[SP_ERR_MISSING_FIELD] = "MISSING_FIELD",
-	[SP_ERR_BAD_FIELD] = "BAD_FIELD",
-	[SP_ERR_DUPLICATE_FIELD] = "DUPLICATE_FIELD",
-	[SP_ERR_UNSUPPORTED_FIELD] = "UNSUPPORTED_FIELD",
-	[SP_ERR_UNSUPPORTED_VERSION] = "UNSUPPORTED_VERSION",
-	[SP_ERR_HELLO_TIMEOUT] = "HELLO_TIMEOUT",
-	[SP_ERR_IDLE_TIMEOUT] = "IDLE_TIMEOUT",
-	[SP_ERR_SLOW_CONSUMER] = "SLOW_CONSUMER",
-	[SP_ERR_TOO_MANY_ERRORS] = "TOO_MANY_ERRORS",
-	[SP_ERR_INTERNAL_ERROR] = "INTERNAL_ERROR",
-	[SP_ERR_SHUTDOWN] = "SHUTDOWN",
-	[SP_ERR_REPLACED] = "REPLACED",
-	[SP_ERR_CERT_REVOKED] = "CERT_REVOKED",
+        [SP_ERR_MALFORMED_FRAME] = "MALFORMED_FRAME",
+        [SP_ERR_FRAME_TOO_LARGE] = "FRAME_TOO_LARGE",
+        [SP_ERR_UNKNOWN_FRAME_TYPE] = "UNKNOWN_FRAME_TYPE",
+        [SP_ERR_UNEXPECTED_FRAME] = "UNEXPECTED_FRAME",
+        [SP_ERR_MISSING_FIELD] = "MISSING_FIELD",
+        [SP_ERR_BAD_FIELD] = "BAD_FIELD",
+        [SP_ERR_DUPLICATE_FIELD] = "DUPLICATE_FIELD",
+        [SP_ERR_UNSUPPORTED_FIELD] = "UNSUPPORTED_FIELD",
+        [SP_ERR_UNSUPPORTED_VERSION] = "UNSUPPORTED_VERSION",
+        [SP_ERR_HELLO_TIMEOUT] = "HELLO_TIMEOUT",
+        [SP_ERR_IDLE_TIMEOUT] = "IDLE_TIMEOUT",
+        [SP_ERR_SLOW_CONSUMER] = "SLOW_CONSUMER",
+        [SP_ERR_TOO_MANY_ERRORS] = "TOO_MANY_ERRORS",
+        [SP_ERR_INTERNAL_ERROR] = "INTERNAL_ERROR",
+        [SP_ERR_SHUTDOWN] = "SHUTDOWN",
+        [SP_ERR_REPLACED] = "REPLACED",
+        [SP_ERR_CERT_REVOKED] = "CERT_REVOKED",
 };
 
 static const char *const status_names[] = {
-	[SP_ST_DELIVERED] = "DELIVERED",
-	[SP_ST_QUEUED] = "QUEUED",
-	[SP_ST_BAD_DEVICE_TOKEN] = "BAD_DEVICE_TOKEN",
-	[SP_ST_PAYLOAD_TOO_LARGE] = "PAYLOAD_TOO_LARGE",
-	[SP_ST_TOO_MANY_RECIPIENTS] = "TOO_MANY_RECIPIENTS",
-	[SP_ST_TOO_MANY_REQUESTS] = "TOO_MANY_REQUESTS",
-	[SP_ST_QUOTA_EXCEEDED] = "QUOTA_EXCEEDED",
-	[SP_ST_EXPIRED] = "EXPIRED",
-	[SP_ST_DEVICE_OFFLINE] = "DEVICE_OFFLINE",
-	[SP_ST_FORBIDDEN] = "FORBIDDEN",
-	[SP_ST_TRY_LATER] = "TRY_LATER",
-	[SP_ST_SHUTDOWN] = "SHUTDOWN",
-	[SP_ST_INTERNAL_ERROR] = "INTERNAL_ERROR",
+        [SP_ST_DELIVERED] = "DELIVERED",
+        [SP_ST_QUEUED] = "QUEUED",
+        [SP_ST_BAD_DEVICE_TOKEN] = "BAD_DEVICE_TOKEN",
+        [SP_ST_PAYLOAD_TOO_LARGE] = "PAYLOAD_TOO_LARGE",
+        [SP_ST_TOO_MANY_RECIPIENTS] = "TOO_MANY_RECIPIENTS",
+        [SP_ST_TOO_MANY_REQUESTS] = "TOO_MANY_REQUESTS",
+        [SP_ST_QUOTA_EXCEEDED] = "QUOTA_EXCEEDED",
+        [SP_ST_EXPIRED] = "EXPIRED",
+        [SP_ST_DEVICE_OFFLINE] = "DEVICE_OFFLINE",
+        [SP_ST_FORBIDDEN] = "FORBIDDEN",
+        [SP_ST_TRY_LATER] = "TRY_LATER",
+        [SP_ST_SHUTDOWN] = "SHUTDOWN",
+        [SP_ST_INTERNAL_ERROR] = "INTERNAL_ERROR",
 };
 
-#define NAME_OF(table, i)                                                                          \
-	((i) < sizeof(table) / sizeof(table[0]) && table[i] ? table[i] : "?")
+#define NAME_OF(table, i) ((i) < sizeof(table) / sizeof(table[0]) && table[i] ? table[i] : "?")
 
 const char *sp_frame_type_name(unsigned type)
 {
@@ -277,8 +278,14 @@ static int frame_check_cross(sp_frame_t *f)
 			f->err_field = SP_F_MAX_BLOB;
 			return -SP_ERR_BAD_FIELD;
 		}
+		if ((uint64_t)f->max_blob + (uint64_t)SP_TOKEN_LEN * f->max_recipients + 128 >
+		    f->max_frame) {
+			/* A SEND of max_recipients and max_blob must fit (PROTOCOL.md 5.2). */
+			f->err_field = SP_F_MAX_FRAME;
+			return -SP_ERR_BAD_FIELD;
+		}
 		if (f->keepalive_min > f->keepalive_max) {
-			f->err_field = SP_F_KEEPALIVE_MIN;
+			f->err_field = SP_F_KEEPALIVE_MAX;
 			return -SP_ERR_BAD_FIELD;
 		}
 		if (f->keepalive < f->keepalive_min || f->keepalive > f->keepalive_max) {
@@ -311,6 +318,7 @@ int sp_body_decode(const sp_header_t *h, const uint8_t *body, sp_frame_t *f)
 	if (h->type > SP_FRAME_TYPE_MAX || !frame_desc[h->type].name)
 		return -SP_ERR_UNKNOWN_FRAME_TYPE;
 	fd = &frame_desc[h->type];
+	f->flags = h->flags & fd->flags;
 
 	while (pos < h->length) {
 		const struct field_desc *d;
@@ -377,8 +385,7 @@ int sp_body_decode(const sp_header_t *h, const uint8_t *body, sp_frame_t *f)
 	return frame_check_cross(f) < 0 ? -SP_ERR_BAD_FIELD : 1;
 }
 
-int sp_frame_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_frame_t *f,
-		    size_t *used)
+int sp_frame_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_frame_t *f, size_t *used)
 {
 	sp_header_t h;
 	int r;
@@ -415,7 +422,7 @@ void sp_result_put(uint8_t *dst, uint16_t index, uint8_t status)
 
 /* The value or byte string of field d in f: returns its wire length. */
 static uint32_t field_value(const sp_frame_t *f, const struct field_desc *d, uint32_t *v,
-			    const uint8_t **p)
+                            const uint8_t **p)
 {
 	const char *base = (const char *)f;
 
@@ -483,7 +490,7 @@ int sp_frame_encode(sp_frame_t *f, uint8_t *buf, size_t cap, size_t *len)
 
 	/* Pass 2: write. */
 	buf[0] = f->type;
-	buf[1] = f->flags;
+	buf[1] = f->flags & fd->flags;
 	put_be(buf + 2, (uint32_t)body, 4);
 	w = buf + SP_HEADER_LEN;
 	for (unsigned id = 1; id <= SP_FIELD_ID_MAX; id++) {
@@ -633,12 +640,16 @@ char *sp_frame_strerror(int err, const sp_frame_t *f, char *dst, size_t dstlen)
 		what = sp_error_name(code);
 		break;
 	}
-	if (f && f->err_field)
+	if (!f)
+		snprintf(dst, dstlen, "frame %s", what);
+	else if (!strcmp(sp_frame_type_name(f->type), "?"))
+		snprintf(dst, dstlen, "frame (type 0x%02x) %s", f->type, what);
+	else if (f->err_field)
 		snprintf(dst, dstlen, "%s frame (type 0x%02x) %s: field %s (0x%02x)",
-			 sp_frame_type_name(f->type), f ? f->type : 0, what,
-			 sp_field_name(f->err_field), f->err_field);
+		         sp_frame_type_name(f->type), f->type, what, sp_field_name(f->err_field),
+		         f->err_field);
 	else
-		snprintf(dst, dstlen, "%s frame (type 0x%02x) %s", f ? sp_frame_type_name(f->type) : "?",
-			 f ? f->type : 0, what);
+		snprintf(dst, dstlen, "%s frame (type 0x%02x) %s", sp_frame_type_name(f->type),
+		         f->type, what);
 	return dst;
 }

@@ -27,20 +27,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SP_ALPN         "sealpush/1"
-#define SP_VERSION_1    1
-#define SP_HEADER_LEN   6
-#define SP_MSG_ID_LEN   16
-#define SP_TOKEN_LEN    32
-#define SP_PING_LEN     8
-#define SP_RESULT_LEN   3 /* one SEND_RESULT entry: recipient index u16, status u8 */
-#define SP_COLLAPSE_MAX 64
-#define SP_REASON_MAX   256
-#define SP_AGENT_MAX    64
-#define SP_MAX_FRAME_V1 (1u << 24)  /* no v1 frame body is larger, whatever is negotiated */
-#define SP_MIN_MAX_FRAME 4096       /* a negotiated max_frame is never smaller */
-#define SP_PREHELLO_MAX_FRAME 1024  /* frames a server accepts before WELCOME */
-#define SP_MAX_RECIPIENTS_V1 65535 /* recipient indexes are u16 */
+#define SP_ALPN               "sealpush/1"
+#define SP_VERSION_1          1
+#define SP_HEADER_LEN         6
+#define SP_MSG_ID_LEN         16
+#define SP_TOKEN_LEN          32
+#define SP_PING_LEN           8
+#define SP_RESULT_LEN         3 /* one SEND_RESULT entry: recipient index u16, status u8 */
+#define SP_COLLAPSE_MAX       64
+#define SP_REASON_MAX         256
+#define SP_AGENT_MAX          64
+#define SP_MAX_FRAME_V1       (1u << 24) /* no v1 frame body is larger, whatever is negotiated */
+#define SP_MIN_MAX_FRAME      4096       /* a negotiated max_frame is never smaller */
+#define SP_PREHELLO_MAX_FRAME 1024       /* frames a server accepts before WELCOME */
+#define SP_MAX_RECIPIENTS_V1  65535      /* recipient indexes are u16 */
 
 enum sp_frame_type {
 	SP_HELLO = 0x01,
@@ -56,10 +56,11 @@ enum sp_frame_type {
 };
 #define SP_FRAME_TYPE_MAX 0x0A
 
-/* Frame flags (per type; unknown bits are ignored by receivers and sent as zero). */
-#define SP_HELLO_SEND_ONLY  0x01 /* HELLO: this connection only sends; it takes no deliveries */
-#define SP_DELIVER_STORED   0x01 /* DELIVER: the message was queued while the device was away */
-#define SP_ERROR_CLOSING    0x01 /* ERROR: the sender closes the connection after this frame */
+/* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
+ * decoding (receivers ignore them) and when encoding (senders send them as zero). */
+#define SP_HELLO_SEND_ONLY 0x01 /* HELLO: this connection only sends; it takes no deliveries */
+#define SP_DELIVER_STORED  0x01 /* DELIVER: the message was queued while the device was away */
+#define SP_ERROR_CLOSING   0x01 /* ERROR: the sender closes the connection after this frame */
 
 /* Field ids. 0x80..0xFF are "critical": a receiver that does not know one rejects the frame. */
 enum sp_field_id {
@@ -90,9 +91,9 @@ enum sp_field_id {
 	SP_F_RESUME_ID = 0x19,
 	SP_F_AGENT = 0x1A,
 };
-#define SP_FIELD_ID_MAX 0x1A
+#define SP_FIELD_ID_MAX   0x1A
 #define SP_FIELD_CRITICAL 0x80
-#define SP_BIT(id) ((uint64_t)1 << (id))
+#define SP_BIT(id)        ((uint64_t)1 << (id))
 
 /* Priorities, as in APNs. */
 enum { SP_PRIORITY_LOW = 1, SP_PRIORITY_NORMAL = 5, SP_PRIORITY_HIGH = 10 };
@@ -174,13 +175,13 @@ typedef struct sp_frame {
 	uint32_t reason_len;
 	uint32_t agent_len;
 
-	uint32_t ttl;          /* seconds */
+	uint32_t ttl; /* seconds */
 	uint32_t capabilities;
 	uint32_t max_frame;
 	uint32_t max_blob;
-	uint32_t retry_after;  /* milliseconds */
+	uint32_t retry_after; /* milliseconds */
 	uint16_t version;
-	uint16_t keepalive;    /* seconds */
+	uint16_t keepalive; /* seconds */
 	uint16_t keepalive_min;
 	uint16_t keepalive_max;
 	uint16_t window;
@@ -209,8 +210,11 @@ int sp_header_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_header
 
 /*
  * Decode a body of h->length bytes into *f (cleared first; f->type and f->flags are always
- * set). Returns 1 or a negative error; f->err_field names the field at fault. An unknown frame
- * type gives -SP_ERR_UNKNOWN_FRAME_TYPE, unknown non-critical fields are skipped.
+ * set). Returns 1 or a negative error; f->err_field names the field at fault (for
+ * MALFORMED_FRAME, the field being read when the body ran out, informational only). An
+ * unknown frame type gives -SP_ERR_UNKNOWN_FRAME_TYPE, unknown non-critical fields are
+ * skipped. SEND and DELIVER without a priority field get f->priority = 10 (the default),
+ * without the field's bit being set in f->fields.
  */
 int sp_body_decode(const sp_header_t *h, const uint8_t *body, sp_frame_t *f);
 
@@ -220,8 +224,7 @@ int sp_body_decode(const sp_header_t *h, const uint8_t *body, sp_frame_t *f);
  * frame size, so a caller that continues (UNKNOWN_FRAME_TYPE) can skip it; after
  * FRAME_TOO_LARGE *used is 0 and the stream cannot be resynchronised.
  */
-int sp_frame_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_frame_t *f,
-		    size_t *used);
+int sp_frame_decode(const uint8_t *p, size_t len, uint32_t max_frame, sp_frame_t *f, size_t *used);
 
 /* The i-th SEND_RESULT entry (i < f->n_results). */
 void sp_result_get(const sp_frame_t *f, uint32_t i, uint16_t *index, uint8_t *status);
@@ -232,7 +235,8 @@ void sp_result_put(uint8_t *dst, uint16_t index, uint8_t status);
  * Encode *f into buf[0..cap). Returns 0 with *len = bytes written; -SP_ERR_NOSPACE with
  * *len = bytes needed (call with cap 0 to size a buffer); or -SP_ERR_MISSING_FIELD /
  * -SP_ERR_BAD_FIELD / -SP_ERR_UNKNOWN_FRAME_TYPE (f->err_field set) if the frame is not a
- * valid v1 frame. Fields are written in ascending id order; only present fields are written.
+ * valid v1 frame, or -SP_ERR_FRAME_TOO_LARGE if its body would exceed SP_MAX_FRAME_V1.
+ * Fields are written in ascending id order; only present fields are written.
  */
 int sp_frame_encode(sp_frame_t *f, uint8_t *buf, size_t cap, size_t *len);
 
@@ -272,7 +276,8 @@ void sp_decoder_release(sp_decoder_t *d);
 
 /*
  * Writes a one-line description of a codec error for an ERROR reason or a log, e.g.
- * "SEND: field priority (0x05) has a bad length or value". Returns dst.
+ * "SEND frame (type 0x03) has a field with a bad length or value: field priority (0x05)".
+ * Returns dst.
  */
 char *sp_frame_strerror(int err, const sp_frame_t *f, char *dst, size_t dstlen);
 

@@ -88,7 +88,7 @@ struct result {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint32_t limits[] = {SP_PREHELLO_MAX_FRAME, SP_MIN_MAX_FRAME, 65536,
-					  SP_MAX_FRAME_V1};
+	                                  SP_MAX_FRAME_V1};
 	struct result *oneshot;
 	size_t n_oneshot = 0, pos = 0;
 	uint32_t max_frame;

@@ -1,0 +1,1753 @@
+/*
+ * sealpush-ca: the operator's PKI command. It keeps one directory DIR:
+ *
+ *	ca.key, ca.crt        the device CA (ECDSA P-256), made by "init"
+ *	server.key/.crt       the relay's TLS certificate, made (and rotated) by "server"
+ *	NAME.key/.crt         one device or sender, made by "device"
+ *	crl.pem               the CRL the relay loads, rewritten by "init", "revoke" and "crl"
+ *	index.json            every certificate issued, its serial, token and revocation, and the
+ *	                      number of the last CRL; the source of truth for "revoke" and "crl"
+ *
+ * Each command takes an exclusive flock() on DIR for its whole run, so two commands never
+ * interleave their read-modify-write of index.json. Every file is written through a temporary
+ * file created 0600 with O_EXCL, fsync'ed, then renamed over its name (or linked to it when an
+ * existing file must not be replaced), then DIR is fsync'ed: a reader sees the old file or the
+ * whole new one, and a private key is never readable by anyone else, not even briefly.
+ *
+ * The relay only reads DIR's files; nothing here runs inside the daemon. Crypto is OpenSSL's:
+ * keys from EVP_PKEY_Q_keygen, certificates and CRLs from the X509 and X509_CRL APIs.
+ *
+ * Exit status: 0 success, 1 failure (one line "sealpush-ca: ..." on stderr), 2 usage error.
+ */
+#include "sp_identity.h"
+#include "sp_version.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#define CA_EXIT_FAIL         1
+#define CA_EXIT_USAGE        2
+
+#define CA_DEFAULT_CA_DAYS   3650
+#define CA_DEFAULT_LEAF_DAYS 825
+#define CA_DEFAULT_CRL_DAYS  30
+#define CA_MAX_DAYS          36500 /* 100 years: anything longer is a typo */
+#define CA_MAX_SANS          64    /* per kind (--name, --ip) */
+#define CA_NAME_MAX          64    /* device names, and the X.509 upper bound of a CN */
+#define CA_DNS_MAX           253
+#define CA_PEM_MAX           (1 << 20)
+#define CA_INDEX_MAX         (64 << 20)
+#define CA_SERIAL_BITS       128
+#define CA_CRL_NUMBER_MAX    ((json_int_t)1 << 53) /* far from overflow, exact in any JSON */
+#define CA_MAX_CREATED       4
+#define CA_TIME_LEN          sizeof("YYYY-MM-DDTHH:MM:SSZ")
+
+#define CA_DEFAULT_CN        "sealpush device CA"
+#define CA_SERVER_CN         "sealpush relay" /* when the first host name is too long for a CN */
+#define CA_INDEX_VERSION     1
+#define CA_FILE_KEY_MODE     0600
+#define CA_FILE_PUB_MODE     0644
+#define CA_FILE_CA_KEY       "ca.key"
+#define CA_FILE_CA_CRT       "ca.crt"
+#define CA_FILE_SRV_KEY      "server.key"
+#define CA_FILE_SRV_CRT      "server.crt"
+#define CA_FILE_CRL          "crl.pem"
+#define CA_FILE_INDEX        "index.json"
+#define CA_KIND_SERVER       "server"
+#define CA_KIND_DEVICE       "device"
+#define CA_TIME_FORMAT       "%Y-%m-%dT%H:%M:%SZ"
+
+static const char ca_usage[] =
+        "usage: sealpush-ca COMMAND DIR [ARGS] [OPTIONS]\n"
+        "\n"
+        "Commands:\n"
+        "  init DIR [--days N] [--name CN]\n"
+        "      Create a device CA (ECDSA P-256) in DIR, created 0700 if missing:\n"
+        "      ca.key, ca.crt, index.json and an empty crl.pem. Valid 3650 days by\n"
+        "      default; CN \"" CA_DEFAULT_CN "\" by default. Refuses to overwrite\n"
+        "      an existing CA.\n"
+        "  server DIR --name HOST [--name HOST]... [--ip ADDR]... [--days N]\n"
+        "      Issue the relay's TLS certificate server.key, server.crt for every HOST\n"
+        "      and ADDR (IPv4 or IPv6), valid 825 days by default. Replaces (rotates)\n"
+        "      an existing server certificate.\n"
+        "  device DIR NAME [--days N] [--backdate DAYS]\n"
+        "      Issue a device (or sender) certificate NAME.key, NAME.crt with CN=NAME,\n"
+        "      valid 825 days by default, and print its token (64 hex characters) on\n"
+        "      stdout. --backdate moves the validity period DAYS into the past.\n"
+        "      NAME is 1 to 64 of A-Z a-z 0-9 . _ -, does not start with '.', and is\n"
+        "      not \"ca\" or \"server\". Refuses to overwrite an existing NAME.\n"
+        "  revoke DIR NAME\n"
+        "      Revoke device NAME and rewrite crl.pem.\n"
+        "  crl DIR [--days N]\n"
+        "      Rewrite crl.pem with every revoked certificate; its next update is in\n"
+        "      N days (30 by default). Run it again before then, or the relay will\n"
+        "      refuse clients.\n"
+        "\n"
+        "Options:\n"
+        "  -h, --help     show this help and exit\n"
+        "  --version      show the version and exit\n"
+        "\n"
+        "Exit status: 0 success, 1 failure, 2 usage error.\n";
+
+/* ---- reporting ---- */
+
+static void ca_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Prints one line "sealpush-ca: ..." on stderr. */
+static void ca_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("sealpush-ca: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* Reports a failed OpenSSL call with the reason of the newest queued error; clears the queue. */
+static void ca_ossl_err(const char *what)
+{
+	unsigned long e = ERR_peek_last_error();
+	const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	ca_err("%s: %s", what, reason != NULL ? reason : "OpenSSL error");
+	ERR_clear_error();
+}
+
+/* ---- arguments ---- */
+
+enum {
+	CA_OPT_DAYS = 1 << 0,
+	CA_OPT_NAME = 1 << 1,
+	CA_OPT_IP = 1 << 2,
+	CA_OPT_BACKDATE = 1 << 3,
+};
+
+struct ca_args {
+	const char *pos[2]; /* DIR, then NAME for device and revoke */
+	size_t npos;
+	long days; /* 0: the command's default */
+	long backdate;
+	const char *names[CA_MAX_SANS];
+	size_t nnames;
+	const char *ips[CA_MAX_SANS];
+	size_t nips;
+	bool help;
+};
+
+struct ca_command {
+	const char *name;
+	const char *synopsis;
+	unsigned opts;
+	size_t npos;
+	int (*run)(const struct ca_args *a);
+};
+
+/* Parses a decimal number in [min, max]. Returns 0 or -EINVAL. */
+static int ca_parse_long(const char *s, long min, long max, long *out)
+{
+	char *end;
+	long v;
+
+	if (s[0] < '0' || s[0] > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/*
+ * Parses the arguments after the command name into a. Options may come before, between or after
+ * the positional arguments, as "--opt VALUE" or "--opt=VALUE"; "--" ends the options. Returns 0,
+ * or -EINVAL after printing one line on stderr.
+ */
+static int ca_parse_args(const struct ca_command *cmd, int argc, char **argv, struct ca_args *a)
+{
+	static const struct {
+		const char *name;
+		unsigned opt;
+	} table[] = {
+	        {"--days", CA_OPT_DAYS},
+	        {"--name", CA_OPT_NAME},
+	        {"--ip", CA_OPT_IP},
+	        {"--backdate", CA_OPT_BACKDATE},
+	};
+	bool only_pos = false;
+
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i], *val, *eq;
+		size_t len;
+		unsigned opt = 0;
+
+		if (only_pos || arg[0] != '-' || arg[1] == '\0') {
+			if (a->npos == cmd->npos) {
+				ca_err("unexpected argument '%s'; usage: sealpush-ca %s", arg,
+				       cmd->synopsis);
+				return -EINVAL;
+			}
+			a->pos[a->npos++] = arg;
+			continue;
+		}
+		if (strcmp(arg, "--") == 0) {
+			only_pos = true;
+			continue;
+		}
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			a->help = true;
+			continue;
+		}
+		eq = strchr(arg, '=');
+		len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+		for (size_t t = 0; t < sizeof(table) / sizeof(table[0]); t++) {
+			if (strlen(table[t].name) == len && strncmp(arg, table[t].name, len) == 0)
+				opt = table[t].opt;
+		}
+		if ((opt & cmd->opts) == 0) {
+			ca_err("%s: unknown option '%.*s'; usage: sealpush-ca %s", cmd->name,
+			       (int)len, arg, cmd->synopsis);
+			return -EINVAL;
+		}
+		if (eq != NULL) {
+			val = eq + 1;
+		} else if (i + 1 < argc) {
+			val = argv[++i];
+		} else {
+			ca_err("option %s needs a value", arg);
+			return -EINVAL;
+		}
+		switch (opt) {
+		case CA_OPT_DAYS:
+			if (ca_parse_long(val, 1, CA_MAX_DAYS, &a->days) < 0) {
+				ca_err("--days: expected a number of days from 1 to %d, not '%s'",
+				       CA_MAX_DAYS, val);
+				return -EINVAL;
+			}
+			break;
+		case CA_OPT_BACKDATE:
+			if (ca_parse_long(val, 0, CA_MAX_DAYS, &a->backdate) < 0) {
+				ca_err("--backdate: expected a number of days from 0 to %d, not "
+				       "'%s'",
+				       CA_MAX_DAYS, val);
+				return -EINVAL;
+			}
+			break;
+		case CA_OPT_NAME:
+			if (a->nnames == CA_MAX_SANS) {
+				ca_err("at most %d --name options", CA_MAX_SANS);
+				return -EINVAL;
+			}
+			a->names[a->nnames++] = val;
+			break;
+		case CA_OPT_IP:
+			if (a->nips == CA_MAX_SANS) {
+				ca_err("at most %d --ip options", CA_MAX_SANS);
+				return -EINVAL;
+			}
+			a->ips[a->nips++] = val;
+			break;
+		default:
+			return -EINVAL;
+		}
+	}
+	if (!a->help && a->npos != cmd->npos) {
+		ca_err("missing argument; usage: sealpush-ca %s", cmd->synopsis);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A device name is a safe file stem: [A-Za-z0-9._-]{1,64}, no leading '.', not a CA file. */
+static bool ca_valid_device_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CA_NAME_MAX || s[0] == '.')
+		return false;
+	/* Case-insensitively, so "CA" cannot clobber ca.key on a case-folding file system. */
+	if (strcasecmp(s, "ca") == 0 || strcasecmp(s, "server") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* A host name: dot-separated labels of letters, digits and inner hyphens; "*." may lead. */
+static bool ca_valid_dns_name(const char *s)
+{
+	size_t n = strlen(s), label = 0;
+
+	if (n == 0 || n > CA_DNS_MAX)
+		return false;
+	if (strncmp(s, "*.", 2) == 0 && n > 2)
+		s += 2;
+	for (const char *p = s;; p++) {
+		char c = *p;
+
+		if (c == '.' || c == '\0') {
+			if (label == 0 || label > 63 || p[-1] == '-')
+				return false;
+			if (c == '\0')
+				return true;
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		      (c == '-' && label > 0)))
+			return false;
+		label++;
+	}
+}
+
+/* A CA common name: 1 to 64 bytes of UTF-8 without control characters. */
+static bool ca_valid_cn(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > CA_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* Parses an IPv4 or IPv6 address into addr. Returns its length (4 or 16), or -EINVAL. */
+static int ca_parse_ip(const char *s, unsigned char addr[16])
+{
+	if (inet_pton(AF_INET, s, addr) == 1)
+		return 4;
+	if (inet_pton(AF_INET6, s, addr) == 1)
+		return 16;
+	return -EINVAL;
+}
+
+/* ---- time ---- */
+
+/* Formats t as "YYYY-MM-DDTHH:MM:SSZ". Returns 0 or -EINVAL. */
+static int ca_time_str(time_t t, char out[CA_TIME_LEN])
+{
+	struct tm tm;
+
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, CA_TIME_LEN, CA_TIME_FORMAT, &tm) == 0)
+		return -EINVAL;
+	return 0;
+}
+
+/* Formats an ASN1_TIME like ca_time_str. Returns 0 or -EINVAL. */
+static int ca_asn1_time_str(const ASN1_TIME *t, char out[CA_TIME_LEN])
+{
+	struct tm tm;
+
+	if (!ASN1_TIME_to_tm(t, &tm) || strftime(out, CA_TIME_LEN, CA_TIME_FORMAT, &tm) == 0)
+		return -EINVAL;
+	return 0;
+}
+
+/* Parses what ca_time_str writes. Returns 0 or -EINVAL. */
+static int ca_time_parse(const char *s, time_t *out)
+{
+	struct tm tm;
+	const char *end;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, CA_TIME_FORMAT, &tm);
+	if (end == NULL || *end != '\0')
+		return -EINVAL;
+	*out = timegm(&tm);
+	return 0;
+}
+
+/* ---- the directory ---- */
+
+struct ca_dir {
+	const char *path;
+	int fd; /* the directory, flock()ed exclusively while open */
+};
+
+/* Files this run created, so that a failure half-way can remove them again. */
+struct ca_created {
+	const char *names[CA_MAX_CREATED];
+	size_t n;
+};
+
+/*
+ * Opens DIR (creating it 0700 first if create is set) and locks it against other sealpush-ca
+ * runs; blocks while another run holds the lock. Returns 0 or a negative errno, reported.
+ */
+static int ca_dir_open(const char *path, bool create, struct ca_dir *d)
+{
+	int r;
+
+	d->path = path;
+	d->fd = -1;
+	if (create && mkdir(path, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		ca_err("cannot create %s: %s", path, strerror(errno));
+		return r;
+	}
+	d->fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d->fd < 0) {
+		r = -errno;
+		ca_err("%s: %s", path, strerror(errno));
+		return r;
+	}
+	while (flock(d->fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			r = -errno;
+			ca_err("%s: cannot lock: %s", path, strerror(errno));
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Unlocks and closes; accepts a directory that never opened. */
+static void ca_dir_close(struct ca_dir *d)
+{
+	if (d->fd >= 0)
+		close(d->fd);
+	d->fd = -1;
+}
+
+/* Returns 1 if DIR/name exists, 0 if not, or a negative errno (reported). */
+static int ca_exists(const struct ca_dir *d, const char *name)
+{
+	struct stat st;
+	int r;
+
+	if (fstatat(d->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 1;
+	if (errno == ENOENT)
+		return 0;
+	r = -errno;
+	ca_err("%s/%s: %s", d->path, name, strerror(-r));
+	return r;
+}
+
+/*
+ * Reads DIR/name whole, refusing files over max bytes. On success *out is a NUL-terminated
+ * OPENSSL_malloc'ed buffer the caller frees with OPENSSL_clear_free(*out, *len + 1) (it may
+ * hold a private key). Returns 0 or a negative errno, reported.
+ */
+static int ca_read_file(const struct ca_dir *d, const char *name, size_t max, char **out,
+                        size_t *len)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t size = 0, got = 0;
+	int fd, r;
+
+	fd = openat(d->fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		ca_err("%s/%s: %s", d->path, name, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		ca_err("%s/%s: %s", d->path, name, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uintmax_t)st.st_size > max) {
+		r = -EFBIG;
+		ca_err("%s/%s: not a regular file of at most %zu bytes", d->path, name, max);
+		goto out;
+	}
+	size = (size_t)st.st_size;
+	buf = OPENSSL_malloc(size + 1);
+	if (buf == NULL) {
+		r = -ENOMEM;
+		ca_err("%s/%s: out of memory", d->path, name);
+		goto out;
+	}
+	while (got < size) {
+		ssize_t n = read(fd, buf + got, size - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			ca_err("%s/%s: %s", d->path, name,
+			       n < 0 ? strerror(errno) : "file shrank while reading");
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	buf[size] = '\0';
+	*out = buf;
+	*len = size;
+	buf = NULL;
+	r = 0;
+out:
+	OPENSSL_clear_free(buf, size + 1);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/*
+ * Writes data to DIR/name atomically with the given mode, through a temporary file created 0600
+ * with O_EXCL. With replace, an existing DIR/name is replaced; without, the call fails with
+ * -EEXIST and leaves it alone. If created is not NULL, name is recorded there once it is in
+ * place, so that a later failure can remove it again (name must then outlive created). Returns 0
+ * or a negative errno, reported.
+ */
+static int ca_write_file(const struct ca_dir *d, const char *name, const void *data, size_t len,
+                         mode_t mode, bool replace, struct ca_created *created)
+{
+	char tmp[NAME_MAX + 1];
+	unsigned char rnd[6];
+	const char *p = data;
+	bool have_tmp = false;
+	int fd = -1, r, n;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+		ca_ossl_err("random bytes");
+		r = -EIO;
+		goto out;
+	}
+	n = snprintf(tmp, sizeof(tmp), ".%s.%02x%02x%02x%02x%02x%02x.tmp", name, rnd[0], rnd[1],
+	             rnd[2], rnd[3], rnd[4], rnd[5]);
+	if (n < 0 || (size_t)n >= sizeof(tmp)) {
+		r = -ENAMETOOLONG;
+		ca_err("%s/%s: %s", d->path, name, strerror(ENAMETOOLONG));
+		goto out;
+	}
+	fd = openat(d->fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		ca_err("%s/%s: %s", d->path, name, strerror(errno));
+		goto out;
+	}
+	have_tmp = true;
+	if (fchmod(fd, mode) < 0) {
+		r = -errno;
+		ca_err("%s/%s: %s", d->path, name, strerror(errno));
+		goto out;
+	}
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			r = w < 0 ? -errno : -EIO;
+			ca_err("%s/%s: %s", d->path, name, w < 0 ? strerror(errno) : "short write");
+			goto out;
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	if (fsync(fd) < 0) {
+		r = -errno;
+		ca_err("%s/%s: %s", d->path, name, strerror(errno));
+		goto out;
+	}
+	n = close(fd);
+	fd = -1;
+	if (n < 0) {
+		r = -errno;
+		ca_err("%s/%s: %s", d->path, name, strerror(errno));
+		goto out;
+	}
+	if (replace) {
+		if (renameat(d->fd, tmp, d->fd, name) < 0) {
+			r = -errno;
+			ca_err("%s/%s: %s", d->path, name, strerror(errno));
+			goto out;
+		}
+		have_tmp = false;
+	} else {
+		/* link() fails if name exists, where rename() would replace it. */
+		if (linkat(d->fd, tmp, d->fd, name, 0) < 0) {
+			r = -errno;
+			if (errno == EEXIST)
+				ca_err("%s/%s already exists; not overwriting it", d->path, name);
+			else
+				ca_err("%s/%s: %s", d->path, name, strerror(errno));
+			goto out;
+		}
+	}
+	if (created != NULL && created->n < CA_MAX_CREATED)
+		created->names[created->n++] = name;
+	if (fsync(d->fd) < 0) {
+		r = -errno;
+		ca_err("%s: %s", d->path, strerror(errno));
+		goto out;
+	}
+	r = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (have_tmp)
+		unlinkat(d->fd, tmp, 0);
+	return r;
+}
+
+/* Removes the files a failed run created. */
+static void ca_rollback(const struct ca_dir *d, struct ca_created *created)
+{
+	for (size_t i = created->n; i > 0; i--)
+		unlinkat(d->fd, created->names[i - 1], 0);
+	if (created->n > 0)
+		fsync(d->fd);
+	created->n = 0;
+}
+
+/* Writes the memory BIO's contents to DIR/name (see ca_write_file). */
+static int ca_write_bio(const struct ca_dir *d, const char *name, BIO *bio, mode_t mode,
+                        bool replace, struct ca_created *created)
+{
+	char *data;
+	long len = BIO_get_mem_data(bio, &data);
+
+	if (len <= 0) {
+		ca_err("%s/%s: nothing to write", d->path, name);
+		return -EIO;
+	}
+	return ca_write_file(d, name, data, (size_t)len, mode, replace, created);
+}
+
+/* Writes key as unencrypted PEM PKCS#8, mode 0600. Returns 0 or a negative errno, reported. */
+static int ca_write_key(const struct ca_dir *d, const char *name, EVP_PKEY *key, bool replace,
+                        struct ca_created *created)
+{
+	/* secmem: the buffer is cleansed when freed. */
+	BIO *bio = BIO_new(BIO_s_secmem());
+	int r;
+
+	if (bio == NULL || !PEM_write_bio_PKCS8PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL)) {
+		ca_ossl_err("encoding the private key");
+		r = -EIO;
+		goto out;
+	}
+	r = ca_write_bio(d, name, bio, CA_FILE_KEY_MODE, replace, created);
+out:
+	BIO_free(bio);
+	return r;
+}
+
+/* Writes a certificate as PEM, mode 0644. Returns 0 or a negative errno, reported. */
+static int ca_write_cert(const struct ca_dir *d, const char *name, X509 *x, bool replace,
+                         struct ca_created *created)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	int r;
+
+	if (bio == NULL || !PEM_write_bio_X509(bio, x)) {
+		ca_ossl_err("encoding the certificate");
+		r = -EIO;
+		goto out;
+	}
+	r = ca_write_bio(d, name, bio, CA_FILE_PUB_MODE, replace, created);
+out:
+	BIO_free(bio);
+	return r;
+}
+
+/* A PEM passphrase callback that has none: encrypted keys fail instead of prompting. */
+static int ca_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	return 0;
+}
+
+/*
+ * Loads and cross-checks the CA certificate and key of DIR. On success the caller owns *ca and
+ * *key. Returns 0 or a negative errno, reported.
+ */
+static int ca_load_ca(const struct ca_dir *d, X509 **ca, EVP_PKEY **key)
+{
+	char *crt_pem = NULL, *key_pem = NULL;
+	size_t crt_len = 0, key_len = 0;
+	BIO *bio = NULL;
+	X509 *x = NULL;
+	EVP_PKEY *k = NULL;
+	char what[PATH_MAX];
+	int r;
+
+	r = ca_exists(d, CA_FILE_CA_CRT);
+	if (r == 0) {
+		ca_err("%s: no CA here (run 'sealpush-ca init %s' first)", d->path, d->path);
+		r = -ENOENT;
+	}
+	if (r < 0)
+		goto out;
+	r = ca_read_file(d, CA_FILE_CA_CRT, CA_PEM_MAX, &crt_pem, &crt_len);
+	if (r < 0)
+		goto out;
+	r = ca_read_file(d, CA_FILE_CA_KEY, CA_PEM_MAX, &key_pem, &key_len);
+	if (r < 0)
+		goto out;
+	r = -EINVAL;
+	bio = BIO_new_mem_buf(crt_pem, (int)crt_len);
+	x = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	if (x == NULL) {
+		snprintf(what, sizeof(what), "%s/" CA_FILE_CA_CRT, d->path);
+		ca_ossl_err(what);
+		goto out;
+	}
+	BIO_free(bio);
+	bio = BIO_new_mem_buf(key_pem, (int)key_len);
+	k = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, ca_no_passphrase, NULL) : NULL;
+	if (k == NULL) {
+		snprintf(what, sizeof(what),
+		         "%s/" CA_FILE_CA_KEY " (encrypted keys are unsupported)", d->path);
+		ca_ossl_err(what);
+		goto out;
+	}
+	if (X509_check_private_key(x, k) != 1) {
+		ERR_clear_error();
+		ca_err("%s: " CA_FILE_CA_KEY " does not match " CA_FILE_CA_CRT, d->path);
+		goto out;
+	}
+	*ca = x;
+	*key = k;
+	x = NULL;
+	k = NULL;
+	r = 0;
+out:
+	BIO_free(bio);
+	X509_free(x);
+	EVP_PKEY_free(k);
+	OPENSSL_free(crt_pem);
+	OPENSSL_clear_free(key_pem, key_len + 1);
+	return r;
+}
+
+/* ---- index.json ---- */
+
+/*
+ * index.json:
+ *	{ "version": 1, "crl_number": N, "certificates": [ ENTRY... ] }
+ *	ENTRY: { "name", "kind": "server"|"device", "serial": uppercase hex, "token": 64 hex
+ *	         (devices), "dns": [...], "ip": [...] (servers), "not_after": UTC time,
+ *	         "revoked_at": UTC time or null }
+ * crl_number is the number of the newest crl.pem (0: none yet). Entries are never removed; a
+ * rotated server certificate keeps its old entry.
+ */
+
+/* Checks the shape of a loaded index so later code can trust it. Returns 0 or -EINVAL. */
+static int ca_index_check(const json_t *index, const char **why)
+{
+	const json_t *certs = json_object_get(index, "certificates");
+	const json_t *num = json_object_get(index, "crl_number");
+	size_t i;
+	json_t *e;
+
+	if (!json_is_object(index) || !json_is_array(certs) || !json_is_integer(num) ||
+	    json_integer_value(num) < 0 || json_integer_value(num) > CA_CRL_NUMBER_MAX) {
+		*why = "missing certificates or crl_number";
+		return -EINVAL;
+	}
+	json_array_foreach(certs, i, e)
+	{
+		const char *kind = json_string_value(json_object_get(e, "kind"));
+		const json_t *rev = json_object_get(e, "revoked_at");
+		time_t t;
+
+		if (!json_is_string(json_object_get(e, "name")) ||
+		    !json_is_string(json_object_get(e, "serial")) || kind == NULL ||
+		    (strcmp(kind, CA_KIND_SERVER) != 0 && strcmp(kind, CA_KIND_DEVICE) != 0)) {
+			*why = "an entry lacks name, kind or serial";
+			return -EINVAL;
+		}
+		if (!json_is_null(rev) &&
+		    (!json_is_string(rev) || ca_time_parse(json_string_value(rev), &t) < 0)) {
+			*why = "an entry has a bad revoked_at";
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Loads DIR/index.json; the caller owns *out. Returns 0 or a negative errno, reported. */
+static int ca_index_load(const struct ca_dir *d, json_t **out)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	json_t *index = NULL;
+	json_error_t jerr;
+	const char *why = NULL;
+	int r;
+
+	r = ca_read_file(d, CA_FILE_INDEX, CA_INDEX_MAX, &buf, &len);
+	if (r < 0)
+		goto out;
+	index = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (index == NULL) {
+		r = -EINVAL;
+		ca_err("%s/" CA_FILE_INDEX ":%d: %s", d->path, jerr.line, jerr.text);
+		goto out;
+	}
+	r = ca_index_check(index, &why);
+	if (r < 0) {
+		ca_err("%s/" CA_FILE_INDEX ": %s", d->path, why);
+		goto out;
+	}
+	*out = index;
+	index = NULL;
+out:
+	json_decref(index);
+	OPENSSL_free(buf);
+	return r;
+}
+
+/* Writes index atomically, mode 0600. Returns 0 or a negative errno, reported. */
+static int ca_index_save(const struct ca_dir *d, const json_t *index, struct ca_created *created)
+{
+	/* JSON_INDENT output ends without a newline; the file gets one. */
+	char *text = json_dumps(index, JSON_INDENT(2)), *nl;
+	size_t n;
+	int r;
+
+	if (text == NULL) {
+		ca_err("%s/" CA_FILE_INDEX ": out of memory", d->path);
+		return -ENOMEM;
+	}
+	n = strlen(text);
+	nl = realloc(text, n + 2);
+	if (nl == NULL) {
+		r = -ENOMEM;
+		ca_err("%s/" CA_FILE_INDEX ": out of memory", d->path);
+		goto out;
+	}
+	text = nl;
+	text[n++] = '\n';
+	text[n] = '\0';
+	r = ca_write_file(d, CA_FILE_INDEX, text, n, CA_FILE_KEY_MODE, true, created);
+out:
+	free(text);
+	return r;
+}
+
+/* Returns whether serial (hex) is already in the index or is the CA's own. */
+static bool ca_serial_taken(const json_t *index, const char *serial, const char *ca_serial)
+{
+	size_t i;
+	json_t *e;
+
+	if (ca_serial != NULL && strcasecmp(serial, ca_serial) == 0)
+		return true;
+	json_array_foreach(json_object_get(index, "certificates"), i, e)
+	{
+		if (strcasecmp(serial, json_string_value(json_object_get(e, "serial"))) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Returns the hex of an ASN1 serial, OPENSSL_malloc'ed, or NULL (reported). */
+static char *ca_serial_hex(const ASN1_INTEGER *serial)
+{
+	BIGNUM *bn = ASN1_INTEGER_to_BN(serial, NULL);
+	char *hex = bn != NULL ? BN_bn2hex(bn) : NULL;
+
+	if (hex == NULL)
+		ca_ossl_err("encoding a serial number");
+	BN_free(bn);
+	return hex;
+}
+
+/*
+ * Draws a random positive 128-bit serial that neither the index nor ca_serial (may be NULL)
+ * already uses. On success the caller owns *out and *hex (OPENSSL_free). Returns 0 or -EIO,
+ * reported.
+ */
+static int ca_new_serial(const json_t *index, const char *ca_serial, ASN1_INTEGER **out, char **hex)
+{
+	BIGNUM *bn = BN_new();
+	char *h = NULL;
+	int r = -EIO;
+
+	if (bn == NULL)
+		goto fail;
+	for (int tries = 0; tries < 16; tries++) {
+		OPENSSL_free(h);
+		h = NULL;
+		if (!BN_rand(bn, CA_SERIAL_BITS, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY))
+			goto fail;
+		if (BN_is_zero(bn))
+			continue;
+		h = BN_bn2hex(bn);
+		if (h == NULL)
+			goto fail;
+		if (index != NULL && ca_serial_taken(index, h, ca_serial))
+			continue;
+		*out = BN_to_ASN1_INTEGER(bn, NULL);
+		if (*out == NULL)
+			goto fail;
+		*hex = h;
+		h = NULL;
+		r = 0;
+		goto out;
+	}
+fail:
+	ca_ossl_err("drawing a serial number");
+out:
+	OPENSSL_free(h);
+	BN_free(bn);
+	return r;
+}
+
+/* ---- certificates and CRLs ---- */
+
+struct ca_profile {
+	const char *cn;
+	long days;
+	long backdate; /* days */
+	const char *basic_constraints;
+	const char *key_usage;
+	const char *ext_key_usage; /* NULL: none */
+	GENERAL_NAMES *san;        /* NULL: none */
+};
+
+/* Adds one extension given in OpenSSL's config syntax. Returns 0 or -EIO, reported. */
+static int ca_add_ext(X509 *x, X509V3_CTX *ctx, int nid, const char *value)
+{
+	X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, ctx, nid, value);
+	int ok = ext != NULL && X509_add_ext(x, ext, -1);
+
+	X509_EXTENSION_free(ext);
+	if (!ok) {
+		ca_ossl_err(OBJ_nid2ln(nid));
+		return -EIO;
+	}
+	return 0;
+}
+
+/*
+ * Builds and signs a certificate for key per profile p. With issuer NULL it is a self-signed CA
+ * certificate (signed by key); otherwise issuer_key signs it and it carries the issuer's key id.
+ * Validity runs from now - p->backdate days for p->days days. On success the caller owns *out.
+ * Returns 0 or a negative errno, reported.
+ */
+static int ca_sign_cert(const struct ca_profile *p, EVP_PKEY *key, ASN1_INTEGER *serial, time_t now,
+                        X509 *issuer, EVP_PKEY *issuer_key, X509 **out)
+{
+	X509 *x = X509_new();
+	X509_NAME *name = X509_NAME_new();
+	X509V3_CTX ctx;
+	int r = -EIO;
+
+	if (x == NULL || name == NULL || !X509_set_version(x, X509_VERSION_3) ||
+	    !X509_set_serialNumber(x, serial) ||
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)p->cn, -1,
+	                                -1, 0) ||
+	    !X509_set_subject_name(x, name) ||
+	    !X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name) ||
+	    X509_time_adj_ex(X509_getm_notBefore(x), -(int)p->backdate, 0, &now) == NULL ||
+	    X509_time_adj_ex(X509_getm_notAfter(x), (int)(p->days - p->backdate), 0, &now) ==
+	            NULL ||
+	    !X509_set_pubkey(x, key)) {
+		ca_ossl_err("building the certificate");
+		goto out;
+	}
+	X509V3_set_ctx(&ctx, issuer != NULL ? issuer : x, x, NULL, NULL, 0);
+	if (ca_add_ext(x, &ctx, NID_basic_constraints, p->basic_constraints) < 0 ||
+	    ca_add_ext(x, &ctx, NID_key_usage, p->key_usage) < 0 ||
+	    (p->ext_key_usage != NULL &&
+	     ca_add_ext(x, &ctx, NID_ext_key_usage, p->ext_key_usage) < 0) ||
+	    ca_add_ext(x, &ctx, NID_subject_key_identifier, "hash") < 0 ||
+	    (issuer != NULL &&
+	     ca_add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always") < 0))
+		goto out;
+	if (p->san != NULL &&
+	    X509_add1_ext_i2d(x, NID_subject_alt_name, p->san, 0, X509V3_ADD_DEFAULT) != 1) {
+		ca_ossl_err("subjectAltName");
+		goto out;
+	}
+	if (X509_sign(x, issuer_key != NULL ? issuer_key : key, EVP_sha256()) <= 0) {
+		ca_ossl_err("signing the certificate");
+		goto out;
+	}
+	*out = x;
+	x = NULL;
+	r = 0;
+out:
+	X509_NAME_free(name);
+	X509_free(x);
+	return r;
+}
+
+/* Makes a P-256 key; the caller owns it. Returns NULL on failure, reported. */
+static EVP_PKEY *ca_keygen(void)
+{
+	EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+
+	if (key == NULL)
+		ca_ossl_err("generating a P-256 key");
+	return key;
+}
+
+/* Adds one revoked entry to crl. Returns 0 or -EINVAL/-EIO, reported. */
+static int ca_crl_add(X509_CRL *crl, const char *serial_hex, time_t when)
+{
+	BIGNUM *bn = NULL;
+	ASN1_INTEGER *serial = NULL;
+	ASN1_TIME *t = NULL;
+	X509_REVOKED *rev = NULL;
+	int r = -EIO, n;
+
+	n = BN_hex2bn(&bn, serial_hex);
+	if (n <= 0 || (size_t)n != strlen(serial_hex) || bn == NULL || BN_is_zero(bn) ||
+	    BN_is_negative(bn)) {
+		ca_err(CA_FILE_INDEX ": bad serial '%s'", serial_hex);
+		r = -EINVAL;
+		goto out;
+	}
+	serial = BN_to_ASN1_INTEGER(bn, NULL);
+	t = ASN1_TIME_set(NULL, when);
+	rev = X509_REVOKED_new();
+	if (serial == NULL || t == NULL || rev == NULL ||
+	    !X509_REVOKED_set_serialNumber(rev, serial) ||
+	    !X509_REVOKED_set_revocationDate(rev, t) || !X509_CRL_add0_revoked(crl, rev)) {
+		ca_ossl_err("adding to the CRL");
+		goto out;
+	}
+	rev = NULL;
+	r = 0;
+out:
+	X509_REVOKED_free(rev);
+	ASN1_TIME_free(t);
+	ASN1_INTEGER_free(serial);
+	BN_free(bn);
+	return r;
+}
+
+/*
+ * Builds and signs the CRL numbered number: every revoked entry of index, next update in days
+ * days. On success the caller owns *out. Returns 0 or a negative errno, reported.
+ */
+static int ca_build_crl(X509 *ca, EVP_PKEY *cakey, const json_t *index, json_int_t number,
+                        long days, time_t now, X509_CRL **out)
+{
+	X509_CRL *crl = X509_CRL_new();
+	ASN1_TIME *last = ASN1_TIME_set(NULL, now);
+	ASN1_TIME *next = ASN1_TIME_adj(NULL, now, (int)days, 0);
+	ASN1_INTEGER *num = ASN1_INTEGER_new();
+	X509_EXTENSION *aki = NULL;
+	X509V3_CTX ctx;
+	size_t i;
+	json_t *e;
+	int r = -EIO;
+
+	if (crl == NULL || last == NULL || next == NULL || num == NULL ||
+	    !X509_CRL_set_version(crl, X509_CRL_VERSION_2) ||
+	    !X509_CRL_set_issuer_name(crl, X509_get_subject_name(ca)) ||
+	    !X509_CRL_set1_lastUpdate(crl, last) || !X509_CRL_set1_nextUpdate(crl, next) ||
+	    !ASN1_INTEGER_set_int64(num, (int64_t)number) ||
+	    X509_CRL_add1_ext_i2d(crl, NID_crl_number, num, 0, X509V3_ADD_DEFAULT) != 1) {
+		ca_ossl_err("building the CRL");
+		goto out;
+	}
+	X509V3_set_ctx(&ctx, ca, NULL, NULL, crl, 0);
+	aki = X509V3_EXT_conf_nid(NULL, &ctx, NID_authority_key_identifier, "keyid:always");
+	if (aki == NULL || !X509_CRL_add_ext(crl, aki, -1)) {
+		ca_ossl_err("CRL authorityKeyIdentifier");
+		goto out;
+	}
+	json_array_foreach(json_object_get(index, "certificates"), i, e)
+	{
+		const char *when = json_string_value(json_object_get(e, "revoked_at"));
+		time_t t;
+
+		if (when == NULL)
+			continue;
+		if (ca_time_parse(when, &t) < 0) {
+			ca_err(CA_FILE_INDEX ": bad revoked_at '%s'", when);
+			r = -EINVAL;
+			goto out;
+		}
+		r = ca_crl_add(crl, json_string_value(json_object_get(e, "serial")), t);
+		if (r < 0)
+			goto out;
+	}
+	r = -EIO;
+	if (!X509_CRL_sort(crl) || X509_CRL_sign(crl, cakey, EVP_sha256()) <= 0) {
+		ca_ossl_err("signing the CRL");
+		goto out;
+	}
+	*out = crl;
+	crl = NULL;
+	r = 0;
+out:
+	X509_EXTENSION_free(aki);
+	ASN1_INTEGER_free(num);
+	ASN1_TIME_free(next);
+	ASN1_TIME_free(last);
+	X509_CRL_free(crl);
+	return r;
+}
+
+/*
+ * Publishes a new CRL: builds it with the next CRL number, records that number (and whatever
+ * else changed in index) in index.json, then writes crl.pem. index.json goes first, so a number
+ * is never reused even if writing crl.pem fails. Returns 0 or a negative errno, reported.
+ */
+static int ca_publish_crl(const struct ca_dir *d, X509 *ca, EVP_PKEY *cakey, json_t *index,
+                          long days, time_t now, struct ca_created *created)
+{
+	json_int_t number = json_integer_value(json_object_get(index, "crl_number")) + 1;
+	X509_CRL *crl = NULL;
+	BIO *bio = NULL;
+	int r;
+
+	r = ca_build_crl(ca, cakey, index, number, days, now, &crl);
+	if (r < 0)
+		goto out;
+	r = -EIO;
+	bio = BIO_new(BIO_s_mem());
+	if (bio == NULL || !PEM_write_bio_X509_CRL(bio, crl)) {
+		ca_ossl_err("encoding the CRL");
+		goto out;
+	}
+	if (json_object_set_new(index, "crl_number", json_integer(number)) < 0) {
+		ca_err("out of memory");
+		goto out;
+	}
+	r = ca_index_save(d, index, created);
+	if (r < 0)
+		goto out;
+	r = ca_write_bio(d, CA_FILE_CRL, bio, CA_FILE_PUB_MODE, true, created);
+	if (r < 0 && created == NULL)
+		ca_err("index.json is updated; run 'sealpush-ca crl %s' to retry crl.pem", d->path);
+out:
+	BIO_free(bio);
+	X509_CRL_free(crl);
+	return r;
+}
+
+/*
+ * Appends the entry of a newly issued certificate to index: token (64 hex) for a device, the
+ * --name/--ip lists of san for a server (NULL otherwise). Returns 0 or a negative errno, reported.
+ */
+static int ca_index_add(json_t *index, const char *name, const char *kind, const char *serial,
+                        const char *token, const struct ca_args *san, X509 *cert)
+{
+	char not_after[CA_TIME_LEN];
+	json_t *e = NULL, *dns = NULL, *ips = NULL;
+	int r = -ENOMEM;
+
+	if (ca_asn1_time_str(X509_get0_notAfter(cert), not_after) < 0) {
+		ca_err("%s: unrepresentable notAfter", name);
+		return -EINVAL;
+	}
+	e = json_pack("{s:s, s:s, s:s}", "name", name, "kind", kind, "serial", serial);
+	if (e == NULL)
+		goto out;
+	if (token != NULL && json_object_set_new(e, "token", json_string(token)) < 0)
+		goto out;
+	if (san != NULL) {
+		dns = json_array();
+		ips = json_array();
+		if (dns == NULL || ips == NULL)
+			goto out;
+		for (size_t i = 0; i < san->nnames; i++) {
+			if (json_array_append_new(dns, json_string(san->names[i])) < 0)
+				goto out;
+		}
+		for (size_t i = 0; i < san->nips; i++) {
+			if (json_array_append_new(ips, json_string(san->ips[i])) < 0)
+				goto out;
+		}
+		if (json_object_set_new(e, "dns", dns) < 0) {
+			dns = NULL;
+			goto out;
+		}
+		dns = NULL;
+		if (json_object_set_new(e, "ip", ips) < 0) {
+			ips = NULL;
+			goto out;
+		}
+		ips = NULL;
+	}
+	if (json_object_set_new(e, "not_after", json_string(not_after)) < 0 ||
+	    json_object_set_new(e, "revoked_at", json_null()) < 0)
+		goto out;
+	if (json_array_append_new(json_object_get(index, "certificates"), e) < 0) {
+		e = NULL;
+		goto out;
+	}
+	e = NULL;
+	r = 0;
+out:
+	if (r < 0)
+		ca_err("out of memory");
+	json_decref(ips);
+	json_decref(dns);
+	json_decref(e);
+	return r;
+}
+
+/* Refuses to issue from an expired CA. Returns 0, or -EINVAL (reported). */
+static int ca_check_expiry(X509 *ca, time_t now)
+{
+	char when[CA_TIME_LEN] = "?";
+
+	if (X509_cmp_time(X509_get0_notAfter(ca), &now) <= 0) {
+		ca_asn1_time_str(X509_get0_notAfter(ca), when);
+		ca_err("the CA certificate expired at %s; create a new CA", when);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Warns on stderr if cert expires after the CA certificate (it stops verifying then). */
+static void ca_warn_outlives(X509 *ca, X509 *cert, const char *file)
+{
+	char when[CA_TIME_LEN] = "?";
+
+	if (ASN1_TIME_compare(X509_get0_notAfter(cert), X509_get0_notAfter(ca)) > 0) {
+		ca_asn1_time_str(X509_get0_notAfter(ca), when);
+		ca_err("warning: %s outlives the CA certificate, which expires at %s", file, when);
+	}
+}
+
+/* ---- commands ---- */
+
+static int ca_cmd_init(const struct ca_args *a)
+{
+	struct ca_dir d = {.fd = -1};
+	struct ca_created created = {.n = 0};
+	struct ca_profile prof = {
+	        .cn = a->nnames > 0 ? a->names[0] : CA_DEFAULT_CN,
+	        .days = a->days > 0 ? a->days : CA_DEFAULT_CA_DAYS,
+	        .backdate = 0,
+	        .basic_constraints = "critical,CA:TRUE,pathlen:0",
+	        .key_usage = "critical,keyCertSign,cRLSign",
+	        .ext_key_usage = NULL,
+	        .san = NULL,
+	};
+	const char *const files[] = {CA_FILE_CA_KEY, CA_FILE_CA_CRT, CA_FILE_INDEX};
+	time_t now = time(NULL);
+	EVP_PKEY *key = NULL;
+	X509 *ca = NULL;
+	ASN1_INTEGER *serial = NULL;
+	char *serial_hex = NULL;
+	json_t *index = NULL;
+	char until[CA_TIME_LEN] = "?";
+	int r;
+
+	if (a->nnames > 1 || !ca_valid_cn(prof.cn)) {
+		ca_err("init: --name takes one CA name of 1 to %d characters", CA_NAME_MAX);
+		return CA_EXIT_USAGE;
+	}
+	r = ca_dir_open(a->pos[0], true, &d);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		r = ca_exists(&d, files[i]);
+		if (r > 0) {
+			ca_err("%s already holds a CA (%s); refusing to overwrite it", d.path,
+			       files[i]);
+			r = -EEXIST;
+		}
+		if (r < 0)
+			goto out;
+	}
+	r = -ENOMEM;
+	index = json_pack("{s:i, s:I, s:[]}", "version", CA_INDEX_VERSION, "crl_number",
+	                  (json_int_t)0, "certificates");
+	if (index == NULL) {
+		ca_err("out of memory");
+		goto out;
+	}
+	r = -EIO;
+	key = ca_keygen();
+	if (key == NULL)
+		goto out;
+	r = ca_new_serial(NULL, NULL, &serial, &serial_hex);
+	if (r < 0)
+		goto out;
+	r = ca_sign_cert(&prof, key, serial, now, NULL, NULL, &ca);
+	if (r < 0)
+		goto out;
+	r = ca_write_key(&d, CA_FILE_CA_KEY, key, false, &created);
+	if (r < 0)
+		goto out;
+	r = ca_write_cert(&d, CA_FILE_CA_CRT, ca, false, &created);
+	if (r < 0)
+		goto out;
+	/* An empty CRL from the start: the relay loads crl.pem even when nothing is revoked. */
+	r = ca_publish_crl(&d, ca, key, index, CA_DEFAULT_CRL_DAYS, now, &created);
+	if (r < 0)
+		goto out;
+	ca_asn1_time_str(X509_get0_notAfter(ca), until);
+	fprintf(stderr, "sealpush-ca: created CA \"%s\" in %s, valid until %s\n", prof.cn, d.path,
+	        until);
+out:
+	if (r < 0)
+		ca_rollback(&d, &created);
+	ca_dir_close(&d);
+	json_decref(index);
+	OPENSSL_free(serial_hex);
+	ASN1_INTEGER_free(serial);
+	X509_free(ca);
+	EVP_PKEY_free(key);
+	return r < 0 ? CA_EXIT_FAIL : 0;
+}
+
+/* Builds the subjectAltName of every --name and --ip; the caller owns *out. */
+static int ca_build_san(const struct ca_args *a, GENERAL_NAMES **out)
+{
+	GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+	GENERAL_NAME *g = NULL;
+	int r = -EIO;
+
+	if (gens == NULL)
+		goto fail;
+	for (size_t i = 0; i < a->nnames + a->nips; i++) {
+		ASN1_STRING *s = NULL;
+		unsigned char addr[16];
+		int len;
+
+		g = GENERAL_NAME_new();
+		if (g == NULL)
+			goto fail;
+		if (i < a->nnames) {
+			s = ASN1_IA5STRING_new();
+			if (s == NULL || !ASN1_STRING_set(s, a->names[i], -1)) {
+				ASN1_IA5STRING_free(s);
+				goto fail;
+			}
+			GENERAL_NAME_set0_value(g, GEN_DNS, s);
+		} else {
+			len = ca_parse_ip(a->ips[i - a->nnames], addr);
+			s = ASN1_OCTET_STRING_new();
+			if (len < 0 || s == NULL || !ASN1_OCTET_STRING_set(s, addr, len)) {
+				ASN1_OCTET_STRING_free(s);
+				goto fail;
+			}
+			GENERAL_NAME_set0_value(g, GEN_IPADD, s);
+		}
+		if (!sk_GENERAL_NAME_push(gens, g))
+			goto fail;
+		g = NULL;
+	}
+	*out = gens;
+	return 0;
+fail:
+	ca_ossl_err("building subjectAltName");
+	GENERAL_NAME_free(g);
+	GENERAL_NAMES_free(gens);
+	return r;
+}
+
+static int ca_cmd_server(const struct ca_args *a)
+{
+	struct ca_dir d = {.fd = -1};
+	struct ca_profile prof = {
+	        .cn = CA_SERVER_CN,
+	        .days = a->days > 0 ? a->days : CA_DEFAULT_LEAF_DAYS,
+	        .backdate = 0,
+	        .basic_constraints = "critical,CA:FALSE",
+	        .key_usage = "critical,digitalSignature",
+	        .ext_key_usage = "serverAuth",
+	        .san = NULL,
+	};
+	time_t now = time(NULL);
+	X509 *ca = NULL, *cert = NULL;
+	EVP_PKEY *cakey = NULL, *key = NULL;
+	ASN1_INTEGER *serial = NULL;
+	char *serial_hex = NULL, *ca_serial = NULL;
+	json_t *index = NULL;
+	char until[CA_TIME_LEN] = "?";
+	unsigned char addr[16];
+	int r;
+
+	if (a->nnames == 0) {
+		ca_err("server: at least one --name HOST is needed");
+		return CA_EXIT_USAGE;
+	}
+	for (size_t i = 0; i < a->nnames; i++) {
+		if (inet_pton(AF_INET, a->names[i], addr) == 1 || strchr(a->names[i], ':')) {
+			ca_err("server: '%s' is an address; use --ip for it", a->names[i]);
+			return CA_EXIT_USAGE;
+		}
+		if (!ca_valid_dns_name(a->names[i])) {
+			ca_err("server: '%s' is not a valid host name", a->names[i]);
+			return CA_EXIT_USAGE;
+		}
+	}
+	for (size_t i = 0; i < a->nips; i++) {
+		if (ca_parse_ip(a->ips[i], addr) < 0) {
+			ca_err("server: '%s' is not an IPv4 or IPv6 address", a->ips[i]);
+			return CA_EXIT_USAGE;
+		}
+	}
+	/* Clients match the subjectAltName; the CN is only a label, and holds at most 64. */
+	if (strlen(a->names[0]) <= CA_NAME_MAX)
+		prof.cn = a->names[0];
+
+	r = ca_dir_open(a->pos[0], false, &d);
+	if (r < 0)
+		goto out;
+	r = ca_load_ca(&d, &ca, &cakey);
+	if (r < 0)
+		goto out;
+	r = ca_index_load(&d, &index);
+	if (r < 0)
+		goto out;
+	r = ca_check_expiry(ca, now);
+	if (r < 0)
+		goto out;
+	r = -EIO;
+	ca_serial = ca_serial_hex(X509_get0_serialNumber(ca));
+	if (ca_serial == NULL)
+		goto out;
+	key = ca_keygen();
+	if (key == NULL)
+		goto out;
+	r = ca_new_serial(index, ca_serial, &serial, &serial_hex);
+	if (r < 0)
+		goto out;
+	r = ca_build_san(a, &prof.san);
+	if (r < 0)
+		goto out;
+	r = ca_sign_cert(&prof, key, serial, now, ca, cakey, &cert);
+	if (r < 0)
+		goto out;
+	r = ca_exists(&d, CA_FILE_SRV_CRT);
+	if (r < 0)
+		goto out;
+	if (r > 0)
+		fprintf(stderr,
+		        "sealpush-ca: replacing the existing %s/" CA_FILE_SRV_KEY
+		        " and " CA_FILE_SRV_CRT " (rotation)\n",
+		        d.path);
+	r = ca_index_add(index, CA_KIND_SERVER, CA_KIND_SERVER, serial_hex, NULL, a, cert);
+	if (r < 0)
+		goto out;
+	/* The key first: a reload between the two writes pairs the old cert with the new key and
+	 * fails loudly, rather than silently serving something unexpected. */
+	r = ca_write_key(&d, CA_FILE_SRV_KEY, key, true, NULL);
+	if (r < 0)
+		goto out;
+	r = ca_write_cert(&d, CA_FILE_SRV_CRT, cert, true, NULL);
+	if (r < 0)
+		goto out;
+	r = ca_index_save(&d, index, NULL);
+	if (r < 0)
+		goto out;
+	ca_warn_outlives(ca, cert, CA_FILE_SRV_CRT);
+	ca_asn1_time_str(X509_get0_notAfter(cert), until);
+	fprintf(stderr, "sealpush-ca: issued %s/" CA_FILE_SRV_CRT " (serial %s), valid until %s\n",
+	        d.path, serial_hex, until);
+out:
+	ca_dir_close(&d);
+	GENERAL_NAMES_free(prof.san);
+	json_decref(index);
+	OPENSSL_free(ca_serial);
+	OPENSSL_free(serial_hex);
+	ASN1_INTEGER_free(serial);
+	X509_free(cert);
+	X509_free(ca);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(cakey);
+	return r < 0 ? CA_EXIT_FAIL : 0;
+}
+
+/*
+ * Returns the index entry of device name: the unrevoked one if there is one (there is at most
+ * one), else the newest revoked one if live is false, else NULL. The entry belongs to index.
+ */
+static json_t *ca_find_device(const json_t *index, const char *name, bool live)
+{
+	json_t *found = NULL, *e;
+	size_t i;
+
+	json_array_foreach(json_object_get(index, "certificates"), i, e)
+	{
+		if (strcmp(json_string_value(json_object_get(e, "kind")), CA_KIND_DEVICE) != 0 ||
+		    strcmp(json_string_value(json_object_get(e, "name")), name) != 0)
+			continue;
+		if (json_is_null(json_object_get(e, "revoked_at")))
+			return e;
+		if (!live)
+			found = e;
+	}
+	return found;
+}
+
+static void ca_usage_name(const char *cmd)
+{
+	ca_err("%s: a NAME is 1 to %d of A-Z a-z 0-9 . _ -, does not start with '.', and is not "
+	       "\"ca\" or \"server\"",
+	       cmd, CA_NAME_MAX);
+}
+
+static int ca_cmd_device(const struct ca_args *a)
+{
+	struct ca_dir d = {.fd = -1};
+	struct ca_created created = {.n = 0};
+	const char *name = a->pos[1];
+	struct ca_profile prof = {
+	        .cn = name,
+	        .days = a->days > 0 ? a->days : CA_DEFAULT_LEAF_DAYS,
+	        .backdate = a->backdate,
+	        .basic_constraints = "critical,CA:FALSE",
+	        .key_usage = "critical,digitalSignature",
+	        .ext_key_usage = "clientAuth",
+	        .san = NULL,
+	};
+	char key_file[CA_NAME_MAX + sizeof(".key")], crt_file[CA_NAME_MAX + sizeof(".crt")];
+	time_t now = time(NULL);
+	X509 *ca = NULL, *cert = NULL;
+	EVP_PKEY *cakey = NULL, *key = NULL;
+	ASN1_INTEGER *serial = NULL;
+	char *serial_hex = NULL, *ca_serial = NULL;
+	json_t *index = NULL;
+	uint8_t token[SP_TOKEN_LEN];
+	char token_hex[SP_TOKEN_HEX_LEN + 1];
+	int r;
+
+	if (!ca_valid_device_name(name)) {
+		ca_usage_name("device");
+		return CA_EXIT_USAGE;
+	}
+	snprintf(key_file, sizeof(key_file), "%s.key", name);
+	snprintf(crt_file, sizeof(crt_file), "%s.crt", name);
+
+	r = ca_dir_open(a->pos[0], false, &d);
+	if (r < 0)
+		goto out;
+	r = ca_load_ca(&d, &ca, &cakey);
+	if (r < 0)
+		goto out;
+	r = ca_index_load(&d, &index);
+	if (r < 0)
+		goto out;
+	r = ca_check_expiry(ca, now);
+	if (r < 0)
+		goto out;
+	r = ca_exists(&d, key_file);
+	if (r == 0)
+		r = ca_exists(&d, crt_file);
+	if (r == 0 && ca_find_device(index, name, true) != NULL)
+		r = 1;
+	if (r > 0) {
+		ca_err("device %s already exists; refusing to overwrite it", name);
+		r = -EEXIST;
+	}
+	if (r < 0)
+		goto out;
+	r = -EIO;
+	ca_serial = ca_serial_hex(X509_get0_serialNumber(ca));
+	if (ca_serial == NULL)
+		goto out;
+	key = ca_keygen();
+	if (key == NULL)
+		goto out;
+	r = ca_new_serial(index, ca_serial, &serial, &serial_hex);
+	if (r < 0)
+		goto out;
+	r = ca_sign_cert(&prof, key, serial, now, ca, cakey, &cert);
+	if (r < 0)
+		goto out;
+	r = sp_token_from_cert(cert, token);
+	if (r < 0) {
+		ca_err("computing the token: %s", strerror(-r));
+		goto out;
+	}
+	sp_token_hex(token, token_hex);
+	r = ca_index_add(index, name, CA_KIND_DEVICE, serial_hex, token_hex, NULL, cert);
+	if (r < 0)
+		goto out;
+	r = ca_write_key(&d, key_file, key, false, &created);
+	if (r < 0)
+		goto out;
+	r = ca_write_cert(&d, crt_file, cert, false, &created);
+	if (r < 0)
+		goto out;
+	/* Last: a device is only issued once the index can revoke it. */
+	r = ca_index_save(&d, index, NULL);
+	if (r < 0)
+		goto out;
+	created.n = 0; /* committed */
+	ca_warn_outlives(ca, cert, crt_file);
+	if (printf("%s\n", token_hex) < 0 || fflush(stdout) != 0) {
+		/* Issued and recorded all the same: the token is in index.json. */
+		ca_err("writing the token to stdout: %s", strerror(errno));
+		r = -EIO;
+	}
+out:
+	if (r < 0)
+		ca_rollback(&d, &created);
+	ca_dir_close(&d);
+	json_decref(index);
+	OPENSSL_free(ca_serial);
+	OPENSSL_free(serial_hex);
+	ASN1_INTEGER_free(serial);
+	X509_free(cert);
+	X509_free(ca);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(cakey);
+	return r < 0 ? CA_EXIT_FAIL : 0;
+}
+
+static int ca_cmd_revoke(const struct ca_args *a)
+{
+	struct ca_dir d = {.fd = -1};
+	const char *name = a->pos[1];
+	time_t now = time(NULL);
+	X509 *ca = NULL;
+	EVP_PKEY *cakey = NULL;
+	json_t *index = NULL, *e;
+	char when[CA_TIME_LEN];
+	int r;
+
+	if (!ca_valid_device_name(name)) {
+		ca_usage_name("revoke");
+		return CA_EXIT_USAGE;
+	}
+	r = ca_dir_open(a->pos[0], false, &d);
+	if (r < 0)
+		goto out;
+	r = ca_load_ca(&d, &ca, &cakey);
+	if (r < 0)
+		goto out;
+	r = ca_index_load(&d, &index);
+	if (r < 0)
+		goto out;
+	e = ca_find_device(index, name, false);
+	if (e == NULL || !json_is_null(json_object_get(e, "revoked_at"))) {
+		if (e == NULL)
+			ca_err("%s: no device named %s", d.path, name);
+		else
+			ca_err("%s: device %s is already revoked (at %s)", d.path, name,
+			       json_string_value(json_object_get(e, "revoked_at")));
+		r = e == NULL ? -ENOENT : -EALREADY;
+		goto out;
+	}
+	r = ca_time_str(now, when);
+	if (r < 0 || json_object_set_new(e, "revoked_at", json_string(when)) < 0) {
+		ca_err("out of memory");
+		r = -ENOMEM;
+		goto out;
+	}
+	r = ca_publish_crl(&d, ca, cakey, index, CA_DEFAULT_CRL_DAYS, now, NULL);
+	if (r < 0)
+		goto out;
+	fprintf(stderr, "sealpush-ca: revoked %s (serial %s); %s/" CA_FILE_CRL " rewritten\n", name,
+	        json_string_value(json_object_get(e, "serial")), d.path);
+out:
+	ca_dir_close(&d);
+	json_decref(index);
+	X509_free(ca);
+	EVP_PKEY_free(cakey);
+	return r < 0 ? CA_EXIT_FAIL : 0;
+}
+
+static int ca_cmd_crl(const struct ca_args *a)
+{
+	struct ca_dir d = {.fd = -1};
+	long days = a->days > 0 ? a->days : CA_DEFAULT_CRL_DAYS;
+	time_t now = time(NULL);
+	X509 *ca = NULL;
+	EVP_PKEY *cakey = NULL;
+	json_t *index = NULL;
+	int r;
+
+	r = ca_dir_open(a->pos[0], false, &d);
+	if (r < 0)
+		goto out;
+	r = ca_load_ca(&d, &ca, &cakey);
+	if (r < 0)
+		goto out;
+	r = ca_index_load(&d, &index);
+	if (r < 0)
+		goto out;
+	r = ca_publish_crl(&d, ca, cakey, index, days, now, NULL);
+	if (r < 0)
+		goto out;
+	fprintf(stderr,
+	        "sealpush-ca: wrote %s/" CA_FILE_CRL " (number %" JSON_INTEGER_FORMAT
+	        ", next update in %ld days)\n",
+	        d.path, json_integer_value(json_object_get(index, "crl_number")), days);
+out:
+	ca_dir_close(&d);
+	json_decref(index);
+	X509_free(ca);
+	EVP_PKEY_free(cakey);
+	return r < 0 ? CA_EXIT_FAIL : 0;
+}
+
+static const struct ca_command ca_commands[] = {
+        {"init", "init DIR [--days N] [--name CN]", CA_OPT_DAYS | CA_OPT_NAME, 1, ca_cmd_init},
+        {"server", "server DIR --name HOST [--name HOST]... [--ip ADDR]... [--days N]",
+         CA_OPT_DAYS | CA_OPT_NAME | CA_OPT_IP, 1, ca_cmd_server},
+        {"device", "device DIR NAME [--days N] [--backdate DAYS]", CA_OPT_DAYS | CA_OPT_BACKDATE, 2,
+         ca_cmd_device},
+        {"revoke", "revoke DIR NAME", 0, 2, ca_cmd_revoke},
+        {"crl", "crl DIR [--days N]", CA_OPT_DAYS, 1, ca_cmd_crl},
+};
+
+int main(int argc, char **argv)
+{
+	const struct ca_command *cmd = NULL;
+	struct ca_args a;
+
+	/* Belt and braces: every file is also created 0600 and chmod'ed explicitly. */
+	umask(077);
+	if (argc < 2) {
+		fputs(ca_usage, stderr);
+		return CA_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+		fputs(ca_usage, stdout);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		puts("sealpush-ca " SP_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(ca_commands) / sizeof(ca_commands[0]); i++) {
+		if (strcmp(argv[1], ca_commands[i].name) == 0)
+			cmd = &ca_commands[i];
+	}
+	if (cmd == NULL) {
+		ca_err("unknown command '%s' (see sealpush-ca --help)", argv[1]);
+		return CA_EXIT_USAGE;
+	}
+	memset(&a, 0, sizeof(a));
+	if (ca_parse_args(cmd, argc - 2, argv + 2, &a) < 0)
+		return CA_EXIT_USAGE;
+	if (a.help) {
+		fputs(ca_usage, stdout);
+		return 0;
+	}
+	return cmd->run(&a);
+}

@@ -1,0 +1,362 @@
+/*
+ * sealpushd: the sealpush relay.
+ *
+ * main() loads the configuration (defaults < -c FILE < flags), checks it, builds the TLS
+ * context, starts the admin listener and the workers, and then runs the main event base,
+ * which handles signals and the admin HTTP server:
+ *   SIGTERM, SIGINT  drain: GOAWAY to every client, finish what is in flight, exit 0 within
+ *                    shutdown_grace (a second signal stops at once);
+ *   SIGHUP           reload the TLS certificate, key, client CA and CRL; connections stay,
+ *                    and those whose certificate the new CRL revokes are closed.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sp_config.h"
+#include "sp_log.h"
+#include "sp_server.h"
+#include "sp_version.h"
+
+#define C sp_server_config_t
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+
+static const sp_option_t options[] = {
+        SP_OPTION_STRING(C, listen, "0.0.0.0:7443", "address and port for device connections"),
+        SP_OPTION_STRING(C, tls_cert, NULL, "server certificate chain (PEM); required"),
+        SP_OPTION_STRING(C, tls_key, NULL, "server private key (PEM); required"),
+        SP_OPTION_STRING(C, client_ca, NULL, "CA that issues device certificates (PEM); required"),
+        SP_OPTION_STRING(C, crl, NULL, "CRL of the device CA (PEM); none if unset"),
+        SP_OPTION_STRING(C, redis, "redis://127.0.0.1:6379",
+                         "Redis: redis://HOST:PORT or unix:PATH; \"\" for none"),
+        SP_OPTION_STRING(
+                C, admin_listen, NULL,
+                "admin HTTP (/healthz /readyz /metrics), e.g. 127.0.0.1:9090; off if unset"),
+        SP_OPTION_INT(C, workers, 0, 0, SP_MAX_WORKERS, "worker threads; 0 = one per core"),
+        SP_OPTION_ENUM(C, log_level, SP_LOG_INFO, log_levels, "lowest level logged"),
+        SP_OPTION_INT(C, max_connections, 50000, 1, 10000000,
+                      "open connections at most; more are refused at accept"),
+        SP_OPTION_SIZE(C, max_frame, 65536, SP_MIN_MAX_FRAME, SP_MAX_FRAME_V1,
+                       "largest frame body accepted after WELCOME"),
+        SP_OPTION_SIZE(C, max_blob, 16384, 1, SP_MAX_FRAME_V1, "largest blob in a SEND"),
+        SP_OPTION_INT(C, max_recipients, 100, 1, SP_MAX_RECIPIENTS_V1, "recipients per SEND"),
+        SP_OPTION_INT(C, window, 64, 1, 1024, "unacknowledged DELIVERs per device"),
+        SP_OPTION_INT(C, send_window, 256, 1, 65535, "unanswered SENDs per connection"),
+        SP_OPTION_INT(C, keepalive, 60, 1, 65535,
+                      "keepalive interval in seconds, if HELLO has none"),
+        SP_OPTION_INT(C, keepalive_min, 10, 1, 65535, "shortest keepalive granted, seconds"),
+        SP_OPTION_INT(C, keepalive_max, 3600, 1, 65535, "longest keepalive granted, seconds"),
+        SP_OPTION_DURATION(C, handshake_timeout, 10000, 100, 300000,
+                           "time allowed for the TLS handshake"),
+        SP_OPTION_DURATION(C, hello_timeout, 10000, 100, 300000,
+                           "time allowed for HELLO after TLS"),
+        SP_OPTION_DURATION(C, ack_timeout, 30000, 100, 3600000,
+                           "time a device has to ACK before its message counts as undelivered"),
+        SP_OPTION_DURATION(C, shutdown_grace, 10000, 0, 600000,
+                           "time a drain may take before connections are cut"),
+        SP_OPTION_SIZE(C, output_buffer_max, 1 << 20, 16384, (int64_t)1 << 30,
+                       "output buffered for one connection before it is closed as a slow reader"),
+        SP_OPTION_INT(C, send_rate, 10000, 0, 100000000,
+                      "messages per second per connection (recipients count); 0 = unlimited"),
+        SP_OPTION_INT(C, send_burst, 0, 0, 100000000, "send_rate burst; 0 = one second's worth"),
+        SP_OPTION_INT(C, max_errors, 16, 0, 65535,
+                      "non-fatal errors (unknown frame types) before a connection is closed"),
+        SP_OPTION_INT(C, max_ttl, 2592000, 0, 315360000, "longest message ttl in seconds"),
+        SP_OPTION_INT(C, backlog, 1024, 1, 65535, "listen backlog per worker"),
+        SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
+        SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
+        SP_OPTION_ACTION(
+                C, check_config, 0,
+                "check the configuration and the TLS files, print the effective config, exit"),
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+
+struct main_state {
+	sp_server_t *srv;
+	struct event_base *base;
+	struct event *ev_drain;
+	uint64_t drain_started;
+	bool stop_sent;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: sealpushd [-c FILE] [--OPTION VALUE]...\n\n"
+	             "The sealpush relay. Every option can be a key of the JSON config file\n"
+	             "(-c FILE) or a flag; a flag wins over the file.\n\n");
+	sp_config_usage(out, options, N_OPTIONS);
+	fprintf(out,
+	        "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads certificates and CRL.\n");
+}
+
+static int resolve_listen(sp_server_t *srv, char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	char host[256], port_s[8];
+	uint16_t port;
+	int r;
+
+	if (!srv->cfg.listen || sp_parse_hostport(srv->cfg.listen, host, sizeof(host), &port) < 0) {
+		snprintf(err, errlen, "key \"listen\": \"%s\" is not HOST:PORT",
+		         srv->cfg.listen ? srv->cfg.listen : "");
+		return -1;
+	}
+	snprintf(port_s, sizeof(port_s), "%u", port);
+	r = getaddrinfo(host, port_s, &hints, &res);
+	if (r != 0 || !res) {
+		snprintf(err, errlen, "key \"listen\": cannot resolve \"%s\": %s", host,
+		         gai_strerror(r));
+		return -1;
+	}
+	memcpy(&srv->listen_addr, res->ai_addr, res->ai_addrlen);
+	srv->listen_addrlen = (int)res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int check_config(sp_server_t *srv, char *err, size_t errlen)
+{
+	sp_server_config_t *cfg = &srv->cfg;
+	int64_t need = cfg->max_blob + (int64_t)SP_TOKEN_LEN * cfg->max_recipients + 128;
+
+	if (!cfg->tls_cert || !cfg->tls_key || !cfg->client_ca) {
+		snprintf(err, errlen, "key \"%s\" is required",
+		         !cfg->tls_cert  ? "tls_cert"
+		         : !cfg->tls_key ? "tls_key"
+		                         : "client_ca");
+		return -1;
+	}
+	if (cfg->max_frame < need) {
+		snprintf(err, errlen,
+		         "key \"max_frame\": %lld is too small for a SEND of max_recipients (%lld) "
+		         "and max_blob (%lld): it must be at least %lld",
+		         (long long)cfg->max_frame, (long long)cfg->max_recipients,
+		         (long long)cfg->max_blob, (long long)need);
+		return -1;
+	}
+	if (cfg->keepalive_min > cfg->keepalive_max || cfg->keepalive < cfg->keepalive_min ||
+	    cfg->keepalive > cfg->keepalive_max) {
+		snprintf(err, errlen,
+		         "keys \"keepalive_min\" <= \"keepalive\" <= \"keepalive_max\" must hold "
+		         "(%lld, %lld, %lld)",
+		         (long long)cfg->keepalive_min, (long long)cfg->keepalive,
+		         (long long)cfg->keepalive_max);
+		return -1;
+	}
+	if (resolve_listen(srv, err, errlen) < 0)
+		return -1;
+	srv->n_workers = (int)cfg->workers;
+	if (srv->n_workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		srv->n_workers = n < 1 ? 1 : n > SP_MAX_WORKERS ? SP_MAX_WORKERS : (int)n;
+	}
+	return 0;
+}
+
+/* Raises the descriptor limit as far as allowed and keeps max_connections inside it. */
+static void fit_descriptors(sp_server_t *srv)
+{
+	struct rlimit rl;
+	int64_t reserve = 64 + 4 * (int64_t)srv->n_workers;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY &&
+	    (int64_t)rl.rlim_cur - reserve < srv->cfg.max_connections) {
+		int64_t fit = (int64_t)rl.rlim_cur - reserve;
+
+		if (fit < 1)
+			fit = 1;
+		SP_LOG(SP_LOG_WARN, "max_connections_lowered",
+		       "configured=%lld now=%lld nofile=%llu msg=\"raise the descriptor limit "
+		       "(LimitNOFILE, ulimit -n) to allow more\"",
+		       (long long)srv->cfg.max_connections, (long long)fit,
+		       (unsigned long long)rl.rlim_cur);
+		srv->cfg.max_connections = fit;
+	}
+}
+
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct main_state *ms = arg;
+	sp_server_t *srv = ms->srv;
+
+	(void)fd;
+	(void)what;
+	if (atomic_load(&srv->workers_done) == srv->n_workers) {
+		event_base_loopbreak(ms->base);
+		return;
+	}
+	if (!ms->stop_sent &&
+	    sp_now_ms() - ms->drain_started > (uint64_t)srv->cfg.shutdown_grace + 3000) {
+		SP_LOG(SP_LOG_WARN, "drain_overdue", "msg=\"stopping workers\"");
+		sp_workers_signal(srv, SP_WF_STOP);
+		ms->stop_sent = true;
+	}
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct main_state *ms = arg;
+	sp_server_t *srv = ms->srv;
+	struct timeval tv = {0, 100000};
+
+	(void)what;
+	if (atomic_load(&srv->draining)) {
+		SP_LOG(SP_LOG_WARN, "stop_now", "signal=%d msg=\"second signal: stopping now\"",
+		       (int)sig);
+		sp_workers_signal(srv, SP_WF_STOP);
+		ms->stop_sent = true;
+		return;
+	}
+	SP_LOG(SP_LOG_INFO, "draining", "signal=%d grace_ms=%lld", (int)sig,
+	       (long long)srv->cfg.shutdown_grace);
+	atomic_store(&srv->draining, true);
+	atomic_store(&srv->listeners_up, false);
+	ms->drain_started = sp_now_ms();
+	sp_workers_signal(srv, SP_WF_DRAIN);
+	ms->ev_drain = event_new(ms->base, -1, EV_PERSIST, on_drain_timer, ms);
+	if (ms->ev_drain)
+		event_add(ms->ev_drain, &tv);
+	else
+		event_base_loopbreak(ms->base);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+	struct main_state *ms = arg;
+	sp_server_t *srv = ms->srv;
+	char err[512];
+
+	(void)sig;
+	(void)what;
+	if (sp_tls_reload(srv, err, sizeof(err)) < 0) {
+		sp_metric_inc(&srv->metrics, SP_M_RELOADS_FAILED);
+		SP_LOG(SP_LOG_ERROR, "reload_failed",
+		       "msg=\"%s; keeping the previous certificates\"", err);
+		return;
+	}
+	sp_metric_inc(&srv->metrics, SP_M_RELOADS_OK);
+	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->crl ? "yes" : "no");
+	sp_workers_signal(srv, SP_WF_RELOAD);
+}
+
+int main(int argc, char **argv)
+{
+	static sp_server_t srv;
+	struct main_state ms = {.srv = &srv};
+	struct event *sigs[4] = {NULL};
+	sp_admin_t *admin = NULL;
+	struct timespec now;
+	char err[512];
+	int rc, status = 1;
+
+	rc = sp_config_load(options, N_OPTIONS, &srv.cfg, argc, argv, NULL, err, sizeof(err));
+	if (srv.cfg.help) {
+		usage(stdout);
+		sp_config_free(options, N_OPTIONS, &srv.cfg);
+		return 0;
+	}
+	if (srv.cfg.version) {
+		printf("sealpushd %s (protocol %s)\n", SP_VERSION, SP_ALPN);
+		sp_config_free(options, N_OPTIONS, &srv.cfg);
+		return 0;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "sealpushd: %s (see sealpushd --help)\n", err);
+		sp_config_free(options, N_OPTIONS, &srv.cfg);
+		return 2;
+	}
+	sp_log_set_level(srv.cfg.log_level);
+	if (check_config(&srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sealpushd: %s\n", err);
+		goto out_cfg;
+	}
+	if (sp_tls_build(&srv.cfg, &srv.tls_ctx, &srv.crl, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sealpushd: %s\n", err);
+		goto out_cfg;
+	}
+	if (srv.cfg.check_config) {
+		sp_config_dump_json(options, N_OPTIONS, &srv.cfg, stdout);
+		fprintf(stderr, "sealpushd: configuration OK\n");
+		status = 0;
+		goto out_tls;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	fit_descriptors(&srv);
+	clock_gettime(CLOCK_REALTIME, &now);
+	srv.started_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+	pthread_mutex_init(&srv.tls_lock, NULL);
+	sp_registry_init(&srv.registry);
+	ms.base = event_base_new();
+	if (!ms.base) {
+		fprintf(stderr, "sealpushd: cannot create the event base\n");
+		goto out_registry;
+	}
+	sigs[0] = evsignal_new(ms.base, SIGTERM, on_stop_signal, &ms);
+	sigs[1] = evsignal_new(ms.base, SIGINT, on_stop_signal, &ms);
+	sigs[2] = evsignal_new(ms.base, SIGHUP, on_hup, &ms);
+	for (int i = 0; i < 3; i++)
+		if (!sigs[i] || event_add(sigs[i], NULL) < 0) {
+			fprintf(stderr, "sealpushd: cannot install signal handlers\n");
+			goto out_base;
+		}
+	if (sp_admin_start(&srv, ms.base, &admin, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sealpushd: %s\n", err);
+		goto out_base;
+	}
+	if (sp_workers_start(&srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sealpushd: %s\n", err);
+		goto out_workers;
+	}
+	SP_LOG(SP_LOG_INFO, "ready",
+	       "version=%s listen=%s workers=%d admin=%s redis=%s crl=%s "
+	       "max_connections=%lld",
+	       SP_VERSION, srv.cfg.listen, srv.n_workers,
+	       srv.cfg.admin_listen ? srv.cfg.admin_listen : "off",
+	       srv.cfg.redis && srv.cfg.redis[0] ? srv.cfg.redis : "none",
+	       srv.cfg.crl ? srv.cfg.crl : "none", (long long)srv.cfg.max_connections);
+	event_base_dispatch(ms.base);
+	status = 0;
+out_workers:
+	sp_workers_signal(&srv, SP_WF_STOP);
+	sp_workers_join(&srv);
+	sp_admin_stop(admin);
+	if (status == 0)
+		SP_LOG(SP_LOG_INFO, "stopped", "msg=\"bye\"");
+out_base:
+	for (int i = 0; i < 3; i++)
+		if (sigs[i])
+			event_free(sigs[i]);
+	if (ms.ev_drain)
+		event_free(ms.ev_drain);
+	event_base_free(ms.base);
+out_registry:
+	sp_registry_destroy(&srv.registry);
+	pthread_mutex_destroy(&srv.tls_lock);
+out_tls:
+	SSL_CTX_free(srv.tls_ctx);
+	X509_CRL_free(srv.crl);
+out_cfg:
+	sp_config_free(options, N_OPTIONS, &srv.cfg);
+	return status;
+}

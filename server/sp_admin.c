@@ -1,0 +1,367 @@
+/*
+ * sp_admin.c: the admin HTTP listener (evhttp) and the Redis health check, both on the main
+ * thread's event base.
+ *
+ *   GET /healthz  200 while the process runs its loop.
+ *   GET /readyz   200 when the listeners are up, the server is not draining, and Redis
+ *                 answers PING (if a Redis URL is configured); 503 with the reason otherwise.
+ *   GET /metrics  every counter and gauge in the Prometheus text format.
+ *
+ * The health check keeps one hiredis async connection, sends PING every second, and counts
+ * Redis as down after a failed or unanswered PING; it reconnects with exponential backoff
+ * (250 ms to 8 s).
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sp_config.h"
+#include "sp_log.h"
+#include "sp_server.h"
+#include "sp_version.h"
+
+struct sp_admin {
+	sp_server_t *srv;
+	struct event_base *base;
+	struct evhttp *http;
+	struct event *ev_redis;
+	redisAsyncContext *ac;
+	bool redis_enabled;
+	bool ping_outstanding;
+	int missed; /* ticks the outstanding PING has waited */
+	char redis_host[256];
+	uint16_t redis_port;
+	char redis_path[256];
+	uint64_t backoff_ms;
+	uint64_t next_connect;
+};
+
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (!b) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; charset=utf-8");
+	evbuffer_add(b, body, strlen(body));
+	evhttp_send_reply(req, code, reason, b);
+	evbuffer_free(b);
+}
+
+static bool get_only(struct evhttp_request *req)
+{
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_GET ||
+	    evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+		return true;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET, HEAD");
+	reply_text(req, 405, "Method Not Allowed", "only GET\n");
+	return false;
+}
+
+static void on_healthz(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	if (get_only(req))
+		reply_text(req, 200, "OK", "ok\n");
+}
+
+static void on_readyz(struct evhttp_request *req, void *arg)
+{
+	sp_admin_t *a = arg;
+	sp_server_t *srv = a->srv;
+
+	if (!get_only(req))
+		return;
+	if (atomic_load(&srv->draining))
+		reply_text(req, 503, "Service Unavailable", "not ready: draining\n");
+	else if (!atomic_load(&srv->listeners_up))
+		reply_text(req, 503, "Service Unavailable", "not ready: listeners are not up\n");
+	else if (a->redis_enabled && !atomic_load(&srv->redis_up))
+		reply_text(req, 503, "Service Unavailable", "not ready: Redis is unreachable\n");
+	else
+		reply_text(req, 200, "OK", "ready\n");
+}
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+	sp_admin_t *a = arg;
+	sp_server_t *srv = a->srv;
+	sp_metrics_t *sets[SP_MAX_WORKERS + 1];
+	size_t n = 0, len = 0;
+	char *text = NULL;
+	FILE *out;
+	struct timespec now;
+	struct evbuffer *b;
+
+	if (!get_only(req))
+		return;
+	clock_gettime(CLOCK_REALTIME, &now);
+	sets[n++] = &srv->metrics;
+	for (int i = 0; i < srv->n_workers && srv->workers; i++)
+		sets[n++] = &srv->workers[i].metrics;
+	{
+		bool ready = atomic_load(&srv->listeners_up) && !atomic_load(&srv->draining) &&
+		             (!a->redis_enabled || atomic_load(&srv->redis_up));
+		const struct sp_gauge extra[] = {
+		        {"sealpush_up", "1 while the relay runs.", 1},
+		        {"sealpush_ready", "1 while /readyz answers 200.", ready},
+		        {"sealpush_redis_up",
+		         "1 while Redis answers PING (1 if no Redis is configured).",
+		         !a->redis_enabled || atomic_load(&srv->redis_up)},
+		        {"sealpush_workers", "Worker threads.", srv->n_workers},
+		        {"sealpush_max_connections", "The max_connections limit.",
+		         (double)srv->cfg.max_connections},
+		        {"sealpush_start_time_seconds", "Start time, seconds since the epoch.",
+		         (double)srv->started_ms / 1000.0},
+		        {"sealpush_uptime_seconds", "Seconds since start.",
+		         (double)now.tv_sec - (double)srv->started_ms / 1000.0},
+		};
+
+		out = open_memstream(&text, &len);
+		if (!out) {
+			evhttp_send_error(req, 500, NULL);
+			return;
+		}
+		fprintf(out,
+		        "# HELP sealpush_build_info Version of the relay.\n"
+		        "# TYPE sealpush_build_info gauge\n"
+		        "sealpush_build_info{version=\"%s\"} 1\n",
+		        SP_VERSION);
+		sp_metrics_render(out, sets, n, extra, sizeof(extra) / sizeof(extra[0]));
+		fclose(out);
+	}
+	b = evbuffer_new();
+	if (!b) {
+		free(text);
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4; charset=utf-8");
+	evbuffer_add(b, text, len);
+	evhttp_send_reply(req, 200, "OK", b);
+	evbuffer_free(b);
+	free(text);
+}
+
+static void on_other(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	reply_text(req, 404, "Not Found", "try /healthz, /readyz or /metrics\n");
+}
+
+/* ---- Redis health ------------------------------------------------------------------------ */
+
+static void redis_down(sp_admin_t *a, const char *why)
+{
+	if (atomic_exchange(&a->srv->redis_up, false))
+		SP_LOG(SP_LOG_WARN, "redis_down", "msg=\"%s\"", why);
+	a->ping_outstanding = false;
+	a->next_connect = sp_now_ms() + a->backoff_ms;
+	a->backoff_ms = a->backoff_ms * 2 > 8000 ? 8000 : a->backoff_ms * 2;
+}
+
+static void on_redis_connect(const redisAsyncContext *ac, int status)
+{
+	sp_admin_t *a = ac->data;
+
+	if (!a)
+		return;
+	if (status != REDIS_OK) {
+		a->ac = NULL; /* hiredis frees the context after a failed connect */
+		redis_down(a, ac->errstr);
+	}
+}
+
+static void on_redis_disconnect(const redisAsyncContext *ac, int status)
+{
+	sp_admin_t *a = ac->data;
+
+	(void)status;
+	if (!a)
+		return; /* sp_admin_stop() is freeing the context */
+	a->ac = NULL;
+	redis_down(a, ac->errstr[0] ? ac->errstr : "disconnected");
+}
+
+static void on_pong(redisAsyncContext *ac, void *r, void *priv)
+{
+	sp_admin_t *a = priv;
+	redisReply *reply = r;
+
+	(void)ac;
+	if (!a)
+		return;
+	a->ping_outstanding = false;
+	a->missed = 0;
+	if (reply && (reply->type == REDIS_REPLY_STATUS || reply->type == REDIS_REPLY_STRING)) {
+		if (!atomic_exchange(&a->srv->redis_up, true))
+			SP_LOG(SP_LOG_INFO, "redis_up", "msg=\"Redis answers PING\"");
+		a->backoff_ms = 250;
+	} else {
+		redis_down(a, reply && reply->str ? reply->str : "PING failed");
+	}
+}
+
+static void redis_tick(evutil_socket_t fd, short what, void *arg)
+{
+	sp_admin_t *a = arg;
+
+	(void)fd;
+	(void)what;
+	if (!a->ac) {
+		if (sp_now_ms() < a->next_connect)
+			return;
+		a->ac = a->redis_path[0] ? redisAsyncConnectUnix(a->redis_path)
+		                         : redisAsyncConnect(a->redis_host, a->redis_port);
+		if (!a->ac || a->ac->err) {
+			if (a->ac)
+				redisAsyncFree(a->ac);
+			a->ac = NULL;
+			redis_down(a, "cannot connect");
+			return;
+		}
+		a->ac->data = a;
+		redisLibeventAttach(a->ac, a->base);
+		redisAsyncSetConnectCallback(a->ac, on_redis_connect);
+		redisAsyncSetDisconnectCallback(a->ac, on_redis_disconnect);
+	}
+	if (a->ping_outstanding) {
+		/* hiredis 0.14 has no command timeout: an unanswered PING counts as down, and
+		 * after three ticks the connection is dropped and made again. */
+		atomic_store(&a->srv->redis_up, false);
+		if (++a->missed >= 3) {
+			redisAsyncContext *ac = a->ac;
+
+			a->missed = 0;
+			redisAsyncFree(ac); /* calls on_pong (NULL) and on_redis_disconnect */
+			a->ac = NULL;
+		}
+		return;
+	}
+	if (redisAsyncCommand(a->ac, on_pong, a, "PING") == REDIS_OK)
+		a->ping_outstanding = true;
+}
+
+/* "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH" or "unix://PATH". */
+static int parse_redis_url(sp_admin_t *a, const char *url, char *err, size_t errlen)
+{
+	if (strncmp(url, "unix:", 5) == 0) {
+		const char *p = url + 5;
+
+		if (strncmp(p, "//", 2) == 0)
+			p += 2;
+		if (!*p || strlen(p) >= sizeof(a->redis_path))
+			goto bad;
+		snprintf(a->redis_path, sizeof(a->redis_path), "%s", p);
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) == 0) {
+		const char *hp = url + 8;
+
+		if (strchr(hp, ':') || hp[0] == '[') {
+			if (sp_parse_hostport(hp, a->redis_host, sizeof(a->redis_host),
+			                      &a->redis_port) < 0)
+				goto bad;
+		} else {
+			if (!*hp || strlen(hp) >= sizeof(a->redis_host) || strchr(hp, '/'))
+				goto bad;
+			snprintf(a->redis_host, sizeof(a->redis_host), "%s", hp);
+			a->redis_port = 6379;
+		}
+		return 0;
+	}
+bad:
+	snprintf(err, errlen,
+	         "key \"redis\": \"%s\" is not redis://HOST:PORT or unix:PATH (or \"\" for none)",
+	         url);
+	return -1;
+}
+
+int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, char *err,
+                   size_t errlen)
+{
+	sp_admin_t *a = calloc(1, sizeof(*a));
+	struct timeval second = {1, 0};
+
+	*out = NULL;
+	if (!a) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	a->srv = srv;
+	a->base = base;
+	a->backoff_ms = 250;
+	if (srv->cfg.redis && srv->cfg.redis[0]) {
+		if (parse_redis_url(a, srv->cfg.redis, err, errlen) < 0)
+			goto fail;
+		a->redis_enabled = true;
+		a->ev_redis = event_new(base, -1, EV_PERSIST, redis_tick, a);
+		if (!a->ev_redis)
+			goto nomem;
+		event_add(a->ev_redis, &second);
+		redis_tick(-1, 0, a);
+	}
+	if (srv->cfg.admin_listen && srv->cfg.admin_listen[0]) {
+		char host[256];
+		uint16_t port;
+
+		if (sp_parse_hostport(srv->cfg.admin_listen, host, sizeof(host), &port) < 0) {
+			snprintf(err, errlen, "key \"admin_listen\": \"%s\" is not HOST:PORT",
+			         srv->cfg.admin_listen);
+			goto fail;
+		}
+		a->http = evhttp_new(base);
+		if (!a->http)
+			goto nomem;
+		evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+		                                            EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+		                                            EVHTTP_REQ_DELETE);
+		evhttp_set_max_headers_size(a->http, 8192);
+		evhttp_set_max_body_size(a->http, 0);
+		evhttp_set_timeout(a->http, 10);
+		evhttp_set_cb(a->http, "/healthz", on_healthz, a);
+		evhttp_set_cb(a->http, "/readyz", on_readyz, a);
+		evhttp_set_cb(a->http, "/metrics", on_metrics, a);
+		evhttp_set_gencb(a->http, on_other, a);
+		if (!evhttp_bind_socket_with_handle(a->http, host, port)) {
+			snprintf(err, errlen, "cannot listen on admin_listen %s: %s",
+			         srv->cfg.admin_listen, strerror(errno));
+			goto fail;
+		}
+	}
+	*out = a;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+fail:
+	sp_admin_stop(a);
+	return -1;
+}
+
+void sp_admin_stop(sp_admin_t *a)
+{
+	if (!a)
+		return;
+	if (a->http)
+		evhttp_free(a->http);
+	if (a->ev_redis)
+		event_free(a->ev_redis);
+	if (a->ac) {
+		redisAsyncContext *ac = a->ac;
+
+		a->ac = NULL;
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	free(a);
+}

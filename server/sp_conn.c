@@ -1,0 +1,470 @@
+/*
+ * sp_conn.c: one client connection's I/O: TLS handshake, reading frames, writing frames,
+ * closing. The session logic (sp_session.c) sees frames and calls sp_conn_send/close; it
+ * never touches SSL.
+ *
+ * Buffers: reads go through the worker's shared scratch buffer and are decoded in place; only
+ * a frame split across reads is copied, into the connection's decoder, which frees its buffer
+ * again once the frame is complete. Output is encoded into an evbuffer created on first use
+ * and freed by the worker's tick once it has been empty for a tick. An idle connection thus
+ * holds no I/O buffer at all (and OpenSSL releases its own, SSL_MODE_RELEASE_BUFFERS).
+ *
+ * Closing: sp_conn_close() queues an ERROR (or nothing), stops reading, detaches the session
+ * (unregisters the token, reroutes unacknowledged messages) and flushes; once the output is
+ * written, sp_conn_finish() sends close_notify, closes the socket and puts the connection on
+ * the worker's reap list. It is freed by sp_worker_after(), never inside its own callbacks.
+ * A close that cannot flush (the peer does not read) is finished by the tick after 2 s.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sp_identity.h"
+#include "sp_log.h"
+#include "sp_server.h"
+
+#define SCRATCH_SIZE   16384
+#define READS_PER_CALL 16
+#define WRITE_CHUNK    16384
+
+#define CF_NO_SHUTDOWN 0x80 /* a fatal TLS error happened: no close_notify (OpenSSL forbids) */
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s)
+{
+	sp_metrics_t *m = &c->w->metrics;
+
+	sp_metric_add(m, SP_M_CONNECTIONS + c->state, -1);
+	sp_metric_inc(m, SP_M_CONNECTIONS + s);
+	c->state = (uint8_t)s;
+	c->t_state = c->w->now;
+}
+
+void sp_conn_accept(sp_worker_t *w, int fd)
+{
+	sp_server_t *srv = w->srv;
+	sp_conn_t *c;
+	int one = 1;
+
+	if (atomic_load(&srv->draining)) {
+		sp_metric_inc(&w->metrics, SP_M_CONN_REFUSED_DRAIN);
+		close(fd);
+		return;
+	}
+	if (atomic_fetch_add(&srv->n_conns, 1) >= srv->cfg.max_connections) {
+		atomic_fetch_sub(&srv->n_conns, 1);
+		sp_metric_inc(&w->metrics, SP_M_CONN_REFUSED_MAX);
+		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_MAX_CONNECTIONS);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto fail;
+	c->w = w;
+	c->fd = fd;
+	c->hs_cause = SP_HS_OTHER;
+	c->state = SP_CS_HANDSHAKE;
+	c->t_state = w->now;
+	sp_decoder_init(&c->dec, SP_PREHELLO_MAX_FRAME);
+	if (sp_worker_slot_alloc(w, c) < 0)
+		goto fail;
+	c->ssl = sp_tls_new(srv, c);
+	if (!c->ssl) {
+		sp_worker_slot_free(w, c);
+		goto fail;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	event_assign(&c->ev_read, w->base, fd, EV_READ | EV_PERSIST, on_read, c);
+	event_assign(&c->ev_write, w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
+	if (event_add(&c->ev_read, NULL) < 0) {
+		SSL_free(c->ssl);
+		sp_worker_slot_free(w, c);
+		goto fail;
+	}
+	c->next = w->conns;
+	if (w->conns)
+		w->conns->prev = c;
+	w->conns = c;
+	w->n_conns++;
+	sp_metric_inc(&w->metrics, SP_M_CONN_ACCEPTED);
+	sp_metric_inc(&w->metrics, SP_M_CONNECTIONS + SP_CS_HANDSHAKE);
+	return;
+fail:
+	free(c);
+	atomic_fetch_sub(&srv->n_conns, 1);
+	sp_metric_inc(&w->metrics, SP_M_CONN_CLOSED + SP_CLOSE_INTERNAL);
+	close(fd);
+}
+
+static void want_write(sp_conn_t *c, bool on)
+{
+	if (on && !(c->flags & SP_CF_WRITE_WAIT)) {
+		event_add(&c->ev_write, NULL);
+		c->flags |= SP_CF_WRITE_WAIT;
+	} else if (!on && (c->flags & SP_CF_WRITE_WAIT)) {
+		event_del(&c->ev_write);
+		c->flags &= (uint8_t)~SP_CF_WRITE_WAIT;
+	}
+}
+
+/* The connection broke (reset, EOF without close_notify, TLS error): no goodbye possible. */
+static void conn_broken(sp_conn_t *c, int ssl_err)
+{
+	if (ssl_err == SSL_ERROR_SSL || ssl_err == SSL_ERROR_SYSCALL)
+		c->flags |= CF_NO_SHUTDOWN;
+	if (c->state != SP_CS_CLOSING)
+		c->close_reason = SP_CLOSE_PEER;
+	sp_conn_finish(c);
+}
+
+static void handshake_failed(sp_conn_t *c, enum sp_handshake_cause cause)
+{
+	sp_worker_t *w = c->w;
+
+	sp_metric_inc(&w->metrics, SP_M_HANDSHAKE_FAIL + cause);
+	if (cause == SP_HS_TIMEOUT)
+		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_HANDSHAKE_TIMEOUT);
+	SP_LOG(SP_LOG_DEBUG, "handshake_failed", "worker=%d cause=%d", w->id, (int)cause);
+	ERR_clear_error();
+	c->close_reason = SP_CLOSE_HANDSHAKE;
+	sp_conn_finish(c);
+}
+
+static void handshake_step(sp_conn_t *c)
+{
+	int r, e, cause;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r != 1) {
+		e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ) {
+			want_write(c, false);
+			return;
+		}
+		if (e == SSL_ERROR_WANT_WRITE) {
+			want_write(c, true);
+			return;
+		}
+		c->flags |= CF_NO_SHUTDOWN;
+		handshake_failed(c, sp_tls_failure_cause(c, e));
+		return;
+	}
+	want_write(c, false);
+	cause = sp_tls_established(c->w->srv, c);
+	if (cause < 0) {
+		handshake_failed(c, (enum sp_handshake_cause) - cause);
+		return;
+	}
+	sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_OK);
+	if (c->flags & SP_CF_RESUMED)
+		sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_RESUMED);
+	sp_conn_set_state(c, SP_CS_AWAITING_HELLO);
+}
+
+/* Decodes and dispatches every complete frame in buf; keeps a partial one in the decoder. */
+static void conn_input(sp_conn_t *c, const uint8_t *buf, size_t n)
+{
+	sp_frame_t f;
+	size_t used;
+	int r;
+
+	while (n > 0 && c->state < SP_CS_CLOSING) {
+		if (sp_decoder_idle(&c->dec)) {
+			/* Fast path: the frame is whole in the read buffer, decode it in place. */
+			r = sp_frame_decode(buf, n, c->dec.max_frame, &f, &used);
+			if (r != 0) {
+				if (r == 1)
+					sp_session_frame(c, &f);
+				else
+					sp_session_decode_error(c, r, &f);
+				if (used == 0)
+					return; /* FRAME_TOO_LARGE: the connection is closing */
+				buf += used;
+				n -= used;
+				continue;
+			}
+		}
+		r = sp_decoder_feed(&c->dec, buf, n, &used, &f);
+		buf += used;
+		n -= used;
+		if (r == 1)
+			sp_session_frame(c, &f);
+		else if (r < 0)
+			sp_session_decode_error(c, r, &f);
+		if (r < 0 && c->dec.err)
+			return;
+	}
+	if (sp_decoder_idle(&c->dec))
+		sp_decoder_release(&c->dec);
+}
+
+static void conn_read(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+
+	for (int i = 0; i < READS_PER_CALL && c->state < SP_CS_CLOSING; i++) {
+		int n, e;
+
+		ERR_clear_error();
+		n = SSL_read(c->ssl, w->scratch, SCRATCH_SIZE);
+		if (n > 0) {
+			sp_metric_add(&w->metrics, SP_M_BYTES_IN, n);
+			conn_input(c, w->scratch, (size_t)n);
+			continue;
+		}
+		e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_READ)
+			return;
+		if (e == SSL_ERROR_WANT_WRITE) {
+			c->flags |= SP_CF_READ_WAIT;
+			want_write(c, true);
+			return;
+		}
+		if (e == SSL_ERROR_ZERO_RETURN) {
+			/* close_notify: answer with ours once our output is written. */
+			sp_conn_close(c, SP_CLOSE_PEER, 0, NULL);
+			return;
+		}
+		conn_broken(c, e);
+		return;
+	}
+	/* Out of budget with plaintext still inside OpenSSL: no socket event would come. */
+	if (c->state < SP_CS_CLOSING && SSL_has_pending(c->ssl))
+		event_active(&c->ev_read, EV_READ, 1);
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+	sp_conn_t *c = arg;
+	sp_worker_t *w = c->w;
+
+	(void)fd;
+	(void)what;
+	w->now = sp_now_ms();
+	if (c->state == SP_CS_HANDSHAKE)
+		handshake_step(c);
+	if (c->state > SP_CS_HANDSHAKE && c->state < SP_CS_CLOSING && !(c->flags & SP_CF_FINISHED))
+		conn_read(c);
+	sp_worker_after(w);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg)
+{
+	sp_conn_t *c = arg;
+	sp_worker_t *w = c->w;
+
+	(void)fd;
+	(void)what;
+	w->now = sp_now_ms();
+	if (c->state == SP_CS_HANDSHAKE) {
+		handshake_step(c);
+	} else {
+		if (c->flags & SP_CF_READ_WAIT) {
+			c->flags &= (uint8_t)~SP_CF_READ_WAIT;
+			conn_read(c);
+		}
+		if (!(c->flags & SP_CF_FINISHED))
+			sp_conn_flush(c);
+	}
+	sp_worker_after(w);
+}
+
+uint64_t sp_conn_output_bytes(const sp_conn_t *c)
+{
+	return (c->out ? evbuffer_get_length(c->out) : 0) + c->pending_bytes;
+}
+
+void sp_conn_mark_dirty(sp_conn_t *c)
+{
+	if (c->flags & (SP_CF_DIRTY | SP_CF_FINISHED))
+		return;
+	c->flags |= SP_CF_DIRTY;
+	c->dirty_next = c->w->dirty;
+	c->w->dirty = c;
+}
+
+int sp_conn_send(sp_conn_t *c, sp_frame_t *f)
+{
+	sp_worker_t *w = c->w;
+	struct evbuffer_iovec v;
+	size_t need = 0;
+	int r;
+
+	if (c->flags & SP_CF_FINISHED)
+		return -EPIPE;
+	r = sp_frame_encode(f, NULL, 0, &need);
+	if (r != -SP_ERR_NOSPACE) {
+		char why[160];
+
+		SP_LOG(SP_LOG_ERROR, "encode_failed", "worker=%d msg=\"%s\"", w->id,
+		       sp_frame_strerror(r, f, why, sizeof(why)));
+		return -EINVAL;
+	}
+	if (!c->out && !(c->out = evbuffer_new()))
+		return -ENOMEM;
+	if (evbuffer_reserve_space(c->out, (ev_ssize_t)need, &v, 1) < 1 || v.iov_len < need)
+		return -ENOMEM;
+	sp_frame_encode(f, v.iov_base, need, &need);
+	v.iov_len = need;
+	evbuffer_commit_space(c->out, &v, 1);
+	sp_metric_inc(&w->metrics, SP_M_FRAMES_OUT + sp_metric_frame_index(f->type));
+	sp_conn_mark_dirty(c);
+	/* A peer that does not read cannot make us buffer without bound. */
+	if (f->type != SP_ERROR && f->type != SP_GOAWAY &&
+	    sp_conn_output_bytes(c) > (uint64_t)w->srv->cfg.output_buffer_max) {
+		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_OUTPUT_BUFFER);
+		sp_conn_close(c, SP_CLOSE_SLOW_CONSUMER, SP_ERR_SLOW_CONSUMER,
+		              "the output buffer cap was reached: the connection does not read");
+		return -ENOBUFS;
+	}
+	return 0;
+}
+
+void sp_conn_flush(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+	size_t len;
+
+	if (c->flags & SP_CF_FINISHED || c->state == SP_CS_HANDSHAKE)
+		return;
+	while (c->out && (len = evbuffer_get_length(c->out)) > 0) {
+		size_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
+		unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)chunk);
+		int n, e;
+
+		if (!p) {
+			c->close_reason = SP_CLOSE_INTERNAL;
+			sp_conn_finish(c);
+			return;
+		}
+		ERR_clear_error();
+		n = SSL_write(c->ssl, p, (int)chunk);
+		if (n > 0) {
+			evbuffer_drain(c->out, (size_t)n);
+			sp_metric_add(&w->metrics, SP_M_BYTES_OUT, n);
+			continue;
+		}
+		e = SSL_get_error(c->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE) {
+			want_write(c, true);
+			return;
+		}
+		if (e == SSL_ERROR_WANT_READ)
+			return; /* the read event is armed; the write resumes from there */
+		conn_broken(c, e);
+		return;
+	}
+	want_write(c, false);
+	if (c->state == SP_CS_CLOSING)
+		sp_conn_finish(c);
+}
+
+void sp_conn_goaway(sp_conn_t *c, unsigned code, uint32_t retry_after_ms)
+{
+	sp_frame_t f = {.type = SP_GOAWAY, .fields = SP_BIT(SP_F_CODE), .code = (uint16_t)code};
+
+	if (c->state != SP_CS_READY && c->state != SP_CS_DRAINING)
+		return;
+	if (retry_after_ms) {
+		f.fields |= SP_BIT(SP_F_RETRY_AFTER);
+		f.retry_after = retry_after_ms;
+	}
+	sp_metric_inc(&c->w->metrics, SP_M_ERRORS_SENT + sp_metric_error_index(code));
+	sp_conn_send(c, &f);
+	if (c->state == SP_CS_READY)
+		sp_conn_set_state(c, SP_CS_DRAINING);
+}
+
+void sp_conn_close(sp_conn_t *c, enum sp_close_reason why, unsigned code, const char *reason)
+{
+	if (c->state == SP_CS_CLOSING || (c->flags & SP_CF_FINISHED))
+		return;
+	c->close_reason = (uint8_t)why;
+	if (c->state == SP_CS_HANDSHAKE) {
+		sp_conn_finish(c);
+		return;
+	}
+	if (code) {
+		sp_frame_t f = {.type = SP_ERROR,
+		                .flags = SP_ERROR_CLOSING,
+		                .fields = SP_BIT(SP_F_CODE),
+		                .code = (uint16_t)code};
+
+		if (reason) {
+			f.fields |= SP_BIT(SP_F_REASON);
+			f.reason = (const uint8_t *)reason;
+			f.reason_len = (uint32_t)strnlen(reason, SP_REASON_MAX);
+		}
+		sp_metric_inc(&c->w->metrics, SP_M_ERRORS_SENT + sp_metric_error_index(code));
+		sp_conn_send(c, &f);
+	}
+	event_del(&c->ev_read);
+	sp_conn_set_state(c, SP_CS_CLOSING);
+	sp_session_detach(c);
+	if (why == SP_CLOSE_SLOW_CONSUMER) {
+		/* Its output is stuck by definition: try once, then drop it. */
+		sp_conn_flush(c);
+		sp_conn_finish(c);
+		return;
+	}
+	sp_conn_flush(c);
+}
+
+void sp_conn_finish(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+	enum sp_conn_state was = c->state;
+
+	if (c->flags & SP_CF_FINISHED)
+		return;
+	if (c->state != SP_CS_CLOSING) {
+		sp_conn_set_state(c, SP_CS_CLOSING);
+		sp_session_detach(c);
+	}
+	if (was != SP_CS_HANDSHAKE && !(c->flags & CF_NO_SHUTDOWN)) {
+		ERR_clear_error();
+		SSL_shutdown(c->ssl); /* one non-blocking attempt to send close_notify */
+	}
+	ERR_clear_error();
+	event_del(&c->ev_read);
+	event_del(&c->ev_write);
+	close(c->fd);
+	c->fd = -1;
+	c->flags |= SP_CF_FINISHED;
+	sp_metric_inc(&w->metrics, SP_M_CONN_CLOSED + c->close_reason);
+	sp_metric_add(&w->metrics, SP_M_CONNECTIONS + SP_CS_CLOSING, -1);
+	atomic_fetch_sub(&w->srv->n_conns, 1);
+	c->reap_next = w->reap;
+	w->reap = c;
+}
+
+void sp_conn_free(sp_conn_t *c)
+{
+	sp_worker_t *w;
+
+	if (!c)
+		return;
+	w = c->w;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (w->conns == c)
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	w->n_conns--;
+	sp_worker_slot_free(w, c);
+	SSL_free(c->ssl);
+	if (c->out)
+		evbuffer_free(c->out);
+	sp_decoder_release(&c->dec);
+	free(c);
+}

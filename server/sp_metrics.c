@@ -1,0 +1,171 @@
+#include "sp_metrics.h"
+
+#include "sp_frame.h"
+
+static const char *const close_labels[SP_CLOSE_REASON_COUNT] = {
+        "peer",         "handshake",     "protocol_error",  "hello_timeout",
+        "idle_timeout", "slow_consumer", "too_many_errors", "replaced",
+        "revoked",      "shutdown",      "internal",
+};
+
+static const char *const handshake_labels[SP_HS_CAUSE_COUNT] = {
+        "no_cert", "unknown_ca", "expired", "revoked", "bad_cert",
+        "no_alpn", "protocol",   "timeout", "other",
+};
+
+static const char *const limit_labels[SP_LIMIT_COUNT] = {
+        "max_connections",   "file_descriptors", "max_frame",    "prehello_frame", "max_blob",
+        "max_recipients",    "send_window",      "send_rate",    "output_buffer",  "max_errors",
+        "handshake_timeout", "hello_timeout",    "idle_timeout", "ack_timeout",
+};
+
+static const char *const state_labels[SP_STATE_COUNT] = {
+        "handshake", "awaiting_hello", "ready", "draining", "closing",
+};
+
+static const uint8_t status_values[SP_STATUS_LABELS] = {
+        SP_ST_DELIVERED,           SP_ST_QUEUED,
+        SP_ST_BAD_DEVICE_TOKEN,    SP_ST_PAYLOAD_TOO_LARGE,
+        SP_ST_TOO_MANY_RECIPIENTS, SP_ST_TOO_MANY_REQUESTS,
+        SP_ST_QUOTA_EXCEEDED,      SP_ST_EXPIRED,
+        SP_ST_DEVICE_OFFLINE,      SP_ST_FORBIDDEN,
+        SP_ST_TRY_LATER,           SP_ST_SHUTDOWN,
+        SP_ST_INTERNAL_ERROR,
+};
+
+unsigned sp_metric_frame_index(unsigned type)
+{
+	return type >= 1 && type <= SP_FRAME_TYPE_MAX ? type : 0;
+}
+
+unsigned sp_metric_status_index(unsigned status)
+{
+	for (unsigned i = 0; i < SP_STATUS_LABELS; i++)
+		if (status_values[i] == status)
+			return i;
+	return SP_STATUS_LABELS - 1; /* unknown statuses count as internal errors */
+}
+
+unsigned sp_metric_error_index(unsigned code)
+{
+	return code >= 1 && code <= SP_ERROR_LABELS ? code - 1 : SP_ERR_INTERNAL_ERROR - 1;
+}
+
+int64_t sp_metrics_sum(sp_metrics_t *const *sets, size_t n, unsigned i)
+{
+	uint64_t sum = 0;
+
+	for (size_t k = 0; k < n; k++)
+		sum += atomic_load_explicit(&sets[k]->v[i], memory_order_relaxed);
+	return (int64_t)sum;
+}
+
+enum label_kind { L_NONE, L_TABLE, L_FRAME, L_STATUS, L_ERROR };
+
+struct family {
+	const char *name;
+	const char *type;
+	const char *help;
+	unsigned base;
+	unsigned count;
+	const char *label;
+	uint8_t kind;
+	const char *const *values;
+};
+
+#define ONE(n, t, h, b)                                                                            \
+	{                                                                                          \
+		n, t, h, b, 1, NULL, L_NONE, NULL                                                  \
+	}
+
+static const struct family families[] = {
+        ONE("sealpush_connections_accepted_total", "counter", "TCP connections accepted.",
+            SP_M_CONN_ACCEPTED),
+        {"sealpush_connections_refused_total", "counter",
+         "Connections refused before TLS, by reason.", SP_M_CONN_REFUSED_MAX, 3, "reason", L_TABLE,
+         (const char *const[]){"max_connections", "file_descriptors", "draining"}},
+        {"sealpush_connections_closed_total", "counter", "Connections closed, by reason.",
+         SP_M_CONN_CLOSED, SP_CLOSE_REASON_COUNT, "reason", L_TABLE, close_labels},
+        {"sealpush_connections", "gauge", "Open connections, by state.", SP_M_CONNECTIONS,
+         SP_STATE_COUNT, "state", L_TABLE, state_labels},
+        ONE("sealpush_devices_connected", "gauge",
+            "Devices with a registered receiving connection.", SP_M_DEVICES),
+        ONE("sealpush_handshakes_total", "counter", "Completed mTLS handshakes.",
+            SP_M_HANDSHAKE_OK),
+        ONE("sealpush_handshakes_resumed_total", "counter",
+            "Completed mTLS handshakes that resumed a session.", SP_M_HANDSHAKE_RESUMED),
+        {"sealpush_handshake_failures_total", "counter", "Failed TLS handshakes, by cause.",
+         SP_M_HANDSHAKE_FAIL, SP_HS_CAUSE_COUNT, "cause", L_TABLE, handshake_labels},
+        {"sealpush_frames_received_total", "counter", "Frames received, by type.", SP_M_FRAMES_IN,
+         SP_FRAME_LABELS, "type", L_FRAME, NULL},
+        {"sealpush_frames_sent_total", "counter", "Frames sent, by type.", SP_M_FRAMES_OUT,
+         SP_FRAME_LABELS, "type", L_FRAME, NULL},
+        {"sealpush_errors_sent_total", "counter", "ERROR and GOAWAY frames sent, by code.",
+         SP_M_ERRORS_SENT, SP_ERROR_LABELS, "code", L_ERROR, NULL},
+        ONE("sealpush_errors_received_total", "counter", "ERROR frames received from clients.",
+            SP_M_ERRORS_RECEIVED),
+        {"sealpush_send_results_total", "counter", "Per-recipient SEND results, by status.",
+         SP_M_SEND_RESULTS, SP_STATUS_LABELS, "status", L_STATUS, NULL},
+        {"sealpush_limit_hits_total", "counter", "Times a configured limit was hit, by limit.",
+         SP_M_LIMIT_HITS, SP_LIMIT_COUNT, "limit", L_TABLE, limit_labels},
+        ONE("sealpush_received_bytes_total", "counter", "Bytes received inside TLS.",
+            SP_M_BYTES_IN),
+        ONE("sealpush_sent_bytes_total", "counter", "Bytes sent inside TLS.", SP_M_BYTES_OUT),
+        ONE("sealpush_messages_accepted_total", "counter",
+            "Recipients of accepted SENDs routed to a device or refused after routing.",
+            SP_M_MESSAGES_ACCEPTED),
+        ONE("sealpush_deliveries_local_total", "counter",
+            "Messages routed to a recipient on the sender's worker.", SP_M_DELIVERIES_LOCAL),
+        ONE("sealpush_deliveries_remote_total", "counter",
+            "Messages handed to another worker for their recipient.", SP_M_DELIVERIES_REMOTE),
+        ONE("sealpush_redeliveries_total", "counter",
+            "Unacknowledged messages routed again after their connection ended.",
+            SP_M_REDELIVERIES),
+        ONE("sealpush_acks_unknown_total", "counter",
+            "Acknowledged message ids that were not outstanding.", SP_M_ACKS_UNKNOWN),
+        ONE("sealpush_reloads_total", "counter", "Successful certificate and CRL reloads.",
+            SP_M_RELOADS_OK),
+        ONE("sealpush_reload_failures_total", "counter",
+            "Failed reloads (the previous certificates stay in use).", SP_M_RELOADS_FAILED),
+};
+
+static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)
+{
+	switch (f->kind) {
+	case L_FRAME:
+		return i == 0 ? "unknown" : sp_frame_type_name(i);
+	case L_STATUS:
+		return sp_status_name(status_values[i]);
+	case L_ERROR:
+		return sp_error_name(i + 1);
+	case L_TABLE:
+		return f->values[i];
+	default:
+		snprintf(buf, len, "%u", i);
+		return buf;
+	}
+}
+
+void sp_metrics_render(FILE *out, sp_metrics_t *const *sets, size_t n, const struct sp_gauge *extra,
+                       size_t n_extra)
+{
+	char buf[16];
+
+	for (size_t k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
+		const struct family *f = &families[k];
+
+		fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
+		for (unsigned i = 0; i < f->count; i++) {
+			int64_t v = sp_metrics_sum(sets, n, f->base + i);
+
+			if (f->kind == L_NONE)
+				fprintf(out, "%s %lld\n", f->name, (long long)v);
+			else
+				fprintf(out, "%s{%s=\"%s\"} %lld\n", f->name, f->label,
+				        label_value(f, i, buf, sizeof(buf)), (long long)v);
+		}
+	}
+	for (size_t k = 0; k < n_extra; k++)
+		fprintf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", extra[k].name,
+		        extra[k].help, extra[k].name, extra[k].name, extra[k].value);
+}

@@ -1,0 +1,156 @@
+/*
+ * sp_metrics: the relay's counters and gauges, rendered in the Prometheus text format.
+ *
+ * Each worker owns one sp_metrics_t and is its only writer; the admin thread reads all of
+ * them and sums. Values are relaxed atomics updated by load+store (one writer), which costs
+ * a plain add on x86 and keeps the reader free of data races. Gauges are stored the same way
+ * and summed as signed values (a worker's part may be negative, the sum never is).
+ *
+ * A family is a metric name with at most one label; its values live at base + label index.
+ */
+#ifndef SP_METRICS_H
+#define SP_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Why a connection ended (label "reason" of sealpush_connections_closed_total). */
+enum sp_close_reason {
+	SP_CLOSE_PEER,          /* the client closed or the connection broke */
+	SP_CLOSE_HANDSHAKE,     /* the TLS handshake failed (see handshake failures) */
+	SP_CLOSE_PROTOCOL,      /* a fatal protocol error, either side */
+	SP_CLOSE_HELLO_TIMEOUT, /* no HELLO in time */
+	SP_CLOSE_IDLE_TIMEOUT,  /* missed keepalives */
+	SP_CLOSE_SLOW_CONSUMER, /* the output cap was reached */
+	SP_CLOSE_TOO_MANY_ERRORS,
+	SP_CLOSE_REPLACED,
+	SP_CLOSE_REVOKED,
+	SP_CLOSE_SHUTDOWN,
+	SP_CLOSE_INTERNAL,
+	SP_CLOSE_REASON_COUNT
+};
+
+/* Why a TLS handshake failed (label "cause"). */
+enum sp_handshake_cause {
+	SP_HS_NO_CERT,
+	SP_HS_UNKNOWN_CA,
+	SP_HS_EXPIRED,
+	SP_HS_REVOKED,
+	SP_HS_BAD_CERT,
+	SP_HS_NO_ALPN,
+	SP_HS_PROTOCOL, /* not TLS, TLS < 1.3, or another protocol error */
+	SP_HS_TIMEOUT,
+	SP_HS_OTHER,
+	SP_HS_CAUSE_COUNT
+};
+
+/* Which limit was hit (label "limit"). */
+enum sp_limit {
+	SP_LIMIT_MAX_CONNECTIONS,
+	SP_LIMIT_FILE_DESCRIPTORS,
+	SP_LIMIT_MAX_FRAME,
+	SP_LIMIT_PREHELLO_FRAME,
+	SP_LIMIT_MAX_BLOB,
+	SP_LIMIT_MAX_RECIPIENTS,
+	SP_LIMIT_SEND_WINDOW,
+	SP_LIMIT_SEND_RATE,
+	SP_LIMIT_OUTPUT_BUFFER,
+	SP_LIMIT_MAX_ERRORS,
+	SP_LIMIT_HANDSHAKE_TIMEOUT,
+	SP_LIMIT_HELLO_TIMEOUT,
+	SP_LIMIT_IDLE_TIMEOUT,
+	SP_LIMIT_ACK_TIMEOUT,
+	SP_LIMIT_COUNT
+};
+
+/* Connection states (label "state" of the sealpush_connections gauge). */
+enum sp_conn_state_label {
+	SP_STATE_HANDSHAKE,
+	SP_STATE_AWAITING_HELLO,
+	SP_STATE_READY,
+	SP_STATE_DRAINING,
+	SP_STATE_CLOSING,
+	SP_STATE_COUNT
+};
+
+#define SP_FRAME_LABELS  11 /* index 0: unknown type, 1..10: the v1 types */
+#define SP_STATUS_LABELS 13
+#define SP_ERROR_LABELS  17
+
+enum sp_metric {
+	SP_M_CONN_ACCEPTED,
+	SP_M_CONN_REFUSED_MAX, /* refused: max_connections */
+	SP_M_CONN_REFUSED_FDS, /* refused: out of descriptors (EMFILE/ENFILE) */
+	SP_M_CONN_REFUSED_DRAIN,
+	SP_M_CONN_CLOSED,
+	SP_M_CONN_CLOSED_LAST = SP_M_CONN_CLOSED + SP_CLOSE_REASON_COUNT - 1,
+	SP_M_CONNECTIONS, /* gauge, by state */
+	SP_M_CONNECTIONS_LAST = SP_M_CONNECTIONS + SP_STATE_COUNT - 1,
+	SP_M_DEVICES, /* gauge: registered receiving connections */
+	SP_M_HANDSHAKE_OK,
+	SP_M_HANDSHAKE_RESUMED,
+	SP_M_HANDSHAKE_FAIL,
+	SP_M_HANDSHAKE_FAIL_LAST = SP_M_HANDSHAKE_FAIL + SP_HS_CAUSE_COUNT - 1,
+	SP_M_FRAMES_IN,
+	SP_M_FRAMES_IN_LAST = SP_M_FRAMES_IN + SP_FRAME_LABELS - 1,
+	SP_M_FRAMES_OUT,
+	SP_M_FRAMES_OUT_LAST = SP_M_FRAMES_OUT + SP_FRAME_LABELS - 1,
+	SP_M_ERRORS_SENT,
+	SP_M_ERRORS_SENT_LAST = SP_M_ERRORS_SENT + SP_ERROR_LABELS - 1,
+	SP_M_ERRORS_RECEIVED,
+	SP_M_SEND_RESULTS,
+	SP_M_SEND_RESULTS_LAST = SP_M_SEND_RESULTS + SP_STATUS_LABELS - 1,
+	SP_M_LIMIT_HITS,
+	SP_M_LIMIT_HITS_LAST = SP_M_LIMIT_HITS + SP_LIMIT_COUNT - 1,
+	SP_M_BYTES_IN,
+	SP_M_BYTES_OUT,
+	SP_M_MESSAGES_ACCEPTED, /* SENDs accepted for routing (per recipient) */
+	SP_M_DELIVERIES_LOCAL,  /* recipient on the sender's worker */
+	SP_M_DELIVERIES_REMOTE, /* recipient on another worker */
+	SP_M_REDELIVERIES,      /* unacknowledged messages routed again after a connection ended */
+	SP_M_ACKS_UNKNOWN,      /* ACKed ids that were not outstanding */
+	SP_M_RELOADS_OK,
+	SP_M_RELOADS_FAILED,
+	SP_M_COUNT
+};
+
+typedef struct sp_metrics {
+	_Atomic uint64_t v[SP_M_COUNT];
+} sp_metrics_t;
+
+/* Only the owning thread calls these. */
+static inline void sp_metric_add(sp_metrics_t *m, unsigned i, int64_t n)
+{
+	uint64_t cur = atomic_load_explicit(&m->v[i], memory_order_relaxed);
+
+	atomic_store_explicit(&m->v[i], cur + (uint64_t)n, memory_order_relaxed);
+}
+
+static inline void sp_metric_inc(sp_metrics_t *m, unsigned i)
+{
+	sp_metric_add(m, i, 1);
+}
+
+/* Label index of a frame type, a send status, an error code. */
+unsigned sp_metric_frame_index(unsigned type);
+unsigned sp_metric_status_index(unsigned status);
+unsigned sp_metric_error_index(unsigned code);
+
+/* Sum of one metric over n sets (as a signed value, for gauges). */
+int64_t sp_metrics_sum(sp_metrics_t *const *sets, size_t n, unsigned i);
+
+/*
+ * Writes every family in the Prometheus text format (version 0.0.4) to out: the counters
+ * summed over the n sets, then the extra gauges the caller passes as name/value pairs.
+ */
+struct sp_gauge {
+	const char *name;
+	const char *help;
+	double value;
+};
+void sp_metrics_render(FILE *out, sp_metrics_t *const *sets, size_t n, const struct sp_gauge *extra,
+                       size_t n_extra);
+
+#endif

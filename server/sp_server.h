@@ -1,0 +1,342 @@
+/*
+ * sp_server.h: the relay's internal types and the calls between its modules.
+ *
+ * Who owns what
+ * -------------
+ * - sp_server_t: built by main() before the workers start; read-only afterwards except the
+ *   fields marked "atomic" and the TLS context, which reload() swaps under tls_lock.
+ * - sp_worker_t: one thread and one event base (EVENT_BASE_FLAG_NOLOCK). Everything in it is
+ *   touched by that thread only, except `inbox` (any thread pushes), `flags` and `wake`
+ *   (atomics), and `metrics` (the admin thread reads).
+ * - sp_conn_t: a client connection, owned by the worker that accepted it, for its lifetime.
+ *   Other threads name it by reference (worker index, slot, generation), never by pointer.
+ * - sp_msg_t: one accepted SEND. It belongs to the worker of its sender (`owner`), which alone
+ *   frees it. It holds one sp_node_t per recipient; a node travels to the recipient's worker
+ *   (read-only access to the message there), and comes back to the owner with a status.
+ *   When every node is back the owner frees the message: no reference counts, no atomics.
+ *
+ * Data flow: socket -> TLS (sp_conn.c) -> frame decoder -> session (sp_session.c) -> router
+ * (local connection | other worker's inbox | refusal) -> encoder -> TLS -> socket.
+ */
+#ifndef SP_SERVER_H
+#define SP_SERVER_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/listener.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sp_frame.h"
+#include "sp_metrics.h"
+#include "sp_mpsc.h"
+#include "sp_tokmap.h"
+
+typedef struct sp_server sp_server_t;
+typedef struct sp_worker sp_worker_t;
+typedef struct sp_conn sp_conn_t;
+typedef struct sp_msg sp_msg_t;
+typedef struct sp_node sp_node_t;
+
+/* The daemon's configuration (filled by sp_config from the table in sealpushd.c). */
+typedef struct sp_server_config {
+	char *listen;
+	char *tls_cert;
+	char *tls_key;
+	char *client_ca;
+	char *crl;
+	char *redis;
+	char *admin_listen;
+	int64_t workers;
+	int log_level;
+	int64_t max_connections;
+	int64_t max_frame;
+	int64_t max_blob;
+	int64_t max_recipients;
+	int64_t window;
+	int64_t send_window;
+	int64_t keepalive;
+	int64_t keepalive_min;
+	int64_t keepalive_max;
+	int64_t handshake_timeout; /* ms */
+	int64_t hello_timeout;     /* ms */
+	int64_t ack_timeout;       /* ms */
+	int64_t shutdown_grace;    /* ms */
+	int64_t output_buffer_max; /* bytes */
+	int64_t send_rate;         /* messages per second per connection, 0 = unlimited */
+	int64_t send_burst;        /* messages; 0 = one second's worth of send_rate */
+	int64_t max_errors;
+	int64_t max_ttl; /* seconds */
+	int64_t backlog;
+	bool help;
+	bool version;
+	bool check_config;
+} sp_server_config_t;
+
+/* A reference to a connection that any thread may hold: worker, slot and generation. */
+typedef uint64_t sp_connref_t;
+#define SP_CONNREF(worker, slot, gen)                                                              \
+	(((uint64_t)(worker) << 56) | ((uint64_t)(slot) << 32) | (uint64_t)(gen))
+#define SP_CONNREF_WORKER(r) ((unsigned)((r) >> 56))
+#define SP_CONNREF_SLOT(r)   ((uint32_t)(((r) >> 32) & 0xFFFFFF))
+#define SP_CONNREF_GEN(r)    ((uint32_t)(r))
+#define SP_MAX_WORKERS       64
+
+/* Global registry: token -> receiving connection. Sharded; each shard has its own lock. */
+#define SP_REGISTRY_SHARDS 64
+typedef struct sp_registry {
+	struct {
+		pthread_mutex_t lock;
+		sp_tokmap_t map;
+	} shard[SP_REGISTRY_SHARDS];
+} sp_registry_t;
+
+void sp_registry_init(sp_registry_t *r);
+void sp_registry_destroy(sp_registry_t *r);
+/* Returns the connection registered for token, or 0. */
+sp_connref_t sp_registry_get(sp_registry_t *r, const uint8_t token[32]);
+/* Registers ref for token; returns the reference it replaced (0 if none) or -ENOMEM. */
+int sp_registry_set(sp_registry_t *r, const uint8_t token[32], sp_connref_t ref, sp_connref_t *old);
+/* Unregisters token if (and only if) it still names ref. */
+void sp_registry_del(sp_registry_t *r, const uint8_t token[32], sp_connref_t ref);
+
+/* Worker flags set by other threads (atomic), acted on at the next wake-up. */
+#define SP_WF_DRAIN  0x1u /* send GOAWAY SHUTDOWN to everyone and finish */
+#define SP_WF_RELOAD 0x2u /* the TLS context changed: close revoked connections */
+#define SP_WF_STOP   0x4u /* leave the event loop now */
+
+struct sp_server {
+	sp_server_config_t cfg;
+	const char *config_file; /* for messages */
+	int n_workers;
+	int n_threads; /* worker threads running (joined at exit) */
+	sp_worker_t *workers;
+	sp_registry_t registry;
+
+	pthread_mutex_t tls_lock;
+	SSL_CTX *tls_ctx; /* current context; SSL_new() takes its own reference */
+	X509_CRL *crl;    /* current CRL (owned by tls_ctx's store), or NULL */
+
+	struct sockaddr_storage listen_addr;
+	int listen_addrlen;
+
+	atomic_int n_conns; /* open connections, all workers */
+	atomic_bool draining;
+	atomic_int workers_done; /* workers that left their loop */
+	atomic_bool redis_up;    /* the admin thread's Redis health check */
+	atomic_bool listeners_up;
+	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
+	sp_metrics_t metrics; /* main thread's own counters (reloads) */
+};
+
+struct sp_worker {
+	sp_server_t *srv;
+	int id;
+	pthread_t thread;
+	struct event_base *base;
+	struct evconnlistener *listener;
+	int spare_fd; /* kept open so that an EMFILE accept can still be refused cleanly */
+
+	sp_mpsc_t inbox;
+	int efd;
+	struct event *ev_wake;
+	struct event *ev_tick;
+	atomic_uint flags;
+	atomic_int wake;
+
+	uint64_t now; /* monotonic ms, refreshed at every callback */
+	uint64_t drain_started;
+	bool draining;
+
+	/* Connections: a slot table (slot -> conn, with generations) and a list of all. */
+	sp_conn_t **slots;
+	uint32_t *gens;
+	uint32_t n_slots;
+	uint32_t *free_list; /* stack of free slot numbers */
+	uint32_t n_free;
+	sp_conn_t *conns; /* doubly linked, all open connections */
+	uint32_t n_conns;
+	sp_tokmap_t local; /* token -> sp_conn_t* of this worker's registered connections */
+
+	sp_conn_t *dirty; /* connections with output to flush at the end of this callback */
+	sp_conn_t *reap;  /* closed connections to free at the end of this callback */
+
+	/* SEND_RESULT entries gathered for one message, sent at the end of the callback. */
+	sp_msg_t *batch_msg;
+	uint32_t batch_n;
+	uint8_t *batch;  /* SP_MAX_RECIPIENTS_V1 * SP_RESULT_LEN bytes */
+	uint32_t *dedup; /* open-addressing set for repeated recipients in large SENDs */
+
+	uint32_t live_msgs; /* messages this worker owns that still have nodes out */
+	sp_msg_t *msgs;     /* list of them, for teardown */
+
+	uint8_t *scratch; /* TLS read buffer shared by the worker's connections */
+	sp_metrics_t metrics;
+};
+
+/* Connection states (PROTOCOL.md 6.1). */
+enum sp_conn_state {
+	SP_CS_HANDSHAKE,
+	SP_CS_AWAITING_HELLO,
+	SP_CS_READY,
+	SP_CS_DRAINING,
+	SP_CS_CLOSING,
+};
+
+/* Connection flags. */
+#define SP_CF_SEND_ONLY  0x01
+#define SP_CF_REGISTERED 0x02 /* in the registry and the worker's local map */
+#define SP_CF_DIRTY      0x04 /* on the worker's dirty list */
+#define SP_CF_WRITE_WAIT 0x08 /* TLS wants the socket writable */
+#define SP_CF_READ_WAIT  0x10 /* TLS (writing) wants the socket readable */
+#define SP_CF_RESUMED    0x20
+#define SP_CF_FINISHED   0x40 /* socket closed, on the reap list */
+
+/* A node's kind as it travels between workers. */
+enum sp_node_kind { SP_NODE_DELIVER, SP_NODE_RESULT, SP_NODE_REPLACE };
+
+struct sp_node {
+	sp_mpsc_node_t q; /* inbox link */
+	uint8_t kind;
+	uint8_t status;
+	uint8_t hops;   /* times rerouted, to bound ping-pong between workers */
+	uint16_t index; /* the recipient's position in the SEND */
+	sp_msg_t *msg;
+	sp_node_t *next;   /* in a connection's pending or in-flight list */
+	uint64_t deadline; /* ack timeout, monotonic ms */
+	sp_connref_t ref;  /* SP_NODE_REPLACE: the connection to replace */
+};
+
+struct sp_msg {
+	sp_worker_t *owner;
+	sp_connref_t sender;
+	sp_msg_t *prev, *next; /* owner's list of live messages */
+	uint32_t n;            /* recipients */
+	uint32_t unanswered;   /* nodes not yet back with a status (owner only) */
+	uint64_t expires;      /* monotonic ms; 0 if ttl is 0 (deliver now or never) */
+	uint32_t ttl;
+	uint32_t blob_len;
+	uint8_t msg_id[SP_MSG_ID_LEN];
+	uint8_t priority;
+	uint8_t has_priority;
+	uint8_t collapse_len;
+	uint8_t collapse[SP_COLLAPSE_MAX];
+	sp_node_t *nodes;
+	uint8_t *recipients;
+	uint8_t *blob;
+};
+
+struct sp_conn {
+	sp_worker_t *w;
+	sp_conn_t *prev, *next;
+	sp_conn_t *dirty_next;
+	sp_conn_t *reap_next;
+	SSL *ssl;
+	struct event ev_read;
+	struct event ev_write;
+	struct evbuffer *out; /* created on first output, freed when drained and idle */
+	sp_decoder_t dec;
+	int fd;
+	uint32_t slot;
+	uint32_t gen;
+	uint8_t state;
+	uint8_t flags;
+	uint8_t close_reason;
+	uint8_t hs_cause; /* sp_handshake_cause noted by the verify callback */
+	uint16_t errors;  /* non-fatal errors so far */
+	uint16_t window;
+	uint16_t keepalive; /* seconds */
+	uint64_t t_state;   /* when the current state began (ms) */
+	uint64_t t_rx;      /* last frame received (ms) */
+	uint8_t token[32];
+
+	/* Deliveries to this device: in flight (sent, not ACKed; oldest first) and pending. */
+	sp_node_t *inflight, *inflight_tail;
+	sp_node_t *pending, *pending_tail;
+	uint32_t n_inflight;
+	uint32_t n_pending;
+	uint64_t pending_bytes;
+
+	/* This connection as a sender. */
+	uint32_t sends_outstanding;
+	double rate_tokens;
+	uint64_t rate_t;
+};
+
+/* sp_tls.c */
+/* Builds a server TLS context from the configured files. Returns 0 or -1 with err set. */
+int sp_tls_build(const sp_server_config_t *cfg, SSL_CTX **ctx, X509_CRL **crl, char *err,
+                 size_t errlen);
+/* The SSL for a new connection, bound to c (verify callback notes go to c). NULL on error. */
+SSL *sp_tls_new(sp_server_t *srv, sp_conn_t *c);
+/* After a successful handshake: derives the token, checks ALPN and (for resumed sessions, and
+ * after reloads) the current CRL. Returns 0 or a negative sp_handshake_cause. */
+int sp_tls_established(sp_server_t *srv, sp_conn_t *c);
+/* Whether c's certificate is revoked by the current CRL. */
+bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c);
+/* Classifies a failed handshake for metrics and logs. */
+enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err);
+/* Rebuilds the context (SIGHUP). Returns 0 or -1 (the old context stays). */
+int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen);
+
+/* sp_conn.c */
+void sp_conn_accept(sp_worker_t *w, int fd);
+/* Queues a frame for c (encoded into its output buffer) and marks c for flushing. */
+int sp_conn_send(sp_conn_t *c, sp_frame_t *f);
+/* Sends ERROR (fatal codes set CLOSING) or, with goaway, GOAWAY; then closes gracefully. */
+void sp_conn_close(sp_conn_t *c, enum sp_close_reason why, unsigned code, const char *reason);
+void sp_conn_goaway(sp_conn_t *c, unsigned code, uint32_t retry_after_ms);
+/* Ends the connection now: close_notify if possible, socket closed, freed after the callback. */
+void sp_conn_finish(sp_conn_t *c);
+void sp_conn_flush(sp_conn_t *c);
+void sp_conn_mark_dirty(sp_conn_t *c);
+void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s);
+void sp_conn_free(sp_conn_t *c);
+uint64_t sp_conn_output_bytes(const sp_conn_t *c);
+
+/* sp_session.c */
+void sp_session_frame(sp_conn_t *c, sp_frame_t *f);
+void sp_session_decode_error(sp_conn_t *c, int err, const sp_frame_t *f);
+/* Routes one recipient node from worker w (a SEND, a reroute, or another worker's handoff). */
+void sp_route(sp_worker_t *w, sp_node_t *n);
+/* A node whose recipient answered (or failed) goes back to its message's owner. */
+void sp_node_finish(sp_worker_t *w, sp_node_t *n, uint8_t status);
+/* Handles a node popped from w's inbox. */
+void sp_session_inbox(sp_worker_t *w, sp_node_t *n);
+/* The connection is going away: unregister it and reroute what it had not acknowledged. */
+void sp_session_detach(sp_conn_t *c);
+/* Periodic checks for one connection (ack timeouts). */
+void sp_session_tick(sp_conn_t *c);
+/* Sends the gathered SEND_RESULT entries. */
+void sp_session_flush_results(sp_worker_t *w);
+/* Frees every message w still owns (teardown, all threads stopped). */
+void sp_session_teardown(sp_worker_t *w);
+
+/* sp_worker.c */
+int sp_workers_start(sp_server_t *srv, char *err, size_t errlen);
+void sp_workers_signal(sp_server_t *srv, unsigned flags);
+void sp_workers_join(sp_server_t *srv);
+void sp_worker_wake(sp_worker_t *w);
+void sp_worker_push(sp_worker_t *w, sp_node_t *n);
+sp_conn_t *sp_worker_conn(sp_worker_t *w, sp_connref_t ref);
+int sp_worker_slot_alloc(sp_worker_t *w, sp_conn_t *c);
+void sp_worker_slot_free(sp_worker_t *w, sp_conn_t *c);
+/* Work left at the end of every callback: gathered results, flushes, reaping. */
+void sp_worker_after(sp_worker_t *w);
+uint64_t sp_now_ms(void);
+
+static inline sp_connref_t sp_conn_ref(const sp_conn_t *c)
+{
+	return SP_CONNREF(c->w->id, c->slot, c->gen);
+}
+
+/* sp_admin.c: the admin HTTP listener and the Redis health check, on the main event base. */
+typedef struct sp_admin sp_admin_t;
+int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, char *err,
+                   size_t errlen);
+void sp_admin_stop(sp_admin_t *a);
+
+#endif

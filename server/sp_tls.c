@@ -1,0 +1,332 @@
+/*
+ * sp_tls.c: the relay's TLS context and everything else that calls SSL_* outside of the
+ * connection I/O in sp_conn.c.
+ *
+ * The context: TLS 1.3 only; a client certificate from the configured CA is mandatory; the CRL
+ * (if configured) is checked for every chain; ALPN must offer "sealpush/1" (a ClientHello
+ * without ALPN at all is refused by the client-hello callback, since OpenSSL calls the ALPN
+ * callback only when the extension is present). Sessions resume through stateless TLS 1.3
+ * tickets, so the server keeps no session cache; because a resumed session skips chain
+ * verification, sp_tls_established() checks a resumed peer's certificate against the current
+ * CRL and its validity itself.
+ *
+ * Reload (SIGHUP) builds a whole new context from the files and swaps it in under tls_lock;
+ * connections keep the context they were made with (SSL_new() holds a reference), new ones
+ * get the new one. A reload that fails keeps the old context.
+ */
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+
+#include "sp_identity.h"
+#include "sp_log.h"
+#include "sp_server.h"
+
+static const unsigned char alpn_v1[] = "\x0asealpush/1";
+
+static int client_hello_cb(SSL *ssl, int *al, void *arg)
+{
+	const unsigned char *p;
+	size_t len;
+
+	(void)arg;
+	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p,
+	                               &len)) {
+		sp_conn_t *c = SSL_get_app_data(ssl);
+
+		if (c)
+			c->hs_cause = SP_HS_NO_ALPN;
+		*al = SSL_AD_NO_APPLICATION_PROTOCOL;
+		return SSL_CLIENT_HELLO_ERROR;
+	}
+	return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	unsigned char *sel;
+
+	(void)arg;
+	if (SSL_select_next_proto(&sel, outlen, alpn_v1, sizeof(alpn_v1) - 1, in, inlen) !=
+	    OPENSSL_NPN_NEGOTIATED) {
+		sp_conn_t *c = SSL_get_app_data(ssl);
+
+		if (c)
+			c->hs_cause = SP_HS_NO_ALPN;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static enum sp_handshake_cause cause_of_verify_error(int err)
+{
+	switch (err) {
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		return SP_HS_EXPIRED;
+	case X509_V_ERR_CERT_REVOKED:
+		return SP_HS_REVOKED;
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+		return SP_HS_UNKNOWN_CA;
+	default:
+		return SP_HS_BAD_CERT;
+	}
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *x)
+{
+	SSL *ssl;
+	sp_conn_t *c;
+
+	if (ok)
+		return ok;
+	ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+	c = ssl ? SSL_get_app_data(ssl) : NULL;
+	if (c && c->hs_cause == SP_HS_OTHER)
+		c->hs_cause = (uint8_t)cause_of_verify_error(X509_STORE_CTX_get_error(x));
+	return ok;
+}
+
+static void ssl_errors(char *err, size_t errlen, const char *what, const char *file)
+{
+	unsigned long e = ERR_get_error();
+	char buf[256] = "";
+
+	if (e)
+		ERR_error_string_n(e, buf, sizeof(buf));
+	snprintf(err, errlen, "%s %s: %s", what, file, e ? buf : "failed");
+	ERR_clear_error();
+}
+
+static X509_CRL *load_crl(const char *file, char *err, size_t errlen)
+{
+	BIO *b = BIO_new_file(file, "r");
+	X509_CRL *crl = NULL;
+
+	if (!b) {
+		ssl_errors(err, errlen, "cannot open CRL", file);
+		return NULL;
+	}
+	crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+	BIO_free(b);
+	if (!crl)
+		ssl_errors(err, errlen, "cannot read CRL", file);
+	return crl;
+}
+
+/* The CRL must be signed by the client CA; a stale one is only a warning here (handshakes
+ * will then fail with a CRL error, which the metrics count). */
+static int check_crl(X509_STORE *store, X509_CRL *crl, const char *file, char *err, size_t errlen)
+{
+	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+	const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+	bool signed_ok = false;
+
+	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
+		X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
+
+		if (ca && X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
+		    X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+			signed_ok = true;
+	}
+	ERR_clear_error();
+	if (!signed_ok) {
+		snprintf(err, errlen, "CRL %s is not signed by the client CA", file);
+		return -1;
+	}
+	if (next && X509_cmp_time(next, NULL) < 0)
+		SP_LOG(SP_LOG_WARN, "crl_stale",
+		       "file=%s msg=\"the CRL's nextUpdate has passed: "
+		       "handshakes will fail until it is renewed (sealpush-ca crl)\"",
+		       file);
+	return 0;
+}
+
+int sp_tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **out_crl, char *err,
+                 size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	STACK_OF(X509_NAME) *names = NULL;
+	X509_CRL *crl = NULL;
+	X509_STORE *store;
+
+	*out = NULL;
+	*out_crl = NULL;
+	if (!ctx) {
+		ssl_errors(err, errlen, "cannot create a TLS context", "");
+		return -1;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 1);
+	SSL_CTX_set_timeout(ctx, 3600);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sealpush", 8);
+
+	if (!cfg->tls_cert || !cfg->tls_key || !cfg->client_ca) {
+		snprintf(err, errlen, "tls_cert, tls_key and client_ca are required");
+		goto fail;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {
+		ssl_errors(err, errlen, "cannot load tls_cert", cfg->tls_cert);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
+		ssl_errors(err, errlen, "cannot load tls_key", cfg->tls_key);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		ssl_errors(err, errlen, "tls_key does not match tls_cert", cfg->tls_key);
+		goto fail;
+	}
+	if (SSL_CTX_load_verify_locations(ctx, cfg->client_ca, NULL) != 1) {
+		ssl_errors(err, errlen, "cannot load client_ca", cfg->client_ca);
+		goto fail;
+	}
+	names = SSL_load_client_CA_file(cfg->client_ca);
+	if (!names) {
+		ssl_errors(err, errlen, "no CA certificate in client_ca", cfg->client_ca);
+		goto fail;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+	SSL_CTX_set_verify_depth(ctx, 2);
+
+	store = SSL_CTX_get_cert_store(ctx);
+	if (cfg->crl && cfg->crl[0]) {
+		crl = load_crl(cfg->crl, err, errlen);
+		if (!crl || check_crl(store, crl, cfg->crl, err, errlen) < 0)
+			goto fail;
+		if (X509_STORE_add_crl(store, crl) != 1) {
+			ssl_errors(err, errlen, "cannot use CRL", cfg->crl);
+			goto fail;
+		}
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+	}
+	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
+	*out = ctx;
+	*out_crl = crl;
+	return 0;
+fail:
+	X509_CRL_free(crl);
+	SSL_CTX_free(ctx);
+	return -1;
+}
+
+SSL *sp_tls_new(sp_server_t *srv, sp_conn_t *c)
+{
+	SSL *ssl;
+
+	pthread_mutex_lock(&srv->tls_lock);
+	ssl = SSL_new(srv->tls_ctx);
+	pthread_mutex_unlock(&srv->tls_lock);
+	if (!ssl)
+		return NULL;
+	if (SSL_set_fd(ssl, c->fd) != 1) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	SSL_set_app_data(ssl, c);
+	SSL_set_accept_state(ssl);
+	return ssl;
+}
+
+bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c)
+{
+	X509 *cert = SSL_get0_peer_certificate(c->ssl);
+	X509_REVOKED *rev = NULL;
+	bool revoked = false;
+
+	if (!cert)
+		return true;
+	pthread_mutex_lock(&srv->tls_lock);
+	if (srv->crl && X509_CRL_get0_by_cert(srv->crl, &rev, cert) == 1)
+		revoked = true;
+	pthread_mutex_unlock(&srv->tls_lock);
+	return revoked;
+}
+
+int sp_tls_established(sp_server_t *srv, sp_conn_t *c)
+{
+	const unsigned char *alpn = NULL;
+	unsigned int alpn_len = 0;
+	X509 *cert = SSL_get0_peer_certificate(c->ssl);
+
+	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+	if (alpn_len != sizeof(alpn_v1) - 2 || memcmp(alpn, alpn_v1 + 1, alpn_len) != 0)
+		return -SP_HS_NO_ALPN;
+	if (!cert)
+		return -SP_HS_NO_CERT;
+	if (SSL_session_reused(c->ssl)) {
+		/* No chain verification happened: check what can have changed since. */
+		c->flags |= SP_CF_RESUMED;
+		if (X509_cmp_time(X509_get0_notAfter(cert), NULL) < 0)
+			return -SP_HS_EXPIRED;
+		if (sp_tls_revoked(srv, c))
+			return -SP_HS_REVOKED;
+	}
+	if (sp_token_from_cert(cert, c->token) < 0)
+		return -SP_HS_BAD_CERT;
+	return 0;
+}
+
+enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err)
+{
+	unsigned long e = ERR_peek_last_error();
+	int reason = ERR_GET_REASON(e);
+
+	if (c->hs_cause != SP_HS_OTHER)
+		return c->hs_cause;
+	if (ssl_err == SSL_ERROR_SSL) {
+		switch (reason) {
+		case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+			return SP_HS_NO_CERT;
+		case SSL_R_NO_APPLICATION_PROTOCOL:
+			return SP_HS_NO_ALPN;
+		case SSL_R_CERTIFICATE_VERIFY_FAILED:
+			return SP_HS_BAD_CERT;
+		case SSL_R_UNSUPPORTED_PROTOCOL:
+		case SSL_R_WRONG_VERSION_NUMBER:
+		case SSL_R_HTTP_REQUEST:
+		case SSL_R_HTTPS_PROXY_REQUEST:
+		case SSL_R_UNKNOWN_PROTOCOL:
+		case SSL_R_PACKET_LENGTH_TOO_LONG:
+		case SSL_R_RECORD_LENGTH_MISMATCH:
+		case SSL_R_NO_SHARED_CIPHER:
+		case SSL_R_VERSION_TOO_LOW:
+			return SP_HS_PROTOCOL;
+		default:
+			return SP_HS_PROTOCOL;
+		}
+	}
+	return SP_HS_OTHER;
+}
+
+int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
+{
+	SSL_CTX *ctx, *old;
+	X509_CRL *crl, *old_crl;
+
+	if (sp_tls_build(&srv->cfg, &ctx, &crl, err, errlen) < 0)
+		return -1;
+	pthread_mutex_lock(&srv->tls_lock);
+	old = srv->tls_ctx;
+	old_crl = srv->crl;
+	srv->tls_ctx = ctx;
+	srv->crl = crl;
+	pthread_mutex_unlock(&srv->tls_lock);
+	SSL_CTX_free(old);
+	X509_CRL_free(old_crl);
+	return 0;
+}
