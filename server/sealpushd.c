@@ -42,8 +42,9 @@ static const sp_option_t options[] = {
                 "admin HTTP (/healthz /readyz /metrics), e.g. 127.0.0.1:9090; off if unset"),
         SP_OPTION_INT(C, workers, 0, 0, SP_MAX_WORKERS, "worker threads; 0 = one per core"),
         SP_OPTION_ENUM(C, log_level, SP_LOG_INFO, log_levels, "lowest level logged"),
-        SP_OPTION_INT(C, max_connections, 50000, 1, 10000000,
-                      "open connections at most; more are refused at accept"),
+        SP_OPTION_INT(C, max_connections, 0, 0, 10000000,
+                      "open connections at most, refused at accept beyond; 0 = what the "
+                      "descriptor limit allows"),
         SP_OPTION_SIZE(C, max_frame, 65536, SP_MIN_MAX_FRAME, SP_MAX_FRAME_V1,
                        "largest frame body accepted after WELCOME"),
         SP_OPTION_SIZE(C, max_blob, 16384, 1, SP_MAX_FRAME_V1, "largest blob in a SEND"),
@@ -179,8 +180,18 @@ static void fit_descriptors(sp_server_t *srv)
 		setrlimit(RLIMIT_NOFILE, &rl);
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	if (rl.rlim_cur != RLIM_INFINITY &&
-	    (int64_t)rl.rlim_cur - reserve < srv->cfg.max_connections) {
+	if (rl.rlim_cur == RLIM_INFINITY) {
+		if (srv->cfg.max_connections == 0)
+			srv->cfg.max_connections = 10000000;
+		return;
+	}
+	if (srv->cfg.max_connections == 0) {
+		int64_t fit = (int64_t)rl.rlim_cur - reserve;
+
+		srv->cfg.max_connections = fit < 1 ? 1 : fit;
+		return;
+	}
+	if ((int64_t)rl.rlim_cur - reserve < srv->cfg.max_connections) {
 		int64_t fit = (int64_t)rl.rlim_cur - reserve;
 
 		if (fit < 1)

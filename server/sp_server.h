@@ -85,6 +85,10 @@ typedef uint64_t sp_connref_t;
 #define SP_CONNREF_GEN(r)    ((uint32_t)(r))
 #define SP_MAX_WORKERS       64
 
+#define SP_POOL_CLASSES      9 /* 256 B .. 64 KiB */
+#define SP_POOL_MIN_SHIFT    8
+#define SP_POOL_MAX_BYTES    ((size_t)4 << 20)
+
 /* Global registry: token -> receiving connection. Sharded; each shard has its own lock. */
 #define SP_REGISTRY_SHARDS 64
 typedef struct sp_registry {
@@ -170,6 +174,11 @@ struct sp_worker {
 	uint8_t *batch;  /* SP_MAX_RECIPIENTS_V1 * SP_RESULT_LEN bytes */
 	uint32_t *dedup; /* open-addressing set for repeated recipients in large SENDs */
 
+	/* Free message blocks by size class (256 B << class), reused by the next SENDs so the
+	 * per-message path does not call malloc; capped at SP_POOL_MAX_BYTES per worker. */
+	void *pool[SP_POOL_CLASSES];
+	size_t pool_bytes;
+
 	uint32_t live_msgs; /* messages this worker owns that still have nodes out */
 	sp_msg_t *msgs;     /* list of them, for teardown */
 
@@ -222,6 +231,7 @@ struct sp_msg {
 	uint8_t msg_id[SP_MSG_ID_LEN];
 	uint8_t priority;
 	uint8_t has_priority;
+	uint8_t pool_class; /* size class of the block, or 0xFF if it was malloc'd alone */
 	uint8_t collapse_len;
 	uint8_t collapse[SP_COLLAPSE_MAX];
 	sp_node_t *nodes;

@@ -133,8 +133,30 @@ static void refuse_all(sp_conn_t *c, const sp_frame_t *send, uint8_t status, uin
 	sp_conn_send(c, &f);
 }
 
+/* Message blocks come from the worker's pool: only the owner allocates and frees them. */
+static sp_msg_t *msg_alloc(sp_worker_t *w, size_t size)
+{
+	unsigned cls = 0;
+	sp_msg_t *msg;
+
+	while (cls < SP_POOL_CLASSES && ((size_t)1 << (SP_POOL_MIN_SHIFT + cls)) < size)
+		cls++;
+	if (cls < SP_POOL_CLASSES && w->pool[cls]) {
+		msg = w->pool[cls];
+		w->pool[cls] = *(void **)msg;
+		w->pool_bytes -= (size_t)1 << (SP_POOL_MIN_SHIFT + cls);
+	} else {
+		msg = malloc(cls < SP_POOL_CLASSES ? (size_t)1 << (SP_POOL_MIN_SHIFT + cls) : size);
+	}
+	if (msg)
+		msg->pool_class = cls < SP_POOL_CLASSES ? (uint8_t)cls : 0xFF;
+	return msg;
+}
+
 static void msg_free(sp_worker_t *w, sp_msg_t *msg)
 {
+	size_t size;
+
 	if (msg->prev)
 		msg->prev->next = msg->next;
 	else
@@ -142,7 +164,18 @@ static void msg_free(sp_worker_t *w, sp_msg_t *msg)
 	if (msg->next)
 		msg->next->prev = msg->prev;
 	w->live_msgs--;
-	free(msg);
+	if (msg->pool_class == 0xFF) {
+		free(msg);
+		return;
+	}
+	size = (size_t)1 << (SP_POOL_MIN_SHIFT + msg->pool_class);
+	if (w->pool_bytes + size > SP_POOL_MAX_BYTES) {
+		free(msg);
+		return;
+	}
+	*(void **)msg = w->pool[msg->pool_class];
+	w->pool[msg->pool_class] = msg;
+	w->pool_bytes += size;
 }
 
 static void drain_done_check(sp_conn_t *c)
@@ -471,12 +504,15 @@ static sp_msg_t *msg_new(sp_worker_t *w, sp_conn_t *c, const sp_frame_t *f)
 	const sp_server_config_t *cfg = &w->srv->cfg;
 	size_t n = f->n_recipients;
 	sp_msg_t *msg =
-	        malloc(sizeof(*msg) + n * sizeof(sp_node_t) + n * SP_TOKEN_LEN + f->blob_len);
+	        msg_alloc(w, sizeof(*msg) + n * sizeof(sp_node_t) + n * SP_TOKEN_LEN + f->blob_len);
 	uint32_t ttl;
+	uint8_t cls;
 
 	if (!msg)
 		return NULL;
+	cls = msg->pool_class;
 	memset(msg, 0, sizeof(*msg));
+	msg->pool_class = cls;
 	msg->owner = w;
 	msg->sender = sp_conn_ref(c);
 	msg->n = (uint32_t)n;
@@ -736,4 +772,13 @@ void sp_session_teardown(sp_worker_t *w)
 {
 	while (w->msgs)
 		msg_free(w, w->msgs);
+	for (unsigned i = 0; i < SP_POOL_CLASSES; i++) {
+		while (w->pool[i]) {
+			void *b = w->pool[i];
+
+			w->pool[i] = *(void **)b;
+			free(b);
+		}
+	}
+	w->pool_bytes = 0;
 }
