@@ -96,7 +96,9 @@ static void usage(FILE *out)
 	             "(-c FILE) or a flag; a flag wins over the file.\n\n");
 	sp_config_usage(out, options, N_OPTIONS);
 	fprintf(out,
-	        "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads certificates and CRL.\n");
+	        "\nSignals: SIGTERM/SIGINT drain and exit, SIGHUP reloads certificates and CRL.\n"
+	        "Exit status: 0 after a drain (or --check-config OK), 1 on a configuration or\n"
+	        "start-up error (the message names the key or file).\n");
 }
 
 static int resolve_listen(sp_server_t *srv, char *err, size_t errlen)
@@ -294,7 +296,7 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		fprintf(stderr, "sealpushd: %s (see sealpushd --help)\n", err);
 		sp_config_free(options, N_OPTIONS, &srv.cfg);
-		return 2;
+		return 1;
 	}
 	sp_log_set_level(srv.cfg.log_level);
 	if (check_config(&srv, err, sizeof(err)) < 0) {
