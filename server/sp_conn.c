@@ -5,9 +5,11 @@
  *
  * Buffers: reads go through the worker's shared scratch buffer and are decoded in place; only
  * a frame split across reads is copied, into the connection's decoder, which frees its buffer
- * again once the frame is complete. Output is encoded into an evbuffer created on first use
- * and freed by the worker's tick once it has been empty for a tick. An idle connection thus
- * holds no I/O buffer at all (and OpenSSL releases its own, SSL_MODE_RELEASE_BUFFERS).
+ * again once the frame is complete. Frames are encoded straight into one contiguous output
+ * array per connection, written with as few SSL_write calls (and TLS records) as possible;
+ * the array is kept while the connection is busy, so a stream of messages allocates nothing,
+ * and the worker's tick frees it once it is empty. An idle connection thus holds no I/O
+ * buffer at all (and OpenSSL releases its own, SSL_MODE_RELEASE_BUFFERS).
  *
  * Closing: sp_conn_close() queues an ERROR (or nothing), stops reading, detaches the session
  * (unregisters the token, reroutes unacknowledged messages) and flushes; once the output is
@@ -16,7 +18,7 @@
  * A close that cannot flush (the peer does not read) is finished by the tick after 2 s.
  */
 #include <errno.h>
-#include <event2/buffer.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -30,7 +32,7 @@
 
 #define SCRATCH_SIZE   16384
 #define READS_PER_CALL 16
-#define WRITE_CHUNK    16384
+#define OUT_MIN        4096 /* first output allocation */
 
 #define CF_NO_SHUTDOWN 0x80 /* a fatal TLS error happened: no close_notify (OpenSSL forbids) */
 
@@ -280,7 +282,44 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
 
 uint64_t sp_conn_output_bytes(const sp_conn_t *c)
 {
-	return (c->out ? evbuffer_get_length(c->out) : 0) + c->pending_bytes;
+	return (uint64_t)(c->out_len - c->out_off) + c->pending_bytes;
+}
+
+void sp_conn_release_output(sp_conn_t *c)
+{
+	if (c->out && c->out_off == c->out_len) {
+		free(c->out);
+		c->out = NULL;
+		c->out_off = c->out_len = c->out_cap = 0;
+	}
+}
+
+/* Room for `need` more bytes at out + out_len: compacts, then grows (doubling). */
+static int out_reserve(sp_conn_t *c, size_t need)
+{
+	size_t want, cap;
+	uint8_t *p;
+
+	if (c->out_cap - c->out_len >= need)
+		return 0;
+	if (c->out_off) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+		if (c->out_cap - c->out_len >= need)
+			return 0;
+	}
+	want = (size_t)c->out_len + need;
+	if (want > UINT32_MAX / 2)
+		return -ENOMEM;
+	for (cap = c->out_cap ? c->out_cap : OUT_MIN; cap < want; cap *= 2)
+		;
+	p = realloc(c->out, cap);
+	if (!p)
+		return -ENOMEM;
+	c->out = p;
+	c->out_cap = (uint32_t)cap;
+	return 0;
 }
 
 void sp_conn_mark_dirty(sp_conn_t *c)
@@ -295,7 +334,6 @@ void sp_conn_mark_dirty(sp_conn_t *c)
 int sp_conn_send(sp_conn_t *c, sp_frame_t *f)
 {
 	sp_worker_t *w = c->w;
-	struct evbuffer_iovec v;
 	size_t need = 0;
 	int r;
 
@@ -309,13 +347,10 @@ int sp_conn_send(sp_conn_t *c, sp_frame_t *f)
 		       sp_frame_strerror(r, f, why, sizeof(why)));
 		return -EINVAL;
 	}
-	if (!c->out && !(c->out = evbuffer_new()))
+	if (out_reserve(c, need) < 0)
 		return -ENOMEM;
-	if (evbuffer_reserve_space(c->out, (ev_ssize_t)need, &v, 1) < 1 || v.iov_len < need)
-		return -ENOMEM;
-	sp_frame_encode(f, v.iov_base, need, &need);
-	v.iov_len = need;
-	evbuffer_commit_space(c->out, &v, 1);
+	sp_frame_encode(f, c->out + c->out_len, need, &need);
+	c->out_len += (uint32_t)need;
 	sp_metric_inc(&w->metrics, SP_M_FRAMES_OUT + sp_metric_frame_index(f->type));
 	sp_conn_mark_dirty(c);
 	/* A peer that does not read cannot make us buffer without bound. */
@@ -332,24 +367,17 @@ int sp_conn_send(sp_conn_t *c, sp_frame_t *f)
 void sp_conn_flush(sp_conn_t *c)
 {
 	sp_worker_t *w = c->w;
-	size_t len;
 
 	if (c->flags & SP_CF_FINISHED || c->state == SP_CS_HANDSHAKE)
 		return;
-	while (c->out && (len = evbuffer_get_length(c->out)) > 0) {
-		size_t chunk = len < WRITE_CHUNK ? len : WRITE_CHUNK;
-		unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)chunk);
+	while (c->out_off < c->out_len) {
+		size_t len = c->out_len - c->out_off;
 		int n, e;
 
-		if (!p) {
-			c->close_reason = SP_CLOSE_INTERNAL;
-			sp_conn_finish(c);
-			return;
-		}
 		ERR_clear_error();
-		n = SSL_write(c->ssl, p, (int)chunk);
+		n = SSL_write(c->ssl, c->out + c->out_off, len > INT_MAX ? INT_MAX : (int)len);
 		if (n > 0) {
-			evbuffer_drain(c->out, (size_t)n);
+			c->out_off += (uint32_t)n;
 			sp_metric_add(&w->metrics, SP_M_BYTES_OUT, n);
 			continue;
 		}
@@ -363,6 +391,7 @@ void sp_conn_flush(sp_conn_t *c)
 		conn_broken(c, e);
 		return;
 	}
+	c->out_off = c->out_len = 0;
 	want_write(c, false);
 	if (c->state == SP_CS_CLOSING)
 		sp_conn_finish(c);
@@ -463,8 +492,7 @@ void sp_conn_free(sp_conn_t *c)
 	w->n_conns--;
 	sp_worker_slot_free(w, c);
 	SSL_free(c->ssl);
-	if (c->out)
-		evbuffer_free(c->out);
+	free(c->out);
 	sp_decoder_release(&c->dec);
 	free(c);
 }

@@ -247,7 +247,10 @@ struct sp_conn {
 	SSL *ssl;
 	struct event ev_read;
 	struct event ev_write;
-	struct evbuffer *out; /* created on first output, freed when drained and idle */
+	uint8_t *out;     /* output bytes [out_off, out_len): allocated on first output, kept */
+	uint32_t out_off; /* while the connection is busy, freed by the tick when it idles */
+	uint32_t out_len;
+	uint32_t out_cap;
 	sp_decoder_t dec;
 	int fd;
 	uint32_t slot;
@@ -306,6 +309,8 @@ void sp_conn_mark_dirty(sp_conn_t *c);
 void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s);
 void sp_conn_free(sp_conn_t *c);
 uint64_t sp_conn_output_bytes(const sp_conn_t *c);
+/* Frees the output buffer if it is empty (the tick calls it for idle connections). */
+void sp_conn_release_output(sp_conn_t *c);
 
 /* sp_session.c */
 void sp_session_frame(sp_conn_t *c, sp_frame_t *f);

@@ -18,7 +18,6 @@
  * is left. main() joins the threads and only then frees anything shared.
  */
 #include <errno.h>
-#include <event2/buffer.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,11 +256,8 @@ static void tick_conn(sp_worker_t *w, sp_conn_t *c)
 		return;
 	}
 	/* Release an output buffer that has stayed empty since the last tick. */
-	if (c->out && !(c->flags & (SP_CF_DIRTY | SP_CF_FINISHED)) &&
-	    evbuffer_get_length(c->out) == 0) {
-		evbuffer_free(c->out);
-		c->out = NULL;
-	}
+	if (!(c->flags & (SP_CF_DIRTY | SP_CF_FINISHED)))
+		sp_conn_release_output(c);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
