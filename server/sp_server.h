@@ -172,7 +172,7 @@ struct sp_worker {
 	sp_msg_t *batch_msg;
 	uint32_t batch_n;
 	uint8_t *batch;  /* SP_MAX_RECIPIENTS_V1 * SP_RESULT_LEN bytes */
-	uint32_t *dedup; /* open-addressing set for repeated recipients in large SENDs */
+	uint32_t *dedup; /* SP_MAX_RECIPIENTS_V1 indexes, then as many flag bytes (find_repeats) */
 
 	/* Free message blocks by size class (256 B << class), reused by the next SENDs so the
 	 * per-message path does not call malloc; capped at SP_POOL_MAX_BYTES per worker. */

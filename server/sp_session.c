@@ -477,26 +477,36 @@ static uint32_t rate_take(sp_conn_t *c, uint32_t n)
 	return (uint32_t)((n - c->rate_tokens) * 1000.0 / rate) + 1;
 }
 
-/* Whether recipient i repeats an earlier one. Uses the worker's scratch set for large SENDs. */
-static bool repeated(sp_worker_t *w, const sp_frame_t *f, uint32_t i, uint32_t *set, uint32_t mask)
+static int cmp_recipient(const void *a, const void *b, void *arg)
 {
-	const uint8_t *t = f->recipients + (size_t)i * SP_TOKEN_LEN;
+	const uint8_t *r = arg;
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	int c = memcmp(r + (size_t)i * SP_TOKEN_LEN, r + (size_t)j * SP_TOKEN_LEN, SP_TOKEN_LEN);
 
-	if (!set) {
-		for (uint32_t j = 0; j < i; j++)
-			if (memcmp(f->recipients + (size_t)j * SP_TOKEN_LEN, t, SP_TOKEN_LEN) == 0)
-				return true;
-		return false;
+	return c ? c : (i > j) - (i < j);
+}
+
+/*
+ * Marks in rep[i] the recipients that repeat an earlier one (or are all zero). Sorting the
+ * indexes by token costs O(n log n) whatever tokens the sender picks; a hash set of
+ * sender-chosen keys could be driven into collisions.
+ */
+static void find_repeats(sp_worker_t *w, const uint8_t *recipients, uint32_t n, uint8_t *rep)
+{
+	uint32_t *idx = w->dedup;
+
+	for (uint32_t i = 0; i < n; i++) {
+		idx[i] = i;
+		rep[i] = memcmp(recipients + (size_t)i * SP_TOKEN_LEN, zero_token, SP_TOKEN_LEN) ==
+		         0;
 	}
-	for (uint32_t h = (uint32_t)sp_tokmap_hash(&w->local, t) & mask;; h = (h + 1) & mask) {
-		if (!set[h]) {
-			set[h] = i + 1;
-			return false;
-		}
-		if (memcmp(f->recipients + (size_t)(set[h] - 1) * SP_TOKEN_LEN, t, SP_TOKEN_LEN) ==
-		    0)
-			return true;
-	}
+	if (n <= 1)
+		return;
+	qsort_r(idx, n, sizeof(*idx), cmp_recipient, (void *)recipients);
+	for (uint32_t k = 1; k < n; k++)
+		if (memcmp(recipients + (size_t)idx[k] * SP_TOKEN_LEN,
+		           recipients + (size_t)idx[k - 1] * SP_TOKEN_LEN, SP_TOKEN_LEN) == 0)
+			rep[idx[k]] = 1; /* equal tokens sort by index: later ones repeat */
 }
 
 static sp_msg_t *msg_new(sp_worker_t *w, sp_conn_t *c, const sp_frame_t *f)
@@ -552,7 +562,8 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 {
 	sp_worker_t *w = c->w;
 	const sp_server_config_t *cfg = &w->srv->cfg;
-	uint32_t wait, mask = 0, *set = NULL;
+	uint32_t wait;
+	uint8_t *rep;
 	sp_msg_t *msg;
 
 	if (c->state == SP_CS_DRAINING) {
@@ -585,18 +596,12 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 		return;
 	}
 	c->sends_outstanding++;
-	if (f->n_recipients > 16) {
-		set = w->dedup;
-		for (mask = 1; mask < 2 * f->n_recipients; mask <<= 1)
-			;
-		memset(set, 0, mask * sizeof(*set));
-		mask--;
-	}
+	rep = (uint8_t *)(w->dedup + SP_MAX_RECIPIENTS_V1);
+	find_repeats(w, msg->recipients, msg->n, rep);
 	for (uint32_t i = 0; i < msg->n; i++) {
 		sp_node_t *n = &msg->nodes[i];
-		const uint8_t *t = msg->recipients + (size_t)i * SP_TOKEN_LEN;
 
-		if (memcmp(t, zero_token, SP_TOKEN_LEN) == 0 || repeated(w, f, i, set, mask)) {
+		if (rep[i]) {
 			sp_node_finish(w, n, SP_ST_BAD_DEVICE_TOKEN);
 			continue;
 		}

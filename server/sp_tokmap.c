@@ -25,17 +25,26 @@ void sp_tokmap_free(sp_tokmap_t *m)
 	m->count = 0;
 }
 
+static uint64_t fmix64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ull;
+	x ^= x >> 33;
+	return x;
+}
+
 uint64_t sp_tokmap_hash(const sp_tokmap_t *m, const uint8_t token[32])
 {
-	uint64_t a, b;
+	uint64_t h = m->key, w;
 
-	memcpy(&a, token, 8);
-	memcpy(&b, token + 8, 8);
-	a = (a ^ m->key) * 0xff51afd7ed558ccdull;
-	a ^= (a >> 33) ^ b;
-	a *= 0xc4ceb9fe1a85ec53ull;
-	a ^= a >> 29;
-	return a;
+	/* Every byte of the token reaches every bit of the result. */
+	for (int i = 0; i < 4; i++) {
+		memcpy(&w, token + 8 * i, 8);
+		h = fmix64(h ^ w) + (uint64_t)i;
+	}
+	return fmix64(h);
 }
 
 static size_t slot_of(const sp_tokmap_t *m, const uint8_t *token)
@@ -86,20 +95,26 @@ int sp_tokmap_put(sp_tokmap_t *m, const uint8_t token[32], uintptr_t value, uint
 	size_t i;
 
 	*old = 0;
-	/* Keep the load under 3/4. */
+	if (!value)
+		return -EINVAL; /* 0 marks an empty slot */
+	if (m->slots) {
+		for (i = slot_of(m, token); m->slots[i].value; i = (i + 1) & m->mask) {
+			if (memcmp(m->slots[i].token, token, 32) == 0) {
+				*old = m->slots[i].value;
+				m->slots[i].value = value;
+				return 0;
+			}
+		}
+	}
+	/* A new entry: keep the load under 3/4. */
 	if (!m->slots || (m->count + 1) * 4 > (m->mask + 1) * 3) {
 		int r = grow(m);
 
 		if (r < 0)
 			return r;
 	}
-	for (i = slot_of(m, token); m->slots[i].value; i = (i + 1) & m->mask) {
-		if (memcmp(m->slots[i].token, token, 32) == 0) {
-			*old = m->slots[i].value;
-			m->slots[i].value = value;
-			return 0;
-		}
-	}
+	for (i = slot_of(m, token); m->slots[i].value; i = (i + 1) & m->mask)
+		;
 	memcpy(m->slots[i].token, token, 32);
 	m->slots[i].value = value;
 	m->count++;

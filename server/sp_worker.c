@@ -357,7 +357,7 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	}
 	w->scratch = malloc(SCRATCH_SIZE);
 	w->batch = malloc((size_t)SP_MAX_RECIPIENTS_V1 * SP_RESULT_LEN);
-	w->dedup = malloc(sizeof(uint32_t) * 2 * 65536);
+	w->dedup = malloc((sizeof(uint32_t) + 1) * SP_MAX_RECIPIENTS_V1);
 	w->ev_wake = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_wake, w);
 	w->ev_tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
 	if (!w->scratch || !w->batch || !w->dedup || !w->ev_wake || !w->ev_tick)
