@@ -1193,6 +1193,55 @@ def _(t):
             time.sleep(0.2)
 
 
+@test("life: out of descriptors (EMFILE): new connections are refused and counted, "
+      "connected clients keep working, service resumes", timeout=60)
+def _(t):
+    import resource
+    d = t.daemon()
+    a = t.client(d, "alice")
+    pid = d.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    top = max(int(x) for x in os.listdir("/proc/%d/fd" % pid))
+    # No descriptor above the highest one in use: accept() fails once the gaps are used.
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (top + 1, hard))
+    refused, held = 0, []
+    try:
+        for i in range(12):
+            c = Client(d, t.dev("bob"))
+            try:
+                c.connect(timeout=5)
+                c.send_frame(w.HELLO, {"version": 1}, flags=1)  # SEND_ONLY: no replacing
+                f = c.read(5)
+                if f.type != w.WELCOME:
+                    fail("an unexpected %r while descriptors ran out" % f)
+                held.append(c)  # kept open, so its descriptor stays used
+            except HandshakeRefused as e:
+                if "timed out" in e.how or "timeout" in e.how:
+                    fail("a connection hangs while the relay is out of descriptors: %s" % e.how)
+                refused += 1
+            except w.Closed:
+                refused += 1
+            except w.FrameTimeout:
+                fail("a connection was neither served nor closed within 5s at EMFILE")
+        if refused == 0:
+            fail("no connection was refused with the descriptor limit at %d" % (top + 1))
+        a.ping()  # the connected client is unaffected
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for c in held:
+            c.close()
+    # (The admin listener shares the descriptor limit, so it is read afterwards.)
+    st, body = d.admin_get("/metrics")
+    m = re.search(r'^sealpush_connections_refused_total\{reason="file_descriptors"\} (\d+)',
+                  body, re.M)
+    if st != 200 or not m or int(m.group(1)) < refused:
+        fail("%d refusals at EMFILE, counted: %r" % (refused, m.group(0) if m else body[:200]))
+    t.note("%d of 12 connections refused at EMFILE (%d served from free gaps)"
+           % (refused, len(held)))
+    c = t.client(d, "bob")  # descriptors are back: served again
+    c.ping()
+
+
 @test("life: idle for 2 x keepalive -> ERROR IDLE_TIMEOUT (CLOSING); PINGs keep it open",
       timeout=40)
 def _(t):
