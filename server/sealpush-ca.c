@@ -1225,6 +1225,27 @@ static int ca_check_expiry(X509 *ca, time_t now)
 	return 0;
 }
 
+/*
+ * Opens DIR (locked) and loads its CA certificate, key and index. When `issuing`, also refuses
+ * a CA that has expired. Returns 0 or a negative errno (already reported); the caller frees
+ * what was loaded, whatever the result.
+ */
+static int ca_open_issuer(const char *path, bool issuing, time_t now, struct ca_dir *d, X509 **ca,
+                          EVP_PKEY **key, json_t **index)
+{
+	int r = ca_dir_open(path, false, d);
+
+	if (r < 0)
+		return r;
+	r = ca_load_ca(d, ca, key);
+	if (r < 0)
+		return r;
+	r = ca_index_load(d, index);
+	if (r < 0 || !issuing)
+		return r;
+	return ca_check_expiry(*ca, now);
+}
+
 /* Warns on stderr if cert expires after the CA certificate (it stops verifying then). */
 static void ca_warn_outlives(X509 *ca, X509 *cert, const char *file)
 {
@@ -1412,16 +1433,7 @@ static int ca_cmd_server(const struct ca_args *a)
 	if (strlen(a->names[0]) <= CA_NAME_MAX)
 		prof.cn = a->names[0];
 
-	r = ca_dir_open(a->pos[0], false, &d);
-	if (r < 0)
-		goto out;
-	r = ca_load_ca(&d, &ca, &cakey);
-	if (r < 0)
-		goto out;
-	r = ca_index_load(&d, &index);
-	if (r < 0)
-		goto out;
-	r = ca_check_expiry(ca, now);
+	r = ca_open_issuer(a->pos[0], true, now, &d, &ca, &cakey, &index);
 	if (r < 0)
 		goto out;
 	r = -EIO;
@@ -1541,16 +1553,7 @@ static int ca_cmd_device(const struct ca_args *a)
 	snprintf(key_file, sizeof(key_file), "%s.key", name);
 	snprintf(crt_file, sizeof(crt_file), "%s.crt", name);
 
-	r = ca_dir_open(a->pos[0], false, &d);
-	if (r < 0)
-		goto out;
-	r = ca_load_ca(&d, &ca, &cakey);
-	if (r < 0)
-		goto out;
-	r = ca_index_load(&d, &index);
-	if (r < 0)
-		goto out;
-	r = ca_check_expiry(ca, now);
+	r = ca_open_issuer(a->pos[0], true, now, &d, &ca, &cakey, &index);
 	if (r < 0)
 		goto out;
 	r = ca_exists(&d, key_file);
@@ -1633,13 +1636,7 @@ static int ca_cmd_revoke(const struct ca_args *a)
 		ca_usage_name("revoke");
 		return CA_EXIT_USAGE;
 	}
-	r = ca_dir_open(a->pos[0], false, &d);
-	if (r < 0)
-		goto out;
-	r = ca_load_ca(&d, &ca, &cakey);
-	if (r < 0)
-		goto out;
-	r = ca_index_load(&d, &index);
+	r = ca_open_issuer(a->pos[0], false, now, &d, &ca, &cakey, &index);
 	if (r < 0)
 		goto out;
 	e = ca_find_device(index, name, false);
@@ -1681,13 +1678,7 @@ static int ca_cmd_crl(const struct ca_args *a)
 	json_t *index = NULL;
 	int r;
 
-	r = ca_dir_open(a->pos[0], false, &d);
-	if (r < 0)
-		goto out;
-	r = ca_load_ca(&d, &ca, &cakey);
-	if (r < 0)
-		goto out;
-	r = ca_index_load(&d, &index);
+	r = ca_open_issuer(a->pos[0], false, now, &d, &ca, &cakey, &index);
 	if (r < 0)
 		goto out;
 	r = ca_publish_crl(&d, ca, cakey, index, days, now, NULL);

@@ -339,17 +339,21 @@ int sp_conn_send(sp_conn_t *c, sp_frame_t *f)
 
 	if (c->flags & SP_CF_FINISHED)
 		return -EPIPE;
-	r = sp_frame_encode(f, NULL, 0, &need);
-	if (r != -SP_ERR_NOSPACE) {
+	/* Usually the buffer has room: one encoding pass; otherwise grow to what it said. */
+	r = sp_frame_encode(f, c->out ? c->out + c->out_len : NULL,
+	                    c->out ? c->out_cap - c->out_len : 0, &need);
+	if (r == -SP_ERR_NOSPACE) {
+		if (out_reserve(c, need) < 0)
+			return -ENOMEM;
+		r = sp_frame_encode(f, c->out + c->out_len, need, &need);
+	}
+	if (r < 0) {
 		char why[160];
 
 		SP_LOG(SP_LOG_ERROR, "encode_failed", "worker=%d msg=\"%s\"", w->id,
 		       sp_frame_strerror(r, f, why, sizeof(why)));
 		return -EINVAL;
 	}
-	if (out_reserve(c, need) < 0)
-		return -ENOMEM;
-	sp_frame_encode(f, c->out + c->out_len, need, &need);
 	c->out_len += (uint32_t)need;
 	sp_metric_inc(&w->metrics, SP_M_FRAMES_OUT + sp_metric_frame_index(f->type));
 	sp_conn_mark_dirty(c);
