@@ -148,6 +148,7 @@ struct sp_worker {
 	int efd;
 	struct event *ev_wake;
 	struct event *ev_tick;
+	struct event *ev_accept_retry; /* re-enables the listener after an EMFILE pause */
 	atomic_uint flags;
 	atomic_int wake;
 

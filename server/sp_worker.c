@@ -22,15 +22,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "sp_log.h"
 #include "sp_server.h"
 
-#define TICK_MS        250
-#define CLOSING_MAX_MS 2000
-#define SCRATCH_SIZE   16384
+#define TICK_MS         250
+#define CLOSING_MAX_MS  2000
+#define SCRATCH_SIZE    16384
+#define ACCEPT_PAUSE_MS 100
 
 _Static_assert(sizeof(uintptr_t) >= sizeof(sp_connref_t), "connection references fit a pointer");
 
@@ -298,29 +300,56 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	sp_worker_after(w);
 }
 
-/* accept() failed. Out of descriptors: refuse one waiting connection cleanly (accept it on
- * the spare descriptor and close it) so the backlog does not spin the loop or time out. */
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	sp_worker_t *w = arg;
+
+	(void)fd;
+	(void)what;
+	if (w->spare_fd < 0)
+		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (w->listener && !w->draining)
+		evconnlistener_enable(w->listener);
+}
+
+/*
+ * accept() failed. Out of descriptors: refuse one waiting connection cleanly by accepting it
+ * on the spare descriptor and closing it, so clients are not left to time out. Another worker
+ * may take the freed descriptor first (then that one serves its client); a worker left
+ * without a spare stops accepting for ACCEPT_PAUSE_MS instead of spinning on EMFILE, like
+ * nginx, and tries to get its spare back.
+ */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
 	sp_worker_t *w = arg;
 	int err = EVUTIL_SOCKET_ERROR();
+	struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
 
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
 		SP_LOG(SP_LOG_WARN, "accept_failed", "worker=%d errno=%d msg=\"%s\"", w->id, err,
 		       strerror(err));
 		return;
 	}
-	sp_metric_inc(&w->metrics, SP_M_CONN_REFUSED_FDS);
 	sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_FILE_DESCRIPTORS);
 	if (w->spare_fd >= 0) {
 		int fd;
 
 		close(w->spare_fd);
-		fd = accept(evconnlistener_get_fd(l), NULL, NULL);
-		if (fd >= 0)
+		fd = accept4(evconnlistener_get_fd(l), NULL, NULL, SOCK_CLOEXEC);
+		if (fd >= 0) {
 			close(fd);
+			sp_metric_inc(&w->metrics, SP_M_CONN_REFUSED_FDS);
+		}
 		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (w->spare_fd >= 0)
+			return;
 	}
+	SP_LOG(SP_LOG_WARN, "out_of_descriptors",
+	       "worker=%d msg=\"no descriptor left to refuse new connections with: pausing accept "
+	       "for %d ms (raise the descriptor limit or lower max_connections)\"",
+	       w->id, ACCEPT_PAUSE_MS);
+	evconnlistener_disable(l);
+	event_add(w->ev_accept_retry, &pause);
 }
 
 static void *worker_main(void *arg)
@@ -360,7 +389,9 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	w->dedup = malloc((sizeof(uint32_t) + 1) * SP_MAX_RECIPIENTS_V1);
 	w->ev_wake = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_wake, w);
 	w->ev_tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
-	if (!w->scratch || !w->batch || !w->dedup || !w->ev_wake || !w->ev_tick)
+	w->ev_accept_retry = event_new(w->base, -1, 0, on_accept_retry, w);
+	if (!w->scratch || !w->batch || !w->dedup || !w->ev_wake || !w->ev_tick ||
+	    !w->ev_accept_retry)
 		goto nomem;
 	event_add(w->ev_wake, NULL);
 	event_add(w->ev_tick, &tick);
@@ -413,6 +444,8 @@ static void worker_destroy(sp_worker_t *w)
 		event_free(w->ev_wake);
 	if (w->ev_tick)
 		event_free(w->ev_tick);
+	if (w->ev_accept_retry)
+		event_free(w->ev_accept_retry);
 	if (w->base)
 		event_base_free(w->base);
 	if (w->efd >= 0)
