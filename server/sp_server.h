@@ -28,11 +28,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "sp_frame.h"
 #include "sp_metrics.h"
 #include "sp_mpsc.h"
+#include "sp_record.h"
 #include "sp_tokmap.h"
 
 typedef struct sp_server sp_server_t;
@@ -85,7 +87,9 @@ typedef uint64_t sp_connref_t;
 #define SP_CONNREF_GEN(r)    ((uint32_t)(r))
 #define SP_MAX_WORKERS       64
 
-#define SP_POOL_CLASSES      9 /* 256 B .. 64 KiB */
+#define SP_WORKER_SCRATCH    65536 /* read buffer: several TLS records per read() */
+#define SP_WORKER_SEAL       (4 * (SP_RL_MAX_PLAIN + SP_RL_OVERHEAD)) /* sealed output buffer */
+#define SP_POOL_CLASSES      9                                        /* 256 B .. 64 KiB */
 #define SP_POOL_MIN_SHIFT    8
 #define SP_POOL_MAX_BYTES    ((size_t)4 << 20)
 
@@ -183,7 +187,9 @@ struct sp_worker {
 	uint32_t live_msgs; /* messages this worker owns that still have nodes out */
 	sp_msg_t *msgs;     /* list of them, for teardown */
 
-	uint8_t *scratch; /* TLS read buffer shared by the worker's connections */
+	uint8_t *scratch;     /* read buffer shared by the worker's connections */
+	uint8_t *seal;        /* record-layer output buffer shared likewise */
+	sp_rl_crypto_t *rlcx; /* AEAD context and fetched algorithms for the record layer */
 	sp_metrics_t metrics;
 };
 
@@ -204,6 +210,19 @@ enum sp_conn_state {
 #define SP_CF_READ_WAIT  0x10 /* TLS (writing) wants the socket readable */
 #define SP_CF_RESUMED    0x20
 #define SP_CF_FINISHED   0x40 /* socket closed, on the reap list */
+/* Record-layer flags (c->rl_flags), for connections handed off from OpenSSL. */
+#define SP_RLF_ACTIVE     0x01 /* the SSL is freed: sp_record protects the records */
+#define SP_RLF_KEY_UPDATE 0x02 /* send a KeyUpdate after the pending output */
+#define SP_RLF_KU_REQUEST 0x04 /* ... and ask the peer to update too */
+
+/* Handshake-time capture for the record-layer hand-off (freed after the handshake). */
+typedef struct sp_hs {
+	uint8_t client_secret[48];
+	uint8_t server_secret[48];
+	uint8_t secret_len;
+	uint8_t have;         /* bit 0: client secret, bit 1: server secret */
+	uint32_t app_records; /* records the server wrote under its application key */
+} sp_hs_t;
 
 /* A node's kind as it travels between workers. */
 enum sp_node_kind { SP_NODE_DELIVER, SP_NODE_RESULT, SP_NODE_REPLACE };
@@ -219,6 +238,12 @@ struct sp_node {
 	uint64_t deadline; /* ack timeout, monotonic ms */
 	sp_connref_t ref;  /* SP_NODE_REPLACE: the connection to replace */
 };
+
+/* The node whose inbox link is q. */
+static inline sp_node_t *sp_node_of(sp_mpsc_node_t *q)
+{
+	return (sp_node_t *)(void *)((char *)q - offsetof(sp_node_t, q));
+}
 
 struct sp_msg {
 	sp_worker_t *owner;
@@ -245,7 +270,8 @@ struct sp_conn {
 	sp_conn_t *prev, *next;
 	sp_conn_t *dirty_next;
 	sp_conn_t *reap_next;
-	SSL *ssl;
+	SSL *ssl;    /* during the handshake, and afterwards if the hand-off was not possible */
+	sp_hs_t *hs; /* during the handshake only */
 	struct event ev_read;
 	struct event ev_write;
 	uint8_t *out;     /* output bytes [out_off, out_len): allocated on first output, kept */
@@ -260,7 +286,17 @@ struct sp_conn {
 	uint8_t flags;
 	uint8_t close_reason;
 	uint8_t hs_cause; /* sp_handshake_cause noted by the verify callback */
-	uint16_t errors;  /* non-fatal errors so far */
+	uint8_t rl_flags;
+	uint8_t serial_len;
+	uint8_t serial[20]; /* the client certificate's serial, for revocation checks */
+	sp_rl_t rl;         /* record protection after the hand-off */
+	uint8_t *rin; /* a partial incoming record, [0, rin_len) of SP_RL_HEADER + SP_RL_MAX_CIPHER
+	               */
+	uint32_t rin_len;
+	uint8_t *wpend; /* sealed bytes the socket did not take yet: [wpend_off, wpend_len) */
+	uint32_t wpend_off;
+	uint32_t wpend_len;
+	uint16_t errors; /* non-fatal errors so far */
 	uint16_t window;
 	uint16_t keepalive; /* seconds */
 	uint64_t t_state;   /* when the current state began (ms) */
@@ -289,7 +325,11 @@ SSL *sp_tls_new(sp_server_t *srv, sp_conn_t *c);
 /* After a successful handshake: derives the token, checks ALPN and (for resumed sessions, and
  * after reloads) the current CRL. Returns 0 or a negative sp_handshake_cause. */
 int sp_tls_established(sp_server_t *srv, sp_conn_t *c);
-/* Whether c's certificate is revoked by the current CRL. */
+/* Hands c's TLS session over to the record layer (sp_record) and frees its SSL. Returns 0, or
+ * -1 if it cannot be done safely (OpenSSL holds unread or unwritten bytes), in which case c
+ * keeps using OpenSSL. */
+int sp_tls_handoff(sp_conn_t *c);
+/* Whether c's certificate is revoked by the current CRL (by serial: works after hand-off). */
 bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c);
 /* Classifies a failed handshake for metrics and logs. */
 enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err);

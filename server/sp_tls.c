@@ -61,6 +61,69 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_OK;
 }
 
+static int unhex(const char *h, size_t n, uint8_t *out)
+{
+	for (size_t i = 0; i < n; i++) {
+		int hi = OPENSSL_hexchar2int((unsigned char)h[2 * i]);
+		int lo = OPENSSL_hexchar2int((unsigned char)h[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/*
+ * The application traffic secrets, for the record-layer hand-off. OpenSSL hands them out
+ * through the key-log callback as "LABEL <client_random hex> <secret hex>"; they are kept in
+ * the connection's handshake state only, never logged or written anywhere.
+ */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+	sp_conn_t *c = SSL_get_app_data(ssl);
+	const char *sp1, *hex;
+	size_t hexlen;
+	uint8_t *dst;
+	int bit;
+
+	if (!c || !c->hs)
+		return;
+	if (!strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24)) {
+		dst = c->hs->client_secret;
+		bit = 1;
+	} else if (!strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24)) {
+		dst = c->hs->server_secret;
+		bit = 2;
+	} else {
+		return;
+	}
+	sp1 = strchr(line + 24, ' ');
+	if (!sp1)
+		return;
+	hex = sp1 + 1;
+	hexlen = strlen(hex);
+	if ((hexlen != 64 && hexlen != 96) || unhex(hex, hexlen / 2, dst) < 0)
+		return;
+	c->hs->secret_len = (uint8_t)(hexlen / 2);
+	c->hs->have |= (uint8_t)bit;
+}
+
+/* Counts the records written once the server's application key is in use (the tickets), so
+ * the record layer continues with the right sequence number. */
+static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg)
+{
+	sp_conn_t *c = SSL_get_app_data(ssl);
+
+	(void)version;
+	(void)buf;
+	(void)len;
+	(void)arg;
+	if (write_p && content_type == SSL3_RT_HEADER && c && c->hs && (c->hs->have & 2))
+		c->hs->app_records++;
+}
+
 static enum sp_handshake_cause cause_of_verify_error(int err)
 {
 	switch (err) {
@@ -214,6 +277,8 @@ int sp_tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **out_cr
 		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 	}
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+	SSL_CTX_set_msg_callback(ctx, msg_cb);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	*out = ctx;
 	*out_crl = crl;
@@ -244,17 +309,36 @@ SSL *sp_tls_new(sp_server_t *srv, sp_conn_t *c)
 
 bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c)
 {
-	X509 *cert = SSL_get0_peer_certificate(c->ssl);
+	ASN1_INTEGER *serial;
 	X509_REVOKED *rev = NULL;
 	bool revoked = false;
 
-	if (!cert)
-		return true;
+	if (!c->serial_len)
+		return false;
+	serial = ASN1_INTEGER_new();
+	if (!serial || !ASN1_STRING_set(serial, c->serial, c->serial_len)) {
+		ASN1_INTEGER_free(serial);
+		return false;
+	}
 	pthread_mutex_lock(&srv->tls_lock);
-	if (srv->crl && X509_CRL_get0_by_cert(srv->crl, &rev, cert) == 1)
+	if (srv->crl && X509_CRL_get0_by_serial(srv->crl, &rev, serial) == 1)
 		revoked = true;
 	pthread_mutex_unlock(&srv->tls_lock);
+	ASN1_INTEGER_free(serial);
 	return revoked;
+}
+
+/* Keeps the certificate's serial (positive, at most 20 bytes by RFC 5280). */
+static int keep_serial(sp_conn_t *c, X509 *cert)
+{
+	const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+	int len = ASN1_STRING_length(sn);
+
+	if (len <= 0 || len > (int)sizeof(c->serial) || sn->type != V_ASN1_INTEGER)
+		return -1;
+	memcpy(c->serial, ASN1_STRING_get0_data(sn), (size_t)len);
+	c->serial_len = (uint8_t)len;
+	return 0;
 }
 
 int sp_tls_established(sp_server_t *srv, sp_conn_t *c)
@@ -268,6 +352,8 @@ int sp_tls_established(sp_server_t *srv, sp_conn_t *c)
 		return -SP_HS_NO_ALPN;
 	if (!cert)
 		return -SP_HS_NO_CERT;
+	if (keep_serial(c, cert) < 0)
+		return -SP_HS_BAD_CERT;
 	if (SSL_session_reused(c->ssl)) {
 		/* No chain verification happened: check what can have changed since. */
 		c->flags |= SP_CF_RESUMED;
@@ -279,6 +365,34 @@ int sp_tls_established(sp_server_t *srv, sp_conn_t *c)
 	if (sp_token_from_cert(cert, c->token) < 0)
 		return -SP_HS_BAD_CERT;
 	return 0;
+}
+
+int sp_tls_handoff(sp_conn_t *c)
+{
+	const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
+	sp_hs_t *hs = c->hs;
+	int r = -1;
+
+	if (hs && hs->have == 3 && cipher && !SSL_has_pending(c->ssl) &&
+	    BIO_wpending(SSL_get_wbio(c->ssl)) == 0 &&
+	    sp_rl_init(&c->rl, c->w->rlcx, SSL_CIPHER_get_protocol_id(cipher), hs->client_secret,
+	               hs->server_secret, hs->secret_len, 0, hs->app_records) == 0) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+		c->rl_flags |= SP_RLF_ACTIVE;
+		r = 0;
+	}
+	if (r < 0)
+		SP_LOG(SP_LOG_DEBUG, "handoff_skipped",
+		       "have=%d cipher=%d pending=%d wpending=%d suite=0x%04x", hs ? hs->have : -1,
+		       !!cipher, SSL_has_pending(c->ssl), (int)BIO_wpending(SSL_get_wbio(c->ssl)),
+		       cipher ? SSL_CIPHER_get_protocol_id(cipher) : 0);
+	if (hs) {
+		OPENSSL_cleanse(hs, sizeof(*hs));
+		free(hs);
+		c->hs = NULL;
+	}
+	return r;
 }
 
 enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err)

@@ -31,7 +31,7 @@
 
 #define TICK_MS         250
 #define CLOSING_MAX_MS  2000
-#define SCRATCH_SIZE    16384
+
 #define ACCEPT_PAUSE_MS 100
 
 _Static_assert(sizeof(uintptr_t) >= sizeof(sp_connref_t), "connection references fit a pointer");
@@ -147,7 +147,7 @@ static void drain_inbox(sp_worker_t *w)
 	sp_mpsc_node_t *q;
 
 	while ((q = sp_mpsc_pop(&w->inbox)))
-		sp_session_inbox(w, (sp_node_t *)((char *)q - offsetof(sp_node_t, q)));
+		sp_session_inbox(w, sp_node_of(q));
 }
 
 static void start_drain(sp_worker_t *w)
@@ -384,14 +384,16 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		return -1;
 	}
-	w->scratch = malloc(SCRATCH_SIZE);
+	w->scratch = malloc(SP_WORKER_SCRATCH);
+	w->seal = malloc(SP_WORKER_SEAL);
+	w->rlcx = sp_rl_crypto_new();
 	w->batch = malloc((size_t)SP_MAX_RECIPIENTS_V1 * SP_RESULT_LEN);
 	w->dedup = malloc((sizeof(uint32_t) + 1) * SP_MAX_RECIPIENTS_V1);
 	w->ev_wake = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_wake, w);
 	w->ev_tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
 	w->ev_accept_retry = event_new(w->base, -1, 0, on_accept_retry, w);
-	if (!w->scratch || !w->batch || !w->dedup || !w->ev_wake || !w->ev_tick ||
-	    !w->ev_accept_retry)
+	if (!w->scratch || !w->seal || !w->rlcx || !w->batch || !w->dedup || !w->ev_wake ||
+	    !w->ev_tick || !w->ev_accept_retry)
 		goto nomem;
 	event_add(w->ev_wake, NULL);
 	event_add(w->ev_tick, &tick);
@@ -432,7 +434,7 @@ static void worker_destroy(sp_worker_t *w)
 		sp_conn_free(c);
 	}
 	while ((q = sp_mpsc_pop(&w->inbox))) {
-		sp_node_t *n = (sp_node_t *)((char *)q - offsetof(sp_node_t, q));
+		sp_node_t *n = sp_node_of(q);
 
 		if (n->kind == SP_NODE_REPLACE)
 			free(n);
@@ -457,6 +459,8 @@ static void worker_destroy(sp_worker_t *w)
 	free(w->gens);
 	free(w->free_list);
 	free(w->scratch);
+	free(w->seal);
+	sp_rl_crypto_free(w->rlcx);
 	free(w->batch);
 	free(w->dedup);
 }

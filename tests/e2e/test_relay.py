@@ -1244,6 +1244,57 @@ def _(t):
     c.ping()
 
 
+@test("tls: every handshake hands its session to the relay's record layer; KeyUpdate from an "
+      "OpenSSL client (requested or not) is followed as RFC 8446 4.6.3 says", timeout=60)
+def _(t):
+    d = t.daemon()
+    for n in ("alice", "bob"):
+        t.client(d, n).ping()
+    if not shutil.which("openssl"):
+        fail("the openssl CLI is needed for the KeyUpdate part")
+    alice = t.dev("alice")
+    for suite in ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                  "TLS_CHACHA20_POLY1305_SHA256"):
+        # s_client's K sends KeyUpdate(update_requested), k KeyUpdate(update_not_requested);
+        # then a text line goes out as data, which the relay answers with an ERROR frame
+        # sealed under its updated key (so s_client can only read it if both sides updated).
+        p = subprocess.Popen(
+            ["openssl", "s_client", "-connect", "127.0.0.1:%d" % d.port, "-servername",
+             "localhost", "-alpn", "sealpush/1", "-cert", alice.crt, "-key", alice.key,
+             "-CAfile", t.h.pki.ca_crt, "-ciphersuites", suite, "-msg"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            for line in (b"K\n", b"k\n", b"K\n", b"hello\n"):
+                time.sleep(0.4)
+                p.stdin.write(line)
+                p.stdin.flush()
+            time.sleep(0.8)
+            out = p.communicate(timeout=10)[0].decode("latin-1")  # closes stdin: s_client ends
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        sent = out.count(">>> TLS 1.3, Handshake [length 0005], KeyUpdate")
+        got = out.count("<<< TLS 1.3, Handshake [length 0005], KeyUpdate")
+        if sent != 3 or got != 2:
+            fail("%s: client sent %d KeyUpdates (expected 3), relay answered %d (expected 2, "
+                 "one per update_requested)\n%s" % (suite, sent, got, out[-1500:]))
+        if "larger than the negotiated max_frame" not in out and "FRAME_TOO_LARGE" not in out \
+                and "frame" not in out:
+            fail("%s: no ERROR frame readable after the key updates\n%s" % (suite, out[-1500:]))
+        if re.search(r"<<< TLS 1.3, Alert", out) and "close_notify" not in out:
+            fail("%s: the relay sent an alert other than close_notify\n%s" % (suite, out[-1500:]))
+    st, body = d.admin_get("/metrics")
+    hs = re.search(r"^sealpush_handshakes_total (\d+)", body, re.M)
+    ho = re.search(r"^sealpush_tls_handoffs_total (\d+)", body, re.M)
+    errs = re.search(r"^sealpush_tls_record_errors_total (\d+)", body, re.M)
+    if not hs or not ho or int(hs.group(1)) != int(ho.group(1)) or int(hs.group(1)) < 5:
+        fail("handshakes %s, hand-offs %s: every handshake should be handed off"
+             % (hs and hs.group(1), ho and ho.group(1)))
+    if not errs or int(errs.group(1)) != 0:
+        fail("record errors: %s" % (errs and errs.group(1)))
+
+
 @test("life: idle for 2 x keepalive -> ERROR IDLE_TIMEOUT (CLOSING); PINGs keep it open",
       timeout=40)
 def _(t):
