@@ -95,7 +95,8 @@ static void die(const char *what)
 
 static void set_events(conn_t *c, int out)
 {
-	struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0), .data.u32 = (uint32_t)(c - conns)};
+	struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0),
+	                         .data.u32 = (uint32_t)(c - conns)};
 
 	if (c->want_out == out)
 		return;
@@ -111,7 +112,8 @@ static void conn_drop(conn_t *c, int failed, const char *why)
 		n_ready--;
 		n_closed++;
 		if (reported++ < 5)
-			fprintf(stderr, "idle_conns[%d]: ready connection closed: %s\n", getpid(), why);
+			fprintf(stderr, "idle_conns[%d]: ready connection closed: %s\n", getpid(),
+			        why);
 	} else {
 		n_inflight--;
 		if (failed)
@@ -190,7 +192,8 @@ static int conn_read(conn_t *c)
 				set_events(c, 1);
 				return 0;
 			}
-			conn_drop(c, c->state != ST_READY, e == SSL_ERROR_ZERO_RETURN ? "close_notify" : "TLS error or EOF");
+			conn_drop(c, c->state != ST_READY,
+			          e == SSL_ERROR_ZERO_RETURN ? "close_notify" : "TLS error or EOF");
 			return -1;
 		}
 		c->have = (uint16_t)(c->have + n);
@@ -210,7 +213,8 @@ static int conn_read(conn_t *c)
 				if (type != 0x02) {
 					char why[64];
 
-					snprintf(why, sizeof(why), "expected WELCOME, got frame type 0x%02x", type);
+					snprintf(why, sizeof(why),
+					         "expected WELCOME, got frame type 0x%02x", type);
 					conn_drop(c, 1, why);
 					return -1;
 				}
@@ -252,7 +256,8 @@ static void conn_event(conn_t *c, uint32_t events)
 		c->state = ST_HANDSHAKE;
 	}
 	if (c->state == ST_HANDSHAKE) {
-		uint8_t hello[14] = {0x01, 0x00, 0, 0, 0, 8, 0x0b, 0x02, 0x00, 0x01, 0x0d, 0x02, 0, 0};
+		uint8_t hello[14] = {0x01, 0x00, 0,    0,    0,    8, 0x0b,
+		                     0x02, 0x00, 0x01, 0x0d, 0x02, 0, 0};
 
 		ERR_clear_error();
 		r = SSL_do_handshake(c->ssl);
@@ -306,7 +311,8 @@ static void load_certs(const char *dir, const char *prefix, int first, int count
 		}
 		fclose(f);
 		snprintf(path, sizeof(path), "%s/%s%d.key", dir, prefix, first + i);
-		if (!(f = fopen(path, "r")) || !(keys[i] = PEM_read_PrivateKey(f, NULL, NULL, NULL))) {
+		if (!(f = fopen(path, "r")) ||
+		    !(keys[i] = PEM_read_PrivateKey(f, NULL, NULL, NULL))) {
 			fprintf(stderr, "idle_conns: cannot read %s\n", path);
 			exit(1);
 		}
@@ -343,23 +349,57 @@ int main(int argc, char **argv)
 
 	while ((opt = getopt(argc, argv, "H:p:d:P:f:k:n:r:m:sb:t:i:K:AS:G:")) != -1) {
 		switch (opt) {
-		case 'H': host = optarg; break;
-		case 'p': port = atoi(optarg); break;
-		case 'd': dir = optarg; break;
-		case 'P': prefix = optarg; break;
-		case 'f': first = atoi(optarg); break;
-		case 'k': count = atoi(optarg); break;
-		case 'n': n = atol(optarg); break;
-		case 'r': rate = atof(optarg); break;
-		case 'm': maxinflight = atol(optarg); break;
-		case 's': send_only = 1; break;
-		case 'b': srcaddr = optarg; break;
-		case 't': hold = atof(optarg); break;
-		case 'i': interval = atof(optarg); break;
-		case 'K': keepalive = (unsigned)atoi(optarg); break;
-		case 'A': no_chain = 1; break;
-		case 'S': suites = optarg; break;
-		case 'G': groups = optarg; break;
+		case 'H':
+			host = optarg;
+			break;
+		case 'p':
+			port = atoi(optarg);
+			break;
+		case 'd':
+			dir = optarg;
+			break;
+		case 'P':
+			prefix = optarg;
+			break;
+		case 'f':
+			first = atoi(optarg);
+			break;
+		case 'k':
+			count = atoi(optarg);
+			break;
+		case 'n':
+			n = atol(optarg);
+			break;
+		case 'r':
+			rate = atof(optarg);
+			break;
+		case 'm':
+			maxinflight = atol(optarg);
+			break;
+		case 's':
+			send_only = 1;
+			break;
+		case 'b':
+			srcaddr = optarg;
+			break;
+		case 't':
+			hold = atof(optarg);
+			break;
+		case 'i':
+			interval = atof(optarg);
+			break;
+		case 'K':
+			keepalive = (unsigned)atoi(optarg);
+			break;
+		case 'A':
+			no_chain = 1;
+			break;
+		case 'S':
+			suites = optarg;
+			break;
+		case 'G':
+			groups = optarg;
+			break;
 		default:
 			fprintf(stderr, "usage: see the comment at the top of idle_conns.c\n");
 			return 2;
@@ -420,7 +460,8 @@ int main(int argc, char **argv)
 		       n_started < (long)(rate * (t - t0)) + 1 && n_attempts < 3 * n_target)
 			start_one();
 		if (n_attempts >= 3 * n_target && n_inflight == 0 && n_ready < n_target) {
-			fprintf(stderr, "idle_conns[%d]: giving up after %ld attempts (ready %ld)\n",
+			fprintf(stderr,
+			        "idle_conns[%d]: giving up after %ld attempts (ready %ld)\n",
 			        getpid(), n_attempts, n_ready);
 			return 1;
 		}
@@ -444,21 +485,25 @@ int main(int argc, char **argv)
 		if (n_ready == n_target && !announced) {
 			announced = 1;
 			t_all = t;
-			fprintf(stderr, "idle_conns[%d]: ALL_READY %ld in %.1f s (failed %ld) rss=%ld KiB\n",
+			fprintf(stderr,
+			        "idle_conns[%d]: ALL_READY %ld in %.1f s (failed %ld) rss=%ld "
+			        "KiB\n",
 			        getpid(), n_ready, t - t0, n_failed, rss_kib());
 		}
 		if (t - t_last >= interval) {
 			t_last = t;
 			if (!announced || n_closed)
 				fprintf(stderr,
-				        "idle_conns[%d]: t=%.1f started=%ld ready=%ld inflight=%ld failed=%ld closed=%ld\n",
-				        getpid(), t - t0, n_started, n_ready, n_inflight, n_failed, n_closed);
+				        "idle_conns[%d]: t=%.1f started=%ld ready=%ld inflight=%ld "
+				        "failed=%ld closed=%ld\n",
+				        getpid(), t - t0, n_started, n_ready, n_inflight, n_failed,
+				        n_closed);
 		}
 		if (announced && hold > 0 && t - t_all >= hold)
 			break;
 	}
-	fprintf(stderr, "idle_conns[%d]: exiting: ready=%ld failed=%ld closed=%ld\n", getpid(), n_ready,
-	        n_failed, n_closed);
+	fprintf(stderr, "idle_conns[%d]: exiting: ready=%ld failed=%ld closed=%ld\n", getpid(),
+	        n_ready, n_failed, n_closed);
 	/* The sockets close at exit; no close_notify (an idle-memory test does not need one). */
 	return n_ready == n_target ? 0 : 1;
 }

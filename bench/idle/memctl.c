@@ -201,13 +201,13 @@ static void dump(const char *path)
 		tr += copy[i].real;
 		tc += copy[i].count;
 	}
-	fprintf(f, "# live OpenSSL blocks: %ld, requested %ld bytes, real (usable+8) %ld bytes\n", tc,
-	        tb, tr);
+	fprintf(f, "# live OpenSSL blocks: %ld, requested %ld bytes, real (usable+8) %ld bytes\n",
+	        tc, tb, tr);
 	fprintf(f, "# count\trequested\treal\tsite\n");
 	for (uint32_t i = 0; i < NS; i++)
 		if (copy[i].file && copy[i].count)
-			fprintf(f, "%ld\t%ld\t%ld\t%s:%d\n", copy[i].count, copy[i].bytes, copy[i].real,
-			        copy[i].file, copy[i].line);
+			fprintf(f, "%ld\t%ld\t%ld\t%s:%d\n", copy[i].count, copy[i].bytes,
+			        copy[i].real, copy[i].file, copy[i].line);
 	fclose(f);
 }
 
