@@ -1024,6 +1024,81 @@ def _(t):
     t.client(d, t.h.pki.device(name + "b"))
 
 
+@test("tls: resumed sessions are handed off too; after SIGHUP revokes a device, its old "
+      "session does not let it back in (reload retires the ticket keys)", timeout=60)
+def _(t):
+    d = t.daemon()
+    name = "res%d" % int(time.monotonic() * 1000)
+    dev = t.h.pki.device(name)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(t.h.pki.ca_crt)
+    ctx.load_cert_chain(dev.crt, dev.key)
+    ctx.set_alpn_protocols(["sealpush/1"])
+
+    def connect(session=None):
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", d.port), timeout=5),
+                            server_hostname="localhost", session=session)
+        s.settimeout(5)
+        s.sendall(w.encode(w.HELLO, {"version": 1}))
+        hdr = b""
+        while len(hdr) < 6:
+            chunk = s.recv(6 - len(hdr))
+            if not chunk:
+                raise w.Closed("closed before WELCOME")
+            hdr += chunk
+        if hdr[0] != w.WELCOME:
+            fail("expected WELCOME, got frame type %d" % hdr[0])
+        length = int.from_bytes(hdr[2:6], "big")
+        while length:
+            length -= len(s.recv(length))
+        # a PING round trip over the relay's record layer (after the hand-off)
+        s.sendall(w.encode(w.PING, {"data": b"resume!!"}))
+        got = b""
+        while len(got) < 6 + 10:
+            chunk = s.recv(64)
+            if not chunk:
+                fail("closed instead of PONG")
+            got += chunk
+        if got[0] != w.PONG or got[-8:] != b"resume!!":
+            fail("bad PONG %r" % got)
+        return s
+
+    s = connect()
+    session = s.session
+    s.close()
+    for _ in range(2):
+        s = connect(session)
+        if not s.session_reused:
+            fail("the session was not resumed")
+        session = s.session
+        s.close()
+    t.h.pki.revoke(name)
+    d.signal(signal.SIGHUP)
+    time.sleep(0.5)
+    try:
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", d.port), timeout=5),
+                            server_hostname="localhost", session=session)
+        s.settimeout(5)
+        s.sendall(w.encode(w.HELLO, {"version": 1}))
+        if s.session_reused:
+            fail("a session from before the reload was resumed: ticket keys survived it")
+        data = s.recv(64)
+        if data and data[0] == w.WELCOME:
+            fail("a revoked certificate got WELCOME by resuming a session (reused=%s)"
+                 % s.session_reused)
+    except (ssl.SSLError, OSError, w.Closed):
+        pass
+    st, body = d.admin_get("/metrics")
+    m = re.search(r'^sealpush_handshake_failures_total\{cause="revoked"\} (\d+)', body, re.M)
+    if not m or int(m.group(1)) < 1:
+        fail("the refused resumption is not counted as a revoked handshake: %r"
+             % (m and m.group(0)))
+    ho = re.search(r"^sealpush_tls_handoffs_total (\d+)", body, re.M)
+    if not ho or int(ho.group(1)) < 3:
+        fail("resumed sessions were not handed off: %r" % (ho and ho.group(0)))
+
+
 @test("life: /healthz 200; /readyz 200 with redis, 503 without, 200 again when it returns",
       timeout=60)
 def _(t):
