@@ -1,0 +1,1165 @@
+/*
+ * sp_store.c: the offline store, one per worker thread, on the worker's event base.
+ *
+ * Key layout
+ * ----------
+ * For device token T (64 lowercase hex digits) five keys, all with the hash tag {T}, so every
+ * script touches one slot and runs unchanged on Redis Cluster:
+ *
+ *   sp:{T}:q  ZSET  member msg_id (16 raw bytes), score seq            FIFO order
+ *   sp:{T}:e  ZSET  member msg_id, score expiry (unix ms)              purge order
+ *   sp:{T}:m  HASH  msg_id -> record                                   the messages
+ *   sp:{T}:c  HASH  collapse_id -> msg_id                              collapse index
+ *   sp:{T}:s  HASH  seq (counter), bytes (sum of record lengths)       state
+ *
+ * A record is version 1 | expires_ms u64 BE | priority | collapse_len | collapse | blob
+ * (sp_store.h). The scripts read only its length and its collapse id. Nothing about the sender
+ * is stored. Each store sets PEXPIREAT on every key to its message's expiry with NX (a key
+ * without a TTL gets one) and then GT (a later expiry extends it), so every key lives exactly
+ * until the last message it ever held expires: a forgotten device's queue disappears by
+ * itself. Acks and purges never shorten a TTL; the keys then linger (small) until it runs out.
+ *
+ * Sequence numbers. seq starts, when sp:{T}:s does not exist, at Redis's clock in
+ * microseconds, and then counts up by one. (Design fix: a counter starting at 1 restarts at 1
+ * once the keys expired, and a fetch cursor from before that would skip the new messages.
+ * Starting from the clock keeps seq increasing across a restart as long as fewer than one
+ * message per microsecond was stored, which Redis cannot do on one key.) FETCH also reads
+ * from the start when the cursor is above the counter (a clock step back). seq < 2^53 until
+ * the year 2255, so the double scores are exact.
+ *
+ * Scripts
+ * -------
+ * Four Lua scripts, loaded with SCRIPT LOAD on every (re)connect and called with EVALSHA (on
+ * NOSCRIPT, after a SCRIPT FLUSH or a failover, a request falls back to EVAL once). Each takes
+ * the five keys of one token.
+ *   ENQUEUE(id, record, expires_ms, collapse, max_count, max_bytes, now_ms)
+ *     -> {status, seq, purged}: purges up to 100 expired messages; DUPLICATE with the stored
+ *     seq if id is queued; EXPIRED if expires_ms <= now_ms; FULL_COUNT or FULL_BYTES if the
+ *     message does not fit, where a message with the same collapse id counts as already gone;
+ *     else removes that message, stores this one and answers STORED and its seq.
+ *     (Design fix: the older collapsed message is removed only once the new one is known to
+ *     fit. Removing it first, as first designed, loses both when the new one is refused.)
+ *   FETCH(after_seq, count, now_ms) -> {purged, seq1, id1, record1, seq2, ...}: purges up to
+ *     100 expired messages, then up to count messages with seq > after_seq in seq order,
+ *     skipping any that expired but were not purged yet (so an empty answer means there is
+ *     nothing left, even when more than 100 expired at once).
+ *   ACK(id...) -> removed: drops each queued id, its collapse entry if it still names it, and
+ *     its bytes.
+ *   DEPTH() -> {count, bytes}.
+ * The purged count travels with the answer for the expired_purged counter.
+ *
+ * Lifecycle
+ * ---------
+ * sp_store_new() parses the url and starts a connection: one hiredis async context attached
+ * to the base, whose first commands are the four SCRIPT LOADs. When all four answered the
+ * store is up. Requests are sent only while up, pipelined on that one connection; otherwise
+ * (and when max_inflight requests are unanswered) they are answered UNAVAILABLE from a
+ * deferred event, never from inside the request call. A tick every timeout_ms/4 (at most
+ * 100 ms) reconnects when the backoff (100 ms doubling to 5 s, each wait drawn from its upper
+ * half) has passed, drops a connect that took longer than timeout_ms, and drops the
+ * connection when any request is older than timeout_ms (hiredis 0.14 has no command timeout):
+ * redisAsyncFree() answers every pending request with a NULL reply, which becomes
+ * UNAVAILABLE. A lost connection (EOF, error) does the same through hiredis. Requests are
+ * never resent on a new connection: the caller retries (an enqueue with the same id is
+ * idempotent, an ack of an absent id is harmless). A request that timed out may still have
+ * run: the enqueue's retry then gets DUPLICATE with the same seq.
+ * sp_store_free() answers everything pending with UNAVAILABLE before it returns (none is
+ * dropped silently, so callers can release what they hung on `arg`).
+ *
+ * Caveats: after a NOSCRIPT, the EVAL resend goes behind requests already sent, so a later
+ * enqueue for the same token may overtake it (only right after a SCRIPT FLUSH or a failover).
+ * On Redis Cluster the keys are slot-safe, but MOVED/ASK are not followed (they answer ERROR).
+ *
+ * With lim.wait_replicas > 0 a STORED or DUPLICATE enqueue is followed by WAIT on the same
+ * connection and answered so only when enough replicas confirmed, else UNAVAILABLE (the message
+ * may be stored anyway; a retry with the same id is not stored twice). (Design fix: the first
+ * design waited after STORED only, so the retry of a message whose WAIT fell short was answered
+ * DUPLICATE, i.e. QUEUED, without any replica having confirmed it.) WAIT blocks the connection on
+ * the Redis side, so while replicas lag every request of this worker waits up to wait_timeout_ms.
+ *
+ * Durability
+ * ----------
+ * The store is as durable as Redis is configured to be. The sender hears QUEUED once Redis
+ * executed the script, i.e. it is in Redis's memory (and, with WAIT, in the replicas'
+ * memory), not necessarily on disk.
+ *   - appendonly no: a Redis restart loses every queued message (and RDB snapshots lose
+ *     everything since the last one).
+ *   - appendonly yes, appendfsync everysec (the usual choice): the AOF is fsynced once a
+ *     second in the background, so a crash of the Redis process loses nothing that reached
+ *     the kernel, but a power loss or kernel crash loses up to about one second of writes
+ *     (two, if an fsync was slow): messages already answered QUEUED.
+ *   - appendonly yes, appendfsync always: Redis fsyncs the AOF before it answers, so a QUEUED
+ *     message survives a power loss; each write costs a disk flush, which caps throughput.
+ *   - With replicas and WAIT, a message answered QUEUED is in the memory of that many
+ *     replicas, so it survives the loss of the primary if a confirmed replica is promoted.
+ * Whatever is lost, the sender was told QUEUED: that is the gap the configuration decides.
+ *
+ * Threads: everything here runs on the store's base, except sp_store_counters().
+ */
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sp_config.h"
+#include "sp_log.h"
+#include "sp_store.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define TICK_MAX_MS    100
+#define NKEYS          5
+
+/* ---- scripts ----------------------------------------------------------------------------- */
+
+/* Shared by all scripts: the keys, and dropping one message. Records are read only for their
+ * length and collapse id, and a malformed one must not make a script fail. */
+#define LUA_PRELUDE                                                                                \
+	"local q, e, m, c, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"                      \
+	"local function cid_of(rec)\n"                                                             \
+	"  local n = string.byte(rec, 11)\n"                                                       \
+	"  if n == nil or n == 0 or #rec < 11 + n then return nil end\n"                           \
+	"  return string.sub(rec, 12, 11 + n)\n"                                                   \
+	"end\n"                                                                                    \
+	"local function drop(id)\n"                                                                \
+	"  local rec = redis.call('HGET', m, id)\n"                                                \
+	"  if rec then\n"                                                                          \
+	"    local cid = cid_of(rec)\n"                                                            \
+	"    if cid and redis.call('HGET', c, cid) == id then redis.call('HDEL', c, cid) end\n"    \
+	"    redis.call('HDEL', m, id)\n"                                                          \
+	"    redis.call('HINCRBY', s, 'bytes', -#rec)\n"                                           \
+	"  end\n"                                                                                  \
+	"  redis.call('ZREM', e, id)\n"                                                            \
+	"  return redis.call('ZREM', q, id)\n"                                                     \
+	"end\n"                                                                                    \
+	"local function purge(now)\n"                                                              \
+	"  local ids = redis.call('ZRANGEBYSCORE', e, '-inf', now, 'LIMIT', 0, 100)\n"             \
+	"  for _, id in ipairs(ids) do drop(id) end\n"                                             \
+	"  return #ids\n"                                                                          \
+	"end\n"
+
+/* ARGV: id, record, expires_ms, collapse, max_count, max_bytes, now_ms. Statuses: 0 stored,
+ * 1 duplicate, 2 full (count), 3 full (bytes), 4 expired. */
+static const char lua_enqueue[] = LUA_PRELUDE
+        "local id, rec, exp, cid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+        "local maxc, maxb, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+        "local purged = purge(ARGV[7])\n"
+        "local old = redis.call('ZSCORE', q, id)\n"
+        "if old then return {1, tonumber(old), purged} end\n"
+        "if tonumber(exp) <= now then return {4, 0, purged} end\n"
+        "local count = redis.call('ZCARD', q)\n"
+        "local bytes = tonumber(redis.call('HGET', s, 'bytes') or '0')\n"
+        "local prev = false\n"
+        "if cid ~= '' then\n"
+        "  prev = redis.call('HGET', c, cid)\n"
+        "  if prev == id then prev = false end\n"
+        "  if prev then\n"
+        "    local prec = redis.call('HGET', m, prev)\n"
+        "    if prec then count = count - 1; bytes = bytes - #prec end\n"
+        "  end\n"
+        "end\n"
+        "if count >= maxc then return {2, 0, purged} end\n"
+        "if bytes + #rec > maxb then return {3, 0, purged} end\n"
+        "if prev then drop(prev) end\n"
+        "local seq\n"
+        "if redis.call('HEXISTS', s, 'seq') == 1 then\n"
+        "  seq = redis.call('HINCRBY', s, 'seq', 1)\n"
+        "else\n"
+        "  local t = redis.call('TIME')\n"
+        "  seq = redis.call('HINCRBY', s, 'seq', t[1] .. string.format('%06d', tonumber(t[2])))\n"
+        "end\n"
+        "redis.call('ZADD', q, seq, id)\n"
+        "redis.call('ZADD', e, exp, id)\n"
+        "redis.call('HSET', m, id, rec)\n"
+        "if cid ~= '' then redis.call('HSET', c, cid, id) end\n"
+        "redis.call('HINCRBY', s, 'bytes', #rec)\n"
+        "for _, k in ipairs(KEYS) do\n"
+        "  redis.call('PEXPIREAT', k, exp, 'NX')\n"
+        "  redis.call('PEXPIREAT', k, exp, 'GT')\n"
+        "end\n"
+        "return {0, seq, purged}\n";
+
+/* ARGV: after_seq, count, now_ms. */
+static const char lua_fetch[] = LUA_PRELUDE
+        "local count, now = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+        "local purged = purge(ARGV[3])\n"
+        "local from = '(' .. ARGV[1]\n"
+        "local cur = tonumber(redis.call('HGET', s, 'seq') or '0')\n"
+        "if cur < tonumber(ARGV[1]) then from = '-inf' end\n"
+        "local out, n = {purged}, 0\n"
+        "while n < count do\n"
+        "  local want = count - n\n"
+        "  local r = redis.call('ZRANGEBYSCORE', q, from, '+inf', 'WITHSCORES', 'LIMIT', 0, want)\n"
+        "  for i = 1, #r, 2 do\n"
+        "    local id = r[i]\n"
+        "    from = '(' .. r[i + 1]\n"
+        "    local ex = redis.call('ZSCORE', e, id)\n"
+        "    local rec = redis.call('HGET', m, id)\n"
+        "    if rec and ex and tonumber(ex) > now then\n"
+        "      out[#out + 1] = tonumber(r[i + 1]); out[#out + 1] = id; out[#out + 1] = rec\n"
+        "      n = n + 1\n"
+        "    end\n"
+        "  end\n"
+        "  if #r < 2 * want then break end\n"
+        "end\n"
+        "return out\n";
+
+/* ARGV: the ids. */
+static const char lua_ack[] = LUA_PRELUDE "local n = 0\n"
+                                          "for i = 1, #ARGV do n = n + drop(ARGV[i]) end\n"
+                                          "return n\n";
+
+static const char lua_depth[] =
+        LUA_PRELUDE "return {redis.call('ZCARD', q), tonumber(redis.call('HGET', s, 'bytes') or "
+                    "'0')}\n";
+
+enum { KIND_ENQUEUE, KIND_FETCH, KIND_ACK, KIND_DEPTH, KIND_COUNT };
+
+static const char *const script_src[KIND_COUNT] = {lua_enqueue, lua_fetch, lua_ack, lua_depth};
+static const char *const kind_name[KIND_COUNT] = {"enqueue", "fetch", "ack", "depth"};
+
+/* ---- types ------------------------------------------------------------------------------- */
+
+struct req;
+struct req_list {
+	struct req *head, *tail;
+	size_t n;
+};
+
+/* One request, with its whole command vector in the same allocation:
+ * argv = {EVALSHA|EVAL, sha|source, "5", key x 5, script arguments...}. */
+struct req {
+	struct req *prev, *next;
+	sp_store_t *s;
+	int kind;
+	int status;        /* the answer, once known (deferred failures, WAIT) */
+	bool waiting;      /* the WAIT after a STORED enqueue is out */
+	bool eval;         /* fell back to EVAL after NOSCRIPT */
+	uint64_t seq;      /* enqueue: the seq to report after WAIT */
+	uint64_t deadline; /* monotonic ms */
+	union {
+		sp_store_enqueue_cb enqueue;
+		sp_store_fetch_cb fetch;
+		sp_store_ack_cb ack;
+		sp_store_depth_cb depth;
+	} cb;
+	void *arg;
+	int argc;
+	const char **argv;
+	size_t *argvlen;
+};
+
+struct loader {
+	sp_store_t *s;
+	int kind;
+};
+
+struct sp_store {
+	struct event_base *base;
+	sp_store_limits_t lim;
+	char host[256];
+	uint16_t port;
+	char path[256];
+
+	redisAsyncContext *ac; /* NULL while down */
+	bool up;               /* ac connected and every script loaded */
+	bool closing;          /* sp_store_free() runs */
+	int loaded;            /* scripts loaded on ac */
+	char sha[KIND_COUNT][41];
+	struct loader loaders[KIND_COUNT];
+	uint64_t connect_started;
+	uint64_t next_connect;
+	uint64_t backoff_ms;
+	uint64_t connects;
+	uint64_t rng;
+	int in_cb; /* nesting depth of user callbacks, for sp_store_free's check */
+
+	struct req_list inflight; /* sent, in send order */
+	struct req_list deferred; /* answered, waiting for the deferred event */
+	struct event *ev_tick;
+	struct event *ev_defer;
+
+	struct {
+		atomic_uint_least64_t enqueued, duplicates, refused_full, expired, expired_purged,
+		        fetched, acked, unavailable, errors, timeouts, reconnects;
+	} cnt;
+};
+
+/* One writer (the store's thread): a relaxed load and store, readable from any thread. */
+#define CNT_ADD(s, field, v)                                                                       \
+	atomic_store_explicit(&(s)->cnt.field,                                                     \
+	                      atomic_load_explicit(&(s)->cnt.field, memory_order_relaxed) +        \
+	                              (uint64_t)(v),                                               \
+	                      memory_order_relaxed)
+
+/* ---- small helpers ----------------------------------------------------------------------- */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t rng_next(sp_store_t *s)
+{
+	uint64_t x = s->rng;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	s->rng = x;
+	return x;
+}
+
+static void list_append(struct req_list *l, struct req *q)
+{
+	q->next = NULL;
+	q->prev = l->tail;
+	if (l->tail)
+		l->tail->next = q;
+	else
+		l->head = q;
+	l->tail = q;
+	l->n++;
+}
+
+static void list_remove(struct req_list *l, struct req *q)
+{
+	if (q->prev)
+		q->prev->next = q->next;
+	else
+		l->head = q->next;
+	if (q->next)
+		q->next->prev = q->prev;
+	else
+		l->tail = q->prev;
+	q->prev = q->next = NULL;
+	l->n--;
+}
+
+const char *sp_store_status_name(int status)
+{
+	static const char *const names[] = {"ok",         "stored",  "duplicate",   "full_count",
+	                                    "full_bytes", "expired", "unavailable", "error"};
+
+	if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0]))
+		return "unknown";
+	return names[status];
+}
+
+void sp_store_limits_default(sp_store_limits_t *lim)
+{
+	memset(lim, 0, sizeof(*lim));
+	lim->max_count = 1000;
+	lim->max_bytes = 4u << 20;
+	lim->timeout_ms = 2000;
+	lim->max_inflight = 10000;
+	lim->wait_replicas = 0;
+	lim->wait_timeout_ms = 1000;
+}
+
+void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out)
+{
+#define CNT_GET(f) out->f = atomic_load_explicit(&s->cnt.f, memory_order_relaxed)
+	CNT_GET(enqueued);
+	CNT_GET(duplicates);
+	CNT_GET(refused_full);
+	CNT_GET(expired);
+	CNT_GET(expired_purged);
+	CNT_GET(fetched);
+	CNT_GET(acked);
+	CNT_GET(unavailable);
+	CNT_GET(errors);
+	CNT_GET(timeouts);
+	CNT_GET(reconnects);
+#undef CNT_GET
+}
+
+int sp_store_up(const sp_store_t *s)
+{
+	return s && s->up ? 1 : 0;
+}
+
+/* ---- answering requests ------------------------------------------------------------------ */
+
+/* Runs the user callback of q with a failure (or, for enqueue, any status) and frees q. */
+static void req_finish(sp_store_t *s, struct req *q, int status, uint64_t seq)
+{
+	if (status == SP_STORE_UNAVAILABLE)
+		CNT_ADD(s, unavailable, 1);
+	else if (status == SP_STORE_ERROR)
+		CNT_ADD(s, errors, 1);
+	s->in_cb++;
+	switch (q->kind) {
+	case KIND_ENQUEUE:
+		q->cb.enqueue(status, seq, q->arg);
+		break;
+	case KIND_FETCH:
+		q->cb.fetch(status, NULL, 0, q->arg);
+		break;
+	case KIND_ACK:
+		if (q->cb.ack)
+			q->cb.ack(status, 0, q->arg);
+		break;
+	case KIND_DEPTH:
+		q->cb.depth(status, 0, 0, q->arg);
+		break;
+	default:
+		break;
+	}
+	s->in_cb--;
+	free(q);
+}
+
+/* Answers q with `status` from the event loop, never from inside the caller's request. */
+static void req_defer(sp_store_t *s, struct req *q, int status)
+{
+	q->status = status;
+	list_append(&s->deferred, q);
+	event_active(s->ev_defer, 0, 0);
+}
+
+static void on_defer(evutil_socket_t fd, short what, void *arg)
+{
+	sp_store_t *s = arg;
+	struct req_list batch = s->deferred;
+
+	(void)fd;
+	(void)what;
+	/* Requests deferred by these callbacks wait for the next round of the loop. */
+	memset(&s->deferred, 0, sizeof(s->deferred));
+	while (batch.head) {
+		struct req *q = batch.head;
+
+		list_remove(&batch, q);
+		req_finish(s, q, q->status, 0);
+	}
+}
+
+/* ---- the connection ---------------------------------------------------------------------- */
+
+static void store_connect(sp_store_t *s);
+
+/* The connection is gone or going: forget it and schedule the next attempt. The caller frees
+ * the context, or hiredis already does. */
+static void link_lost(sp_store_t *s, const char *why)
+{
+	uint64_t half = s->backoff_ms / 2;
+
+	if (s->up)
+		SP_LOG(SP_LOG_WARN, "store_down", "msg=\"%s\"", why);
+	s->ac = NULL;
+	s->up = false;
+	s->loaded = 0;
+	s->next_connect = mono_ms() + half + rng_next(s) % (half + 1);
+	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+}
+
+/* Drops the connection on purpose. Inside a hiredis callback, hiredis frees the context once
+ * the callback returns; elsewhere at once. Either way every pending request gets a NULL reply
+ * (UNAVAILABLE). */
+static void link_drop(sp_store_t *s, const char *why)
+{
+	redisAsyncContext *ac = s->ac;
+
+	if (!ac)
+		return;
+	link_lost(s, why);
+	redisAsyncFree(ac);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	sp_store_t *s = ac->data;
+
+	/* On failure hiredis frees the context after this returns; never free it here. */
+	if (s && s->ac == ac && status != REDIS_OK)
+		link_lost(s, ac->errstr[0] ? ac->errstr : "connect failed");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	sp_store_t *s = ac->data;
+
+	(void)status;
+	if (s && s->ac == ac)
+		link_lost(s, ac->errstr[0] ? ac->errstr : "disconnected");
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct loader *l = priv;
+	sp_store_t *s = l->s;
+	redisReply *reply = r;
+
+	if (s->ac != ac)
+		return; /* a connection we already gave up */
+	if (!reply) {
+		link_lost(s, "connection lost while loading scripts");
+		return;
+	}
+	if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+		char q[SP_LOG_QUOTE_SIZE(200)];
+		size_t n = reply->str ? reply->len : 0;
+
+		sp_log_quote(q, sizeof(q), reply->str ? reply->str : "", n > 200 ? 200 : n);
+		SP_LOG(SP_LOG_ERROR, "store_script", "script=%s reply=%s", kind_name[l->kind], q);
+		CNT_ADD(s, errors, 1);
+		link_drop(s, "SCRIPT LOAD failed");
+		return;
+	}
+	memcpy(s->sha[l->kind], reply->str, 40);
+	s->sha[l->kind][40] = '\0';
+	if (++s->loaded == KIND_COUNT) {
+		s->up = true;
+		s->backoff_ms = BACKOFF_MIN_MS;
+		SP_LOG(SP_LOG_INFO, "store_up", "connects=%llu", (unsigned long long)s->connects);
+	}
+}
+
+static void store_connect(sp_store_t *s)
+{
+	redisAsyncContext *ac;
+
+	if (s->connects++ > 0)
+		CNT_ADD(s, reconnects, 1);
+	/* A host name is resolved here with a blocking getaddrinfo(): configure an address. */
+	ac = s->path[0] ? redisAsyncConnectUnix(s->path) : redisAsyncConnect(s->host, s->port);
+	if (!ac || ac->err) {
+		if (ac)
+			redisAsyncFree(ac);
+		link_lost(s, "cannot connect");
+		return;
+	}
+	ac->data = s;
+	if (redisLibeventAttach(ac, s->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		link_lost(s, "cannot attach");
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	s->ac = ac;
+	s->up = false;
+	s->loaded = 0;
+	s->connect_started = mono_ms();
+	for (int k = 0; k < KIND_COUNT; k++) {
+		if (redisAsyncCommand(ac, on_script_loaded, &s->loaders[k], "SCRIPT LOAD %s",
+		                      script_src[k]) != REDIS_OK) {
+			link_drop(s, "cannot queue SCRIPT LOAD");
+			return;
+		}
+	}
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	sp_store_t *s = arg;
+	uint64_t now = mono_ms();
+	size_t late = 0;
+
+	(void)fd;
+	(void)what;
+	if (!s->ac) {
+		if (now >= s->next_connect)
+			store_connect(s);
+		return;
+	}
+	if (!s->up && now - s->connect_started >= s->lim.timeout_ms) {
+		link_drop(s, "connect timed out");
+		return;
+	}
+	for (struct req *q = s->inflight.head; q; q = q->next)
+		if (now >= q->deadline)
+			late++;
+	if (late) {
+		CNT_ADD(s, timeouts, late);
+		link_drop(s, "request timed out");
+	}
+}
+
+/* ---- sending ----------------------------------------------------------------------------- */
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv);
+
+/* Sends q (EVALSHA, or EVAL after NOSCRIPT) and puts it on the inflight list. */
+static int req_send(sp_store_t *s, struct req *q)
+{
+	if (q->eval) {
+		q->argv[0] = "EVAL";
+		q->argv[1] = script_src[q->kind];
+		q->argvlen[1] = strlen(script_src[q->kind]);
+	} else {
+		q->argv[0] = "EVALSHA";
+		q->argv[1] = s->sha[q->kind];
+		q->argvlen[1] = 40;
+	}
+	q->argvlen[0] = strlen(q->argv[0]);
+	if (redisAsyncCommandArgv(s->ac, on_reply, q, q->argc, q->argv, q->argvlen) != REDIS_OK)
+		return -1;
+	q->deadline = mono_ms() + s->lim.timeout_ms;
+	list_append(&s->inflight, q);
+	return 0;
+}
+
+static int req_submit(sp_store_t *s, struct req *q)
+{
+	if (!s->up || !s->ac || s->inflight.n >= s->lim.max_inflight || req_send(s, q) < 0)
+		req_defer(s, q, SP_STORE_UNAVAILABLE);
+	return 0;
+}
+
+/* Error replies that mean "later" rather than "wrong". */
+static bool transient_error(const redisReply *reply)
+{
+	static const char *const codes[] = {"OOM",      "BUSY",     "LOADING",    "MASTERDOWN",
+	                                    "READONLY", "TRYAGAIN", "CLUSTERDOWN"};
+
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		size_t n = strlen(codes[i]);
+
+		if (reply->len > n && strncmp(reply->str, codes[i], n) == 0 && reply->str[n] == ' ')
+			return true;
+	}
+	return false;
+}
+
+static bool reply_int(const redisReply *r, long long min, long long max)
+{
+	return r->type == REDIS_REPLY_INTEGER && r->integer >= min && r->integer <= max;
+}
+
+static void got_enqueue(sp_store_t *s, redisAsyncContext *ac, struct req *q, redisReply *reply)
+{
+	static const int status_of[] = {SP_STORE_STORED, SP_STORE_DUPLICATE, SP_STORE_FULL_COUNT,
+	                                SP_STORE_FULL_BYTES, SP_STORE_EXPIRED};
+	int status;
+	uint64_t seq;
+
+	if (q->waiting) {
+		/* The WAIT answer: the number of replicas that have the write. */
+		if (reply->type != REDIS_REPLY_INTEGER) {
+			req_finish(s, q, SP_STORE_ERROR, 0);
+		} else if (reply->integer < (long long)s->lim.wait_replicas) {
+			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+		} else {
+			if (q->status == SP_STORE_STORED)
+				CNT_ADD(s, enqueued, 1);
+			else
+				CNT_ADD(s, duplicates, 1);
+			req_finish(s, q, q->status, q->seq);
+		}
+		return;
+	}
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+	    !reply_int(reply->element[0], 0, 4) || !reply_int(reply->element[1], 0, LLONG_MAX) ||
+	    !reply_int(reply->element[2], 0, LLONG_MAX)) {
+		req_finish(s, q, SP_STORE_ERROR, 0);
+		return;
+	}
+	status = status_of[reply->element[0]->integer];
+	seq = (uint64_t)reply->element[1]->integer;
+	CNT_ADD(s, expired_purged, reply->element[2]->integer);
+	if ((status == SP_STORE_STORED || status == SP_STORE_DUPLICATE) &&
+	    s->lim.wait_replicas > 0) {
+		/* A DUPLICATE, too, is answered QUEUED by the caller: it waits for the replicas
+		 * just as the first attempt did, whose WAIT may have fallen short. s->ac differs
+		 * from ac when an earlier callback dropped the link. */
+		q->waiting = true;
+		q->status = status;
+		q->seq = seq;
+		if (s->ac != ac ||
+		    redisAsyncCommand(ac, on_reply, q, "WAIT %u %u", s->lim.wait_replicas,
+		                      s->lim.wait_timeout_ms) != REDIS_OK) {
+			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+			return;
+		}
+		q->deadline = mono_ms() + s->lim.wait_timeout_ms + s->lim.timeout_ms;
+		list_append(&s->inflight, q);
+		return;
+	}
+	switch (status) {
+	case SP_STORE_STORED:
+		CNT_ADD(s, enqueued, 1);
+		break;
+	case SP_STORE_DUPLICATE:
+		CNT_ADD(s, duplicates, 1);
+		break;
+	case SP_STORE_FULL_COUNT:
+	case SP_STORE_FULL_BYTES:
+		CNT_ADD(s, refused_full, 1);
+		break;
+	case SP_STORE_EXPIRED:
+		CNT_ADD(s, expired, 1);
+		break;
+	default:
+		break;
+	}
+	req_finish(s, q, status, seq);
+}
+
+static void got_fetch(sp_store_t *s, struct req *q, redisReply *reply)
+{
+	sp_store_item_t *items = NULL;
+	size_t n;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+	    (reply->elements - 1) % 3 != 0 || !reply_int(reply->element[0], 0, LLONG_MAX))
+		goto bad;
+	n = (reply->elements - 1) / 3;
+	if (n > 0) {
+		items = calloc(n, sizeof(*items));
+		if (!items)
+			goto bad;
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply **e = reply->element + 1 + 3 * i;
+
+		if (!reply_int(e[0], 0, LLONG_MAX) || e[1]->type != REDIS_REPLY_STRING ||
+		    e[1]->len != 16 || e[2]->type != REDIS_REPLY_STRING)
+			goto bad;
+		items[i].seq = (uint64_t)e[0]->integer;
+		items[i].id = (const uint8_t *)e[1]->str;
+		items[i].record = (const uint8_t *)e[2]->str;
+		items[i].record_len = (size_t)e[2]->len;
+	}
+	CNT_ADD(s, expired_purged, reply->element[0]->integer);
+	CNT_ADD(s, fetched, n);
+	s->in_cb++;
+	q->cb.fetch(SP_STORE_OK, items, n, q->arg);
+	s->in_cb--;
+	free(items);
+	free(q);
+	return;
+bad:
+	free(items);
+	req_finish(s, q, SP_STORE_ERROR, 0);
+}
+
+static void got_ack(sp_store_t *s, struct req *q, redisReply *reply)
+{
+	if (!reply_int(reply, 0, LLONG_MAX)) {
+		req_finish(s, q, SP_STORE_ERROR, 0);
+		return;
+	}
+	CNT_ADD(s, acked, reply->integer);
+	if (q->cb.ack) {
+		s->in_cb++;
+		q->cb.ack(SP_STORE_OK, (size_t)reply->integer, q->arg);
+		s->in_cb--;
+	}
+	free(q);
+}
+
+static void got_depth(sp_store_t *s, struct req *q, redisReply *reply)
+{
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+	    !reply_int(reply->element[0], 0, LLONG_MAX) ||
+	    !reply_int(reply->element[1], LLONG_MIN, LLONG_MAX)) {
+		req_finish(s, q, SP_STORE_ERROR, 0);
+		return;
+	}
+	s->in_cb++;
+	q->cb.depth(SP_STORE_OK, (uint64_t)reply->element[0]->integer,
+	            reply->element[1]->integer < 0 ? 0 : (uint64_t)reply->element[1]->integer,
+	            q->arg);
+	s->in_cb--;
+	free(q);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct req *q = priv;
+	sp_store_t *s = q->s;
+	redisReply *reply = r;
+
+	list_remove(&s->inflight, q);
+	if (!reply) {
+		/* hiredis is freeing the context: lost, dropped by us, or sp_store_free(). */
+		if (s->ac == ac)
+			link_lost(s, ac->errstr[0] ? ac->errstr : "connection lost");
+		req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+		return;
+	}
+	if (reply->type == REDIS_REPLY_ERROR) {
+		if (!q->waiting && !q->eval && reply->len >= 8 &&
+		    strncmp(reply->str, "NOSCRIPT", 8) == 0 && s->ac == ac) {
+			q->eval = true;
+			if (req_send(s, q) < 0)
+				req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+			return;
+		}
+		if (transient_error(reply)) {
+			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+		} else {
+			char quoted[SP_LOG_QUOTE_SIZE(200)];
+
+			sp_log_quote(quoted, sizeof(quoted), reply->str,
+			             reply->len > 200 ? 200 : reply->len);
+			SP_LOG(SP_LOG_WARN, "store_error", "op=%s reply=%s", kind_name[q->kind],
+			       quoted);
+			req_finish(s, q, SP_STORE_ERROR, 0);
+		}
+		return;
+	}
+	switch (q->kind) {
+	case KIND_ENQUEUE:
+		got_enqueue(s, ac, q, reply);
+		break;
+	case KIND_FETCH:
+		got_fetch(s, q, reply);
+		break;
+	case KIND_ACK:
+		got_ack(s, q, reply);
+		break;
+	default:
+		got_depth(s, q, reply);
+		break;
+	}
+}
+
+/* ---- building requests ------------------------------------------------------------------- */
+
+static void hex_token(char *out, const uint8_t token[32])
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = digits[token[i] >> 4];
+		out[2 * i + 1] = digits[token[i] & 15];
+	}
+}
+
+/* A request for `kind` on `token` with room for nargs script arguments of `data` bytes in
+ * total; the keys are filled in. The caller adds the arguments with req_arg(). */
+struct req_builder {
+	struct req *q;
+	char *data;
+};
+
+#define KEY_LEN (sizeof("sp:{}:q") - 1 + 64)
+
+static struct req *req_new(sp_store_t *s, int kind, const uint8_t token[32], size_t nargs,
+                           size_t data, struct req_builder *b)
+{
+	size_t argc = 3 + NKEYS + nargs;
+	size_t size = sizeof(struct req) + argc * (sizeof(char *) + sizeof(size_t)) +
+	              NKEYS * KEY_LEN + data;
+	struct req *q = calloc(1, size);
+	char hex[64];
+	static const char suffix[NKEYS] = {'q', 'e', 'm', 'c', 's'};
+
+	if (!q)
+		return NULL;
+	q->s = s;
+	q->kind = kind;
+	q->argv = (const char **)(q + 1);
+	q->argvlen = (size_t *)(q->argv + argc);
+	b->q = q;
+	b->data = (char *)(q->argvlen + argc);
+	hex_token(hex, token);
+	q->argv[2] = "5";
+	q->argvlen[2] = 1;
+	q->argc = 3;
+	for (int k = 0; k < NKEYS; k++) {
+		memcpy(b->data, "sp:{", 4);
+		memcpy(b->data + 4, hex, 64);
+		memcpy(b->data + 68, "}:", 2);
+		b->data[70] = suffix[k];
+		q->argv[q->argc] = b->data;
+		q->argvlen[q->argc++] = KEY_LEN;
+		b->data += KEY_LEN;
+	}
+	return q;
+}
+
+static void req_arg(struct req_builder *b, const void *p, size_t len)
+{
+	struct req *q = b->q;
+
+	if (len)
+		memcpy(b->data, p, len);
+	q->argv[q->argc] = b->data;
+	q->argvlen[q->argc++] = len;
+	b->data += len;
+}
+
+static void req_arg_u64(struct req_builder *b, uint64_t v)
+{
+	char num[24];
+	int n = snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
+
+	req_arg(b, num, (size_t)n);
+}
+
+/* ---- public API -------------------------------------------------------------------------- */
+
+int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16],
+                     const uint8_t *record, size_t len, uint64_t expires_ms,
+                     const uint8_t *collapse, size_t collapse_len, sp_store_enqueue_cb cb,
+                     void *arg)
+{
+	sp_store_record_t rec;
+	struct req_builder b;
+	struct req *q;
+
+	if (!s || !token || !id || !record || !cb || (collapse_len && !collapse))
+		return -EINVAL;
+	if (s->closing)
+		return -ESHUTDOWN;
+	/* The scripts read the collapse id from the record: it must agree with the arguments. */
+	if (sp_store_record_parse(record, len, &rec) < 0 || rec.expires_ms != expires_ms ||
+	    rec.collapse_len != collapse_len ||
+	    (collapse_len && memcmp(rec.collapse, collapse, collapse_len) != 0) ||
+	    expires_ms > (UINT64_C(1) << 53))
+		return -EINVAL;
+	q = req_new(s, KIND_ENQUEUE, token, 7, 16 + len + collapse_len + 4 * 24, &b);
+	if (!q)
+		return -ENOMEM;
+	q->cb.enqueue = cb;
+	q->arg = arg;
+	req_arg(&b, id, 16);
+	req_arg(&b, record, len);
+	req_arg_u64(&b, expires_ms);
+	req_arg(&b, collapse, collapse_len);
+	req_arg_u64(&b, s->lim.max_count);
+	req_arg_u64(&b, s->lim.max_bytes);
+	req_arg_u64(&b, wall_ms());
+	return req_submit(s, q);
+}
+
+int sp_store_fetch(sp_store_t *s, const uint8_t token[32], uint64_t after_seq, unsigned count,
+                   sp_store_fetch_cb cb, void *arg)
+{
+	struct req_builder b;
+	struct req *q;
+
+	if (!s || !token || !cb || count < 1 || count > SP_STORE_MAX_FETCH ||
+	    after_seq > (UINT64_C(1) << 53))
+		return -EINVAL;
+	if (s->closing)
+		return -ESHUTDOWN;
+	q = req_new(s, KIND_FETCH, token, 3, 3 * 24, &b);
+	if (!q)
+		return -ENOMEM;
+	q->cb.fetch = cb;
+	q->arg = arg;
+	req_arg_u64(&b, after_seq);
+	req_arg_u64(&b, count);
+	req_arg_u64(&b, wall_ms());
+	return req_submit(s, q);
+}
+
+int sp_store_ack(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16], size_t n,
+                 sp_store_ack_cb cb, void *arg)
+{
+	struct req_builder b;
+	struct req *q;
+
+	if (!s || !token || !ids || n < 1 || n > SP_STORE_MAX_ACK)
+		return -EINVAL;
+	if (s->closing)
+		return -ESHUTDOWN;
+	q = req_new(s, KIND_ACK, token, n, 16 * n, &b);
+	if (!q)
+		return -ENOMEM;
+	q->cb.ack = cb;
+	q->arg = arg;
+	for (size_t i = 0; i < n; i++)
+		req_arg(&b, ids[i], 16);
+	return req_submit(s, q);
+}
+
+int sp_store_depth(sp_store_t *s, const uint8_t token[32], sp_store_depth_cb cb, void *arg)
+{
+	struct req_builder b;
+	struct req *q;
+
+	if (!s || !token || !cb)
+		return -EINVAL;
+	if (s->closing)
+		return -ESHUTDOWN;
+	q = req_new(s, KIND_DEPTH, token, 0, 0, &b);
+	if (!q)
+		return -ENOMEM;
+	q->cb.depth = cb;
+	q->arg = arg;
+	return req_submit(s, q);
+}
+
+/* "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH" or "unix://PATH". */
+static int parse_url(sp_store_t *s, const char *url)
+{
+	if (strncmp(url, "unix:", 5) == 0) {
+		const char *p = url + 5;
+
+		if (strncmp(p, "//", 2) == 0)
+			p += 2;
+		if (!*p || strlen(p) >= sizeof(s->path))
+			return -EINVAL;
+		memcpy(s->path, p, strlen(p) + 1);
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) == 0) {
+		const char *hp = url + 8;
+
+		if (strchr(hp, ':') || hp[0] == '[')
+			return sp_parse_hostport(hp, s->host, sizeof(s->host), &s->port) < 0
+			               ? -EINVAL
+			               : 0;
+		if (!*hp || strlen(hp) >= sizeof(s->host) || strchr(hp, '/'))
+			return -EINVAL;
+		memcpy(s->host, hp, strlen(hp) + 1);
+		s->port = 6379;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_store_limits_t *lim,
+                         char *err, size_t errlen)
+{
+	sp_store_t *s = NULL;
+	struct timeval tick;
+	uint32_t tick_ms;
+
+	if (!base || !url || !lim) {
+		snprintf(err, errlen, "sp_store_new: missing argument");
+		return NULL;
+	}
+	if (lim->max_count < 1 || lim->max_bytes < 1 || lim->timeout_ms < 1 ||
+	    lim->max_inflight < 1 || (lim->wait_replicas > 0 && lim->wait_timeout_ms < 1)) {
+		snprintf(err, errlen,
+		         "store limits: max_count, max_bytes, timeout_ms, max_inflight and "
+		         "wait_timeout_ms (with wait_replicas) must be at least 1");
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		goto nomem;
+	s->base = base;
+	s->lim = *lim;
+	s->backoff_ms = BACKOFF_MIN_MS;
+	s->rng = (wall_ms() ^ (uint64_t)(uintptr_t)s) | 1;
+	for (int k = 0; k < KIND_COUNT; k++)
+		s->loaders[k] = (struct loader){s, k};
+	if (parse_url(s, url) < 0) {
+		snprintf(err, errlen, "redis url \"%s\" is not redis://HOST:PORT or unix:PATH",
+		         url);
+		free(s);
+		return NULL;
+	}
+	s->ev_tick = event_new(base, -1, EV_PERSIST, on_tick, s);
+	s->ev_defer = event_new(base, -1, 0, on_defer, s);
+	if (!s->ev_tick || !s->ev_defer)
+		goto nomem;
+	tick_ms = lim->timeout_ms / 4;
+	tick_ms = tick_ms < 5 ? 5 : tick_ms > TICK_MAX_MS ? TICK_MAX_MS : tick_ms;
+	tick.tv_sec = 0;
+	tick.tv_usec = (suseconds_t)tick_ms * 1000;
+	if (event_add(s->ev_tick, &tick) < 0)
+		goto nomem;
+	store_connect(s);
+	return s;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	sp_store_free(s);
+	return NULL;
+}
+
+void sp_store_free(sp_store_t *s)
+{
+	if (!s)
+		return;
+	/* From inside a callback hiredis would still hold requests we are about to free. */
+	assert(s->in_cb == 0);
+	s->closing = true;
+	if (s->ac) {
+		redisAsyncContext *ac = s->ac;
+
+		s->ac = NULL;
+		s->up = false;
+		ac->data = NULL;
+		redisAsyncFree(ac); /* every pending request: NULL reply -> UNAVAILABLE */
+	}
+	while (s->deferred.head) {
+		struct req *q = s->deferred.head;
+
+		list_remove(&s->deferred, q);
+		req_finish(s, q, q->status, 0);
+	}
+	if (s->ev_tick)
+		event_free(s->ev_tick);
+	if (s->ev_defer)
+		event_free(s->ev_defer);
+	free(s);
+}
+
+/* ---- records ----------------------------------------------------------------------------- */
+
+size_t sp_store_record_size(size_t collapse_len, size_t blob_len)
+{
+	if (collapse_len > SP_STORE_MAX_COLLAPSE ||
+	    blob_len > SIZE_MAX - SP_STORE_RECORD_HEADER - collapse_len)
+		return 0;
+	return SP_STORE_RECORD_HEADER + collapse_len + blob_len;
+}
+
+int sp_store_record_build(uint8_t *out, size_t outlen, uint64_t expires_ms, uint8_t priority,
+                          const uint8_t *collapse, size_t collapse_len, const uint8_t *blob,
+                          size_t blob_len)
+{
+	size_t need = sp_store_record_size(collapse_len, blob_len);
+
+	if (!out || need == 0 || outlen < need || (collapse_len && !collapse) ||
+	    (blob_len && !blob))
+		return -EINVAL;
+	out[0] = SP_STORE_RECORD_VERSION;
+	for (int i = 0; i < 8; i++)
+		out[1 + i] = (uint8_t)(expires_ms >> (56 - 8 * i));
+	out[9] = priority;
+	out[10] = (uint8_t)collapse_len;
+	if (collapse_len)
+		memcpy(out + SP_STORE_RECORD_HEADER, collapse, collapse_len);
+	if (blob_len)
+		memcpy(out + SP_STORE_RECORD_HEADER + collapse_len, blob, blob_len);
+	return 0;
+}
+
+int sp_store_record_parse(const uint8_t *rec, size_t len, sp_store_record_t *out)
+{
+	size_t clen;
+
+	if (!rec || !out || len < SP_STORE_RECORD_HEADER || rec[0] != SP_STORE_RECORD_VERSION)
+		return -EBADMSG;
+	clen = rec[10];
+	if (clen > SP_STORE_MAX_COLLAPSE || clen > len - SP_STORE_RECORD_HEADER)
+		return -EBADMSG;
+	out->expires_ms = 0;
+	for (int i = 0; i < 8; i++)
+		out->expires_ms = (out->expires_ms << 8) | rec[1 + i];
+	out->priority = rec[9];
+	out->collapse_len = clen;
+	out->collapse = clen ? rec + SP_STORE_RECORD_HEADER : NULL;
+	out->blob = rec + SP_STORE_RECORD_HEADER + clen;
+	out->blob_len = len - SP_STORE_RECORD_HEADER - clen;
+	return 0;
+}

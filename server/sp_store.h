@@ -1,0 +1,167 @@
+/*
+ * sp_store: the offline store. Messages for devices that are not connected wait in Redis, one
+ * queue per device token, until the device fetches and acknowledges them or they expire.
+ *
+ * One sp_store_t per worker thread, on that worker's event base; it is not thread-safe except
+ * sp_store_counters(), which any thread may call while the store exists. Every request is
+ * answered exactly once through its callback, always from the event loop (never from inside
+ * the request call), unless the request call itself returned a negative error. The lifecycle,
+ * key layout, scripts and durability are described at the top of sp_store.c.
+ */
+#ifndef SP_STORE_H
+#define SP_STORE_H
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sp_store sp_store_t;
+
+/* Callback statuses. */
+enum {
+	SP_STORE_OK = 0,      /* fetch, ack, depth: done */
+	SP_STORE_STORED,      /* enqueue: stored (and replicated, if wait_replicas > 0) */
+	SP_STORE_DUPLICATE,   /* enqueue: this id is already queued; seq is its seq */
+	SP_STORE_FULL_COUNT,  /* enqueue: the queue holds max_count messages */
+	SP_STORE_FULL_BYTES,  /* enqueue: the record would take the queue over max_bytes */
+	SP_STORE_EXPIRED,     /* enqueue: expires_ms is not in the future; nothing stored */
+	SP_STORE_UNAVAILABLE, /* Redis is down, slow (timeout), or did not replicate in time */
+	SP_STORE_ERROR,       /* Redis answered something unexpected (a script error, bad reply) */
+};
+
+/* A short lowercase name for a status ("stored", "unavailable", ...), "unknown" otherwise. */
+const char *sp_store_status_name(int status);
+
+typedef struct sp_store_limits {
+	uint32_t max_count;       /* messages per device queue (>= 1) */
+	uint64_t max_bytes;       /* sum of record lengths per device queue (>= 1) */
+	uint32_t timeout_ms;      /* per request and per connect attempt (>= 1) */
+	uint32_t max_inflight;    /* requests sent and unanswered; more fail UNAVAILABLE */
+	uint32_t wait_replicas;   /* > 0: WAIT for that many replicas after each store */
+	uint32_t wait_timeout_ms; /* the WAIT timeout (>= 1 when wait_replicas > 0) */
+} sp_store_limits_t;
+
+/* Fills *lim with defaults: 1000 messages, 4 MiB, 2000 ms, 10000 in flight, no WAIT. */
+void sp_store_limits_default(sp_store_limits_t *lim);
+
+/* Counters, each only ever growing. */
+typedef struct sp_store_counters {
+	uint64_t enqueued;       /* enqueues answered STORED */
+	uint64_t duplicates;     /* enqueues answered DUPLICATE */
+	uint64_t refused_full;   /* enqueues answered FULL_COUNT or FULL_BYTES */
+	uint64_t expired;        /* enqueues answered EXPIRED */
+	uint64_t expired_purged; /* expired messages the scripts removed */
+	uint64_t fetched;        /* items handed to fetch callbacks */
+	uint64_t acked;          /* messages removed by ack */
+	uint64_t unavailable;    /* requests answered UNAVAILABLE (any cause) */
+	uint64_t errors;         /* requests answered ERROR */
+	uint64_t timeouts;       /* requests that passed their deadline (each drops the link) */
+	uint64_t reconnects;     /* connection attempts after the first one */
+} sp_store_counters_t;
+
+/* A fetched message. id and record point into the Redis reply: valid during the callback only. */
+typedef struct sp_store_item {
+	uint64_t seq;
+	const uint8_t *id; /* 16 bytes */
+	const uint8_t *record;
+	size_t record_len;
+} sp_store_item_t;
+
+typedef void (*sp_store_enqueue_cb)(int status, uint64_t seq, void *arg);
+typedef void (*sp_store_fetch_cb)(int status, const sp_store_item_t *items, size_t n, void *arg);
+typedef void (*sp_store_ack_cb)(int status, size_t removed, void *arg);
+typedef void (*sp_store_depth_cb)(int status, uint64_t count, uint64_t bytes, void *arg);
+
+/*
+ * Makes a store on `base` for url "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH"
+ * or "unix://PATH", and starts connecting (it never blocks; the store is up once connected and
+ * its scripts are loaded). `lim` is copied. Returns NULL with a message in err on a bad url or
+ * limit, or out of memory. A Redis that is down is not an error: the store keeps retrying.
+ */
+sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_store_limits_t *lim,
+                         char *err, size_t errlen);
+
+/*
+ * Frees the store and closes its connection. Every request still pending (sent, or waiting to
+ * be answered UNAVAILABLE) gets its callback with SP_STORE_UNAVAILABLE before this returns;
+ * those callbacks must not use the store (requests made from them return -ESHUTDOWN). Must not
+ * be called from inside a store callback. Accepts NULL.
+ */
+void sp_store_free(sp_store_t *s);
+
+/* 1 if connected and the scripts are loaded, else 0. */
+int sp_store_up(const sp_store_t *s);
+
+/* Copies the counters into *out. Any thread, relaxed reads. */
+void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out);
+
+/*
+ * Stores `record` (built by sp_store_record_build; its expiry and collapse id must equal
+ * expires_ms and collapse) for `token` under message id `id`. expires_ms is unix time in ms.
+ * Every buffer is copied before the call returns. cb gets STORED and the message's seq,
+ * DUPLICATE and the stored copy's seq, FULL_COUNT, FULL_BYTES, EXPIRED, UNAVAILABLE or ERROR.
+ * A stored message with the same collapse id is replaced (only if the new one is stored).
+ * With wait_replicas > 0, STORED and DUPLICATE are answered only once that many replicas
+ * confirmed (WAIT); else UNAVAILABLE, and the message may be stored anyway: a retry with the
+ * same id is idempotent (not stored twice, same seq).
+ * Returns 0 (cb will run once), -EINVAL for bad arguments, -ENOMEM, or -ESHUTDOWN (the store
+ * is being freed); after a negative return cb never runs.
+ */
+int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16],
+                     const uint8_t *record, size_t len, uint64_t expires_ms,
+                     const uint8_t *collapse, size_t collapse_len, sp_store_enqueue_cb cb,
+                     void *arg);
+
+/*
+ * Up to `count` (1..SP_STORE_MAX_FETCH) unexpired messages of `token` with seq > after_seq, in
+ * seq order (pass 0 first, then the last seq received). n == 0 means there is nothing after
+ * after_seq. Records are as stored: parse them with sp_store_record_parse and drop any that
+ * fail (and any that expired since: the store filters at read time only). Returns as
+ * sp_store_enqueue.
+ */
+#define SP_STORE_MAX_FETCH 1000
+int sp_store_fetch(sp_store_t *s, const uint8_t token[32], uint64_t after_seq, unsigned count,
+                   sp_store_fetch_cb cb, void *arg);
+
+/*
+ * Removes the messages with the given ids (1..SP_STORE_MAX_ACK) from the queue of `token`;
+ * unknown ids are ignored. cb (may be NULL) gets the number removed. Returns as
+ * sp_store_enqueue.
+ */
+#define SP_STORE_MAX_ACK 1000
+int sp_store_ack(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16], size_t n,
+                 sp_store_ack_cb cb, void *arg);
+
+/* The number of messages and record bytes queued for `token`. Returns as sp_store_enqueue. */
+int sp_store_depth(sp_store_t *s, const uint8_t token[32], sp_store_depth_cb cb, void *arg);
+
+/* ---- records ------------------------------------------------------------------------------
+ * version u8 (1) | expires_ms u64 big-endian | priority u8 | collapse_len u8 | collapse | blob
+ */
+#define SP_STORE_RECORD_VERSION 1
+#define SP_STORE_RECORD_HEADER  11
+#define SP_STORE_MAX_COLLAPSE   64
+
+typedef struct sp_store_record {
+	uint64_t expires_ms;
+	uint8_t priority;
+	const uint8_t *collapse; /* points into the parsed buffer */
+	size_t collapse_len;
+	const uint8_t *blob; /* points into the parsed buffer */
+	size_t blob_len;
+} sp_store_record_t;
+
+/* Bytes a record takes, or 0 if collapse_len > SP_STORE_MAX_COLLAPSE or the size overflows. */
+size_t sp_store_record_size(size_t collapse_len, size_t blob_len);
+
+/* Writes a record of sp_store_record_size(collapse_len, blob_len) bytes into out. Returns 0,
+ * or -EINVAL (collapse too long, out too small). */
+int sp_store_record_build(uint8_t *out, size_t outlen, uint64_t expires_ms, uint8_t priority,
+                          const uint8_t *collapse, size_t collapse_len, const uint8_t *blob,
+                          size_t blob_len);
+
+/* Parses a record; out points into rec. Returns 0, or -EBADMSG (wrong version, too short,
+ * collapse_len over SP_STORE_MAX_COLLAPSE or past the end). Never reads outside rec[0..len). */
+int sp_store_record_parse(const uint8_t *rec, size_t len, sp_store_record_t *out);
+
+#endif

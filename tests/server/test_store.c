@@ -1,0 +1,1176 @@
+/*
+ * test_store: the offline store (server/sp_store.c) against a real redis-server, which this
+ * test starts itself (no TCP port, a unix socket in a fresh temporary directory, no
+ * persistence) and always kills at exit (atexit, and PR_SET_PDEATHSIG if this process dies
+ * without running atexit handlers). Raw inspection goes through a blocking hiredis context.
+ * Without redis-server on PATH every case is skipped.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sp_store.h"
+#include "sp_test.h"
+
+static char dir[64];
+static char sock_path[128];
+static char log_path[128];
+static pid_t redis_pid = -1;
+static redisContext *raw_ctx;
+static struct event_base *base;
+static struct event *ev_poll;
+static sp_store_t *st; /* default limits, short timeout */
+static char url[160];
+static unsigned token_serial;
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void new_token(uint8_t token[32])
+{
+	token_serial++;
+	for (int i = 0; i < 32; i++)
+		token[i] = (uint8_t)(0xa0 + i * 7 + token_serial * 13);
+	token[0] = (uint8_t)token_serial;
+}
+
+static void make_id(uint8_t id[16], unsigned n)
+{
+	memset(id, 0x5a, 16);
+	id[0] = (uint8_t)(n >> 8);
+	id[1] = (uint8_t)n;
+	id[15] = 0; /* a NUL inside: ids are binary */
+}
+
+static void key_of(char *out, size_t outlen, const uint8_t token[32], char suffix)
+{
+	char hex[65];
+
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", token[i]);
+	snprintf(out, outlen, "sp:{%s}:%c", hex, suffix);
+}
+
+static void redis_kill(int sig)
+{
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGCONT);
+		kill(redis_pid, sig);
+		waitpid(redis_pid, NULL, 0);
+		redis_pid = -1;
+	}
+}
+
+static void cleanup(void)
+{
+	if (raw_ctx)
+		redisFree(raw_ctx);
+	raw_ctx = NULL;
+	redis_kill(SIGKILL);
+	if (dir[0]) {
+		unlink(sock_path);
+		unlink(log_path);
+		rmdir(dir);
+		dir[0] = '\0';
+	}
+}
+
+static void print_redis_log(void)
+{
+	FILE *f = fopen(log_path, "r");
+	char line[512];
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		printf("# redis: %s", line);
+	fclose(f);
+}
+
+/* Starts redis-server on sock_path and waits until it answers PING. 0, or -1 (not found or
+ * not ready within 10 s). */
+static int redis_start(void)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	uint64_t until;
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_path,
+		       "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir,
+		       "--logfile", log_path, "--daemonize", "no", (char *)NULL);
+		_exit(127);
+	}
+	redis_pid = pid;
+	until = mono_ms() + 10000;
+	while (mono_ms() < until) {
+		int wstatus;
+		redisContext *c;
+
+		if (waitpid(pid, &wstatus, WNOHANG) == pid) {
+			redis_pid = -1;
+			return -1;
+		}
+		c = redisConnectUnix(sock_path);
+		if (c && !c->err) {
+			redisReply *r = redisCommand(c, "PING");
+			bool ok = r && r->type == REDIS_REPLY_STATUS;
+
+			if (r)
+				freeReplyObject(r);
+			if (ok) {
+				if (raw_ctx)
+					redisFree(raw_ctx);
+				raw_ctx = c;
+				return 0;
+			}
+		}
+		if (c)
+			redisFree(c);
+		sleep_ms(20);
+	}
+	print_redis_log();
+	return -1;
+}
+
+/* A raw command on the inspection connection; the caller frees the reply. */
+static redisReply *raw(const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+
+	va_start(ap, fmt);
+	r = redisvCommand(raw_ctx, fmt, ap);
+	va_end(ap);
+	if (!r)
+		printf("# raw command failed: %s\n", raw_ctx->errstr);
+	return r;
+}
+
+static long long raw_int(const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+	long long v = -999999;
+
+	va_start(ap, fmt);
+	r = redisvCommand(raw_ctx, fmt, ap);
+	va_end(ap);
+	if (r && r->type == REDIS_REPLY_INTEGER)
+		v = r->integer;
+	else if (r && r->type == REDIS_REPLY_STRING)
+		v = strtoll(r->str, NULL, 10);
+	else if (r && r->type == REDIS_REPLY_NIL)
+		v = -1000000;
+	if (r)
+		freeReplyObject(r);
+	return v;
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* Runs the loop until *flag is non-zero or ms passed; returns whether *flag got set. */
+static bool run_until(const int *flag, unsigned ms)
+{
+	uint64_t until = mono_ms() + ms;
+
+	while (!*flag && mono_ms() < until)
+		event_base_loop(base, EVLOOP_ONCE);
+	return *flag != 0;
+}
+
+static bool wait_up(sp_store_t *s, unsigned ms)
+{
+	uint64_t until = mono_ms() + ms;
+
+	while (!sp_store_up(s) && mono_ms() < until)
+		event_base_loop(base, EVLOOP_ONCE);
+	return sp_store_up(s);
+}
+
+/* ---- synchronous wrappers ---------------------------------------------------------------- */
+
+struct item {
+	uint64_t seq;
+	uint8_t id[16];
+	uint8_t rec[512];
+	size_t len;
+};
+
+struct result {
+	int done;
+	int calls;
+	int status;
+	uint64_t seq;
+	size_t n;
+	struct item items[64];
+	uint64_t count, bytes;
+	bool early; /* the callback ran inside the request call */
+};
+
+static bool in_request;
+
+static void enq_cb(int status, uint64_t seq, void *arg)
+{
+	struct result *r = arg;
+
+	r->early |= in_request;
+	r->status = status;
+	r->seq = seq;
+	r->calls++;
+	r->done = 1;
+}
+
+static void fetch_cb(int status, const sp_store_item_t *items, size_t n, void *arg)
+{
+	struct result *r = arg;
+
+	r->early |= in_request;
+	r->status = status;
+	r->n = 0;
+	for (size_t i = 0; i < n && i < sizeof(r->items) / sizeof(r->items[0]); i++) {
+		r->items[i].seq = items[i].seq;
+		memcpy(r->items[i].id, items[i].id, 16);
+		r->items[i].len = items[i].record_len;
+		if (items[i].record_len <= sizeof(r->items[i].rec))
+			memcpy(r->items[i].rec, items[i].record, items[i].record_len);
+		r->n++;
+	}
+	r->calls++;
+	r->done = 1;
+}
+
+static void ack_cb(int status, size_t removed, void *arg)
+{
+	struct result *r = arg;
+
+	r->early |= in_request;
+	r->status = status;
+	r->n = removed;
+	r->calls++;
+	r->done = 1;
+}
+
+static void depth_cb(int status, uint64_t count, uint64_t bytes, void *arg)
+{
+	struct result *r = arg;
+
+	r->early |= in_request;
+	r->status = status;
+	r->count = count;
+	r->bytes = bytes;
+	r->calls++;
+	r->done = 1;
+}
+
+/* Builds a record with `blob_len` bytes of blob and stores it; returns the status. */
+static int enq_start(sp_store_t *s, const uint8_t token[32], const uint8_t id[16], size_t blob_len,
+                     uint64_t expires_ms, const char *collapse, struct result *r)
+{
+	size_t clen = collapse ? strlen(collapse) : 0;
+	uint8_t blob[400], rec[512];
+	size_t len = sp_store_record_size(clen, blob_len);
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	memset(blob, 0xb0 + id[1], sizeof(blob));
+	if (len == 0 || len > sizeof(rec) || blob_len > sizeof(blob))
+		return -1;
+	if (sp_store_record_build(rec, sizeof(rec), expires_ms, 10, (const uint8_t *)collapse, clen,
+	                          blob, blob_len) != 0)
+		return -1;
+	in_request = true;
+	rc = sp_store_enqueue(s, token, id, rec, len, expires_ms, (const uint8_t *)collapse, clen,
+	                      enq_cb, r);
+	in_request = false;
+	memset(rec, 0, sizeof(rec)); /* the store copied it */
+	return rc;
+}
+
+static int enq(sp_store_t *s, const uint8_t token[32], const uint8_t id[16], size_t blob_len,
+               uint64_t expires_ms, const char *collapse, uint64_t *seq)
+{
+	struct result r;
+
+	if (enq_start(s, token, id, blob_len, expires_ms, collapse, &r) != 0)
+		return -100;
+	if (!run_until(&r.done, 5000))
+		return -101;
+	if (r.early)
+		return -102;
+	if (seq)
+		*seq = r.seq;
+	return r.status;
+}
+
+static int fetch(sp_store_t *s, const uint8_t token[32], uint64_t after, unsigned count,
+                 struct result *r)
+{
+	memset(r, 0, sizeof(*r));
+	in_request = true;
+	if (sp_store_fetch(s, token, after, count, fetch_cb, r) != 0) {
+		in_request = false;
+		return -100;
+	}
+	in_request = false;
+	if (!run_until(&r->done, 5000))
+		return -101;
+	return r->early ? -102 : r->status;
+}
+
+static int ack(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16], size_t n,
+               size_t *removed)
+{
+	struct result r;
+
+	memset(&r, 0, sizeof(r));
+	in_request = true;
+	if (sp_store_ack(s, token, ids, n, ack_cb, &r) != 0) {
+		in_request = false;
+		return -100;
+	}
+	in_request = false;
+	if (!run_until(&r.done, 5000))
+		return -101;
+	*removed = r.n;
+	return r.early ? -102 : r.status;
+}
+
+static int depth(sp_store_t *s, const uint8_t token[32], uint64_t *count, uint64_t *bytes)
+{
+	struct result r;
+
+	memset(&r, 0, sizeof(r));
+	if (sp_store_depth(s, token, depth_cb, &r) != 0)
+		return -100;
+	if (!run_until(&r.done, 5000))
+		return -101;
+	*count = r.count;
+	*bytes = r.bytes;
+	return r.status;
+}
+
+static sp_store_t *store_new(uint32_t max_count, uint64_t max_bytes, uint32_t timeout_ms)
+{
+	sp_store_limits_t lim;
+	char err[256];
+	sp_store_t *s;
+
+	sp_store_limits_default(&lim);
+	lim.max_count = max_count;
+	lim.max_bytes = max_bytes;
+	lim.timeout_ms = timeout_ms;
+	s = sp_store_new(base, url, &lim, err, sizeof(err));
+	if (!s)
+		printf("# sp_store_new: %s\n", err);
+	return s;
+}
+
+/* ---- cases ------------------------------------------------------------------------------- */
+
+static void test_record(void)
+{
+	uint8_t rec[128], blob[20];
+	sp_store_record_t r;
+	size_t len = sp_store_record_size(3, sizeof(blob));
+
+	memset(blob, 7, sizeof(blob));
+	SP_CHECK_EQ_INT(len, 11 + 3 + 20);
+	SP_CHECK_EQ_INT(sp_store_record_size(65, 1), 0);
+	SP_CHECK_EQ_INT(sp_store_record_size(0, SIZE_MAX), 0);
+	SP_CHECK_EQ_INT(sp_store_record_build(rec, len, UINT64_C(0x0102030405060708), 5,
+	                                      (const uint8_t *)"abc", 3, blob, sizeof(blob)),
+	                0);
+	SP_CHECK_EQ_INT(rec[0], 1);
+	SP_CHECK_EQ_INT(rec[1], 1);
+	SP_CHECK_EQ_INT(rec[8], 8);
+	SP_CHECK_EQ_INT(sp_store_record_parse(rec, len, &r), 0);
+	SP_CHECK(r.expires_ms == UINT64_C(0x0102030405060708));
+	SP_CHECK_EQ_INT(r.priority, 5);
+	SP_CHECK_EQ_INT(r.collapse_len, 3);
+	SP_CHECK_MEM(r.collapse, "abc", 3);
+	SP_CHECK_EQ_INT(r.blob_len, 20);
+	SP_CHECK_MEM(r.blob, blob, 20);
+	SP_CHECK_EQ_INT(sp_store_record_build(rec, len - 1, 1, 5, (const uint8_t *)"abc", 3, blob,
+	                                      sizeof(blob)),
+	                -EINVAL);
+	/* strictness: every truncation of the header, a wrong version, a collapse length that
+	 * runs past the end or over the limit */
+	for (size_t n = 0; n < 14; n++)
+		SP_CHECK_EQ_INT(sp_store_record_parse(rec, n, &r), -EBADMSG);
+	rec[0] = 2;
+	SP_CHECK_EQ_INT(sp_store_record_parse(rec, len, &r), -EBADMSG);
+	rec[0] = 1;
+	rec[10] = 65;
+	SP_CHECK_EQ_INT(sp_store_record_parse(rec, sizeof(rec), &r), -EBADMSG);
+	rec[10] = 30;
+	SP_CHECK_EQ_INT(sp_store_record_parse(rec, 11 + 29, &r), -EBADMSG);
+	SP_CHECK_EQ_INT(sp_store_record_parse(rec, 11 + 30, &r), 0);
+	SP_CHECK_EQ_INT(r.blob_len, 0);
+	SP_CHECK_EQ_INT(strcmp(sp_store_status_name(SP_STORE_UNAVAILABLE), "unavailable"), 0);
+	SP_CHECK_EQ_INT(strcmp(sp_store_status_name(99), "unknown"), 0);
+}
+
+static void test_bad_arguments(void)
+{
+	sp_store_limits_t lim;
+	char err[256];
+	uint8_t token[32] = {1}, id[16] = {2}, rec[64];
+	struct result r;
+	size_t len = sp_store_record_size(1, 4);
+
+	sp_store_limits_default(&lim);
+	SP_CHECK(sp_store_new(base, "http://x", &lim, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_store_new(base, "unix:", &lim, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_store_new(base, "redis://host:99999", &lim, err, sizeof(err)) == NULL);
+	lim.timeout_ms = 0;
+	SP_CHECK(sp_store_new(base, url, &lim, err, sizeof(err)) == NULL);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK_EQ_INT(sp_store_record_build(rec, sizeof(rec), 5000, 10, (const uint8_t *)"k", 1,
+	                                      (const uint8_t *)"blob", 4),
+	                0);
+	/* the record's expiry and collapse id must agree with the arguments */
+	SP_CHECK_EQ_INT(sp_store_enqueue(st, token, id, rec, len, 5001, (const uint8_t *)"k", 1,
+	                                 enq_cb, &r),
+	                -EINVAL);
+	SP_CHECK_EQ_INT(sp_store_enqueue(st, token, id, rec, len, 5000, (const uint8_t *)"j", 1,
+	                                 enq_cb, &r),
+	                -EINVAL);
+	SP_CHECK_EQ_INT(sp_store_enqueue(st, token, id, rec, len, 5000, NULL, 0, enq_cb, &r),
+	                -EINVAL);
+	SP_CHECK_EQ_INT(
+	        sp_store_enqueue(st, token, id, rec, 5, 5000, (const uint8_t *)"k", 1, enq_cb, &r),
+	        -EINVAL);
+	SP_CHECK_EQ_INT(sp_store_fetch(st, token, 0, 0, fetch_cb, &r), -EINVAL);
+	SP_CHECK_EQ_INT(sp_store_fetch(st, token, 0, SP_STORE_MAX_FETCH + 1, fetch_cb, &r),
+	                -EINVAL);
+	SP_CHECK_EQ_INT(sp_store_ack(st, token, (const uint8_t(*)[16])id, 0, NULL, NULL), -EINVAL);
+	SP_CHECK_EQ_INT(r.calls, 0);
+}
+
+static void test_order(void)
+{
+	uint8_t token[32], id[16];
+	uint64_t seqs[5];
+	struct result r;
+
+	new_token(token);
+	for (unsigned i = 0; i < 5; i++) {
+		make_id(id, i);
+		SP_CHECK_EQ_INT(enq(st, token, id, 10 + i, wall_ms() + 60000, NULL, &seqs[i]),
+		                SP_STORE_STORED);
+		if (i > 0)
+			SP_CHECK(seqs[i] > seqs[i - 1]);
+	}
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 5);
+	for (unsigned i = 0; i < r.n; i++) {
+		sp_store_record_t rec;
+
+		make_id(id, i);
+		SP_CHECK_MEM(r.items[i].id, id, 16);
+		SP_CHECK(r.items[i].seq == seqs[i]);
+		SP_CHECK_EQ_INT(sp_store_record_parse(r.items[i].rec, r.items[i].len, &rec), 0);
+		SP_CHECK_EQ_INT(rec.blob_len, 10 + i);
+		SP_CHECK_EQ_INT(rec.priority, 10);
+		SP_CHECK_EQ_INT(rec.blob[0], 0xb0 + i);
+	}
+}
+
+static void test_paging(void)
+{
+	uint8_t token[32], id[16];
+	struct result r;
+	uint64_t after = 0;
+	unsigned got = 0, pages = 0;
+
+	new_token(token);
+	for (unsigned i = 0; i < 7; i++) {
+		make_id(id, i);
+		SP_CHECK_EQ_INT(enq(st, token, id, 8, wall_ms() + 60000, NULL, NULL),
+		                SP_STORE_STORED);
+	}
+	for (;;) {
+		SP_CHECK_EQ_INT(fetch(st, token, after, 3, &r), SP_STORE_OK);
+		pages++;
+		if (r.n == 0 || pages > 5)
+			break;
+		SP_CHECK(r.n <= 3);
+		for (unsigned i = 0; i < r.n; i++) {
+			make_id(id, got + i);
+			SP_CHECK_MEM(r.items[i].id, id, 16);
+			SP_CHECK(r.items[i].seq > after);
+		}
+		got += (unsigned)r.n;
+		after = r.items[r.n - 1].seq;
+	}
+	SP_CHECK_EQ_INT(got, 7);
+	SP_CHECK_EQ_INT(pages, 4); /* 3 + 3 + 1 + the empty page */
+}
+
+static void test_duplicate(void)
+{
+	uint8_t token[32], id[16];
+	uint64_t seq1 = 0, seq2 = 0, count, bytes, bytes1;
+	sp_store_counters_t c0, c1;
+
+	new_token(token);
+	make_id(id, 1);
+	sp_store_counters(st, &c0);
+	SP_CHECK_EQ_INT(enq(st, token, id, 20, wall_ms() + 60000, "dup", &seq1), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes1), SP_STORE_OK);
+	SP_CHECK_EQ_INT(enq(st, token, id, 20, wall_ms() + 60000, "dup", &seq2),
+	                SP_STORE_DUPLICATE);
+	SP_CHECK(seq1 == seq2 && seq1 > 0);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 1);
+	SP_CHECK_EQ_INT(bytes, bytes1);
+	SP_CHECK_EQ_INT(bytes, sp_store_record_size(3, 20));
+	sp_store_counters(st, &c1);
+	SP_CHECK_EQ_INT(c1.duplicates - c0.duplicates, 1);
+	SP_CHECK_EQ_INT(c1.enqueued - c0.enqueued, 1);
+}
+
+static void test_collapse(void)
+{
+	uint8_t token[32], a[16], b[16], c[16];
+	uint64_t count, bytes;
+	struct result r;
+	char key[128];
+	redisReply *rep;
+
+	new_token(token);
+	make_id(a, 1);
+	make_id(b, 2);
+	make_id(c, 3);
+	SP_CHECK_EQ_INT(enq(st, token, a, 10, wall_ms() + 60000, "score", NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, b, 20, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, c, 30, wall_ms() + 60000, "score", NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 2);
+	if (r.n == 2) {
+		SP_CHECK_MEM(r.items[0].id, b, 16);
+		SP_CHECK_MEM(r.items[1].id, c, 16);
+	}
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 2);
+	SP_CHECK_EQ_INT(bytes, sp_store_record_size(0, 20) + sp_store_record_size(5, 30));
+	key_of(key, sizeof(key), token, 'c');
+	rep = raw("HGET %s score", key);
+	SP_CHECK(rep && rep->type == REDIS_REPLY_STRING && rep->len == 16 &&
+	         memcmp(rep->str, c, 16) == 0);
+	if (rep)
+		freeReplyObject(rep);
+	key_of(key, sizeof(key), token, 'm');
+	SP_CHECK_EQ_INT(raw_int("HEXISTS %s %b", key, a, (size_t)16), 0);
+	key_of(key, sizeof(key), token, 'e');
+	SP_CHECK_EQ_INT(raw_int("ZCARD %s", key), 2);
+}
+
+/* Caps, and the collapse fix: a replacement needs no extra room, and a refused replacement
+ * leaves the older message in place. */
+static void test_caps(void)
+{
+	sp_store_t *s = store_new(3, 200, 2000);
+	uint8_t token[32], id[16];
+	uint64_t count, bytes;
+	sp_store_counters_t c0, c1;
+	struct result r;
+
+	SP_CHECK(s && wait_up(s, 5000));
+	if (!s)
+		return;
+	sp_store_counters(s, &c0);
+	new_token(token);
+	make_id(id, 1);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, "k", NULL), SP_STORE_STORED);
+	make_id(id, 2);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	make_id(id, 3);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	make_id(id, 4);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_FULL_COUNT);
+	/* full, but a replacement of message 1 fits */
+	make_id(id, 5);
+	SP_CHECK_EQ_INT(enq(s, token, id, 20, wall_ms() + 60000, "k", NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 3);
+	SP_CHECK_EQ_INT(bytes, 2 * sp_store_record_size(0, 10) + sp_store_record_size(1, 20));
+	/* a replacement too big for the byte cap is refused and message 5 stays */
+	make_id(id, 6);
+	SP_CHECK_EQ_INT(enq(s, token, id, 200, wall_ms() + 60000, "k", NULL), SP_STORE_FULL_BYTES);
+	SP_CHECK_EQ_INT(fetch(s, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 3);
+	make_id(id, 5);
+	if (r.n == 3)
+		SP_CHECK_MEM(r.items[2].id, id, 16);
+	/* byte cap on a fresh queue: 3 x 60 + 3 x 11 = 213 > 200 */
+	new_token(token);
+	make_id(id, 1);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	make_id(id, 2);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	make_id(id, 3);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60, wall_ms() + 60000, NULL, NULL), SP_STORE_FULL_BYTES);
+	make_id(id, 4);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60 - 13, wall_ms() + 60000, NULL, NULL),
+	                SP_STORE_STORED); /* exactly 200 */
+	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(bytes, 200);
+	sp_store_counters(s, &c1);
+	SP_CHECK_EQ_INT(c1.refused_full - c0.refused_full, 3);
+	sp_store_free(s);
+}
+
+static void test_expiry(void)
+{
+	uint8_t token[32], id[16];
+	uint64_t count, bytes, now = wall_ms();
+	sp_store_counters_t c0, c1;
+	struct result r;
+	const char sfx[] = "qemcs";
+	char key[128];
+
+	new_token(token);
+	sp_store_counters(st, &c0);
+	make_id(id, 1);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, now + 300, "x", NULL), SP_STORE_STORED);
+	make_id(id, 2);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, now + 300, NULL, NULL), SP_STORE_STORED);
+	make_id(id, 3);
+	SP_CHECK_EQ_INT(enq(st, token, id, 30, now + 60000, NULL, NULL), SP_STORE_STORED);
+	make_id(id, 4);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, now - 1, NULL, NULL), SP_STORE_EXPIRED);
+	/* every key has a TTL, the latest expiry */
+	for (int k = 0; k < 5; k++) {
+		long long pttl;
+
+		key_of(key, sizeof(key), token, sfx[k]);
+		pttl = raw_int("PTTL %s", key);
+		if (pttl <= 55000 || pttl > 60000)
+			SP_FAIL("PTTL %s = %lld", key, pttl);
+	}
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 3);
+	SP_CHECK_EQ_INT(bytes, sp_store_record_size(1, 10) + sp_store_record_size(0, 10) +
+	                               sp_store_record_size(0, 30));
+	sleep_ms(500);
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 1);
+	make_id(id, 3);
+	if (r.n == 1)
+		SP_CHECK_MEM(r.items[0].id, id, 16);
+	key_of(key, sizeof(key), token, 's');
+	SP_CHECK_EQ_INT(raw_int("HGET %s bytes", key), sp_store_record_size(0, 30));
+	key_of(key, sizeof(key), token, 'c');
+	SP_CHECK_EQ_INT(raw_int("HLEN %s", key), 0);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 1);
+	sp_store_counters(st, &c1);
+	SP_CHECK_EQ_INT(c1.expired_purged - c0.expired_purged, 2);
+	SP_CHECK_EQ_INT(c1.expired - c0.expired, 1);
+}
+
+/* More expired messages than one purge batch (100): FETCH still returns only live ones. */
+static void test_expiry_many(void)
+{
+	uint8_t token[32], id[16];
+	uint64_t count, bytes, now = wall_ms();
+	struct result *r = calloc(130, sizeof(*r));
+	struct result f;
+	int all = 0;
+
+	if (!r) {
+		SP_FAIL("out of memory");
+		return;
+	}
+
+	new_token(token);
+	for (unsigned i = 0; i < 130; i++) {
+		make_id(id, i);
+		SP_CHECK_EQ_INT(enq_start(st, token, id, 5, now + 1000, NULL, &r[i]), 0);
+	}
+	for (unsigned i = 0; i < 130; i++) {
+		run_until(&r[i].done, 5000);
+		all += r[i].status == SP_STORE_STORED;
+	}
+	SP_CHECK_EQ_INT(all, 130);
+	make_id(id, 999);
+	SP_CHECK_EQ_INT(enq(st, token, id, 5, now + 60000, NULL, NULL), SP_STORE_STORED);
+	sleep_ms(1200);
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &f), SP_STORE_OK);
+	SP_CHECK_EQ_INT(f.n, 1);
+	if (f.n == 1)
+		SP_CHECK_MEM(f.items[0].id, id, 16);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 31); /* 100 purged, 30 expired ones wait for the next purge */
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &f), SP_STORE_OK);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 1);
+	SP_CHECK_EQ_INT(bytes, sp_store_record_size(0, 5));
+	free(r);
+}
+
+static void test_ack(void)
+{
+	uint8_t token[32], ids[5][16];
+	uint8_t sel[3][16];
+	uint64_t count, bytes;
+	size_t removed = 99;
+	struct result r;
+
+	new_token(token);
+	for (unsigned i = 0; i < 4; i++) {
+		make_id(ids[i], i);
+		SP_CHECK_EQ_INT(enq(st, token, ids[i], 10 + i, wall_ms() + 60000,
+		                    i == 2 ? "col" : NULL, NULL),
+		                SP_STORE_STORED);
+	}
+	memcpy(sel[0], ids[0], 16);
+	memcpy(sel[1], ids[2], 16);
+	make_id(sel[2], 777); /* unknown */
+	SP_CHECK_EQ_INT(ack(st, token, (const uint8_t(*)[16])sel, 3, &removed), SP_STORE_OK);
+	SP_CHECK_EQ_INT(removed, 2);
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 2);
+	if (r.n == 2) {
+		SP_CHECK_MEM(r.items[0].id, ids[1], 16);
+		SP_CHECK_MEM(r.items[1].id, ids[3], 16);
+	}
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 2);
+	SP_CHECK_EQ_INT(bytes, sp_store_record_size(0, 11) + sp_store_record_size(0, 13));
+	{
+		char key[128];
+
+		key_of(key, sizeof(key), token, 'c');
+		SP_CHECK_EQ_INT(raw_int("EXISTS %s", key), 0);
+	}
+	/* only unknown ids, and an ack of a whole queue */
+	SP_CHECK_EQ_INT(ack(st, token, (const uint8_t(*)[16])sel, 2, &removed), SP_STORE_OK);
+	SP_CHECK_EQ_INT(removed, 0);
+	SP_CHECK_EQ_INT(ack(st, token, (const uint8_t(*)[16])ids[1], 3, &removed), SP_STORE_OK);
+	SP_CHECK_EQ_INT(removed, 2);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 0);
+	SP_CHECK_EQ_INT(bytes, 0);
+	/* no callback is fine */
+	SP_CHECK_EQ_INT(sp_store_ack(st, token, (const uint8_t(*)[16])sel, 1, NULL, NULL), 0);
+	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
+}
+
+/* Every key is one of the five documented ones, with only the documented contents. */
+static void test_layout(void)
+{
+	redisReply *keys = raw("KEYS *");
+	size_t checked = 0;
+
+	SP_CHECK(keys && keys->type == REDIS_REPLY_ARRAY && keys->elements > 0);
+	for (size_t i = 0; keys && i < keys->elements; i++) {
+		const char *k = keys->element[i]->str;
+		size_t len = keys->element[i]->len;
+		char sfx;
+		redisReply *v;
+
+		if (len != 71 || strncmp(k, "sp:{", 4) != 0 || strncmp(k + 68, "}:", 2) != 0 ||
+		    strspn(k + 4, "0123456789abcdef") < 64) {
+			SP_FAIL("unexpected key %s", k);
+			continue;
+		}
+		sfx = k[70];
+		if (raw_int("PTTL %s", k) <= 0)
+			SP_FAIL("key %s has no TTL", k);
+		if (sfx == 'q' || sfx == 'e') {
+			v = raw("ZRANGE %s 0 -1", k);
+			for (size_t j = 0; v && j < v->elements; j++)
+				if (v->element[j]->len != 16)
+					SP_FAIL("%s member of %zu bytes", k, v->element[j]->len);
+		} else if (sfx == 'm') {
+			v = raw("HGETALL %s", k);
+			for (size_t j = 0; v && j + 1 < v->elements; j += 2) {
+				sp_store_record_t rec;
+
+				if (v->element[j]->len != 16 ||
+				    sp_store_record_parse((const uint8_t *)v->element[j + 1]->str,
+				                          v->element[j + 1]->len, &rec) != 0)
+					SP_FAIL("%s has a bad entry", k);
+			}
+		} else if (sfx == 'c') {
+			v = raw("HGETALL %s", k);
+			for (size_t j = 0; v && j + 1 < v->elements; j += 2)
+				if (v->element[j + 1]->len != 16)
+					SP_FAIL("%s maps to a non-id", k);
+		} else if (sfx == 's') {
+			v = raw("HGETALL %s", k);
+			for (size_t j = 0; v && j + 1 < v->elements; j += 2)
+				if (strcmp(v->element[j]->str, "seq") != 0 &&
+				    strcmp(v->element[j]->str, "bytes") != 0)
+					SP_FAIL("%s has field %s", k, v->element[j]->str);
+		} else {
+			SP_FAIL("unexpected key %s", k);
+			continue;
+		}
+		if (v)
+			freeReplyObject(v);
+		checked++;
+	}
+	SP_CHECK(checked > 10);
+	if (keys)
+		freeReplyObject(keys);
+}
+
+/* A record that is not ours, written behind the store's back: FETCH hands it over, the parser
+ * rejects it, ACK and the purge cope with it. */
+static void test_malformed(void)
+{
+	uint8_t token[32], good[16], bad[16], shorty[16];
+	char kq[128], ke[128], km[128];
+	struct result r;
+	size_t removed;
+	uint64_t exp = wall_ms() + 60000;
+	const char garbage[] = "\x02\x00\x00\x01\x7f\xff\xff\xff\xff\xff\x0a\xff\xff";
+
+	new_token(token);
+	make_id(good, 1);
+	make_id(bad, 2);
+	make_id(shorty, 3);
+	SP_CHECK_EQ_INT(enq(st, token, good, 10, exp, NULL, NULL), SP_STORE_STORED);
+	key_of(kq, sizeof(kq), token, 'q');
+	key_of(ke, sizeof(ke), token, 'e');
+	key_of(km, sizeof(km), token, 'm');
+	freeReplyObject(raw("HSET %s %b %b", km, bad, (size_t)16, garbage, sizeof(garbage) - 1));
+	freeReplyObject(raw("ZADD %s 8000000000000000 %b", kq, bad, (size_t)16));
+	freeReplyObject(raw("ZADD %s %llu %b", ke, (unsigned long long)exp, bad, (size_t)16));
+	freeReplyObject(raw("HSET %s %b x", km, shorty, (size_t)16));
+	freeReplyObject(raw("ZADD %s 8000000000000001 %b", kq, shorty, (size_t)16));
+	freeReplyObject(raw("ZADD %s %llu %b", ke, (unsigned long long)exp, shorty, (size_t)16));
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 3);
+	if (r.n == 3) {
+		sp_store_record_t rec;
+
+		SP_CHECK_EQ_INT(sp_store_record_parse(r.items[0].rec, r.items[0].len, &rec), 0);
+		SP_CHECK_MEM(r.items[1].id, bad, 16);
+		SP_CHECK_EQ_INT(sp_store_record_parse(r.items[1].rec, r.items[1].len, &rec),
+		                -EBADMSG);
+		SP_CHECK_MEM(r.items[2].id, shorty, 16);
+		SP_CHECK_EQ_INT(sp_store_record_parse(r.items[2].rec, r.items[2].len, &rec),
+		                -EBADMSG);
+	}
+	{
+		uint8_t both[2][16];
+
+		memcpy(both[0], bad, 16);
+		memcpy(both[1], shorty, 16);
+		SP_CHECK_EQ_INT(ack(st, token, (const uint8_t(*)[16])both, 2, &removed),
+		                SP_STORE_OK);
+		SP_CHECK_EQ_INT(removed, 2);
+	}
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 1);
+	/* a reply of the wrong shape is an ERROR, never a crash: a queue key of the wrong type */
+	{
+		uint8_t t2[32];
+		char k2[128];
+
+		new_token(t2);
+		key_of(k2, sizeof(k2), t2, 'q');
+		freeReplyObject(raw("SET %s notazset", k2));
+		SP_CHECK_EQ_INT(fetch(st, t2, 0, 10, &r), SP_STORE_ERROR);
+		SP_CHECK_EQ_INT(enq(st, t2, good, 10, exp, NULL, NULL), SP_STORE_ERROR);
+		freeReplyObject(raw("DEL %s", k2));
+	}
+}
+
+/* SCRIPT FLUSH behind the store's back: EVALSHA gets NOSCRIPT and falls back to EVAL. */
+static void test_noscript(void)
+{
+	uint8_t token[32], id[16];
+	struct result r;
+
+	new_token(token);
+	freeReplyObject(raw("SCRIPT FLUSH"));
+	make_id(id, 1);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 1);
+}
+
+/* wait_replicas with no replica: UNAVAILABLE, and so is the retry (not DUPLICATE), while the
+ * message is stored once. */
+static void test_wait(void)
+{
+	sp_store_limits_t lim;
+	char err[256];
+	sp_store_t *s;
+	uint8_t token[32], id[16];
+	uint64_t count, bytes;
+
+	sp_store_limits_default(&lim);
+	lim.wait_replicas = 1;
+	lim.wait_timeout_ms = 50;
+	s = sp_store_new(base, url, &lim, err, sizeof(err));
+	SP_CHECK(s && wait_up(s, 5000));
+	if (!s)
+		return;
+	new_token(token);
+	make_id(id, 1);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_UNAVAILABLE);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_UNAVAILABLE);
+	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 1);
+	sp_store_free(s);
+}
+
+/* Freeing with requests in flight and requests deferred: each callback runs once, with
+ * UNAVAILABLE, before sp_store_free returns; requests from those callbacks are refused. */
+static sp_store_t *freeing;
+static int refused_in_cb;
+
+static void enq_cb_reenter(int status, uint64_t seq, void *arg)
+{
+	uint8_t token[32] = {9};
+
+	enq_cb(status, seq, arg);
+	if (sp_store_depth(freeing, token, depth_cb, arg) == -ESHUTDOWN)
+		refused_in_cb++;
+}
+
+static void test_free_pending(void)
+{
+	sp_store_t *s = store_new(1000, 1 << 20, 2000);
+	static struct result r[20];
+	uint8_t token[32], id[16], rec[64];
+	size_t len = sp_store_record_size(0, 4);
+	int calls = 0, unavailable = 0;
+
+	SP_CHECK(s && wait_up(s, 5000));
+	if (!s)
+		return;
+	freeing = s;
+	refused_in_cb = 0;
+	new_token(token);
+	SP_CHECK_EQ_INT(sp_store_record_build(rec, sizeof(rec), wall_ms() + 60000, 10, NULL, 0,
+	                                      (const uint8_t *)"blob", 4),
+	                0);
+	memset(r, 0, sizeof(r));
+	for (unsigned i = 0; i < 20; i++) {
+		sp_store_record_t pr;
+
+		make_id(id, i);
+		sp_store_record_parse(rec, len, &pr);
+		SP_CHECK_EQ_INT(sp_store_enqueue(s, token, id, rec, len, pr.expires_ms, NULL, 0,
+		                                 enq_cb_reenter, &r[i]),
+		                0);
+	}
+	sp_store_free(s);
+	for (unsigned i = 0; i < 20; i++) {
+		calls += r[i].calls;
+		unavailable += r[i].status == SP_STORE_UNAVAILABLE;
+	}
+	SP_CHECK_EQ_INT(calls, 20);
+	SP_CHECK_EQ_INT(unavailable, 20);
+	SP_CHECK_EQ_INT(refused_in_cb, 20);
+	/* and a store that never came up, with deferred answers pending */
+	{
+		sp_store_limits_t lim;
+		char err[256];
+		struct result d;
+
+		sp_store_limits_default(&lim);
+		s = sp_store_new(base, "unix:/nonexistent/redis.sock", &lim, err, sizeof(err));
+		SP_CHECK(s != NULL);
+		memset(&d, 0, sizeof(d));
+		SP_CHECK_EQ_INT(sp_store_depth(s, token, depth_cb, &d), 0);
+		SP_CHECK_EQ_INT(d.calls, 0);
+		sp_store_free(s);
+		SP_CHECK_EQ_INT(d.calls, 1);
+		SP_CHECK_EQ_INT(d.status, SP_STORE_UNAVAILABLE);
+	}
+	run_until(&(int){0}, 50); /* nothing may fire after the free */
+}
+
+/* A Redis that stops answering: requests time out within timeout_ms (+ one tick and a margin)
+ * and the store comes back by itself when Redis does. */
+static void test_hung_redis(void)
+{
+	sp_store_t *s = store_new(1000, 1 << 20, 300);
+	uint8_t token[32], id[16];
+	sp_store_counters_t c;
+	struct result r;
+	uint64_t t0, took, count, bytes;
+	int status;
+
+	SP_CHECK(s && wait_up(s, 5000));
+	if (!s)
+		return;
+	new_token(token);
+	make_id(id, 1);
+	kill(redis_pid, SIGSTOP);
+	t0 = mono_ms();
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_UNAVAILABLE);
+	took = mono_ms() - t0;
+	printf("# hung redis: UNAVAILABLE after %llu ms\n", (unsigned long long)took);
+	SP_CHECK(took >= 300 && took < 300 + 400);
+	SP_CHECK(!sp_store_up(s));
+	/* while down: answered at once, never from inside the call */
+	t0 = mono_ms();
+	SP_CHECK_EQ_INT(fetch(s, token, 0, 10, &r), SP_STORE_UNAVAILABLE);
+	SP_CHECK(mono_ms() - t0 < 100);
+	sp_store_counters(s, &c);
+	SP_CHECK(c.timeouts >= 1);
+	kill(redis_pid, SIGCONT);
+	SP_CHECK(wait_up(s, 10000));
+	/* The timed-out enqueue was in Redis's socket buffer and may have run after all: the
+	 * retry is STORED or DUPLICATE, and the message is there once. */
+	status = enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL);
+	SP_CHECK(status == SP_STORE_STORED || status == SP_STORE_DUPLICATE);
+	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
+	SP_CHECK_EQ_INT(count, 1);
+	sp_store_free(s);
+}
+
+/* Redis killed, then restarted on the same socket. */
+static void test_redis_restart(void)
+{
+	uint8_t token[32], id[16];
+	sp_store_counters_t c0, c1;
+	static struct result r[5];
+	uint64_t t0, took;
+	int status;
+
+	SP_CHECK(wait_up(st, 5000));
+	sp_store_counters(st, &c0);
+	new_token(token);
+	make_id(id, 1);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	/* requests in flight when Redis dies */
+	for (unsigned i = 0; i < 5; i++) {
+		make_id(id, 10 + i);
+		SP_CHECK_EQ_INT(enq_start(st, token, id, 10, wall_ms() + 60000, NULL, &r[i]), 0);
+	}
+	redis_kill(SIGKILL);
+	t0 = mono_ms();
+	for (unsigned i = 0; i < 5; i++) {
+		SP_CHECK(run_until(&r[i].done, 2000));
+		SP_CHECK(!r[i].early);
+		/* sent before the kill: stored or not, never anything else */
+		SP_CHECK(r[i].status == SP_STORE_STORED || r[i].status == SP_STORE_UNAVAILABLE);
+	}
+	make_id(id, 2);
+	status = enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL);
+	took = mono_ms() - t0;
+	SP_CHECK_EQ_INT(status, SP_STORE_UNAVAILABLE);
+	printf("# killed redis: UNAVAILABLE after %llu ms\n", (unsigned long long)took);
+	SP_CHECK(took < 2000 + 500);
+	SP_CHECK(!sp_store_up(st));
+	sleep_ms(300); /* let a reconnect attempt or two fail */
+	run_until(&(int){0}, 300);
+	SP_CHECK_EQ_INT(redis_start(), 0);
+	SP_CHECK(wait_up(st, 10000));
+	make_id(id, 3);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r[0]), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r[0].n, 1); /* no AOF in this test: the rest is gone */
+	sp_store_counters(st, &c1);
+	SP_CHECK(c1.reconnects > c0.reconnects);
+	SP_CHECK(c1.unavailable > c0.unavailable);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(dir, sizeof(dir), "/tmp/sp-store-XXXXXX");
+	if (!mkdtemp(dir)) {
+		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+		return 1;
+	}
+	snprintf(sock_path, sizeof(sock_path), "%s/redis.sock", dir);
+	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
+	snprintf(url, sizeof(url), "unix:%s", sock_path);
+	atexit(cleanup);
+	SP_RUN(test_record);
+	if (redis_start() < 0) {
+		printf("# redis-server not found or not starting: skipping the store cases\n");
+		return sp_test_done();
+	}
+	base = event_base_new();
+	ev_poll = event_new(base, -1, EV_PERSIST, on_poll, NULL);
+	event_add(ev_poll, &(struct timeval){0, 10000});
+	st = store_new(1000, 1 << 20, 2000);
+	if (!st || !wait_up(st, 5000)) {
+		printf("Bail out! the store did not come up\n");
+		print_redis_log();
+		return 1;
+	}
+	SP_RUN(test_bad_arguments);
+	SP_RUN(test_order);
+	SP_RUN(test_paging);
+	SP_RUN(test_duplicate);
+	SP_RUN(test_collapse);
+	SP_RUN(test_caps);
+	SP_RUN(test_expiry);
+	SP_RUN(test_expiry_many);
+	SP_RUN(test_ack);
+	SP_RUN(test_layout);
+	SP_RUN(test_malformed);
+	SP_RUN(test_noscript);
+	SP_RUN(test_wait);
+	SP_RUN(test_free_pending);
+	SP_RUN(test_hung_redis);
+	SP_RUN(test_redis_restart);
+	sp_store_free(st);
+	event_free(ev_poll);
+	event_base_free(base);
+	return sp_test_done();
+}
