@@ -111,8 +111,13 @@ enum sp_metric {
 	SP_M_DELIVERIES_REMOTE, /* recipient on another worker */
 	SP_M_REDELIVERIES,      /* unacknowledged messages routed again after a connection ended */
 	SP_M_ACKS_UNKNOWN,      /* ACKed ids that were not outstanding */
-	SP_M_HANDOFFS,          /* handshakes whose session moved to the relay's record layer */
-	SP_M_RECORD_ERRORS,     /* connections ended by a bad record (after the hand-off) */
+	SP_M_QUEUE_DELIVERED,   /* stored messages a device acknowledged */
+	SP_M_QUEUE_FETCHED,     /* stored messages read for delivery */
+	SP_M_STORE, /* the store's own counters (sp_store_counters_t), copied by the tick */
+	SP_M_STORE_LAST = SP_M_STORE + 10,
+	SP_M_STORE_UP,      /* gauge: 1 while the worker's store is connected */
+	SP_M_HANDOFFS,      /* handshakes whose session moved to the relay's record layer */
+	SP_M_RECORD_ERRORS, /* connections ended by a bad record (after the hand-off) */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
 	SP_M_COUNT

@@ -35,6 +35,7 @@
 #include "sp_metrics.h"
 #include "sp_mpsc.h"
 #include "sp_record.h"
+#include "sp_store.h"
 #include "sp_tokmap.h"
 
 typedef struct sp_server sp_server_t;
@@ -71,7 +72,13 @@ typedef struct sp_server_config {
 	int64_t send_rate;         /* messages per second per connection, 0 = unlimited */
 	int64_t send_burst;        /* messages; 0 = one second's worth of send_rate */
 	int64_t max_errors;
-	int64_t max_ttl; /* seconds */
+	int64_t max_ttl;         /* seconds */
+	int64_t max_queue;       /* messages queued per offline device */
+	int64_t max_queue_bytes; /* bytes queued per offline device */
+	int64_t store_timeout;   /* ms a Redis request may take */
+	int64_t wait_replicas;   /* > 0: QUEUED only once that many replicas have the write */
+	int64_t wait_timeout;    /* ms for WAIT */
+	int64_t drain_page;      /* messages fetched per page when a device drains its queue */
 	int64_t backlog;
 	bool help;
 	bool version;
@@ -136,6 +143,7 @@ struct sp_server {
 	atomic_int workers_done; /* workers that left their loop */
 	atomic_bool redis_up;    /* the admin thread's Redis health check */
 	atomic_bool listeners_up;
+	atomic_bool stopping; /* teardown: store callbacks touch nothing */
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
 	sp_metrics_t metrics; /* main thread's own counters (reloads) */
 };
@@ -187,6 +195,8 @@ struct sp_worker {
 	uint32_t live_msgs; /* messages this worker owns that still have nodes out */
 	sp_msg_t *msgs;     /* list of them, for teardown */
 
+	sp_store_t *store;    /* the offline queue in Redis, or NULL without one */
+	uint8_t *record;      /* a record being built for the store (max_blob + header) */
 	uint8_t *scratch;     /* read buffer shared by the worker's connections */
 	uint8_t *seal;        /* record-layer output buffer shared likewise */
 	sp_rl_crypto_t *rlcx; /* AEAD context and fetched algorithms for the record layer */
@@ -201,6 +211,9 @@ enum sp_conn_state {
 	SP_CS_DRAINING,
 	SP_CS_CLOSING,
 };
+
+/* Queue states of a receiving connection (with a store). */
+enum { SP_Q_NONE, SP_Q_FETCHING, SP_Q_PAGED, SP_Q_DONE };
 
 /* Connection flags. */
 #define SP_CF_SEND_ONLY  0x01
@@ -225,18 +238,19 @@ typedef struct sp_hs {
 } sp_hs_t;
 
 /* A node's kind as it travels between workers. */
-enum sp_node_kind { SP_NODE_DELIVER, SP_NODE_RESULT, SP_NODE_REPLACE };
+enum sp_node_kind { SP_NODE_DELIVER, SP_NODE_RESULT, SP_NODE_REPLACE, SP_NODE_KICK };
 
 struct sp_node {
 	sp_mpsc_node_t q; /* inbox link */
 	uint8_t kind;
 	uint8_t status;
-	uint8_t hops;   /* times rerouted, to bound ping-pong between workers */
-	uint16_t index; /* the recipient's position in the SEND */
+	sp_worker_t *at; /* the worker that asked the store about this node */
+	uint8_t hops;    /* times rerouted, to bound ping-pong between workers */
+	uint16_t index;  /* the recipient's position in the SEND */
 	sp_msg_t *msg;
 	sp_node_t *next;   /* in a connection's pending or in-flight list */
 	uint64_t deadline; /* ack timeout, monotonic ms */
-	sp_connref_t ref;  /* SP_NODE_REPLACE: the connection to replace */
+	sp_connref_t ref;  /* SP_NODE_REPLACE, SP_NODE_KICK: the connection it is for */
 };
 
 /* The node whose inbox link is q. */
@@ -252,12 +266,15 @@ struct sp_msg {
 	uint32_t n;            /* recipients */
 	uint32_t unanswered;   /* nodes not yet back with a status (owner only) */
 	uint64_t expires;      /* monotonic ms; 0 if ttl is 0 (deliver now or never) */
+	uint64_t expires_wall; /* the same in unix ms, for the store */
 	uint32_t ttl;
 	uint32_t blob_len;
 	uint8_t msg_id[SP_MSG_ID_LEN];
 	uint8_t priority;
 	uint8_t has_priority;
 	uint8_t pool_class; /* size class of the block, or 0xFF if it was malloc'd alone */
+	uint8_t stored;     /* read from the device's queue: its ACK removes it from Redis, and
+	                     * there is no sender to answer */
 	uint8_t collapse_len;
 	uint8_t collapse[SP_COLLAPSE_MAX];
 	sp_node_t *nodes;
@@ -309,6 +326,13 @@ struct sp_conn {
 	uint32_t n_inflight;
 	uint32_t n_pending;
 	uint64_t pending_bytes;
+
+	/* Its offline queue: drained after WELCOME, page by page, before live messages. */
+	uint8_t qstate;    /* SP_Q_* */
+	uint8_t qmore;     /* something was queued while a page was out: fetch again after it */
+	uint64_t qseq;     /* last seq fetched */
+	uint32_t q_unsent; /* stored messages in the pending list */
+	sp_node_t *held, *held_tail; /* live messages waiting for the drain to finish */
 
 	/* This connection as a sender. */
 	uint32_t sends_outstanding;
@@ -368,6 +392,10 @@ void sp_session_detach(sp_conn_t *c);
 void sp_session_tick(sp_conn_t *c);
 /* Sends the gathered SEND_RESULT entries. */
 void sp_session_flush_results(sp_worker_t *w);
+/* Something was queued for c's device: read its queue (now, or after the current page). */
+void sp_session_queue_kick(sp_conn_t *c);
+/* Periodic store work of a worker: store counters into its metrics. */
+void sp_session_worker_tick(sp_worker_t *w);
 /* Frees every message w still owns (teardown, all threads stopped). */
 void sp_session_teardown(sp_worker_t *w);
 

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sp_identity.h"
 #include "sp_log.h"
@@ -239,18 +240,276 @@ static void list_append(sp_node_t **head, sp_node_t **tail, sp_node_t *n)
 	*tail = n;
 }
 
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/*
+ * A node is done on its recipient's side. A message read from the device's queue has no
+ * sender to answer: it is just dropped here (unless it was acknowledged, see on_ack, it stays
+ * in Redis and comes again on the next connection). Any other goes back to its owner.
+ */
+static void node_done(sp_worker_t *w, sp_node_t *n, uint8_t status)
+{
+	if (n->msg->stored)
+		msg_free(w, n->msg); /* stored messages are made and dropped on one worker */
+	else
+		sp_node_finish(w, n, status);
+}
+
+/* ---- the offline queue ------------------------------------------------------------------- */
+
+static uint8_t status_of_store(int st)
+{
+	switch (st) {
+	case SP_STORE_STORED:
+	case SP_STORE_DUPLICATE:
+		return SP_ST_QUEUED;
+	case SP_STORE_FULL_COUNT:
+	case SP_STORE_FULL_BYTES:
+		return SP_ST_QUOTA_EXCEEDED;
+	case SP_STORE_EXPIRED:
+		return SP_ST_EXPIRED;
+	default:
+		return SP_ST_TRY_LATER;
+	}
+}
+
+static void queue_fetch(sp_conn_t *c);
+
+/* Something was queued for token: if its device is connected, it should read its queue. */
+static void queue_kick_token(sp_worker_t *w, const uint8_t *token)
+{
+	sp_connref_t ref = sp_registry_get(&w->srv->registry, token);
+	sp_node_t *k;
+
+	if (!ref)
+		return;
+	if (SP_CONNREF_WORKER(ref) == (unsigned)w->id) {
+		sp_conn_t *c = sp_worker_conn(w, ref);
+
+		if (c)
+			sp_session_queue_kick(c);
+		return;
+	}
+	k = calloc(1, sizeof(*k));
+	if (k) {
+		k->kind = SP_NODE_KICK;
+		k->ref = ref;
+		sp_worker_push(&w->srv->workers[SP_CONNREF_WORKER(ref)], k);
+	}
+}
+
+static void on_enqueued(int st, uint64_t seq, void *arg)
+{
+	sp_node_t *n = arg;
+	sp_worker_t *w = n->at;
+
+	(void)seq;
+	if (atomic_load(&w->srv->stopping))
+		return;
+	w->now = sp_now_ms();
+	if (st == SP_STORE_STORED)
+		queue_kick_token(w, node_token(n));
+	sp_node_finish(w, n, status_of_store(st));
+	sp_worker_after(w);
+}
+
+/* Offline: store the message (QUEUED once Redis has it), or refuse it. */
+static void go_offline(sp_worker_t *w, sp_node_t *n)
+{
+	const sp_msg_t *msg = n->msg;
+	size_t len = sp_store_record_size(msg->collapse_len, msg->blob_len);
+
+	if (msg->ttl == 0) {
+		sp_node_finish(w, n, SP_ST_EXPIRED);
+		return;
+	}
+	if (!w->store) {
+		sp_node_finish(w, n, SP_ST_DEVICE_OFFLINE);
+		return;
+	}
+	n->at = w;
+	if (!len ||
+	    sp_store_record_build(w->record, len, msg->expires_wall,
+	                          msg->has_priority ? msg->priority : 0, msg->collapse,
+	                          msg->collapse_len, msg->blob, msg->blob_len) < 0 ||
+	    sp_store_enqueue(w->store, node_token(n), msg->msg_id, w->record, len,
+	                     msg->expires_wall, msg->collapse, msg->collapse_len, on_enqueued,
+	                     n) < 0)
+		sp_node_finish(w, n, SP_ST_TRY_LATER);
+}
+
+struct fetch_ctx {
+	sp_worker_t *w;
+	sp_connref_t ref;
+};
+
+/* A message read from c's queue, as a one-recipient message owned by c's worker. */
+static sp_node_t *stored_new(sp_conn_t *c, const sp_store_item_t *it, const sp_store_record_t *rec)
+{
+	sp_worker_t *w = c->w;
+	sp_msg_t *msg =
+	        msg_alloc(w, sizeof(*msg) + sizeof(sp_node_t) + SP_TOKEN_LEN + rec->blob_len);
+	uint64_t now_wall = wall_ms();
+	uint8_t cls;
+
+	if (!msg)
+		return NULL;
+	cls = msg->pool_class;
+	memset(msg, 0, sizeof(*msg));
+	msg->pool_class = cls;
+	msg->stored = 1;
+	msg->owner = w;
+	msg->n = msg->unanswered = 1;
+	msg->ttl = 1;
+	msg->expires_wall = rec->expires_ms;
+	msg->expires = w->now + (rec->expires_ms > now_wall ? rec->expires_ms - now_wall : 0);
+	memcpy(msg->msg_id, it->id, SP_MSG_ID_LEN);
+	msg->has_priority = rec->priority != 0;
+	msg->priority = rec->priority;
+	msg->collapse_len = (uint8_t)rec->collapse_len;
+	if (rec->collapse_len)
+		memcpy(msg->collapse, rec->collapse, rec->collapse_len);
+	msg->nodes = (sp_node_t *)(msg + 1);
+	msg->recipients = (uint8_t *)(msg->nodes + 1);
+	msg->blob = msg->recipients + SP_TOKEN_LEN;
+	msg->blob_len = (uint32_t)rec->blob_len;
+	memcpy(msg->recipients, c->token, SP_TOKEN_LEN);
+	if (rec->blob_len)
+		memcpy(msg->blob, rec->blob, rec->blob_len);
+	memset(msg->nodes, 0, sizeof(sp_node_t));
+	msg->nodes->msg = msg;
+	msg->next = w->msgs;
+	if (w->msgs)
+		w->msgs->prev = msg;
+	w->msgs = msg;
+	w->live_msgs++;
+	return msg->nodes;
+}
+
+static void pump(sp_conn_t *r);
+
+/* The drain is over: live messages held back meanwhile go after the stored ones. */
+static void queue_drained(sp_conn_t *c)
+{
+	c->qstate = SP_Q_DONE;
+	if (c->held) {
+		if (c->pending_tail)
+			c->pending_tail->next = c->held;
+		else
+			c->pending = c->held;
+		c->pending_tail = c->held_tail;
+		for (sp_node_t *n = c->held; n; n = n->next)
+			c->n_pending++;
+		c->held = c->held_tail = NULL;
+	}
+}
+
+static void on_fetched(int st, const sp_store_item_t *items, size_t n, void *arg)
+{
+	struct fetch_ctx *fx = arg;
+	sp_worker_t *w = fx->w;
+	sp_connref_t ref = fx->ref;
+	sp_conn_t *c;
+
+	free(fx);
+	if (atomic_load(&w->srv->stopping))
+		return;
+	w->now = sp_now_ms();
+	c = sp_worker_conn(w, ref);
+	if (!c || (c->state != SP_CS_READY && c->state != SP_CS_DRAINING)) {
+		sp_worker_after(w);
+		return;
+	}
+	if (st != SP_STORE_OK) {
+		/* Redis is away: let live traffic through, and try the queue again later. */
+		queue_drained(c);
+		c->qmore = 1;
+		pump(c);
+		sp_worker_after(w);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		sp_store_record_t rec;
+		sp_node_t *node;
+
+		c->qseq = items[i].seq;
+		if (sp_store_record_parse(items[i].record, items[i].record_len, &rec) < 0) {
+			/* Not ours to deliver: remove it so it cannot block the queue. */
+			sp_store_ack(w->store, c->token, (const uint8_t(*)[16])items[i].id, 1, NULL,
+			             NULL);
+			continue;
+		}
+		node = stored_new(c, &items[i], &rec);
+		if (!node)
+			break; /* it stays queued for the next connection */
+		sp_metric_inc(&w->metrics, SP_M_QUEUE_FETCHED);
+		list_append(&c->pending, &c->pending_tail, node);
+		c->n_pending++;
+		c->q_unsent++;
+		c->pending_bytes += rec.blob_len;
+	}
+	if (n < (size_t)w->srv->cfg.drain_page) {
+		if (c->qmore) {
+			c->qmore = 0;
+			queue_fetch(c); /* something was queued meanwhile */
+		} else {
+			queue_drained(c);
+		}
+	} else {
+		c->qstate = SP_Q_PAGED;
+	}
+	pump(c);
+	sp_worker_after(w);
+}
+
+static void queue_fetch(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+	struct fetch_ctx *fx = malloc(sizeof(*fx));
+
+	c->qstate = SP_Q_FETCHING;
+	if (!fx || sp_store_fetch(w->store, c->token, c->qseq, (unsigned)w->srv->cfg.drain_page,
+	                          on_fetched, fx) < 0) {
+		free(fx);
+		queue_drained(c);
+		c->qmore = 1; /* the worker tick tries again */
+	} else {
+		fx->w = w;
+		fx->ref = sp_conn_ref(c);
+	}
+}
+
+void sp_session_queue_kick(sp_conn_t *c)
+{
+	if (!c->w->store || (c->flags & SP_CF_SEND_ONLY) || c->state != SP_CS_READY)
+		return;
+	if (c->qstate == SP_Q_DONE)
+		queue_fetch(c);
+	else if (c->qstate != SP_Q_NONE)
+		c->qmore = 1;
+}
+
+/* ---- delivery ---------------------------------------------------------------------------- */
+
 static void send_deliver(sp_conn_t *r, sp_node_t *n)
 {
 	sp_worker_t *w = r->w;
 	const sp_msg_t *msg = n->msg;
 	sp_frame_t f = {.type = SP_DELIVER,
+	                .flags = msg->stored ? SP_DELIVER_STORED : 0,
 	                .fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_BLOB),
 	                .msg_id = msg->msg_id,
 	                .blob = msg->blob,
 	                .blob_len = msg->blob_len};
 
 	if (expired(w, msg)) {
-		sp_node_finish(w, n, SP_ST_EXPIRED);
+		node_done(w, n, SP_ST_EXPIRED);
 		return;
 	}
 	if (msg->has_priority) {
@@ -279,21 +538,32 @@ static void pump(sp_conn_t *r)
 			r->pending_tail = NULL;
 		r->n_pending--;
 		r->pending_bytes -= n->msg->blob_len;
+		if (n->msg->stored)
+			r->q_unsent--;
 		send_deliver(r, n);
 	}
+	/* Keep the next page coming while this one is being delivered. */
+	if (r->qstate == SP_Q_PAGED && r->state == SP_CS_READY &&
+	    r->q_unsent < (uint32_t)r->w->srv->cfg.drain_page / 2 + 1)
+		queue_fetch(r);
 }
 
 static void deliver(sp_conn_t *r, sp_node_t *n)
 {
 	sp_worker_t *w = r->w;
 
-	if (r->n_inflight < r->window && !r->pending) {
+	if (r->qstate == SP_Q_FETCHING || r->qstate == SP_Q_PAGED) {
+		/* Its queue is being read: this goes after what was already queued. */
+		list_append(&r->held, &r->held_tail, n);
+		r->pending_bytes += n->msg->blob_len;
+	} else if (r->n_inflight < r->window && !r->pending) {
 		send_deliver(r, n);
 		return;
+	} else {
+		list_append(&r->pending, &r->pending_tail, n);
+		r->n_pending++;
+		r->pending_bytes += n->msg->blob_len;
 	}
-	list_append(&r->pending, &r->pending_tail, n);
-	r->n_pending++;
-	r->pending_bytes += n->msg->blob_len;
 	if (sp_conn_output_bytes(r) > (uint64_t)w->srv->cfg.output_buffer_max) {
 		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_OUTPUT_BUFFER);
 		sp_conn_close(r, SP_CLOSE_SLOW_CONSUMER, SP_ERR_SLOW_CONSUMER,
@@ -325,8 +595,7 @@ void sp_route(sp_worker_t *w, sp_node_t *n)
 		sp_worker_push(&srv->workers[SP_CONNREF_WORKER(ref)], n);
 		return;
 	}
-	/* Offline. Until the store lands, the relay keeps nothing. */
-	sp_node_finish(w, n, n->msg->ttl == 0 ? SP_ST_EXPIRED : SP_ST_DEVICE_OFFLINE);
+	go_offline(w, n);
 }
 
 void sp_session_detach(sp_conn_t *c)
@@ -340,19 +609,30 @@ void sp_session_detach(sp_conn_t *c)
 		sp_metric_add(&w->metrics, SP_M_DEVICES, -1);
 		c->flags &= (uint8_t)~SP_CF_REGISTERED;
 	}
-	/* Unacknowledged first, then not yet sent: their order is kept. */
+	/* Unacknowledged first, then not yet sent, then held back: their order is kept. */
 	if (c->inflight_tail)
 		c->inflight_tail->next = c->pending;
 	else
 		c->inflight = c->pending;
+	if (c->pending_tail)
+		c->pending_tail->next = c->held;
+	else if (c->inflight_tail)
+		c->inflight_tail->next = c->held;
+	else
+		c->inflight = c->held;
 	n = c->inflight;
 	sp_metric_add(&w->metrics, SP_M_REDELIVERIES, c->n_inflight);
 	c->inflight = c->inflight_tail = c->pending = c->pending_tail = NULL;
-	c->n_inflight = c->n_pending = 0;
+	c->held = c->held_tail = NULL;
+	c->n_inflight = c->n_pending = c->q_unsent = 0;
 	c->pending_bytes = 0;
+	c->qstate = SP_Q_NONE;
 	for (; n; n = next) {
 		next = n->next;
-		sp_route(w, n);
+		if (n->msg->stored)
+			node_done(w, n, 0); /* still in Redis: it comes again next time */
+		else
+			sp_route(w, n); /* to the device's new connection, or to its queue */
 	}
 }
 
@@ -452,6 +732,8 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	sp_conn_set_state(c, SP_CS_READY);
 	c->t_rx = c->w->now;
 	sp_conn_send(c, &wf);
+	if (c->w->store && !(c->flags & SP_CF_SEND_ONLY))
+		queue_fetch(c); /* its queue first (PROTOCOL.md 7.3), then live messages */
 	sp_token_short(c->token, tok);
 	SP_LOG(SP_LOG_DEBUG, "conn_ready", "worker=%d token=%s send_only=%d keepalive=%u window=%u",
 	       c->w->id, tok, !!(c->flags & SP_CF_SEND_ONLY), c->keepalive, c->window);
@@ -532,6 +814,7 @@ static sp_msg_t *msg_new(sp_worker_t *w, sp_conn_t *c, const sp_frame_t *f)
 		ttl = (uint32_t)cfg->max_ttl;
 	msg->ttl = ttl;
 	msg->expires = ttl ? w->now + (uint64_t)ttl * 1000 : 0;
+	msg->expires_wall = ttl ? wall_ms() + (uint64_t)ttl * 1000 : 0;
 	memcpy(msg->msg_id, f->msg_id, SP_MSG_ID_LEN);
 	msg->has_priority = !!(f->fields & SP_BIT(SP_F_PRIORITY));
 	msg->priority = f->priority;
@@ -613,6 +896,8 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 static void on_ack(sp_conn_t *c, const sp_frame_t *f)
 {
 	sp_worker_t *w = c->w;
+	uint8_t(*acked)[16] = (uint8_t(*)[16])(void *)w->record; /* ids for the store */
+	size_t n_acked = 0, max_acked = SP_STORE_MAX_ACK;
 
 	for (uint32_t i = 0; i < f->n_msg_ids; i++) {
 		const uint8_t *id = f->msg_ids + (size_t)i * SP_MSG_ID_LEN;
@@ -632,8 +917,22 @@ static void on_ack(sp_conn_t *c, const sp_frame_t *f)
 		if (c->inflight_tail == n)
 			c->inflight_tail = prev;
 		c->n_inflight--;
-		sp_node_finish(w, n, SP_ST_DELIVERED);
+		if (!n->msg->stored) {
+			sp_node_finish(w, n, SP_ST_DELIVERED);
+			continue;
+		}
+		/* Delivered from the queue: now it may leave Redis. */
+		sp_metric_inc(&w->metrics, SP_M_QUEUE_DELIVERED);
+		memcpy(acked[n_acked++], n->msg->msg_id, SP_MSG_ID_LEN);
+		node_done(w, n, SP_ST_DELIVERED);
+		if (n_acked == max_acked) {
+			sp_store_ack(w->store, c->token, (const uint8_t(*)[16])acked, n_acked, NULL,
+			             NULL);
+			n_acked = 0;
+		}
 	}
+	if (n_acked)
+		sp_store_ack(w->store, c->token, (const uint8_t(*)[16])acked, n_acked, NULL, NULL);
 	pump(c);
 	drain_done_check(c);
 }
@@ -736,6 +1035,14 @@ void sp_session_inbox(sp_worker_t *w, sp_node_t *n)
 	case SP_NODE_RESULT:
 		result_arrived(w, n);
 		break;
+	case SP_NODE_KICK: {
+		sp_conn_t *kc = sp_worker_conn(w, n->ref);
+
+		if (kc)
+			sp_session_queue_kick(kc);
+		free(n);
+		break;
+	}
 	case SP_NODE_REPLACE: {
 		sp_conn_t *oc = sp_worker_conn(w, n->ref);
 
@@ -767,10 +1074,33 @@ void sp_session_tick(sp_conn_t *c)
 			c->inflight_tail = NULL;
 		c->n_inflight--;
 		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_ACK_TIMEOUT);
-		sp_node_finish(w, n, n->msg->ttl == 0 ? SP_ST_EXPIRED : SP_ST_DEVICE_OFFLINE);
+		if (n->msg->stored)
+			node_done(w, n, 0); /* still queued: it comes again */
+		else
+			go_offline(w, n); /* handled as for an offline device (7.2) */
+	}
+	if (c->qmore && c->qstate == SP_Q_DONE && w->store && sp_store_up(w->store)) {
+		c->qmore = 0;
+		queue_fetch(c); /* a fetch failed while Redis was away */
 	}
 	pump(c);
 	drain_done_check(c);
+}
+
+void sp_session_worker_tick(sp_worker_t *w)
+{
+	sp_store_counters_t sc;
+	uint64_t v[SP_M_STORE_LAST - SP_M_STORE + 1];
+
+	_Static_assert(sizeof(sc) == sizeof(v), "one metric per store counter");
+	if (!w->store)
+		return;
+	sp_store_counters(w->store, &sc);
+	memcpy(v, &sc, sizeof(v));
+	for (unsigned i = 0; i <= SP_M_STORE_LAST - SP_M_STORE; i++)
+		atomic_store_explicit(&w->metrics.v[SP_M_STORE + i], v[i], memory_order_relaxed);
+	atomic_store_explicit(&w->metrics.v[SP_M_STORE_UP], (uint64_t) !!sp_store_up(w->store),
+	                      memory_order_relaxed);
 }
 
 void sp_session_teardown(sp_worker_t *w)

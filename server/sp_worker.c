@@ -284,6 +284,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		tick_conn(w, c);
 	}
 	drain_inbox(w); /* a push that was mid-way at the last wake-up */
+	sp_session_worker_tick(w);
 	sp_worker_after(w);
 }
 
@@ -384,6 +385,24 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 		snprintf(err, errlen, "eventfd: %s", strerror(errno));
 		return -1;
 	}
+	if (srv->cfg.redis && srv->cfg.redis[0]) {
+		sp_store_limits_t lim;
+		size_t rec = sp_store_record_size(SP_COLLAPSE_MAX, (size_t)srv->cfg.max_blob);
+
+		sp_store_limits_default(&lim);
+		lim.max_count = (uint32_t)srv->cfg.max_queue;
+		lim.max_bytes = (uint64_t)srv->cfg.max_queue_bytes;
+		lim.timeout_ms = (uint32_t)srv->cfg.store_timeout;
+		lim.wait_replicas = (uint32_t)srv->cfg.wait_replicas;
+		lim.wait_timeout_ms = (uint32_t)srv->cfg.wait_timeout;
+		w->store = sp_store_new(w->base, srv->cfg.redis, &lim, err, errlen);
+		if (!w->store)
+			return -1;
+		/* Records for the store, and the ids of one ACK frame for it. */
+		w->record = malloc(rec > SP_STORE_MAX_ACK * 16 ? rec : SP_STORE_MAX_ACK * 16);
+		if (!w->record)
+			goto nomem;
+	}
 	w->scratch = malloc(SP_WORKER_SCRATCH);
 	w->seal = malloc(SP_WORKER_SEAL);
 	w->rlcx = sp_rl_crypto_new();
@@ -436,8 +455,8 @@ static void worker_destroy(sp_worker_t *w)
 	while ((q = sp_mpsc_pop(&w->inbox))) {
 		sp_node_t *n = sp_node_of(q);
 
-		if (n->kind == SP_NODE_REPLACE)
-			free(n);
+		if (n->kind == SP_NODE_REPLACE || n->kind == SP_NODE_KICK)
+			free(n); /* the others live inside messages */
 	}
 	sp_session_teardown(w);
 	if (w->listener)
@@ -458,6 +477,7 @@ static void worker_destroy(sp_worker_t *w)
 	free(w->slots);
 	free(w->gens);
 	free(w->free_list);
+	free(w->record);
 	free(w->scratch);
 	free(w->seal);
 	sp_rl_crypto_free(w->rlcx);
@@ -520,6 +540,13 @@ void sp_workers_join(sp_server_t *srv)
 		return;
 	for (int i = 0; i < srv->n_threads; i++)
 		pthread_join(srv->workers[i].thread, NULL);
+	/* Stores first: freeing one answers its pending requests, whose callbacks must then
+	 * touch nothing (the messages they name are freed with their owners below). */
+	atomic_store(&srv->stopping, true);
+	for (int i = 0; i < srv->n_workers; i++) {
+		sp_store_free(srv->workers[i].store);
+		srv->workers[i].store = NULL;
+	}
 	/* Every thread is gone: messages owned by one worker may sit in another's lists. */
 	for (int i = 0; i < srv->n_workers; i++) {
 		sp_worker_t *w = &srv->workers[i];

@@ -184,6 +184,22 @@ class Redis:
         except OSError:
             return False
 
+    def command(self, *args):
+        """Runs one command on the socket (RESP) and returns the raw reply bytes."""
+        req = b"*%d\r\n" % len(args) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(a), a) for a in (x if isinstance(x, bytes) else
+                                                      str(x).encode() for x in args))
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5.0)
+            s.connect(self.sock)
+            s.sendall(req)
+            return s.recv(1 << 20)
+
+    def flush(self):
+        """Empties every database, so no test sees what another one queued."""
+        if self.command("FLUSHALL") != b"+OK\r\n":
+            raise RuntimeError("FLUSHALL failed")
+
     def stop(self):
         if self.proc is not None:
             stop_process(self.proc, timeout=5)
@@ -788,6 +804,8 @@ class Harness:
         return Redis(os.path.join(self.root, name), self.redis_server)
 
     def start_daemon(self, config=None, extra_args=(), name="sealpushd"):
+        if self.redis is not None and self.redis.running():
+            self.redis.flush()  # a fresh queue for every daemon
         d = Daemon(self, config or {}, extra_args, name)
         self.daemons.append(d)
         d.start()

@@ -32,9 +32,9 @@ import spwire as w  # noqa: E402
 from harness import (Client, Daemon, Harness, HandshakeRefused, TestFailure,  # noqa: E402
                      fail, try_refused, LOOPBACK)
 
-# Until the Redis store lands (next issue), an offline recipient is refused with
-# DEVICE_OFFLINE; with the store this becomes QUEUED (and these tests change with it).
-OFFLINE = w.S_DEVICE_OFFLINE
+# The relay under test has a Redis store, so an offline recipient's message is QUEUED (a
+# relay without one refuses it with DEVICE_OFFLINE: see the test "without a store").
+OFFLINE = w.S_QUEUED
 
 TESTS = []
 
@@ -611,7 +611,7 @@ def _(t):
     t.eq(bob.collect_results({mid2: 1})[mid2][0], w.S_DELIVERED, "reply status")
 
 
-@test("msg: a SEND to a token that is not connected -> DEVICE_OFFLINE")
+@test("msg: a SEND to a token that is not connected -> QUEUED")
 def _(t):
     d = t.daemon()
     alice = t.client(d, "alice")
@@ -622,6 +622,17 @@ def _(t):
     mid = alice.send_msg([t.dev("bob")], b"x")
     t.eq(w.status_name(alice.collect_results({mid: 1})[mid][0]), w.status_name(OFFLINE),
          "status for bob, not connected")
+
+
+@test("msg: without a store (redis \"\") a SEND to a device that is not connected -> "
+      "DEVICE_OFFLINE, never a silent drop; ttl 0 -> EXPIRED")
+def _(t):
+    d = t.daemon(redis="")
+    alice = t.client(d, "alice")
+    mid = alice.send_msg([t.dev("bob")], b"x")
+    t.eq(w.status_name(alice.collect_results({mid: 1})[mid][0]), "DEVICE_OFFLINE", "status")
+    mid = alice.send_msg([t.dev("bob")], b"x", ttl=0)
+    t.eq(w.status_name(alice.collect_results({mid: 1})[mid][0]), "EXPIRED", "status, ttl 0")
 
 
 @test("msg: fan-out to bob, carol, dave + an offline + a repeated + the zero token")
@@ -955,7 +966,10 @@ def _(t):
                 "bob's ERROR %r, want SLOW_CONSUMER (CLOSING)" % f)
     r = alice.collect_results({m: 1 for m in mids}, timeout=20)
     statuses = {w.status_name(r[m][0]) for m in mids}
-    t.eq(statuses, {w.status_name(OFFLINE)}, "statuses of the messages bob never ACKed")
+    # queued for bob until his queue is full (max_queue_bytes), refused beyond
+    t.check(statuses <= {w.status_name(OFFLINE), "QUOTA_EXCEEDED"} and
+            w.status_name(OFFLINE) in statuses,
+            "statuses of the messages bob never ACKed: %r" % statuses)
     pair.check("after bob was disconnected")
     alice.ping()
 
@@ -1167,8 +1181,8 @@ def _(t):
     problems = []
     if not moved(r"ping", 5):
         problems.append("no sample about PING frames grew by >= 5")
-    if not moved(r"offline", 1):
-        problems.append("no sample about DEVICE_OFFLINE results grew by >= 1")
+    if not moved(r"queued", 1):
+        problems.append("no sample about QUEUED results grew by >= 1")
     if not moved(r"handshake", 1):
         problems.append("no sample about handshake failures grew by >= 1")
     for dev in t.h.pki.devices.values():
