@@ -140,9 +140,10 @@ def parse_duration(v):
 class Redis:
     """A private redis-server on a unix socket (no TCP port, no persistence)."""
 
-    def __init__(self, directory, binary="redis-server"):
+    def __init__(self, directory, binary="redis-server", aof=False):
         self.dir = directory
         self.binary = binary
+        self.aof = aof  # appendonly yes + appendfsync always: nothing acknowledged is lost
         self.sock = os.path.join(directory, "redis.sock")
         self.logfile = os.path.join(directory, "redis.log")
         self.proc = None
@@ -157,7 +158,9 @@ class Redis:
             os.unlink(self.sock)
         log = open(self.logfile, "ab")
         self.proc = spawn([self.binary, "--port", "0", "--unixsocket", self.sock,
-                           "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                           "--unixsocketperm", "700", "--save", "",
+                           "--appendonly", "yes" if self.aof else "no",
+                           "--appendfsync", "always" if self.aof else "everysec",
                            "--daemonize", "no", "--dir", self.dir],
                           stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -800,11 +803,11 @@ class Harness:
         self.redis = Redis(os.path.join(self.root, "redis"), self.redis_server).start()
         return self
 
-    def new_redis(self, name):
-        return Redis(os.path.join(self.root, name), self.redis_server)
+    def new_redis(self, name, aof=False):
+        return Redis(os.path.join(self.root, name), self.redis_server, aof=aof)
 
-    def start_daemon(self, config=None, extra_args=(), name="sealpushd"):
-        if self.redis is not None and self.redis.running():
+    def start_daemon(self, config=None, extra_args=(), name="sealpushd", flush=True):
+        if flush and self.redis is not None and self.redis.running():
             self.redis.flush()  # a fresh queue for every daemon
         d = Daemon(self, config or {}, extra_args, name)
         self.daemons.append(d)

@@ -1384,6 +1384,258 @@ def _(t):
         fail("record errors: %s" % (errs and errs.group(1)))
 
 
+# --- the offline queue (Redis) ---
+
+def resp_parse(buf, pos=0):
+    """One RESP2 value from buf at pos: (value, next pos)."""
+    kind, end = buf[pos:pos + 1], buf.index(b"\r\n", pos)
+    line = buf[pos + 1:end]
+    pos = end + 2
+    if kind in (b"+", b"-"):
+        return line.decode(), pos
+    if kind == b":":
+        return int(line), pos
+    if kind == b"$":
+        n = int(line)
+        return (None, pos) if n < 0 else (buf[pos:pos + n], pos + n + 2)
+    if kind == b"*":
+        items = []
+        for _ in range(int(line)):
+            v, pos = resp_parse(buf, pos)
+            items.append(v)
+        return items, pos
+    raise ValueError("RESP %r" % buf[pos - 1:pos + 20])
+
+
+def rcmd(redis, *args):
+    return resp_parse(redis.command(*args))[0]
+
+
+def qkey(dev, part):
+    return "sp:{%s}:%s" % (dev.token.hex(), part)
+
+
+def restart(t, d, **over):
+    """Stops d (SIGTERM, drained) and starts a relay with the same config on the same Redis."""
+    d.stop()
+    cfg = dict(d.user_config)
+    cfg.update(over)
+    return t.h.start_daemon(cfg, flush=False)
+
+
+def drain(c, n, timeout=10):
+    """The next n DELIVERs of c (no ACK); fails on anything else but PONGs."""
+    out = []
+    while len(out) < n:
+        f = c.expect(w.DELIVER, timeout=timeout)
+        out.append(f)
+    return out
+
+
+@test("queue: messages for an offline device survive a relay restart and arrive in order, "
+      "once, flagged STORED; ACKed ones leave Redis, unACKed ones come back", timeout=60)
+def _(t):
+    d = t.daemon()
+    alice = t.client(d, "alice")
+    bob = t.dev("bob")
+    mids = [alice.send_msg([bob], b"m%d" % i, collapse_id=b"c%d" % i if i == 2 else None)
+            if i == 2 else alice.send_msg([bob], b"m%d" % i) for i in range(5)]
+    r = alice.collect_results({m: 1 for m in mids})
+    t.eq([w.status_name(r[m][0]) for m in mids], ["QUEUED"] * 5, "statuses while offline")
+    d = restart(t, d)
+    b = t.client(d, "bob")
+    fs = drain(b, 5)
+    t.eq([f["msg_id"] for f in fs], mids, "stored messages in the order they were sent")
+    t.eq([f["blob"] for f in fs], [b"m%d" % i for i in range(5)], "blobs")
+    t.check(all(f.flags & w.STORED for f in fs), "every DELIVER from the queue is STORED")
+    t.eq(fs[2].get("collapse_id"), b"c2", "collapse id kept")
+    b.ack(mids[:3])
+    b.ping()
+    t.eq(rcmd(t.h.redis, "ZCARD", qkey(bob, "q")), 2, "two unACKed messages left in Redis")
+    b.close()
+    b = t.client(d, "bob")
+    fs = drain(b, 2)
+    t.eq([f["msg_id"] for f in fs], mids[3:], "the unACKed ones come again, in order")
+    b.ack(mids[3:])
+    b.expect_nothing(0.5, "nothing else for bob")
+    t.eq(rcmd(t.h.redis, "ZCARD", qkey(bob, "q")), 0, "queue empty after every ACK")
+
+
+@test("queue: a retried SEND (same msg_id) is stored once and answered QUEUED again; "
+      "collapse replaces the older; short ttls expire; the count cap refuses with "
+      "QUOTA_EXCEEDED", timeout=60)
+def _(t):
+    d = t.daemon(max_queue=3)
+    alice = t.client(d, "alice")
+    bob = t.dev("bob")
+    m1 = alice.send_msg([bob], b"one")
+    t.eq(w.status_name(alice.collect_results({m1: 1})[m1][0]), "QUEUED", "first")
+    alice.send_msg([bob], b"one", msg_id=m1)
+    t.eq(w.status_name(alice.collect_results({m1: 1})[m1][0]), "QUEUED", "retry, same id")
+    c1 = alice.send_msg([bob], b"old", collapse_id=b"score")
+    c2 = alice.send_msg([bob], b"new", collapse_id=b"score")
+    r = alice.collect_results({c1: 1, c2: 1})
+    t.eq((w.status_name(r[c1][0]), w.status_name(r[c2][0])), ("QUEUED", "QUEUED"), "collapse")
+    e1 = alice.send_msg([bob], b"short", ttl=1)
+    t.eq(w.status_name(alice.collect_results({e1: 1})[e1][0]), "QUEUED", "ttl 1")
+    time.sleep(1.6)
+    f1 = alice.send_msg([bob], b"three")  # the expired one no longer counts
+    t.eq(w.status_name(alice.collect_results({f1: 1})[f1][0]), "QUEUED", "third")
+    f2 = alice.send_msg([bob], b"four")
+    t.eq(w.status_name(alice.collect_results({f2: 1})[f2][0]), "QUOTA_EXCEEDED", "over the cap")
+    b = t.client(d, "bob")
+    fs = drain(b, 3)
+    t.eq([(f["msg_id"], f["blob"]) for f in fs], [(m1, b"one"), (c2, b"new"), (f1, b"three")],
+         "delivered: the retried one once, the newer of the collapsed pair, not the expired")
+    b.ack([f["msg_id"] for f in fs])
+    b.expect_nothing(0.5, "nothing else")
+
+
+@test("queue: a live message that arrives while the queue drains comes after the queued ones",
+      timeout=60)
+def _(t):
+    d = t.daemon(drain_page=4, window=2)
+    alice = t.client(d, "alice")
+    bob = t.dev("bob")
+    mids = [alice.send_msg([bob], b"q%d" % i) for i in range(30)]
+    r = alice.collect_results({m: 1 for m in mids})
+    t.eq({w.status_name(r[m][0]) for m in mids}, {"QUEUED"}, "queued")
+    b = t.client(d, "bob")
+    first = b.expect(w.DELIVER)  # the drain has started
+    live = alice.send_msg([bob], b"live")
+    got = [first]
+    b.ack([first["msg_id"]])
+    while len(got) < 31:
+        f = b.expect(w.DELIVER)
+        got.append(f)
+        b.ack([f["msg_id"]])
+    t.eq([f["msg_id"] for f in got], mids + [live], "queued in order, then the live one")
+    t.check(not got[-1].flags & w.STORED, "the live one is not flagged STORED")
+    t.eq(w.status_name(alice.collect_results({live: 1})[live][0]), "DELIVERED", "live status")
+
+
+@test("queue: Redis holds only what the protocol needs (sealed blob, id, expiry, priority, "
+      "collapse id): no sender identity, and every key expires", timeout=60)
+def _(t):
+    d = t.daemon()
+    alice = t.client(d, "alice")
+    carol = t.client(d, "carol")
+    bob = t.dev("bob")
+    marker = b"SEALED-" + os.urandom(8).hex().encode()
+    ms = [alice.send_msg([bob], marker + b"-a", collapse_id=b"k", priority=5),
+          carol.send_msg([bob], marker + b"-c")]
+    alice.collect_results({ms[0]: 1})
+    carol.collect_results({ms[1]: 1})
+    keys = sorted(k.decode() for k in rcmd(t.h.redis, "KEYS", "*"))
+    t.eq(keys, sorted(qkey(bob, p) for p in "ceqms"), "the documented keys, for bob only")
+    dump = b""
+    for k in keys:
+        ttl = rcmd(t.h.redis, "PTTL", k)
+        t.check(isinstance(ttl, int) and ttl > 0, "%s has a TTL (got %r)" % (k, ttl))
+        kind = rcmd(t.h.redis, "TYPE", k)
+        if kind == "hash":
+            dump += b"".join(x or b"" for x in rcmd(t.h.redis, "HGETALL", k))
+        elif kind == "zset":
+            dump += b"".join(x or b"" for x in rcmd(t.h.redis, "ZRANGE", k, 0, -1))
+    for who in ("alice", "carol"):
+        tok = t.dev(who).token
+        t.check(tok not in dump and tok.hex().encode() not in dump and
+                tok.hex()[:8].encode() not in dump,
+                "%s's token (the sender) appears in Redis" % who)
+    t.check(marker in dump, "the blobs are there (as given: the relay never opens them)")
+
+
+@test("queue: Redis stopped -> TRY_LATER (and /readyz 503); started again -> the relay "
+      "recovers by itself and nothing QUEUED is lost (appendfsync always)", timeout=90)
+def _(t):
+    r = t.h.new_redis("redis-aof", aof=True).start()
+    try:
+        d = t.daemon(redis=r.url, store_timeout="500ms")
+        alice = t.client(d, "alice")
+        bob = t.dev("bob")
+        before = [alice.send_msg([bob], b"b%d" % i) for i in range(5)]
+        res = alice.collect_results({m: 1 for m in before})
+        t.eq({w.status_name(res[m][0]) for m in before}, {"QUEUED"}, "queued while Redis runs")
+        r.stop()
+        m = alice.send_msg([bob], b"during")
+        st = w.status_name(alice.collect_results({m: 1}, timeout=10)[m][0])
+        t.eq(st, "TRY_LATER", "status while Redis is down")
+        deadline = time.monotonic() + 5
+        while d.admin_get("/readyz")[0] != 503:
+            if time.monotonic() > deadline:
+                fail("/readyz still not 503 5s after Redis stopped")
+            time.sleep(0.2)
+        r.start()
+        deadline = time.monotonic() + 15
+        while True:
+            m = alice.send_msg([bob], b"after")
+            st = w.status_name(alice.collect_results({m: 1}, timeout=10)[m][0])
+            if st == "QUEUED":
+                break
+            if time.monotonic() > deadline:
+                fail("still %s 15s after Redis came back" % st)
+            time.sleep(0.3)
+        b = t.client(d, "bob")
+        fs = drain(b, 6)
+        t.eq([f["msg_id"] for f in fs], before + [m], "every QUEUED message, in order")
+        b.ack([f["msg_id"] for f in fs])
+    finally:
+        r.stop()
+
+
+@test("queue: kill -9 of the relay under a stream of SENDs; after a restart every message "
+      "whose sender saw QUEUED or DELIVERED is delivered (duplicates allowed)", timeout=90)
+def _(t):
+    d = t.daemon()
+    alice = t.client(d, "alice")
+    bob = t.client(d, "bob", auto_pong=True)
+    sent, answered = [], {}
+    for i in range(300):
+        # bob is online for the first half (and never ACKs), offline for the rest
+        if i == 150:
+            bob.close()
+            time.sleep(0.2)
+        try:
+            sent.append(alice.send_msg([t.dev("bob")], b"s%d" % i))
+        except OSError:
+            break
+        if i == 220:
+            d.kill()
+            break
+    try:
+        while True:
+            f = alice.read(1.0)
+            if f.type == w.SEND_RESULT:
+                for idx, st in f["results"]:
+                    answered[f["msg_id"]] = st
+    except Exception:
+        pass
+    accepted = [m for m in sent if answered.get(m) in (w.S_QUEUED, w.S_DELIVERED)]
+    t.check(len(accepted) > 0, "some messages were accepted before the kill")
+    d = restart_after_kill(t, d)
+    b = t.client(d, "bob")
+    got = set()
+    deadline = time.monotonic() + 20
+    while not set(accepted) <= got and time.monotonic() < deadline:
+        try:
+            f = b.expect(w.DELIVER, timeout=2)
+        except Exception:
+            break
+        got.add(f["msg_id"])
+        b.ack([f["msg_id"]])
+    missing = [m for m in accepted if m not in got]
+    if missing:
+        fail("%d of %d accepted messages lost after kill -9 (first: %s)"
+             % (len(missing), len(accepted), missing[0].hex()))
+    t.note("%d sent, %d accepted before kill -9, all delivered after restart"
+           % (len(sent), len(accepted)))
+
+
+def restart_after_kill(t, d):
+    cfg = dict(d.user_config)
+    return t.h.start_daemon(cfg, flush=False)
+
+
 @test("life: idle for 2 x keepalive -> ERROR IDLE_TIMEOUT (CLOSING); PINGs keep it open",
       timeout=40)
 def _(t):
