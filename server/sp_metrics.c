@@ -128,6 +128,13 @@ static const struct family families[] = {
             SP_M_QUEUE_DELIVERED),
         ONE("sealpush_queue_fetched_total", "counter",
             "Stored messages read from Redis for delivery.", SP_M_QUEUE_FETCHED),
+        ONE("sealpush_queue_depth_samples_total", "counter",
+            "Devices whose queue depth was sampled as they connected.", SP_M_QUEUE_DEPTH_SAMPLES),
+        ONE("sealpush_queue_depth_messages_total", "counter",
+            "Messages queued for those devices as they connected (sum; divide by the count).",
+            SP_M_QUEUE_DEPTH_SUM),
+        ONE("sealpush_queue_depth_bytes_total", "counter",
+            "Bytes queued for those devices as they connected (sum).", SP_M_QUEUE_BYTES_SUM),
         {"sealpush_store_operations_total", "counter",
          "Store (Redis) outcomes, by kind: enqueued, duplicates, refused_full, expired, "
          "expired_purged, "

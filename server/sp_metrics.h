@@ -113,6 +113,9 @@ enum sp_metric {
 	SP_M_ACKS_UNKNOWN,      /* ACKed ids that were not outstanding */
 	SP_M_QUEUE_DELIVERED,   /* stored messages a device acknowledged */
 	SP_M_QUEUE_FETCHED,     /* stored messages read for delivery */
+	SP_M_QUEUE_DEPTH_SAMPLES, /* devices whose queue depth was sampled as they connected */
+	SP_M_QUEUE_DEPTH_SUM,     /* ... the messages they had queued, summed */
+	SP_M_QUEUE_BYTES_SUM,     /* ... and the bytes */
 	SP_M_STORE, /* the store's own counters (sp_store_counters_t), copied by the tick */
 	SP_M_STORE_LAST = SP_M_STORE + 10,
 	SP_M_STORE_UP,      /* gauge: 1 while the worker's store is connected */

@@ -344,6 +344,18 @@ static void go_offline(sp_worker_t *w, sp_node_t *n)
 		sp_node_finish(w, n, SP_ST_TRY_LATER);
 }
 
+/* Queue depth of each device as it connects: a sample for the metrics. */
+static void on_depth(int st, uint64_t count, uint64_t bytes, void *arg)
+{
+	sp_worker_t *w = arg;
+
+	if (st != SP_STORE_OK || atomic_load(&w->srv->stopping))
+		return;
+	sp_metric_inc(&w->metrics, SP_M_QUEUE_DEPTH_SAMPLES);
+	sp_metric_add(&w->metrics, SP_M_QUEUE_DEPTH_SUM, (int64_t)count);
+	sp_metric_add(&w->metrics, SP_M_QUEUE_BYTES_SUM, (int64_t)bytes);
+}
+
 struct fetch_ctx {
 	sp_worker_t *w;
 	sp_connref_t ref;
@@ -732,8 +744,15 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	sp_conn_set_state(c, SP_CS_READY);
 	c->t_rx = c->w->now;
 	sp_conn_send(c, &wf);
-	if (c->w->store && !(c->flags & SP_CF_SEND_ONLY))
+	if (c->w->store && !(c->flags & SP_CF_SEND_ONLY)) {
+		/* The message it processed last time but could not ACK (7.4): drop it first, on
+		 * the same Redis connection, so the fetch after it does not return it. */
+		if (f->fields & SP_BIT(SP_F_RESUME_ID))
+			sp_store_ack(c->w->store, c->token, (const uint8_t(*)[16])f->resume_id, 1,
+			             NULL, NULL);
+		sp_store_depth(c->w->store, c->token, on_depth, c->w);
 		queue_fetch(c); /* its queue first (PROTOCOL.md 7.3), then live messages */
+	}
 	sp_token_short(c->token, tok);
 	SP_LOG(SP_LOG_DEBUG, "conn_ready", "worker=%d token=%s send_only=%d keepalive=%u window=%u",
 	       c->w->id, tok, !!(c->flags & SP_CF_SEND_ONLY), c->keepalive, c->window);

@@ -1491,6 +1491,26 @@ def _(t):
     b.expect_nothing(0.5, "nothing else")
 
 
+@test("queue: HELLO resume_id drops that message from the queue before the drain (7.4); "
+      "queue depth is sampled as devices connect")
+def _(t):
+    d = t.daemon()
+    alice = t.client(d, "alice")
+    bob = t.dev("bob")
+    ms = [alice.send_msg([bob], b"r%d" % i) for i in range(3)]
+    alice.collect_results({m: 1 for m in ms})
+    b = t.client(d, "bob", hello={"resume_id": ms[0]})
+    fs = drain(b, 2)
+    t.eq([f["msg_id"] for f in fs], ms[1:], "the resumed-past message is not delivered again")
+    b.ack(ms[1:])
+    b.expect_nothing(0.5, "nothing else")
+    st, body = d.admin_get("/metrics")
+    n = re.search(r"^sealpush_queue_depth_samples_total (\d+)", body, re.M)
+    sm = re.search(r"^sealpush_queue_depth_messages_total (\d+)", body, re.M)
+    t.check(n and int(n.group(1)) >= 1 and sm and int(sm.group(1)) >= 2,
+            "depth sampled at connect: %r %r" % (n and n.group(0), sm and sm.group(0)))
+
+
 @test("queue: a live message that arrives while the queue drains comes after the queued ones",
       timeout=60)
 def _(t):
