@@ -197,6 +197,7 @@ struct sp_worker {
 
 	sp_store_t *store;    /* the offline queue in Redis, or NULL without one */
 	uint8_t *record;      /* a record being built for the store (max_blob + header) */
+	uint8_t (*acks)[16];  /* ids of one ACK frame for the store (SP_STORE_MAX_ACK) */
 	uint8_t *scratch;     /* read buffer shared by the worker's connections */
 	uint8_t *seal;        /* record-layer output buffer shared likewise */
 	sp_rl_crypto_t *rlcx; /* AEAD context and fetched algorithms for the record layer */

@@ -915,7 +915,7 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 static void on_ack(sp_conn_t *c, const sp_frame_t *f)
 {
 	sp_worker_t *w = c->w;
-	uint8_t(*acked)[16] = (uint8_t(*)[16])(void *)w->record; /* ids for the store */
+	uint8_t(*acked)[16] = w->acks; /* not w->record: finishing a node may build records */
 	size_t n_acked = 0, max_acked = SP_STORE_MAX_ACK;
 
 	for (uint32_t i = 0; i < f->n_msg_ids; i++) {

@@ -398,9 +398,9 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 		w->store = sp_store_new(w->base, srv->cfg.redis, &lim, err, errlen);
 		if (!w->store)
 			return -1;
-		/* Records for the store, and the ids of one ACK frame for it. */
-		w->record = malloc(rec > SP_STORE_MAX_ACK * 16 ? rec : SP_STORE_MAX_ACK * 16);
-		if (!w->record)
+		w->record = malloc(rec);
+		w->acks = malloc(SP_STORE_MAX_ACK * sizeof(*w->acks));
+		if (!w->record || !w->acks)
 			goto nomem;
 	}
 	w->scratch = malloc(SP_WORKER_SCRATCH);
@@ -478,6 +478,7 @@ static void worker_destroy(sp_worker_t *w)
 	free(w->gens);
 	free(w->free_list);
 	free(w->record);
+	free(w->acks);
 	free(w->scratch);
 	free(w->seal);
 	sp_rl_crypto_free(w->rlcx);
