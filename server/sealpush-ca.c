@@ -1226,6 +1226,25 @@ static int ca_check_expiry(X509 *ca, time_t now)
 }
 
 /*
+ * What every certificate to issue needs: a fresh key and a serial that neither the index nor
+ * the CA itself uses. Returns 0, or a negative errno (already reported).
+ */
+static int ca_prepare_issue(const json_t *index, X509 *ca, EVP_PKEY **key, ASN1_INTEGER **serial,
+                            char **serial_hex)
+{
+	char *ca_serial = ca_serial_hex(X509_get0_serialNumber(ca));
+	int r = -EIO;
+
+	if (ca_serial == NULL)
+		return r;
+	*key = ca_keygen();
+	if (*key != NULL)
+		r = ca_new_serial(index, ca_serial, serial, serial_hex);
+	OPENSSL_free(ca_serial);
+	return r;
+}
+
+/*
  * Opens DIR (locked) and loads its CA certificate, key and index. When `issuing`, also refuses
  * a CA that has expired. Returns 0 or a negative errno (already reported); the caller frees
  * what was loaded, whatever the result.
@@ -1403,7 +1422,7 @@ static int ca_cmd_server(const struct ca_args *a)
 	X509 *ca = NULL, *cert = NULL;
 	EVP_PKEY *cakey = NULL, *key = NULL;
 	ASN1_INTEGER *serial = NULL;
-	char *serial_hex = NULL, *ca_serial = NULL;
+	char *serial_hex = NULL;
 	json_t *index = NULL;
 	char until[CA_TIME_LEN] = "?";
 	unsigned char addr[16];
@@ -1436,14 +1455,7 @@ static int ca_cmd_server(const struct ca_args *a)
 	r = ca_open_issuer(a->pos[0], true, now, &d, &ca, &cakey, &index);
 	if (r < 0)
 		goto out;
-	r = -EIO;
-	ca_serial = ca_serial_hex(X509_get0_serialNumber(ca));
-	if (ca_serial == NULL)
-		goto out;
-	key = ca_keygen();
-	if (key == NULL)
-		goto out;
-	r = ca_new_serial(index, ca_serial, &serial, &serial_hex);
+	r = ca_prepare_issue(index, ca, &key, &serial, &serial_hex);
 	if (r < 0)
 		goto out;
 	r = ca_build_san(a, &prof.san);
@@ -1482,7 +1494,6 @@ out:
 	ca_dir_close(&d);
 	GENERAL_NAMES_free(prof.san);
 	json_decref(index);
-	OPENSSL_free(ca_serial);
 	OPENSSL_free(serial_hex);
 	ASN1_INTEGER_free(serial);
 	X509_free(cert);
@@ -1540,7 +1551,7 @@ static int ca_cmd_device(const struct ca_args *a)
 	X509 *ca = NULL, *cert = NULL;
 	EVP_PKEY *cakey = NULL, *key = NULL;
 	ASN1_INTEGER *serial = NULL;
-	char *serial_hex = NULL, *ca_serial = NULL;
+	char *serial_hex = NULL;
 	json_t *index = NULL;
 	uint8_t token[SP_TOKEN_LEN];
 	char token_hex[SP_TOKEN_HEX_LEN + 1];
@@ -1567,14 +1578,7 @@ static int ca_cmd_device(const struct ca_args *a)
 	}
 	if (r < 0)
 		goto out;
-	r = -EIO;
-	ca_serial = ca_serial_hex(X509_get0_serialNumber(ca));
-	if (ca_serial == NULL)
-		goto out;
-	key = ca_keygen();
-	if (key == NULL)
-		goto out;
-	r = ca_new_serial(index, ca_serial, &serial, &serial_hex);
+	r = ca_prepare_issue(index, ca, &key, &serial, &serial_hex);
 	if (r < 0)
 		goto out;
 	r = ca_sign_cert(&prof, key, serial, now, ca, cakey, &cert);
@@ -1611,7 +1615,6 @@ out:
 		ca_rollback(&d, &created);
 	ca_dir_close(&d);
 	json_decref(index);
-	OPENSSL_free(ca_serial);
 	OPENSSL_free(serial_hex);
 	ASN1_INTEGER_free(serial);
 	X509_free(cert);

@@ -21,6 +21,7 @@
 #include "sp_identity.h"
 #include "sp_log.h"
 #include "sp_server.h"
+#include "sp_time.h"
 
 #define GOAWAY_RETRY_MS 2000
 
@@ -240,14 +241,6 @@ static void list_append(sp_node_t **head, sp_node_t **tail, sp_node_t *n)
 	*tail = n;
 }
 
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /*
  * A node is done on its recipient's side. A message read from the device's queue has no
  * sender to answer: it is just dropped here (unless it was acknowledged, see on_ack, it stays
@@ -367,7 +360,7 @@ static sp_node_t *stored_new(sp_conn_t *c, const sp_store_item_t *it, const sp_s
 	sp_worker_t *w = c->w;
 	sp_msg_t *msg =
 	        msg_alloc(w, sizeof(*msg) + sizeof(sp_node_t) + SP_TOKEN_LEN + rec->blob_len);
-	uint64_t now_wall = wall_ms();
+	uint64_t now_wall = sp_time_wall_ms();
 	uint8_t cls;
 
 	if (!msg)
@@ -833,7 +826,7 @@ static sp_msg_t *msg_new(sp_worker_t *w, sp_conn_t *c, const sp_frame_t *f)
 		ttl = (uint32_t)cfg->max_ttl;
 	msg->ttl = ttl;
 	msg->expires = ttl ? w->now + (uint64_t)ttl * 1000 : 0;
-	msg->expires_wall = ttl ? wall_ms() + (uint64_t)ttl * 1000 : 0;
+	msg->expires_wall = ttl ? sp_time_wall_ms() + (uint64_t)ttl * 1000 : 0;
 	memcpy(msg->msg_id, f->msg_id, SP_MSG_ID_LEN);
 	msg->has_priority = !!(f->fields & SP_BIT(SP_F_PRIORITY));
 	msg->priority = f->priority;

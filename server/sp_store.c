@@ -112,6 +112,7 @@
 #include "sp_config.h"
 #include "sp_log.h"
 #include "sp_store.h"
+#include "sp_time.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -302,22 +303,6 @@ struct sp_store {
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t rng_next(sp_store_t *s)
 {
 	uint64_t x = s->rng;
@@ -469,7 +454,7 @@ static void link_lost(sp_store_t *s, const char *why)
 	s->ac = NULL;
 	s->up = false;
 	s->loaded = 0;
-	s->next_connect = mono_ms() + half + rng_next(s) % (half + 1);
+	s->next_connect = sp_time_mono_ms() + half + rng_next(s) % (half + 1);
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
 }
 
@@ -560,7 +545,7 @@ static void store_connect(sp_store_t *s)
 	s->ac = ac;
 	s->up = false;
 	s->loaded = 0;
-	s->connect_started = mono_ms();
+	s->connect_started = sp_time_mono_ms();
 	for (int k = 0; k < KIND_COUNT; k++) {
 		if (redisAsyncCommand(ac, on_script_loaded, &s->loaders[k], "SCRIPT LOAD %s",
 		                      script_src[k]) != REDIS_OK) {
@@ -573,7 +558,7 @@ static void store_connect(sp_store_t *s)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	sp_store_t *s = arg;
-	uint64_t now = mono_ms();
+	uint64_t now = sp_time_mono_ms();
 	size_t late = 0;
 
 	(void)fd;
@@ -615,7 +600,7 @@ static int req_send(sp_store_t *s, struct req *q)
 	q->argvlen[0] = strlen(q->argv[0]);
 	if (redisAsyncCommandArgv(s->ac, on_reply, q, q->argc, q->argv, q->argvlen) != REDIS_OK)
 		return -1;
-	q->deadline = mono_ms() + s->lim.timeout_ms;
+	q->deadline = sp_time_mono_ms() + s->lim.timeout_ms;
 	list_append(&s->inflight, q);
 	return 0;
 }
@@ -692,7 +677,7 @@ static void got_enqueue(sp_store_t *s, redisAsyncContext *ac, struct req *q, red
 			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
 			return;
 		}
-		q->deadline = mono_ms() + s->lim.wait_timeout_ms + s->lim.timeout_ms;
+		q->deadline = sp_time_mono_ms() + s->lim.wait_timeout_ms + s->lim.timeout_ms;
 		list_append(&s->inflight, q);
 		return;
 	}
@@ -942,7 +927,7 @@ int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16
 	req_arg(&b, collapse, collapse_len);
 	req_arg_u64(&b, s->lim.max_count);
 	req_arg_u64(&b, s->lim.max_bytes);
-	req_arg_u64(&b, wall_ms());
+	req_arg_u64(&b, sp_time_wall_ms());
 	return req_submit(s, q);
 }
 
@@ -964,7 +949,7 @@ int sp_store_fetch(sp_store_t *s, const uint8_t token[32], uint64_t after_seq, u
 	q->arg = arg;
 	req_arg_u64(&b, after_seq);
 	req_arg_u64(&b, count);
-	req_arg_u64(&b, wall_ms());
+	req_arg_u64(&b, sp_time_wall_ms());
 	return req_submit(s, q);
 }
 
@@ -1058,7 +1043,7 @@ sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_stor
 	s->base = base;
 	s->lim = *lim;
 	s->backoff_ms = BACKOFF_MIN_MS;
-	s->rng = (wall_ms() ^ (uint64_t)(uintptr_t)s) | 1;
+	s->rng = (sp_time_wall_ms() ^ (uint64_t)(uintptr_t)s) | 1;
 	for (int k = 0; k < KIND_COUNT; k++)
 		s->loaders[k] = (struct loader){s, k};
 	if (parse_url(s, url) < 0) {

@@ -28,6 +28,7 @@
 
 #include "sp_log.h"
 #include "sp_server.h"
+#include "sp_time.h"
 
 #define TICK_MS         250
 #define CLOSING_MAX_MS  2000
@@ -38,10 +39,7 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(sp_connref_t), "connection references
 
 uint64_t sp_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return sp_time_mono_ms();
 }
 
 void sp_worker_wake(sp_worker_t *w)
