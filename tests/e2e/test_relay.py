@@ -14,6 +14,7 @@ environment: SEALPUSHD, SEALPUSH_CA, REDIS_SERVER.
 """
 
 import argparse
+import json
 import os
 import random
 import re
@@ -37,6 +38,7 @@ from harness import (Client, Daemon, Harness, HandshakeRefused, TestFailure,  # 
 OFFLINE = w.S_QUEUED
 
 TESTS = []
+BENCH = None  # --sealpush-bench
 
 
 def test(name, timeout=30):
@@ -1656,6 +1658,27 @@ def restart_after_kill(t, d):
     return t.h.start_daemon(cfg, flush=False)
 
 
+@test("bench: sealpush-bench queue and throughput run against the relay and lose nothing",
+      timeout=120)
+def _(t):
+    if not BENCH:
+        fail("--sealpush-bench not given")
+    d = t.daemon(send_rate=0, max_queue=10000)
+    common = ["--server", "127.0.0.1:%d" % d.port, "--ca-dir", t.h.pki.dir,
+              "--sealpush-ca", t.h.sealpush_ca, "--json"]
+    for args in (["queue", "--messages", "400", "--devices", "4", "--senders", "2"],
+                 ["throughput", "--pairs", "2", "--duration", "1", "--warmup", "0"]):
+        p = subprocess.run([BENCH] + args + common, capture_output=True, timeout=90)
+        if p.returncode != 0:
+            fail("sealpush-bench %s exited %d:\n%s" % (args[0], p.returncode,
+                                                       p.stderr.decode(errors="replace")[-2000:]))
+        out = json.loads(p.stdout)
+        t.note("%s: %s" % (args[0], json.dumps(out)[:300]))
+        text = json.dumps(out)
+        if args[0] == "queue":
+            t.check(re.search(r'"missing":\s*0\b', text), "queue: nothing missing: %s" % text[:400])
+
+
 @test("life: idle for 2 x keepalive -> ERROR IDLE_TIMEOUT (CLOSING); PINGs keep it open",
       timeout=40)
 def _(t):
@@ -1691,6 +1714,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
     ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
+    ap.add_argument("--sealpush-bench", default=os.environ.get("SEALPUSH_BENCH"))
     ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
     ap.add_argument("-k", dest="pattern", help="only tests whose name contains this")
     ap.add_argument("--list", action="store_true")
@@ -1709,6 +1733,8 @@ def main():
     if not shutil.which(args.redis_server):
         print("Bail out! %s not found (Debian: apt-get install redis-server)" % args.redis_server)
         return 1
+    global BENCH
+    BENCH = args.sealpush_bench
     h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
 
     def on_alarm(signum, frame):
