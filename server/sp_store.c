@@ -10,14 +10,18 @@
  *   sp:{T}:e  ZSET  member msg_id, score expiry (unix ms)              purge order
  *   sp:{T}:m  HASH  msg_id -> record                                   the messages
  *   sp:{T}:c  HASH  collapse_id -> msg_id                              collapse index
- *   sp:{T}:s  HASH  seq (counter), bytes (sum of record lengths)       state
+ *   sp:{T}:s  HASH  seq (counter), bytes (sum of record lengths),     state
+ *                   kexp (the keys' expiry, unix ms)
  *
  * A record is version 1 | expires_ms u64 BE | priority | collapse_len | collapse | blob
  * (sp_store.h). The scripts read only its length and its collapse id. Nothing about the sender
- * is stored. Each store sets PEXPIREAT on every key to its message's expiry with NX (a key
- * without a TTL gets one) and then GT (a later expiry extends it), so every key lives exactly
- * until the last message it ever held expires: a forgotten device's queue disappears by
- * itself. Acks and purges never shorten a TTL; the keys then linger (small) until it runs out.
+ * is stored. Every key expires at most an hour after the last message it ever held: a store
+ * sets PEXPIREAT on every key, with NX (a key without a TTL gets one) and then GT (a later
+ * expiry extends it), to the message's expiry rounded up to the hour, but only when that
+ * moves past the one recorded in s (field kexp) or when the store (re)creates a key (the
+ * queue was empty, or the collapse hash did not exist). So most stores set no expiry at all
+ * (they used to cost 10 of the script's ~17 calls), and a forgotten device's queue still
+ * disappears by itself. Acks and purges never shorten a TTL; the keys then linger (small).
  *
  * Sequence numbers. seq starts, when sp:{T}:s does not exist, at Redis's clock in
  * microseconds, and then counts up by one. (Design fix: a counter starting at 1 restarts at 1
@@ -177,14 +181,20 @@ static const char lua_enqueue[] = LUA_PRELUDE
         "  local t = redis.call('TIME')\n"
         "  seq = redis.call('HINCRBY', s, 'seq', t[1] .. string.format('%06d', tonumber(t[2])))\n"
         "end\n"
+        "local fresh = redis.call('ZCARD', q) == 0 or\n"
+        "  (cid ~= '' and redis.call('EXISTS', c) == 0)\n"
         "redis.call('ZADD', q, seq, id)\n"
         "redis.call('ZADD', e, exp, id)\n"
         "redis.call('HSET', m, id, rec)\n"
         "if cid ~= '' then redis.call('HSET', c, cid, id) end\n"
         "redis.call('HINCRBY', s, 'bytes', #rec)\n"
-        "for _, k in ipairs(KEYS) do\n"
-        "  redis.call('PEXPIREAT', k, exp, 'NX')\n"
-        "  redis.call('PEXPIREAT', k, exp, 'GT')\n"
+        "local kexp = math.ceil(tonumber(exp) / 3600000) * 3600000\n"
+        "if fresh or kexp > tonumber(redis.call('HGET', s, 'kexp') or '0') then\n"
+        "  for _, k in ipairs(KEYS) do\n"
+        "    redis.call('PEXPIREAT', k, kexp, 'NX')\n"
+        "    redis.call('PEXPIREAT', k, kexp, 'GT')\n"
+        "  end\n"
+        "  redis.call('HSET', s, 'kexp', kexp)\n"
         "end\n"
         "return {0, seq, purged}\n";
 

@@ -1565,6 +1565,21 @@ def _(t):
                 tok.hex()[:8].encode() not in dump,
                 "%s's token (the sender) appears in Redis" % who)
     t.check(marker in dump, "the blobs are there (as given: the relay never opens them)")
+    # Emptied by ACKs, the keys go; the next message, in the same hour, makes them again,
+    # and they must get a TTL again too.
+    b = t.client(d, "bob")
+    fs = drain(b, 2)
+    b.ack([f["msg_id"] for f in fs])
+    b.close()
+    deadline = time.monotonic() + 5
+    while rcmd(t.h.redis, "EXISTS", qkey(bob, "q")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t.check(rcmd(t.h.redis, "EXISTS", qkey(bob, "q")) == 0, "the emptied queue key is gone")
+    m = alice.send_msg([bob], b"again", collapse_id=b"k2")
+    alice.collect_results({m: 1})
+    for k in sorted(x.decode() for x in rcmd(t.h.redis, "KEYS", "*")):
+        ttl = rcmd(t.h.redis, "PTTL", k)
+        t.check(isinstance(ttl, int) and ttl > 0, "re-created %s has a TTL (got %r)" % (k, ttl))
 
 
 @test("queue: Redis stopped -> TRY_LATER (and /readyz 503); started again -> the relay "
