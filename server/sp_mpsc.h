@@ -3,7 +3,7 @@
  *
  * Any thread may push; only the owning worker pops. A push is one atomic exchange and one
  * store, with no lock and no allocation: the node lives inside the object being passed. The
- * queue keeps a stub node so that it is never empty internally.
+ * queue keeps a sentinel node so that it is never empty internally.
  *
  * sp_mpsc_pop() may return NULL while a push is half done (the producer swapped the head but
  * has not linked its node yet); the consumer then tries again on its next wake-up, which that
@@ -22,14 +22,14 @@ typedef struct sp_mpsc_node {
 typedef struct sp_mpsc {
 	_Atomic(sp_mpsc_node_t *) head; /* producers push here */
 	sp_mpsc_node_t *tail;           /* the consumer pops here */
-	sp_mpsc_node_t stub;
+	sp_mpsc_node_t sentinel;
 } sp_mpsc_t;
 
 static inline void sp_mpsc_init(sp_mpsc_t *q)
 {
-	atomic_store_explicit(&q->stub.next, NULL, memory_order_relaxed);
-	atomic_store_explicit(&q->head, &q->stub, memory_order_relaxed);
-	q->tail = &q->stub;
+	atomic_store_explicit(&q->sentinel.next, NULL, memory_order_relaxed);
+	atomic_store_explicit(&q->head, &q->sentinel, memory_order_relaxed);
+	q->tail = &q->sentinel;
 }
 
 /* Any thread. The caller wakes the consumer afterwards (see sp_worker's wake flag). */
@@ -48,7 +48,7 @@ static inline sp_mpsc_node_t *sp_mpsc_pop(sp_mpsc_t *q)
 	sp_mpsc_node_t *next = atomic_load_explicit(&tail->next, memory_order_acquire);
 	sp_mpsc_node_t *head;
 
-	if (tail == &q->stub) {
+	if (tail == &q->sentinel) {
 		if (!next)
 			return NULL;
 		q->tail = next;
@@ -62,7 +62,7 @@ static inline sp_mpsc_node_t *sp_mpsc_pop(sp_mpsc_t *q)
 	head = atomic_load_explicit(&q->head, memory_order_acquire);
 	if (tail != head)
 		return NULL; /* a producer is between its exchange and its link */
-	sp_mpsc_push(q, &q->stub);
+	sp_mpsc_push(q, &q->sentinel);
 	next = atomic_load_explicit(&tail->next, memory_order_acquire);
 	if (next) {
 		q->tail = next;

@@ -33,7 +33,7 @@ static void test_empty(void)
 	SP_CHECK(sp_mpsc_pop(&q) == NULL);
 }
 
-/* One node: the pop has to re-insert the stub behind it to hand it out. */
+/* One node: the pop has to re-insert the sentinel behind it to hand it out. */
 static void test_single_node(void)
 {
 	sp_mpsc_t q;
