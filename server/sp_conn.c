@@ -712,6 +712,31 @@ void sp_conn_flush(sp_conn_t *c)
 		sp_conn_finish(c);
 }
 
+void sp_conn_error(sp_conn_t *c, unsigned code, bool closing, const char *reason,
+                   const sp_frame_t *about)
+{
+	sp_frame_t f = {.type = SP_ERROR,
+	                .flags = closing ? SP_ERROR_CLOSING : 0,
+	                .fields = SP_BIT(SP_F_CODE),
+	                .code = (uint16_t)code};
+
+	if (reason) {
+		f.fields |= SP_BIT(SP_F_REASON);
+		f.reason = (const uint8_t *)reason;
+		f.reason_len = (uint32_t)strnlen(reason, SP_REASON_MAX);
+	}
+	if (about) {
+		f.fields |= SP_BIT(SP_F_FRAME_TYPE);
+		f.frame_type = about->type;
+		if (about->msg_id) {
+			f.fields |= SP_BIT(SP_F_MSG_ID);
+			f.msg_id = about->msg_id;
+		}
+	}
+	sp_metric_inc(&c->w->metrics, SP_M_ERRORS_SENT + sp_metric_error_index(code));
+	sp_conn_send(c, &f);
+}
+
 void sp_conn_goaway(sp_conn_t *c, unsigned code, uint32_t retry_after_ms)
 {
 	sp_frame_t f = {.type = SP_GOAWAY, .fields = SP_BIT(SP_F_CODE), .code = (uint16_t)code};
@@ -737,20 +762,8 @@ void sp_conn_close(sp_conn_t *c, enum sp_close_reason why, unsigned code, const 
 		sp_conn_finish(c);
 		return;
 	}
-	if (code) {
-		sp_frame_t f = {.type = SP_ERROR,
-		                .flags = SP_ERROR_CLOSING,
-		                .fields = SP_BIT(SP_F_CODE),
-		                .code = (uint16_t)code};
-
-		if (reason) {
-			f.fields |= SP_BIT(SP_F_REASON);
-			f.reason = (const uint8_t *)reason;
-			f.reason_len = (uint32_t)strnlen(reason, SP_REASON_MAX);
-		}
-		sp_metric_inc(&c->w->metrics, SP_M_ERRORS_SENT + sp_metric_error_index(code));
-		sp_conn_send(c, &f);
-	}
+	if (code)
+		sp_conn_error(c, code, true, reason, NULL);
 	event_del(&c->ev_read);
 	sp_conn_set_state(c, SP_CS_CLOSING);
 	sp_session_detach(c);

@@ -368,6 +368,10 @@ int sp_conn_send(sp_conn_t *c, sp_frame_t *f);
 /* Sends ERROR (fatal codes set CLOSING) or, with goaway, GOAWAY; then closes gracefully. */
 void sp_conn_close(sp_conn_t *c, enum sp_close_reason why, unsigned code, const char *reason);
 void sp_conn_goaway(sp_conn_t *c, unsigned code, uint32_t retry_after_ms);
+/* Queues an ERROR frame (counted): code, reason, and the type and msg_id of the frame it is
+ * about (if any). With closing, the CLOSING flag; the caller then closes. */
+void sp_conn_error(sp_conn_t *c, unsigned code, bool closing, const char *reason,
+                   const sp_frame_t *about);
 /* Ends the connection now: close_notify if possible, socket closed, freed after the callback. */
 void sp_conn_finish(sp_conn_t *c);
 void sp_conn_flush(sp_conn_t *c);

@@ -32,34 +32,9 @@ static const uint8_t *node_token(const sp_node_t *n)
 	return n->msg->recipients + (size_t)n->index * SP_TOKEN_LEN;
 }
 
-static void send_error(sp_conn_t *c, unsigned code, const char *reason, const sp_frame_t *about)
-{
-	sp_frame_t f = {.type = SP_ERROR, .fields = SP_BIT(SP_F_CODE), .code = (uint16_t)code};
-
-	if (reason) {
-		f.fields |= SP_BIT(SP_F_REASON);
-		f.reason = (const uint8_t *)reason;
-		f.reason_len = (uint32_t)strnlen(reason, SP_REASON_MAX);
-	}
-	if (about) {
-		f.fields |= SP_BIT(SP_F_FRAME_TYPE);
-		f.frame_type = about->type;
-		if (about->msg_id) {
-			f.fields |= SP_BIT(SP_F_MSG_ID);
-			f.msg_id = about->msg_id;
-		}
-	}
-	sp_metric_inc(&c->w->metrics, SP_M_ERRORS_SENT + sp_metric_error_index(code));
-	sp_conn_send(c, &f);
-}
-
 /* A fatal error about frame `about`: ERROR with CLOSING, the frame's type and msg_id. */
 static void fail(sp_conn_t *c, unsigned code, const char *reason, const sp_frame_t *about)
 {
-	sp_frame_t f = {.type = SP_ERROR,
-	                .flags = SP_ERROR_CLOSING,
-	                .fields = SP_BIT(SP_F_CODE),
-	                .code = (uint16_t)code};
 	char tok[SP_TOKEN_SHORT_LEN + 1] = "-";
 	char q[SP_LOG_QUOTE_SIZE(SP_REASON_MAX)];
 
@@ -68,19 +43,7 @@ static void fail(sp_conn_t *c, unsigned code, const char *reason, const sp_frame
 	sp_log_quote(q, sizeof(q), reason, strlen(reason));
 	SP_LOG(SP_LOG_INFO, "protocol_error", "worker=%d token=%s code=%s reason=%s", c->w->id, tok,
 	       sp_error_name(code), q);
-	if (about) {
-		f.fields |= SP_BIT(SP_F_FRAME_TYPE);
-		f.frame_type = about->type;
-		if (about->msg_id) {
-			f.fields |= SP_BIT(SP_F_MSG_ID);
-			f.msg_id = about->msg_id;
-		}
-	}
-	f.fields |= SP_BIT(SP_F_REASON);
-	f.reason = (const uint8_t *)reason;
-	f.reason_len = (uint32_t)strnlen(reason, SP_REASON_MAX);
-	sp_metric_inc(&c->w->metrics, SP_M_ERRORS_SENT + sp_metric_error_index(code));
-	sp_conn_send(c, &f);
+	sp_conn_error(c, code, true, reason, about);
 	sp_conn_close(c,
 	              code == SP_ERR_HELLO_TIMEOUT     ? SP_CLOSE_HELLO_TIMEOUT
 	              : code == SP_ERR_IDLE_TIMEOUT    ? SP_CLOSE_IDLE_TIMEOUT
@@ -1020,7 +983,7 @@ void sp_session_decode_error(sp_conn_t *c, int err, const sp_frame_t *f)
 			fail(c, SP_ERR_TOO_MANY_ERRORS, "too many frames of unknown types", f);
 			return;
 		}
-		send_error(c, code, sp_frame_strerror(err, f, why, sizeof(why)), f);
+		sp_conn_error(c, code, false, sp_frame_strerror(err, f, why, sizeof(why)), f);
 		return;
 	}
 	if (code == SP_ERR_UNKNOWN_FRAME_TYPE) {
