@@ -186,6 +186,37 @@ int sp_parse_duration_ms(const char *s, int64_t *out)
 	return scale(v, mult, out);
 }
 
+int sp_parse_redis_url(const char *url, char *host, size_t hostlen, uint16_t *port, char *path,
+                       size_t pathlen)
+{
+	if (!url || hostlen == 0 || pathlen == 0)
+		return -EINVAL;
+	host[0] = path[0] = '\0';
+	*port = 0;
+	if (strncmp(url, "unix:", 5) == 0) {
+		const char *p = url + 5;
+
+		if (strncmp(p, "//", 2) == 0)
+			p += 2;
+		if (!*p || strlen(p) >= pathlen)
+			return -EINVAL;
+		memcpy(path, p, strlen(p) + 1);
+		return 0;
+	}
+	if (strncmp(url, "redis://", 8) == 0) {
+		const char *hp = url + 8;
+
+		if (strchr(hp, ':') || hp[0] == '[')
+			return sp_parse_hostport(hp, host, hostlen, port) < 0 ? -EINVAL : 0;
+		if (!*hp || strlen(hp) >= hostlen || strchr(hp, '/'))
+			return -EINVAL;
+		memcpy(host, hp, strlen(hp) + 1);
+		*port = 6379;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 int sp_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port)
 {
 	const char *h, *colon;

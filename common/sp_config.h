@@ -150,6 +150,12 @@ int sp_config_dump_json(const sp_option_t *opts, size_t n_opts, const void *cfg,
  */
 int sp_parse_hostport(const char *s, char *host, size_t hostlen, uint16_t *port);
 
+/* A Redis address: "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH" or
+ * "unix://PATH". Fills host and port (TCP) or path (unix socket; host is then empty). Returns
+ * 0, or -EINVAL for anything else or a part that does not fit. */
+int sp_parse_redis_url(const char *url, char *host, size_t hostlen, uint16_t *port, char *path,
+                       size_t pathlen);
+
 /* "65536", "64k"/"64K" (x1024), "16m"/"16M", "1g"/"1G" into bytes. Digits first, no sign, no
  * spaces. Returns 0, -EINVAL for malformed input, -ERANGE if it does not fit int64_t. */
 int sp_parse_size(const char *s, int64_t *out);

@@ -252,41 +252,6 @@ static void redis_tick(evutil_socket_t fd, short what, void *arg)
 		a->ping_outstanding = true;
 }
 
-/* "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH" or "unix://PATH". */
-static int parse_redis_url(sp_admin_t *a, const char *url, char *err, size_t errlen)
-{
-	if (strncmp(url, "unix:", 5) == 0) {
-		const char *p = url + 5;
-
-		if (strncmp(p, "//", 2) == 0)
-			p += 2;
-		if (!*p || strlen(p) >= sizeof(a->redis_path))
-			goto bad;
-		snprintf(a->redis_path, sizeof(a->redis_path), "%s", p);
-		return 0;
-	}
-	if (strncmp(url, "redis://", 8) == 0) {
-		const char *hp = url + 8;
-
-		if (strchr(hp, ':') || hp[0] == '[') {
-			if (sp_parse_hostport(hp, a->redis_host, sizeof(a->redis_host),
-			                      &a->redis_port) < 0)
-				goto bad;
-		} else {
-			if (!*hp || strlen(hp) >= sizeof(a->redis_host) || strchr(hp, '/'))
-				goto bad;
-			snprintf(a->redis_host, sizeof(a->redis_host), "%s", hp);
-			a->redis_port = 6379;
-		}
-		return 0;
-	}
-bad:
-	snprintf(err, errlen,
-	         "key \"redis\": \"%s\" is not redis://HOST:PORT or unix:PATH (or \"\" for none)",
-	         url);
-	return -1;
-}
-
 int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, char *err,
                    size_t errlen)
 {
@@ -302,8 +267,15 @@ int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, 
 	a->base = base;
 	a->backoff_ms = 250;
 	if (srv->cfg.redis && srv->cfg.redis[0]) {
-		if (parse_redis_url(a, srv->cfg.redis, err, errlen) < 0)
+		if (sp_parse_redis_url(srv->cfg.redis, a->redis_host, sizeof(a->redis_host),
+		                       &a->redis_port, a->redis_path, sizeof(a->redis_path)) < 0) {
+			snprintf(err, errlen,
+			         "key \"redis\": \"%s\" is not redis://HOST:PORT or unix:PATH (or "
+			         "\"\" "
+			         "for none)",
+			         srv->cfg.redis);
 			goto fail;
+		}
 		a->redis_enabled = true;
 		a->ev_redis = event_new(base, -1, EV_PERSIST, redis_tick, a);
 		if (!a->ev_redis)

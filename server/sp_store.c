@@ -1000,35 +1000,6 @@ int sp_store_depth(sp_store_t *s, const uint8_t token[32], sp_store_depth_cb cb,
 	return req_submit(s, q);
 }
 
-/* "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH" or "unix://PATH". */
-static int parse_url(sp_store_t *s, const char *url)
-{
-	if (strncmp(url, "unix:", 5) == 0) {
-		const char *p = url + 5;
-
-		if (strncmp(p, "//", 2) == 0)
-			p += 2;
-		if (!*p || strlen(p) >= sizeof(s->path))
-			return -EINVAL;
-		memcpy(s->path, p, strlen(p) + 1);
-		return 0;
-	}
-	if (strncmp(url, "redis://", 8) == 0) {
-		const char *hp = url + 8;
-
-		if (strchr(hp, ':') || hp[0] == '[')
-			return sp_parse_hostport(hp, s->host, sizeof(s->host), &s->port) < 0
-			               ? -EINVAL
-			               : 0;
-		if (!*hp || strlen(hp) >= sizeof(s->host) || strchr(hp, '/'))
-			return -EINVAL;
-		memcpy(s->host, hp, strlen(hp) + 1);
-		s->port = 6379;
-		return 0;
-	}
-	return -EINVAL;
-}
-
 sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_store_limits_t *lim,
                          char *err, size_t errlen)
 {
@@ -1056,7 +1027,8 @@ sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_stor
 	s->rng = (sp_time_wall_ms() ^ (uint64_t)(uintptr_t)s) | 1;
 	for (int k = 0; k < KIND_COUNT; k++)
 		s->loaders[k] = (struct loader){s, k};
-	if (parse_url(s, url) < 0) {
+	if (sp_parse_redis_url(url, s->host, sizeof(s->host), &s->port, s->path, sizeof(s->path)) <
+	    0) {
 		snprintf(err, errlen, "redis url \"%s\" is not redis://HOST:PORT or unix:PATH",
 		         url);
 		free(s);

@@ -817,6 +817,52 @@ static void test_bad_tables(void)
 	sp_config_free(opts, N_OPTS, &c);
 }
 
+static void test_redis_url(void)
+{
+	char host[64], upath[64];
+	uint16_t port;
+
+	SP_CHECK_EQ_INT(sp_parse_redis_url("redis://10.0.0.1:6380", host, sizeof(host), &port,
+	                                   upath, sizeof(upath)),
+	                0);
+	SP_CHECK(!strcmp(host, "10.0.0.1") && port == 6380 && upath[0] == '\0');
+	SP_CHECK_EQ_INT(sp_parse_redis_url("redis://cache", host, sizeof(host), &port, upath,
+	                                   sizeof(upath)),
+	                0);
+	SP_CHECK(!strcmp(host, "cache") && port == 6379);
+	SP_CHECK_EQ_INT(sp_parse_redis_url("redis://[::1]:7000", host, sizeof(host), &port, upath,
+	                                   sizeof(upath)),
+	                0);
+	SP_CHECK(!strcmp(host, "::1") && port == 7000);
+	SP_CHECK_EQ_INT(sp_parse_redis_url("unix:/run/r.sock", host, sizeof(host), &port, upath,
+	                                   sizeof(upath)),
+	                0);
+	SP_CHECK(!strcmp(upath, "/run/r.sock") && host[0] == '\0');
+	SP_CHECK_EQ_INT(sp_parse_redis_url("unix:///run/r.sock", host, sizeof(host), &port, upath,
+	                                   sizeof(upath)),
+	                0);
+	SP_CHECK(!strcmp(upath, "/run/r.sock"));
+	static const char *const bad[] = {"",
+	                                  "redis://",
+	                                  "unix:",
+	                                  "unix://",
+	                                  "http://x:1",
+	                                  "redis://h:0",
+	                                  "redis://h:70000",
+	                                  "redis://h/db",
+	                                  "redis://:6379",
+	                                  "6379"};
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++)
+		if (sp_parse_redis_url(bad[k], host, sizeof(host), &port, upath, sizeof(upath)) !=
+		    -EINVAL)
+			SP_FAIL("\"%s\" accepted", bad[k]);
+	SP_CHECK_EQ_INT(
+	        sp_parse_redis_url("unix:/a/very/long/upath/that/does/not/fit/in/sixty-four/"
+	                           "bytes/at/all.sock",
+	                           host, sizeof(host), &port, upath, sizeof(upath)),
+	        -EINVAL);
+}
+
 static void test_hostport(void)
 {
 	static const struct {
@@ -910,6 +956,7 @@ int main(void)
 	SP_RUN(test_dump_roundtrip);
 	SP_RUN(test_bad_tables);
 	SP_RUN(test_hostport);
+	SP_RUN(test_redis_url);
 	SP_RUN(test_strings_freed);
 
 	unlink(path);
