@@ -367,9 +367,6 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 
 	w->srv = srv;
 	w->id = id;
-	w->efd = -1;
-	w->spare_fd = -1;
-	sp_mpsc_init(&w->inbox);
 	sp_tokmap_init(&w->local);
 	if (!ec)
 		goto nomem;
@@ -493,9 +490,12 @@ int sp_workers_start(sp_server_t *srv, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	/* What worker_destroy() touches is valid for every worker, even one whose init never
+	 * ran because an earlier one failed. */
 	for (i = 0; i < srv->n_workers; i++) {
 		srv->workers[i].efd = -1;
 		srv->workers[i].spare_fd = -1;
+		sp_mpsc_init(&srv->workers[i].inbox);
 	}
 	for (i = 0; i < srv->n_workers; i++)
 		if (worker_init(srv, &srv->workers[i], i, err, errlen) < 0)
