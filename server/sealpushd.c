@@ -79,6 +79,8 @@ static const sp_option_t options[] = {
         SP_OPTION_INT(C, wait_replicas, 0, 0, 100,
                       "> 0: answer QUEUED only once this many Redis replicas have the message"),
         SP_OPTION_DURATION(C, wait_timeout, 1000, 1, 60000, "time to wait for those replicas"),
+        SP_OPTION_INT(C, store_batch, 64, 1, SP_STORE_MAX_BATCH,
+                      "most messages for one device written to Redis in one request"),
         SP_OPTION_INT(C, drain_page, 100, 1, SP_STORE_MAX_FETCH,
                       "messages read from Redis per page when a device drains its queue"),
         SP_OPTION_INT(C, backlog, 1024, 1, 65535, "listen backlog per worker"),

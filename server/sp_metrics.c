@@ -138,11 +138,12 @@ static const struct family families[] = {
         {"sealpush_store_operations_total", "counter",
          "Store (Redis) outcomes, by kind: enqueued, duplicates, refused_full, expired, "
          "expired_purged, "
-         "fetched, acked, unavailable, errors, timeouts, reconnects.",
-         SP_M_STORE, 11, "kind", L_TABLE,
+         "fetched, acked, unavailable, errors, timeouts, reconnects, enqueue_calls (Redis "
+         "requests that carried the enqueued messages, in batches per device).",
+         SP_M_STORE, 12, "kind", L_TABLE,
          (const char *const[]){"enqueued", "duplicates", "refused_full", "expired",
                                "expired_purged", "fetched", "acked", "unavailable", "errors",
-                               "timeouts", "reconnects"}},
+                               "timeouts", "reconnects", "enqueue_calls"}},
         ONE("sealpush_store_up", "gauge", "Workers whose Redis connection is up.", SP_M_STORE_UP),
         ONE("sealpush_tls_handoffs_total", "counter",
             "Handshakes after which the relay's record layer took over from OpenSSL.",

@@ -79,6 +79,7 @@ typedef struct sp_server_config {
 	int64_t wait_replicas;   /* > 0: QUEUED only once that many replicas have the write */
 	int64_t wait_timeout;    /* ms for WAIT */
 	int64_t drain_page;      /* messages fetched per page when a device drains its queue */
+	int64_t store_batch;     /* most messages of one device per Redis enqueue request */
 	int64_t backlog;
 	bool help;
 	bool version;

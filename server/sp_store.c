@@ -35,21 +35,32 @@
  * -------
  * Four Lua scripts, loaded with SCRIPT LOAD on every (re)connect and called with EVALSHA (on
  * NOSCRIPT, after a SCRIPT FLUSH or a failover, a request falls back to EVAL once). Each takes
- * the five keys of one token.
- *   ENQUEUE(id, record, expires_ms, collapse, max_count, max_bytes, now_ms)
- *     -> {status, seq, purged}: purges up to 100 expired messages; DUPLICATE with the stored
- *     seq if id is queued; EXPIRED if expires_ms <= now_ms; FULL_COUNT or FULL_BYTES if the
- *     message does not fit, where a message with the same collapse id counts as already gone;
- *     else removes that message, stores this one and answers STORED and its seq.
+ * the five keys of one token. They need Redis 7.0 (ZMSCORE, PEXPIREAT NX/GT).
+ *   ENQUEUE(max_count, max_bytes, now_ms, then id, record, expires_ms, collapse per message)
+ *     -> {purged, status1, seq1, ...}: purges up to 100 expired messages, then decides each
+ *     message in order exactly as if it came alone: DUPLICATE with the stored seq if its id is
+ *     queued; EXPIRED if expires_ms <= now_ms; FULL_COUNT or FULL_BYTES if it does not fit,
+ *     where a message with the same collapse id counts as already gone; else it replaces that
+ *     message and is STORED with its seq. Only the reads are per message; the writes are one
+ *     command per key for the whole batch (ZADD q, ZADD e, HSET m, HSET c, HSET s), which is
+ *     where the batch saves: most of a script's cost is per command, not per element.
  *     (Design fix: the older collapsed message is removed only once the new one is known to
  *     fit. Removing it first, as first designed, loses both when the new one is refused.)
  *   FETCH(after_seq, count, now_ms) -> {purged, seq1, id1, record1, seq2, ...}: purges up to
- *     100 expired messages, then up to count messages with seq > after_seq in seq order,
- *     skipping any that expired but were not purged yet (so an empty answer means there is
- *     nothing left, even when more than 100 expired at once).
- *   ACK(id...) -> removed: drops each queued id, its collapse entry if it still names it, and
- *     its bytes.
+ *     100 expired messages, then up to count messages with seq > after_seq in seq order
+ *     (ZRANGEBYSCORE, then one HMGET), skipping any whose record says it expired but that was
+ *     not purged yet (so an empty answer means there is nothing left, even when more than 100
+ *     expired at once).
+ *   ACK(id...) -> removed: drops the queued ids, their collapse entries where they still name
+ *     them, and their bytes, with one command per key.
  *   DEPTH() -> {count, bytes}.
+ *
+ * Batches. sp_store_enqueue() does not send at once: messages wait per token and go at the end
+ * of the loop turn, all of one token in one ENQUEUE (up to max_batch; a full batch goes at
+ * once). While a token's ENQUEUE is out, its new messages wait for the answer and then go
+ * together (group commit). So a quiet relay sends each message at the end of the turn that
+ * received it, and a busy one sends fewer, larger requests exactly when Redis is the
+ * bottleneck. Batches never mix tokens, so every script still touches one hash slot.
  * The purged count travels with the answer for the expired_purged counter.
  *
  * Lifecycle
@@ -117,16 +128,22 @@
 #include "sp_log.h"
 #include "sp_store.h"
 #include "sp_time.h"
+#include "sp_tokmap.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define TICK_MAX_MS    100
-#define NKEYS          5
+#define BACKOFF_MIN_MS  100
+#define BACKOFF_MAX_MS  5000
+#define TICK_MAX_MS     100
+#define NKEYS           5
+#define BATCH_MAX_BYTES (256u << 10) /* records per enqueue request, soft */
 
 /* ---- scripts ----------------------------------------------------------------------------- */
 
-/* Shared by all scripts: the keys, and dropping one message. Records are read only for their
- * length and collapse id, and a malformed one must not make a script fail. */
+/* The enqueue script is longer than the 4095 characters C17 promises a string literal may be;
+ * gcc and clang take any length. */
+#pragma GCC diagnostic ignored "-Woverlength-strings"
+
+/* Shared by all scripts: the keys, and dropping messages. Records are read only for their
+ * length, expiry and collapse id, and a malformed one must not make a script fail. */
 #define LUA_PRELUDE                                                                                \
 	"local q, e, m, c, s = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"                      \
 	"local function cid_of(rec)\n"                                                             \
@@ -134,71 +151,138 @@
 	"  if n == nil or n == 0 or #rec < 11 + n then return nil end\n"                           \
 	"  return string.sub(rec, 12, 11 + n)\n"                                                   \
 	"end\n"                                                                                    \
-	"local function drop(id)\n"                                                                \
-	"  local rec = redis.call('HGET', m, id)\n"                                                \
-	"  if rec then\n"                                                                          \
-	"    local cid = cid_of(rec)\n"                                                            \
-	"    if cid and redis.call('HGET', c, cid) == id then redis.call('HDEL', c, cid) end\n"    \
-	"    redis.call('HDEL', m, id)\n"                                                          \
-	"    redis.call('HINCRBY', s, 'bytes', -#rec)\n"                                           \
+	"local function drop(ids, adjust)\n"                                                       \
+	"  local uniq, seen = {}, {}\n"                                                            \
+	"  for _, id in ipairs(ids) do\n"                                                          \
+	"    if not seen[id] then seen[id] = true; uniq[#uniq + 1] = id end\n"                     \
 	"  end\n"                                                                                  \
-	"  redis.call('ZREM', e, id)\n"                                                            \
-	"  return redis.call('ZREM', q, id)\n"                                                     \
+	"  local recs = redis.call('HMGET', m, unpack(uniq))\n"                                    \
+	"  local freed = 0\n"                                                                      \
+	"  for i, id in ipairs(uniq) do\n"                                                         \
+	"    local rec = recs[i]\n"                                                                \
+	"    if rec then\n"                                                                        \
+	"      freed = freed + #rec\n"                                                             \
+	"      local cid = cid_of(rec)\n"                                                          \
+	"      if cid and redis.call('HGET', c, cid) == id then redis.call('HDEL', c, cid) end\n"  \
+	"    end\n"                                                                                \
+	"  end\n"                                                                                  \
+	"  redis.call('HDEL', m, unpack(uniq))\n"                                                  \
+	"  redis.call('ZREM', e, unpack(uniq))\n"                                                  \
+	"  local n = redis.call('ZREM', q, unpack(uniq))\n"                                        \
+	"  if adjust and freed > 0 then redis.call('HINCRBY', s, 'bytes', -freed) end\n"           \
+	"  return n\n"                                                                             \
 	"end\n"                                                                                    \
 	"local function purge(now)\n"                                                              \
 	"  local ids = redis.call('ZRANGEBYSCORE', e, '-inf', now, 'LIMIT', 0, 100)\n"             \
-	"  for _, id in ipairs(ids) do drop(id) end\n"                                             \
+	"  if #ids > 0 then drop(ids, true) end\n"                                                 \
 	"  return #ids\n"                                                                          \
 	"end\n"
 
-/* ARGV: id, record, expires_ms, collapse, max_count, max_bytes, now_ms. Statuses: 0 stored,
- * 1 duplicate, 2 full (count), 3 full (bytes), 4 expired. */
+/* ARGV: max_count, max_bytes, now_ms, then per message: id, record, expires_ms, collapse.
+ * Answers {purged, status1, seq1, status2, seq2, ...}. Statuses: 0 stored, 1 duplicate,
+ * 2 full (count), 3 full (bytes), 4 expired. The messages are decided one after the other, as
+ * if each came in a script of its own, and written with one command per key at the end. */
 static const char lua_enqueue[] = LUA_PRELUDE
-        "local id, rec, exp, cid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
-        "local maxc, maxb, now = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-        "local purged = purge(ARGV[7])\n"
-        "local old = redis.call('ZSCORE', q, id)\n"
-        "if old then return {1, tonumber(old), purged} end\n"
-        "if tonumber(exp) <= now then return {4, 0, purged} end\n"
+        "local maxc, maxb, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+        "local purged = purge(ARGV[3])\n"
+        "local nmsg = (#ARGV - 3) / 4\n"
+        "local ids = {}\n"
+        "for i = 1, nmsg do ids[i] = ARGV[4 * i] end\n"
+        "local old = redis.call('ZMSCORE', q, unpack(ids))\n"
+        "local st = redis.call('HMGET', s, 'seq', 'bytes', 'kexp')\n"
         "local count = redis.call('ZCARD', q)\n"
-        "local bytes = tonumber(redis.call('HGET', s, 'bytes') or '0')\n"
-        "local prev = false\n"
-        "if cid ~= '' then\n"
-        "  prev = redis.call('HGET', c, cid)\n"
-        "  if prev == id then prev = false end\n"
-        "  if prev then\n"
-        "    local prec = redis.call('HGET', m, prev)\n"
-        "    if prec then count = count - 1; bytes = bytes - #prec end\n"
+        "local fresh = count == 0 or st[1] == false\n"
+        "local seq, bytes = tonumber(st[1]), tonumber(st[2] or '0')\n"
+        "local cexists, kmax = nil, 0\n"
+        "local out, new, added, bycid, gone, drops = {purged}, {}, {}, {}, {}, {}\n"
+        "for i = 1, nmsg do\n"
+        "  local b = 4 * i\n"
+        "  local id, rec, exp, cid = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]\n"
+        "  local mine = added[id]\n"
+        "  if mine and mine.live then\n"
+        "    out[#out + 1] = 1; out[#out + 1] = mine.seq\n"
+        "  elseif old[i] and not gone[id] and not mine then\n"
+        "    out[#out + 1] = 1; out[#out + 1] = tonumber(old[i])\n"
+        "  elseif exp <= now then\n"
+        "    out[#out + 1] = 4; out[#out + 1] = 0\n"
+        "  else\n"
+        "    local prev, plen = nil, 0\n"
+        "    if cid ~= '' then\n"
+        "      prev = bycid[cid]\n"
+        "      if prev then\n"
+        "        plen = #prev.rec\n"
+        "      else\n"
+        "        if cexists == nil then cexists = redis.call('EXISTS', c) == 1 end\n"
+        "        local pid = cexists and redis.call('HGET', c, cid)\n"
+        "        if pid and pid ~= id and not gone[pid] then\n"
+        "          plen = redis.call('HSTRLEN', m, pid)\n"
+        "          if plen > 0 then prev = pid end\n"
+        "        end\n"
+        "      end\n"
+        "    end\n"
+        "    local cnt, byt = count, bytes\n"
+        "    if prev then cnt = cnt - 1; byt = byt - plen end\n"
+        "    if cnt >= maxc then\n"
+        "      out[#out + 1] = 2; out[#out + 1] = 0\n"
+        "    elseif byt + #rec > maxb then\n"
+        "      out[#out + 1] = 3; out[#out + 1] = 0\n"
+        "    else\n"
+        "      if prev then\n"
+        "        if type(prev) == 'table' then prev.live = false\n"
+        "        else drops[#drops + 1] = prev; gone[prev] = true end\n"
+        "        count = cnt; bytes = byt\n"
+        "      end\n"
+        "      if seq then\n"
+        "        seq = seq + 1\n"
+        "      else\n"
+        "        local t = redis.call('TIME')\n"
+        "        seq = tonumber(t[1] .. string.format('%06d', tonumber(t[2])))\n"
+        "      end\n"
+        "      local ent = {id = id, rec = rec, exp = exp, cid = cid, seq = seq, live = true}\n"
+        "      new[#new + 1] = ent; added[id] = ent\n"
+        "      if cid ~= '' then bycid[cid] = ent end\n"
+        "      count = count + 1; bytes = bytes + #rec\n"
+        "      if exp > kmax then kmax = exp end\n"
+        "      out[#out + 1] = 0; out[#out + 1] = seq\n"
+        "    end\n"
         "  end\n"
         "end\n"
-        "if count >= maxc then return {2, 0, purged} end\n"
-        "if bytes + #rec > maxb then return {3, 0, purged} end\n"
-        "if prev then drop(prev) end\n"
-        "local seq\n"
-        "if redis.call('HEXISTS', s, 'seq') == 1 then\n"
-        "  seq = redis.call('HINCRBY', s, 'seq', 1)\n"
-        "else\n"
-        "  local t = redis.call('TIME')\n"
-        "  seq = redis.call('HINCRBY', s, 'seq', t[1] .. string.format('%06d', tonumber(t[2])))\n"
+        "if #drops > 0 then\n"
+        "  drop(drops, false)\n"
+        "  if redis.call('EXISTS', q) == 0 then fresh = true end\n"
         "end\n"
-        "local fresh = redis.call('ZCARD', q) == 0 or\n"
-        "  (cid ~= '' and redis.call('EXISTS', c) == 0)\n"
-        "redis.call('ZADD', q, seq, id)\n"
-        "redis.call('ZADD', e, exp, id)\n"
-        "redis.call('HSET', m, id, rec)\n"
-        "if cid ~= '' then redis.call('HSET', c, cid, id) end\n"
-        "redis.call('HINCRBY', s, 'bytes', #rec)\n"
-        "local kexp = math.ceil(tonumber(exp) / 3600000) * 3600000\n"
-        "if fresh or kexp > tonumber(redis.call('HGET', s, 'kexp') or '0') then\n"
+        "local qa, ea, ma, ca = {}, {}, {}, {}\n"
+        "for _, ent in ipairs(new) do\n"
+        "  if ent.live then\n"
+        "    qa[#qa + 1] = ent.seq; qa[#qa + 1] = ent.id\n"
+        "    ea[#ea + 1] = ent.exp; ea[#ea + 1] = ent.id\n"
+        "    ma[#ma + 1] = ent.id; ma[#ma + 1] = ent.rec\n"
+        "    if ent.cid ~= '' then ca[#ca + 1] = ent.cid; ca[#ca + 1] = ent.id end\n"
+        "  end\n"
+        "end\n"
+        "if #new == 0 then return out end\n"
+        "redis.call('ZADD', q, unpack(qa))\n"
+        "redis.call('ZADD', e, unpack(ea))\n"
+        "redis.call('HSET', m, unpack(ma))\n"
+        "if #ca > 0 then\n"
+        "  if (#drops > 0 or not cexists) and redis.call('EXISTS', c) == 0 then fresh = true end\n"
+        "  redis.call('HSET', c, unpack(ca))\n"
+        "end\n"
+        "local kexp = math.ceil(kmax / 3600000) * 3600000\n"
+        "if fresh or kexp > tonumber(st[3] or '0') then\n"
+        "  redis.call('HSET', s, 'seq', seq, 'bytes', bytes, 'kexp', kexp)\n"
         "  for _, k in ipairs(KEYS) do\n"
         "    redis.call('PEXPIREAT', k, kexp, 'NX')\n"
         "    redis.call('PEXPIREAT', k, kexp, 'GT')\n"
         "  end\n"
-        "  redis.call('HSET', s, 'kexp', kexp)\n"
+        "else\n"
+        "  redis.call('HSET', s, 'seq', seq, 'bytes', bytes)\n"
         "end\n"
-        "return {0, seq, purged}\n";
+        "return out\n";
 
-/* ARGV: after_seq, count, now_ms. */
+/* ARGV: after_seq, count, now_ms. A record's expiry is read from the record itself (bytes 2 to
+ * 9, big-endian); a record that is not version 1 or too short is handed out for the caller to
+ * discard. */
 static const char lua_fetch[] = LUA_PRELUDE
         "local count, now = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
         "local purged = purge(ARGV[3])\n"
@@ -209,24 +293,30 @@ static const char lua_fetch[] = LUA_PRELUDE
         "while n < count do\n"
         "  local want = count - n\n"
         "  local r = redis.call('ZRANGEBYSCORE', q, from, '+inf', 'WITHSCORES', 'LIMIT', 0, want)\n"
-        "  for i = 1, #r, 2 do\n"
-        "    local id = r[i]\n"
-        "    from = '(' .. r[i + 1]\n"
-        "    local ex = redis.call('ZSCORE', e, id)\n"
-        "    local rec = redis.call('HGET', m, id)\n"
-        "    if rec and ex and tonumber(ex) > now then\n"
-        "      out[#out + 1] = tonumber(r[i + 1]); out[#out + 1] = id; out[#out + 1] = rec\n"
-        "      n = n + 1\n"
+        "  if #r == 0 then break end\n"
+        "  local ids = {}\n"
+        "  for i = 1, #r, 2 do ids[#ids + 1] = r[i] end\n"
+        "  local recs = redis.call('HMGET', m, unpack(ids))\n"
+        "  for j, id in ipairs(ids) do\n"
+        "    local rec = recs[j]\n"
+        "    if rec then\n"
+        "      local ours, ex = #rec >= 11 and string.byte(rec, 1) == 1, 0\n"
+        "      if ours then\n"
+        "        for k = 2, 9 do ex = ex * 256 + string.byte(rec, k) end\n"
+        "      end\n"
+        "      if not ours or ex > now then\n"
+        "        out[#out + 1] = tonumber(r[2 * j]); out[#out + 1] = id; out[#out + 1] = rec\n"
+        "        n = n + 1\n"
+        "      end\n"
         "    end\n"
         "  end\n"
+        "  from = '(' .. r[#r]\n"
         "  if #r < 2 * want then break end\n"
         "end\n"
         "return out\n";
 
 /* ARGV: the ids. */
-static const char lua_ack[] = LUA_PRELUDE "local n = 0\n"
-                                          "for i = 1, #ARGV do n = n + drop(ARGV[i]) end\n"
-                                          "return n\n";
+static const char lua_ack[] = LUA_PRELUDE "return drop(ARGV, true)\n";
 
 static const char lua_depth[] =
         LUA_PRELUDE "return {redis.call('ZCARD', q), tonumber(redis.call('HGET', s, 'bytes') or "
@@ -245,24 +335,54 @@ struct req_list {
 	size_t n;
 };
 
+/* One message waiting to be enqueued, with copies of its id, record and collapse id. */
+struct sub {
+	struct sub *next;
+	sp_store_enqueue_cb cb;
+	void *arg;
+	int status; /* the script's answer, once known */
+	uint64_t seq;
+	uint8_t id[16];
+	char expires[24]; /* expires_ms as decimal text, for the script */
+	size_t expires_len;
+	size_t len, collapse_len;
+	uint8_t data[]; /* record, then collapse id */
+};
+
+/* The enqueue state of one token on this store: messages not sent yet (`head`), and how many
+ * enqueue requests for it are out. While one is out, new messages wait and go together in the
+ * next request when it is answered (group commit): a batch per token, so each script still
+ * touches one hash slot. */
+struct tok {
+	uint8_t token[32];
+	struct tok *prev, *next; /* all tokens with state, for sp_store_free() */
+	struct tok *flush_next;  /* on the flush list */
+	bool on_flush;
+	unsigned inflight;       /* enqueue requests sent for this token and not answered */
+	struct sub *head, *tail; /* waiting */
+	size_t n, bytes;         /* waiting: messages, record bytes */
+};
+
 /* One request, with its whole command vector in the same allocation:
- * argv = {EVALSHA|EVAL, sha|source, "5", key x 5, script arguments...}. */
+ * argv = {EVALSHA|EVAL, sha|source, "5", key x 5, script arguments...}. An enqueue carries
+ * its messages (subs), whose buffers the vector points into. */
 struct req {
 	struct req *prev, *next;
 	sp_store_t *s;
 	int kind;
-	int status;        /* the answer, once known (deferred failures, WAIT) */
-	bool waiting;      /* the WAIT after a STORED enqueue is out */
+	int status;        /* the answer, once known (deferred failures) */
+	bool waiting;      /* the WAIT after a stored enqueue is out */
 	bool eval;         /* fell back to EVAL after NOSCRIPT */
-	uint64_t seq;      /* enqueue: the seq to report after WAIT */
 	uint64_t deadline; /* monotonic ms */
 	union {
-		sp_store_enqueue_cb enqueue;
 		sp_store_fetch_cb fetch;
 		sp_store_ack_cb ack;
 		sp_store_depth_cb depth;
 	} cb;
 	void *arg;
+	struct tok *tok;  /* enqueue: its token's state */
+	struct sub *subs; /* enqueue: its messages, in order */
+	size_t nsubs;
 	int argc;
 	const char **argv;
 	size_t *argvlen;
@@ -297,10 +417,15 @@ struct sp_store {
 	struct req_list deferred; /* answered, waiting for the deferred event */
 	struct event *ev_tick;
 	struct event *ev_defer;
+	struct event *ev_flush;
+
+	sp_tokmap_t toks;       /* token -> struct tok, while it has messages waiting or out */
+	struct tok *all_toks;   /* the same, as a list */
+	struct tok *flush_list; /* tokens with messages waiting and none out */
 
 	struct {
 		atomic_uint_least64_t enqueued, duplicates, refused_full, expired, expired_purged,
-		        fetched, acked, unavailable, errors, timeouts, reconnects;
+		        fetched, acked, unavailable, errors, timeouts, reconnects, enqueue_calls;
 	} cnt;
 };
 
@@ -369,6 +494,7 @@ void sp_store_limits_default(sp_store_limits_t *lim)
 	lim->max_inflight = 10000;
 	lim->wait_replicas = 0;
 	lim->wait_timeout_ms = 1000;
+	lim->max_batch = 64;
 }
 
 void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out)
@@ -385,6 +511,7 @@ void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out)
 	CNT_GET(errors);
 	CNT_GET(timeouts);
 	CNT_GET(reconnects);
+	CNT_GET(enqueue_calls);
 #undef CNT_GET
 }
 
@@ -395,18 +522,73 @@ int sp_store_up(const sp_store_t *s)
 
 /* ---- answering requests ------------------------------------------------------------------ */
 
+static void tok_sent_done(sp_store_t *s, struct tok *t);
+
+static void count_status(sp_store_t *s, int status)
+{
+	switch (status) {
+	case SP_STORE_STORED:
+		CNT_ADD(s, enqueued, 1);
+		break;
+	case SP_STORE_DUPLICATE:
+		CNT_ADD(s, duplicates, 1);
+		break;
+	case SP_STORE_FULL_COUNT:
+	case SP_STORE_FULL_BYTES:
+		CNT_ADD(s, refused_full, 1);
+		break;
+	case SP_STORE_EXPIRED:
+		CNT_ADD(s, expired, 1);
+		break;
+	case SP_STORE_UNAVAILABLE:
+		CNT_ADD(s, unavailable, 1);
+		break;
+	case SP_STORE_ERROR:
+		CNT_ADD(s, errors, 1);
+		break;
+	default:
+		break;
+	}
+}
+
+/* Answers each message of an enqueue with its own status (status < 0) or with `status`, frees
+ * them, and lets the token send what waited meanwhile. */
+static void enqueue_finish(sp_store_t *s, struct req *q, int status)
+{
+	struct tok *t = q->tok;
+	struct sub *u = q->subs;
+
+	q->subs = NULL;
+	s->in_cb++;
+	while (u) {
+		struct sub *next = u->next;
+		int st = status < 0 ? u->status : status;
+
+		count_status(s, st);
+		u->cb(st, st == SP_STORE_STORED || st == SP_STORE_DUPLICATE ? u->seq : 0, u->arg);
+		free(u);
+		u = next;
+	}
+	s->in_cb--;
+	free(q);
+	if (t)
+		tok_sent_done(s, t);
+}
+
 /* Runs the user callback of q with a failure (or, for enqueue, any status) and frees q. */
 static void req_finish(sp_store_t *s, struct req *q, int status, uint64_t seq)
 {
+	(void)seq;
+	if (q->kind == KIND_ENQUEUE) {
+		enqueue_finish(s, q, status);
+		return;
+	}
 	if (status == SP_STORE_UNAVAILABLE)
 		CNT_ADD(s, unavailable, 1);
 	else if (status == SP_STORE_ERROR)
 		CNT_ADD(s, errors, 1);
 	s->in_cb++;
 	switch (q->kind) {
-	case KIND_ENQUEUE:
-		q->cb.enqueue(status, seq, q->arg);
-		break;
 	case KIND_FETCH:
 		q->cb.fetch(status, NULL, 0, q->arg);
 		break;
@@ -646,69 +828,57 @@ static void got_enqueue(sp_store_t *s, redisAsyncContext *ac, struct req *q, red
 {
 	static const int status_of[] = {SP_STORE_STORED, SP_STORE_DUPLICATE, SP_STORE_FULL_COUNT,
 	                                SP_STORE_FULL_BYTES, SP_STORE_EXPIRED};
-	int status;
-	uint64_t seq;
+	bool wait = false;
+	size_t i = 0;
 
 	if (q->waiting) {
-		/* The WAIT answer: the number of replicas that have the write. */
+		/* The WAIT answer: the number of replicas that have the writes. Stored and
+		 * duplicate messages are answered so only if enough confirmed. */
 		if (reply->type != REDIS_REPLY_INTEGER) {
-			req_finish(s, q, SP_STORE_ERROR, 0);
-		} else if (reply->integer < (long long)s->lim.wait_replicas) {
-			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
-		} else {
-			if (q->status == SP_STORE_STORED)
-				CNT_ADD(s, enqueued, 1);
-			else
-				CNT_ADD(s, duplicates, 1);
-			req_finish(s, q, q->status, q->seq);
+			enqueue_finish(s, q, SP_STORE_ERROR);
+			return;
 		}
+		if (reply->integer < (long long)s->lim.wait_replicas)
+			for (struct sub *u = q->subs; u; u = u->next)
+				if (u->status == SP_STORE_STORED || u->status == SP_STORE_DUPLICATE)
+					u->status = SP_STORE_UNAVAILABLE;
+		enqueue_finish(s, q, -1);
 		return;
 	}
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
-	    !reply_int(reply->element[0], 0, 4) || !reply_int(reply->element[1], 0, LLONG_MAX) ||
-	    !reply_int(reply->element[2], 0, LLONG_MAX)) {
-		req_finish(s, q, SP_STORE_ERROR, 0);
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 1 + 2 * q->nsubs ||
+	    !reply_int(reply->element[0], 0, LLONG_MAX)) {
+		enqueue_finish(s, q, SP_STORE_ERROR);
 		return;
 	}
-	status = status_of[reply->element[0]->integer];
-	seq = (uint64_t)reply->element[1]->integer;
-	CNT_ADD(s, expired_purged, reply->element[2]->integer);
-	if ((status == SP_STORE_STORED || status == SP_STORE_DUPLICATE) &&
-	    s->lim.wait_replicas > 0) {
+	for (size_t k = 0; k < q->nsubs; k++)
+		if (!reply_int(reply->element[1 + 2 * k], 0, 4) ||
+		    !reply_int(reply->element[2 + 2 * k], 0, LLONG_MAX)) {
+			enqueue_finish(s, q, SP_STORE_ERROR);
+			return;
+		}
+	CNT_ADD(s, expired_purged, reply->element[0]->integer);
+	for (struct sub *u = q->subs; u; u = u->next, i++) {
+		u->status = status_of[reply->element[1 + 2 * i]->integer];
+		u->seq = (uint64_t)reply->element[2 + 2 * i]->integer;
+		if (u->status == SP_STORE_STORED || u->status == SP_STORE_DUPLICATE)
+			wait = true;
+	}
+	if (wait && s->lim.wait_replicas > 0) {
 		/* A DUPLICATE, too, is answered QUEUED by the caller: it waits for the replicas
 		 * just as the first attempt did, whose WAIT may have fallen short. s->ac differs
 		 * from ac when an earlier callback dropped the link. */
 		q->waiting = true;
-		q->status = status;
-		q->seq = seq;
 		if (s->ac != ac ||
 		    redisAsyncCommand(ac, on_reply, q, "WAIT %u %u", s->lim.wait_replicas,
 		                      s->lim.wait_timeout_ms) != REDIS_OK) {
-			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+			enqueue_finish(s, q, SP_STORE_UNAVAILABLE);
 			return;
 		}
 		q->deadline = sp_time_mono_ms() + s->lim.wait_timeout_ms + s->lim.timeout_ms;
 		list_append(&s->inflight, q);
 		return;
 	}
-	switch (status) {
-	case SP_STORE_STORED:
-		CNT_ADD(s, enqueued, 1);
-		break;
-	case SP_STORE_DUPLICATE:
-		CNT_ADD(s, duplicates, 1);
-		break;
-	case SP_STORE_FULL_COUNT:
-	case SP_STORE_FULL_BYTES:
-		CNT_ADD(s, refused_full, 1);
-		break;
-	case SP_STORE_EXPIRED:
-		CNT_ADD(s, expired, 1);
-		break;
-	default:
-		break;
-	}
-	req_finish(s, q, status, seq);
+	enqueue_finish(s, q, -1);
 }
 
 static void got_fetch(sp_store_t *s, struct req *q, redisReply *reply)
@@ -905,6 +1075,119 @@ static void req_arg_u64(struct req_builder *b, uint64_t v)
 	req_arg(b, num, (size_t)n);
 }
 
+/* An argument that points at memory living as long as the request (a message's buffers). */
+static void req_arg_ref(struct req_builder *b, const void *p, size_t len)
+{
+	struct req *q = b->q;
+
+	q->argv[q->argc] = p;
+	q->argvlen[q->argc++] = len;
+}
+
+/* ---- enqueue batches --------------------------------------------------------------------- */
+
+static void tok_forget(sp_store_t *s, struct tok *t)
+{
+	sp_tokmap_del(&s->toks, t->token, (uintptr_t)t);
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		s->all_toks = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	free(t);
+}
+
+static void tok_flush_later(sp_store_t *s, struct tok *t)
+{
+	if (t->on_flush)
+		return;
+	t->on_flush = true;
+	t->flush_next = s->flush_list;
+	s->flush_list = t;
+	event_active(s->ev_flush, 0, 0);
+}
+
+/* Sends up to max_batch waiting messages of t in one enqueue request. A failure to send is
+ * answered UNAVAILABLE from the deferred event, like any request. Returns 0, or -ENOMEM when
+ * no request could be made (the messages stay waiting). */
+static int tok_send(sp_store_t *s, struct tok *t)
+{
+	struct req_builder b;
+	struct sub *u = t->head, *last = NULL;
+	size_t n = 0;
+	struct req *q;
+
+	while (u && n < s->lim.max_batch) {
+		last = u;
+		u = u->next;
+		n++;
+	}
+	q = req_new(s, KIND_ENQUEUE, t->token, 3 + 4 * n, 3 * 24, &b);
+	if (!q)
+		return -ENOMEM;
+	q->tok = t;
+	q->subs = t->head;
+	q->nsubs = n;
+	t->head = last->next;
+	last->next = NULL;
+	if (!t->head)
+		t->tail = NULL;
+	t->n -= n;
+	t->bytes = 0;
+	for (u = t->head; u; u = u->next)
+		t->bytes += u->len;
+	t->inflight++;
+	CNT_ADD(s, enqueue_calls, 1);
+	req_arg_u64(&b, s->lim.max_count);
+	req_arg_u64(&b, s->lim.max_bytes);
+	req_arg_u64(&b, sp_time_wall_ms());
+	for (u = q->subs; u; u = u->next) {
+		req_arg_ref(&b, u->id, 16);
+		req_arg_ref(&b, u->data, u->len);
+		req_arg_ref(&b, u->expires, u->expires_len);
+		req_arg_ref(&b, u->data + u->len, u->collapse_len);
+	}
+	req_submit(s, q);
+	return 0;
+}
+
+/* An enqueue request of t was answered: send what waited meanwhile, or forget t. */
+static void tok_sent_done(sp_store_t *s, struct tok *t)
+{
+	t->inflight--;
+	if (t->inflight == 0 && t->n > 0 && !s->closing) {
+		if (tok_send(s, t) < 0)
+			tok_flush_later(s, t);
+	} else if (t->inflight == 0 && t->n == 0 && !t->on_flush)
+		tok_forget(s, t);
+}
+
+/* Sends the waiting messages of every token that has none out; runs once per loop turn in
+ * which messages were enqueued, after the callbacks that enqueued them. */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	sp_store_t *s = arg;
+	struct tok *t = s->flush_list;
+
+	(void)fd;
+	(void)what;
+	s->flush_list = NULL;
+	while (t) {
+		struct tok *next = t->flush_next;
+
+		t->on_flush = false;
+		t->flush_next = NULL;
+		if (t->inflight == 0 && t->n > 0) {
+			if (tok_send(s, t) < 0)
+				tok_flush_later(s, t); /* out of memory: next turn */
+		} else if (t->inflight == 0 && t->n == 0) {
+			tok_forget(s, t);
+		}
+		t = next;
+	}
+}
+
 /* ---- public API -------------------------------------------------------------------------- */
 
 int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16],
@@ -913,8 +1196,8 @@ int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16
                      void *arg)
 {
 	sp_store_record_t rec;
-	struct req_builder b;
-	struct req *q;
+	struct sub *u;
+	struct tok *t;
 
 	if (!s || !token || !id || !record || !cb || (collapse_len && !collapse))
 		return -EINVAL;
@@ -926,19 +1209,55 @@ int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16
 	    (collapse_len && memcmp(rec.collapse, collapse, collapse_len) != 0) ||
 	    expires_ms > (UINT64_C(1) << 53))
 		return -EINVAL;
-	q = req_new(s, KIND_ENQUEUE, token, 7, 16 + len + collapse_len + 4 * 24, &b);
-	if (!q)
+	t = (struct tok *)sp_tokmap_get(&s->toks, token);
+	if (!t) {
+		uintptr_t none;
+
+		t = calloc(1, sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		memcpy(t->token, token, 32);
+		if (sp_tokmap_put(&s->toks, token, (uintptr_t)t, &none) < 0) {
+			free(t);
+			return -ENOMEM;
+		}
+		t->next = s->all_toks;
+		if (t->next)
+			t->next->prev = t;
+		s->all_toks = t;
+	}
+	u = malloc(sizeof(*u) + len + collapse_len);
+	if (!u) {
+		if (t->inflight == 0 && t->n == 0 && !t->on_flush)
+			tok_forget(s, t);
 		return -ENOMEM;
-	q->cb.enqueue = cb;
-	q->arg = arg;
-	req_arg(&b, id, 16);
-	req_arg(&b, record, len);
-	req_arg_u64(&b, expires_ms);
-	req_arg(&b, collapse, collapse_len);
-	req_arg_u64(&b, s->lim.max_count);
-	req_arg_u64(&b, s->lim.max_bytes);
-	req_arg_u64(&b, sp_time_wall_ms());
-	return req_submit(s, q);
+	}
+	u->next = NULL;
+	u->cb = cb;
+	u->arg = arg;
+	u->status = SP_STORE_ERROR;
+	u->seq = 0;
+	memcpy(u->id, id, 16);
+	u->expires_len = (size_t)snprintf(u->expires, sizeof(u->expires), "%llu",
+	                                  (unsigned long long)expires_ms);
+	u->len = len;
+	u->collapse_len = collapse_len;
+	memcpy(u->data, record, len);
+	if (collapse_len)
+		memcpy(u->data + len, collapse, collapse_len);
+	if (t->tail)
+		t->tail->next = u;
+	else
+		t->head = u;
+	t->tail = u;
+	t->n++;
+	t->bytes += len;
+	/* A full batch goes at once, behind any still out for this token; otherwise at the end
+	 * of this loop turn, or when the token's request that is out is answered. */
+	if ((t->n >= s->lim.max_batch || t->bytes >= BATCH_MAX_BYTES) && tok_send(s, t) == 0)
+		return 0;
+	tok_flush_later(s, t);
+	return 0;
 }
 
 int sp_store_fetch(sp_store_t *s, const uint8_t token[32], uint64_t after_seq, unsigned count,
@@ -1012,10 +1331,13 @@ sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_stor
 		return NULL;
 	}
 	if (lim->max_count < 1 || lim->max_bytes < 1 || lim->timeout_ms < 1 ||
-	    lim->max_inflight < 1 || (lim->wait_replicas > 0 && lim->wait_timeout_ms < 1)) {
+	    lim->max_inflight < 1 || lim->max_batch < 1 || lim->max_batch > SP_STORE_MAX_BATCH ||
+	    (lim->wait_replicas > 0 && lim->wait_timeout_ms < 1)) {
 		snprintf(err, errlen,
 		         "store limits: max_count, max_bytes, timeout_ms, max_inflight and "
-		         "wait_timeout_ms (with wait_replicas) must be at least 1");
+		         "wait_timeout_ms (with wait_replicas) must be at least 1, max_batch 1 to "
+		         "%d",
+		         SP_STORE_MAX_BATCH);
 		return NULL;
 	}
 	s = calloc(1, sizeof(*s));
@@ -1036,7 +1358,9 @@ sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_stor
 	}
 	s->ev_tick = event_new(base, -1, EV_PERSIST, on_tick, s);
 	s->ev_defer = event_new(base, -1, 0, on_defer, s);
-	if (!s->ev_tick || !s->ev_defer)
+	s->ev_flush = event_new(base, -1, 0, on_flush, s);
+	sp_tokmap_init(&s->toks);
+	if (!s->ev_tick || !s->ev_defer || !s->ev_flush)
 		goto nomem;
 	tick_ms = lim->timeout_ms / 4;
 	tick_ms = tick_ms < 5 ? 5 : tick_ms > TICK_MAX_MS ? TICK_MAX_MS : tick_ms;
@@ -1067,16 +1391,40 @@ void sp_store_free(sp_store_t *s)
 		ac->data = NULL;
 		redisAsyncFree(ac); /* every pending request: NULL reply -> UNAVAILABLE */
 	}
+	/* Messages not sent yet: answered UNAVAILABLE like the rest (through the deferred list). */
+	s->flush_list = NULL;
+	for (struct tok *t = s->all_toks; t; t = t->next) {
+		t->on_flush = false;
+		while (t->n > 0 && tok_send(s, t) == 0)
+			;
+		while (t->head) { /* out of memory even for that */
+			struct sub *u = t->head;
+
+			t->head = u->next;
+			t->n--;
+			count_status(s, SP_STORE_UNAVAILABLE);
+			s->in_cb++;
+			u->cb(SP_STORE_UNAVAILABLE, 0, u->arg);
+			s->in_cb--;
+			free(u);
+		}
+		t->tail = NULL;
+	}
 	while (s->deferred.head) {
 		struct req *q = s->deferred.head;
 
 		list_remove(&s->deferred, q);
 		req_finish(s, q, q->status, 0);
 	}
+	while (s->all_toks)
+		tok_forget(s, s->all_toks);
+	sp_tokmap_free(&s->toks);
 	if (s->ev_tick)
 		event_free(s->ev_tick);
 	if (s->ev_defer)
 		event_free(s->ev_defer);
+	if (s->ev_flush)
+		event_free(s->ev_flush);
 	free(s);
 }
 

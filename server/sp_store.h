@@ -39,9 +39,13 @@ typedef struct sp_store_limits {
 	uint32_t max_inflight;    /* requests sent and unanswered; more fail UNAVAILABLE */
 	uint32_t wait_replicas;   /* > 0: WAIT for that many replicas after each store */
 	uint32_t wait_timeout_ms; /* the WAIT timeout (>= 1 when wait_replicas > 0) */
+	uint32_t max_batch;       /* messages of one token per enqueue request (1..MAX_BATCH) */
 } sp_store_limits_t;
 
-/* Fills *lim with defaults: 1000 messages, 4 MiB, 2000 ms, 10000 in flight, no WAIT. */
+#define SP_STORE_MAX_BATCH 1000
+
+/* Fills *lim with defaults: 1000 messages, 4 MiB, 2000 ms, 10000 in flight, no WAIT, batches
+ * of up to 64. */
 void sp_store_limits_default(sp_store_limits_t *lim);
 
 /* Counters, each only ever growing. */
@@ -57,6 +61,7 @@ typedef struct sp_store_counters {
 	uint64_t errors;         /* requests answered ERROR */
 	uint64_t timeouts;       /* requests that passed their deadline (each drops the link) */
 	uint64_t reconnects;     /* connection attempts after the first one */
+	uint64_t enqueue_calls;  /* enqueue requests sent (each carries a batch of messages) */
 } sp_store_counters_t;
 
 /* A fetched message. id and record point into the Redis reply: valid during the callback only. */
@@ -98,14 +103,16 @@ void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out);
 /*
  * Stores `record` (built by sp_store_record_build; its expiry and collapse id must equal
  * expires_ms and collapse) for `token` under message id `id`. expires_ms is unix time in ms.
- * Every buffer is copied before the call returns. cb gets STORED and the message's seq,
- * DUPLICATE and the stored copy's seq, FULL_COUNT, FULL_BYTES, EXPIRED, UNAVAILABLE or ERROR.
- * A stored message with the same collapse id is replaced (only if the new one is stored).
- * With wait_replicas > 0, STORED and DUPLICATE are answered only once that many replicas
- * confirmed (WAIT); else UNAVAILABLE, and the message may be stored anyway: a retry with the
- * same id is idempotent (not stored twice, same seq).
- * Returns 0 (cb will run once), -EINVAL for bad arguments, -ENOMEM, or -ESHUTDOWN (the store
- * is being freed); after a negative return cb never runs.
+ * Every buffer is copied before the call returns. Messages for one token are stored in the
+ * order of the calls; they go to Redis at the end of the loop turn, or, while an earlier
+ * request for the token is out, together once it is answered (up to max_batch at a time). cb gets
+ * STORED and the message's seq, DUPLICATE and the stored copy's seq, FULL_COUNT, FULL_BYTES,
+ * EXPIRED, UNAVAILABLE or ERROR. A stored message with the same collapse id is replaced (only if
+ * the new one is stored). With wait_replicas > 0, STORED and DUPLICATE are answered only once that
+ * many replicas confirmed (WAIT); else UNAVAILABLE, and the message may be stored anyway: a retry
+ * with the same id is idempotent (not stored twice, same seq). Returns 0 (cb will run once),
+ * -EINVAL for bad arguments, -ENOMEM, or -ESHUTDOWN (the store is being freed); after a negative
+ * return cb never runs.
  */
 int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16],
                      const uint8_t *record, size_t len, uint64_t expires_ms,

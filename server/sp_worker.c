@@ -390,6 +390,7 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 		lim.timeout_ms = (uint32_t)srv->cfg.store_timeout;
 		lim.wait_replicas = (uint32_t)srv->cfg.wait_replicas;
 		lim.wait_timeout_ms = (uint32_t)srv->cfg.wait_timeout;
+		lim.max_batch = (uint32_t)srv->cfg.store_batch;
 		w->store = sp_store_new(w->base, srv->cfg.redis, &lim, err, errlen);
 		if (!w->store)
 			return -1;

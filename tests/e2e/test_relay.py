@@ -1246,6 +1246,25 @@ def _(t):
     t.check(rc == 1 and "workers" in out, "ill-typed key: exit %d, output %r" % (rc, out[:300]))
 
 
+@test("life: deploy/sealpushd.example.json lists every option, in the daemon's own order")
+def _(t):
+    import json
+    dd = Daemon(t.h, {})
+    dd.build_config()
+    path = os.path.join(dd.dir, "check.json")
+    with open(path, "w") as f:
+        json.dump(dd.config, f)
+    r = subprocess.run([t.h.sealpushd, "-c", path, "--check-config"], capture_output=True,
+                       timeout=20, stdin=subprocess.DEVNULL)
+    t.eq(r.returncode, 0, "--check-config exit status")
+    dump = json.loads(r.stdout.decode())
+    example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy",
+                           "sealpushd.example.json")
+    with open(example) as f:
+        ex = json.load(f)
+    t.eq(list(ex.keys()), list(dump.keys()), "keys of the example against the daemon's dump")
+
+
 @test("life: --max-connections 3: a 4th connection is refused cleanly, a slot frees on close")
 def _(t):
     d = t.daemon(max_connections=3)

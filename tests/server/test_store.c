@@ -934,6 +934,211 @@ static void test_malformed(void)
 }
 
 /* SCRIPT FLUSH behind the store's back: EVALSHA gets NOSCRIPT and falls back to EVAL. */
+/* ---- batches ----------------------------------------------------------------------------- */
+
+struct enq_res {
+	int done, status, order;
+	uint64_t seq;
+};
+
+static int enq_order;
+
+static void enq_res_cb(int status, uint64_t seq, void *arg)
+{
+	struct enq_res *r = arg;
+
+	r->done++;
+	r->status = status;
+	r->seq = seq;
+	r->order = enq_order++;
+}
+
+struct op {
+	unsigned id; /* from a small pool, so that retries happen */
+	size_t blob_len;
+	int64_t expires_in; /* ms from now; <= 0 is already expired */
+	const char *collapse;
+};
+
+static int enq_async(sp_store_t *s, const uint8_t token[32], const struct op *o, uint64_t now,
+                     struct enq_res *r)
+{
+	uint8_t id[16], blob[400], rec[512];
+	size_t clen = o->collapse ? strlen(o->collapse) : 0;
+	size_t len = sp_store_record_size(clen, o->blob_len);
+	uint64_t exp = (uint64_t)((int64_t)now + o->expires_in);
+
+	make_id(id, o->id);
+	memset(blob, 0xb0 + (int)o->id, sizeof(blob));
+	memset(r, 0, sizeof(*r));
+	if (sp_store_record_build(rec, sizeof(rec), exp, 5, (const uint8_t *)o->collapse, clen,
+	                          blob, o->blob_len) != 0)
+		return -1;
+	return sp_store_enqueue(s, token, id, rec, len, exp, (const uint8_t *)o->collapse, clen,
+	                        enq_res_cb, r);
+}
+
+/* Reads the whole queue of token into ids[] (message ids as numbers) and their record lengths. */
+static size_t read_queue(sp_store_t *s, const uint8_t token[32], unsigned *ids, size_t *lens,
+                         size_t max)
+{
+	struct result r;
+	uint64_t after = 0;
+	size_t n = 0;
+
+	for (;;) {
+		if (fetch(s, token, after, 50, &r) != SP_STORE_OK)
+			return (size_t)-1;
+		for (size_t i = 0; i < r.n && n < max; i++, n++) {
+			ids[n] = (unsigned)r.items[i].id[0] << 8 | r.items[i].id[1];
+			lens[n] = r.items[i].len;
+			after = r.items[i].seq;
+		}
+		if (r.n < 50)
+			return n;
+	}
+}
+
+/* Messages sent in batches (many enqueues per loop turn, some while the token's previous batch
+ * is out) get exactly the answers and leave exactly the queue that one-at-a-time enqueues give:
+ * duplicates, collapse replacements (also of a message earlier in the same batch), retries of
+ * a replaced message, caps by count and bytes, and expired messages, decided in call order. */
+static void test_batch_equivalence(void)
+{
+	enum { NOPS = 400 };
+	static struct op ops[NOPS];
+	static struct enq_res one[NOPS], many[NOPS];
+	static unsigned qa[NOPS], qb[NOPS];
+	static size_t la[NOPS], lb[NOPS];
+	static const char *const cids[] = {"alpha", "beta", "gamma"};
+	uint8_t ta[32], tb[32];
+	uint64_t rng = 0x9e3779b97f4a7c15ULL, now = wall_ms();
+	sp_store_t *s = store_new(25, 4000, 2000);
+	sp_store_counters_t c0, c1;
+	size_t na, nb, i = 0;
+	int mismatches = 0, nstatus[8] = {0};
+
+	SP_CHECK(s != NULL && wait_up(s, 5000));
+	if (!s)
+		return;
+	new_token(ta);
+	new_token(tb);
+	for (size_t k = 0; k < NOPS; k++) {
+		rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+		ops[k].id = 1 + (unsigned)(rng % 60);
+		ops[k].blob_len = (size_t)(rng >> 8) % 300;
+		ops[k].expires_in = (rng >> 20) % 23 == 0 ? -1000 : 600000;
+		ops[k].collapse = (rng >> 30) % 3 == 0 ? cids[(rng >> 40) % 3] : NULL;
+	}
+	/* one at a time */
+	for (size_t k = 0; k < NOPS; k++) {
+		SP_CHECK_EQ_INT(enq_async(s, ta, &ops[k], now, &one[k]), 0);
+		if (!run_until(&one[k].done, 5000))
+			SP_FAIL("op %zu: no answer", k);
+	}
+	/* in batches of random size, sometimes running the loop once in between */
+	sp_store_counters(s, &c0);
+	enq_order = 0;
+	while (i < NOPS) {
+		size_t chunk = 1 + (size_t)((rng = rng * 6364136223846793005ULL + 1) >> 33) % 90;
+
+		for (size_t k = 0; k < chunk && i < NOPS; k++, i++)
+			SP_CHECK_EQ_INT(enq_async(s, tb, &ops[i], now, &many[i]), 0);
+		if ((rng >> 40) & 1)
+			event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	SP_CHECK(run_until(&many[NOPS - 1].done, 5000));
+	sp_store_counters(s, &c1);
+	for (size_t k = 0; k < NOPS; k++) {
+		bool same = one[k].status == many[k].status && many[k].done == 1 &&
+		            many[k].order == (int)k;
+
+		/* a duplicate names the seq of the stored copy: the same op in both runs */
+		for (size_t j = 0; same && j < k && one[k].status == SP_STORE_DUPLICATE; j++)
+			if (one[j].seq == one[k].seq)
+				same = many[j].seq == many[k].seq;
+		if (!same && mismatches++ < 5)
+			SP_FAIL("op %zu (id %u, %s): one at a time %s, batched %s (answered %d "
+			        "times, "
+			        "as #%d)",
+			        k, ops[k].id, ops[k].collapse ? ops[k].collapse : "-",
+			        sp_store_status_name(one[k].status),
+			        sp_store_status_name(many[k].status), many[k].done, many[k].order);
+		if (one[k].status >= 0 && one[k].status < 8)
+			nstatus[one[k].status]++;
+	}
+	SP_CHECK_EQ_INT(mismatches, 0);
+	/* the case mix is what this test is about: every outcome happened */
+	SP_CHECK(nstatus[SP_STORE_STORED] > 20 && nstatus[SP_STORE_DUPLICATE] > 5 &&
+	         nstatus[SP_STORE_FULL_COUNT] > 5 && nstatus[SP_STORE_EXPIRED] > 3);
+	printf("# %d stored, %d duplicate, %d full (count), %d full (bytes), %d expired; "
+	       "%llu requests for %d enqueues\n",
+	       nstatus[SP_STORE_STORED], nstatus[SP_STORE_DUPLICATE], nstatus[SP_STORE_FULL_COUNT],
+	       nstatus[SP_STORE_FULL_BYTES], nstatus[SP_STORE_EXPIRED],
+	       (unsigned long long)(c1.enqueue_calls - c0.enqueue_calls), NOPS);
+	SP_CHECK(c1.enqueue_calls - c0.enqueue_calls < NOPS / 4);
+	na = read_queue(s, ta, qa, la, NOPS);
+	nb = read_queue(s, tb, qb, lb, NOPS);
+	SP_CHECK(na != (size_t)-1 && na > 0);
+	SP_CHECK_EQ_INT(na, nb);
+	if (na == nb && na != (size_t)-1) {
+		SP_CHECK(memcmp(qa, qb, na * sizeof(qa[0])) == 0);
+		SP_CHECK(memcmp(la, lb, na * sizeof(la[0])) == 0);
+	}
+	{
+		uint64_t ca, ba, cb, bb;
+
+		SP_CHECK_EQ_INT(depth(s, ta, &ca, &ba), SP_STORE_OK);
+		SP_CHECK_EQ_INT(depth(s, tb, &cb, &bb), SP_STORE_OK);
+		SP_CHECK_EQ_INT(ca, na);
+		SP_CHECK_EQ_INT(cb, ca);
+		SP_CHECK_EQ_INT(bb, ba);
+	}
+	sp_store_free(s);
+}
+
+/* A batch never exceeds max_batch messages, and messages for different tokens never share a
+ * request (each script touches one hash slot). */
+static void test_batch_limits(void)
+{
+	sp_store_limits_t lim;
+	char err[256];
+	sp_store_t *s;
+	static struct enq_res r[100];
+	uint8_t t1[32], t2[32];
+	sp_store_counters_t c0, c1;
+	uint64_t now = wall_ms();
+
+	sp_store_limits_default(&lim);
+	SP_CHECK_EQ_INT(lim.max_batch, 64);
+	lim.max_batch = 0;
+	SP_CHECK(sp_store_new(base, url, &lim, err, sizeof(err)) == NULL);
+	lim.max_batch = SP_STORE_MAX_BATCH + 1;
+	SP_CHECK(sp_store_new(base, url, &lim, err, sizeof(err)) == NULL);
+	lim.max_batch = 7;
+	s = sp_store_new(base, url, &lim, err, sizeof(err));
+	SP_CHECK(s != NULL && wait_up(s, 5000));
+	if (!s)
+		return;
+	new_token(t1);
+	new_token(t2);
+	sp_store_counters(s, &c0);
+	for (unsigned k = 0; k < 100; k++) {
+		struct op o = {1000 + k, 10, 60000, NULL};
+
+		SP_CHECK_EQ_INT(enq_async(s, k % 2 ? t2 : t1, &o, now, &r[k]), 0);
+	}
+	SP_CHECK(run_until(&r[99].done, 5000));
+	sp_store_counters(s, &c1);
+	for (unsigned k = 0; k < 100; k++)
+		SP_CHECK_EQ_INT(r[k].status, SP_STORE_STORED);
+	/* 50 per token in requests of at most 7: at least 8 each */
+	SP_CHECK(c1.enqueue_calls - c0.enqueue_calls >= 16);
+	SP_CHECK(c1.enqueue_calls - c0.enqueue_calls <= 20);
+	SP_CHECK_EQ_INT(c1.enqueued - c0.enqueued, 100);
+	sp_store_free(s);
+}
+
 static void test_noscript(void)
 {
 	uint8_t token[32], id[16];
@@ -1166,6 +1371,8 @@ int main(void)
 	SP_RUN(test_ack);
 	SP_RUN(test_layout);
 	SP_RUN(test_malformed);
+	SP_RUN(test_batch_equivalence);
+	SP_RUN(test_batch_limits);
 	SP_RUN(test_noscript);
 	SP_RUN(test_wait);
 	SP_RUN(test_free_pending);
