@@ -162,6 +162,8 @@ struct sp_worker {
 	struct event *ev_wake;
 	struct event *ev_tick;
 	struct event *ev_accept_retry; /* re-enables the listener after an EMFILE pause */
+	struct event *ev_after;        /* end of a loop turn: results, flushes, reaping */
+	bool after_pending;
 	atomic_uint flags;
 	atomic_int wake;
 
@@ -414,7 +416,8 @@ void sp_worker_push(sp_worker_t *w, sp_node_t *n);
 sp_conn_t *sp_worker_conn(sp_worker_t *w, sp_connref_t ref);
 int sp_worker_slot_alloc(sp_worker_t *w, sp_conn_t *c);
 void sp_worker_slot_free(sp_worker_t *w, sp_conn_t *c);
-/* Work left at the end of every callback: gathered results, flushes, reaping. */
+/* Asks for the work left by callbacks (gathered results, flushes, reaping) to be done once at
+ * the end of this loop turn; every callback that may leave such work calls it. */
 void sp_worker_after(sp_worker_t *w);
 uint64_t sp_now_ms(void);
 

@@ -120,8 +120,16 @@ sp_conn_t *sp_worker_conn(sp_worker_t *w, sp_connref_t ref)
 	return c;
 }
 
-void sp_worker_after(sp_worker_t *w)
+/* The work left by the callbacks of one loop turn, done once after all of them: results are
+ * gathered into frames and each connection's output goes out in one write, however many
+ * callbacks (connection reads, store answers, inbox pushes) added to it. */
+static void on_after(evutil_socket_t fd, short what, void *arg)
 {
+	sp_worker_t *w = arg;
+
+	(void)fd;
+	(void)what;
+	w->after_pending = false;
 	sp_session_flush_results(w);
 	while (w->dirty) {
 		sp_conn_t *c = w->dirty;
@@ -138,6 +146,14 @@ void sp_worker_after(sp_worker_t *w)
 	}
 	if (w->draining && w->n_conns == 0 && w->live_msgs == 0)
 		event_base_loopbreak(w->base);
+}
+
+void sp_worker_after(sp_worker_t *w)
+{
+	if (!w->after_pending) {
+		w->after_pending = true;
+		event_active(w->ev_after, 0, 0);
+	}
 }
 
 static void drain_inbox(sp_worker_t *w)
@@ -407,8 +423,9 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	w->ev_wake = event_new(w->base, w->efd, EV_READ | EV_PERSIST, on_wake, w);
 	w->ev_tick = event_new(w->base, -1, EV_PERSIST, on_tick, w);
 	w->ev_accept_retry = event_new(w->base, -1, 0, on_accept_retry, w);
+	w->ev_after = event_new(w->base, -1, 0, on_after, w);
 	if (!w->scratch || !w->seal || !w->rlcx || !w->batch || !w->dedup || !w->ev_wake ||
-	    !w->ev_tick || !w->ev_accept_retry)
+	    !w->ev_tick || !w->ev_accept_retry || !w->ev_after)
 		goto nomem;
 	event_add(w->ev_wake, NULL);
 	event_add(w->ev_tick, &tick);
@@ -463,6 +480,8 @@ static void worker_destroy(sp_worker_t *w)
 		event_free(w->ev_tick);
 	if (w->ev_accept_retry)
 		event_free(w->ev_accept_retry);
+	if (w->ev_after)
+		event_free(w->ev_after);
 	if (w->base)
 		event_base_free(w->base);
 	if (w->efd >= 0)
