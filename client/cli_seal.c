@@ -70,12 +70,13 @@ void cli_card_free(cli_card_t *card)
 }
 
 int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
-                  const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len, char *err,
-                  size_t errlen)
+                  uint32_t ttl, const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len,
+                  char *err, size_t errlen)
 {
 	(void)s;
 	(void)to;
 	(void)msg_id;
+	(void)ttl;
 	(void)msg;
 	(void)len;
 	*blob = NULL;

@@ -56,10 +56,11 @@ int cli_card_load(const char *path, cli_card_t **out, char *err, size_t errlen);
 void cli_card_token(const cli_card_t *card, uint8_t token[SEALPUSH_TOKEN_LEN]);
 void cli_card_free(cli_card_t *card);
 
-/* Seals msg for one recipient card, bound to msg_id; *blob is malloc'ed. */
+/* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds); *blob is
+ * malloc'ed. */
 int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
-                  const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len, char *err,
-                  size_t errlen);
+                  uint32_t ttl, const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len,
+                  char *err, size_t errlen);
 
 /* Opens a delivered blob (s may be NULL: no sealing key). 0 with *out filled, -ENOMSG not an
  * envelope (print it as unsealed), -EBADMSG / -ENOKEY / -ENOMEM. */

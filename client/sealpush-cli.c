@@ -48,6 +48,9 @@ enum {
 
 #define MAX_TO      1024
 #define MAX_MESSAGE (16u << 20)
+#define SEAL_DEFAULT_TTL                                                                           \
+	(30u * 86400) /* sealpushd's default max_ttl: what a SEND without                          \
+	                  --ttl gets */
 
 static const char *prog = "sealpush";
 static int verbose;
@@ -752,8 +755,9 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 			j->blob = msg;
 			j->blob_len = msg_len;
 		} else {
-			e = cli_seal_seal(seal, cards[k], j->msg_id, msg, msg_len, &j->blob,
-			                  &j->blob_len, err, sizeof(err));
+			e = cli_seal_seal(seal, cards[k], j->msg_id,
+			                  o->has_ttl ? (uint32_t)o->ttl : SEAL_DEFAULT_TTL, msg,
+			                  msg_len, &j->blob, &j->blob_len, err, sizeof(err));
 			if (e < 0) {
 				die_line("cannot seal for %s: %s", o->to[k], err);
 				rc = seal_exit(e);
