@@ -1,0 +1,74 @@
+/*
+ * cli_seal: the one seam between the sealpush CLI and end-to-end sealing.
+ *
+ * The CLI calls only these functions for anything that touches sealing keys, contact cards or
+ * envelopes; one implementation file provides them. cli_seal.c in this tree is the build
+ * without sealing: every function returns -ENOTSUP (the CLI says "sealing not available in
+ * this build", exit 70), except cli_seal_open(), which reports every blob as not sealed
+ * (-ENOMSG), so `sealpush listen` prints raw messages as "unsealed". The sealing
+ * implementation (HPKE envelopes and contact cards, client/sp_seal.h, client/sp_card.h)
+ * replaces that file.
+ *
+ * Errors (negative errno values): -ENOTSUP no sealing in this build; -ENOENT / -EACCES a file;
+ * -EEXIST init found a sealing key already; -EBADMSG verification failed (a card whose
+ * signature or token does not check, an envelope that does not open or whose sender is not
+ * authentic); -ENOMSG the blob is not a sealed envelope; -ENOKEY an envelope but this device
+ * has no sealing key; -ENOMEM. err (if errlen > 0) then holds one line.
+ */
+#ifndef CLI_SEAL_H
+#define CLI_SEAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sealpush.h"
+
+typedef struct cli_seal cli_seal_t; /* this device's sealing identity */
+typedef struct cli_card cli_card_t; /* a contact card, verified against its token */
+
+/* A message opened by cli_seal_open(): hand it back with cli_seal_done() once printed. */
+typedef struct cli_opened {
+	uint8_t sender[SEALPUSH_TOKEN_LEN]; /* authenticated sender token */
+	uint8_t *text;                      /* the plaintext (owned) */
+	size_t text_len;
+	void *priv; /* implementation data (replay bookkeeping) */
+} cli_opened_t;
+
+/* Whether this build can seal. */
+int cli_seal_available(void);
+
+/* Creates the sealing key beside the device key (key_file's directory) and writes its path
+ * into path_out. -EEXIST if there is one already. */
+int cli_seal_init(const char *cert_file, const char *key_file, char *path_out, size_t pathlen,
+                  char *err, size_t errlen);
+
+/* Loads this device's sealing identity (certificate, key, sealing key beside the key). */
+int cli_seal_load(const char *cert_file, const char *key_file, cli_seal_t **out, char *err,
+                  size_t errlen);
+void cli_seal_free(cli_seal_t *s);
+
+/* Writes this device's contact card (JSON) to out. */
+int cli_seal_card_write(cli_seal_t *s, FILE *out, char *err, size_t errlen);
+
+/* Reads and verifies a contact card file; -EBADMSG if it does not verify. */
+int cli_card_load(const char *path, cli_card_t **out, char *err, size_t errlen);
+void cli_card_token(const cli_card_t *card, uint8_t token[SEALPUSH_TOKEN_LEN]);
+void cli_card_free(cli_card_t *card);
+
+/* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds); *blob is
+ * malloc'ed. */
+int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
+                  uint32_t ttl, const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len,
+                  char *err, size_t errlen);
+
+/* Opens a delivered blob (s may be NULL: no sealing key). 0 with *out filled, -ENOMSG not an
+ * envelope (print it as unsealed), -EBADMSG / -ENOKEY / -ENOMEM. */
+int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], const uint8_t *blob,
+                  size_t len, cli_opened_t *out, char *err, size_t errlen);
+
+/* The message was printed: remember it (replay protection) and free what open allocated.
+ * Also frees when processed is 0 (not printed). */
+void cli_seal_done(cli_seal_t *s, cli_opened_t *o, int processed);
+
+#endif

@@ -1,0 +1,1284 @@
+/*
+ * sealpush: the command-line client of a sealpush relay, over libsealpush.
+ *
+ *	sealpush [OPTIONS] COMMAND [ARGS]      (sealpush --help for the whole story)
+ *
+ * One process runs one command: it resolves the global settings (flags, then the config file,
+ * then the environment), runs the command on one event loop (send and listen) and exits with a
+ * code that says what went wrong (see usage()). Sealing goes through cli_seal.h only.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+#include "cli_seal.h"
+#include "sealpush.h"
+#include "sp_identity.h"
+#include "sp_version.h"
+
+/* Exit codes (also in usage() and client/README.md). */
+enum {
+	EXIT_OK = 0,
+	EXIT_TIMEOUT = 1,   /* listen: --timeout ended it before --count (or with no message) */
+	EXIT_USAGE = 64,    /* bad command line, a setting missing */
+	EXIT_VERIFY = 65,   /* verification failed: a card, a sealed message */
+	EXIT_NOINPUT = 66,  /* a file could not be read (certificate, key, card, --file) */
+	EXIT_CONNECT = 69,  /* the relay could not be reached, or the connection was lost */
+	EXIT_INTERNAL = 70, /* internal error; sealing not available in this build */
+	EXIT_TLS = 71,      /* TLS failed: a certificate refused (either side), revoked */
+	EXIT_IOERR = 74,    /* writing the output failed */
+	EXIT_REFUSED = 75,  /* send: the relay refused at least one recipient */
+	EXIT_PROTOCOL = 76, /* the relay broke the protocol or sent ERROR; token mismatch */
+	EXIT_CONFIG = 78,   /* the config file is unreadable or malformed */
+};
+
+#define MAX_TO      1024
+#define MAX_MESSAGE (16u << 20)
+#define SEAL_DEFAULT_TTL                                                                           \
+	(30u * 86400) /* sealpushd's default max_ttl: what a SEND without                          \
+	                  --ttl gets */
+
+static const char *prog = "sealpush";
+static int verbose;
+
+static void die_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One line on stderr: "sealpush: ...". */
+static void die_line(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: sealpush [OPTIONS] COMMAND [ARGS]\n"
+	        "\n"
+	        "Commands:\n"
+	        "  init                  create this device's sealing key beside its key\n"
+	        "  token                 print this device's token (SHA-256 of its certificate's "
+	        "key)\n"
+	        "  card                  print this device's contact card\n"
+	        "  send --to CARD|TOKEN [--to ...] [--message TEXT | --file F | stdin]\n"
+	        "                        send one message; prints \"TOKEN STATUS\" per recipient\n"
+	        "  listen                print messages as they arrive, acknowledging each once "
+	        "printed\n"
+	        "  verify-card FILE      check a contact card; prints its token\n"
+	        "\n"
+	        "Global options (any position):\n"
+	        "  --server HOST:PORT    the relay            (config: server, env "
+	        "SEALPUSH_SERVER)\n"
+	        "  --ca FILE             CA of the relay's certificate   (ca, SEALPUSH_CA)\n"
+	        "  --cert FILE           this device's certificate       (cert, SEALPUSH_CERT)\n"
+	        "  --key FILE            this device's private key       (key, SEALPUSH_KEY)\n"
+	        "  --config FILE         config file (default $SEALPUSH_CONFIG, else\n"
+	        "                        ${XDG_CONFIG_HOME:-~/.config}/sealpush/config if it "
+	        "exists)\n"
+	        "  --connect-timeout S   seconds to get connected (default 10)\n"
+	        "  -v, --verbose         connection events on stderr\n"
+	        "  -h, --help            this help;  -V, --version  the version\n"
+	        "A setting is taken from the command line, else the config file, else the\n"
+	        "environment. The config file has lines \"key = value\" (keys server, ca, cert, "
+	        "key;\n"
+	        "'#' starts a comment); relative paths in it are relative to its directory.\n"
+	        "\n"
+	        "send options:\n"
+	        "  --to CARD_FILE|TOKEN  a recipient (repeatable); a bare 64-hex token needs "
+	        "--raw\n"
+	        "  --message TEXT | --file FILE   the message (default: standard input)\n"
+	        "  --ttl SECONDS         how long the relay may keep it (0: now or never)\n"
+	        "  --priority 10|5|1     (default 10)\n"
+	        "  --collapse ID         a newer message with the same ID replaces a queued one\n"
+	        "  --id HEX              the message id (32 hex digits; default random): resend\n"
+	        "                        with the same id to retry without duplicates\n"
+	        "  --raw                 send the bytes as given, not sealed\n"
+	        "  --timeout SECONDS     wait at most this long for the answers (default 60)\n"
+	        "  --json                one JSON object instead of the lines\n"
+	        "listen options:\n"
+	        "  --count N             exit after N messages\n"
+	        "  --timeout SECONDS     exit after SECONDS\n"
+	        "  --json                one JSON object per message instead of\n"
+	        "                        \"SENDER MSG_ID LENGTH PAYLOAD\" (SENDER is \"unsealed\" "
+	        "for\n"
+	        "                        a raw message; PAYLOAD is LENGTH bytes as they are)\n"
+	        "\n"
+	        "Exit status:\n"
+	        "  0 ok; 1 listen --timeout passed before --count messages (or, without --count,\n"
+	        "  with none); 64 usage; 65 verification failed; 66 input file unreadable;\n"
+	        "  69 relay unreachable or connection lost; 70 internal error or sealing not\n"
+	        "  available; 71 TLS failure (certificate refused or revoked); 74 output error;\n"
+	        "  75 send: a recipient was refused; 76 protocol error; 78 bad config file.\n");
+}
+
+/* ---- settings: flags > config file > environment ---------------------------------------- */
+
+typedef struct settings {
+	char *server, *ca, *cert, *key;
+} settings_t;
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL) {
+		die_line("out of memory");
+		exit(EXIT_INTERNAL);
+	}
+	return p;
+}
+
+static char *trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+/* Reads "key = value" lines into the settings not yet set. Returns 0 or an exit code. */
+static int config_read(const char *path, bool must_exist, settings_t *s)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096], dir[PATH_MAX];
+	const char *slash;
+	unsigned no = 0;
+
+	if (f == NULL) {
+		if (!must_exist && errno == ENOENT)
+			return 0;
+		die_line("cannot read the config file %s: %s", path, strerror(errno));
+		return EXIT_CONFIG;
+	}
+	slash = strrchr(path, '/');
+	snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+	if (slash == path)
+		snprintf(dir, sizeof(dir), "/");
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *k, *v, *eq, **dst = NULL;
+		bool is_path = true;
+
+		no++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			die_line("%s:%u: line too long", path, no);
+			fclose(f);
+			return EXIT_CONFIG;
+		}
+		k = trim(line);
+		if (*k == '#' || *k == '\0')
+			continue;
+		eq = strchr(k, '=');
+		if (eq == NULL) {
+			die_line("%s:%u: want \"key = value\"", path, no);
+			fclose(f);
+			return EXIT_CONFIG;
+		}
+		*eq = '\0';
+		k = trim(k);
+		v = trim(eq + 1);
+		if (strcmp(k, "server") == 0) {
+			dst = &s->server;
+			is_path = false;
+		} else if (strcmp(k, "ca") == 0)
+			dst = &s->ca;
+		else if (strcmp(k, "cert") == 0)
+			dst = &s->cert;
+		else if (strcmp(k, "key") == 0)
+			dst = &s->key;
+		else {
+			die_line("%s:%u: unknown key \"%s\" (known: server, ca, cert, key)", path,
+			         no, k);
+			fclose(f);
+			return EXIT_CONFIG;
+		}
+		if (*v == '\0') {
+			die_line("%s:%u: %s has no value", path, no, k);
+			fclose(f);
+			return EXIT_CONFIG;
+		}
+		if (*dst != NULL)
+			continue; /* a flag set it */
+		if (is_path && v[0] != '/') {
+			char full[PATH_MAX * 2];
+
+			snprintf(full, sizeof(full), "%s/%s", dir, v);
+			*dst = xstrdup(full);
+		} else {
+			*dst = xstrdup(v);
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
+static int settings_resolve(settings_t *s, const char *config_flag)
+{
+	const char *env, *home;
+	char path[PATH_MAX];
+	int r = 0;
+
+	if (config_flag != NULL) {
+		r = config_read(config_flag, true, s);
+	} else if ((env = getenv("SEALPUSH_CONFIG")) != NULL && *env) {
+		r = config_read(env, true, s);
+	} else {
+		if ((env = getenv("XDG_CONFIG_HOME")) != NULL && *env)
+			snprintf(path, sizeof(path), "%s/sealpush/config", env);
+		else if ((home = getenv("HOME")) != NULL && *home)
+			snprintf(path, sizeof(path), "%s/.config/sealpush/config", home);
+		else
+			path[0] = '\0';
+		if (path[0])
+			r = config_read(path, false, s);
+	}
+	if (r != 0)
+		return r;
+	if (s->server == NULL && (env = getenv("SEALPUSH_SERVER")) != NULL && *env)
+		s->server = xstrdup(env);
+	if (s->ca == NULL && (env = getenv("SEALPUSH_CA")) != NULL && *env)
+		s->ca = xstrdup(env);
+	if (s->cert == NULL && (env = getenv("SEALPUSH_CERT")) != NULL && *env)
+		s->cert = xstrdup(env);
+	if (s->key == NULL && (env = getenv("SEALPUSH_KEY")) != NULL && *env)
+		s->key = xstrdup(env);
+	return 0;
+}
+
+static int need(const char *cmd, const char *val, const char *flag, const char *key,
+                const char *env)
+{
+	if (val != NULL)
+		return 0;
+	die_line("%s needs %s (or \"%s = ...\" in the config file, or %s)", cmd, flag, key, env);
+	return EXIT_USAGE;
+}
+
+/* ---- the event loop side ---------------------------------------------------------------- */
+
+typedef struct job {
+	uint8_t msg_id[SEALPUSH_MSG_ID_LEN];
+	uint8_t *tokens;
+	size_t n;
+	uint8_t *blob;
+	size_t blob_len;
+	const char **labels; /* per recipient: what --to said */
+} job_t;
+
+typedef struct run {
+	struct event_base *base;
+	sp_client_t *c;
+	int exit_code; /* set by the first failure */
+	int conn_exit; /* exit code of the last connection failure */
+	char conn_err[512];
+	bool connected; /* got WELCOME at least once */
+	bool finished;
+	/* send */
+	job_t *jobs;
+	size_t n_jobs, next_job;
+	sp_client_send_opts_t sopts;
+	bool any_refused, any_unanswered, json;
+	json_t *jresults;
+	uint8_t msg_id[SEALPUSH_MSG_ID_LEN];
+	/* listen */
+	cli_seal_t *seal;
+	unsigned long count, got;
+	bool verify_failed;
+} run_t;
+
+static int exit_for_cause(int cause, unsigned code)
+{
+	switch (cause) {
+	case SP_CLIENT_C_TLS:
+		return EXIT_TLS;
+	case SP_CLIENT_C_PROTOCOL:
+	case SP_CLIENT_C_TOKEN:
+		return EXIT_PROTOCOL;
+	case SP_CLIENT_C_GOAWAY:
+		return code == 17 /* CERT_REVOKED */ ? EXIT_TLS : EXIT_CONNECT;
+	case SP_CLIENT_C_NOMEM:
+		return EXIT_INTERNAL;
+	default:
+		return EXIT_CONNECT;
+	}
+}
+
+static void finish(run_t *r, int code)
+{
+	if (r->exit_code == 0)
+		r->exit_code = code;
+	if (!r->finished) {
+		r->finished = true;
+		sp_client_close(r->c);
+	}
+}
+
+static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
+{
+	run_t *r = arg;
+
+	(void)c;
+	switch (ev->type) {
+	case SP_CLIENT_EV_CONNECTED:
+		r->connected = true;
+		if (verbose)
+			fprintf(stderr, "%s: %s\n", prog, ev->detail);
+		break;
+	case SP_CLIENT_EV_DISCONNECTED:
+		r->conn_exit = exit_for_cause(ev->cause, ev->code);
+		snprintf(r->conn_err, sizeof(r->conn_err), "%s", ev->detail);
+		if (verbose || (!r->finished && r->connected && ev->will_retry))
+			fprintf(stderr, "%s: %s%s\n", prog, ev->detail,
+			        ev->will_retry ? " (reconnecting)" : "");
+		/* Listen: a first connection that fails is an error, not something to wait out. */
+		if (!r->connected && !r->finished) {
+			die_line("%s", ev->detail);
+			r->exit_code = r->conn_exit;
+			r->finished = true;
+			sp_client_close(r->c);
+		}
+		break;
+	case SP_CLIENT_EV_STOPPED:
+		if (ev->cause != SP_CLIENT_C_LOCAL && !r->finished) {
+			die_line("%s", ev->detail);
+			if (r->exit_code == 0)
+				r->exit_code = exit_for_cause(ev->cause, ev->code);
+		}
+		r->finished = true;
+		event_base_loopexit(r->base, NULL);
+		break;
+	case SP_CLIENT_EV_ERROR:
+		fprintf(stderr, "%s: warning: %s\n", prog, ev->detail);
+		break;
+	}
+}
+
+/* ---- send ---------------------------------------------------------------------------------- */
+
+static void submit_next(run_t *r)
+{
+	job_t *j;
+	int e;
+
+	if (r->next_job >= r->n_jobs) {
+		finish(r, 0);
+		return;
+	}
+	j = &r->jobs[r->next_job];
+	r->sopts.msg_id = j->msg_id;
+	r->sopts.user = j;
+	e = sp_client_send(r->c, j->tokens, j->n, j->blob, j->blob_len, &r->sopts, NULL);
+	if (e < 0) {
+		die_line("cannot send: %s", e == -EMSGSIZE
+		                                    ? "the message is larger than the relay's "
+		                                      "max_blob"
+		                                    : strerror(-e));
+		finish(r, e == -EMSGSIZE ? EXIT_REFUSED : EXIT_INTERNAL);
+		return;
+	}
+	r->next_job++;
+}
+
+static void on_result(sp_client_t *c, const sp_client_result_t *res, void *arg)
+{
+	run_t *r = arg;
+	job_t *j = res->user;
+	char hex[SEALPUSH_TOKEN_HEX + 1];
+
+	(void)c;
+	for (size_t i = 0; i < res->n; i++) {
+		unsigned st = res->statuses[i];
+
+		sp_token_hex(res->tokens + i * SEALPUSH_TOKEN_LEN, hex);
+		if (st == SEALPUSH_ST_NOT_SENT || st == SEALPUSH_ST_TIMEOUT)
+			r->any_unanswered = true;
+		else if (!SEALPUSH_STATUS_ACCEPTED(st))
+			r->any_refused = true;
+		if (r->json) {
+			char id[2 * SEALPUSH_MSG_ID_LEN + 1];
+			json_t *o;
+
+			for (size_t b = 0; b < SEALPUSH_MSG_ID_LEN; b++)
+				snprintf(id + 2 * b, 3, "%02x", res->msg_id[b]);
+			o = json_pack("{s:s, s:s, s:s, s:s, s:b}", "to", j->labels[i], "token", hex,
+			              "msg_id", id, "status", sp_client_status_name(st), "accepted",
+			              SEALPUSH_STATUS_ACCEPTED(st));
+
+			if (o && res->retry_after_ms)
+				json_object_set_new(o, "retry_after_ms",
+				                    json_integer(res->retry_after_ms));
+			json_array_append_new(r->jresults, o);
+		} else {
+			printf("%s %s\n", hex, sp_client_status_name(st));
+		}
+	}
+	fflush(stdout);
+	if (!r->finished)
+		submit_next(r);
+}
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+static int parse_hex(const char *s, uint8_t *out, size_t n)
+{
+	if (strlen(s) != 2 * n)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return 0;
+}
+
+/* Reads a whole stream (at most MAX_MESSAGE bytes). Returns 0 or an exit code. */
+static int read_all(FILE *f, const char *what, uint8_t **out, size_t *len)
+{
+	size_t cap = 4096, n = 0;
+	uint8_t *buf = malloc(cap);
+
+	if (buf == NULL)
+		return EXIT_INTERNAL;
+	for (;;) {
+		size_t got;
+
+		if (n == cap) {
+			uint8_t *p;
+
+			if (cap > MAX_MESSAGE) {
+				free(buf);
+				die_line("%s is larger than %u bytes", what, MAX_MESSAGE);
+				return EXIT_USAGE;
+			}
+			p = realloc(buf, cap * 2);
+			if (p == NULL) {
+				free(buf);
+				return EXIT_INTERNAL;
+			}
+			buf = p;
+			cap *= 2;
+		}
+		got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f)) {
+		free(buf);
+		die_line("cannot read %s: %s", what, strerror(errno));
+		return EXIT_NOINPUT;
+	}
+	if (n > MAX_MESSAGE) {
+		free(buf);
+		die_line("%s is larger than %u bytes", what, MAX_MESSAGE);
+		return EXIT_USAGE;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+static int seal_exit(int e)
+{
+	switch (e) {
+	case -ENOTSUP:
+		return EXIT_INTERNAL;
+	case -EBADMSG:
+		return EXIT_VERIFY;
+	case -ENOENT:
+	case -EACCES:
+	case -ENOKEY:
+		return EXIT_NOINPUT;
+	default:
+		return EXIT_INTERNAL;
+	}
+}
+
+typedef struct cmd_opts {
+	const char *to[MAX_TO];
+	size_t n_to;
+	const char *message, *file, *collapse, *id;
+	bool raw, json, has_ttl;
+	long ttl, priority;
+	double timeout;
+	bool has_timeout;
+	unsigned long count;
+	double connect_timeout;
+} cmd_opts_t;
+
+static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
+
+static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool send_only)
+{
+	sp_client_config_t cfg = {.server = s->server,
+	                          .ca_file = s->ca,
+	                          .cert_file = s->cert,
+	                          .key_file = s->key,
+	                          .send_only = send_only,
+	                          .connect_timeout_ms = (uint32_t)(o->connect_timeout * 1000),
+	                          .agent = "sealpush-cli/" SP_VERSION};
+	sp_client_callbacks_t cb = {.event = on_event, .arg = r};
+	char err[512];
+	int e;
+
+	if (send_only)
+		cb.result = on_result;
+	else
+		cb.message = on_message;
+	if (send_only) {
+		cfg.no_reconnect = true;
+		cfg.max_attempts = 1;
+		cfg.resend = SP_CLIENT_RESEND_FAIL;
+		cfg.send_timeout_ms = (uint32_t)(o->timeout * 1000);
+		cfg.close_timeout_ms = 2000;
+	} else if (o->count > 0) {
+		cfg.window = o->count < 64 ? (uint16_t)o->count : 64;
+	}
+	r->base = event_base_new();
+	if (r->base == NULL) {
+		die_line("cannot create an event base");
+		return EXIT_INTERNAL;
+	}
+	e = sp_client_new(r->base, &cfg, &cb, &r->c, err, sizeof(err));
+	if (e < 0) {
+		event_base_free(r->base);
+		r->base = NULL;
+		die_line("%s", err);
+		return e == -EINVAL ? EXIT_USAGE : e == -ENOMEM ? EXIT_INTERNAL : EXIT_NOINPUT;
+	}
+	return 0;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	run_t *r = arg;
+
+	(void)what;
+	if (r->finished) {
+		event_base_loopbreak(r->base);
+		return;
+	}
+	if (verbose)
+		fprintf(stderr, "%s: signal %d, closing\n", prog, (int)sig);
+	finish(r, r->got || r->count == 0 ? 0 : EXIT_TIMEOUT);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	run_t *r = arg;
+
+	(void)fd;
+	(void)what;
+	if (!r->finished) {
+		if (r->c && sp_client_state(r->c) != SP_CLIENT_READY && !r->connected &&
+		    r->conn_err[0])
+			die_line("%s", r->conn_err);
+		finish(r, (r->count ? r->got < r->count : r->got == 0) ? EXIT_TIMEOUT : 0);
+	}
+}
+
+static int run_loop(run_t *r, double timeout)
+{
+	struct event *sigint = evsignal_new(r->base, SIGINT, on_signal, r);
+	struct event *sigterm = evsignal_new(r->base, SIGTERM, on_signal, r);
+	struct event *tmo = evtimer_new(r->base, on_timeout, r);
+
+	if (sigint == NULL || sigterm == NULL || tmo == NULL) {
+		die_line("cannot set up the event loop");
+		r->exit_code = EXIT_INTERNAL;
+	} else {
+		evsignal_add(sigint, NULL);
+		evsignal_add(sigterm, NULL);
+		if (timeout > 0) {
+			struct timeval tv = {
+			        .tv_sec = (time_t)timeout,
+			        .tv_usec =
+			                (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
+
+			evtimer_add(tmo, &tv);
+		}
+		sp_client_start(r->c);
+		event_base_dispatch(r->base);
+	}
+	if (sigint)
+		event_free(sigint);
+	if (sigterm)
+		event_free(sigterm);
+	if (tmo)
+		event_free(tmo);
+	sp_client_free(r->c);
+	r->c = NULL;
+	event_base_free(r->base);
+	return r->exit_code;
+}
+
+static int cmd_send(const settings_t *s, const cmd_opts_t *o)
+{
+	run_t r = {.json = o->json};
+	uint8_t *msg = NULL;
+	size_t msg_len = 0;
+	cli_card_t *cards[MAX_TO] = {0};
+	cli_seal_t *seal = NULL;
+	char err[512];
+	int rc = 0, e;
+
+	if (o->n_to == 0) {
+		die_line("send needs at least one --to CARD_FILE|TOKEN");
+		return EXIT_USAGE;
+	}
+	if ((rc = need("send", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
+	    (rc = need("send", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
+	    (rc = need("send", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("send", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	if (o->message && o->file) {
+		die_line("give --message or --file, not both");
+		return EXIT_USAGE;
+	}
+	if (o->id != NULL) {
+		if (parse_hex(o->id, r.msg_id, sizeof(r.msg_id)) < 0) {
+			die_line("--id wants 32 hexadecimal digits, got \"%s\"", o->id);
+			return EXIT_USAGE;
+		}
+		if (!o->raw && o->n_to > 1) {
+			die_line(
+			        "--id takes one sealed recipient: each sealed copy has its own id");
+			return EXIT_USAGE;
+		}
+	}
+	/* Recipients first: a bad one is a usage error before anything is read or sent. */
+	uint8_t *tokens = calloc(o->n_to, SEALPUSH_TOKEN_LEN);
+	if (tokens == NULL)
+		return EXIT_INTERNAL;
+	for (size_t i = 0; i < o->n_to; i++) {
+		if (sp_token_parse_hex(o->to[i], tokens + i * SEALPUSH_TOKEN_LEN) == 0) {
+			if (!o->raw) {
+				die_line("--to %s: a bare token takes only --raw messages; sealed "
+				         "messages go to a contact card file",
+				         o->to[i]);
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			continue;
+		}
+		e = cli_card_load(o->to[i], &cards[i], err, sizeof(err));
+		if (e < 0) {
+			die_line("--to %s: %s", o->to[i], err);
+			rc = seal_exit(e);
+			goto out;
+		}
+		cli_card_token(cards[i], tokens + i * SEALPUSH_TOKEN_LEN);
+	}
+	if (o->message != NULL) {
+		msg_len = strlen(o->message);
+		msg = (uint8_t *)xstrdup(o->message);
+	} else if (o->file != NULL) {
+		FILE *f = fopen(o->file, "rb");
+
+		if (f == NULL) {
+			die_line("cannot read --file %s: %s", o->file, strerror(errno));
+			rc = EXIT_NOINPUT;
+			goto out;
+		}
+		rc = read_all(f, o->file, &msg, &msg_len);
+		fclose(f);
+		if (rc)
+			goto out;
+	} else {
+		if ((rc = read_all(stdin, "standard input", &msg, &msg_len)) != 0)
+			goto out;
+	}
+	if (!o->raw) {
+		e = cli_seal_load(s->cert, s->key, &seal, err, sizeof(err));
+		if (e < 0) {
+			die_line("%s", err);
+			rc = seal_exit(e);
+			goto out;
+		}
+	}
+	/* Raw: one SEND to everyone. Sealed: one envelope, so one SEND, per recipient. */
+	r.n_jobs = o->raw ? 1 : o->n_to;
+	r.jobs = calloc(r.n_jobs, sizeof(*r.jobs));
+	r.jresults = json_array();
+	if (r.jobs == NULL || r.jresults == NULL) {
+		rc = EXIT_INTERNAL;
+		goto out;
+	}
+	for (size_t k = 0; k < r.n_jobs; k++) {
+		job_t *j = &r.jobs[k];
+
+		/* A sealed copy is bound to its id: every recipient's copy gets its own. */
+		if (o->id != NULL) {
+			memcpy(j->msg_id, r.msg_id, sizeof(j->msg_id));
+		} else if (RAND_bytes(j->msg_id, sizeof(j->msg_id)) != 1) {
+			die_line("no random bytes for the message id");
+			rc = EXIT_INTERNAL;
+			goto out;
+		}
+		j->n = o->raw ? o->n_to : 1;
+		j->tokens = tokens + (o->raw ? 0 : k * SEALPUSH_TOKEN_LEN);
+		j->labels = (const char **)(o->to + (o->raw ? 0 : k));
+		if (o->raw) {
+			j->blob = msg;
+			j->blob_len = msg_len;
+		} else {
+			e = cli_seal_seal(seal, cards[k], j->msg_id,
+			                  o->has_ttl ? (uint32_t)o->ttl : SEAL_DEFAULT_TTL, msg,
+			                  msg_len, &j->blob, &j->blob_len, err, sizeof(err));
+			if (e < 0) {
+				die_line("cannot seal for %s: %s", o->to[k], err);
+				rc = seal_exit(e);
+				goto out;
+			}
+		}
+	}
+	r.sopts.has_ttl = o->has_ttl;
+	r.sopts.ttl = (uint32_t)o->ttl;
+	r.sopts.priority = (uint8_t)o->priority;
+	if (o->collapse) {
+		r.sopts.collapse_id = (const uint8_t *)o->collapse;
+		r.sopts.collapse_id_len = strlen(o->collapse);
+	}
+	if ((rc = client_make(&r, s, o, true)) != 0)
+		goto out;
+	submit_next(&r);
+	rc = run_loop(&r, 0);
+	if (r.json) {
+		json_t *top = json_pack("{s:O}", "results", r.jresults);
+
+		if (top) {
+			json_dumpf(top, stdout, JSON_COMPACT);
+			fputc('\n', stdout);
+			json_decref(top);
+		}
+	}
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		die_line("cannot write the results: %s", strerror(errno));
+		rc = rc ? rc : EXIT_IOERR;
+	}
+	if (rc == 0 && (r.any_unanswered || r.next_job < r.n_jobs)) {
+		if (r.conn_err[0])
+			die_line("%s", r.conn_err);
+		else
+			die_line("no answer from the relay within %.0f s", o->timeout);
+		rc = r.conn_exit ? r.conn_exit : EXIT_CONNECT;
+	}
+	if (rc == 0 && r.any_refused)
+		rc = EXIT_REFUSED;
+out:
+	if (r.jobs != NULL && !o->raw)
+		for (size_t k = 0; k < r.n_jobs; k++)
+			free(r.jobs[k].blob);
+	free(r.jobs);
+	json_decref(r.jresults);
+	for (size_t i = 0; i < o->n_to; i++)
+		cli_card_free(cards[i]);
+	cli_seal_free(seal);
+	free(tokens);
+	free(msg);
+	return rc;
+}
+
+/* ---- listen ------------------------------------------------------------------------------- */
+
+static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
+{
+	run_t *r = arg;
+	cli_opened_t op = {0};
+	char id[2 * SEALPUSH_MSG_ID_LEN + 1], sender[SEALPUSH_TOKEN_HEX + 1], err[256];
+	const uint8_t *text = m->blob;
+	size_t text_len = m->blob_len;
+	bool sealed = false;
+	int e;
+
+	if (r->finished)
+		return; /* not printed, not acknowledged: delivered again next time */
+	for (size_t i = 0; i < SEALPUSH_MSG_ID_LEN; i++)
+		snprintf(id + 2 * i, 3, "%02x", m->msg_id[i]);
+	e = cli_seal_open(r->seal, m->msg_id, m->blob, m->blob_len, &op, err, sizeof(err));
+	if (e == 0) {
+		sealed = true;
+		sp_token_hex(op.sender, sender);
+		text = op.text;
+		text_len = op.text_len;
+	} else if (e == -ENOMSG) {
+		snprintf(sender, sizeof(sender), "unsealed");
+	} else {
+		/* It can never open: say so, and acknowledge it so that it does not come back. */
+		die_line("message %s failed verification: %s (dropped)", id, err);
+		r->verify_failed = true;
+		sp_client_ack(c, m->msg_id);
+		return;
+	}
+	if (r->json) {
+		json_t *o = json_pack("{s:s?, s:b, s:s, s:i, s:b, s:I}", "sender",
+		                      sealed ? sender : NULL, "sealed", sealed, "msg_id", id,
+		                      "priority", m->priority, "stored", m->stored, "length",
+		                      (json_int_t)text_len);
+		json_t *p = json_stringn((const char *)text, text_len);
+
+		if (o != NULL && m->collapse_id != NULL)
+			json_object_set_new(
+			        o, "collapse_id",
+			        json_stringn((const char *)m->collapse_id, m->collapse_id_len));
+		if (o != NULL && p != NULL) {
+			json_object_set_new(o, "payload", p);
+		} else if (o != NULL) {
+			size_t bl = 4 * ((text_len + 2) / 3) + 1;
+			char *b64 = malloc(bl);
+
+			if (b64 != NULL) {
+				EVP_EncodeBlock((unsigned char *)b64, text, (int)text_len);
+				json_object_set_new(o, "payload_base64", json_string(b64));
+				free(b64);
+			}
+		}
+		if (o != NULL) {
+			json_dumpf(o, stdout, JSON_COMPACT);
+			fputc('\n', stdout);
+			json_decref(o);
+		}
+	} else {
+		printf("%s %s %zu ", sender, id, text_len);
+		fwrite(text, 1, text_len, stdout);
+		fputc('\n', stdout);
+	}
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		if (sealed)
+			cli_seal_done(r->seal, &op, 0);
+		die_line("cannot write the message: %s", strerror(errno));
+		finish(r, EXIT_IOERR);
+		return;
+	}
+	if (sealed)
+		cli_seal_done(r->seal, &op, 1);
+	sp_client_ack(c, m->msg_id);
+	r->got++;
+	if (r->count && r->got >= r->count)
+		finish(r, 0);
+}
+
+static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
+{
+	run_t r = {.json = o->json, .count = o->count};
+	char err[512];
+	int rc, e;
+
+	if ((rc = need("listen", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
+	    (rc = need("listen", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
+	    (rc = need("listen", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("listen", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	if (cli_seal_available()) {
+		e = cli_seal_load(s->cert, s->key, &r.seal, err, sizeof(err));
+		if (e < 0 && e != -ENOENT) {
+			die_line("%s", err);
+			return seal_exit(e);
+		}
+		if (e == -ENOENT && verbose)
+			fprintf(stderr,
+			        "%s: no sealing key (sealpush init): sealed messages cannot "
+			        "be opened\n",
+			        prog);
+	}
+	if ((rc = client_make(&r, s, o, false)) != 0) {
+		cli_seal_free(r.seal);
+		return rc;
+	}
+	rc = run_loop(&r, o->has_timeout ? o->timeout : 0);
+	cli_seal_free(r.seal);
+	if (rc == 0 && r.verify_failed)
+		rc = EXIT_VERIFY;
+	return rc;
+}
+
+/* ---- the small commands -------------------------------------------------------------------- */
+
+static int cmd_token(const settings_t *s)
+{
+	FILE *f;
+	X509 *cert;
+	uint8_t tok[SEALPUSH_TOKEN_LEN];
+	char hex[SEALPUSH_TOKEN_HEX + 1];
+	int rc;
+
+	if ((rc = need("token", s->cert, "--cert", "cert", "SEALPUSH_CERT")))
+		return rc;
+	f = fopen(s->cert, "r");
+	if (f == NULL) {
+		die_line("cannot read the certificate %s: %s", s->cert, strerror(errno));
+		return EXIT_NOINPUT;
+	}
+	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (cert == NULL || sp_token_from_cert(cert, tok) < 0) {
+		X509_free(cert);
+		die_line("%s is not a PEM certificate", s->cert);
+		return EXIT_NOINPUT;
+	}
+	X509_free(cert);
+	sp_token_hex(tok, hex);
+	printf("%s\n", hex);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
+}
+
+static int cmd_init(const settings_t *s)
+{
+	char path[PATH_MAX], err[512];
+	int rc, e;
+
+	if ((rc = need("init", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("init", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	e = cli_seal_init(s->cert, s->key, path, sizeof(path), err, sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		return e == -EEXIST ? EXIT_USAGE : seal_exit(e);
+	}
+	printf("%s\n", path);
+	return EXIT_OK;
+}
+
+static int cmd_card(const settings_t *s)
+{
+	cli_seal_t *seal = NULL;
+	char err[512];
+	int rc, e;
+
+	if ((rc = need("card", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("card", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	e = cli_seal_load(s->cert, s->key, &seal, err, sizeof(err));
+	if (e == 0)
+		e = cli_seal_card_write(seal, stdout, err, sizeof(err));
+	cli_seal_free(seal);
+	if (e < 0) {
+		die_line("%s", err);
+		return seal_exit(e);
+	}
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
+}
+
+static int cmd_verify_card(const char *path)
+{
+	cli_card_t *card = NULL;
+	uint8_t tok[SEALPUSH_TOKEN_LEN];
+	char hex[SEALPUSH_TOKEN_HEX + 1], err[512];
+	int e = cli_card_load(path, &card, err, sizeof(err));
+
+	if (e < 0) {
+		die_line("%s: %s", path, err);
+		return seal_exit(e);
+	}
+	cli_card_token(card, tok);
+	cli_card_free(card);
+	sp_token_hex(tok, hex);
+	printf("%s\n", hex);
+	return EXIT_OK;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+enum {
+	O_SERVER = 256,
+	O_CA,
+	O_CERT,
+	O_KEY,
+	O_CONFIG,
+	O_CONNECT_TIMEOUT,
+	O_TO,
+	O_MESSAGE,
+	O_FILE,
+	O_TTL,
+	O_PRIORITY,
+	O_COLLAPSE,
+	O_ID,
+	O_RAW,
+	O_TIMEOUT,
+	O_JSON,
+	O_COUNT,
+};
+
+/* Which command each command-specific option belongs to. */
+static const struct {
+	int opt;
+	const char *name;
+	const char *cmds;
+} scoped[] = {
+        {O_TO, "--to", "send"},
+        {O_MESSAGE, "--message", "send"},
+        {O_FILE, "--file", "send"},
+        {O_TTL, "--ttl", "send"},
+        {O_PRIORITY, "--priority", "send"},
+        {O_COLLAPSE, "--collapse", "send"},
+        {O_ID, "--id", "send"},
+        {O_RAW, "--raw", "send"},
+        {O_TIMEOUT, "--timeout", "send listen"},
+        {O_JSON, "--json", "send listen"},
+        {O_COUNT, "--count", "listen"},
+};
+
+static bool word_in(const char *word, const char *list)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == '\0' || p[n] == ' '))
+			return true;
+	return false;
+}
+
+static int parse_seconds(const char *flag, const char *v, double max, double *out)
+{
+	char *end;
+	double d;
+
+	errno = 0;
+	d = strtod(v, &end);
+	if (errno || end == v || *end || !(d >= 0) || d > max) {
+		die_line("%s wants a number of seconds from 0 to %.0f, got \"%s\"", flag, max, v);
+		return EXIT_USAGE;
+	}
+	*out = d;
+	return 0;
+}
+
+static int parse_ulong(const char *flag, const char *v, unsigned long lo, unsigned long hi,
+                       unsigned long *out)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || end == v || *end || v[0] == '-' || n < lo || n > hi) {
+		die_line("%s wants a whole number from %lu to %lu, got \"%s\"", flag, lo, hi, v);
+		return EXIT_USAGE;
+	}
+	*out = n;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	        {"server", required_argument, NULL, O_SERVER},
+	        {"ca", required_argument, NULL, O_CA},
+	        {"cert", required_argument, NULL, O_CERT},
+	        {"key", required_argument, NULL, O_KEY},
+	        {"config", required_argument, NULL, O_CONFIG},
+	        {"connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT},
+	        {"to", required_argument, NULL, O_TO},
+	        {"message", required_argument, NULL, O_MESSAGE},
+	        {"file", required_argument, NULL, O_FILE},
+	        {"ttl", required_argument, NULL, O_TTL},
+	        {"priority", required_argument, NULL, O_PRIORITY},
+	        {"collapse", required_argument, NULL, O_COLLAPSE},
+	        {"id", required_argument, NULL, O_ID},
+	        {"raw", no_argument, NULL, O_RAW},
+	        {"timeout", required_argument, NULL, O_TIMEOUT},
+	        {"json", no_argument, NULL, O_JSON},
+	        {"count", required_argument, NULL, O_COUNT},
+	        {"verbose", no_argument, NULL, 'v'},
+	        {"help", no_argument, NULL, 'h'},
+	        {"version", no_argument, NULL, 'V'},
+	        {NULL, 0, NULL, 0},
+	};
+	settings_t s = {0};
+	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
+	const char *config = NULL, *cmd;
+	bool seen[O_COUNT + 1] = {0};
+	unsigned long ul;
+	int ch, rc = 0;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
+		if (ch >= O_SERVER && ch <= O_COUNT)
+			seen[ch] = true;
+		switch (ch) {
+		case O_SERVER:
+			free(s.server);
+			s.server = xstrdup(optarg);
+			break;
+		case O_CA:
+			free(s.ca);
+			s.ca = xstrdup(optarg);
+			break;
+		case O_CERT:
+			free(s.cert);
+			s.cert = xstrdup(optarg);
+			break;
+		case O_KEY:
+			free(s.key);
+			s.key = xstrdup(optarg);
+			break;
+		case O_CONFIG:
+			config = optarg;
+			break;
+		case O_CONNECT_TIMEOUT:
+			if ((rc = parse_seconds("--connect-timeout", optarg, 3600,
+			                        &o.connect_timeout)))
+				goto out;
+			if (o.connect_timeout < 0.001)
+				o.connect_timeout = 0.001;
+			break;
+		case O_TO:
+			if (o.n_to == MAX_TO) {
+				die_line("at most %d --to", MAX_TO);
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			o.to[o.n_to++] = optarg;
+			break;
+		case O_MESSAGE:
+			o.message = optarg;
+			break;
+		case O_FILE:
+			o.file = optarg;
+			break;
+		case O_TTL:
+			if ((rc = parse_ulong("--ttl", optarg, 0, UINT32_MAX, &ul)))
+				goto out;
+			o.ttl = (long)ul;
+			o.has_ttl = true;
+			break;
+		case O_PRIORITY:
+			if ((rc = parse_ulong("--priority", optarg, 1, 10, &ul)))
+				goto out;
+			if (ul != 10 && ul != 5 && ul != 1) {
+				die_line("--priority wants 10, 5 or 1, got \"%s\"", optarg);
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			o.priority = (long)ul;
+			break;
+		case O_COLLAPSE:
+			if (!*optarg || strlen(optarg) > SEALPUSH_COLLAPSE_MAX) {
+				die_line("--collapse wants 1 to %d bytes", SEALPUSH_COLLAPSE_MAX);
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			o.collapse = optarg;
+			break;
+		case O_ID:
+			o.id = optarg;
+			break;
+		case O_RAW:
+			o.raw = true;
+			break;
+		case O_TIMEOUT:
+			if ((rc = parse_seconds("--timeout", optarg, 86400 * 365, &o.timeout)))
+				goto out;
+			o.has_timeout = true;
+			break;
+		case O_JSON:
+			o.json = true;
+			break;
+		case O_COUNT:
+			if ((rc = parse_ulong("--count", optarg, 1, ULONG_MAX, &o.count)))
+				goto out;
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			rc = EXIT_OK;
+			goto out;
+		case 'V':
+			printf("sealpush %s (libsealpush %s)\n", SP_VERSION, sp_client_version());
+			rc = EXIT_OK;
+			goto out;
+		case ':':
+			die_line("%s needs a value (sealpush --help)", argv[optind - 1]);
+			rc = EXIT_USAGE;
+			goto out;
+		default:
+			die_line("unknown option %s (sealpush --help)", argv[optind - 1]);
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	}
+	if (optind >= argc) {
+		die_line("no command given (init, token, card, send, listen, verify-card; "
+		         "sealpush --help)");
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	cmd = argv[optind++];
+	if (!word_in(cmd, "init token card send listen verify-card")) {
+		die_line("unknown command \"%s\" (sealpush --help)", cmd);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(scoped) / sizeof(scoped[0]); i++)
+		if (seen[scoped[i].opt] && !word_in(cmd, scoped[i].cmds)) {
+			die_line("%s is not an option of %s (sealpush --help)", scoped[i].name,
+			         cmd);
+			rc = EXIT_USAGE;
+			goto out;
+		}
+	if (strcmp(cmd, "verify-card") == 0 && argc - optind != 1) {
+		die_line("verify-card takes one FILE");
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if (strcmp(cmd, "verify-card") != 0 && optind != argc) {
+		die_line("unexpected argument \"%s\"", argv[optind]);
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if ((rc = settings_resolve(&s, config)) != 0)
+		goto out;
+	if (strcmp(cmd, "token") == 0)
+		rc = cmd_token(&s);
+	else if (strcmp(cmd, "init") == 0)
+		rc = cmd_init(&s);
+	else if (strcmp(cmd, "card") == 0)
+		rc = cmd_card(&s);
+	else if (strcmp(cmd, "verify-card") == 0)
+		rc = cmd_verify_card(argv[optind]);
+	else if (strcmp(cmd, "send") == 0)
+		rc = cmd_send(&s, &o);
+	else
+		rc = cmd_listen(&s, &o);
+out:
+	free(s.server);
+	free(s.ca);
+	free(s.cert);
+	free(s.key);
+	return rc;
+}

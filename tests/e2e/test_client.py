@@ -1,0 +1,849 @@
+#!/usr/bin/env python3
+"""End-to-end tests of libsealpush and the sealpush CLI: the real sealpushd, a real
+redis-server, real mutual TLS; the CLI (client/sealpush-cli.c) and a small program over the
+library (tests/e2e/sp_client_probe.c) as the clients.
+
+    test_client.py --sealpushd BUILD/server/sealpushd --sealpush-ca BUILD/server/sealpush-ca \\
+                   --sealpush BUILD/client/sealpush --probe BUILD/tests/e2e/sp_client_probe
+    test_client.py ... -k listen    # only tests whose name contains "listen"
+    test_client.py ... --keep       # keep the temp dir
+
+Prints TAP; exits 1 if a test failed. Each test starts its own sealpushd.
+"""
+
+import argparse
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+import spwire as w  # noqa: E402
+from harness import (Client, Harness, TestFailure, fail, spawn, stop_process,  # noqa: E402
+                     LOOPBACK)
+
+TESTS = []
+CLI = None
+PROBE = None
+
+# Exit codes of the CLI (client/README.md).
+EX_OK, EX_TIMEOUT, EX_USAGE, EX_VERIFY, EX_NOINPUT = 0, 1, 64, 65, 66
+EX_CONNECT, EX_INTERNAL, EX_TLS, EX_REFUSED, EX_CONFIG = 69, 70, 71, 75, 78
+
+
+def test(name, timeout=30):
+    def deco(fn):
+        TESTS.append((name, fn, timeout))
+        return fn
+    return deco
+
+
+class TestTimeout(Exception):
+    pass
+
+
+class Result:
+    def __init__(self, rc, out, err):
+        self.rc, self.out, self.err = rc, out, err
+
+    def __repr__(self):
+        return "exit %d, stdout %r, stderr %r" % (self.rc, self.out[:400], self.err[:400])
+
+
+class T:
+    def __init__(self, h):
+        self.h = h
+        self.notes = []
+        self.cleanups = []
+        self.home = os.path.join(h.root, "home")  # an empty HOME: no user config file
+        os.makedirs(self.home, exist_ok=True)
+
+    def daemon(self, **config):
+        return self.h.start_daemon(config)
+
+    def dev(self, name):
+        return self.h.pki[name]
+
+    def note(self, msg):
+        self.notes.append(str(msg))
+
+    def env(self, extra=None):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("SEALPUSH_")}
+        e["HOME"] = self.home
+        e.pop("XDG_CONFIG_HOME", None)
+        e.update(extra or {})
+        return e
+
+    def idargs(self, d, who, ca=None):
+        dev = self.dev(who) if isinstance(who, str) else who
+        args = ["--cert", dev.crt, "--key", dev.key, "--ca", ca or self.h.pki.ca_crt]
+        if d is not None:
+            args += ["--server", "%s:%d" % (LOOPBACK, d.port)]
+        return args
+
+    def cli(self, *args, stdin=None, env=None, timeout=30):
+        """Runs the CLI to completion."""
+        r = subprocess.run([CLI] + [str(a) for a in args], input=stdin, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout, env=self.env(env))
+        res = Result(r.returncode, r.stdout.decode(errors="replace"),
+                     r.stderr.decode(errors="replace"))
+        if "Sanitizer" in res.err or "runtime error:" in res.err:
+            fail("sanitizer report from sealpush %s:\n%s" % (" ".join(map(str, args)), res.err))
+        return res
+
+    def cli_bg(self, *args, env=None):
+        """Starts the CLI in the background; returns a Proc."""
+        p = Proc([CLI] + [str(a) for a in args], self.env(env))
+        self.cleanups.append(p.kill)
+        return p
+
+    def probe(self, d, who, *extra):
+        p = Proc([PROBE] + self.idargs(d, who) + list(extra), self.env(), stdin=True)
+        self.cleanups.append(p.kill)
+        return p
+
+    def send(self, d, who, to, *args, **kw):
+        return self.cli("send", *self.idargs(d, who), *sum((["--to", x] for x in to), []),
+                        *args, **kw)
+
+    def expect_rc(self, res, rc, what, stderr_re=None):
+        if res.rc != rc:
+            fail("%s: want exit %d, got %r" % (what, rc, res))
+        if stderr_re is not None:
+            lines = [ln for ln in res.err.splitlines() if ln.strip()]
+            if len(lines) != 1 or not re.search(stderr_re, lines[0]):
+                fail("%s: want one stderr line matching %r, got %r" % (what, stderr_re, res.err))
+
+
+class Proc:
+    """A child whose stdout and stderr lines are collected by threads."""
+
+    def __init__(self, argv, env, stdin=False):
+        self.argv = argv
+        self.p = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env,
+                                  stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        harness._children.append(self.p)  # killed at exit whatever happens
+        self.out = queue.Queue()
+        self.lines = []
+        self.err_lines = []
+        self.err_event = threading.Condition()
+        threading.Thread(target=self._pump, args=(self.p.stdout, self.out), daemon=True).start()
+        threading.Thread(target=self._pump_err, daemon=True).start()
+
+    def _pump(self, f, q):
+        for ln in iter(f.readline, b""):
+            q.put(ln.decode(errors="replace").rstrip("\n"))
+        q.put(None)
+
+    def _pump_err(self):
+        for ln in iter(self.p.stderr.readline, b""):
+            with self.err_event:
+                self.err_lines.append(ln.decode(errors="replace").rstrip("\n"))
+                self.err_event.notify_all()
+
+    def wait_err(self, pattern, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.err_event:
+            while True:
+                for ln in self.err_lines:
+                    if re.search(pattern, ln):
+                        return ln
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    fail("%s: no stderr line matching %r within %.0fs; stderr: %r" % (
+                        os.path.basename(self.argv[0]), pattern, timeout, self.err_lines))
+                self.err_event.wait(left)
+
+    def expect(self, pattern, timeout=10.0, skip=None):
+        """The next stdout line, which must match pattern (lines matching skip are passed
+        over). Returns the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                ln = self.out.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                fail("%s: no line matching %r within %.0fs (had: %r; stderr %r)" % (
+                    os.path.basename(self.argv[0]), pattern, timeout, self.lines[-8:],
+                    self.err_lines[-5:]))
+            if ln is None:
+                fail("%s: exited (%s) while waiting for %r (had: %r; stderr %r)" % (
+                    os.path.basename(self.argv[0]), self.p.wait(), pattern, self.lines[-8:],
+                    self.err_lines[-5:]))
+            self.lines.append(ln)
+            if skip and re.search(skip, ln):
+                continue
+            m = re.search(pattern, ln)
+            if not m:
+                fail("%s: want a line matching %r, got %r" % (
+                    os.path.basename(self.argv[0]), pattern, ln))
+            return m
+
+    def rest(self):
+        out = []
+        while True:
+            try:
+                ln = self.out.get(timeout=10)
+            except queue.Empty:
+                break
+            if ln is None:
+                break
+            out.append(ln)
+        return out
+
+    def cmd(self, line):
+        self.p.stdin.write((line + "\n").encode())
+        self.p.stdin.flush()
+
+    def wait(self, timeout=15.0):
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            fail("%s did not exit within %.0fs" % (os.path.basename(self.argv[0]), timeout))
+        time.sleep(0.05)
+        if any(("Sanitizer" in ln or "runtime error:" in ln) for ln in self.err_lines):
+            fail("sanitizer report:\n" + "\n".join(self.err_lines))
+        return rc
+
+    def kill(self):
+        stop_process(self.p, signal.SIGKILL, timeout=2)
+
+
+def restart_same_port(d):
+    """Stops sealpushd (SIGTERM, drain) and starts it again on the same ports and config."""
+    d.stop()
+    d.stopped = False
+    log = open(d.log_path, "ab")
+    log.write(b"--- restart ---\n")
+    log.flush()
+    d.proc = spawn([d.binary, "-c", d.cfg_path] + d.extra_args, stdout=log, stderr=log)
+    log.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if d.log().split("--- restart ---")[-1].find("event=ready") >= 0:
+            return
+        if d.proc.poll() is not None:
+            fail("sealpushd did not start again: exit %s" % d.proc.returncode)
+        time.sleep(0.05)
+    fail("sealpushd not ready again within 15s")
+
+
+def listen_line(line):
+    m = re.fullmatch(r"(\S+) ([0-9a-f]{32}) (\d+) (.*)", line)
+    if not m:
+        fail("listen printed %r, want \"SENDER MSG_ID LEN PAYLOAD\"" % line)
+    return m.group(1), m.group(2), int(m.group(3)), m.group(4)
+
+
+# ---------------------------------------------------------------------------------------
+# small commands, usage, config
+
+@test("cli: token prints SHA-256 of the certificate's SPKI (as sealpush-ca does)")
+def _(t):
+    for name in ("alice", "bob"):
+        r = t.cli("token", "--cert", t.dev(name).crt)
+        t.expect_rc(r, 0, "token")
+        if r.out != t.dev(name).token.hex() + "\n":
+            fail("token of %s: got %r, want %s" % (name, r.out, t.dev(name).token.hex()))
+
+
+@test("cli: usage errors exit 64 with one line on stderr")
+def _(t):
+    d = None
+    cases = [
+        ((), r"no command"),
+        (("frobnicate",), r"unknown command"),
+        (("token", "--bogus"), r"unknown option --bogus"),
+        (("send", "--to"), r"--to needs a value"),
+        (("token", "--count", "3", "--cert", t.dev("alice").crt), r"--count is not an option "
+                                                                   r"of token"),
+        (("send", "--to", t.dev("bob").token.hex(), "--message", "x",
+          *t.idargs(None, "alice")), r"send needs --server"),
+        (("send", "--to", t.dev("bob").token.hex(), "--message", "x", "--server",
+          "127.0.0.1:1", *t.idargs(None, "alice")), r"bare token takes only --raw"),
+        (("send", "--raw", "--message", "x", "--server", "127.0.0.1:1",
+          *t.idargs(None, "alice")), r"at least one --to"),
+        (("send", "--raw", "--to", "ab", "--priority", "7", "--message", "x"),
+         r"--priority wants 10, 5 or 1"),
+        (("send", "--raw", "--to", t.dev("bob").token.hex(), "--id", "xyz", "--message", "x",
+          "--server", "127.0.0.1:1", *t.idargs(None, "alice")), r"--id wants 32 hex"),
+        (("listen", "--count", "0"), r"--count wants a whole number"),
+        (("listen", "--timeout", "soon"), r"--timeout wants a number of seconds"),
+        (("verify-card",), r"verify-card takes one FILE"),
+        (("token",), r"token needs --cert"),
+        (("send", "--raw", "--to", t.dev("bob").token.hex(), "--message", "x",
+          "--server", "nocolon", *t.idargs(d, "alice")), r"bad server address"),
+    ]
+    for args, pattern in cases:
+        t.expect_rc(t.cli(*args), EX_USAGE, "sealpush %s" % " ".join(args), pattern)
+    r = t.cli("--help")
+    t.expect_rc(r, 0, "--help")
+    for word in ("SEALPUSH_SERVER", "config file", "Exit status", "64 usage", "71 TLS"):
+        if word not in r.out:
+            fail("--help does not mention %r" % word)
+
+
+@test("cli: settings come from the flags, else the config file, else the environment")
+def _(t):
+    a, b, c = (t.dev(n) for n in ("alice", "bob", "carol"))
+    cfgdir = os.path.join(t.h.root, "cfg")
+    os.makedirs(cfgdir, exist_ok=True)
+    shutil.copy(b.crt, os.path.join(cfgdir, "bob.crt"))
+    cfg = os.path.join(cfgdir, "config")
+    with open(cfg, "w") as f:
+        f.write("# sealpush config\n\ncert = bob.crt   \nkey=%s\n" % b.key)
+    env = {"SEALPUSH_CERT": a.crt}
+
+    def token(*args, env=env):
+        r = t.cli("token", *args, env=env)
+        t.expect_rc(r, 0, "token %s" % " ".join(args))
+        return r.out.strip()
+
+    t_flag = token("--config", cfg, "--cert", c.crt)
+    t_cfg = token("--config", cfg)
+    t_env = token()
+    if (t_flag, t_cfg, t_env) != (c.token.hex(), b.token.hex(), a.token.hex()):
+        fail("precedence: flag/config/env gave %s/%s/%s, want carol/bob/alice" % (
+            t_flag[:8], t_cfg[:8], t_env[:8]))
+    # $SEALPUSH_CONFIG names the file; the default file is $HOME/.config/sealpush/config.
+    if token(env=dict(env, SEALPUSH_CONFIG=cfg)) != b.token.hex():
+        fail("SEALPUSH_CONFIG was not read")
+    os.makedirs(os.path.join(t.home, ".config", "sealpush"), exist_ok=True)
+    with open(os.path.join(t.home, ".config", "sealpush", "config"), "w") as f:
+        f.write("cert = %s\n" % c.crt)
+    try:
+        if token() != c.token.hex():
+            fail("~/.config/sealpush/config was not read")
+    finally:
+        os.unlink(os.path.join(t.home, ".config", "sealpush", "config"))
+    # A server from the config file beats a wrong one in the environment; a flag beats both.
+    d = t.daemon()
+    good = "%s:%d" % (LOOPBACK, d.port)
+    with open(cfg, "w") as f:
+        f.write("server = %s\nca = %s\ncert = %s\nkey = %s\n" % (good, t.h.pki.ca_crt, a.crt,
+                                                                 a.key))
+    r = t.cli("send", "--config", cfg, "--raw", "--to", b.token.hex(), "--message", "cfg",
+              env={"SEALPUSH_SERVER": "127.0.0.1:1"})
+    t.expect_rc(r, EX_OK, "send with the server from the config file")
+    r = t.cli("send", "--config", cfg, "--server", "127.0.0.1:1", "--raw", "--to",
+              b.token.hex(), "--message", "flag")
+    t.expect_rc(r, EX_CONNECT, "send with a wrong --server over a good config file",
+                r"127\.0\.0\.1:1.*(refused|connect)")
+    # Everything from the environment alone.
+    r = t.cli("send", "--raw", "--to", b.token.hex(), "--message", "env",
+              env={"SEALPUSH_SERVER": good, "SEALPUSH_CA": t.h.pki.ca_crt,
+                   "SEALPUSH_CERT": a.crt, "SEALPUSH_KEY": a.key})
+    t.expect_rc(r, EX_OK, "send with everything from the environment")
+    # Malformed config files: exit 78, naming the line.
+    for text, pattern in (("colour = blue\n", r"config:1: unknown key \"colour\""),
+                          ("server\n", r"config:1: want \"key = value\""),
+                          ("cert =\n", r"config:1: cert has no value")):
+        with open(cfg, "w") as f:
+            f.write(text)
+        t.expect_rc(t.cli("token", "--config", cfg), EX_CONFIG, "config %r" % text, pattern)
+    t.expect_rc(t.cli("token", "--config", cfg + ".missing"), EX_CONFIG, "missing --config",
+                r"cannot read the config file")
+
+
+@test("cli: unreadable files exit 66")
+def _(t):
+    t.expect_rc(t.cli("token", "--cert", "/nonexistent.crt"), EX_NOINPUT, "token",
+                r"cannot read the certificate /nonexistent\.crt")
+    t.expect_rc(t.cli("token", "--cert", t.dev("alice").key), EX_NOINPUT, "token of a key",
+                r"not a PEM certificate")
+    d = t.daemon()
+    r = t.cli("send", "--server", "%s:%d" % (LOOPBACK, d.port), "--ca", t.h.pki.ca_crt,
+              "--cert", t.dev("alice").crt, "--key", "/nonexistent.key", "--raw", "--to",
+              t.dev("bob").token.hex(), "--message", "x")
+    t.expect_rc(r, EX_NOINPUT, "send with a missing key", r"cannot open the key")
+    r = t.cli("send", "--server", "%s:%d" % (LOOPBACK, d.port), "--ca", t.h.pki.ca_crt,
+              "--cert", t.dev("alice").crt, "--key", t.dev("bob").key, "--raw", "--to",
+              t.dev("bob").token.hex(), "--message", "x")
+    t.expect_rc(r, EX_NOINPUT, "send with bob's key for alice's certificate",
+                r"does not belong to the certificate")
+    r = t.send(d, "alice", [t.dev("bob").token.hex()], "--raw", "--file", "/nonexistent")
+    t.expect_rc(r, EX_NOINPUT, "send --file missing", r"cannot read --file")
+
+
+@test("cli: sealing operations say \"sealing not available in this build\" (exit 70)")
+def _(t):
+    d = t.daemon()
+    r = t.cli("--version")
+    card = os.path.join(t.h.root, "bob.card")
+    with open(card, "w") as f:
+        f.write("{}\n")
+    for args in (("init", "--cert", t.dev("alice").crt, "--key", t.dev("alice").key),
+                 ("card", "--cert", t.dev("alice").crt, "--key", t.dev("alice").key),
+                 ("verify-card", card),
+                 ("send", *t.idargs(d, "alice"), "--to", card, "--message", "sealed?")):
+        r = t.cli(*args)
+        if r.rc == EX_INTERNAL and "sealing not available in this build" in r.err:
+            continue
+        fail("sealpush %s: want exit 70 \"sealing not available in this build\" in this "
+             "build, got %r" % (args[0], r))
+
+
+# ---------------------------------------------------------------------------------------
+# send and listen
+
+def start_listen(t, d, who, *args):
+    p = t.cli_bg("listen", "-v", *t.idargs(d, who), *args)
+    p.wait_err(r"connected to 127\.0\.0\.1", 10)
+    return p
+
+
+@test("cli: send --raw to a listening device: DELIVERED; listen prints it, ACKs, exits 0")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    lp = start_listen(t, d, "bob", "--count", "1")
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "hello bob")
+    t.expect_rc(r, EX_OK, "send to bob")
+    if r.out != "%s DELIVERED\n" % bob.token.hex():
+        fail("send printed %r, want \"TOKEN DELIVERED\"" % r.out)
+    sender, mid, n, payload = listen_line(lp.expect(r".", 10).string)
+    if (sender, n, payload) != ("unsealed", 9, "hello bob"):
+        fail("listen printed %r" % lp.lines[-1])
+    if lp.wait() != 0:
+        fail("listen --count 1 exited %s after one message" % lp.p.returncode)
+    # DELIVERED means bob ACKed: nothing is left for him.
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1")
+    t.expect_rc(r, EX_TIMEOUT, "a second listen finds nothing")
+    if r.out:
+        fail("a second listen printed %r" % r.out)
+
+
+@test("cli: send --raw to an offline device: QUEUED; listen gets it later (stdin message)")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", stdin=b"from stdin\n")
+    t.expect_rc(r, EX_OK, "send to offline bob")
+    if r.out != "%s QUEUED\n" % bob.token.hex():
+        fail("send printed %r, want QUEUED" % r.out)
+    r = t.cli("listen", *t.idargs(d, "bob"), "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "listen")
+    sender, mid, n, payload = listen_line(r.out.rstrip("\n").split("\n")[0])
+    if (n, payload) != (11, "from stdin\n") and not r.out.endswith("from stdin\n\n"):
+        fail("listen printed %r, want the 11 bytes from stdin" % r.out)
+
+
+@test("cli: listen ACKs only what it printed: --count 1 of 3 queued, then the next 2 in order")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    for i in range(3):
+        t.expect_rc(t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "m%d" % i),
+                    EX_OK, "send m%d" % i)
+    r = t.cli("listen", *t.idargs(d, "bob"), "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "listen --count 1")
+    got = [listen_line(ln)[3] for ln in r.out.splitlines()]
+    if got != ["m0"]:
+        fail("first listen printed %r, want m0" % got)
+    r = t.cli("listen", *t.idargs(d, "bob"), "--count", "2", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "listen --count 2")
+    got = [listen_line(ln)[3] for ln in r.out.splitlines()]
+    if got != ["m1", "m2"]:
+        fail("second listen printed %r, want m1 m2 (m0 was ACKed, only m0)" % got)
+
+
+@test("cli: listen --json: sender, msg_id, priority, collapse_id, stored, payload")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    mid = "00112233445566778899aabbccddeeff"
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "json \u00e9t\u00e9",
+               "--priority", "5", "--collapse", "weather", "--ttl", "600", "--id", mid)
+    t.expect_rc(r, EX_OK, "send")
+    t.expect_rc(t.send(d, "alice", [bob.token.hex()], "--raw", "--file", "/dev/null"),
+                EX_OK, "send an empty message")
+    bin_path = os.path.join(t.h.root, "bin")
+    with open(bin_path, "wb") as f:
+        f.write(b"\xff\x00\xfe")
+    t.expect_rc(t.send(d, "alice", [bob.token.hex()], "--raw", "--file", bin_path), EX_OK,
+                "send binary")
+    r = t.cli("listen", *t.idargs(d, "bob"), "--json", "--count", "3", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "listen --json")
+    objs = [json.loads(ln) for ln in r.out.splitlines()]
+    o = objs[0]
+    want = {"sender": None, "sealed": False, "msg_id": mid, "priority": 5,
+            "collapse_id": "weather", "stored": True, "payload": "json \u00e9t\u00e9",
+            "length": len("json \u00e9t\u00e9".encode())}
+    if o != want:
+        fail("listen --json printed %r, want %r" % (o, want))
+    if objs[1].get("payload") != "" or objs[1]["length"] != 0:
+        fail("the empty message: %r" % objs[1])
+    if objs[2].get("payload_base64") != "/wD+" or "payload" in objs[2]:
+        fail("binary payload: %r, want payload_base64 /wD+" % objs[2])
+
+
+@test("cli: send to several --to: a line each; a refused recipient -> exit 75; --json")
+def _(t):
+    d = t.daemon()
+    bob, carol = t.dev("bob"), t.dev("carol")
+    lp = start_listen(t, d, "carol", "--count", "1")
+    zero = "0" * 64
+    r = t.send(d, "alice", [bob.token.hex(), carol.token.hex(), zero], "--raw", "--message",
+               "fan-out")
+    t.expect_rc(r, EX_REFUSED, "send with the zero token")
+    want = ["%s QUEUED" % bob.token.hex(), "%s DELIVERED" % carol.token.hex(),
+            "%s BAD_DEVICE_TOKEN" % zero]
+    if r.out.splitlines() != want:
+        fail("send printed %r, want %r" % (r.out.splitlines(), want))
+    lp.wait()
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "x", "--json", "--ttl", "0")
+    t.expect_rc(r, EX_REFUSED, "ttl 0 to offline bob")
+    o = json.loads(r.out)
+    res = o["results"]
+    if len(res) != 1 or not re.fullmatch(r"[0-9a-f]{32}", res[0].pop("msg_id", "")) or \
+            res[0] != {"to": bob.token.hex(), "token": bob.token.hex(), "status": "EXPIRED",
+                       "accepted": False}:
+        fail("send --json printed %r" % o)
+
+
+@test("cli: send --id: a retry with the same id is not queued twice")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    mid = os.urandom(16).hex()
+    for _ in range(2):
+        r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "once", "--id", mid)
+        t.expect_rc(r, EX_OK, "send --id")
+        if "QUEUED" not in r.out:
+            fail("send printed %r" % r.out)
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1.5")
+    t.expect_rc(r, EX_OK, "listen")
+    if len(r.out.splitlines()) != 1 or mid not in r.out:
+        fail("listen printed %r, want the message once" % r.out)
+
+
+@test("cli: a blob over the relay's max_blob is refused PAYLOAD_TOO_LARGE (exit 75)")
+def _(t):
+    d = t.daemon(max_blob=1000)
+    r = t.send(d, "alice", [t.dev("bob").token.hex()], "--raw", stdin=b"x" * 1001)
+    t.expect_rc(r, EX_REFUSED, "too large")
+    if "PAYLOAD_TOO_LARGE" not in r.out:
+        fail("send printed %r" % r.out)
+
+
+@test("cli: connection errors: refused port -> 69, wrong CA -> 71, foreign cert -> 71, "
+      "revoked -> 71, expired -> 71")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob").token.hex()
+    port = d.port
+    r = t.cli("send", "--server", "127.0.0.1:1", "--ca", t.h.pki.ca_crt, "--cert",
+              t.dev("alice").crt, "--key", t.dev("alice").key, "--raw", "--to", bob,
+              "--message", "x")
+    t.expect_rc(r, EX_CONNECT, "port 1", r"cannot connect to 127\.0\.0\.1:1: Connection refused")
+    # The relay's certificate does not chain to the CA we were given.
+    wrong_ca = t.h.wrong.ca_crt
+    r = t.send(d, "alice", [bob], "--raw", "--message", "x", "--ca", wrong_ca)
+    t.expect_rc(r, EX_TLS, "wrong --ca", r"TLS.*certificate")
+    r = t.cli("listen", *t.idargs(d, "alice", ca=wrong_ca), "--timeout", "5")
+    t.expect_rc(r, EX_TLS, "listen with a wrong --ca", r"TLS.*certificate")
+    # Our certificate is refused by the relay.
+    for who, what in ((t.h.wrong["eve"], "a certificate of another CA"),
+                      (t.dev("mallory"), "a revoked certificate"),
+                      (t.dev("old"), "an expired certificate")):
+        r = t.cli("send", "--server", "%s:%d" % (LOOPBACK, port), "--ca", t.h.pki.ca_crt,
+                  "--cert", who.crt, "--key", who.key, "--raw", "--to", bob, "--message", "x")
+        t.expect_rc(r, EX_TLS, what, r"TLS")
+        t.note("%s: %s" % (what, r.err.strip()))
+    # A host name that the relay's certificate does not name.
+    r = t.cli("send", "--server", "localhost:%d" % port, "--ca", t.h.pki.ca_crt, "--cert",
+              t.dev("alice").crt, "--key", t.dev("alice").key, "--raw", "--to", bob,
+              "--message", "x")
+    t.expect_rc(r, EX_OK, "localhost (named in the relay's certificate)")
+    r = t.cli("send", "--server", "%s:%d" % ("127.0.0.2", port), "--ca", t.h.pki.ca_crt,
+              "--cert", t.dev("alice").crt, "--key", t.dev("alice").key, "--raw", "--to", bob,
+              "--message", "x")
+    if r.rc not in (EX_TLS, EX_CONNECT):
+        fail("127.0.0.2 (not in the relay's certificate): want 71 (or 69 if not bound), got "
+             "%r" % r)
+
+
+@test("cli: listen --timeout exits 1 without a message; send --timeout without answers -> 69")
+def _(t):
+    d = t.daemon()
+    t0 = time.monotonic()
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1")
+    took = time.monotonic() - t0
+    t.expect_rc(r, EX_TIMEOUT, "listen --timeout 1")
+    if not 0.9 <= took < 5:
+        fail("listen --timeout 1 took %.1fs" % took)
+    # bob is connected but never ACKs: DELIVERED never comes within --timeout 1.
+    p = t.probe(d, "bob", "--no-ack")
+    p.expect(r"^connected ")
+    r = t.send(d, "alice", [t.dev("bob").token.hex()], "--raw", "--message", "x",
+               "--timeout", "1")
+    p.expect(r"^message ")
+    t.expect_rc(r, EX_CONNECT, "send --timeout 1 without an answer", r"no answer|TIMEOUT")
+    if r.out != "%s TIMEOUT\n" % t.dev("bob").token.hex():
+        fail("send printed %r, want TIMEOUT" % r.out)
+
+
+@test("cli: two devices exchange messages both ways with listen running", timeout=60)
+def _(t):
+    d = t.daemon()
+    a, b = t.dev("alice"), t.dev("bob")
+    la = start_listen(t, d, "alice", "--count", "3")
+    lb = start_listen(t, d, "bob", "--count", "3")
+    for i in range(3):
+        r = t.send(d, "alice", [b.token.hex()], "--raw", "--message", "a->b %d" % i)
+        t.expect_rc(r, EX_OK, "alice -> bob %d" % i)
+        if "DELIVERED" not in r.out:
+            fail("alice -> bob: %r" % r.out)
+        r = t.send(d, "bob", [a.token.hex()], "--raw", "--message", "b->a %d" % i)
+        t.expect_rc(r, EX_OK, "bob -> alice %d" % i)
+        if "DELIVERED" not in r.out:
+            fail("bob -> alice: %r" % r.out)
+    for p, want in ((la, "b->a"), (lb, "a->b")):
+        got = [listen_line(p.expect(r".", 5).string)[3] for _ in range(3)]
+        if got != ["%s %d" % (want, i) for i in range(3)]:
+            fail("listen printed %r" % got)
+        if p.wait() != 0:
+            fail("listen exited %s" % p.p.returncode)
+
+
+# ---------------------------------------------------------------------------------------
+# the library
+
+@test("lib: connects, TLS session resumed on reconnect; reconnects by itself after the "
+      "relay restarts and receives again", timeout=60)
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    p = t.probe(d, "bob", "--backoff-min", "100", "--backoff-max", "500")
+    m = p.expect(r"^connected resumed=(\w+) token=([0-9a-f]+)")
+    if m.group(1) != "no" or m.group(2) != bob.token.hex():
+        fail("first connection: %r" % m.group(0))
+    p.cmd("reconnect")
+    p.expect(r"^reconnect rc=0")
+    p.expect(r"^disconnected cause=local .*retry=yes in=0")
+    m = p.expect(r"^connected resumed=(\w+)")
+    if m.group(1) != "yes":
+        fail("the reconnect did not resume the TLS session: %r" % m.group(0))
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "before")
+    t.expect_rc(r, EX_OK, "send before the restart")
+    p.expect(r"^message id=\w+ stored=0 len=6 blob=before$")
+    restart_same_port(d)
+    m = p.expect(r"^disconnected cause=(\w+) code=(\d+) retry=yes")
+    t.note(p.lines[-1])
+    if m.group(1) != "goaway" or int(m.group(2)) != w.E_SHUTDOWN:
+        fail("the drain should end the connection with GOAWAY SHUTDOWN: %r" % p.lines[-1])
+    m = p.expect(r"^connected resumed=(\w+)", timeout=20, skip=r"^disconnected ")
+    t.note("after the restart: " + p.lines[-1])
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "after")
+    t.expect_rc(r, EX_OK, "send after the restart")
+    if "DELIVERED" not in r.out:
+        fail("send after the restart: %r" % r.out)
+    p.expect(r"^message id=\w+ stored=0 len=5 blob=after$")
+
+
+@test("lib: sends made while disconnected are written after the reconnect", timeout=60)
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    p = t.probe(d, "alice", "--backoff-min", "200", "--backoff-max", "400")
+    p.expect(r"^connected ")
+    d.stop()
+    p.expect(r"^disconnected cause=goaway")
+    p.cmd("send %s queued-while-down" % bob.token.hex())
+    p.expect(r"^queued id=\w+ rc=0", skip=r"^disconnected ")
+    restart_same_port(d)
+    p.expect(r"^connected ", timeout=20, skip=r"^disconnected ")
+    m = p.expect(r"^result id=\w+ (\w+)")
+    if m.group(1) != "QUEUED":
+        fail("result %r, want QUEUED" % m.group(0))
+    r = t.cli("listen", *t.idargs(d, "bob"), "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "bob gets it")
+    if "queued-while-down" not in r.out:
+        fail("bob got %r" % r.out)
+
+
+@test("lib: GOAWAY REPLACED stops the replaced client: no reconnect fight")
+def _(t):
+    d = t.daemon()
+    p1 = t.probe(d, "bob", "--backoff-min", "50", "--backoff-max", "100")
+    p1.expect(r"^connected ")
+    p2 = t.probe(d, "bob", "--backoff-min", "50", "--backoff-max", "100")
+    p2.expect(r"^connected ")
+    m = p1.expect(r"^disconnected cause=goaway code=(\d+) retry=no")
+    if int(m.group(1)) != w.E_REPLACED:
+        fail("p1: %r" % m.group(0))
+    p1.expect(r"^stopped cause=goaway code=%d" % w.E_REPLACED)
+    time.sleep(0.5)
+    p2.cmd("stats")
+    m = p2.expect(r"^stats welcomes=(\d+) .*disconnects=(\d+)")
+    if m.groups() != ("1", "0"):
+        fail("the new connection was disturbed: %r" % m.group(0))
+
+
+@test("lib: keepalive PINGs when idle; a relay that stops answering is a dead peer", timeout=40)
+def _(t):
+    d = t.daemon(keepalive_min=1)
+    p = t.probe(d, "bob", "--keepalive", "1", "--ping-timeout", "800", "--backoff-min", "100",
+                "--backoff-max", "200")
+    p.expect(r"^connected ")
+    time.sleep(3.5)
+    p.cmd("stats")
+    m = p.expect(r"^stats .*pings=(\d+)")
+    if not 2 <= int(m.group(1)) <= 5:
+        fail("%s PINGs in 3.5s idle with keepalive 1s" % m.group(1))
+    if p.p.poll() is not None:
+        fail("probe died")
+    d.signal(signal.SIGSTOP)
+    try:
+        m = p.expect(r"^disconnected cause=(\w+)", timeout=6)
+        if m.group(1) != "dead_peer":
+            fail("a stopped relay: %r, want dead_peer" % p.lines[-1])
+    finally:
+        d.signal(signal.SIGCONT)
+    p.expect(r"^connected ", timeout=15, skip=r"^disconnected ")
+
+
+@test("lib: a redelivered message that was ACKed is ACKed again without reaching the app",
+      timeout=40)
+def _(t):
+    # bob ACKs on one connection; the same id queued again (a sender's retry after bob's ACK
+    # was lost would look the same) is recognised by the library's dedup memory.
+    d = t.daemon()
+    bob = t.dev("bob")
+    p = t.probe(d, "bob")
+    p.expect(r"^connected ")
+    mid = os.urandom(16).hex()
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "dup", "--id", mid)
+    t.expect_rc(r, EX_OK, "first send")
+    p.expect(r"^message id=%s " % mid)
+    r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "dup", "--id", mid)
+    t.expect_rc(r, EX_OK, "second send")
+    if "DELIVERED" not in r.out:
+        fail("the duplicate was not acknowledged: %r" % r.out)
+    p.cmd("stats")
+    m = p.expect(r"^stats .*duplicates=(\d+)")
+    if m.group(1) != "1":
+        fail("duplicates=%s, want 1" % m.group(1))
+
+
+@test("lib: sp_client_close flushes ACKs and closes cleanly (stopped cause=local)")
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    t.expect_rc(t.send(d, "alice", [bob.token.hex()], "--raw", "--message", "q"), EX_OK, "send")
+    p = t.probe(d, "bob")
+    p.expect(r"^connected ")
+    p.expect(r"^message id=\w+ stored=1 len=1 blob=q$")
+    p.cmd("close")
+    p.expect(r"^stopped cause=local")
+    if p.wait() != 0:
+        fail("probe exit %s" % p.p.returncode)
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1")
+    t.expect_rc(r, EX_TIMEOUT, "nothing left after the ACK")
+
+
+def main():
+    global CLI, PROBE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
+    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA_BIN"))
+    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH_CLI"))
+    ap.add_argument("--probe", default=os.environ.get("SP_CLIENT_PROBE"))
+    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
+    ap.add_argument("-k", dest="pattern")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
+    if args.list:
+        for name, _, _ in tests:
+            print(name)
+        return 0
+    for what, path in (("--sealpushd", args.sealpushd), ("--sealpush-ca", args.sealpush_ca),
+                       ("--sealpush", args.sealpush), ("--probe", args.probe)):
+        if not path or not os.access(path, os.X_OK):
+            print("Bail out! %s: %r is not an executable" % (what, path))
+            return 1
+    if not shutil.which(args.redis_server):
+        print("Bail out! %s not found" % args.redis_server)
+        return 1
+    CLI, PROBE = os.path.abspath(args.sealpush), os.path.abspath(args.probe)
+    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
+
+    def on_alarm(signum, frame):
+        raise TestTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    failed = n = 0
+    t_start = time.monotonic()
+    try:
+        try:
+            h.setup()
+        except Exception as e:
+            print("Bail out! setup failed: %s" % e)
+            return 1
+        if args.keep:
+            print("# temp dir: %s" % h.root)
+        for name, fn, timeout in tests:
+            n += 1
+            t = T(h)
+            err = None
+            t0 = time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                fn(t)
+            except TestFailure as e:
+                err = str(e)
+            except TestTimeout:
+                err = "timed out after %ds" % timeout
+            except Exception:
+                err = "exception:\n" + traceback.format_exc()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            for fn_cleanup in t.cleanups:
+                try:
+                    fn_cleanup()
+                except Exception as e:
+                    t.note("cleanup: %r" % e)
+            problems = h.end_test()
+            if problems and err is None:
+                err = "; ".join(problems)
+            took = time.monotonic() - t0
+            if err is None:
+                print("ok %d - %s" % (n, name))
+                if args.verbose:
+                    for s in t.notes + ["%.2fs" % took]:
+                        print("#   " + s)
+            else:
+                failed += 1
+                print("not ok %d - %s" % (n, name))
+                for s in err.splitlines() + t.notes + ["(%.2fs)" % took]:
+                    print("#   " + s)
+                for d in h.daemons:
+                    lines = d.log().splitlines()
+                    print("#   --- sealpushd log (%s), last %d of %d lines ---" % (
+                        d.cfg_path, min(30, len(lines)), len(lines)))
+                    for ln in lines[-30:]:
+                        print("#   | " + ln)
+            h.forget_daemons()
+            sys.stdout.flush()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        h.teardown()
+    print("1..%d" % n)
+    print("# %d of %d tests passed in %.1fs" % (n - failed, n, time.monotonic() - t_start))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
