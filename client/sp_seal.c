@@ -27,7 +27,8 @@ static const uint8_t sp_seal_info[] = "sealpush/1 envelope";
 static const uint8_t sp_seal_sig_label[] = "sealpush/1 signed message";
 #define SP_SEAL_SIG_LABEL_LEN sizeof(sp_seal_sig_label)
 
-#define SP_SEAL_SIG_MAX       80 /* a DER ECDSA P-256 signature is at most 72 bytes */
+#define SP_SEAL_SIG_MAX       80 /* buffer size for a signature */
+#define SP_SEAL_P256_SIG_MAX  72 /* a DER ECDSA P-256 signature is at most 72 bytes */
 /* Fixed part of the inner plaintext: flags, sent_at, ttl, recipient, spki_len. */
 #define SP_SEAL_INNER_FIXED (1 + 8 + 4 + SP_TOKEN_LEN + 2)
 #define SP_SEAL_RECEIPT_LEN (SP_SEAL_MSG_ID_LEN + 1)
@@ -429,6 +430,20 @@ int sp_sealer_set_max_envelope(struct sp_sealer *s, size_t max)
 	return 0;
 }
 
+size_t sp_seal_max_payload(const struct sp_sealer *s, size_t max_blob, int reply_key)
+{
+	size_t overhead = 3 + SP_HPKE_X25519_LEN + SP_HPKE_NT, fixed, inner;
+
+	fixed = SP_SEAL_INNER_FIXED + s->spki_len + (reply_key ? 4 + SP_HPKE_X25519_LEN : 0) + 4 +
+	        1 + SP_SEAL_P256_SIG_MAX;
+	if (max_blob > s->max_envelope)
+		max_blob = s->max_envelope;
+	if (max_blob < overhead + fixed)
+		return 0;
+	inner = (max_blob - overhead) / s->pad * s->pad;
+	return inner >= fixed ? inner - fixed : 0;
+}
+
 /* ---- the signature (13.5) ---- */
 
 /* The fields the signature covers, in transcript order. */
@@ -682,7 +697,13 @@ int sp_seal_spki_key(const uint8_t *spki, size_t len, EVP_PKEY **out)
 	pkey = d2i_PUBKEY(NULL, &q, (long)len);
 	if (pkey == NULL || q != spki + len || !sp_is_p256(pkey))
 		goto out;
-	/* The token is over these very bytes: they must be the one DER of the key. */
+	/*
+	 * The token is over these very bytes: they must be the one DER encoding a certificate
+	 * carries (uncompressed point), or one key would have two tokens.
+	 */
+	if (EVP_PKEY_set_utf8_string_param(pkey, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT,
+	                                   "uncompressed") != 1)
+		goto out;
 	n = i2d_PUBKEY(pkey, &der);
 	if (n <= 0 || (size_t)n != len || memcmp(der, spki, len) != 0)
 		goto out;

@@ -186,6 +186,13 @@ int sp_sealer_set_pad(struct sp_sealer *s, uint32_t block);
 /* The largest envelope sealed or opened (default 16 MiB; 1,024 to 1 GiB). */
 int sp_sealer_set_max_envelope(struct sp_sealer *s, size_t max);
 
+/*
+ * The largest payload that sp_seal() always fits into max_blob bytes with this sealer's key,
+ * padding and signature (at its longest), with (reply_key != 0) or without a reply key. 0 if
+ * not even an empty payload fits.
+ */
+size_t sp_seal_max_payload(const struct sp_sealer *s, size_t max_blob, int reply_key);
+
 /* A message to seal. */
 struct sp_seal_msg {
 	const uint8_t *msg_id; /* 16 bytes: the SEND's msg_id (random per message and recipient) */
