@@ -193,17 +193,13 @@ static int sp_labeled_expand(EVP_KDF_CTX *kctx, const struct sp_hpke_sid *sid,
  * X25519 through OpenSSL. With pk != NULL: dh = DH(sk, pk). With pub_out != NULL: the public
  * key of sk. Returns 0, -EKEYREJECTED (all-zero shared secret, which OpenSSL refuses), -ENOMEM.
  */
-static int sp_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
-                     uint8_t *pub_out)
+static int sp_x25519_key(EVP_PKEY *priv, const uint8_t *pk, uint8_t *dh, uint8_t *pub_out)
 {
-	EVP_PKEY *priv = NULL, *peer = NULL;
+	EVP_PKEY *peer = NULL;
 	EVP_PKEY_CTX *pctx = NULL;
 	size_t len = SP_HPKE_X25519_LEN;
 	int r = -ENOMEM;
 
-	priv = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, SP_HPKE_X25519_LEN);
-	if (priv == NULL)
-		goto out;
 	if (pub_out != NULL &&
 	    (!EVP_PKEY_get_raw_public_key(priv, pub_out, &len) || len != SP_HPKE_X25519_LEN))
 		goto out;
@@ -224,6 +220,20 @@ static int sp_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, ui
 out:
 	EVP_PKEY_CTX_free(pctx);
 	EVP_PKEY_free(peer);
+	return r;
+}
+
+/* The same from a raw private key (importing it computes its public key: one multiplication). */
+static int sp_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
+                     uint8_t *pub_out)
+{
+	EVP_PKEY *priv =
+	        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, SP_HPKE_X25519_LEN);
+	int r;
+
+	if (priv == NULL)
+		return -ENOMEM;
+	r = sp_x25519_key(priv, pk, dh, pub_out);
 	EVP_PKEY_free(priv);
 	return r;
 }
@@ -412,6 +422,34 @@ int sp_hpke_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t enc[SP
 	if (r == 0)
 		r = sp_hpke_extract_and_expand(kctx, suite->kem, dh, enc, pk_r == NULL ? pk : pk_r,
 		                               ss);
+	if (r == 0)
+		r = sp_hpke_key_schedule(kctx, suite, ss, info, info_len, ctx, trace);
+	EVP_KDF_CTX_free(kctx);
+	OPENSSL_cleanse(dh, sizeof(dh));
+	OPENSSL_cleanse(ss, sizeof(ss));
+	return r;
+}
+
+int sp_hpke_setup_base_r_key(const struct sp_hpke_suite *suite,
+                             const uint8_t enc[SP_HPKE_X25519_LEN], EVP_PKEY *sk_r,
+                             const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
+{
+	uint8_t dh[SP_HPKE_X25519_LEN], ss[SP_HPKE_X25519_LEN];
+	EVP_KDF_CTX *kctx;
+	int r;
+
+	if (enc == NULL || sk_r == NULL || pk_r == NULL || ctx == NULL ||
+	    !EVP_PKEY_is_a(sk_r, "X25519"))
+		return -EINVAL;
+	r = sp_hpke_check_suite(suite, info, info_len);
+	if (r != 0)
+		return r;
+	if ((kctx = sp_hkdf_new()) == NULL)
+		return -ENOMEM;
+	r = sp_x25519_key(sk_r, enc, dh, NULL);
+	if (r == 0)
+		r = sp_hpke_extract_and_expand(kctx, suite->kem, dh, enc, pk_r, ss);
 	if (r == 0)
 		r = sp_hpke_key_schedule(kctx, suite, ss, info, info_len, ctx, trace);
 	EVP_KDF_CTX_free(kctx);

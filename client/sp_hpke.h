@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/types.h>
+
 /* RFC 9180 algorithm identifiers. */
 #define SP_HPKE_KEM_X25519_SHA256     0x0020
 #define SP_HPKE_KDF_HKDF_SHA256       0x0001
@@ -118,6 +120,17 @@ int sp_hpke_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t enc[SP
                          const uint8_t sk_r[SP_HPKE_X25519_LEN],
                          const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
                          size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
+
+/*
+ * SetupBaseR with the recipient's private key already parsed (an X25519 EVP_PKEY, only read):
+ * importing a raw X25519 private key costs a scalar multiplication in OpenSSL (it computes the
+ * public key), so a recipient that opens many messages keeps its key parsed. pk_r = pk(sk_r),
+ * required. Returns as sp_hpke_setup_base_r().
+ */
+int sp_hpke_setup_base_r_key(const struct sp_hpke_suite *suite,
+                             const uint8_t enc[SP_HPKE_X25519_LEN], EVP_PKEY *sk_r,
+                             const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
 
 /*
  * ContextS.Seal(aad, pt): encrypts pt_len bytes of pt into ct (pt_len + SP_HPKE_NT bytes: the

@@ -437,6 +437,16 @@ static void test_signature_refusals(void)
 		SP_CHECK_EQ_INT(tb_open(&b, &o), SP_SEAL_ERR_SENDER_KEY);
 		OPENSSL_free(der);
 	}
+	/* A point that is not on the curve. */
+	{
+		uint8_t off[91];
+
+		b = tb_honest();
+		memcpy(off, b.spki, 91);
+		off[90] ^= 1;
+		b.spki = off;
+		SP_CHECK_EQ_INT(tb_open(&b, &o), SP_SEAL_ERR_SENDER_KEY);
+	}
 	/* A P-256 key in a non-canonical encoding (compressed point): its token would differ. */
 	{
 		EVP_PKEY *k = EVP_PKEY_dup(alice.sign);
