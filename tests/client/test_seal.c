@@ -120,6 +120,9 @@ static void test_empty_and_large_payloads(void)
 	SP_CHECK(len > 16384);
 	free(env);
 	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 50, 0), 0);
+	/* The figures PROTOCOL.md 13.4 gives. */
+	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 0), 15913);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 1), 15877);
 }
 
 static void test_padding(void)
