@@ -4,7 +4,8 @@
  *
  *   GET /healthz  200 while the process runs its loop.
  *   GET /readyz   200 when the listeners are up, the server is not draining, and Redis
- *                 answers PING (if a Redis URL is configured); 503 with the reason otherwise.
+ *                 answers PING and every worker's store is connected (if a Redis URL is
+ *                 configured); 503 with the reason otherwise.
  *   GET /metrics  every counter and gauge in the Prometheus text format.
  *
  * The health check keeps one hiredis async connection, sends PING every second, and counts
@@ -74,19 +75,41 @@ static void on_healthz(struct evhttp_request *req, void *arg)
 		reply_text(req, 200, "OK", "ok\n");
 }
 
+/* 1 if every worker's store is connected with its scripts loaded (or there is no store). */
+static int stores_up(const sp_server_t *srv)
+{
+	for (int i = 0; i < srv->n_workers && srv->workers; i++)
+		if (srv->workers[i].store && !sp_store_up(srv->workers[i].store))
+			return 0;
+	return 1;
+}
+
+/* The reason the relay is not ready, or NULL if it is. */
+static const char *not_ready(const sp_admin_t *a)
+{
+	const sp_server_t *srv = a->srv;
+
+	if (atomic_load(&srv->draining))
+		return "not ready: draining\n";
+	if (!atomic_load(&srv->listeners_up))
+		return "not ready: listeners are not up\n";
+	if (a->redis_enabled && !atomic_load(&srv->redis_up))
+		return "not ready: Redis is unreachable\n";
+	if (a->redis_enabled && !stores_up(srv))
+		return "not ready: the workers' Redis connections are not all up\n";
+	return NULL;
+}
+
 static void on_readyz(struct evhttp_request *req, void *arg)
 {
 	sp_admin_t *a = arg;
-	sp_server_t *srv = a->srv;
+	const char *why;
 
 	if (!get_only(req))
 		return;
-	if (atomic_load(&srv->draining))
-		reply_text(req, 503, "Service Unavailable", "not ready: draining\n");
-	else if (!atomic_load(&srv->listeners_up))
-		reply_text(req, 503, "Service Unavailable", "not ready: listeners are not up\n");
-	else if (a->redis_enabled && !atomic_load(&srv->redis_up))
-		reply_text(req, 503, "Service Unavailable", "not ready: Redis is unreachable\n");
+	why = not_ready(a);
+	if (why)
+		reply_text(req, 503, "Service Unavailable", why);
 	else
 		reply_text(req, 200, "OK", "ready\n");
 }
@@ -109,8 +132,7 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	for (int i = 0; i < srv->n_workers && srv->workers; i++)
 		sets[n++] = &srv->workers[i].metrics;
 	{
-		bool ready = atomic_load(&srv->listeners_up) && !atomic_load(&srv->draining) &&
-		             (!a->redis_enabled || atomic_load(&srv->redis_up));
+		bool ready = not_ready(a) == NULL;
 		const struct sp_gauge extra[] = {
 		        {"sealpush_up", "1 while the relay runs.", 1},
 		        {"sealpush_ready", "1 while /readyz answers 200.", ready},

@@ -403,7 +403,7 @@ struct sp_store {
 	char path[256];
 
 	redisAsyncContext *ac; /* NULL while down */
-	bool up;               /* ac connected and every script loaded */
+	atomic_bool up;        /* ac connected and every script loaded (read by any thread) */
 	bool closing;          /* sp_store_free() runs */
 	int loaded;            /* scripts loaded on ac */
 	char sha[KIND_COUNT][41];
@@ -519,7 +519,7 @@ void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out)
 
 int sp_store_up(const sp_store_t *s)
 {
-	return s && s->up ? 1 : 0;
+	return s && atomic_load_explicit(&s->up, memory_order_relaxed) ? 1 : 0;
 }
 
 /* ---- answering requests ------------------------------------------------------------------ */

@@ -94,7 +94,7 @@ sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_stor
  */
 void sp_store_free(sp_store_t *s);
 
-/* 1 if connected and the scripts are loaded, else 0. */
+/* 1 if connected and the scripts are loaded, else 0. Any thread (a relaxed read). */
 int sp_store_up(const sp_store_t *s);
 
 /* Copies the counters into *out. Any thread, relaxed reads. */

@@ -374,22 +374,35 @@ def _(t):
     t.expect_rc(r, EX_NOINPUT, "send --file missing", r"cannot read --file")
 
 
-@test("cli: sealing operations say \"sealing not available in this build\" (exit 70)")
+@test("cli: sealed: init, card, verify-card, send to a card; listen opens it and names the "
+      "sender; a tampered card is refused (exit 65)")
 def _(t):
     d = t.daemon()
-    r = t.cli("--version")
+    alice, bob = t.dev("alice"), t.dev("bob")
+    for dev in (alice, bob):
+        t.expect_rc(t.cli("init", "--cert", dev.crt, "--key", dev.key), EX_OK, "init")
+    r = t.cli("card", "--cert", bob.crt, "--key", bob.key)
+    t.expect_rc(r, EX_OK, "card")
     card = os.path.join(t.h.root, "bob.card")
     with open(card, "w") as f:
-        f.write("{}\n")
-    for args in (("init", "--cert", t.dev("alice").crt, "--key", t.dev("alice").key),
-                 ("card", "--cert", t.dev("alice").crt, "--key", t.dev("alice").key),
-                 ("verify-card", card),
-                 ("send", *t.idargs(d, "alice"), "--to", card, "--message", "sealed?")):
-        r = t.cli(*args)
-        if r.rc == EX_INTERNAL and "sealing not available in this build" in r.err:
-            continue
-        fail("sealpush %s: want exit 70 \"sealing not available in this build\" in this "
-             "build, got %r" % (args[0], r))
+        f.write(r.out)
+    t.expect_rc(t.cli("verify-card", card), EX_OK, "verify-card of a good card")
+    bad = os.path.join(t.h.root, "bad.card")
+    with open(bad, "w") as f:
+        f.write(r.out.replace(bob.token.hex(), alice.token.hex()))
+    r = t.cli("verify-card", bad)
+    if r.rc != 65:
+        fail("verify-card of a card with another token: want exit 65, got %r" % (r,))
+    r = t.send(d, "alice", [card], "--message", "sealed hello")
+    t.expect_rc(r, EX_OK, "sealed send")
+    if r.out != "%s QUEUED\n" % bob.token.hex():
+        fail("send printed %r, want \"TOKEN QUEUED\"" % r.out)
+    lp = start_listen(t, d, "bob", "--count", "1")
+    sender, mid, n, payload = listen_line(lp.expect(r".", 10).string)
+    if (sender, payload) != (alice.token.hex(), "sealed hello"):
+        fail("listen printed %r" % lp.lines[-1])
+    if lp.wait() != 0:
+        fail("listen --count 1 exited %s" % lp.p.returncode)
 
 
 # ---------------------------------------------------------------------------------------

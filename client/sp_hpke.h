@@ -1,0 +1,166 @@
+/*
+ * sp_hpke: Hybrid Public Key Encryption (RFC 9180), base mode, composed from OpenSSL 3.0
+ * primitives (X25519 key agreement, HKDF, AEAD ciphers). OpenSSL 3.0 has no HPKE API of its
+ * own (3.2 has); nothing here is a hand-written cryptographic primitive: the module only strings
+ * OpenSSL's X25519, HKDF-Extract, HKDF-Expand, AES-128-GCM and ChaCha20-Poly1305 together the way
+ * RFC 9180 sections 4, 5 and 7 say.
+ *
+ * Algorithms (RFC 9180 section 7 identifiers):
+ *	KEM  0x0020 DHKEM(X25519, HKDF-SHA256)   Nsecret 32, Nenc 32, Npk 32, Nsk 32
+ *	KDF  0x0001 HKDF-SHA256                  Nh 32
+ *	AEAD 0x0001 AES-128-GCM                  Nk 16, Nn 12, Nt 16
+ *	AEAD 0x0003 ChaCha20Poly1305             Nk 32, Nn 12, Nt 16
+ *
+ * Use: the sender calls sp_hpke_setup_base_s() with the recipient's public key and gets enc (to
+ * send) and a context; the recipient calls sp_hpke_setup_base_r() with enc and its private key
+ * and gets the same context. Each sp_hpke_seal()/sp_hpke_open() on a context uses the next
+ * sequence number (nonce = base_nonce XOR seq), so both sides must process messages in the
+ * same order. A context is plain memory (no heap), owned by the caller, used by one thread at
+ * a time; sp_hpke_ctx_clear() wipes its secrets.
+ *
+ * Errors: functions return 0 or a negative errno-style code: -EINVAL (unknown algorithm id,
+ * NULL or wrong-length argument), -EBADMSG (AEAD open failed: wrong key, wrong aad, tampered
+ * ciphertext), -EKEYREJECTED (X25519 refused a key: the shared secret would be all zero, i.e. a
+ * low-order public key), -EOVERFLOW (sequence number exhausted), -ENOMEM (OpenSSL failed
+ * otherwise, usually out of memory). Nothing blocks; everything is thread-safe except sharing
+ * one context between threads.
+ */
+#ifndef SP_HPKE_H
+#define SP_HPKE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/types.h>
+
+/* RFC 9180 algorithm identifiers. */
+#define SP_HPKE_KEM_X25519_SHA256     0x0020
+#define SP_HPKE_KDF_HKDF_SHA256       0x0001
+#define SP_HPKE_AEAD_AES128GCM        0x0001
+#define SP_HPKE_AEAD_CHACHA20POLY1305 0x0003
+
+/* Sizes for the algorithms above (the largest of each, for buffers). */
+#define SP_HPKE_X25519_LEN 32 /* Nsk = Npk = Nenc = Ndh = Nsecret for DHKEM(X25519) */
+#define SP_HPKE_NH         32 /* HKDF-SHA256 output size */
+#define SP_HPKE_MAX_NK     32
+#define SP_HPKE_NN         12
+#define SP_HPKE_NT         16
+/* key_schedule_context = mode || psk_id_hash || info_hash */
+#define SP_HPKE_KSC_LEN (1 + 2 * SP_HPKE_NH)
+/* Largest info and exporter_context accepted (OpenSSL 3.0 HKDF caps its info at 1,024 bytes). */
+#define SP_HPKE_MAX_INFO 512
+
+/* A ciphersuite: (KEM, KDF, AEAD) identifiers. */
+struct sp_hpke_suite {
+	uint16_t kem;
+	uint16_t kdf;
+	uint16_t aead;
+};
+
+/* An encryption context (RFC 9180 5.1), for one direction of one exchange. */
+struct sp_hpke_ctx {
+	struct sp_hpke_suite suite;
+	size_t key_len; /* Nk of the AEAD */
+	uint8_t key[SP_HPKE_MAX_NK];
+	uint8_t base_nonce[SP_HPKE_NN];
+	uint8_t exporter_secret[SP_HPKE_NH];
+	uint64_t seq;
+};
+
+/* Intermediate values of the key schedule, for tests against RFC 9180 Appendix A. */
+struct sp_hpke_trace {
+	uint8_t shared_secret[SP_HPKE_X25519_LEN];
+	uint8_t key_schedule_context[SP_HPKE_KSC_LEN];
+	uint8_t secret[SP_HPKE_NH];
+};
+
+/* Returns 1 if this module implements the suite (base mode), else 0. */
+int sp_hpke_suite_supported(const struct sp_hpke_suite *suite);
+
+/* Nk of an AEAD id (16 or 32), or 0 for an unknown id. */
+size_t sp_hpke_aead_key_len(uint16_t aead);
+
+/*
+ * DeriveKeyPair(ikm) of RFC 9180 7.1.3 for the KEM: deterministic, for tests and for callers
+ * that keep a seed. ikm should carry at least 32 bytes of entropy; ikm_len 1 to SP_HPKE_MAX_INFO.
+ * Writes the serialized private key sk and public key pk (32 bytes each). Returns 0, -EINVAL,
+ * -ENOMEM.
+ */
+int sp_hpke_derive_keypair(uint16_t kem, const uint8_t *ikm, size_t ikm_len,
+                           uint8_t sk[SP_HPKE_X25519_LEN], uint8_t pk[SP_HPKE_X25519_LEN]);
+
+/*
+ * GenerateKeyPair(): a fresh random key pair from OpenSSL's CSPRNG. Returns 0, -EINVAL, -ENOMEM.
+ */
+int sp_hpke_generate_keypair(uint16_t kem, uint8_t sk[SP_HPKE_X25519_LEN],
+                             uint8_t pk[SP_HPKE_X25519_LEN]);
+
+/* pk(sk): the public key of a serialized private key. Returns 0, -EINVAL, -ENOMEM. */
+int sp_hpke_public_key(uint16_t kem, const uint8_t sk[SP_HPKE_X25519_LEN],
+                       uint8_t pk[SP_HPKE_X25519_LEN]);
+
+/*
+ * SetupBaseS(pkR, info): encapsulates to the recipient's public key pk_r, writes enc (32 bytes,
+ * sent to the recipient) and fills ctx. ikm_e NULL: a random ephemeral key (production);
+ * otherwise the ephemeral key is DeriveKeyPair(ikm_e) (test vectors only: a repeated ikm_e
+ * breaks confidentiality). info: 0 to SP_HPKE_MAX_INFO bytes. trace, when not NULL, receives the
+ * intermediate values. Returns 0, -EINVAL, -EKEYREJECTED (pk_r is a low-order point), -ENOMEM.
+ */
+int sp_hpke_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t pk_r[SP_HPKE_X25519_LEN],
+                         const uint8_t *info, size_t info_len, const uint8_t *ikm_e,
+                         size_t ikm_e_len, uint8_t enc[SP_HPKE_X25519_LEN], struct sp_hpke_ctx *ctx,
+                         struct sp_hpke_trace *trace);
+
+/*
+ * SetupBaseR(enc, skR, info): decapsulates enc with the recipient's private key sk_r and fills
+ * ctx. pk_r is pk(sk_r) when the caller has it (saves an X25519 operation), or NULL. Returns 0,
+ * -EINVAL, -EKEYREJECTED (enc is a low-order point), -ENOMEM.
+ */
+int sp_hpke_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t enc[SP_HPKE_X25519_LEN],
+                         const uint8_t sk_r[SP_HPKE_X25519_LEN],
+                         const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
+                         size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
+
+/*
+ * SetupBaseR with the recipient's private key already parsed (an X25519 EVP_PKEY, only read):
+ * importing a raw X25519 private key costs a scalar multiplication in OpenSSL (it computes the
+ * public key), so a recipient that opens many messages keeps its key parsed. pk_r = pk(sk_r),
+ * required. Returns as sp_hpke_setup_base_r().
+ */
+int sp_hpke_setup_base_r_key(const struct sp_hpke_suite *suite,
+                             const uint8_t enc[SP_HPKE_X25519_LEN], EVP_PKEY *sk_r,
+                             const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
+
+/*
+ * ContextS.Seal(aad, pt): encrypts pt_len bytes of pt into ct (pt_len + SP_HPKE_NT bytes: the
+ * ciphertext, then the tag) with the nonce of the current sequence number, then advances it.
+ * ct may equal pt (in place). Returns 0, -EINVAL, -EOVERFLOW, -ENOMEM; on failure ct is
+ * undefined and the sequence number has not moved.
+ */
+int sp_hpke_seal(struct sp_hpke_ctx *ctx, const uint8_t *aad, size_t aad_len, const uint8_t *pt,
+                 size_t pt_len, uint8_t *ct);
+
+/*
+ * ContextR.Open(aad, ct): checks and decrypts ct_len bytes (ciphertext and tag) into pt
+ * (ct_len - SP_HPKE_NT bytes), then advances the sequence number. pt may equal ct. Returns 0,
+ * -EBADMSG (authentication failed; pt is wiped and the sequence number does not move), -EINVAL
+ * (ct_len < SP_HPKE_NT), -EOVERFLOW, -ENOMEM.
+ */
+int sp_hpke_open(struct sp_hpke_ctx *ctx, const uint8_t *aad, size_t aad_len, const uint8_t *ct,
+                 size_t ct_len, uint8_t *pt);
+
+/*
+ * Context.Export(exporter_context, L) (RFC 9180 5.3): writes out_len (1 to 255 * 32) bytes of
+ * secret derived from the context into out. Returns 0, -EINVAL, -ENOMEM.
+ */
+int sp_hpke_export(const struct sp_hpke_ctx *ctx, const uint8_t *exporter_context,
+                   size_t exporter_context_len, uint8_t *out, size_t out_len);
+
+/* The nonce for the current sequence number (base_nonce XOR seq), for tests. */
+void sp_hpke_nonce(const struct sp_hpke_ctx *ctx, uint8_t nonce[SP_HPKE_NN]);
+
+/* Wipes the context's secrets. Accepts NULL. */
+void sp_hpke_ctx_clear(struct sp_hpke_ctx *ctx);
+
+#endif

@@ -1,0 +1,272 @@
+/*
+ * sp_seal: sealed envelopes (PROTOCOL.md section 13). A sender seals a payload to a recipient's
+ * sealing key with HPKE (sp_hpke.h) and signs it, inside the seal, with its certificate key, so
+ * the relay sees only the envelope's version, suite, HPKE encapsulation and size, and the
+ * recipient learns who sent it, to whom, when, and that nobody changed, redirected or replayed
+ * it.
+ *
+ * Who calls what:
+ *  - A device loads its identity once: sp_sealer_load(cert, cert key, sealing key) (the sealing
+ *    key file is made once with sp_seal_keygen_file()). Its contact card (sp_card.h) publishes
+ *    its token and sealing public key.
+ *  - To send: sp_seal(sealer, recipient peer (from the recipient's verified card), message) ->
+ *    envelope bytes, the blob of one SEND to that one recipient with the same msg_id. A message
+ *    to several recipients is one envelope and one SEND (own msg_id) per recipient.
+ *  - On DELIVER: sp_seal_open(sealer, replay cache, DELIVER's msg_id, blob, now) -> the opened
+ *    message or an error naming what was wrong. After the application has processed it:
+ *    sp_seal_replay_add() (sp_seal_opened_remember() does it), then ACK. A DUPLICATE is ACKed
+ *    again and dropped; every other error is ACKed and dropped too (the relay cannot do better
+ *    with it), and counted.
+ *  - If the opened message asks for a receipt: sp_seal_receipt() -> an envelope to the sender,
+ *    sent like any message (the relay cannot tell it from one).
+ *
+ * A sealer is immutable after its setters have run and may then be shared by threads. Opened
+ * messages and envelopes belong to the caller. Nothing here blocks except the functions that
+ * read or write files.
+ */
+#ifndef SP_SEAL_H
+#define SP_SEAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/types.h>
+
+#include "sp_identity.h"
+#include "sp_seal_replay.h"
+
+/* Envelope format version (the first byte of every envelope). */
+#define SP_SEAL_VERSION 1
+
+/*
+ * Suite registry (PROTOCOL.md 13.2): the u16 after the version byte. Each names an HPKE
+ * (KEM, KDF, AEAD) triple. 0x0100 to 0x01FF are reserved for post-quantum hybrid KEMs
+ * (0x0101: ML-KEM-768 + X25519, planned); 0x0000 and 0xFF00 to 0xFFFF are never assigned.
+ */
+#define SP_SEAL_SUITE_X25519_CHACHA20POLY1305                                                      \
+	0x0001                                /* DHKEM(X25519), HKDF-SHA256, ChaCha20Poly1305 */
+#define SP_SEAL_SUITE_X25519_AES128GCM 0x0002 /* DHKEM(X25519), HKDF-SHA256, AES-128-GCM */
+#define SP_SEAL_SUITE_DEFAULT          SP_SEAL_SUITE_X25519_CHACHA20POLY1305
+
+#define SP_SEAL_MSG_ID_LEN             16
+#define SP_SEAL_PUB_MAX                32 /* largest sealing public key of the suites implemented */
+#define SP_SEAL_HEADER_MAX             35 /* version + suite + enc, for the suites implemented */
+#define SP_SEAL_SPKI_MAX               512 /* largest sender SubjectPublicKeyInfo accepted */
+
+/* Defaults of the sealer's settings (each has a setter). */
+#define SP_SEAL_SKEW_DEFAULT_MS      (5u * 60 * 1000)    /* clock skew allowed, each way */
+#define SP_SEAL_PAD_DEFAULT          256                 /* inner plaintext padded to multiples */
+#define SP_SEAL_MAX_ENVELOPE_DEFAULT (16u * 1024 * 1024) /* the protocol's largest blob */
+
+/* Inner flags (signed; unknown bits are refused as malformed). */
+#define SP_SEAL_F_RECEIPT_WANTED                                                                   \
+	0x01                      /* the sender asks for a receipt; needs SP_SEAL_F_REPLY_KEY      \
+	                           */
+#define SP_SEAL_F_IS_RECEIPT 0x02 /* the payload is a receipt (sp_seal_receipt_parse) */
+#define SP_SEAL_F_REPLY_KEY  0x04 /* the sender's sealing key and suite are inside */
+#define SP_SEAL_F_ALL        0x07
+
+/* Receipt statuses (the last byte of a receipt's payload). */
+#define SP_SEAL_RECEIPT_RECEIVED 0x01 /* opened and accepted by the recipient's library */
+#define SP_SEAL_RECEIPT_READ     0x02 /* shown to the user (the application says so) */
+
+/*
+ * Errors. Functions return 0, one of these, or a negative errno (-EINVAL bad argument, -ENOMEM,
+ * -errno from file I/O). sp_seal_strerror() names either kind.
+ */
+enum sp_seal_err {
+	SP_SEAL_ERR_MALFORMED = -2001,      /* the envelope or its sealed content is badly formed */
+	SP_SEAL_ERR_VERSION = -2002,        /* unknown envelope or card version */
+	SP_SEAL_ERR_SUITE = -2003,          /* unknown or unsupported suite */
+	SP_SEAL_ERR_TOO_LARGE = -2004,      /* envelope above the sealer's max_envelope */
+	SP_SEAL_ERR_DECRYPT = -2005,        /* not sealed to this key, or changed on the way */
+	SP_SEAL_ERR_RECIPIENT = -2006,      /* sealed to another token (misdirected) */
+	SP_SEAL_ERR_SENDER_KEY = -2007,     /* the sender's key is not a canonical P-256 SPKI */
+	SP_SEAL_ERR_SIGNATURE = -2008,      /* the sender's signature does not hold */
+	SP_SEAL_ERR_STALE = -2009,          /* outside the replay window (too old) */
+	SP_SEAL_ERR_FUTURE = -2010,         /* sent_at is ahead of the recipient's clock */
+	SP_SEAL_ERR_DUPLICATE = -2011,      /* already accepted, window still open */
+	SP_SEAL_ERR_NO_RECEIPT = -2012,     /* no receipt wanted, or the message is not a receipt */
+	SP_SEAL_ERR_PEER_KEY = -2013,       /* the recipient's sealing key is unusable */
+	SP_SEAL_ERR_CARD_MALFORMED = -2014, /* card JSON or a field of it is malformed */
+	SP_SEAL_ERR_CARD_TOKEN = -2015,     /* card token is not SHA-256 of its key */
+	SP_SEAL_ERR_CARD_SIGNATURE = -2016, /* card signature does not hold */
+	SP_SEAL_ERR_KEY_FILE = -2017,       /* a key or certificate file cannot be read or parsed */
+	SP_SEAL_ERR_KEY_PERMS = -2018,    /* the sealing key file is readable by group or others */
+	SP_SEAL_ERR_KEY_MISMATCH = -2019, /* certificate and key do not belong together */
+	SP_SEAL_ERR_KEY_TYPE = -2020,     /* a key of the wrong type (not P-256, not X25519) */
+	SP_SEAL_ERR_REPLAY_FILE = -2021,  /* a replay cache file is not one, or is damaged */
+	SP_SEAL_ERR_CRYPTO = -2022,       /* OpenSSL failed unexpectedly */
+};
+
+/* A short English text for a code of this module or a negative errno. Never NULL. */
+const char *sp_seal_strerror(int err);
+
+/* What it takes to seal to someone: their token and sealing key (from a card or a message). */
+struct sp_seal_peer {
+	uint8_t token[SP_TOKEN_LEN];
+	uint16_t suite;
+	size_t pub_len;
+	uint8_t pub[SP_SEAL_PUB_MAX];
+};
+
+/*
+ * Facts about a suite id: its HPKE length of enc (Nenc) and public key (Npk), and its name in
+ * contact cards. Returns 0, or SP_SEAL_ERR_SUITE for an id this library does not implement.
+ * Any out pointer may be NULL.
+ */
+int sp_seal_suite_info(uint16_t suite, size_t *enc_len, size_t *pub_len, const char **name);
+
+/* The suite id of a card name ("X25519-SHA256-ChaCha20Poly1305", ...), or 0 if unknown. */
+uint16_t sp_seal_suite_by_name(const char *name);
+
+struct sp_sealer;
+
+/*
+ * Makes a new sealing key (X25519) and writes it as a PEM private key to path, created with
+ * mode 0600; refuses to overwrite (-EEXIST). Blocks on disk I/O. Returns 0, -errno,
+ * SP_SEAL_ERR_CRYPTO.
+ */
+int sp_seal_keygen_file(const char *path);
+
+/*
+ * Loads a device's identity: its certificate (PEM; NULL to run with the key alone), the
+ * certificate's private key (PEM, P-256) and its sealing key (PEM, X25519, mode 0600 or
+ * stricter). Checks that the certificate certifies the key. Blocks on disk I/O. Returns 0 and
+ * *out (free with sp_sealer_free), SP_SEAL_ERR_KEY_FILE, _KEY_PERMS, _KEY_MISMATCH, _KEY_TYPE,
+ * -ENOMEM.
+ */
+int sp_sealer_load(const char *cert_path, const char *key_path, const char *seal_key_path,
+                   struct sp_sealer **out);
+
+/*
+ * The same from keys in memory: sign_key (P-256 private key), cert (may be NULL), seal_key
+ * (X25519 private key). Takes its own references; the caller keeps its own. Returns as
+ * sp_sealer_load(), without the file errors.
+ */
+int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_sealer **out);
+
+/* Frees a sealer and wipes its keys. Accepts NULL. */
+void sp_sealer_free(struct sp_sealer *s);
+
+/* The sealer's own token (32 bytes, owned by the sealer). */
+const uint8_t *sp_sealer_token(const struct sp_sealer *s);
+
+/* The sealer's own peer data (token, preferred suite, sealing public key). */
+void sp_sealer_peer(const struct sp_sealer *s, struct sp_seal_peer *out);
+
+/*
+ * The sealer's own DER SubjectPublicKeyInfo and certificate (NULL if loaded without one);
+ * owned by the sealer. For contact cards.
+ */
+const uint8_t *sp_sealer_spki(const struct sp_sealer *s, size_t *len);
+X509 *sp_sealer_cert(const struct sp_sealer *s);
+
+/*
+ * Signs len bytes of data with the certificate key (ECDSA P-256, SHA-256, DER signature of at
+ * most 72 bytes into sig, *sig_len set). For contact cards. Returns 0 or SP_SEAL_ERR_CRYPTO.
+ */
+int sp_sealer_sign(const struct sp_sealer *s, const uint8_t *data, size_t len, uint8_t sig[80],
+                   size_t *sig_len);
+
+/*
+ * Parses a DER SubjectPublicKeyInfo that must be a P-256 key in its one canonical encoding (a
+ * token is SHA-256 over these very bytes). Returns 0 and *out (the caller frees it), or
+ * SP_SEAL_ERR_SENDER_KEY.
+ */
+int sp_seal_spki_key(const uint8_t *spki, size_t len, EVP_PKEY **out);
+
+/* Settings. Call before sharing the sealer between threads. */
+/* The suite announced in the sealer's card and reply key (default SP_SEAL_SUITE_DEFAULT). */
+int sp_sealer_set_suite(struct sp_sealer *s, uint16_t suite);
+/* The clock skew allowed each way, ms (default SP_SEAL_SKEW_DEFAULT_MS; at most one day). */
+int sp_sealer_set_skew(struct sp_sealer *s, uint32_t skew_ms);
+/* Pad the sealed content to a multiple of block bytes (1 = no padding; at most 65,536). */
+int sp_sealer_set_pad(struct sp_sealer *s, uint32_t block);
+/* The largest envelope sealed or opened (default 16 MiB; 1,024 to 1 GiB). */
+int sp_sealer_set_max_envelope(struct sp_sealer *s, size_t max);
+
+/*
+ * The largest payload that sp_seal() always fits into max_blob bytes with this sealer's key,
+ * padding and signature (at its longest), with (reply_key != 0) or without a reply key. 0 if
+ * not even an empty payload fits.
+ */
+size_t sp_seal_max_payload(const struct sp_sealer *s, size_t max_blob, int reply_key);
+
+/* A message to seal. */
+struct sp_seal_msg {
+	const uint8_t *msg_id; /* 16 bytes: the SEND's msg_id (random per message and recipient) */
+	uint64_t sent_at_ms;   /* the sender's wall clock, ms since the Unix epoch */
+	uint32_t ttl;          /* the SEND's ttl, seconds; 0: ephemeral, never stored */
+	uint8_t flags;         /* SP_SEAL_F_RECEIPT_WANTED (adds the reply key by itself),
+	                          SP_SEAL_F_REPLY_KEY; IS_RECEIPT is set by sp_seal_receipt() */
+	const uint8_t *payload;
+	size_t payload_len;
+};
+
+/*
+ * Seals m to the peer: encrypts to to->pub with to->suite, binds the envelope to to->token and
+ * m->msg_id, signs it with the certificate key. *env (malloc'd, the caller frees it) and
+ * *env_len get the envelope, the blob of the SEND. Returns 0, -EINVAL (bad argument or flags),
+ * SP_SEAL_ERR_SUITE, SP_SEAL_ERR_PEER_KEY, SP_SEAL_ERR_TOO_LARGE, SP_SEAL_ERR_CRYPTO, -ENOMEM.
+ */
+int sp_seal(const struct sp_sealer *s, const struct sp_seal_peer *to, const struct sp_seal_msg *m,
+            uint8_t **env, size_t *env_len);
+
+/* A message that sp_seal_open() accepted. */
+struct sp_seal_opened {
+	uint8_t sender[SP_TOKEN_LEN]; /* SHA-256 of sender_spki: who sent it */
+	const uint8_t *sender_spki;   /* DER SubjectPublicKeyInfo of the sender's key */
+	size_t sender_spki_len;
+	uint8_t msg_id[SP_SEAL_MSG_ID_LEN];
+	uint16_t suite; /* the envelope's suite */
+	uint8_t flags;
+	uint64_t sent_at_ms;
+	uint32_t ttl;
+	uint64_t window_end_ms; /* until when a copy is a duplicate (13.6) */
+	const uint8_t *payload; /* points into the opened message's own buffer */
+	size_t payload_len;
+	int has_reply; /* reply is the sender's sealing key (REPLY_KEY flag) */
+	struct sp_seal_peer reply;
+	uint8_t *buf; /* owns sender_spki and payload */
+	size_t buf_len;
+};
+
+/*
+ * Opens an envelope delivered to this sealer with the DELIVER's msg_id, at the recipient's
+ * wall clock now_ms, checks it in this order and returns the first failure:
+ * SP_SEAL_ERR_TOO_LARGE, _MALFORMED / _VERSION / _SUITE (header), _DECRYPT (not for this key,
+ * or any byte of the envelope or the msg_id changed), _MALFORMED (content), _RECIPIENT,
+ * _SENDER_KEY, _SIGNATURE, _FUTURE, _STALE, and, with a replay cache, _STALE (below its floor)
+ * and _DUPLICATE. replay may be NULL (no duplicate check; for tools). On success fills *out
+ * (release with sp_seal_opened_clear) and returns 0; on failure *out is cleared.
+ */
+int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
+                 const uint8_t msg_id[SP_SEAL_MSG_ID_LEN], const uint8_t *env, size_t env_len,
+                 uint64_t now_ms, struct sp_seal_opened *out);
+
+/* Records an accepted message in the replay cache (sp_seal_replay_add with its fields). */
+int sp_seal_opened_remember(struct sp_seal_replay *replay, const struct sp_seal_opened *m,
+                            uint64_t now_ms);
+
+/* Frees what an opened message owns and zeroes it. Accepts NULL and cleared messages. */
+void sp_seal_opened_clear(struct sp_seal_opened *m);
+
+/*
+ * Seals a receipt for an opened message that asked for one (SP_SEAL_F_RECEIPT_WANTED): payload
+ * = the original msg_id and status, flag IS_RECEIPT, sealed to the sender's token and reply
+ * key. receipt_msg_id is a fresh random id for the receipt's own SEND (never the original's);
+ * ttl its SEND's ttl. Returns as sp_seal(), and SP_SEAL_ERR_NO_RECEIPT if none was asked for.
+ */
+int sp_seal_receipt(const struct sp_sealer *s, const struct sp_seal_opened *orig, uint8_t status,
+                    const uint8_t receipt_msg_id[SP_SEAL_MSG_ID_LEN], uint64_t sent_at_ms,
+                    uint32_t ttl, uint8_t **env, size_t *env_len);
+
+/*
+ * Reads an opened receipt: the msg_id it acknowledges and its status. Returns 0, or
+ * SP_SEAL_ERR_NO_RECEIPT (not a receipt), SP_SEAL_ERR_MALFORMED (wrong payload length).
+ */
+int sp_seal_receipt_parse(const struct sp_seal_opened *m, uint8_t msg_id[SP_SEAL_MSG_ID_LEN],
+                          uint8_t *status);
+
+#endif
