@@ -477,6 +477,14 @@ static void list_remove(struct req_list *l, struct req *q)
 	l->n--;
 }
 
+const char *sp_store_script(const char *name)
+{
+	for (int k = 0; name && k < KIND_COUNT; k++)
+		if (strcmp(name, kind_name[k]) == 0)
+			return script_src[k];
+	return NULL;
+}
+
 const char *sp_store_status_name(int status)
 {
 	static const char *const names[] = {"ok",         "stored",  "duplicate",   "full_count",

@@ -32,6 +32,10 @@ enum {
 /* A short lowercase name for a status ("stored", "unavailable", ...), "unknown" otherwise. */
 const char *sp_store_status_name(int status);
 
+/* The Lua source of the script "enqueue", "fetch", "ack" or "depth" (for tools that measure
+ * them: bench/store-script-bench.c), or NULL. */
+const char *sp_store_script(const char *name);
+
 typedef struct sp_store_limits {
 	uint32_t max_count;       /* messages per device queue (>= 1) */
 	uint64_t max_bytes;       /* sum of record lengths per device queue (>= 1) */

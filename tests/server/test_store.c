@@ -877,7 +877,7 @@ static void test_malformed(void)
 	uint8_t token[32], good[16], bad[16], shorty[16];
 	char kq[128], ke[128], km[128];
 	struct result r;
-	size_t removed;
+	size_t removed = 0;
 	uint64_t exp = wall_ms() + 60000;
 	const char garbage[] = "\x02\x00\x00\x01\x7f\xff\xff\xff\xff\xff\x0a\xff\xff";
 
