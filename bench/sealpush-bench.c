@@ -32,8 +32,9 @@
  * Open loop (--rate): each thread has a send schedule, message n due at t0 + n / rate_thread
  * (threads offset by a fraction of the interval, so the total is evenly spread), sent round
  * robin over its senders from a precise timer (timerfd); the blob carries the *intended* send
- * time, so a late send counts against latency (no coordinated omission). A due message whose
- * sender has its window full is not sent and is counted as held back.
+ * time, so a late send counts against latency (no coordinated omission); the bench's own share,
+ * the send lag (actual write minus intended time), goes into a second histogram. A due message
+ * whose sender has its window full is not sent and is counted as held back.
  *
  * Message ids: run nonce (8 random bytes) | sequence u32 (queue: message index) | thread u16 |
  * connection u16. Blobs: CLOCK_MONOTONIC nanoseconds (u64, host order) of the intended send
@@ -197,6 +198,7 @@ typedef struct sb_slot {
 	sb_counters_t c;
 	uint64_t status[256]; /* SEND_RESULT entries by status */
 	sb_hist_t hist;       /* end-to-end latency, or handshake latency */
+	sb_hist_t lag;        /* open loop: how late the bench wrote each SEND (its own share) */
 } sb_slot_t;
 
 typedef struct sb_thread {
@@ -1020,6 +1022,8 @@ static void thread_sched(evutil_socket_t fd, short what, void *arg)
 		if (conn_send_one(c, due) == 0)
 			conn_flush(c);
 		now = now_ns();
+		if (ph == PH_MEASURE)
+			sb_hist_add(&t->s->lag, now - due);
 	}
 	wait = due - now;
 	if (wait < (uint64_t)opt.tick_us * 1000)
@@ -1544,8 +1548,8 @@ static json_t *status_json(FILE *out)
 	return o;
 }
 
-/* Prints the percentiles of every slot's histogram merged; returns them as JSON. */
-static json_t *latency_report(FILE *out, const char *label)
+/* Prints the percentiles of every slot's histogram (or lag histogram) merged; as JSON too. */
+static json_t *latency_report(FILE *out, const char *label, bool lag)
 {
 	static const double pcts[] = {50, 90, 99, 99.9};
 	static const char *const pnames[] = {"p50", "p90", "p99", "p99.9"};
@@ -1556,7 +1560,7 @@ static json_t *latency_report(FILE *out, const char *label)
 		return lat;
 	sb_hist_init(h);
 	for (unsigned k = 0; k < g_nslots; k++)
-		sb_hist_merge(h, &g_sh->slots[k].hist);
+		sb_hist_merge(h, lag ? &g_sh->slots[k].lag : &g_sh->slots[k].hist);
 	fprintf(out, "  %s samples %*s%12" PRIu64 "\n", label, (int)(19 - strlen(label)), "",
 	        h->total);
 	for (unsigned i = 0; i < 4; i++) {
@@ -1696,7 +1700,9 @@ static int run_traffic(FILE *out)
 	fprintf(out, "  delivered                   %12.0f msg/s\n", rate);
 	fprintf(out, "  SENDs                       %12.0f /s\n", sends);
 	json_object_set_new(r, "per_second", per_second_report(out, "delivered/s"));
-	json_object_set_new(r, "latency", latency_report(out, "latency"));
+	json_object_set_new(r, "latency", latency_report(out, "latency", false));
+	if (open_loop())
+		json_object_set_new(r, "send_lag", latency_report(out, "send lag", true));
 	fprintf(out, "  SENDs / recipients (all)    %12" PRIu64 " / %" PRIu64 "\n", s.sent,
 	        s.addressed);
 	fprintf(out, "  result entries / delivered  %12" PRIu64 " / %" PRIu64 "\n", s.results,
@@ -1916,7 +1922,7 @@ static int run_handshake(FILE *out)
 	fprintf(out, "  full handshakes             %12.0f /s\n", full);
 	fprintf(out, "  resumed handshakes          %12.0f /s\n", resumed);
 	json_object_set_new(r, "per_second", per_second_report(out, "handshakes/s"));
-	json_object_set_new(r, "latency", latency_report(out, "latency"));
+	json_object_set_new(r, "latency", latency_report(out, "latency", false));
 	fprintf(out, "  failed (all)                %12" PRIu64 "\n", s.hs_failed);
 	json_merge(r, json_pack("{s:f, s:f, s:f, s:f, s:I, s:I, s:I}", "full_per_s", full,
 	                        "resumed_per_s", resumed, "handshakes_per_s", full + resumed,
@@ -2496,8 +2502,10 @@ static int shared_setup(void)
 		g_sh = NULL;
 		return -1;
 	}
-	for (unsigned k = 0; k < g_nslots; k++)
+	for (unsigned k = 0; k < g_nslots; k++) {
 		sb_hist_init(&g_sh->slots[k].hist);
+		sb_hist_init(&g_sh->slots[k].lag);
+	}
 	atomic_store(&g_sh->phase, opt.scenario == SB_HANDSHAKE ? PH_WARMUP : PH_CONNECT);
 	if (opt.scenario == SB_QUEUE) {
 		g_qstatus = mmap(NULL, opt.messages, PROT_READ | PROT_WRITE,

@@ -126,6 +126,7 @@ for run in $(seq 1 "$RUNS"); do
 	extra_s=$((3 + HOLD)); [ "$MSTATS" = 1 ] && extra_s=$((extra_s + 10))
 	[ "$TRIM" = 1 ] && extra_s=$((extra_s + 10)); [ -n "$CTL" ] && extra_s=$((extra_s + 60))
 	BLOG=$OUT/bench.$run.log BJSON=$OUT/bench.$run.json
+	: >"$BLOG"
 	# shellcheck disable=SC2086
 	"$BENCH" idle --server 127.0.0.1:$PORT --ca-dir "$CA_DIR" --conns "$N" --processes "$PROCS" \
 		--inflight "$INFLIGHT" $who --pid "$DPID" --settle "$SETTLE" --hold "$extra_s" \

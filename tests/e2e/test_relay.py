@@ -30,7 +30,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import spwire as w  # noqa: E402
-from harness import (Client, Daemon, Harness, HandshakeRefused, TestFailure,  # noqa: E402
+from harness import (Client, Daemon, Device, Harness, HandshakeRefused, TestFailure,  # noqa: E402
                      fail, try_refused, LOOPBACK)
 
 # The relay under test has a Redis store, so an offline recipient's message is QUEUED (a
@@ -1736,6 +1736,35 @@ def _(t):
     p = subprocess.run([BENCH, "idle", "--rate", "5"] + common, capture_output=True, timeout=10)
     t.eq(p.returncode, 2, "an option of another scenario: exit 2")
     t.check(b"does not apply" in p.stderr, "says why: %r" % p.stderr)
+
+
+@test("bench: a receiver replaced mid-run is counted and reconnected, the run goes on",
+      timeout=90)
+def _(t):
+    if not BENCH:
+        fail("--sealpush-bench not given")
+    d = t.daemon(send_rate=0, max_queue=10000)
+    common = ["--server", "127.0.0.1:%d" % d.port, "--ca-dir", t.h.pki.dir,
+              "--sealpush-ca", t.h.sealpush_ca, "--json"]
+    p = subprocess.Popen([BENCH, "throughput", "--pairs", "2", "--duration", "4", "--warmup",
+                          "0", "--rate", "200"] + common,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t.cleanups.append(lambda: p.poll() is None and p.kill())
+    time.sleep(2.0)  # identities issued, both pairs sending
+    crt = os.path.join(t.h.pki.dir, "bench-r0.crt")
+    token = w.token_of_cert_file(crt)
+    dev = Device("bench-r0", crt, os.path.join(t.h.pki.dir, "bench-r0.key"), token,
+                 token.hex())
+    thief = t.client(d, dev)  # takes bench-r0's token: the bench's receiver is REPLACED
+    f = thief.expect(w.GOAWAY, timeout=5, skip=(w.DELIVER, w.PING))  # the bench takes it back
+    t.eq(f["code"], w.E_REPLACED, "the bench's reconnect replaced the thief")
+    out, err = p.communicate(timeout=60)
+    r = json.loads(out)["results"]
+    t.note("replaced run: %s" % json.dumps(r)[:300])
+    t.check(r["reconnects"] >= 1, "the bench reconnected: %r" % r)
+    t.check(r["errors"] >= 1, "the lost connection is counted as an error")
+    t.check(r["delivered"] > 0 and r["sent"] > 0, "the run went on")
+    t.eq(p.returncode, 1, "exit 1 after a broken connection")
 
 
 @test("life: idle for 2 x keepalive -> ERROR IDLE_TIMEOUT (CLOSING); PINGs keep it open",
