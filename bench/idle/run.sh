@@ -1,24 +1,28 @@
 #!/bin/bash
-# bench/idle/run.sh: daemon RSS per idle mTLS connection.
+# bench/idle/run.sh: daemon RSS per idle mTLS connection, with the extras sealpush-bench does
+# not do (malloc statistics, malloc_trim, kernel socket memory).
 #
-# Starts sealpushd, reads its RSS (baseline), opens N idle connections spread over PROCS
-# idle_conns processes, waits until sealpush_connections{state="ready"} reaches N, reads the
-# RSS (after), waits SETTLE seconds and reads it again (settled); optionally asks the daemon
-# for malloc statistics and a malloc_trim(0) through the memctl shim; then stops everything.
-# Also prints the kernel's TCP buffer memory and slab before/after (not part of the RSS; the
-# slab delta covers both ends of each loopback connection).
-# Prints one line per run and, with RUNS > 1, the median of KiB per connection (settled).
+# Starts sealpushd, then runs `sealpush-bench idle --pid DAEMON`: the bench reads the daemon's
+# VmRSS before connecting, opens N idle connections spread over PROCS processes, waits until all
+# are READY, reads VmRSS again after SETTLE seconds and reports KiB per connection; it then holds
+# the connections while this script reads the kernel's TCP buffer memory and slab (not part of
+# the RSS; the slab delta covers both ends of each loopback connection) and, optionally, asks
+# the daemon for malloc statistics and a malloc_trim(0) through the memctl shim; then stops
+# everything. Prints one line per run and, with RUNS > 1, the median of KiB per connection.
 #
-# Prerequisites (see FINDINGS.md): a release build in BUILD, the client built into CLIENT,
-# a CA in CA_DIR with device certificates s0..s9 (SEND_ONLY runs) or r0..r<N-1> (receivers).
+# Prerequisites: a release build in BUILD (it has bench/sealpush-bench and server/sealpushd), a
+# CA in CA_DIR (sealpush-ca init + server); the bench issues the device identities it lacks
+# (bench-s0.. for SEND_ONLY runs, bench-r0..r<N-1> for receivers) with sealpush-ca.
 #
 # Everything is set through the environment (defaults in brackets):
-#   N [15000]  PROCS [4]  RATE [250, per client process, connections/s]  INFLIGHT [64 per process]
-#   SEND_ONLY [1]  CERT_PREFIX [s if SEND_ONLY, else r]
-#   CERTS [10 if SEND_ONLY (all processes share s0..s9), else N (distinct: process i uses
-#          r<i*N/PROCS> onwards)]
-#   CLIENT_OPTS [""] more idle_conns options, e.g. "-A" (send the leaf certificate only)
-#   CA_DIR [/tmp/idle-ca]  BUILD [/tmp/idle-build]  CLIENT [/tmp/idle_conns]
+#   N [15000]  PROCS [4] bench processes  INFLIGHT [64] handshakes in progress per process
+#   SEND_ONLY [1]  1: SEND_ONLY connections sharing CERTS identities; 0: receivers, one
+#               identity each (sealpush-bench idle --register)
+#   CERTS [10]  identities shared by SEND_ONLY connections
+#   BENCH_OPTS [""] more sealpush-bench options, e.g. "--send-chain" (clients that send the CA
+#               certificate too), "--tls-ciphersuites TLS_CHACHA20_POLY1305_SHA256",
+#               "--tls-groups P-256"
+#   CA_DIR [/tmp/idle-ca]  BUILD [/tmp/idle-build]  BENCH [$BUILD/bench/sealpush-bench]
 #   PORT [47101] (admin port PORT+1)  WORKERS [2]  RUNS [1]  SETTLE [10] seconds
 #   TRIM [0]    1 = malloc_trim(0) in the daemon after settling, then RSS again
 #   MSTATS [0]  1 = mallinfo2() totals after settling (and after the trim); malloc_stats() per
@@ -28,17 +32,17 @@
 #               TRIM, MSTATS and CTL preload the shim (MEMCTL_SO [/tmp/memctl.so], built from
 #               memctl.c) into the daemon: gdb cannot call functions in a process on this VM.
 #   DAEMON_ENV [""] e.g. "MALLOC_ARENA_MAX=1" or "GLIBC_TUNABLES=glibc.malloc.arena_max=1"
-#   OUT [/tmp/idle-run] logs: daemon.RUN.log, client.RUN.I.log
+#   OUT [/tmp/idle-run] logs: daemon.RUN.log, bench.RUN.log, bench.RUN.json
 #   HOLD [0]    seconds to keep the connections up after the measurements (manual probing)
 set -u
 N=${N:-15000}
 PROCS=${PROCS:-4}
-RATE=${RATE:-250}
 INFLIGHT=${INFLIGHT:-64}
 SEND_ONLY=${SEND_ONLY:-1}
+CERTS=${CERTS:-10}
 CA_DIR=${CA_DIR:-/tmp/idle-ca}
 BUILD=${BUILD:-/tmp/idle-build}
-CLIENT=${CLIENT:-/tmp/idle_conns}
+BENCH=${BENCH:-$BUILD/bench/sealpush-bench}
 PORT=${PORT:-47101}
 APORT=$((PORT + 1))
 WORKERS=${WORKERS:-2}
@@ -51,22 +55,18 @@ MEMCTL_SO=${MEMCTL_SO:-/tmp/memctl.so}
 DAEMON_ENV=${DAEMON_ENV:-}
 OUT=${OUT:-/tmp/idle-run}
 HOLD=${HOLD:-0}
-CLIENT_OPTS=${CLIENT_OPTS:-}
-if [ "$SEND_ONLY" = 1 ]; then
-	CERT_PREFIX=${CERT_PREFIX:-s}
-	CERTS=${CERTS:-10}
-else
-	CERT_PREFIX=${CERT_PREFIX:-r}
-	CERTS=${CERTS:-$N}
-fi
+BENCH_OPTS=${BENCH_OPTS:-}
+if [ "$SEND_ONLY" = 1 ]; then who="--devices $CERTS"; else who=--register; fi
 mkdir -p "$OUT"
 
 DPID=
-CPIDS=()
+BPID=
 cleanup() {
-	for p in "${CPIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${CPIDS[@]}"; do wait "$p" 2>/dev/null; done
-	CPIDS=()
+	if [ -n "$BPID" ]; then
+		kill -TERM "$BPID" 2>/dev/null
+		wait "$BPID" 2>/dev/null
+		BPID=
+	fi
 	if [ -n "$DPID" ]; then
 		kill -TERM "$DPID" 2>/dev/null
 		for _ in $(seq 1 150); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
@@ -80,10 +80,7 @@ trap 'exit 130' INT TERM
 
 rss() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 anon() { awk '/^RssAnon:/{print $2}' "/proc/$1/status"; }
-ready() {
-	curl -s --max-time 5 "http://127.0.0.1:$APORT/metrics" |
-		awk '/^sealpush_connections\{state="ready"\}/{print $2; f=1} END{if(!f) print 0}'
-}
+jget() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][sys.argv[2]])' "$@"; }
 # Kernel TCP buffer memory (KiB) and slab (KiB): not part of the daemon's RSS.
 sockmem() { awk '/^TCP:/{for(i=1;i<NF;i++) if($i=="mem") print $(i+1)*4}' /proc/net/sockstat; }
 slab() { awk '/^Slab:/{print $2}' /proc/meminfo; }
@@ -122,32 +119,24 @@ for run in $(seq 1 "$RUNS"); do
 		kill -KILL "$DPID"; wait "$DPID"; DPID=; exit 1
 	fi
 	sleep 1
-	before=$(rss $DPID); abefore=$(anon $DPID); smem0=$(sockmem); slab0=$(slab)
+	rbefore=$(rss $DPID); abefore=$(anon $DPID); smem0=$(sockmem); slab0=$(slab)
 	inuse0=
 	[ "$MSTATS" = 1 ] && inuse0=$(memctl stats | sed -n 's/.* inuse=\([0-9]*\).*/\1/p')
-	t0=$(date +%s.%N)
-	per=$((N / PROCS))
-	for i in $(seq 0 $((PROCS - 1))); do
-		n=$per; [ "$i" = $((PROCS - 1)) ] && n=$((N - per * (PROCS - 1)))
-		if [ "$SEND_ONLY" = 1 ]; then first=0; k=$CERTS; so=-s; else first=$((i * per)); k=$n; so=; fi
-		"$CLIENT" -p $PORT -d "$CA_DIR" -P "$CERT_PREFIX" -f $first -k $k -n $n -r "$RATE" \
-			-m "$INFLIGHT" $so $CLIENT_OPTS -b 127.0.0.$((10 + i)) -i 5 2>"$OUT/client.$run.$i.log" &
-		CPIDS+=($!)
+	# The bench holds the connections after its RSS reading while the extras run below.
+	extra_s=$((3 + HOLD)); [ "$MSTATS" = 1 ] && extra_s=$((extra_s + 10))
+	[ "$TRIM" = 1 ] && extra_s=$((extra_s + 10)); [ -n "$CTL" ] && extra_s=$((extra_s + 60))
+	BLOG=$OUT/bench.$run.log BJSON=$OUT/bench.$run.json
+	: >"$BLOG"
+	# shellcheck disable=SC2086
+	"$BENCH" idle --server 127.0.0.1:$PORT --ca-dir "$CA_DIR" --conns "$N" --processes "$PROCS" \
+		--inflight "$INFLIGHT" $who --pid "$DPID" --settle "$SETTLE" --hold "$extra_s" \
+		--connect-timeout 600 --json $BENCH_OPTS >"$BJSON" 2>"$BLOG" &
+	BPID=$!
+	while ! grep -q 'holding' "$BLOG"; do
+		kill -0 "$BPID" 2>/dev/null || { echo "the bench ended early:"; tail -n 5 "$BLOG"; exit 1; }
+		sleep 0.2
 	done
-	ok=0
-	for _ in $(seq 1 1200); do
-		r=$(ready)
-		[ "$r" -ge "$N" ] 2>/dev/null && { ok=1; break; }
-		for p in "${CPIDS[@]}"; do
-			kill -0 "$p" 2>/dev/null || { echo "a client died:"; tail -n 3 "$OUT"/client.$run.*.log; exit 1; }
-		done
-		sleep 0.5
-	done
-	[ $ok = 1 ] || { echo "timeout: ready=$(ready) of $N"; exit 1; }
-	t1=$(date +%s.%N)
-	after=$(rss $DPID)
-	sleep "$SETTLE"
-	settled=$(rss $DPID); asettled=$(anon $DPID); smem1=$(sockmem); slab1=$(slab)
+	asettled=$(anon $DPID); smem1=$(sockmem); slab1=$(slab)
 	extra=
 	if [ "$MSTATS" = 1 ]; then
 		echo "=== malloc_stats after settling (run $run) ===" >>"$LOG"
@@ -165,15 +154,19 @@ for run in $(seq 1 "$RUNS"); do
 		[ "$MSTATS" = 1 ] && memctl stats >/dev/null
 		sleep 1
 		trimmed=$(rss $DPID)
-		extra+=" | after trim: $g; rss=$trimmed KiB kib_per_conn=$(per_conn "$trimmed" "$before")"
+		extra+=" | after trim: $g; rss=$trimmed KiB kib_per_conn=$(per_conn "$trimmed" "$rbefore")"
 	fi
-	kib=$(per_conn "$settled" "$before")
+	[ "$HOLD" -gt 0 ] 2>/dev/null && echo "holding $HOLD s, daemon pid $DPID"
+	wait "$BPID"; brc=$?; BPID=
+	[ $brc = 0 ] || { echo "sealpush-bench exited $brc:"; tail -n 5 "$BLOG"; exit 1; }
+	before=$(jget "$BJSON" rss_before_kib); after=$(jget "$BJSON" rss_ready_kib)
+	settled=$(jget "$BJSON" rss_settled_kib); kib=$(jget "$BJSON" kib_per_conn)
+	kib=$(printf '%.2f' "$kib")
 	results+=("$kib")
 	printf 'run %d: connections=%d rss_before=%d KiB rss_after=%d KiB rss_settled=%d KiB kib_per_conn=%s (at ready: %s) rss_anon %d->%d KiB connect_time=%.1fs kernel: tcp_mem %d->%d KiB, slab %d->%d KiB (%s KiB/conn)%s\n' \
 		"$run" "$N" "$before" "$after" "$settled" "$kib" "$(per_conn "$after" "$before")" \
-		"$abefore" "$asettled" "$(echo "$t1 - $t0" | bc)" "$smem0" "$smem1" "$slab0" "$slab1" \
+		"$abefore" "$asettled" "$(jget "$BJSON" connect_s)" "$smem0" "$smem1" "$slab0" "$slab1" \
 		"$(per_conn "$slab1" "$slab0")" "$extra"
-	if [ "$HOLD" -gt 0 ] 2>/dev/null; then echo "holding $HOLD s, daemon pid $DPID"; sleep "$HOLD"; fi
 	cleanup
 	sleep 2
 done

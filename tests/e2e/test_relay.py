@@ -30,7 +30,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import spwire as w  # noqa: E402
-from harness import (Client, Daemon, Harness, HandshakeRefused, TestFailure,  # noqa: E402
+from harness import (Client, Daemon, Device, Harness, HandshakeRefused, TestFailure,  # noqa: E402
                      fail, try_refused, LOOPBACK)
 
 # The relay under test has a Redis store, so an offline recipient's message is QUEUED (a
@@ -1692,25 +1692,98 @@ def restart_after_kill(t, d):
     return t.h.start_daemon(cfg, flush=False)
 
 
-@test("bench: sealpush-bench queue and throughput run against the relay and lose nothing",
-      timeout=120)
+def run_bench(t, args, common):
+    """Runs sealpush-bench with --json; fails on a non-zero exit; returns the results."""
+    p = subprocess.run([BENCH] + args + common, capture_output=True, timeout=90)
+    if p.returncode != 0:
+        fail("sealpush-bench %s exited %d:\n%s" % (" ".join(args), p.returncode,
+                                                   p.stderr.decode(errors="replace")[-2000:]))
+    out = json.loads(p.stdout)
+    t.note("%s: %s" % (" ".join(args), json.dumps(out["results"])[:300]))
+    t.eq(out["params"]["scenario"], args[0], "scenario in the JSON")
+    for key in ("nproc", "kernel", "openssl"):
+        t.check(key in out["environment"], "environment has %s" % key)
+    return out["results"]
+
+
+@test("bench: sealpush-bench throughput, fanout, queue, idle and handshake run against the "
+      "relay and lose nothing", timeout=240)
 def _(t):
     if not BENCH:
         fail("--sealpush-bench not given")
     d = t.daemon(send_rate=0, max_queue=10000)
     common = ["--server", "127.0.0.1:%d" % d.port, "--ca-dir", t.h.pki.dir,
               "--sealpush-ca", t.h.sealpush_ca, "--json"]
-    for args in (["queue", "--messages", "400", "--devices", "4", "--senders", "2"],
-                 ["throughput", "--pairs", "2", "--duration", "1", "--warmup", "0"]):
-        p = subprocess.run([BENCH] + args + common, capture_output=True, timeout=90)
-        if p.returncode != 0:
-            fail("sealpush-bench %s exited %d:\n%s" % (args[0], p.returncode,
-                                                       p.stderr.decode(errors="replace")[-2000:]))
-        out = json.loads(p.stdout)
-        t.note("%s: %s" % (args[0], json.dumps(out)[:300]))
-        text = json.dumps(out)
-        if args[0] == "queue":
-            t.check(re.search(r'"missing":\s*0\b', text), "queue: nothing missing: %s" % text[:400])
+    r = run_bench(t, ["queue", "--messages", "400", "--devices", "4", "--senders", "2"], common)
+    t.eq((r["queued"], r["missing"], r["duplicates"]), (400, 0, 0), "queue: queued, missing, dups")
+
+    r = run_bench(t, ["throughput", "--pairs", "2", "--duration", "1", "--warmup", "0"], common)
+    t.check(r["delivered"] > 0 and r["unanswered"] == 0, "throughput: delivered, all answered")
+    t.check(r["latency"]["samples"] > 0 and r["latency"]["p50"] > 0, "throughput: latency")
+
+    # Open loop, two processes: the rate is kept and latency is measured.
+    r = run_bench(t, ["throughput", "--pairs", "4", "--duration", "2", "--warmup", "0",
+                      "--rate", "400", "--processes", "2"], common)
+    t.check(300 <= r["delivered_per_s"] <= 500, "open loop near 400/s: %r" % r["delivered_per_s"])
+    t.check(r["latency"]["samples"] >= 500, "open loop latency samples")
+
+    # Fanout: every SEND reaches its 3 recipients.
+    r = run_bench(t, ["fanout", "--senders", "2", "--recipients", "3", "--duration", "1",
+                      "--warmup", "0", "--threads", "2"], common)
+    t.eq(r["addressed"], 3 * r["sent"], "fanout: 3 recipients per SEND")
+    t.check(r["delivered"] == r["addressed"] and r["unanswered"] == 0,
+            "fanout: every recipient delivered and answered: %r" % r)
+    t.eq(list(r["status"]), ["DELIVERED"], "fanout statuses")
+
+    # Idle over two processes; the relay's RSS is read through --pid.
+    r = run_bench(t, ["idle", "--conns", "40", "--processes", "2", "--settle", "0.5",
+                      "--pid", str(d.proc.pid)], common)
+    t.check(r["connected"] and r["errors"] == 0, "idle: all connected")
+    t.check(r["rss_settled_kib"] > 0 and "kib_per_conn" in r, "idle: RSS read: %r" % r)
+
+    # Handshakes: full, then resumed (with HELLO/WELCOME); the relay counts resumptions.
+    r = run_bench(t, ["handshake", "--conns", "4", "--duration", "1", "--warmup", "0"], common)
+    t.check(r["full"] > 0 and r["resumed"] == 0 and r["failed"] == 0, "full handshakes: %r" % r)
+    t.check(r["latency"]["samples"] == r["full"], "one latency sample per handshake")
+    r = run_bench(t, ["handshake", "--conns", "4", "--duration", "1", "--warmup", "0.5",
+                      "--resume", "--hello"], common)
+    t.check(r["resumed"] > 0 and r["failed"] == 0, "resumed handshakes: %r" % r)
+    m = re.search(r"^sealpush_handshakes_resumed_total (\d+)", d.admin_get("/metrics")[1], re.M)
+    t.check(m and int(m.group(1)) >= r["resumed"], "relay counted the resumptions")
+
+    # Bad input is refused with a clear error.
+    p = subprocess.run([BENCH, "idle", "--rate", "5"] + common, capture_output=True, timeout=10)
+    t.eq(p.returncode, 2, "an option of another scenario: exit 2")
+    t.check(b"does not apply" in p.stderr, "says why: %r" % p.stderr)
+
+
+@test("bench: a receiver replaced mid-run is counted and reconnected, the run goes on",
+      timeout=90)
+def _(t):
+    if not BENCH:
+        fail("--sealpush-bench not given")
+    d = t.daemon(send_rate=0, max_queue=10000)
+    common = ["--server", "127.0.0.1:%d" % d.port, "--ca-dir", t.h.pki.dir,
+              "--sealpush-ca", t.h.sealpush_ca, "--json"]
+    p = subprocess.Popen([BENCH, "throughput", "--pairs", "2", "--duration", "4", "--warmup",
+                          "0", "--rate", "200"] + common,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t.cleanups.append(lambda: p.poll() is None and p.kill())
+    time.sleep(2.0)  # identities issued, both pairs sending
+    crt = os.path.join(t.h.pki.dir, "bench-r0.crt")
+    token = w.token_of_cert_file(crt)
+    dev = Device("bench-r0", crt, os.path.join(t.h.pki.dir, "bench-r0.key"), token,
+                 token.hex())
+    thief = t.client(d, dev)  # takes bench-r0's token: the bench's receiver is REPLACED
+    f = thief.expect(w.GOAWAY, timeout=5, skip=(w.DELIVER, w.PING))  # the bench takes it back
+    t.eq(f["code"], w.E_REPLACED, "the bench's reconnect replaced the thief")
+    out, err = p.communicate(timeout=60)
+    r = json.loads(out)["results"]
+    t.note("replaced run: %s" % json.dumps(r)[:300])
+    t.check(r["reconnects"] >= 1, "the bench reconnected: %r" % r)
+    t.check(r["errors"] >= 1, "the lost connection is counted as an error")
+    t.check(r["delivered"] > 0 and r["sent"] > 0, "the run went on")
+    t.eq(p.returncode, 1, "exit 1 after a broken connection")
 
 
 @test("life: idle for 2 x keepalive -> ERROR IDLE_TIMEOUT (CLOSING); PINGs keep it open",
