@@ -83,6 +83,8 @@ static const sp_option_t options[] = {
                       "most messages for one device written to Redis in one request"),
         SP_OPTION_INT(C, drain_page, 100, 1, SP_STORE_MAX_FETCH,
                       "messages read from Redis per page when a device drains its queue"),
+        SP_OPTION_INT(C, tls_session_cache, 0, 0, 10000000,
+                      "sessions kept for resumption (stateful tickets); 0 = stateless tickets"),
         SP_OPTION_INT(C, backlog, 1024, 1, 65535, "listen backlog per worker"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),

@@ -72,14 +72,15 @@ typedef struct sp_server_config {
 	int64_t send_rate;         /* messages per second per connection, 0 = unlimited */
 	int64_t send_burst;        /* messages; 0 = one second's worth of send_rate */
 	int64_t max_errors;
-	int64_t max_ttl;         /* seconds */
-	int64_t max_queue;       /* messages queued per offline device */
-	int64_t max_queue_bytes; /* bytes queued per offline device */
-	int64_t store_timeout;   /* ms a Redis request may take */
-	int64_t wait_replicas;   /* > 0: QUEUED only once that many replicas have the write */
-	int64_t wait_timeout;    /* ms for WAIT */
-	int64_t drain_page;      /* messages fetched per page when a device drains its queue */
-	int64_t store_batch;     /* most messages of one device per Redis enqueue request */
+	int64_t max_ttl;           /* seconds */
+	int64_t max_queue;         /* messages queued per offline device */
+	int64_t max_queue_bytes;   /* bytes queued per offline device */
+	int64_t store_timeout;     /* ms a Redis request may take */
+	int64_t wait_replicas;     /* > 0: QUEUED only once that many replicas have the write */
+	int64_t wait_timeout;      /* ms for WAIT */
+	int64_t drain_page;        /* messages fetched per page when a device drains its queue */
+	int64_t store_batch;       /* most messages of one device per Redis enqueue request */
+	int64_t tls_session_cache; /* > 0: stateful TLS 1.3 tickets, this many sessions cached */
 	int64_t backlog;
 	bool help;
 	bool version;

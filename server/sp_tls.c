@@ -6,9 +6,10 @@
  * (if configured) is checked for every chain; ALPN must offer "sealpush/1" (a ClientHello
  * without ALPN at all is refused by the client-hello callback, since OpenSSL calls the ALPN
  * callback only when the extension is present). Sessions resume through stateless TLS 1.3
- * tickets, so the server keeps no session cache; because a resumed session skips chain
- * verification, sp_tls_established() checks a resumed peer's certificate against the current
- * CRL and its validity itself.
+ * tickets, so the server keeps no session cache, unless tls_session_cache > 0: then tickets
+ * are stateful (an id into a bounded cache of that many sessions; cheaper to resume, costs
+ * memory per session). Because a resumed session skips chain verification, sp_tls_established()
+ * checks a resumed peer's certificate against the current CRL and its validity itself.
  *
  * Reload (SIGHUP) builds a whole new context from the files and swaps it in under tls_lock;
  * connections keep the context they were made with (SSL_new() holds a reference), new ones
@@ -231,7 +232,16 @@ int sp_tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **out_cr
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	if (cfg->tls_session_cache > 0) {
+		/* Stateful TLS 1.3 tickets: the ticket is only an id, the session stays here, so
+		 * neither issuing nor accepting a ticket encodes or decodes a session (with its
+		 * client certificate), which is most of what a resumption costs in OpenSSL 3.0. */
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+		SSL_CTX_sess_set_cache_size(ctx, (long)cfg->tls_session_cache);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	}
 	SSL_CTX_set_num_tickets(ctx, 1);
 	SSL_CTX_set_timeout(ctx, 3600);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sealpush", 8);
@@ -377,6 +387,9 @@ int sp_tls_handoff(sp_conn_t *c)
 	    BIO_wpending(SSL_get_wbio(c->ssl)) == 0 &&
 	    sp_rl_init(&c->rl, c->w->rlcx, SSL_CIPHER_get_protocol_id(cipher), hs->client_secret,
 	               hs->server_secret, hs->secret_len, 0, hs->app_records) == 0) {
+		/* The connection goes on without OpenSSL: tell it so, or SSL_free() takes the
+		 * session for a failed one and drops it from the session cache. */
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 		c->rl_flags |= SP_RLF_ACTIVE;
