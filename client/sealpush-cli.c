@@ -318,8 +318,11 @@ typedef struct run {
 	cli_seal_t *seal;
 	unsigned long count, got;
 	bool verify_failed;
-	uint8_t (*receipt_for)[SEALPUSH_MSG_ID_LEN]; /* per receipt sent: the message it is for */
-	size_t n_receipts;
+	/* Receipts sent and not yet answered: the message each is for (slot = user - 1). The
+	 * slots are reused once none is outstanding, so this stays as small as the most receipts
+	 * in flight at once (at most the library's max_queued). */
+	uint8_t (*receipt_for)[SEALPUSH_MSG_ID_LEN];
+	size_t n_receipts, receipts_pending;
 } run_t;
 
 static int exit_for_cause(int cause, unsigned code)
@@ -853,6 +856,8 @@ static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, voi
 	(void)c;
 	if (k >= 1 && k <= r->n_receipts)
 		hex_id(r->receipt_for[k - 1], orig);
+	if (r->receipts_pending > 0 && --r->receipts_pending == 0)
+		r->n_receipts = 0;
 	sp_token_hex(res->tokens, hex);
 	if (!SEALPUSH_STATUS_ACCEPTED(st))
 		fprintf(stderr, "%s: warning: the receipt for message %s to %s was not taken: %s\n",
@@ -899,9 +904,13 @@ static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
 	so.user = (void *)(uintptr_t)r->n_receipts;
 	e = sp_client_send(r->c, to, 1, blob, blob_len, &so, NULL);
 	free(blob);
-	if (e < 0)
+	if (e < 0) {
+		r->n_receipts--;
 		fprintf(stderr, "%s: warning: no receipt for message %s: cannot send: %s\n", prog,
 		        id, strerror(-e));
+		return;
+	}
+	r->receipts_pending++;
 }
 
 /* Prints one message or receipt (text line or JSON object). Returns 0 or -1 (output error). */
