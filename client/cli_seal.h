@@ -18,6 +18,7 @@
 #ifndef CLI_SEAL_H
 #define CLI_SEAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,12 +28,21 @@
 typedef struct cli_seal cli_seal_t; /* this device's sealing identity */
 typedef struct cli_card cli_card_t; /* a contact card, verified against its token */
 
+/* Receipt statuses (PROTOCOL.md 13.7), as in receipts received. */
+#define CLI_RECEIPT_RECEIVED 0x01 /* opened and accepted by the recipient's software */
+#define CLI_RECEIPT_READ     0x02 /* shown to the user */
+
 /* A message opened by cli_seal_open(): hand it back with cli_seal_done() once printed. */
 typedef struct cli_opened {
 	uint8_t sender[SEALPUSH_TOKEN_LEN]; /* authenticated sender token */
-	uint8_t *text;                      /* the plaintext (owned) */
+	uint8_t *text;                      /* the plaintext (owned); empty for a receipt */
 	size_t text_len;
-	void *priv; /* implementation data (replay bookkeeping) */
+	uint32_t ttl;       /* the ttl the sender sealed in (seconds; 0: ephemeral) */
+	bool wants_receipt; /* the sender asked for a receipt: cli_seal_receipt() */
+	bool is_receipt;    /* a receipt: receipt_for and receipt_status say what for */
+	uint8_t receipt_for[SEALPUSH_MSG_ID_LEN]; /* the msg_id of the message it acknowledges */
+	uint8_t receipt_status;                   /* CLI_RECEIPT_RECEIVED, _READ, or another */
+	void *priv;                               /* implementation data (replay bookkeeping) */
 } cli_opened_t;
 
 /* Whether this build can seal. */
@@ -56,16 +66,30 @@ int cli_card_load(const char *path, cli_card_t **out, char *err, size_t errlen);
 void cli_card_token(const cli_card_t *card, uint8_t token[SEALPUSH_TOKEN_LEN]);
 void cli_card_free(cli_card_t *card);
 
-/* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds); *blob is
- * malloc'ed. */
+/* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds), asking for
+ * a delivery receipt if want_receipt; *blob is malloc'ed. */
 int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
-                  uint32_t ttl, const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len,
-                  char *err, size_t errlen);
+                  uint32_t ttl, bool want_receipt, const uint8_t *msg, size_t len, uint8_t **blob,
+                  size_t *blob_len, char *err, size_t errlen);
 
 /* Opens a delivered blob (s may be NULL: no sealing key). 0 with *out filled, -ENOMSG not an
  * envelope (print it as unsealed), -EBADMSG / -ENOKEY / -ENOMEM. */
 int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], const uint8_t *blob,
                   size_t len, cli_opened_t *out, char *err, size_t errlen);
+
+/*
+ * Seals the receipt (status CLI_RECEIPT_RECEIVED) for an opened message that wants one, before
+ * cli_seal_done(): to the sender's token (written to to_token) and the reply key the message
+ * carried, with the fresh receipt_msg_id its own SEND uses, for a SEND with ttl seconds.
+ * *blob is malloc'ed. -EINVAL if the message wants no receipt.
+ */
+int cli_seal_receipt(cli_seal_t *s, const cli_opened_t *o,
+                     const uint8_t receipt_msg_id[SEALPUSH_MSG_ID_LEN], uint32_t ttl,
+                     uint8_t to_token[SEALPUSH_TOKEN_LEN], uint8_t **blob, size_t *blob_len,
+                     char *err, size_t errlen);
+
+/* The name of a receipt status: "received", "read", or "status-0xNN" (into buf). */
+const char *cli_receipt_status_name(uint8_t status, char buf[16]);
 
 /* The message was printed: remember it (replay protection) and free what open allocated.
  * Also frees when processed is 0 (not printed). */

@@ -1,9 +1,9 @@
 /*
  * cli_seal_sp.c: the sealpush CLI's sealing (cli_seal.h) over sp_seal.h and sp_card.h.
  *
- * NOT BUILT in the `client` branch: sp_seal/sp_card live on the `seal` branch. When both are
- * merged, client/meson.build builds the CLI with this file instead of cli_seal.c and links
- * sp_seal_dep. Written against the API as declared there (checked by compiling against it).
+ * Receipts (PROTOCOL.md 13.7): cli_seal_seal() asks for one with SP_SEAL_F_RECEIPT_WANTED;
+ * cli_seal_open() says whether an opened message wants one or is one; cli_seal_receipt() seals
+ * it with sp_seal_receipt() to the reply key inside the original.
  *
  * Files, all beside the device key KEY (e.g. phone.key):
  *	phone.seal.key     the sealing key (X25519, PEM, mode 0600), made by `sealpush init`
@@ -233,12 +233,13 @@ void cli_card_free(cli_card_t *card)
 }
 
 int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
-                  uint32_t ttl, const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len,
-                  char *err, size_t errlen)
+                  uint32_t ttl, bool want_receipt, const uint8_t *msg, size_t len, uint8_t **blob,
+                  size_t *blob_len, char *err, size_t errlen)
 {
 	struct sp_seal_msg m = {.msg_id = msg_id,
 	                        .sent_at_ms = sp_time_wall_ms(),
 	                        .ttl = ttl,
+	                        .flags = want_receipt ? SP_SEAL_F_RECEIPT_WANTED : 0,
 	                        .payload = msg,
 	                        .payload_len = len};
 	int e;
@@ -276,6 +277,20 @@ int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], cons
 		return map_err(e);
 	}
 	memcpy(out->sender, p->m.sender, SEALPUSH_TOKEN_LEN);
+	out->ttl = p->m.ttl;
+	out->wants_receipt = (p->m.flags & SP_SEAL_F_RECEIPT_WANTED) != 0 && p->m.has_reply;
+	if (p->m.flags & SP_SEAL_F_IS_RECEIPT) {
+		e = sp_seal_receipt_parse(&p->m, out->receipt_for, &out->receipt_status);
+		if (e < 0) {
+			/* Authentic but not a well-formed receipt: refused like any bad envelope.
+			 */
+			sp_seal_opened_clear(&p->m);
+			free(p);
+			errmsg(err, errlen, "receipt", e);
+			return map_err(e);
+		}
+		out->is_receipt = true;
+	}
 	out->text = malloc(p->m.payload_len ? p->m.payload_len : 1);
 	if (out->text == NULL) {
 		sp_seal_opened_clear(&p->m);
@@ -286,6 +301,38 @@ int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], cons
 	out->text_len = p->m.payload_len;
 	out->priv = p;
 	return 0;
+}
+
+int cli_seal_receipt(cli_seal_t *s, const cli_opened_t *o,
+                     const uint8_t receipt_msg_id[SEALPUSH_MSG_ID_LEN], uint32_t ttl,
+                     uint8_t to_token[SEALPUSH_TOKEN_LEN], uint8_t **blob, size_t *blob_len,
+                     char *err, size_t errlen)
+{
+	const opened_priv_t *p = o->priv;
+	int e;
+
+	if (s == NULL || p == NULL || !o->wants_receipt) {
+		snprintf(err, errlen, "the message asks for no receipt");
+		return -EINVAL;
+	}
+	e = sp_seal_receipt(s->sealer, &p->m, SP_SEAL_RECEIPT_RECEIVED, receipt_msg_id,
+	                    sp_time_wall_ms(), ttl, blob, blob_len);
+	if (e < 0) {
+		errmsg(err, errlen, NULL, e);
+		return map_err(e);
+	}
+	memcpy(to_token, p->m.reply.token, SEALPUSH_TOKEN_LEN);
+	return 0;
+}
+
+const char *cli_receipt_status_name(uint8_t status, char buf[16])
+{
+	if (status == SP_SEAL_RECEIPT_RECEIVED)
+		return "received";
+	if (status == SP_SEAL_RECEIPT_READ)
+		return "read";
+	snprintf(buf, 16, "status-0x%02x", status);
+	return buf;
 }
 
 void cli_seal_done(cli_seal_t *s, cli_opened_t *o, int processed)

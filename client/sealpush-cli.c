@@ -82,7 +82,9 @@ static void usage(FILE *f)
 	        "  send --to CARD|TOKEN [--to ...] [--message TEXT | --file F | stdin]\n"
 	        "                        send one message; prints \"TOKEN STATUS\" per recipient\n"
 	        "  listen                print messages as they arrive, acknowledging each once "
-	        "printed\n"
+	        "printed;\n"
+	        "                        answers a message that asks for a receipt with a sealed\n"
+	        "                        receipt, and prints the receipts it gets\n"
 	        "  verify-card FILE      check a contact card; prints its token\n"
 	        "\n"
 	        "Global options (any position):\n"
@@ -106,25 +108,35 @@ static void usage(FILE *f)
 	        "  --to CARD_FILE|TOKEN  a recipient (repeatable); a bare 64-hex token needs "
 	        "--raw\n"
 	        "  --message TEXT | --file FILE   the message (default: standard input)\n"
-	        "  --ttl SECONDS         how long the relay may keep it (0: now or never)\n"
+	        "  --ttl SECONDS         how long the relay may keep it (0: now or never: an\n"
+	        "                        ephemeral signal, never stored, EXPIRED if offline)\n"
 	        "  --priority 10|5|1     (default 10)\n"
 	        "  --collapse ID         a newer message with the same ID replaces a queued one\n"
 	        "  --id HEX              the message id (32 hex digits; default random): resend\n"
 	        "                        with the same id to retry without duplicates\n"
 	        "  --raw                 send the bytes as given, not sealed\n"
+	        "  --receipt             ask each recipient for a delivery receipt (sealed only;\n"
+	        "                        it comes back to this device's `listen` as a line\n"
+	        "                        \"receipt TOKEN MSG_ID received\")\n"
 	        "  --timeout SECONDS     wait at most this long for the answers (default 60)\n"
 	        "  --json                one JSON object instead of the lines\n"
 	        "listen options:\n"
 	        "  --count N             exit after N messages\n"
 	        "  --timeout SECONDS     exit after SECONDS\n"
-	        "  --json                one JSON object per message instead of\n"
-	        "                        \"SENDER MSG_ID LENGTH PAYLOAD\" (SENDER is \"unsealed\" "
-	        "for\n"
-	        "                        a raw message; PAYLOAD is LENGTH bytes as they are)\n"
+	        "  --json                one JSON object per line instead of the lines below\n"
+	        "                        (\"kind\": \"message\" or \"receipt\")\n"
+	        "  A message: \"SENDER MSG_ID LENGTH PAYLOAD\" (SENDER is \"unsealed\" for a raw\n"
+	        "  message; PAYLOAD is LENGTH bytes as they are). A receipt for a message this\n"
+	        "  device sent with --receipt: \"receipt SENDER MSG_ID STATUS\" (MSG_ID: the id\n"
+	        "  send printed; STATUS: received or read). A message that asks for a receipt\n"
+	        "  gets one after it is printed and before it is acknowledged; a receipt that\n"
+	        "  cannot be sent is reported on stderr and the message is kept as printed.\n"
+	        "  --count counts messages and receipts.\n"
 	        "\n"
 	        "Exit status:\n"
 	        "  0 ok; 1 listen --timeout passed before --count messages (or, without --count,\n"
-	        "  with none); 64 usage; 65 verification failed; 66 input file unreadable;\n"
+	        "  with none); 64 usage; 65 verification failed (a card; listen: a message was\n"
+	        "  dropped, also when --timeout ended it); 66 input file unreadable;\n"
 	        "  69 relay unreachable or connection lost; 70 internal error or sealing not\n"
 	        "  available; 71 TLS failure (certificate refused or revoked); 74 output error;\n"
 	        "  75 send: a recipient was refused; 76 protocol error; 78 bad config file.\n");
@@ -306,6 +318,11 @@ typedef struct run {
 	cli_seal_t *seal;
 	unsigned long count, got;
 	bool verify_failed;
+	/* Receipts sent and not yet answered: the message each is for (slot = user - 1). The
+	 * slots are reused once none is outstanding, so this stays as small as the most receipts
+	 * in flight at once (at most the library's max_queued). */
+	uint8_t (*receipt_for)[SEALPUSH_MSG_ID_LEN];
+	size_t n_receipts, receipts_pending;
 } run_t;
 
 static int exit_for_cause(int cause, unsigned code)
@@ -531,7 +548,7 @@ typedef struct cmd_opts {
 	const char *to[MAX_TO];
 	size_t n_to;
 	const char *message, *file, *collapse, *id;
-	bool raw, json, has_ttl;
+	bool raw, json, has_ttl, receipt;
 	long ttl, priority;
 	double timeout;
 	bool has_timeout;
@@ -540,6 +557,7 @@ typedef struct cmd_opts {
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
+static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, void *arg);
 
 static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool send_only)
 {
@@ -554,10 +572,12 @@ static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool 
 	char err[512];
 	int e;
 
-	if (send_only)
+	if (send_only) {
 		cb.result = on_result;
-	else
+	} else {
 		cb.message = on_message;
+		cb.result = on_receipt_result;
+	}
 	if (send_only) {
 		cfg.no_reconnect = true;
 		cfg.max_attempts = 1;
@@ -668,6 +688,10 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 		die_line("give --message or --file, not both");
 		return EXIT_USAGE;
 	}
+	if (o->raw && o->receipt) {
+		die_line("--receipt needs a sealed message (receipts are sealed): drop --raw");
+		return EXIT_USAGE;
+	}
 	if (o->id != NULL) {
 		if (parse_hex(o->id, r.msg_id, sizeof(r.msg_id)) < 0) {
 			die_line("--id wants 32 hexadecimal digits, got \"%s\"", o->id);
@@ -756,8 +780,9 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 			j->blob_len = msg_len;
 		} else {
 			e = cli_seal_seal(seal, cards[k], j->msg_id,
-			                  o->has_ttl ? (uint32_t)o->ttl : SEAL_DEFAULT_TTL, msg,
-			                  msg_len, &j->blob, &j->blob_len, err, sizeof(err));
+			                  o->has_ttl ? (uint32_t)o->ttl : SEAL_DEFAULT_TTL,
+			                  o->receipt, msg, msg_len, &j->blob, &j->blob_len, err,
+			                  sizeof(err));
 			if (e < 0) {
 				die_line("cannot seal for %s: %s", o->to[k], err);
 				rc = seal_exit(e);
@@ -814,6 +839,139 @@ out:
 
 /* ---- listen ------------------------------------------------------------------------------- */
 
+static void hex_id(const uint8_t id[SEALPUSH_MSG_ID_LEN], char out[2 * SEALPUSH_MSG_ID_LEN + 1])
+{
+	for (size_t i = 0; i < SEALPUSH_MSG_ID_LEN; i++)
+		snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+/* The answer to a receipt's SEND: said on stderr unless the relay took it. */
+static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, void *arg)
+{
+	run_t *r = arg;
+	uintptr_t k = (uintptr_t)res->user;
+	char orig[2 * SEALPUSH_MSG_ID_LEN + 1] = "?", hex[SEALPUSH_TOKEN_HEX + 1];
+	unsigned st = res->n ? res->statuses[0] : SEALPUSH_ST_NOT_SENT;
+
+	(void)c;
+	if (k >= 1 && k <= r->n_receipts)
+		hex_id(r->receipt_for[k - 1], orig);
+	if (r->receipts_pending > 0 && --r->receipts_pending == 0)
+		r->n_receipts = 0;
+	sp_token_hex(res->tokens, hex);
+	if (!SEALPUSH_STATUS_ACCEPTED(st))
+		fprintf(stderr, "%s: warning: the receipt for message %s to %s was not taken: %s\n",
+		        prog, orig, hex, sp_client_status_name(st));
+	else if (verbose)
+		fprintf(stderr, "%s: receipt for message %s to %s: %s\n", prog, orig, hex,
+		        sp_client_status_name(st));
+}
+
+/*
+ * Seals and sends the receipt an opened message asks for, after it was printed and before it
+ * is acknowledged. A failure is said on stderr; the message stays printed and is acknowledged
+ * all the same (a receipt is a courtesy, the message must not be lost for it).
+ */
+static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
+                         const uint8_t orig_id[SEALPUSH_MSG_ID_LEN])
+{
+	uint8_t rid[SEALPUSH_MSG_ID_LEN], to[SEALPUSH_TOKEN_LEN], *blob = NULL;
+	uint8_t(*more)[SEALPUSH_MSG_ID_LEN];
+	size_t blob_len = 0;
+	sp_client_send_opts_t so = {.msg_id = rid, .has_ttl = true, .ttl = op->ttl};
+	char err[256];
+	int e;
+
+	if (RAND_bytes(rid, sizeof(rid)) != 1) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: no random bytes\n", prog,
+		        id);
+		return;
+	}
+	e = cli_seal_receipt(r->seal, op, rid, op->ttl, to, &blob, &blob_len, err, sizeof(err));
+	if (e < 0) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: %s\n", prog, id, err);
+		return;
+	}
+	more = realloc(r->receipt_for, (r->n_receipts + 1) * sizeof(*more));
+	if (more == NULL) {
+		free(blob);
+		fprintf(stderr, "%s: warning: no receipt for message %s: out of memory\n", prog,
+		        id);
+		return;
+	}
+	r->receipt_for = more;
+	memcpy(r->receipt_for[r->n_receipts++], orig_id, SEALPUSH_MSG_ID_LEN);
+	so.user = (void *)(uintptr_t)r->n_receipts;
+	e = sp_client_send(r->c, to, 1, blob, blob_len, &so, NULL);
+	free(blob);
+	if (e < 0) {
+		r->n_receipts--;
+		fprintf(stderr, "%s: warning: no receipt for message %s: cannot send: %s\n", prog,
+		        id, strerror(-e));
+		return;
+	}
+	r->receipts_pending++;
+}
+
+/* Prints one message or receipt (text line or JSON object). Returns 0 or -1 (output error). */
+static int print_delivery(run_t *r, const sp_client_message_t *m, const char *id,
+                          const char *sender, bool sealed, const cli_opened_t *op,
+                          const uint8_t *text, size_t text_len)
+{
+	char for_id[2 * SEALPUSH_MSG_ID_LEN + 1], sbuf[16];
+	const char *status = NULL;
+
+	if (sealed && op->is_receipt) {
+		hex_id(op->receipt_for, for_id);
+		status = cli_receipt_status_name(op->receipt_status, sbuf);
+	}
+	if (r->json) {
+		json_t *o;
+
+		if (status != NULL) {
+			o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kind", "receipt", "sender",
+			              sender, "msg_id", for_id, "status", status, "receipt_id", id);
+		} else {
+			json_t *p = json_stringn((const char *)text, text_len);
+
+			o = json_pack("{s:s, s:s?, s:b, s:s, s:i, s:b, s:I}", "kind", "message",
+			              "sender", sealed ? sender : NULL, "sealed", sealed, "msg_id",
+			              id, "priority", m->priority, "stored", m->stored, "length",
+			              (json_int_t)text_len);
+			if (o != NULL && m->collapse_id != NULL)
+				json_object_set_new(o, "collapse_id",
+				                    json_stringn((const char *)m->collapse_id,
+				                                 m->collapse_id_len));
+			if (o != NULL && sealed && op->wants_receipt)
+				json_object_set_new(o, "receipt_wanted", json_true());
+			if (o != NULL && p != NULL) {
+				json_object_set_new(o, "payload", p);
+			} else if (o != NULL) {
+				size_t bl = 4 * ((text_len + 2) / 3) + 1;
+				char *b64 = malloc(bl);
+
+				if (b64 != NULL) {
+					EVP_EncodeBlock((unsigned char *)b64, text, (int)text_len);
+					json_object_set_new(o, "payload_base64", json_string(b64));
+					free(b64);
+				}
+			}
+		}
+		if (o == NULL)
+			return -1;
+		json_dumpf(o, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else if (status != NULL) {
+		printf("receipt %s %s %s\n", sender, for_id, status);
+	} else {
+		printf("%s %s %zu ", sender, id, text_len);
+		fwrite(text, 1, text_len, stdout);
+		fputc('\n', stdout);
+	}
+	return fflush(stdout) != 0 || ferror(stdout) ? -1 : 0;
+}
+
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 {
 	run_t *r = arg;
@@ -826,8 +984,7 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 
 	if (r->finished)
 		return; /* not printed, not acknowledged: delivered again next time */
-	for (size_t i = 0; i < SEALPUSH_MSG_ID_LEN; i++)
-		snprintf(id + 2 * i, 3, "%02x", m->msg_id[i]);
+	hex_id(m->msg_id, id);
 	e = cli_seal_open(r->seal, m->msg_id, m->blob, m->blob_len, &op, err, sizeof(err));
 	if (e == 0) {
 		sealed = true;
@@ -843,46 +1000,15 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 		sp_client_ack(c, m->msg_id);
 		return;
 	}
-	if (r->json) {
-		json_t *o = json_pack("{s:s?, s:b, s:s, s:i, s:b, s:I}", "sender",
-		                      sealed ? sender : NULL, "sealed", sealed, "msg_id", id,
-		                      "priority", m->priority, "stored", m->stored, "length",
-		                      (json_int_t)text_len);
-		json_t *p = json_stringn((const char *)text, text_len);
-
-		if (o != NULL && m->collapse_id != NULL)
-			json_object_set_new(
-			        o, "collapse_id",
-			        json_stringn((const char *)m->collapse_id, m->collapse_id_len));
-		if (o != NULL && p != NULL) {
-			json_object_set_new(o, "payload", p);
-		} else if (o != NULL) {
-			size_t bl = 4 * ((text_len + 2) / 3) + 1;
-			char *b64 = malloc(bl);
-
-			if (b64 != NULL) {
-				EVP_EncodeBlock((unsigned char *)b64, text, (int)text_len);
-				json_object_set_new(o, "payload_base64", json_string(b64));
-				free(b64);
-			}
-		}
-		if (o != NULL) {
-			json_dumpf(o, stdout, JSON_COMPACT);
-			fputc('\n', stdout);
-			json_decref(o);
-		}
-	} else {
-		printf("%s %s %zu ", sender, id, text_len);
-		fwrite(text, 1, text_len, stdout);
-		fputc('\n', stdout);
-	}
-	if (fflush(stdout) != 0 || ferror(stdout)) {
+	if (print_delivery(r, m, id, sender, sealed, &op, text, text_len) < 0) {
 		if (sealed)
 			cli_seal_done(r->seal, &op, 0);
 		die_line("cannot write the message: %s", strerror(errno));
 		finish(r, EXIT_IOERR);
 		return;
 	}
+	if (sealed && op.wants_receipt)
+		send_receipt(r, &op, id, m->msg_id);
 	if (sealed)
 		cli_seal_done(r->seal, &op, 1);
 	sp_client_ack(c, m->msg_id);
@@ -920,7 +1046,9 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 	}
 	rc = run_loop(&r, o->has_timeout ? o->timeout : 0);
 	cli_seal_free(r.seal);
-	if (rc == 0 && r.verify_failed)
+	free(r.receipt_for);
+	/* A message dropped because it failed verification outweighs a --timeout. */
+	if ((rc == 0 || rc == EXIT_TIMEOUT) && r.verify_failed)
 		rc = EXIT_VERIFY;
 	return rc;
 }
@@ -1029,6 +1157,7 @@ enum {
 	O_RAW,
 	O_TIMEOUT,
 	O_JSON,
+	O_RECEIPT,
 	O_COUNT,
 };
 
@@ -1046,6 +1175,7 @@ static const struct {
         {O_COLLAPSE, "--collapse", "send"},
         {O_ID, "--id", "send"},
         {O_RAW, "--raw", "send"},
+        {O_RECEIPT, "--receipt", "send"},
         {O_TIMEOUT, "--timeout", "send listen"},
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
@@ -1109,6 +1239,7 @@ int main(int argc, char **argv)
 	        {"collapse", required_argument, NULL, O_COLLAPSE},
 	        {"id", required_argument, NULL, O_ID},
 	        {"raw", no_argument, NULL, O_RAW},
+	        {"receipt", no_argument, NULL, O_RECEIPT},
 	        {"timeout", required_argument, NULL, O_TIMEOUT},
 	        {"json", no_argument, NULL, O_JSON},
 	        {"count", required_argument, NULL, O_COUNT},
@@ -1198,6 +1329,9 @@ int main(int argc, char **argv)
 			break;
 		case O_RAW:
 			o.raw = true;
+			break;
+		case O_RECEIPT:
+			o.receipt = true;
 			break;
 		case O_TIMEOUT:
 			if ((rc = parse_seconds("--timeout", optarg, 86400 * 365, &o.timeout)))

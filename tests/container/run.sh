@@ -12,8 +12,10 @@
 # tracks plus new files it does not ignore. In the image it then checks the config (user,
 # health check, stop signal, ports, no compiler), runs `sealpushd --version`, makes a PKI with
 # the image's sealpush-ca, runs `--check-config` on the shipped example config, starts the
-# relay against a real redis-server on loopback, passes messages through it (queued in Redis,
-# then delivered live), reloads it (SIGHUP) and drains it (SIGTERM, exit 0).
+# relay against a real redis-server on loopback, passes messages through it with the image's
+# own `sealpush` CLI, sealed end to end (sealing keys and a contact card made in the image;
+# queued in Redis, then delivered live; bob's listen shows alice's token and the text, and
+# alice gets bob's sealed receipt), reloads it (SIGHUP) and drains it (SIGTERM, exit 0).
 #
 # Needs root, buildah, debootstrap, redis-server and python3; skips with a message otherwise.
 # The debootstrapped tree and the image store stay in CACHE (default build/container-cache;
@@ -33,9 +35,9 @@ image=localhost/sealpush:test
 base=localhost/debian:bookworm
 slim=localhost/debian:bookworm-slim
 
-# The exchange: "demo" uses deploy/demo-client from the host (unsealed), "sealed" the image's
-# `sealpush` CLI (end-to-end sealed, see exchange_sealed below), "auto" picks "sealed" when the
-# image has /usr/bin/sealpush. Once the CLI is merged, set this to sealed.
+# The exchange: "sealed" (the default via "auto", which picks it when the image has
+# /usr/bin/sealpush) uses the image's `sealpush` CLI, sealed end to end; "demo"
+# (EXCHANGE=demo) uses deploy/demo-client from the host, unsealed.
 exchange_mode=${EXCHANGE:-auto}
 
 n=0
@@ -424,17 +426,36 @@ demo=$top/deploy/demo-client
 demo_send() { python3 "$demo" --server "127.0.0.1:$port" --pki "$pki" --cert alice send --to "$bob" --message "$1"; }
 demo_listen() { timeout 30 python3 "$demo" --server "127.0.0.1:$port" --pki "$pki" --cert bob listen --count "$1"; }
 
-# exchange_sealed: the same exchange with the sealing CLI in the image (issue 5). The commands
-# are the CLI's documented ones; adjust here if its interface differs.
-sealed_send() {
-	in_ctr "$probe_ctr" -v "$pki:/pki:ro" -- /usr/bin/sealpush send --server "127.0.0.1:$port" \
-		--pki /pki --cert alice --to "$bob" --message "$1"
-	cat "$work/out"
+# The sealed exchange with the image's CLI (issue 7). Sealing keys are made beside the device
+# keys in the PKI directory (mounted read-write: `listen` keeps its replay cache there too).
+alice=$(python3 -c 'import json, sys
+print([c["token"] for c in json.load(open(sys.argv[1]))["certificates"] if c["name"] == "alice"][0])' "$pki/index.json")
+sp_id() { echo --server "127.0.0.1:$port" --ca /pki/ca.crt --cert "/pki/$1.crt" --key "/pki/$1.key"; }
+sealed_send() { # sealed_send TEXT [SEND OPTIONS]: prints "TOKEN STATUS"
+	local text=$1
+	shift
+	# shellcheck disable=SC2046
+	in_ctr "$probe_ctr" -v "$pki:/pki" -- /usr/bin/sealpush $(sp_id alice) send --to /pki/bob.card \
+		--message "$text" "$@"
+	cat "$work/out" "$work/err"
 	return $rc
 }
-sealed_listen() {
-	timeout 30 "${B[@]}" run --isolation chroot --volume "$pki:/pki:ro" "$probe_ctr" -- \
-		/usr/bin/sealpush listen --server "127.0.0.1:$port" --pki /pki --cert bob --count "$1"
+sealed_listen() { # sealed_listen COUNT [WHO]: prints "SENDER MSG_ID LENGTH TEXT" per message
+	# shellcheck disable=SC2046
+	timeout 30 "${B[@]}" run --isolation chroot --volume "$pki:/pki" "$probe_ctr" -- \
+		/usr/bin/sealpush $(sp_id "${2:-bob}") listen --count "$1" --timeout 25
+}
+sealed_setup() {
+	local who
+	for who in alice bob; do
+		in_ctr "$probe_ctr" -v "$pki:/pki" -- /usr/bin/sealpush init --cert "/pki/$who.crt" --key "/pki/$who.key"
+		[ $rc -eq 0 ] || return 1
+	done
+	in_ctr "$probe_ctr" -v "$pki:/pki" -- /usr/bin/sealpush card --cert /pki/bob.crt --key /pki/bob.key
+	[ $rc -eq 0 ] || return 1
+	cp "$work/out" "$pki/bob.card"
+	in_ctr "$probe_ctr" -v "$pki:/pki" -- /usr/bin/sealpush verify-card /pki/bob.card
+	[ $rc -eq 0 ] && [ "$(cat "$work/out")" = "$bob" ]
 }
 
 if [ "$exchange_mode" = auto ]; then
@@ -444,10 +465,16 @@ fi
 if [ "$exchange_mode" = sealed ]; then
 	send=sealed_send listen=sealed_listen
 	note "exchange: the sealpush CLI in the image (sealed end to end)"
+	if sealed_setup; then
+		ok "sealpush init (alice, bob), card and verify-card in the image: bob's card names his token"
+	else
+		not_ok "sealpush init, card and verify-card in the image" "rc=$rc $(cat "$work/out" "$work/err")"
+		bail "no sealing identities"
+	fi
 else
 	send=demo_send listen=demo_listen
-	note "exchange: deploy/demo-client from the host, NOT sealed end to end (the image has no"
-	note "sealpush CLI yet; EXCHANGE=sealed or exchange_mode=sealed once it has)"
+	note "exchange: deploy/demo-client from the host, NOT sealed end to end (EXCHANGE=demo, or the"
+	note "image has no sealpush CLI)"
 fi
 
 # a. bob is offline: the message waits in Redis.
@@ -463,15 +490,37 @@ for _ in $(seq 100); do
 	grep -q "first, while bob is away" "$work/bob.out" 2>/dev/null && break
 	sleep 0.1
 done
-out=$($send "second, live" 2>&1)
+if [ "$exchange_mode" = sealed ]; then
+	out=$($send "second, live" --receipt --json 2>&1)
+	second_id=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["results"][0]["msg_id"])' "$out" 2>/dev/null)
+	out=$(python3 -c 'import json, sys; r = json.loads(sys.argv[1])["results"][0]; print(r["token"], r["status"])' "$out" 2>&1)
+else
+	out=$($send "second, live" 2>&1)
+fi
 if [ "$out" = "$bob DELIVERED" ]; then ok "alice -> bob while bob listens: DELIVERED"; else not_ok "alice -> bob while bob listens: DELIVERED" "$out"; fi
 wait "$bob_pid"
 bob_rc=$?
-got=$(cut -d' ' -f2- "$work/bob.out")
-if [ $bob_rc -eq 0 ] && [ "$got" = "$(printf 'first, while bob is away\nsecond, live')" ]; then
-	ok "bob received both messages, in order, and ACKed them"
+if [ "$exchange_mode" = sealed ]; then
+	# "SENDER MSG_ID LENGTH TEXT": the sender is alice, authenticated inside the seal.
+	got=$(awk -v a="$alice" '{ s = ($1 == a) ? "alice" : $1; $1 = $2 = $3 = ""; sub(/^ +/, ""); print s ": " $0 }' "$work/bob.out")
+	want=$(printf 'alice: first, while bob is away\nalice: second, live')
+else
+	got=$(cut -d' ' -f2- "$work/bob.out")
+	want=$(printf 'first, while bob is away\nsecond, live')
+fi
+if [ $bob_rc -eq 0 ] && [ "$got" = "$want" ]; then
+	ok "bob received both messages, in order$([ "$exchange_mode" = sealed ] && echo ", opened, from alice's token"), and ACKed them"
 else
 	not_ok "bob received both messages, in order, and ACKed them" "rc=$bob_rc $(cat "$work/bob.out" "$work/bob.err")"
+fi
+if [ "$exchange_mode" = sealed ]; then
+	# The second message asked for a receipt: bob's listen sent it back, sealed, to alice.
+	out=$(sealed_listen 1 alice 2>&1)
+	if [ "$out" = "receipt $bob $second_id received" ]; then
+		ok "alice's listen gets bob's sealed receipt: receipt BOB ${second_id:0:8}... received"
+	else
+		not_ok "alice's listen gets bob's sealed receipt" "want: receipt $bob $second_id received; got: $out"
+	fi
 fi
 
 # c. SIGHUP reloads; SIGTERM drains and the relay exits 0.

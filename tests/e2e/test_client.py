@@ -12,11 +12,13 @@ Prints TAP; exits 1 if a test failed. Each test starts its own sealpushd.
 """
 
 import argparse
+import base64
 import json
 import os
 import queue
 import re
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -488,7 +490,7 @@ def _(t):
     t.expect_rc(r, EX_OK, "listen --json")
     objs = [json.loads(ln) for ln in r.out.splitlines()]
     o = objs[0]
-    want = {"sender": None, "sealed": False, "msg_id": mid, "priority": 5,
+    want = {"kind": "message", "sender": None, "sealed": False, "msg_id": mid, "priority": 5,
             "collapse_id": "weather", "stored": True, "payload": "json \u00e9t\u00e9",
             "length": len("json \u00e9t\u00e9".encode())}
     if o != want:
@@ -626,6 +628,425 @@ def _(t):
             fail("listen printed %r" % got)
         if p.wait() != 0:
             fail("listen exited %s" % p.p.returncode)
+
+
+# ---------------------------------------------------------------------------------------
+# sealed exchange (issue 7): sealing, receipts, ephemeral messages, what the relay sees
+
+def sealed_ids(t, *names):
+    """Gives each device a sealing key (sealpush init, once per run: it lives beside the key)
+    and returns {name: card file}."""
+    cards = {}
+    for name in names:
+        dev = t.dev(name)
+        seal_key = dev.key[:-len(".key")] + ".seal.key"
+        if not os.path.exists(seal_key):
+            t.expect_rc(t.cli("init", "--cert", dev.crt, "--key", dev.key), EX_OK,
+                        "init %s" % name)
+        card = os.path.join(t.h.root, name + ".card")
+        if not os.path.exists(card):
+            r = t.cli("card", "--cert", dev.crt, "--key", dev.key)
+            t.expect_rc(r, EX_OK, "card %s" % name)
+            with open(card, "w") as f:
+                f.write(r.out)
+        cards[name] = card
+    return cards
+
+
+def send_json(t, d, who, to, *args, rc=EX_OK):
+    """send --json; returns its results (a list of dicts)."""
+    r = t.send(d, who, to, "--json", *args)
+    t.expect_rc(r, rc, "send %s" % " ".join(map(str, args))[:80])
+    return json.loads(r.out)["results"]
+
+
+def listen_json(p, timeout=10.0):
+    return json.loads(p.expect(r"^\{", timeout).string)
+
+
+@test("sealed: two devices exchange sealed messages both ways: sender tokens, text, binary "
+      "(--file) and a payload near the largest that fits max_blob", timeout=90)
+def _(t):
+    d = t.daemon(max_blob=8192)
+    a, b = t.dev("alice"), t.dev("bob")
+    cards = sealed_ids(t, "alice", "bob")
+    binary = bytes(range(256)) * 4 + b"\n\x00end"
+    bin_path = os.path.join(t.h.root, "binary.bin")
+    with open(bin_path, "wb") as f:
+        f.write(binary)
+    # The largest payload sealpush can seal into 8,192 bytes: found by the relay's answers
+    # (PAYLOAD_TOO_LARGE above it), then sent and checked byte for byte.
+    big_path = os.path.join(t.h.root, "big.bin")
+
+    def try_big(n):
+        with open(big_path, "wb") as f:
+            f.write(os.urandom(n))
+        r = t.send(d, "alice", [cards["bob"]], "--file", big_path, "--ttl", "0")
+        return "PAYLOAD_TOO_LARGE" not in r.out
+    lo, hi = 4096, 8192  # lo fits, hi does not (the envelope adds its overhead)
+    if not try_big(lo) or try_big(hi):
+        fail("max_blob 8192: a 4096-byte payload must fit and an 8192-byte one must not")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if try_big(mid) else (lo, mid)
+    t.note("largest sealed payload in an 8192-byte blob: %d bytes (overhead %d)" % (
+        lo, 8192 - lo))
+    if not 8192 - 600 <= lo < 8192 - 200:
+        fail("largest sealed payload %d: the overhead %d is out of the expected range" % (
+            lo, 8192 - lo))
+    # The signature inside is DER ECDSA (70 to 72 bytes, rarely shorter), so the boundary
+    # moves by a few bytes from one envelope to the next: stay 16 bytes under it.
+    near = os.urandom(lo - 16)
+    with open(big_path, "wb") as f:
+        f.write(near)
+    lb = start_listen(t, d, "bob", "--json", "--count", "3")
+    la = start_listen(t, d, "alice", "--json", "--count", "2")
+    sends = [("alice", "bob", ["--message", "a->b sealed \u00e9"]),
+             ("alice", "bob", ["--file", bin_path]),
+             ("alice", "bob", ["--file", big_path]),
+             ("bob", "alice", ["--message", "b->a sealed"]),
+             ("bob", "alice", ["--file", bin_path])]
+    ids = []
+    for frm, to, args in sends:
+        res = send_json(t, d, frm, [cards[to]], *args)
+        if [x["status"] for x in res] != ["DELIVERED"] or res[0]["token"] != \
+                t.dev(to).token.hex():
+            fail("%s -> %s %s: %r" % (frm, to, args[0], res))
+        ids.append(res[0]["msg_id"])
+    got_b = [listen_json(lb) for _ in range(3)]
+    got_a = [listen_json(la) for _ in range(2)]
+    for o, (frm, to, args), mid in zip(got_b + got_a, sends, ids):
+        want = {"message": args[1].encode()} if args[0] == "--message" else None
+        payload = (want or {}).get("message") or (binary if args[1] == bin_path else near)
+        body = o["payload"].encode() if "payload" in o else \
+            base64.b64decode(o["payload_base64"])
+        if (o["kind"], o["sealed"], o["sender"], o["msg_id"]) != \
+                ("message", True, t.dev(frm).token.hex(), mid):
+            fail("%s got %r, want a sealed message from %s with id %s" % (to, o, frm, mid))
+        if body != payload or o["length"] != len(payload):
+            fail("%s -> %s %s: the payload changed (%d bytes, want %d)" % (
+                frm, to, args[0], len(body), len(payload)))
+    for p in (la, lb):
+        if p.wait() != 0:
+            fail("listen exited %s" % p.p.returncode)
+
+
+@test("sealed: receipt round trip: send --receipt, bob's listen answers with a sealed "
+      "receipt, alice's listen prints \"receipt BOB MSG_ID received\"; to the relay the "
+      "receipt is a message like any other", timeout=60)
+def _(t):
+    d = t.daemon()
+    a, b = t.dev("alice"), t.dev("bob")
+    cards = sealed_ids(t, "alice", "bob")
+    res = send_json(t, d, "alice", [cards["bob"]], "--receipt", "--message", "please confirm")
+    if res[0]["status"] != "QUEUED":
+        fail("send --receipt to offline bob: %r" % res)
+    mid = res[0]["msg_id"]
+    # bob reads it; his listen sends the receipt to alice (offline: the relay queues it).
+    r = t.cli("listen", "-v", *t.idargs(d, "bob"), "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "bob's listen")
+    if listen_line(r.out.rstrip("\n")) != (a.token.hex(), mid, 14, "please confirm"):
+        fail("bob's listen printed %r" % r.out)
+    if not re.search(r"receipt for message %s to %s: QUEUED" % (mid, a.token.hex()), r.err) \
+            or "warning" in r.err:
+        fail("bob's listen: no QUEUED receipt on stderr (-v): %r" % r.err)
+    # For comparison, an ordinary short sealed message bob -> alice.
+    res = send_json(t, d, "bob", [cards["alice"]], "--message", "ok")
+    # What the relay hands alice: two DELIVERs alike in every field but msg_id and the
+    # (equal-length) blob. Read with a raw protocol client, not acknowledged.
+    c = Client(d, a).connect()
+    c.hello()
+    frames = [c.expect(w.DELIVER, 5) for _ in range(2)]
+    c.close()
+    shapes = [(sorted(f.fields), f.flags, f.get("priority"), f.get("collapse_id"),
+               len(f["blob"]), f["blob"][:3]) for f in frames]
+    t.note("receipt DELIVER: %r; message DELIVER: %r" % tuple(shapes))
+    if shapes[0] != shapes[1]:
+        fail("the relay can tell the receipt from the message: %r vs %r" % tuple(shapes))
+    if frames[1]["msg_id"].hex() != res[0]["msg_id"] or frames[0]["msg_id"].hex() == mid:
+        fail("DELIVER ids: %r" % [f["msg_id"].hex() for f in frames])
+    if len(frames[0]["blob"]) % 256 != (35 + 16) % 256:
+        fail("blob of %d bytes: not the padded size of a short message" % len(frames[0]["blob"]))
+    # alice's listen prints the receipt as its own kind of line, and the message.
+    r = t.cli("listen", *t.idargs(d, "alice"), "--count", "2", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "alice's listen")
+    lines = r.out.splitlines()
+    if lines[0] != "receipt %s %s received" % (b.token.hex(), mid):
+        fail("alice's listen printed %r, want \"receipt %s %s received\" first" % (
+            lines, b.token.hex()[:8], mid))
+    if listen_line(lines[1])[::3] != (b.token.hex(), "ok"):
+        fail("alice's listen printed %r" % lines)
+    # --json: {"kind": "receipt", ...}; and a receipt is never answered with a receipt.
+    res = send_json(t, d, "alice", [cards["bob"]], "--receipt", "--message", "again")
+    r = t.cli("listen", *t.idargs(d, "bob"), "--json", "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "bob's listen --json")
+    o = json.loads(r.out)
+    if (o["kind"], o.get("receipt_wanted"), o["payload"]) != ("message", True, "again"):
+        fail("bob's listen --json: %r" % o)
+    r = t.cli("listen", *t.idargs(d, "alice"), "--json", "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "alice's listen --json")
+    o = json.loads(r.out)
+    want = {"kind": "receipt", "sender": b.token.hex(), "msg_id": res[0]["msg_id"],
+            "status": "received"}
+    if {k: o.get(k) for k in want} != want or not re.fullmatch(r"[0-9a-f]{32}",
+                                                               o.get("receipt_id", "")):
+        fail("alice's listen --json printed %r, want %r" % (o, want))
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1")
+    t.expect_rc(r, EX_TIMEOUT, "bob got no receipt for a receipt")
+    # --receipt is for sealed messages only.
+    t.expect_rc(t.send(d, "alice", [b.token.hex()], "--raw", "--receipt", "--message", "x"),
+                EX_USAGE, "--raw --receipt", r"--receipt needs a sealed message")
+
+
+@test("sealed: ttl 0 (ephemeral): DELIVERED to an online device; EXPIRED for an offline one, "
+      "and nothing of it in Redis", timeout=60)
+def _(t):
+    d = t.daemon()
+    b = t.dev("bob")
+    cards = sealed_ids(t, "alice", "bob")
+    lb = start_listen(t, d, "bob", "--count", "1")
+    res = send_json(t, d, "alice", [cards["bob"]], "--ttl", "0", "--message", "typing...")
+    if res[0]["status"] != "DELIVERED":
+        fail("ttl 0 to online bob: %r" % res)
+    sender, mid, n, payload = listen_line(lb.expect(r".", 10).string)
+    if (sender, mid, payload) != (t.dev("alice").token.hex(), res[0]["msg_id"], "typing..."):
+        fail("bob's listen printed %r" % lb.lines[-1])
+    if lb.wait() != 0:
+        fail("listen exited %s" % lb.p.returncode)
+    before = redis_dump(t.h.redis)
+    res = send_json(t, d, "alice", [cards["bob"]], "--ttl", "0", "--message", "typing again",
+                    rc=EX_REFUSED)
+    if res[0]["status"] != "EXPIRED":
+        fail("ttl 0 to offline bob: %r, want EXPIRED" % res)
+    after = redis_dump(t.h.redis)
+    if after != before:
+        fail("the relay stored something for an ephemeral message: %r" % (
+            sorted(set(after) ^ set(before)),))
+    t.note("Redis keys before/after: %d/%d" % (len(before), len(after)))
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1")
+    t.expect_rc(r, EX_TIMEOUT, "nothing waits for bob")
+
+
+def resp_read(f):
+    """One RESP reply from a file object (bytes); arrays as lists."""
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b":"):
+        return rest
+    if kind == b"-":
+        raise RuntimeError("redis: %s" % rest.decode(errors="replace"))
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2]
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [resp_read(f) for _ in range(n)]
+    raise RuntimeError("redis: unexpected reply %r" % line)
+
+
+def redis_cmd(r, *args):
+    req = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a), a) for a in (x if isinstance(x, bytes) else
+                                                  str(x).encode() for x in args))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5.0)
+        s.connect(r.sock)
+        s.sendall(req)
+        with s.makefile("rb") as f:
+            return resp_read(f)
+
+
+def redis_dump(r):
+    """{key: every byte of its value} for every key, read by type (not DUMP: its encoding
+    may compress)."""
+    out = {}
+    for k in redis_cmd(r, "KEYS", "*"):
+        typ = redis_cmd(r, "TYPE", k)
+        if typ == b"string":
+            v = [redis_cmd(r, "GET", k)]
+        elif typ == b"list":
+            v = redis_cmd(r, "LRANGE", k, 0, -1)
+        elif typ == b"hash":
+            v = redis_cmd(r, "HGETALL", k)
+        elif typ == b"set":
+            v = redis_cmd(r, "SMEMBERS", k)
+        elif typ == b"zset":
+            v = redis_cmd(r, "ZRANGE", k, 0, -1, "WITHSCORES")
+        elif typ == b"stream":
+            v = [repr(redis_cmd(r, "XRANGE", k, "-", "+")).encode()]
+        else:
+            v = [b"?" + typ]
+        out[k] = b"\x00".join(x or b"" for x in v)
+    return out
+
+
+def marker_forms(marker):
+    """The byte strings that give a marker away: itself, its hex (both cases), its base64
+    at each of the three alignments (inner part only) and its UTF-16."""
+    m = marker.encode()
+    forms = {"text": m, "hex": m.hex().encode(), "HEX": m.hex().upper().encode(),
+             "utf16": marker.encode("utf-16-le")}
+    for shift in range(3):
+        b64 = base64.b64encode(b"\x00" * shift + m)
+        forms["base64+%d" % shift] = b64[4:len(b64) - 4]
+    return forms
+
+
+def find_forms(data, forms):
+    return sorted(name for name, f in forms.items() if f in data)
+
+
+def relay_memory(pid, max_region=1 << 30):
+    """Every readable mapping of a process with resident pages, read through /proc/PID/mem
+    (needs root or ptrace rights). Mappings over max_region (ASan's shadow, terabytes of
+    reserved address space) are left out and counted. Returns (bytes, regions, skipped)."""
+    chunks, regions, skipped = [], 0, []
+    cur = None
+    with open("/proc/%d/smaps" % pid) as f:
+        smaps = f.read().splitlines()
+    todo = []
+    for ln in smaps:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)", ln)
+        if m:
+            cur = (int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4))
+            continue
+        if ln.startswith("Rss:") and cur is not None and cur[2][0] == "r" and \
+                cur[3] != "[vvar]" and int(ln.split()[1]) > 0:
+            if cur[1] - cur[0] > max_region:
+                skipped.append("%x-%x %s" % cur[:3])
+            else:
+                todo.append(cur)
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+        for start, end, _, _ in todo:
+            try:
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+                regions += 1
+            except OSError:
+                pass
+    return b"\x00".join(chunks), regions, skipped
+
+
+@test("sealed: privacy: the plaintext of sealed messages queued in Redis (AOF on) and held "
+      "unacknowledged in the relay is in no Redis value, AOF file, log line or relay memory; "
+      "an unsealed control marker is found in each", timeout=120)
+def _(t):
+    if os.geteuid() != 0:
+        fail("needs root to read the relay's memory (/proc/PID/mem)")
+    rd = t.h.new_redis("redis-aof", aof=True).start()
+    t.cleanups.append(rd.stop)
+    d = t.daemon(redis=rd.url)
+    bob, carol = t.dev("bob"), t.dev("carol")
+    cards = sealed_ids(t, "alice", "bob", "carol")
+    secret = "MARKER-" + os.urandom(12).hex()
+    control = "CONTROL-" + os.urandom(12).hex()
+    # carol is online and never ACKs: her messages stay in the relay's memory, in flight.
+    p = t.probe(d, "carol", "--no-ack")
+    p.expect(r"^connected ")
+    for i in range(3):
+        res = send_json(t, d, "alice", [cards["bob"]], "--message", "%s to bob %d" % (secret, i))
+        if res[0]["status"] != "QUEUED":
+            fail("to offline bob: %r" % res)
+        r = t.send(d, "alice", [cards["carol"]], "--message", "%s to carol %d" % (secret, i),
+                   "--timeout", "1")
+        if r.out != "%s TIMEOUT\n" % carol.token.hex():
+            fail("to carol, who does not ACK: %r" % r)
+        p.expect(r"^message ")
+    # The control: the same kind of marker, unsealed (--raw), queued and held the same way.
+    t.expect_rc(t.send(d, "alice", [bob.token.hex()], "--raw", "--message", control + " q"),
+                EX_OK, "raw to bob")
+    t.send(d, "alice", [carol.token.hex()], "--raw", "--message", control + " h",
+           "--timeout", "1")
+    p.expect(r"^message .*blob=%s h" % control)
+    secret_f, control_f = marker_forms(secret), marker_forms(control)
+
+    # Redis: every key's value, read by type.
+    values = redis_dump(rd)
+    blob = b"\x00".join(k + b"\x00" + v for k, v in values.items())
+    t.note("Redis: %d keys, %d bytes" % (len(values), len(blob)))
+    if find_forms(blob, secret_f):
+        fail("the sealed marker is in Redis as %s" % find_forms(blob, secret_f))
+    if "text" not in find_forms(blob, control_f):
+        fail("the control marker is not in Redis: the Redis check cannot see anything")
+    # The AOF (and anything else Redis wrote to its directory).
+    files = b""
+    for root, _, names in os.walk(rd.dir):
+        for n in names:
+            if n.endswith((".sock", ".log")):
+                continue
+            with open(os.path.join(root, n), "rb") as f:
+                files += f.read()
+    t.note("Redis files: %d bytes" % len(files))
+    if find_forms(files, secret_f):
+        fail("the sealed marker is in Redis's files as %s" % find_forms(files, secret_f))
+    if "text" not in find_forms(files, control_f):
+        fail("the control marker is not in the AOF: the file check cannot see anything")
+    # The relay's log (debug level).
+    log = d.log().encode()
+    if find_forms(log, secret_f):
+        fail("the sealed marker is in the relay's log as %s" % find_forms(log, secret_f))
+    # The relay's memory, while bob's messages are queued and carol's are held.
+    mem, regions, skipped = relay_memory(d.proc.pid)
+    t.note("relay memory: %d regions, %.1f MB read; left out: %s" % (
+        regions, len(mem) / 1e6, skipped or "none"))
+    if find_forms(mem, secret_f):
+        fail("the sealed marker is in the relay's memory as %s" % find_forms(mem, secret_f))
+    if "text" not in find_forms(mem, control_f):
+        fail("the control marker is not in the relay's memory: the scan cannot see anything")
+    if bob.token.hex().encode() in mem:
+        t.note("bob's token (hex) is in the relay's memory too")
+
+
+@test("sealed: what a malicious relay can do: a captured envelope re-sent under a new "
+      "msg_id, the same msg_id again after it was read, or with one byte flipped is refused "
+      "by listen (exit 65) and never shown", timeout=60)
+def _(t):
+    d = t.daemon()
+    bob = t.dev("bob")
+    cards = sealed_ids(t, "alice", "bob")
+    res = send_json(t, d, "alice", [cards["bob"]], "--message", "only once")
+    mid = bytes.fromhex(res[0]["msg_id"])
+    # The relay's view: the DELIVER of it, captured by a raw client as bob, not ACKed.
+    c = Client(d, bob).connect()
+    c.hello()
+    f = c.expect(w.DELIVER, 5)
+    c.close()
+    env = f["blob"]
+    if f["msg_id"] != mid or env[:1] != b"\x01" or b"only once" in env:
+        fail("captured DELIVER: %r" % f)
+    r = t.cli("listen", *t.idargs(d, "bob"), "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "bob reads the original")
+    if listen_line(r.out.rstrip("\n"))[1:] != (mid.hex(), 9, "only once"):
+        fail("bob's listen printed %r" % r.out)
+    path = os.path.join(t.h.root, "captured.env")
+
+    def inject(blob, msg_id, what, err_re):
+        with open(path, "wb") as fh:
+            fh.write(blob)
+        r = t.send(d, "carol", [bob.token.hex()], "--raw", "--file", path, "--id",
+                   msg_id.hex())
+        if r.rc != EX_OK or "QUEUED" not in r.out:
+            fail("%s: the relay did not queue it: %r" % (what, r))
+        r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1.5")
+        t.expect_rc(r, EX_VERIFY, what, r"message %s failed verification: .*%s.*\(dropped\)" % (
+            msg_id.hex(), err_re))
+        if r.out:
+            fail("%s: listen showed %r" % (what, r.out))
+        t.note("%s: %s" % (what, r.err.strip()))
+    inject(env, os.urandom(16), "the envelope under a new msg_id", r"")
+    inject(env, mid, "the envelope again with its own msg_id", r"[Dd]uplicate")
+    tampered = bytearray(env)
+    tampered[len(env) // 2] ^= 0x01
+    inject(bytes(tampered), os.urandom(16), "the envelope with one byte flipped", r"")
+    tampered = bytearray(env)
+    tampered[-1] ^= 0x80
+    inject(bytes(tampered), mid, "the envelope with its last byte flipped, its own msg_id", r"")
+    # All dropped (ACKed): nothing comes back.
+    r = t.cli("listen", *t.idargs(d, "bob"), "--timeout", "1")
+    t.expect_rc(r, EX_TIMEOUT, "nothing left for bob")
 
 
 # ---------------------------------------------------------------------------------------
