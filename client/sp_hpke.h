@@ -94,7 +94,8 @@ struct sp_hpke_trace {
  * setups that use it, saving its creation per message: a setup borrows it under a try-lock and
  * makes a context of its own when another thread holds it, so a schedule may be shared by
  * threads once initialised. Between setups the lent context holds no secret (its key is reset
- * to zeros after each use). sp_hpke_sched_clear() frees it.
+ * to zeros after each use). sp_hpke_sched_clear() frees it. A schedule holds a mutex: keep it
+ * where it was initialised (never copy the struct).
  */
 #define SP_HPKE_SCHED_EXPORT 0x01u
 
@@ -176,7 +177,10 @@ int sp_hpke_setup_base_r_key(const struct sp_hpke_suite *suite,
 int sp_hpke_sched_init(struct sp_hpke_sched *sched, const struct sp_hpke_suite *suite,
                        const uint8_t *info, size_t info_len, unsigned flags);
 
-/* Frees the schedule's HKDF context and wipes it. Accepts NULL and cleared schedules. */
+/*
+ * Frees the schedule's HKDF context and wipes it; no setup may be running on it. Accepts NULL,
+ * cleared schedules and schedules whose init failed.
+ */
 void sp_hpke_sched_clear(struct sp_hpke_sched *sched);
 
 /*
