@@ -119,8 +119,8 @@ static int sp_hkdf(EVP_KDF_CTX *kctx, int mode, const uint8_t *key, size_t key_l
 }
 
 /*
- * An HKDF-SHA256 context for the steps of one operation (OpenSSL 3.0 cannot duplicate HKDF
- * contexts, so each operation makes one). Returns NULL on failure.
+ * A new HKDF-SHA256 context (OpenSSL 3.0 cannot duplicate HKDF contexts: EVP_KDF_CTX_dup returns
+ * NULL; a context can be reused, which sp_hpke_sched does). Returns NULL on failure.
  */
 static EVP_KDF_CTX *sp_hkdf_new(void)
 {
@@ -138,17 +138,17 @@ static EVP_KDF_CTX *sp_hkdf_new(void)
 	return kctx;
 }
 
-/* LabeledExtract(salt, label, ikm) (section 4): 32 bytes into out. Returns 0, -EINVAL, -ENOMEM. */
-static int sp_labeled_extract(EVP_KDF_CTX *kctx, const struct sp_hpke_sid *sid, const uint8_t *salt,
-                              size_t salt_len, const char *label, const uint8_t *ikm,
-                              size_t ikm_len, uint8_t out[SP_HPKE_NH])
+/*
+ * labeled_ikm = "HPKE-v1" || suite_id || label || ikm (section 4) into buf (room for
+ * SP_HPKE_LABELED_MAX - 2 bytes). Returns its length, or 0 if ikm is too long.
+ */
+static size_t sp_labeled_ikm(uint8_t *buf, const struct sp_hpke_sid *sid, const char *label,
+                             const uint8_t *ikm, size_t ikm_len)
 {
-	uint8_t buf[SP_HPKE_LABELED_MAX];
 	size_t label_len = strlen(label), n = 0;
-	int r;
 
 	if (ikm_len > SP_HPKE_MAX_INFO)
-		return -EINVAL;
+		return 0;
 	memcpy(buf + n, sp_hpke_v1, 7);
 	n += 7;
 	memcpy(buf + n, sid->b, sid->len);
@@ -157,7 +157,34 @@ static int sp_labeled_extract(EVP_KDF_CTX *kctx, const struct sp_hpke_sid *sid, 
 	n += label_len;
 	if (ikm_len > 0)
 		memcpy(buf + n, ikm, ikm_len);
-	n += ikm_len;
+	return n + ikm_len;
+}
+
+/*
+ * labeled_info = I2OSP(L, 2) || "HPKE-v1" || suite_id || label || info (section 4) into buf.
+ * Returns its length, or 0 if info or L is out of range.
+ */
+static size_t sp_labeled_info(uint8_t buf[SP_HPKE_LABELED_MAX], size_t out_len,
+                              const struct sp_hpke_sid *sid, const char *label, const uint8_t *info,
+                              size_t info_len)
+{
+	if (out_len == 0 || out_len > 255 * SP_HPKE_NH)
+		return 0;
+	sp_put16(buf, (uint16_t)out_len);
+	return 2 + sp_labeled_ikm(buf + 2, sid, label, info, info_len);
+}
+
+/* LabeledExtract(salt, label, ikm) (section 4): 32 bytes into out. Returns 0, -EINVAL, -ENOMEM. */
+static int sp_labeled_extract(EVP_KDF_CTX *kctx, const struct sp_hpke_sid *sid, const uint8_t *salt,
+                              size_t salt_len, const char *label, const uint8_t *ikm,
+                              size_t ikm_len, uint8_t out[SP_HPKE_NH])
+{
+	uint8_t buf[SP_HPKE_LABELED_MAX];
+	size_t n = sp_labeled_ikm(buf, sid, label, ikm, ikm_len);
+	int r;
+
+	if (n == 0)
+		return -EINVAL;
 	r = sp_hkdf(kctx, EVP_KDF_HKDF_MODE_EXTRACT_ONLY, buf, n, salt, salt_len, NULL, 0, out,
 	            SP_HPKE_NH);
 	OPENSSL_cleanse(buf, n);
@@ -170,23 +197,35 @@ static int sp_labeled_expand(EVP_KDF_CTX *kctx, const struct sp_hpke_sid *sid,
                              size_t info_len, uint8_t *out, size_t out_len)
 {
 	uint8_t buf[SP_HPKE_LABELED_MAX];
-	size_t label_len = strlen(label), n = 0;
+	size_t n = sp_labeled_info(buf, out_len, sid, label, info, info_len);
 
-	if (info_len > SP_HPKE_MAX_INFO || out_len == 0 || out_len > 255 * SP_HPKE_NH)
+	if (n == 0)
 		return -EINVAL;
-	sp_put16(buf, (uint16_t)out_len);
-	n += 2;
-	memcpy(buf + n, sp_hpke_v1, 7);
-	n += 7;
-	memcpy(buf + n, sid->b, sid->len);
-	n += sid->len;
-	memcpy(buf + n, label, label_len);
-	n += label_len;
-	if (info_len > 0)
-		memcpy(buf + n, info, info_len);
-	n += info_len;
 	return sp_hkdf(kctx, EVP_KDF_HKDF_MODE_EXPAND_ONLY, prk, SP_HPKE_NH, NULL, 0, buf, n, out,
 	               out_len);
+}
+
+/*
+ * LabeledExpand(LabeledExtract(salt, ext_label, ikm), exp_label, info, L) as one OpenSSL call
+ * (HKDF mode EXTRACT_AND_EXPAND: the same HMACs, one call's overhead instead of two). For the
+ * steps whose PRK is used only by the one Expand. Returns 0, -EINVAL, -ENOMEM.
+ */
+static int sp_labeled_extract_expand(EVP_KDF_CTX *kctx, const struct sp_hpke_sid *sid,
+                                     const char *ext_label, const uint8_t *ikm, size_t ikm_len,
+                                     const char *exp_label, const uint8_t *info, size_t info_len,
+                                     uint8_t *out, size_t out_len)
+{
+	uint8_t kbuf[SP_HPKE_LABELED_MAX], ibuf[SP_HPKE_LABELED_MAX];
+	size_t kn = sp_labeled_ikm(kbuf, sid, ext_label, ikm, ikm_len);
+	size_t in = sp_labeled_info(ibuf, out_len, sid, exp_label, info, info_len);
+	int r;
+
+	if (kn == 0 || in == 0)
+		return -EINVAL;
+	r = sp_hkdf(kctx, EVP_KDF_HKDF_MODE_EXTRACT_AND_EXPAND, kbuf, kn, NULL, 0, ibuf, in, out,
+	            out_len);
+	OPENSSL_cleanse(kbuf, kn);
+	return r;
 }
 
 /*
@@ -243,7 +282,6 @@ static int sp_hpke_derive(EVP_KDF_CTX *kctx, uint16_t kem, const uint8_t *ikm, s
                           uint8_t sk[SP_HPKE_X25519_LEN], uint8_t pk[SP_HPKE_X25519_LEN])
 {
 	struct sp_hpke_sid sid;
-	uint8_t prk[SP_HPKE_NH];
 	int r;
 
 	if (ikm == NULL || ikm_len == 0)
@@ -251,12 +289,10 @@ static int sp_hpke_derive(EVP_KDF_CTX *kctx, uint16_t kem, const uint8_t *ikm, s
 	/* 7.1.3: for X25519, sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", Nsk).
 	 */
 	sp_hpke_kem_sid(kem, &sid);
-	r = sp_labeled_extract(kctx, &sid, NULL, 0, "dkp_prk", ikm, ikm_len, prk);
-	if (r == 0)
-		r = sp_labeled_expand(kctx, &sid, prk, "sk", NULL, 0, sk, SP_HPKE_X25519_LEN);
+	r = sp_labeled_extract_expand(kctx, &sid, "dkp_prk", ikm, ikm_len, "sk", NULL, 0, sk,
+	                              SP_HPKE_X25519_LEN);
 	if (r == 0)
 		r = sp_x25519(sk, NULL, NULL, pk);
-	OPENSSL_cleanse(prk, sizeof(prk));
 	return r;
 }
 
@@ -293,7 +329,10 @@ int sp_hpke_public_key(uint16_t kem, const uint8_t sk[SP_HPKE_X25519_LEN],
 	return sp_x25519(sk, NULL, NULL, pk);
 }
 
-/* ExtractAndExpand(dh, kem_context) of DHKEM (4.1), kem_context = enc || pkRm. */
+/*
+ * ExtractAndExpand(dh, kem_context) of DHKEM (4.1), kem_context = enc || pkRm: one
+ * EXTRACT_AND_EXPAND call (the eae_prk is used by this one Expand only).
+ */
 static int sp_hpke_extract_and_expand(EVP_KDF_CTX *kctx, uint16_t kem,
                                       const uint8_t dh[SP_HPKE_X25519_LEN],
                                       const uint8_t enc[SP_HPKE_X25519_LEN],
@@ -301,56 +340,51 @@ static int sp_hpke_extract_and_expand(EVP_KDF_CTX *kctx, uint16_t kem,
                                       uint8_t shared_secret[SP_HPKE_X25519_LEN])
 {
 	struct sp_hpke_sid sid;
-	uint8_t prk[SP_HPKE_NH], kem_context[2 * SP_HPKE_X25519_LEN];
-	int r;
+	uint8_t kem_context[2 * SP_HPKE_X25519_LEN];
 
 	sp_hpke_kem_sid(kem, &sid);
 	memcpy(kem_context, enc, SP_HPKE_X25519_LEN);
 	memcpy(kem_context + SP_HPKE_X25519_LEN, pk_r, SP_HPKE_X25519_LEN);
-	r = sp_labeled_extract(kctx, &sid, NULL, 0, "eae_prk", dh, SP_HPKE_X25519_LEN, prk);
-	if (r == 0)
-		r = sp_labeled_expand(kctx, &sid, prk, "shared_secret", kem_context,
-		                      sizeof(kem_context), shared_secret, SP_HPKE_X25519_LEN);
-	OPENSSL_cleanse(prk, sizeof(prk));
-	return r;
+	return sp_labeled_extract_expand(kctx, &sid, "eae_prk", dh, SP_HPKE_X25519_LEN,
+	                                 "shared_secret", kem_context, sizeof(kem_context),
+	                                 shared_secret, SP_HPKE_X25519_LEN);
 }
 
-/* KeySchedule(mode_base, shared_secret, info, "", "") (5.1). */
-static int sp_hpke_key_schedule(EVP_KDF_CTX *kctx, const struct sp_hpke_suite *suite,
+/*
+ * KeySchedule(mode_base, shared_secret, info, "", "") (5.1) with the schedule's prepared
+ * key_schedule_context: one Extract (secret) and two or three Expands of it.
+ */
+static int sp_hpke_key_schedule(EVP_KDF_CTX *kctx, const struct sp_hpke_sched *sc,
                                 const uint8_t shared_secret[SP_HPKE_X25519_LEN],
-                                const uint8_t *info, size_t info_len, struct sp_hpke_ctx *ctx,
-                                struct sp_hpke_trace *trace)
+                                struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
 {
 	struct sp_hpke_sid sid;
-	uint8_t ksc[SP_HPKE_KSC_LEN], secret[SP_HPKE_NH];
+	uint8_t secret[SP_HPKE_NH];
 	int r;
 
-	sp_hpke_suite_sid(suite, &sid);
+	sp_hpke_suite_sid(&sc->suite, &sid);
 	memset(ctx, 0, sizeof(*ctx));
-	ctx->suite = *suite;
-	ctx->key_len = sp_hpke_aead_key_len(suite->aead);
-	ksc[0] = 0x00; /* mode_base */
-	r = sp_labeled_extract(kctx, &sid, NULL, 0, "psk_id_hash", NULL, 0, ksc + 1);
-	if (r == 0)
-		r = sp_labeled_extract(kctx, &sid, NULL, 0, "info_hash", info, info_len,
-		                       ksc + 1 + SP_HPKE_NH);
+	ctx->suite = sc->suite;
+	ctx->key_len = sp_hpke_aead_key_len(sc->suite.aead);
 	/* secret = LabeledExtract(shared_secret, "secret", psk) with the empty psk. */
+	r = sp_labeled_extract(kctx, &sid, shared_secret, SP_HPKE_X25519_LEN, "secret", NULL, 0,
+	                       secret);
 	if (r == 0)
-		r = sp_labeled_extract(kctx, &sid, shared_secret, SP_HPKE_X25519_LEN, "secret",
-		                       NULL, 0, secret);
-	if (r == 0)
-		r = sp_labeled_expand(kctx, &sid, secret, "key", ksc, sizeof(ksc), ctx->key,
+		r = sp_labeled_expand(kctx, &sid, secret, "key", sc->ksc, sizeof(sc->ksc), ctx->key,
 		                      ctx->key_len);
 	if (r == 0)
-		r = sp_labeled_expand(kctx, &sid, secret, "base_nonce", ksc, sizeof(ksc),
+		r = sp_labeled_expand(kctx, &sid, secret, "base_nonce", sc->ksc, sizeof(sc->ksc),
 		                      ctx->base_nonce, SP_HPKE_NN);
-	if (r == 0)
-		r = sp_labeled_expand(kctx, &sid, secret, "exp", ksc, sizeof(ksc),
+	if (r == 0 && (sc->flags & SP_HPKE_SCHED_EXPORT)) {
+		r = sp_labeled_expand(kctx, &sid, secret, "exp", sc->ksc, sizeof(sc->ksc),
 		                      ctx->exporter_secret, SP_HPKE_NH);
+		ctx->has_exporter = r == 0;
+	}
 	if (r == 0 && trace != NULL) {
 		memcpy(trace->shared_secret, shared_secret, SP_HPKE_X25519_LEN);
-		memcpy(trace->key_schedule_context, ksc, sizeof(ksc));
+		memcpy(trace->key_schedule_context, sc->ksc, sizeof(sc->ksc));
 		memcpy(trace->secret, secret, sizeof(secret));
+		memcpy(trace->exporter_secret, ctx->exporter_secret, SP_HPKE_NH);
 	}
 	if (r != 0)
 		sp_hpke_ctx_clear(ctx);
@@ -367,37 +401,170 @@ static int sp_hpke_check_suite(const struct sp_hpke_suite *suite, const uint8_t 
 	return sp_hpke_ready() ? 0 : -ENOMEM;
 }
 
-int sp_hpke_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t pk_r[SP_HPKE_X25519_LEN],
-                         const uint8_t *info, size_t info_len, const uint8_t *ikm_e,
-                         size_t ikm_e_len, uint8_t enc[SP_HPKE_X25519_LEN], struct sp_hpke_ctx *ctx,
-                         struct sp_hpke_trace *trace)
+int sp_hpke_sched_init(struct sp_hpke_sched *sched, const struct sp_hpke_suite *suite,
+                       const uint8_t *info, size_t info_len, unsigned flags)
 {
-	uint8_t sk_e[SP_HPKE_X25519_LEN], dh[SP_HPKE_X25519_LEN], ss[SP_HPKE_X25519_LEN];
+	struct sp_hpke_sid sid;
 	EVP_KDF_CTX *kctx;
 	int r;
 
-	if (pk_r == NULL || enc == NULL || ctx == NULL)
+	if (sched == NULL)
+		return -EINVAL;
+	memset(sched, 0, sizeof(*sched));
+	if ((flags & ~SP_HPKE_SCHED_EXPORT) != 0)
 		return -EINVAL;
 	r = sp_hpke_check_suite(suite, info, info_len);
 	if (r != 0)
 		return r;
 	if ((kctx = sp_hkdf_new()) == NULL)
 		return -ENOMEM;
+	sched->suite = *suite;
+	sched->flags = flags;
+	/* key_schedule_context = mode || LabeledExtract("", "psk_id_hash", psk_id) ||
+	 * LabeledExtract("", "info_hash", info), with mode_base and the empty psk_id. */
+	sp_hpke_suite_sid(suite, &sid);
+	sched->ksc[0] = 0x00;
+	r = sp_labeled_extract(kctx, &sid, NULL, 0, "psk_id_hash", NULL, 0, sched->ksc + 1);
+	if (r == 0)
+		r = sp_labeled_extract(kctx, &sid, NULL, 0, "info_hash", info, info_len,
+		                       sched->ksc + 1 + SP_HPKE_NH);
+	if (r == 0 && pthread_mutex_init(&sched->lock, NULL) != 0)
+		r = -ENOMEM;
+	EVP_KDF_CTX_free(kctx);
+	if (r != 0) {
+		memset(sched, 0, sizeof(*sched));
+		return r;
+	}
+	sched->ready = 1;
+	return 0;
+}
+
+void sp_hpke_sched_clear(struct sp_hpke_sched *sched)
+{
+	if (sched == NULL || !sched->ready)
+		return;
+	EVP_KDF_CTX_free(sched->kctx);
+	pthread_mutex_destroy(&sched->lock);
+	OPENSSL_cleanse(sched, sizeof(*sched));
+}
+
+/*
+ * An HKDF context for one setup: the schedule's own if no other thread has it (*lent = 1; the
+ * lock stays held until sp_hpke_give_back), else a new one. NULL if none could be made.
+ */
+static EVP_KDF_CTX *sp_hpke_borrow(struct sp_hpke_sched *sc, int *lent)
+{
+	*lent = 0;
+	if (pthread_mutex_trylock(&sc->lock) == 0) {
+		if (sc->kctx == NULL)
+			sc->kctx = sp_hkdf_new();
+		if (sc->kctx != NULL) {
+			*lent = 1;
+			return sc->kctx;
+		}
+		pthread_mutex_unlock(&sc->lock);
+	}
+	return sp_hkdf_new();
+}
+
+/* Returns the context: the schedule's own is wiped of the last key and unlocked. */
+static void sp_hpke_give_back(struct sp_hpke_sched *sc, EVP_KDF_CTX *kctx, int lent)
+{
+	OSSL_PARAM params[3];
+
+	if (!lent) {
+		EVP_KDF_CTX_free(kctx);
+		return;
+	}
+	/* OpenSSL clears the old key and salt when they are replaced. */
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)sp_hkdf_zero_salt,
+	                                              sizeof(sp_hkdf_zero_salt));
+	params[1] = OSSL_PARAM_construct_octet_string(
+	        OSSL_KDF_PARAM_SALT, (void *)sp_hkdf_zero_salt, sizeof(sp_hkdf_zero_salt));
+	params[2] = OSSL_PARAM_construct_end();
+	if (EVP_KDF_CTX_set_params(kctx, params) != 1) {
+		EVP_KDF_CTX_free(kctx);
+		sc->kctx = NULL;
+	}
+	pthread_mutex_unlock(&sc->lock);
+}
+
+int sp_hpke_sched_kdf(struct sp_hpke_sched *sc, const uint8_t dh[SP_HPKE_X25519_LEN],
+                      const uint8_t enc[SP_HPKE_X25519_LEN], const uint8_t pk_r[SP_HPKE_X25519_LEN],
+                      struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
+{
+	uint8_t ss[SP_HPKE_X25519_LEN];
+	EVP_KDF_CTX *kctx;
+	int lent, r;
+
+	if (sc == NULL || !sc->ready || dh == NULL || enc == NULL || pk_r == NULL || ctx == NULL)
+		return -EINVAL;
+	if ((kctx = sp_hpke_borrow(sc, &lent)) == NULL)
+		return -ENOMEM;
+	r = sp_hpke_extract_and_expand(kctx, sc->suite.kem, dh, enc, pk_r, ss);
+	if (r == 0)
+		r = sp_hpke_key_schedule(kctx, sc, ss, ctx, trace);
+	sp_hpke_give_back(sc, kctx, lent);
+	OPENSSL_cleanse(ss, sizeof(ss));
+	return r;
+}
+
+int sp_hpke_sched_setup_s(struct sp_hpke_sched *sched, const uint8_t pk_r[SP_HPKE_X25519_LEN],
+                          const uint8_t *ikm_e, size_t ikm_e_len, uint8_t enc[SP_HPKE_X25519_LEN],
+                          struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
+{
+	uint8_t sk_e[SP_HPKE_X25519_LEN], dh[SP_HPKE_X25519_LEN];
+	int r = 0;
+
+	if (sched == NULL || !sched->ready || pk_r == NULL || enc == NULL || ctx == NULL)
+		return -EINVAL;
 	/* Encap(pkR) (4.1): skE, pkE = GenerateKeyPair(); dh = DH(skE, pkR); enc = pkE. */
 	if (ikm_e != NULL)
-		r = sp_hpke_derive(kctx, suite->kem, ikm_e, ikm_e_len, sk_e, enc);
+		r = sp_hpke_derive_keypair(sched->suite.kem, ikm_e, ikm_e_len, sk_e, enc);
 	else if (RAND_bytes(sk_e, sizeof(sk_e)) != 1)
 		r = -ENOMEM;
 	if (r == 0)
 		r = sp_x25519(sk_e, pk_r, dh, ikm_e != NULL ? NULL : enc);
 	if (r == 0)
-		r = sp_hpke_extract_and_expand(kctx, suite->kem, dh, enc, pk_r, ss);
-	if (r == 0)
-		r = sp_hpke_key_schedule(kctx, suite, ss, info, info_len, ctx, trace);
-	EVP_KDF_CTX_free(kctx);
+		r = sp_hpke_sched_kdf(sched, dh, enc, pk_r, ctx, trace);
 	OPENSSL_cleanse(sk_e, sizeof(sk_e));
 	OPENSSL_cleanse(dh, sizeof(dh));
-	OPENSSL_cleanse(ss, sizeof(ss));
+	return r;
+}
+
+int sp_hpke_sched_setup_r(struct sp_hpke_sched *sched, const uint8_t enc[SP_HPKE_X25519_LEN],
+                          EVP_PKEY *sk_r, const uint8_t pk_r[SP_HPKE_X25519_LEN],
+                          struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
+{
+	uint8_t dh[SP_HPKE_X25519_LEN];
+	int r;
+
+	if (sched == NULL || !sched->ready || enc == NULL || sk_r == NULL || pk_r == NULL ||
+	    ctx == NULL || !EVP_PKEY_is_a(sk_r, "X25519"))
+		return -EINVAL;
+	/* Decap(enc, skR) (4.1): dh = DH(skR, pkE); kem_context = enc || pk(skR). */
+	r = sp_x25519_key(sk_r, enc, dh, NULL);
+	if (r == 0)
+		r = sp_hpke_sched_kdf(sched, dh, enc, pk_r, ctx, trace);
+	OPENSSL_cleanse(dh, sizeof(dh));
+	return r;
+}
+
+int sp_hpke_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t pk_r[SP_HPKE_X25519_LEN],
+                         const uint8_t *info, size_t info_len, const uint8_t *ikm_e,
+                         size_t ikm_e_len, uint8_t enc[SP_HPKE_X25519_LEN], struct sp_hpke_ctx *ctx,
+                         struct sp_hpke_trace *trace)
+{
+	struct sp_hpke_sched sched;
+	int r;
+
+	if (pk_r == NULL || enc == NULL || ctx == NULL)
+		return -EINVAL;
+	r = sp_hpke_sched_init(&sched, suite, info, info_len, SP_HPKE_SCHED_EXPORT);
+	if (r != 0)
+		return r;
+	r = sp_hpke_sched_setup_s(&sched, pk_r, ikm_e, ikm_e_len, enc, ctx, trace);
+	sp_hpke_sched_clear(&sched);
 	return r;
 }
 
@@ -406,8 +573,8 @@ int sp_hpke_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t enc[SP
                          const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
                          size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
 {
-	uint8_t dh[SP_HPKE_X25519_LEN], ss[SP_HPKE_X25519_LEN], pk[SP_HPKE_X25519_LEN];
-	EVP_KDF_CTX *kctx;
+	uint8_t pk[SP_HPKE_X25519_LEN];
+	EVP_PKEY *key;
 	int r;
 
 	if (enc == NULL || sk_r == NULL || ctx == NULL)
@@ -415,18 +582,15 @@ int sp_hpke_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t enc[SP
 	r = sp_hpke_check_suite(suite, info, info_len);
 	if (r != 0)
 		return r;
-	if ((kctx = sp_hkdf_new()) == NULL)
+	/* Importing the raw key computes pk(skR) (one multiplication): use it when not given. */
+	key = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk_r, SP_HPKE_X25519_LEN);
+	if (key == NULL)
 		return -ENOMEM;
-	/* Decap(enc, skR) (4.1): dh = DH(skR, pkE); kem_context = enc || pk(skR). */
-	r = sp_x25519(sk_r, enc, dh, pk_r == NULL ? pk : NULL);
+	r = pk_r == NULL ? sp_x25519_key(key, NULL, NULL, pk) : 0;
 	if (r == 0)
-		r = sp_hpke_extract_and_expand(kctx, suite->kem, dh, enc, pk_r == NULL ? pk : pk_r,
-		                               ss);
-	if (r == 0)
-		r = sp_hpke_key_schedule(kctx, suite, ss, info, info_len, ctx, trace);
-	EVP_KDF_CTX_free(kctx);
-	OPENSSL_cleanse(dh, sizeof(dh));
-	OPENSSL_cleanse(ss, sizeof(ss));
+		r = sp_hpke_setup_base_r_key(suite, enc, key, pk_r == NULL ? pk : pk_r, info,
+		                             info_len, ctx, trace);
+	EVP_PKEY_free(key);
 	return r;
 }
 
@@ -435,26 +599,17 @@ int sp_hpke_setup_base_r_key(const struct sp_hpke_suite *suite,
                              const uint8_t pk_r[SP_HPKE_X25519_LEN], const uint8_t *info,
                              size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
 {
-	uint8_t dh[SP_HPKE_X25519_LEN], ss[SP_HPKE_X25519_LEN];
-	EVP_KDF_CTX *kctx;
+	struct sp_hpke_sched sched;
 	int r;
 
 	if (enc == NULL || sk_r == NULL || pk_r == NULL || ctx == NULL ||
 	    !EVP_PKEY_is_a(sk_r, "X25519"))
 		return -EINVAL;
-	r = sp_hpke_check_suite(suite, info, info_len);
+	r = sp_hpke_sched_init(&sched, suite, info, info_len, SP_HPKE_SCHED_EXPORT);
 	if (r != 0)
 		return r;
-	if ((kctx = sp_hkdf_new()) == NULL)
-		return -ENOMEM;
-	r = sp_x25519_key(sk_r, enc, dh, NULL);
-	if (r == 0)
-		r = sp_hpke_extract_and_expand(kctx, suite->kem, dh, enc, pk_r, ss);
-	if (r == 0)
-		r = sp_hpke_key_schedule(kctx, suite, ss, info, info_len, ctx, trace);
-	EVP_KDF_CTX_free(kctx);
-	OPENSSL_cleanse(dh, sizeof(dh));
-	OPENSSL_cleanse(ss, sizeof(ss));
+	r = sp_hpke_sched_setup_r(&sched, enc, sk_r, pk_r, ctx, trace);
+	sp_hpke_sched_clear(&sched);
 	return r;
 }
 
@@ -566,8 +721,8 @@ int sp_hpke_export(const struct sp_hpke_ctx *ctx, const uint8_t *exporter_contex
 	EVP_KDF_CTX *kctx;
 	int r;
 
-	if (ctx == NULL || !sp_hpke_suite_supported(&ctx->suite) || out == NULL ||
-	    (exporter_context == NULL && exporter_context_len > 0))
+	if (ctx == NULL || !sp_hpke_suite_supported(&ctx->suite) || !ctx->has_exporter ||
+	    out == NULL || (exporter_context == NULL && exporter_context_len > 0))
 		return -EINVAL;
 	if ((kctx = sp_hkdf_new()) == NULL)
 		return -ENOMEM;

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,11 +67,35 @@ struct sp_sealer {
 	uint32_t skew_ms;
 	uint32_t pad;
 	size_t max_envelope;
+	/* Prepared HPKE key schedules, one per sp_seal_suites entry (envelope info, no export). */
+	struct sp_hpke_sched *scheds;
+	struct sp_seal_key_cache *keys; /* parsed sender keys; NULL: no cache */
 };
+
+/*
+ * The sender key cache: a direct-mapped table of parsed sender keys keyed by token (SHA-256 of
+ * the SPKI, so equal tokens mean equal SPKIs). A slot is chosen by the token's first 8 bytes;
+ * a new key replaces whatever the slot held (an eviction). Only keys whose signature verified
+ * are added. A mutex guards the table and the counters; keys are handed out with a reference
+ * of their own, so a replaced key lives on until its last user is done.
+ */
+struct sp_seal_key_slot {
+	uint8_t token[SP_TOKEN_LEN];
+	EVP_PKEY *key; /* NULL: empty */
+};
+
+struct sp_seal_key_cache {
+	pthread_mutex_t lock;
+	size_t limit, entries;
+	uint64_t hits, misses, evictions;
+	struct sp_seal_key_slot slots[];
+};
+
+#define SP_SEAL_NSUITES (sizeof(sp_seal_suites) / sizeof(sp_seal_suites[0]))
 
 static const struct sp_seal_suite_def *sp_seal_suite(uint16_t id)
 {
-	for (size_t i = 0; i < sizeof(sp_seal_suites) / sizeof(sp_seal_suites[0]); i++)
+	for (size_t i = 0; i < SP_SEAL_NSUITES; i++)
 		if (sp_seal_suites[i].id == id)
 			return &sp_seal_suites[i];
 	return NULL;
@@ -93,8 +118,7 @@ int sp_seal_suite_info(uint16_t suite, size_t *enc_len, size_t *pub_len, const c
 
 uint16_t sp_seal_suite_by_name(const char *name)
 {
-	for (size_t i = 0; name != NULL && i < sizeof(sp_seal_suites) / sizeof(sp_seal_suites[0]);
-	     i++)
+	for (size_t i = 0; name != NULL && i < SP_SEAL_NSUITES; i++)
 		if (strcmp(sp_seal_suites[i].name, name) == 0)
 			return sp_seal_suites[i].id;
 	return 0;
@@ -199,6 +223,121 @@ static int sp_is_p256(EVP_PKEY *pkey)
 	       strcmp(group, "prime256v1") == 0;
 }
 
+static void sp_seal_key_cache_free(struct sp_seal_key_cache *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->limit; i++)
+		EVP_PKEY_free(c->slots[i].key);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static int sp_seal_key_cache_new(size_t limit, struct sp_seal_key_cache **out)
+{
+	struct sp_seal_key_cache *c;
+
+	*out = NULL;
+	if (limit == 0)
+		return 0;
+	c = calloc(1, sizeof(*c) + limit * sizeof(c->slots[0]));
+	if (c == NULL)
+		return -ENOMEM;
+	if (pthread_mutex_init(&c->lock, NULL) != 0) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->limit = limit;
+	*out = c;
+	return 0;
+}
+
+static struct sp_seal_key_slot *sp_seal_key_slot(struct sp_seal_key_cache *c,
+                                                 const uint8_t token[SP_TOKEN_LEN])
+{
+	uint64_t h = 0;
+
+	for (int i = 0; i < 8; i++)
+		h = h << 8 | token[i];
+	return &c->slots[h % c->limit];
+}
+
+/* The cached key of token with a reference for the caller, or NULL (a miss). */
+static EVP_PKEY *sp_seal_key_cache_get(struct sp_seal_key_cache *c,
+                                       const uint8_t token[SP_TOKEN_LEN])
+{
+	struct sp_seal_key_slot *e;
+	EVP_PKEY *key = NULL;
+
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return NULL;
+	e = sp_seal_key_slot(c, token);
+	if (e->key != NULL && CRYPTO_memcmp(e->token, token, SP_TOKEN_LEN) == 0 &&
+	    EVP_PKEY_up_ref(e->key))
+		key = e->key;
+	if (key != NULL)
+		c->hits++;
+	else
+		c->misses++;
+	pthread_mutex_unlock(&c->lock);
+	return key;
+}
+
+/* Adds a verified sender's key (the cache takes a reference of its own). */
+static void sp_seal_key_cache_put(struct sp_seal_key_cache *c, const uint8_t token[SP_TOKEN_LEN],
+                                  EVP_PKEY *key)
+{
+	struct sp_seal_key_slot *e;
+	EVP_PKEY *old = NULL;
+
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return;
+	e = sp_seal_key_slot(c, token);
+	if (e->key == NULL || CRYPTO_memcmp(e->token, token, SP_TOKEN_LEN) != 0) {
+		if (EVP_PKEY_up_ref(key)) {
+			old = e->key;
+			if (old != NULL)
+				c->evictions++;
+			else
+				c->entries++;
+			memcpy(e->token, token, SP_TOKEN_LEN);
+			e->key = key;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	EVP_PKEY_free(old);
+}
+
+int sp_sealer_set_key_cache(struct sp_sealer *s, size_t entries)
+{
+	struct sp_seal_key_cache *c;
+	int r;
+
+	if (s == NULL || entries > SP_SEAL_KEY_CACHE_MAX)
+		return -EINVAL;
+	r = sp_seal_key_cache_new(entries, &c);
+	if (r != 0)
+		return r;
+	sp_seal_key_cache_free(s->keys);
+	s->keys = c;
+	return 0;
+}
+
+void sp_sealer_key_cache_stats(const struct sp_sealer *s, struct sp_seal_key_cache_stats *out)
+{
+	struct sp_seal_key_cache *c = s->keys;
+
+	memset(out, 0, sizeof(*out));
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return;
+	out->entries = c->entries;
+	out->limit = c->limit;
+	out->hits = c->hits;
+	out->misses = c->misses;
+	out->evictions = c->evictions;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_sealer **out)
 {
 	struct sp_sealer *s = NULL;
@@ -241,6 +380,21 @@ int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_
 			goto fail;
 		s->cert = cert;
 	}
+	s->scheds = calloc(SP_SEAL_NSUITES, sizeof(*s->scheds));
+	if (s->scheds == NULL)
+		goto fail;
+	for (size_t i = 0; i < SP_SEAL_NSUITES; i++) {
+		r = sp_hpke_sched_init(&s->scheds[i], &sp_seal_suites[i].hpke, sp_seal_info,
+		                       SP_SEAL_INFO_LEN, 0);
+		if (r != 0) {
+			r = r == -ENOMEM ? -ENOMEM : SP_SEAL_ERR_CRYPTO;
+			goto fail;
+		}
+	}
+	r = sp_seal_key_cache_new(SP_SEAL_KEY_CACHE_DEFAULT, &s->keys);
+	if (r != 0)
+		goto fail;
+	r = -ENOMEM;
 	s->suite = SP_SEAL_SUITE_DEFAULT;
 	s->skew_ms = SP_SEAL_SKEW_DEFAULT_MS;
 	s->pad = SP_SEAL_PAD_DEFAULT;
@@ -262,6 +416,10 @@ void sp_sealer_free(struct sp_sealer *s)
 	EVP_PKEY_free(s->seal_key);
 	X509_free(s->cert);
 	free(s->spki);
+	for (size_t i = 0; s->scheds != NULL && i < SP_SEAL_NSUITES; i++)
+		sp_hpke_sched_clear(&s->scheds[i]);
+	free(s->scheds);
+	sp_seal_key_cache_free(s->keys);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 }
@@ -565,8 +723,7 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 		return SP_SEAL_ERR_TOO_LARGE;
 	sp_sealer_peer(s, &own);
 
-	r = sp_hpke_setup_base_s(&d->hpke, to->pub, sp_seal_info, SP_SEAL_INFO_LEN, NULL, 0, enc,
-	                         &hc, NULL);
+	r = sp_hpke_sched_setup_s(&s->scheds[d - sp_seal_suites], to->pub, NULL, 0, enc, &hc, NULL);
 	if (r == -EKEYREJECTED)
 		return SP_SEAL_ERR_PEER_KEY;
 	if (r != 0)
@@ -760,7 +917,7 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	uint8_t *buf = NULL;
 	size_t header_len, inner_len, spki_len, sig_len;
 	uint64_t life_ms;
-	int r;
+	int r, cached;
 
 	if (out != NULL)
 		memset(out, 0, sizeof(*out));
@@ -782,8 +939,8 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 		return SP_SEAL_ERR_MALFORMED;
 
 	/* Decrypt (13.3): any change to the header, the ciphertext or the msg_id fails here. */
-	r = sp_hpke_setup_base_r_key(&d->hpke, env + 3, s->seal_key, s->seal_pk, sp_seal_info,
-	                             SP_SEAL_INFO_LEN, &hc, NULL);
+	r = sp_hpke_sched_setup_r(&s->scheds[d - sp_seal_suites], env + 3, s->seal_key, s->seal_pk,
+	                          &hc, NULL);
 	if (r != 0) {
 		r = r == -EKEYREJECTED ? SP_SEAL_ERR_DECRYPT
 		    : r == -ENOMEM     ? -ENOMEM
@@ -862,13 +1019,17 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 		r = SP_SEAL_ERR_RECIPIENT;
 		goto out;
 	}
-	/* Who sent it, and did they? */
-	r = sp_seal_spki_key(out->sender_spki, spki_len, &sender_key);
-	if (r != 0)
-		goto out;
+	/* Who sent it, and did they? A repeat sender's key comes parsed from the cache. */
 	if (!EVP_Digest(out->sender_spki, spki_len, out->sender, NULL, EVP_sha256(), NULL)) {
 		r = SP_SEAL_ERR_CRYPTO;
 		goto out;
+	}
+	sender_key = sp_seal_key_cache_get(s->keys, out->sender);
+	cached = sender_key != NULL;
+	if (!cached) {
+		r = sp_seal_spki_key(out->sender_spki, spki_len, &sender_key);
+		if (r != 0)
+			goto out;
 	}
 	if (out->has_reply)
 		memcpy(out->reply.token, out->sender, SP_TOKEN_LEN);
@@ -889,6 +1050,8 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	r = sp_seal_verify(sender_key, &t, sig, sig_len);
 	if (r != 0)
 		goto out;
+	if (!cached)
+		sp_seal_key_cache_put(s->keys, out->sender, sender_key);
 
 	/* The replay window (13.6). */
 	life_ms = (uint64_t)out->ttl * 1000 + s->skew_ms;

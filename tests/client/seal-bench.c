@@ -4,6 +4,7 @@
  *
  *	meson setup /tmp/rel -Dbuildtype=release && ninja -C /tmp/rel
  *	/tmp/rel/tests/client/seal-bench [--iterations N] [--runs R] [--payload BYTES]
+ *	perf record -g /tmp/rel/tests/client/seal-bench --part seal --iterations 20000
  *
  * Each part runs R times N operations, the runs of all parts interleaved; it prints the median
  * and the best (fastest) run's mean ns per operation, on one thread, and splits seal and open
@@ -13,13 +14,19 @@
  *   x25519_seal     X25519 as sealing does it: random key, its public key, DH (2 multiplications
  *                   plus OpenSSL key objects)
  *   x25519_open     X25519 as opening does it: import enc, DH with the parsed key (1 + objects)
- *   hpke_setup_s    SetupBaseS: x25519_seal plus the KDF (8 HKDF steps)
- *   hpke_setup_r    SetupBaseR: x25519_open plus the KDF (8 HKDF steps)
- *   hkdf_step       one LabeledExpand, OpenSSL HKDF context included
+ *   hpke_setup_s    SetupBaseS as sp_seal() does it (prepared schedule): x25519_seal plus the KDF
+ *   hpke_setup_r    SetupBaseR as sp_seal_open() does it: x25519_open plus the KDF
+ *   hpke_kdf        the KDF alone (sp_hpke_sched_kdf: DHKEM ExtractAndExpand, the key schedule's
+ *                   Extract and two Expands: 4 OpenSSL HKDF calls): what HPKE adds to X25519
+ *   setup_s_noprep  SetupBaseS without a prepared schedule (8 HKDF calls: the old way)
+ *   hkdf_expand     one LabeledExpand (sp_hpke_export), a new OpenSSL HKDF context included
  *   aead_seal/open  one AEAD operation on the padded content of a 256-byte message
  *   ecdsa_sign/verify  P-256 signature of the transcript (256-byte payload)
- *   spki_parse      parsing and checking the sender's SPKI (part of open)
- *   seal / open     sp_seal() / sp_seal_open() end to end (open without replay cache)
+ *   spki_parse      parsing and checking the sender's SPKI (part of open on a cache miss)
+ *   seal            sp_seal() end to end
+ *   open            sp_seal_open() end to end, no replay cache, sender key cache off (a first
+ *                   message from a sender)
+ *   open_cached     the same with the sender key cache on (a repeat sender)
  */
 #include "sp_hpke.h"
 #include "sp_seal.h"
@@ -35,6 +42,7 @@
 static size_t iterations = 2000;
 static int runs = 5;
 static size_t payload_len = 256;
+static const char *only; /* --part: run this part alone (for perf record), no summary */
 
 static uint64_t now_ns(void)
 {
@@ -65,6 +73,9 @@ static double run_once(const char *name, int (*fn)(void *))
 }
 
 static struct tc_dev alice, bob;
+static struct sp_sealer *bob_nocache;
+static struct sp_hpke_sched sched;
+static uint8_t dh[32];
 static uint8_t payload[1 << 16], mid[16] = {1, 2, 3};
 static uint64_t t0;
 static uint8_t *env;
@@ -144,17 +155,32 @@ static const struct sp_hpke_suite chacha = {SP_HPKE_KEM_X25519_SHA256, SP_HPKE_K
 static int b_setup_s(void *arg)
 {
 	struct sp_hpke_ctx c;
+	uint8_t e[32];
 
-	return sp_hpke_setup_base_s(&chacha, bob.seal_pk, (const uint8_t *)"sealpush/1 envelope",
-	                            19, NULL, 0, enc, &c, NULL);
+	return sp_hpke_sched_setup_s(&sched, bob.seal_pk, NULL, 0, e, &c, NULL);
 }
 
 static int b_setup_r(void *arg)
 {
 	struct sp_hpke_ctx c;
 
-	return sp_hpke_setup_base_r_key(&chacha, enc, bob.seal, bob.seal_pk,
-	                                (const uint8_t *)"sealpush/1 envelope", 19, &c, NULL);
+	return sp_hpke_sched_setup_r(&sched, enc, bob.seal, bob.seal_pk, &c, NULL);
+}
+
+static int b_kdf(void *arg)
+{
+	struct sp_hpke_ctx c;
+
+	return sp_hpke_sched_kdf(&sched, dh, enc, bob.seal_pk, &c, NULL);
+}
+
+static int b_setup_s_noprep(void *arg)
+{
+	struct sp_hpke_ctx c;
+	uint8_t e[32];
+
+	return sp_hpke_setup_base_s(&chacha, bob.seal_pk, (const uint8_t *)"sealpush/1 envelope",
+	                            19, NULL, 0, e, &c, NULL);
 }
 
 static int b_aead_seal(void *arg)
@@ -221,6 +247,15 @@ static int b_seal(void *arg)
 static int b_open(void *arg)
 {
 	struct sp_seal_opened o;
+	int r = sp_seal_open(bob_nocache, NULL, mid, env, env_len, t0, &o);
+
+	sp_seal_opened_clear(&o);
+	return r;
+}
+
+static int b_open_cached(void *arg)
+{
+	struct sp_seal_opened o;
 	int r = sp_seal_open(bob.s, NULL, mid, env, env_len, t0, &o);
 
 	sp_seal_opened_clear(&o);
@@ -241,7 +276,9 @@ static struct part parts[] = {
         {"x25519_open", b_x25519_open, {0}, 0, 0},
         {"hpke_setup_s", b_setup_s, {0}, 0, 0},
         {"hpke_setup_r", b_setup_r, {0}, 0, 0},
-        {"hkdf_step", b_hkdf, {0}, 0, 0},
+        {"hpke_kdf", b_kdf, {0}, 0, 0},
+        {"setup_s_noprep", b_setup_s_noprep, {0}, 0, 0},
+        {"hkdf_expand", b_hkdf, {0}, 0, 0},
         {"aead_seal", b_aead_seal, {0}, 0, 0},
         {"aead_open", b_aead_open, {0}, 0, 0},
         {"ecdsa_sign", b_sign, {0}, 0, 0},
@@ -249,6 +286,7 @@ static struct part parts[] = {
         {"spki_parse", b_spki, {0}, 0, 0},
         {"seal", b_seal, {0}, 0, 0},
         {"open", b_open, {0}, 0, 0},
+        {"open_cached", b_open_cached, {0}, 0, 0},
 };
 #define NPARTS (sizeof(parts) / sizeof(parts[0]))
 
@@ -263,7 +301,7 @@ static double best(const char *name)
 
 int main(int argc, char **argv)
 {
-	double x, xs, xo, ss, sr, as, ao, sg, vf, sp, se, op;
+	double x, xs, xo, ss, sr, kd, as, ao, sg, vf, sp, se, op, oc;
 
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc)
@@ -272,9 +310,11 @@ int main(int argc, char **argv)
 			runs = atoi(argv[++i]);
 		else if (strcmp(argv[i], "--payload") == 0 && i + 1 < argc)
 			payload_len = strtoul(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--part") == 0 && i + 1 < argc)
+			only = argv[++i];
 		else {
-			fprintf(stderr,
-			        "usage: seal-bench [--iterations N] [--runs R] [--payload B]\n");
+			fprintf(stderr, "usage: seal-bench [--iterations N] [--runs R] [--payload "
+			                "B] [--part NAME]\n");
 			return 2;
 		}
 	}
@@ -282,8 +322,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "seal-bench: iterations >= 1, runs 1..64, payload <= 1500\n");
 		return 2;
 	}
-	if (tc_dev_make(&alice, "alice") != 0 || tc_dev_make(&bob, "bob") != 0)
+	if (tc_dev_make(&alice, "alice") != 0 || tc_dev_make(&bob, "bob") != 0 ||
+	    sp_sealer_new(bob.sign, bob.cert, bob.seal, &bob_nocache) != 0 ||
+	    sp_sealer_set_key_cache(bob_nocache, 0) != 0 ||
+	    sp_hpke_sched_init(&sched, &chacha, (const uint8_t *)"sealpush/1 envelope", 19, 0) != 0)
 		return 1;
+	RAND_bytes(dh, sizeof(dh));
 	t0 = (uint64_t)time(NULL) * 1000;
 	memset(payload, 0x5a, sizeof(payload));
 	xa = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
@@ -302,6 +346,17 @@ int main(int argc, char **argv)
 		            0 ||
 		    sp_seal(alice.s, &bob.peer, &m, &env, &env_len) != 0)
 			return 1;
+	}
+	if (only != NULL) {
+		for (size_t p = 0; p < NPARTS; p++)
+			if (strcmp(parts[p].name, only) == 0) {
+				for (int r = 0; r < runs; r++)
+					printf("%s %.0f ns/op\n", only,
+					       run_once(only, parts[p].fn));
+				return 0;
+			}
+		fprintf(stderr, "seal-bench: no part %s\n", only);
+		return 2;
 	}
 	/* Warm up (first-use fetches of OpenSSL algorithms). */
 	for (size_t p = 0; p < NPARTS; p++)
@@ -327,6 +382,7 @@ int main(int argc, char **argv)
 	xo = best("x25519_open");
 	ss = best("hpke_setup_s");
 	sr = best("hpke_setup_r");
+	kd = best("hpke_kdf");
 	as = best("aead_seal");
 	ao = best("aead_open");
 	sg = best("ecdsa_sign");
@@ -334,18 +390,23 @@ int main(int argc, char **argv)
 	sp = best("spki_parse");
 	se = best("seal");
 	op = best("open");
+	oc = best("open_cached");
 	printf("\nin microseconds, from the best runs (differences are estimates):\n");
-	printf("seal %.1f = X25519 as done %.1f (2 multiplications of %.1f) + HPKE KDF %.1f + AEAD "
-	       "%.1f + ECDSA sign %.1f + rest %.1f\n",
-	       se, xs, x, ss - xs, as, sg, se - ss - as - sg);
-	printf("open %.1f = X25519 as done %.1f (1 multiplication) + HPKE KDF %.1f + AEAD %.1f + "
-	       "SPKI %.1f + ECDSA verify %.1f + rest %.1f\n",
-	       op, xo, sr - xo, ao, sp, vf, op - sr - ao - sp - vf);
-	printf("HPKE beyond X25519 (KDF + AEAD): seal %.1f, open %.1f (target: 3)\n", ss - xs + as,
-	       sr - xo + ao);
-	printf("everything beyond X25519 and ECDSA: seal %.1f, open %.1f\n", se - xs - sg,
-	       op - xo - vf);
+	printf("seal %.1f = X25519 as done %.1f (2 multiplications of %.1f; x25519_seal %.1f) + "
+	       "HPKE KDF %.1f + AEAD %.1f + ECDSA sign %.1f + rest %.1f\n",
+	       se, ss - kd, x, xs, kd, as, sg, se - ss - as - sg);
+	printf("open %.1f = X25519 as done %.1f (1 multiplication; x25519_open %.1f) + HPKE KDF "
+	       "%.1f + AEAD %.1f + SPKI %.1f + ECDSA verify %.1f + rest %.1f\n",
+	       op, sr - kd, xo, kd, ao, sp, vf, op - sr - ao - sp - vf);
+	printf("open, repeat sender (key cache) %.1f: saves %.1f\n", oc, op - oc);
+	printf("HPKE beyond X25519 (KDF + AEAD): seal %.1f, open %.1f (target: 3)\n", kd + as,
+	       kd + ao);
+	printf("everything beyond X25519 and ECDSA: seal %.1f, open %.1f, open repeat sender "
+	       "%.1f\n",
+	       se - (ss - kd) - sg, op - (sr - kd) - vf, oc - (sr - kd) - vf);
 	free(env);
+	sp_hpke_sched_clear(&sched);
+	sp_sealer_free(bob_nocache);
 	EVP_PKEY_free(xa);
 	EVP_PKEY_free(xb);
 	tc_dev_free(&alice);

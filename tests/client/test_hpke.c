@@ -9,6 +9,9 @@
 #include "tc_hex.h"
 
 #include <errno.h>
+#include <pthread.h>
+
+#include <openssl/evp.h>
 
 struct tv_enc {
 	uint64_t seq;
@@ -259,6 +262,194 @@ static void test_rfc9180_a2_1_chacha20poly1305(void)
 	run_vector(&vectors[1]);
 }
 
+/*
+ * The same vectors through prepared schedules (what sp_seal uses): with SP_HPKE_SCHED_EXPORT
+ * every intermediate value and export matches the RFC byte for byte; without it key, nonce and
+ * ciphertexts still match, and Export is refused.
+ */
+static void run_vector_sched(const struct tv_base *v)
+{
+	struct sp_hpke_suite suite = {SP_HPKE_KEM_X25519_SHA256, SP_HPKE_KDF_HKDF_SHA256, v->aead};
+	uint8_t ikm[64], sk_r[32], pk_r[32], info[64], enc[32], pt[64], aad[32], ct[128];
+	uint8_t out[128], zero[32] = {0};
+	struct sp_hpke_sched sched;
+	struct sp_hpke_ctx cs, cr;
+	struct sp_hpke_trace ts, tr;
+	size_t ikm_len, info_len, pt_len, aad_len;
+	EVP_PKEY *key;
+
+	printf("# %s, prepared schedule\n", v->name);
+	ikm_len = h(v->ikm_r, ikm, sizeof(ikm));
+	SP_CHECK_EQ_INT(sp_hpke_derive_keypair(SP_HPKE_KEM_X25519_SHA256, ikm, ikm_len, sk_r, pk_r),
+	                0);
+	key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk_r, 32);
+	SP_CHECK(key != NULL);
+	info_len = h(v->info, info, sizeof(info));
+	pt_len = h(v->pt, pt, sizeof(pt));
+	aad_len = h(v->encs[0].aad, aad, sizeof(aad));
+	for (unsigned flags = 0; flags <= SP_HPKE_SCHED_EXPORT; flags++) {
+		printf("# flags %u\n", flags);
+		SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &suite, info, info_len, flags), 0);
+		ikm_len = h(v->ikm_e, ikm, sizeof(ikm));
+		/* Twice: the second setup runs on the schedule's reused HKDF context. */
+		for (int round = 0; round < 2; round++) {
+			memset(&ts, 0xaa, sizeof(ts));
+			memset(&tr, 0xaa, sizeof(tr));
+			SP_CHECK_EQ_INT(
+			        sp_hpke_sched_setup_s(&sched, pk_r, ikm, ikm_len, enc, &cs, &ts),
+			        0);
+			check_hex(enc, 32, v->enc, "enc");
+			check_hex(ts.shared_secret, 32, v->shared_secret, "sender shared_secret");
+			check_hex(ts.key_schedule_context, SP_HPKE_KSC_LEN, v->key_schedule_context,
+			          "sender key_schedule_context");
+			check_hex(ts.secret, 32, v->secret, "sender secret");
+			check_hex(cs.key, cs.key_len, v->key, "sender key");
+			check_hex(cs.base_nonce, SP_HPKE_NN, v->base_nonce, "sender base_nonce");
+			SP_CHECK_EQ_INT(sp_hpke_sched_setup_r(&sched, enc, key, pk_r, &cr, &tr), 0);
+			check_hex(tr.secret, 32, v->secret, "recipient secret");
+			check_hex(cr.key, cr.key_len, v->key, "recipient key");
+			check_hex(cr.base_nonce, SP_HPKE_NN, v->base_nonce, "recipient base_nonce");
+			if (flags & SP_HPKE_SCHED_EXPORT) {
+				SP_CHECK(cs.has_exporter && cr.has_exporter);
+				check_hex(cs.exporter_secret, 32, v->exporter_secret,
+				          "sender exporter_secret");
+				check_hex(ts.exporter_secret, 32, v->exporter_secret,
+				          "traced exporter_secret");
+				check_hex(cr.exporter_secret, 32, v->exporter_secret,
+				          "recipient exporter_secret");
+				for (size_t i = 0; i < 3; i++) {
+					uint8_t xc[32], got[32];
+					size_t xc_len = h(v->exps[i].context, xc, sizeof(xc));
+
+					SP_CHECK_EQ_INT(sp_hpke_export(&cr, xc, xc_len, got, 32),
+					                0);
+					check_hex(got, 32, v->exps[i].value, "exported value");
+				}
+			} else {
+				/* No exporter_secret derived, none traced, Export refused. */
+				SP_CHECK(!cs.has_exporter && !cr.has_exporter);
+				SP_CHECK_MEM(cs.exporter_secret, zero, 32);
+				SP_CHECK_MEM(ts.exporter_secret, zero, 32);
+				SP_CHECK_EQ_INT(sp_hpke_export(&cs, NULL, 0, out, 32), -EINVAL);
+				SP_CHECK_EQ_INT(sp_hpke_export(&cr, NULL, 0, out, 32), -EINVAL);
+			}
+			cs.seq = v->encs[0].seq;
+			cr.seq = v->encs[0].seq;
+			SP_CHECK_EQ_INT(sp_hpke_seal(&cs, aad, aad_len, pt, pt_len, ct), 0);
+			check_hex(ct, pt_len + SP_HPKE_NT, v->encs[0].ct, "ct");
+			SP_CHECK_EQ_INT(
+			        sp_hpke_open(&cr, aad, aad_len, ct, pt_len + SP_HPKE_NT, out), 0);
+			SP_CHECK_MEM(out, pt, pt_len);
+			sp_hpke_ctx_clear(&cs);
+			sp_hpke_ctx_clear(&cr);
+		}
+		/* A wrong DH output (what a wrong key would give) yields another key. */
+		SP_CHECK_EQ_INT(sp_hpke_sched_kdf(&sched, zero, enc, pk_r, &cs, NULL), 0);
+		SP_CHECK(h(v->key, out, sizeof(out)) == cs.key_len &&
+		         memcmp(cs.key, out, cs.key_len) != 0);
+		sp_hpke_ctx_clear(&cs);
+		sp_hpke_sched_clear(&sched);
+		sp_hpke_sched_clear(&sched); /* twice is fine */
+	}
+	EVP_PKEY_free(key);
+}
+
+static void test_rfc9180_vectors_sched(void)
+{
+	run_vector_sched(&vectors[0]);
+	run_vector_sched(&vectors[1]);
+}
+
+/* Threads sharing one schedule: each borrows the lent HKDF context or makes its own. */
+struct sched_thread {
+	struct sp_hpke_sched *sched;
+	EVP_PKEY *key;
+	const uint8_t *pk;
+	int failures;
+};
+
+static void *sched_worker(void *arg)
+{
+	struct sched_thread *t = arg;
+
+	for (int i = 0; i < 200; i++) {
+		uint8_t enc[32], msg[40] = "shared schedule", ct[40 + SP_HPKE_NT], out[40];
+		struct sp_hpke_ctx cs, cr;
+
+		if (sp_hpke_sched_setup_s(t->sched, t->pk, NULL, 0, enc, &cs, NULL) != 0 ||
+		    sp_hpke_sched_setup_r(t->sched, enc, t->key, t->pk, &cr, NULL) != 0 ||
+		    sp_hpke_seal(&cs, NULL, 0, msg, sizeof(msg), ct) != 0 ||
+		    sp_hpke_open(&cr, NULL, 0, ct, sizeof(ct), out) != 0 ||
+		    memcmp(out, msg, sizeof(msg)) != 0)
+			t->failures++;
+	}
+	return NULL;
+}
+
+static void test_sched_threads(void)
+{
+	struct sp_hpke_suite suite = {SP_HPKE_KEM_X25519_SHA256, SP_HPKE_KDF_HKDF_SHA256,
+	                              SP_HPKE_AEAD_CHACHA20POLY1305};
+	struct sp_hpke_sched sched;
+	struct sched_thread t[4];
+	pthread_t th[4];
+	uint8_t sk[32], pk[32];
+	EVP_PKEY *key;
+
+	SP_CHECK_EQ_INT(sp_hpke_generate_keypair(SP_HPKE_KEM_X25519_SHA256, sk, pk), 0);
+	key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, 32);
+	SP_CHECK(key != NULL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &suite, (const uint8_t *)"x", 1, 0), 0);
+	for (int i = 0; i < 4; i++) {
+		t[i] = (struct sched_thread){&sched, key, pk, 0};
+		SP_CHECK_EQ_INT(pthread_create(&th[i], NULL, sched_worker, &t[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		SP_CHECK_EQ_INT(t[i].failures, 0);
+	}
+	sp_hpke_sched_clear(&sched);
+	EVP_PKEY_free(key);
+}
+
+static void test_sched_bad_arguments(void)
+{
+	struct sp_hpke_suite good = {SP_HPKE_KEM_X25519_SHA256, SP_HPKE_KDF_HKDF_SHA256,
+	                             SP_HPKE_AEAD_AES128GCM};
+	struct sp_hpke_suite bad = {SP_HPKE_KEM_X25519_SHA256, SP_HPKE_KDF_HKDF_SHA256, 0x0002};
+	uint8_t sk[32], pk[32], enc[32], zero[32] = {0}, big[SP_HPKE_MAX_INFO + 1] = {0};
+	struct sp_hpke_sched sched, unready;
+	struct sp_hpke_ctx c;
+	EVP_PKEY *key;
+
+	SP_CHECK_EQ_INT(sp_hpke_generate_keypair(SP_HPKE_KEM_X25519_SHA256, sk, pk), 0);
+	key = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, sk, 32);
+	SP_CHECK(key != NULL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(NULL, &good, NULL, 0, 0), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &bad, NULL, 0, 0), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &good, NULL, 0, 0x02), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &good, big, sizeof(big), 0), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &good, NULL, 1, 0), -EINVAL);
+	/* A schedule whose init failed (or never ran) is refused, and clearing it is harmless. */
+	memset(&unready, 0, sizeof(unready));
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_s(&unready, pk, NULL, 0, enc, &c, NULL), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_r(&unready, pk, key, pk, &c, NULL), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_kdf(&unready, zero, pk, pk, &c, NULL), -EINVAL);
+	sp_hpke_sched_clear(&unready);
+	sp_hpke_sched_clear(NULL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_init(&sched, &good, NULL, 0, 0), 0);
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_s(&sched, zero, NULL, 0, enc, &c, NULL), -EKEYREJECTED);
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_r(&sched, zero, key, pk, &c, NULL), -EKEYREJECTED);
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_r(&sched, pk, key, NULL, &c, NULL), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_s(&sched, NULL, NULL, 0, enc, &c, NULL), -EINVAL);
+	SP_CHECK_EQ_INT(sp_hpke_sched_kdf(&sched, NULL, pk, pk, &c, NULL), -EINVAL);
+	/* The schedule still works after the refusals. */
+	SP_CHECK_EQ_INT(sp_hpke_sched_setup_s(&sched, pk, NULL, 0, enc, &c, NULL), 0);
+	sp_hpke_ctx_clear(&c);
+	sp_hpke_sched_clear(&sched);
+	EVP_PKEY_free(key);
+}
+
 /* Random keys: both suites round-trip, in place, with an empty and a long message. */
 static void test_random_round_trip(void)
 {
@@ -345,6 +536,9 @@ int main(void)
 {
 	SP_RUN(test_rfc9180_a1_1_aes128gcm);
 	SP_RUN(test_rfc9180_a2_1_chacha20poly1305);
+	SP_RUN(test_rfc9180_vectors_sched);
+	SP_RUN(test_sched_threads);
+	SP_RUN(test_sched_bad_arguments);
 	SP_RUN(test_random_round_trip);
 	SP_RUN(test_bad_arguments);
 	return sp_test_done();

@@ -468,6 +468,94 @@ static void test_signature_refusals(void)
 	}
 }
 
+/* Opens a builder's envelope with the given sealer (not necessarily Bob's). */
+static int tb_open_with(struct sp_sealer *s, const struct tb *b, struct sp_seal_opened *o)
+{
+	uint8_t env[4096];
+	size_t len = tb_build(b, env, sizeof(env));
+
+	if (len == 0) {
+		SP_FAIL("tb_build failed");
+		return -1;
+	}
+	return sp_seal_open(s, NULL, b->msg_id, env, len, t0, o);
+}
+
+/*
+ * The sender key cache: repeat senders hit, only verified senders are added, a cached key never
+ * lets a forgery through, the bound holds (evictions), and 0 turns it off.
+ */
+static void test_sender_key_cache(void)
+{
+	struct sp_seal_key_cache_stats st;
+	struct sp_seal_opened o;
+	struct sp_sealer *s = NULL;
+	struct tb b = tb_honest(), bc = tb_honest();
+	size_t carol_spki_len;
+	const uint8_t *carol_spki = sp_sealer_spki(carol.s, &carol_spki_len);
+
+	SP_CHECK_EQ_INT(sp_sealer_new(bob.sign, bob.cert, bob.seal, &s), 0);
+	sp_sealer_key_cache_stats(s, &st);
+	SP_CHECK_EQ_INT(st.limit, SP_SEAL_KEY_CACHE_DEFAULT);
+	SP_CHECK_EQ_INT(st.entries + st.hits + st.misses + st.evictions, 0);
+	/* Alice twice: a miss that adds her key, then a hit. */
+	for (int i = 0; i < 2; i++) {
+		SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), 0);
+		SP_CHECK_MEM(o.sender, sp_sealer_token(alice.s), 32);
+		sp_seal_opened_clear(&o);
+	}
+	sp_sealer_key_cache_stats(s, &st);
+	SP_CHECK_EQ_INT(st.misses, 1);
+	SP_CHECK_EQ_INT(st.hits, 1);
+	SP_CHECK_EQ_INT(st.entries, 1);
+	/* Claims to be Alice (her key is cached), signed by Carol: still refused. */
+	b.signer = carol.sign;
+	SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), SP_SEAL_ERR_SIGNATURE);
+	sp_sealer_key_cache_stats(s, &st);
+	SP_CHECK_EQ_INT(st.hits, 2);
+	/* Claims to be Carol, signed by Alice: refused, and Carol's key is not added. */
+	b = tb_honest();
+	b.spki = carol_spki;
+	b.spki_len = carol_spki_len;
+	SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), SP_SEAL_ERR_SIGNATURE);
+	SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), SP_SEAL_ERR_SIGNATURE);
+	sp_sealer_key_cache_stats(s, &st);
+	SP_CHECK_EQ_INT(st.misses, 3);
+	SP_CHECK_EQ_INT(st.entries, 1);
+	/* One slot, two senders taking turns: every open works, each evicts the other. */
+	b = tb_honest();
+	bc.spki = carol_spki;
+	bc.spki_len = carol_spki_len;
+	bc.signer = carol.sign;
+	SP_CHECK_EQ_INT(sp_sealer_set_key_cache(s, 1), 0);
+	for (int i = 0; i < 3; i++) {
+		SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), 0);
+		SP_CHECK_MEM(o.sender, sp_sealer_token(alice.s), 32);
+		sp_seal_opened_clear(&o);
+		SP_CHECK_EQ_INT(tb_open_with(s, &bc, &o), 0);
+		SP_CHECK_MEM(o.sender, sp_sealer_token(carol.s), 32);
+		sp_seal_opened_clear(&o);
+	}
+	sp_sealer_key_cache_stats(s, &st);
+	SP_CHECK_EQ_INT(st.limit, 1);
+	SP_CHECK_EQ_INT(st.entries, 1);
+	SP_CHECK_EQ_INT(st.misses, 6);
+	SP_CHECK_EQ_INT(st.hits, 0);
+	SP_CHECK_EQ_INT(st.evictions, 5);
+	/* Off: nothing counted, opening works. */
+	SP_CHECK_EQ_INT(sp_sealer_set_key_cache(s, 0), 0);
+	SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), 0);
+	sp_seal_opened_clear(&o);
+	sp_sealer_key_cache_stats(s, &st);
+	SP_CHECK_EQ_INT(st.limit + st.entries + st.hits + st.misses + st.evictions, 0);
+	SP_CHECK_EQ_INT(sp_sealer_set_key_cache(s, SP_SEAL_KEY_CACHE_MAX + 1), -EINVAL);
+	SP_CHECK_EQ_INT(sp_sealer_set_key_cache(NULL, 1), -EINVAL);
+	SP_CHECK_EQ_INT(sp_sealer_set_key_cache(s, SP_SEAL_KEY_CACHE_MAX), 0);
+	SP_CHECK_EQ_INT(tb_open_with(s, &b, &o), 0);
+	sp_seal_opened_clear(&o);
+	sp_sealer_free(s);
+}
+
 static void test_malformed_content(void)
 {
 	struct sp_seal_opened o;
@@ -880,6 +968,7 @@ int main(void)
 	SP_RUN(test_wrong_key_and_redirects);
 	SP_RUN(test_independent_encoder_agrees);
 	SP_RUN(test_signature_refusals);
+	SP_RUN(test_sender_key_cache);
 	SP_RUN(test_malformed_content);
 	SP_RUN(test_window);
 	SP_RUN(test_duplicates);
