@@ -32,6 +32,7 @@
 #               TRIM, MSTATS and CTL preload the shim (MEMCTL_SO [/tmp/memctl.so], built from
 #               memctl.c) into the daemon: gdb cannot call functions in a process on this VM.
 #   DAEMON_ENV [""] e.g. "MALLOC_ARENA_MAX=1" or "GLIBC_TUNABLES=glibc.malloc.arena_max=1"
+#   DAEMON_OPTS [""] more sealpushd options, e.g. "--tls-session-cache 20480"
 #   OUT [/tmp/idle-run] logs: daemon.RUN.log, bench.RUN.log, bench.RUN.json
 #   HOLD [0]    seconds to keep the connections up after the measurements (manual probing)
 set -u
@@ -53,6 +54,7 @@ MSTATS=${MSTATS:-0}
 CTL=${CTL:-}
 MEMCTL_SO=${MEMCTL_SO:-/tmp/memctl.so}
 DAEMON_ENV=${DAEMON_ENV:-}
+DAEMON_OPTS=${DAEMON_OPTS:-}
 OUT=${OUT:-/tmp/idle-run}
 HOLD=${HOLD:-0}
 BENCH_OPTS=${BENCH_OPTS:-}
@@ -106,7 +108,7 @@ for run in $(seq 1 "$RUNS"); do
 		--tls-cert "$CA_DIR/server.crt" --tls-key "$CA_DIR/server.key" \
 		--client-ca "$CA_DIR/ca.crt" --crl "$CA_DIR/crl.pem" --redis "" \
 		--admin-listen 127.0.0.1:$APORT --max-connections 20000 --workers "$WORKERS" \
-		--hello-timeout 300s --keepalive 3600 --keepalive-max 3600 2>>"$LOG" &
+		--hello-timeout 300s --keepalive 3600 --keepalive-max 3600 $DAEMON_OPTS 2>>"$LOG" &
 	DPID=$!
 	up=0
 	for i in $(seq 1 600); do
