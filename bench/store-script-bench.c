@@ -2,9 +2,10 @@
  * store-script-bench: what the offline store's Lua scripts cost Redis, per message, without the
  * relay or TLS in the way. It loads the relay's own scripts (sp_store_script()), enqueues
  * MESSAGES messages to DEVICES device queues in ENQUEUE calls of BATCH messages each (pipelined,
- * as a busy relay sends them), then drains every queue as the relay does (FETCH pages of 100,
- * ACK in halves of 50), and reports Redis's own CPU time per message for each phase (INFO cpu:
- * used_cpu_user + used_cpu_sys), which other load on the machine barely changes.
+ * as a busy relay sends them), then drains every queue as the relay does (a page of 100: the
+ * purge script, ZRANGEBYSCORE, HMGET; then ACK in halves of 50), and reports Redis's own CPU time
+ * per message for each phase (INFO cpu: used_cpu_user + used_cpu_sys), which other load on the
+ * machine barely changes.
  *
  *   store-script-bench --redis unix:/tmp/r.sock [--devices 100] [--messages 100000]
  *                      [--batch 10] [--blob 256] --flush
@@ -98,7 +99,7 @@ int main(int argc, char **argv)
 	redisContext *c;
 	redisReply *r;
 	uint8_t *rec, *body;
-	size_t len;
+	size_t len, nav;
 	const char **av;
 	size_t *al;
 	uint8_t(*ids)[16];
@@ -152,8 +153,10 @@ int main(int argc, char **argv)
 	len = sp_store_record_size(0, (size_t)blob);
 	rec = malloc(len);
 	body = calloc(1, (size_t)blob + 1);
-	av = malloc(sizeof(*av) * (11 + 4 * (size_t)batch + ACK_N));
-	al = malloc(sizeof(*al) * (11 + 4 * (size_t)batch + ACK_N));
+	nav = 11 + 4 * (size_t)batch > 2 + PAGE ? 11 + 4 * (size_t)batch : 2 + PAGE;
+	nav = nav > 8 + ACK_N ? nav : 8 + ACK_N;
+	av = malloc(sizeof(*av) * nav);
+	al = malloc(sizeof(*al) * nav);
 	ids = malloc(sizeof(*ids) * (size_t)batch);
 	if (!rec || !body || !av || !al || !ids)
 		return 1;
@@ -163,7 +166,7 @@ int main(int argc, char **argv)
 	sp_store_record_build(rec, len, now + 3600000, 10, NULL, 0, body, (size_t)blob);
 	freeReplyObject(redisCommand(c, "FLUSHDB"));
 	for (int k = 0; k < 4; k++) {
-		static const char *const names[] = {"enqueue", "fetch", "ack", "depth"};
+		static const char *const names[] = {"enqueue", "purge", "ack", "depth"};
 
 		r = redisCommand(c, "SCRIPT LOAD %s", sp_store_script(names[k]));
 		if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
@@ -219,41 +222,58 @@ int main(int argc, char **argv)
 	       "the clock)\n",
 	       sent, batch, (c1 - c0) * 1e6 / (double)sent, (double)sent / (t1 - t0));
 
-	/* Drain: per device, FETCH a page, ACK it in halves (pipelined), until empty. */
+	/* Drain: per device, a page (purge script and range pipelined, then the records), then
+	 * ACK it in halves (pipelined), until a page comes back empty. */
 	c0 = redis_cpu(c);
 	t0 = now_s();
 	for (int d = 0; d < devices; d++) {
-		char after[24] = "0";
+		char after[32] = "(0";
 
 		keys_of(keys, d);
 		for (;;) {
 			int n = 0;
 			size_t items, acks = 0;
+			redisReply *h;
 
 			av[n] = "EVALSHA", al[n++] = 7;
 			av[n] = sha[1], al[n++] = 40;
 			av[n] = "5", al[n++] = 1;
 			for (int k = 0; k < 5; k++)
 				av[n] = keys[k], al[n++] = strlen(keys[k]);
-			av[n] = after, al[n++] = strlen(after);
-			av[n] = "100", al[n++] = 3;
 			av[n] = nows, al[n++] = strlen(nows);
 			redisAppendCommandArgv(c, n, av, al);
-			if (!(r = reply_of(c)) || r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+			redisAppendCommand(c, "ZRANGEBYSCORE %s %s +inf WITHSCORES LIMIT 0 %d",
+			                   keys[0], after, PAGE);
+			if (!(r = reply_of(c)))
 				return 1;
-			items = (r->elements - 1) / 3;
+			freeReplyObject(r);
+			if (!(r = reply_of(c)) || r->type != REDIS_REPLY_ARRAY)
+				return 1;
+			items = r->elements / 2;
 			if (items == 0) {
 				freeReplyObject(r);
 				break;
 			}
-			snprintf(after, sizeof(after), "%lld",
-			         r->element[1 + 3 * (items - 1)]->integer);
-			av[1] = sha[2];
-			for (size_t h = 0; h < items; h += ACK_N, acks++) {
+			snprintf(after, sizeof(after), "(%s", r->element[2 * items - 1]->str);
+			n = 0;
+			av[n] = "HMGET", al[n++] = 5;
+			av[n] = keys[2], al[n++] = strlen(keys[2]);
+			for (size_t i = 0; i < items; i++)
+				av[n] = r->element[2 * i]->str, al[n++] = 16;
+			redisAppendCommandArgv(c, n, av, al);
+			if (!(h = reply_of(c)))
+				return 1;
+			freeReplyObject(h);
+			av[0] = "EVALSHA", al[0] = 7;
+			av[1] = sha[2], al[1] = 40;
+			av[2] = "5", al[2] = 1;
+			for (int k = 0; k < 5; k++)
+				av[3 + k] = keys[k], al[3 + k] = strlen(keys[k]);
+			for (size_t h0 = 0; h0 < items; h0 += ACK_N, acks++) {
 				int m = 8;
 
-				for (size_t i = h; i < items && i < h + ACK_N; i++)
-					av[m] = r->element[2 + 3 * i]->str, al[m++] = 16;
+				for (size_t i = h0; i < items && i < h0 + ACK_N; i++)
+					av[m] = r->element[2 * i]->str, al[m++] = 16;
 				redisAppendCommandArgv(c, m, av, al);
 			}
 			for (; acks > 0; acks--) {

@@ -407,6 +407,8 @@ static void on_fetched(int st, const sp_store_item_t *items, size_t n, void *arg
 		sp_node_t *node;
 
 		c->qseq = items[i].seq;
+		if (!items[i].record)
+			continue; /* expired or gone meanwhile; the store removes it */
 		if (sp_store_record_parse(items[i].record, items[i].record_len, &rec) < 0) {
 			/* Not ours to deliver: remove it so it cannot block the queue. */
 			sp_store_ack(w->store, c->token, (const uint8_t(*)[16])items[i].id, 1, NULL,

@@ -27,7 +27,7 @@
  * microseconds, and then counts up by one. (Design fix: a counter starting at 1 restarts at 1
  * once the keys expired, and a fetch cursor from before that would skip the new messages.
  * Starting from the clock keeps seq increasing across a restart as long as fewer than one
- * message per microsecond was stored, which Redis cannot do on one key.) FETCH also reads
+ * message per microsecond was stored, which Redis cannot do on one key.) A fetch also reads
  * from the start when the cursor is above the counter (a clock step back). seq < 2^53 until
  * the year 2255, so the double scores are exact.
  *
@@ -46,14 +46,21 @@
  *     where the batch saves: most of a script's cost is per command, not per element.
  *     (Design fix: the older collapsed message is removed only once the new one is known to
  *     fit. Removing it first, as first designed, loses both when the new one is refused.)
- *   FETCH(after_seq, count, now_ms) -> {purged, seq1, id1, record1, seq2, ...}: purges up to
- *     100 expired messages, then up to count messages with seq > after_seq in seq order
- *     (ZRANGEBYSCORE, then one HMGET), skipping any whose record says it expired but that was
- *     not purged yet (so an empty answer means there is nothing left, even when more than 100
- *     expired at once).
+ *   PURGE(now_ms) -> purged: removes up to 100 expired messages (earliest expiry first).
  *   ACK(id...) -> removed: drops the queued ids, their collapse entries where they still name
  *     them, and their bytes, with one command per key.
  *   DEPTH() -> {count, bytes}.
+ *
+ * Fetches are not a script. A script that returns the records costs Redis about 1.1 us more
+ * per message than plain commands (each record goes into Lua and out again), and a drain is
+ * mostly reading records. A fetch sends PURGE and `ZRANGEBYSCORE q (after +inf WITHSCORES
+ * LIMIT 0 count` together (the range sees the purged queue), then `HMGET m` of the ids it got.
+ * A record that went away in between (acked, replaced, purged), or that says it expired, is
+ * handed over as an item without a record, so the page stays full and the caller reads on
+ * (n < count still means the end); the expired ones are removed at once with ACK. An empty
+ * range after a cursor above 0 is followed by `HGET s seq`: if the counter is below the cursor,
+ * the range is read again from the start. Nothing in a fetch writes except PURGE and that ACK,
+ * so it needs no atomicity beyond each command's.
  *
  * Batches. sp_store_enqueue() does not send at once: messages wait per token and go at the end
  * of the loop turn, all of one token in one ENQUEUE (up to max_batch; a full batch goes at
@@ -281,39 +288,9 @@ static const char lua_enqueue[] = LUA_PRELUDE
         "end\n"
         "return out\n";
 
-/* ARGV: after_seq, count, now_ms. A record's expiry is read from the record itself (bytes 2 to
- * 9, big-endian); a record that is not version 1 or too short is handed out for the caller to
- * discard. */
-static const char lua_fetch[] = LUA_PRELUDE
-        "local count, now = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-        "local purged = purge(ARGV[3])\n"
-        "local from = '(' .. ARGV[1]\n"
-        "local cur = tonumber(redis.call('HGET', s, 'seq') or '0')\n"
-        "if cur < tonumber(ARGV[1]) then from = '-inf' end\n"
-        "local out, n = {purged}, 0\n"
-        "while n < count do\n"
-        "  local want = count - n\n"
-        "  local r = redis.call('ZRANGEBYSCORE', q, from, '+inf', 'WITHSCORES', 'LIMIT', 0, want)\n"
-        "  if #r == 0 then break end\n"
-        "  local ids = {}\n"
-        "  for i = 1, #r, 2 do ids[#ids + 1] = r[i] end\n"
-        "  local recs = redis.call('HMGET', m, unpack(ids))\n"
-        "  for j, id in ipairs(ids) do\n"
-        "    local rec = recs[j]\n"
-        "    if rec then\n"
-        "      local v, b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(rec, 1, 9)\n"
-        "      local ours = #rec >= 11 and v == 1\n"
-        "      if not ours or ((((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 +\n"
-        "          b6) * 256 + b7) * 256 + b8 > now then\n"
-        "        out[#out + 1] = tonumber(r[2 * j]); out[#out + 1] = id; out[#out + 1] = rec\n"
-        "        n = n + 1\n"
-        "      end\n"
-        "    end\n"
-        "  end\n"
-        "  from = '(' .. r[#r]\n"
-        "  if #r < 2 * want then break end\n"
-        "end\n"
-        "return out\n";
+/* ARGV: now_ms. Removes up to 100 expired messages; answers how many. (A fetch sends it just
+ * before its plain commands: see sp_store_fetch.) */
+static const char lua_purge[] = LUA_PRELUDE "return purge(ARGV[1])\n";
 
 /* ARGV: the ids. */
 static const char lua_ack[] = LUA_PRELUDE "return drop(ARGV, true)\n";
@@ -322,10 +299,22 @@ static const char lua_depth[] =
         LUA_PRELUDE "return {redis.call('ZCARD', q), tonumber(redis.call('HGET', s, 'bytes') or "
                     "'0')}\n";
 
-enum { KIND_ENQUEUE, KIND_FETCH, KIND_ACK, KIND_DEPTH, KIND_COUNT };
+/* Requests: the scripts (EVALSHA), then the plain commands a fetch is made of. */
+enum {
+	KIND_ENQUEUE,
+	KIND_PURGE,
+	KIND_ACK,
+	KIND_DEPTH,
+	KIND_COUNT,              /* the number of scripts */
+	KIND_RANGE = KIND_COUNT, /* fetch: ZRANGEBYSCORE q */
+	KIND_RECORDS,            /* fetch: HMGET m */
+	KIND_SEQ,                /* fetch: HGET s seq, after an empty range */
+	KIND_ALL
+};
 
-static const char *const script_src[KIND_COUNT] = {lua_enqueue, lua_fetch, lua_ack, lua_depth};
-static const char *const kind_name[KIND_COUNT] = {"enqueue", "fetch", "ack", "depth"};
+static const char *const script_src[KIND_COUNT] = {lua_enqueue, lua_purge, lua_ack, lua_depth};
+static const char *const kind_name[KIND_ALL] = {"enqueue", "purge",   "ack", "depth",
+                                                "range",   "records", "seq"};
 
 /* ---- types ------------------------------------------------------------------------------- */
 
@@ -363,6 +352,21 @@ struct tok {
 	size_t n, bytes;         /* waiting: messages, record bytes */
 };
 
+/* A fetch: a range of ids (plain ZRANGEBYSCORE), then their records (plain HMGET), with the
+ * purge script sent just before the range. Plain commands because a script that returns the
+ * records costs Redis about 1 us more per message (the records go through Lua twice). */
+struct fetch_job {
+	uint8_t token[32];
+	uint64_t after;
+	unsigned count;
+	bool from_start;    /* the range was asked again from the start (the seq went back) */
+	size_t n;           /* ids of the range */
+	uint64_t *seqs;     /* [n] */
+	uint8_t (*ids)[16]; /* [n] */
+	sp_store_fetch_cb cb;
+	void *arg;
+};
+
 /* One request, with its whole command vector in the same allocation:
  * argv = {EVALSHA|EVAL, sha|source, "5", key x 5, script arguments...}. An enqueue carries
  * its messages (subs), whose buffers the vector points into. */
@@ -383,6 +387,8 @@ struct req {
 	struct tok *tok;  /* enqueue: its token's state */
 	struct sub *subs; /* enqueue: its messages, in order */
 	size_t nsubs;
+	struct fetch_job *job; /* fetch steps: the fetch they serve */
+	bool expired_purge;    /* an ack that removes expired messages a fetch met */
 	int argc;
 	const char **argv;
 	size_t *argvlen;
@@ -583,6 +589,15 @@ static void enqueue_finish(sp_store_t *s, struct req *q, int status)
 		tok_sent_done(s, t);
 }
 
+static void job_free(struct fetch_job *job)
+{
+	if (job) {
+		free(job->seqs);
+		free(job->ids);
+		free(job);
+	}
+}
+
 /* Runs the user callback of q with a failure (or, for enqueue, any status) and frees q. */
 static void req_finish(sp_store_t *s, struct req *q, int status, uint64_t seq)
 {
@@ -597,8 +612,11 @@ static void req_finish(sp_store_t *s, struct req *q, int status, uint64_t seq)
 		CNT_ADD(s, errors, 1);
 	s->in_cb++;
 	switch (q->kind) {
-	case KIND_FETCH:
-		q->cb.fetch(status, NULL, 0, q->arg);
+	case KIND_RANGE:
+	case KIND_RECORDS:
+	case KIND_SEQ:
+		q->job->cb(status, NULL, 0, q->job->arg);
+		job_free(q->job);
 		break;
 	case KIND_ACK:
 		if (q->cb.ack)
@@ -785,10 +803,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static void on_reply(redisAsyncContext *ac, void *r, void *priv);
 
-/* Sends q (EVALSHA, or EVAL after NOSCRIPT) and puts it on the inflight list. */
+/* Sends q (EVALSHA, or EVAL after NOSCRIPT, or a plain command) and puts it on the inflight
+ * list. */
 static int req_send(sp_store_t *s, struct req *q)
 {
-	if (q->eval) {
+	if (q->kind >= KIND_COUNT) {
+		/* a plain command: argv is complete */
+	} else if (q->eval) {
 		q->argv[0] = "EVAL";
 		q->argv[1] = script_src[q->kind];
 		q->argvlen[1] = strlen(script_src[q->kind]);
@@ -797,7 +818,8 @@ static int req_send(sp_store_t *s, struct req *q)
 		q->argv[1] = s->sha[q->kind];
 		q->argvlen[1] = 40;
 	}
-	q->argvlen[0] = strlen(q->argv[0]);
+	if (q->kind < KIND_COUNT)
+		q->argvlen[0] = strlen(q->argv[0]);
 	if (redisAsyncCommandArgv(s->ac, on_reply, q, q->argc, q->argv, q->argvlen) != REDIS_OK)
 		return -1;
 	q->deadline = sp_time_mono_ms() + s->lim.timeout_ms;
@@ -889,41 +911,111 @@ static void got_enqueue(sp_store_t *s, redisAsyncContext *ac, struct req *q, red
 	enqueue_finish(s, q, -1);
 }
 
-static void got_fetch(sp_store_t *s, struct req *q, redisReply *reply)
+static struct req *fetch_req(sp_store_t *s, struct fetch_job *job, int kind);
+static void fetch_done(sp_store_t *s, struct fetch_job *job, redisReply *recs);
+static int req_submit(sp_store_t *s, struct req *q);
+
+/* The next step of a fetch, from a reply callback; out of memory answers the fetch ERROR. */
+static void fetch_step(sp_store_t *s, struct fetch_job *job, int kind)
 {
-	sp_store_item_t *items = NULL;
+	struct req *q = fetch_req(s, job, kind);
+
+	if (q) {
+		req_submit(s, q);
+		return;
+	}
+	CNT_ADD(s, errors, 1);
+	s->in_cb++;
+	job->cb(SP_STORE_ERROR, NULL, 0, job->arg);
+	s->in_cb--;
+	job_free(job);
+}
+
+/* The range answered: ids and seqs, or nothing (then check whether the seq went back). */
+static void got_range(sp_store_t *s, struct req *q, redisReply *reply)
+{
+	struct fetch_job *job = q->job;
 	size_t n;
 
-	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
-	    (reply->elements - 1) % 3 != 0 || !reply_int(reply->element[0], 0, LLONG_MAX))
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2 != 0 ||
+	    reply->elements / 2 > job->count)
 		goto bad;
-	n = (reply->elements - 1) / 3;
-	if (n > 0) {
-		items = calloc(n, sizeof(*items));
-		if (!items)
-			goto bad;
-	}
+	n = reply->elements / 2;
 	for (size_t i = 0; i < n; i++) {
-		redisReply **e = reply->element + 1 + 3 * i;
+		redisReply *id = reply->element[2 * i], *sc = reply->element[2 * i + 1];
+		char *end;
+		unsigned long long v;
 
-		if (!reply_int(e[0], 0, LLONG_MAX) || e[1]->type != REDIS_REPLY_STRING ||
-		    e[1]->len != 16 || e[2]->type != REDIS_REPLY_STRING)
+		if (id->type != REDIS_REPLY_STRING || id->len != 16 ||
+		    sc->type != REDIS_REPLY_STRING || sc->len == 0)
 			goto bad;
-		items[i].seq = (uint64_t)e[0]->integer;
-		items[i].id = (const uint8_t *)e[1]->str;
-		items[i].record = (const uint8_t *)e[2]->str;
-		items[i].record_len = (size_t)e[2]->len;
+		errno = 0;
+		v = strtoull(sc->str, &end, 10);
+		if (errno || *end != '\0')
+			goto bad;
+		if (i == 0) {
+			job->seqs = malloc(n * sizeof(*job->seqs));
+			job->ids = malloc(n * sizeof(*job->ids));
+			if (!job->seqs || !job->ids)
+				goto bad;
+		}
+		job->seqs[i] = (uint64_t)v;
+		memcpy(job->ids[i], id->str, 16);
 	}
-	CNT_ADD(s, expired_purged, reply->element[0]->integer);
-	CNT_ADD(s, fetched, n);
-	s->in_cb++;
-	q->cb.fetch(SP_STORE_OK, items, n, q->arg);
-	s->in_cb--;
-	free(items);
+	job->n = n;
 	free(q);
+	if (n > 0)
+		fetch_step(s, job, KIND_RECORDS);
+	else if (job->after > 0 && !job->from_start)
+		fetch_step(s, job, KIND_SEQ);
+	else
+		fetch_done(s, job, NULL);
 	return;
 bad:
-	free(items);
+	req_finish(s, q, SP_STORE_ERROR, 0);
+}
+
+/* After an empty range: a cursor above the queue's counter means the seq went back (the keys
+ * were made again after a clock step back); read from the start then. */
+static void got_seq(sp_store_t *s, struct req *q, redisReply *reply)
+{
+	struct fetch_job *job = q->job;
+	unsigned long long cur = 0;
+
+	if (reply->type == REDIS_REPLY_STRING)
+		cur = strtoull(reply->str, NULL, 10);
+	else if (reply->type != REDIS_REPLY_NIL)
+		goto bad;
+	free(q);
+	if (cur < job->after) {
+		job->from_start = true;
+		job->after = 0;
+		fetch_step(s, job, KIND_RANGE);
+	} else {
+		fetch_done(s, job, NULL);
+	}
+	return;
+bad:
+	req_finish(s, q, SP_STORE_ERROR, 0);
+}
+
+/* The records answered: hand the page over. A record that is gone (acked, replaced) or that
+ * says it expired is handed over without a record (record NULL: skip it) so that the caller
+ * still sees a full page and asks for the next; the expired ones are removed right away. */
+static void got_records(sp_store_t *s, struct req *q, redisReply *reply)
+{
+	struct fetch_job *job = q->job;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != job->n)
+		goto bad;
+	for (size_t i = 0; i < job->n; i++)
+		if (reply->element[i]->type != REDIS_REPLY_STRING &&
+		    reply->element[i]->type != REDIS_REPLY_NIL)
+			goto bad;
+	free(q);
+	fetch_done(s, job, reply);
+	return;
+bad:
 	req_finish(s, q, SP_STORE_ERROR, 0);
 }
 
@@ -933,7 +1025,10 @@ static void got_ack(sp_store_t *s, struct req *q, redisReply *reply)
 		req_finish(s, q, SP_STORE_ERROR, 0);
 		return;
 	}
-	CNT_ADD(s, acked, reply->integer);
+	if (q->expired_purge)
+		CNT_ADD(s, expired_purged, reply->integer);
+	else
+		CNT_ADD(s, acked, reply->integer);
 	if (q->cb.ack) {
 		s->in_cb++;
 		q->cb.ack(SP_STORE_OK, (size_t)reply->integer, q->arg);
@@ -973,7 +1068,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
-		if (!q->waiting && !q->eval && reply->len >= 8 &&
+		if (q->kind < KIND_COUNT && !q->waiting && !q->eval && reply->len >= 8 &&
 		    strncmp(reply->str, "NOSCRIPT", 8) == 0 && s->ac == ac) {
 			q->eval = true;
 			if (req_send(s, q) < 0)
@@ -997,14 +1092,25 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 	case KIND_ENQUEUE:
 		got_enqueue(s, ac, q, reply);
 		break;
-	case KIND_FETCH:
-		got_fetch(s, q, reply);
+	case KIND_PURGE:
+		if (reply_int(reply, 0, LLONG_MAX))
+			CNT_ADD(s, expired_purged, reply->integer);
+		free(q);
 		break;
 	case KIND_ACK:
 		got_ack(s, q, reply);
 		break;
-	default:
+	case KIND_DEPTH:
 		got_depth(s, q, reply);
+		break;
+	case KIND_RANGE:
+		got_range(s, q, reply);
+		break;
+	case KIND_RECORDS:
+		got_records(s, q, reply);
+		break;
+	default:
+		got_seq(s, q, reply);
 		break;
 	}
 }
@@ -1196,6 +1302,154 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* A plain command of argc arguments with room for `data` bytes of them (copied by req_arg). */
+static struct req *req_new_plain(sp_store_t *s, int kind, size_t argc, size_t data,
+                                 struct req_builder *b)
+{
+	struct req *q =
+	        calloc(1, sizeof(struct req) + argc * (sizeof(char *) + sizeof(size_t)) + data);
+
+	if (!q)
+		return NULL;
+	q->s = s;
+	q->kind = kind;
+	q->argv = (const char **)(q + 1);
+	q->argvlen = (size_t *)(q->argv + argc);
+	b->q = q;
+	b->data = (char *)(q->argvlen + argc);
+	return q;
+}
+
+static void req_arg_key(struct req_builder *b, const uint8_t token[32], char suffix)
+{
+	char key[KEY_LEN];
+
+	memcpy(key, "sp:{", 4);
+	hex_token(key + 4, token);
+	memcpy(key + 68, "}:", 2);
+	key[70] = suffix;
+	req_arg(b, key, KEY_LEN);
+}
+
+/* The request for one step of a fetch (see struct fetch_job), or NULL (out of memory). */
+static struct req *fetch_req(sp_store_t *s, struct fetch_job *job, int kind)
+{
+	struct req_builder b;
+	struct req *q = NULL;
+
+	switch (kind) {
+	case KIND_RANGE: {
+		char min[24];
+		int n = job->from_start ? snprintf(min, sizeof(min), "-inf")
+		                        : snprintf(min, sizeof(min), "(%llu",
+		                                   (unsigned long long)job->after);
+
+		q = req_new_plain(s, kind, 8, KEY_LEN + 64, &b);
+		if (!q)
+			return NULL;
+		req_arg(&b, "ZRANGEBYSCORE", 13);
+		req_arg_key(&b, job->token, 'q');
+		req_arg(&b, min, (size_t)n);
+		req_arg(&b, "+inf", 4);
+		req_arg(&b, "WITHSCORES", 10);
+		req_arg(&b, "LIMIT", 5);
+		req_arg(&b, "0", 1);
+		req_arg_u64(&b, job->count);
+		break;
+	}
+	case KIND_RECORDS:
+		q = req_new_plain(s, kind, 2 + job->n, KEY_LEN + 5, &b);
+		if (!q)
+			return NULL;
+		req_arg(&b, "HMGET", 5);
+		req_arg_key(&b, job->token, 'm');
+		for (size_t i = 0; i < job->n; i++)
+			req_arg_ref(&b, job->ids[i], 16);
+		break;
+	case KIND_SEQ:
+		q = req_new_plain(s, kind, 3, KEY_LEN + 7, &b);
+		if (!q)
+			return NULL;
+		req_arg(&b, "HGET", 4);
+		req_arg_key(&b, job->token, 's');
+		req_arg(&b, "seq", 3);
+		break;
+	default:
+		return NULL;
+	}
+	q->job = job;
+	return q;
+}
+
+/* Removes messages a fetch found expired (the ACK script; counted as expired_purged). */
+static void purge_ids(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16], size_t n)
+{
+	struct req_builder b;
+	struct req *q = req_new(s, KIND_ACK, token, n, 16 * n, &b);
+
+	if (!q)
+		return; /* the purge at the next fetch or enqueue gets them */
+	q->expired_purge = true;
+	for (size_t i = 0; i < n; i++)
+		req_arg(&b, ids[i], 16);
+	req_submit(s, q);
+}
+
+/* Answers a fetch with the page in recs (an HMGET answer for job->ids), or an empty page. */
+static void fetch_done(sp_store_t *s, struct fetch_job *job, redisReply *recs)
+{
+	size_t n = recs ? job->n : 0, n_exp = 0, got = 0;
+	sp_store_item_t *items = NULL;
+	uint8_t(*expired)[16] = NULL;
+	uint64_t now = sp_time_wall_ms();
+
+	if (n > 0) {
+		items = calloc(n, sizeof(*items));
+		expired = malloc(n * sizeof(*expired));
+		if (!items || !expired) {
+			free(items);
+			free(expired);
+			CNT_ADD(s, errors, 1);
+			s->in_cb++;
+			job->cb(SP_STORE_ERROR, NULL, 0, job->arg);
+			s->in_cb--;
+			job_free(job);
+			return;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		redisReply *r = recs->element[i];
+		const uint8_t *rec = (const uint8_t *)r->str;
+
+		items[i].seq = job->seqs[i];
+		items[i].id = job->ids[i];
+		if (r->type != REDIS_REPLY_STRING)
+			continue; /* gone since the range was read */
+		if (r->len >= SP_STORE_RECORD_HEADER && rec[0] == SP_STORE_RECORD_VERSION) {
+			uint64_t exp = 0;
+
+			for (int k = 1; k <= 8; k++)
+				exp = exp << 8 | rec[k];
+			if (exp <= now) {
+				memcpy(expired[n_exp++], job->ids[i], 16);
+				continue;
+			}
+		}
+		items[i].record = rec;
+		items[i].record_len = r->len;
+		got++;
+	}
+	CNT_ADD(s, fetched, got);
+	s->in_cb++;
+	job->cb(SP_STORE_OK, items, n, job->arg);
+	s->in_cb--;
+	if (n_exp > 0 && !s->closing)
+		purge_ids(s, job->token, (const uint8_t(*)[16])expired, n_exp);
+	free(items);
+	free(expired);
+	job_free(job);
+}
+
 /* ---- public API -------------------------------------------------------------------------- */
 
 int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16],
@@ -1272,22 +1526,35 @@ int sp_store_fetch(sp_store_t *s, const uint8_t token[32], uint64_t after_seq, u
                    sp_store_fetch_cb cb, void *arg)
 {
 	struct req_builder b;
-	struct req *q;
+	struct fetch_job *job;
+	struct req *purge, *range;
 
 	if (!s || !token || !cb || count < 1 || count > SP_STORE_MAX_FETCH ||
 	    after_seq > (UINT64_C(1) << 53))
 		return -EINVAL;
 	if (s->closing)
 		return -ESHUTDOWN;
-	q = req_new(s, KIND_FETCH, token, 3, 3 * 24, &b);
-	if (!q)
+	job = calloc(1, sizeof(*job));
+	if (!job)
 		return -ENOMEM;
-	q->cb.fetch = cb;
-	q->arg = arg;
-	req_arg_u64(&b, after_seq);
-	req_arg_u64(&b, count);
-	req_arg_u64(&b, sp_time_wall_ms());
-	return req_submit(s, q);
+	memcpy(job->token, token, 32);
+	job->after = after_seq;
+	job->count = count;
+	job->cb = cb;
+	job->arg = arg;
+	/* The purge first, then the range, pipelined: the range sees the purged queue. */
+	purge = req_new(s, KIND_PURGE, token, 1, 24, &b);
+	if (purge)
+		req_arg_u64(&b, sp_time_wall_ms());
+	range = fetch_req(s, job, KIND_RANGE);
+	if (!purge || !range) {
+		free(purge);
+		free(range);
+		free(job);
+		return -ENOMEM;
+	}
+	req_submit(s, purge);
+	return req_submit(s, range);
 }
 
 int sp_store_ack(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16], size_t n,

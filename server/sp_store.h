@@ -68,7 +68,8 @@ typedef struct sp_store_counters {
 	uint64_t enqueue_calls;  /* enqueue requests sent (each carries a batch of messages) */
 } sp_store_counters_t;
 
-/* A fetched message. id and record point into the Redis reply: valid during the callback only. */
+/* A fetched message. id and record point into the store's and Redis's buffers: valid during the
+ * callback only. record is NULL for a message that expired or went away (skip it). */
 typedef struct sp_store_item {
 	uint64_t seq;
 	const uint8_t *id; /* 16 bytes */
@@ -124,11 +125,12 @@ int sp_store_enqueue(sp_store_t *s, const uint8_t token[32], const uint8_t id[16
                      void *arg);
 
 /*
- * Up to `count` (1..SP_STORE_MAX_FETCH) unexpired messages of `token` with seq > after_seq, in
- * seq order (pass 0 first, then the last seq received). n == 0 means there is nothing after
- * after_seq. Records are as stored: parse them with sp_store_record_parse and drop any that
- * fail (and any that expired since: the store filters at read time only). Returns as
- * sp_store_enqueue.
+ * Up to `count` (1..SP_STORE_MAX_FETCH) messages of `token` with seq > after_seq, in seq order
+ * (pass 0 first, then the seq of the last item received). n < count means there is nothing
+ * after the last item. An item whose record is NULL expired or went away while it was read:
+ * skip it (the store removes the expired ones itself); it still counts in n. Records are as
+ * stored: parse them with sp_store_record_parse and drop any that fail (and any that expired
+ * since). Returns as sp_store_enqueue.
  */
 #define SP_STORE_MAX_FETCH 1000
 int sp_store_fetch(sp_store_t *s, const uint8_t token[32], uint64_t after_seq, unsigned count,
