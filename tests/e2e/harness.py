@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import spwire as w
 
@@ -859,3 +860,82 @@ class Harness:
             shutil.rmtree(self.root, ignore_errors=True)
             if self.root in _temp_dirs:
                 _temp_dirs.remove(self.root)
+
+
+# --- the TAP runner both test files use ---
+
+class TestTimeout(Exception):
+    """A test ran past its time limit (SIGALRM)."""
+
+
+def run_tap(h, tests, make_t, verbose=False, keep=False):
+    """Runs tests (name, fn, timeout seconds) against harness h in order and prints TAP: one
+    "ok"/"not ok" line each with the reason, the test's notes and, on failure, the end of each
+    daemon's log. make_t(h) makes what a test gets (it needs .notes and .cleanups). Returns the
+    exit status (0 if all passed)."""
+
+    def on_alarm(signum, frame):
+        raise TestTimeout()
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    failed = n = 0
+    t_start = time.monotonic()
+    try:
+        try:
+            h.setup()
+        except Exception as e:
+            print("Bail out! setup failed: %s" % e)
+            return 1
+        if keep:
+            print("# temp dir: %s" % h.root)
+        for name, fn, timeout in tests:
+            n += 1
+            t = make_t(h)
+            err = None
+            t0 = time.monotonic()
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                fn(t)
+            except TestFailure as e:
+                err = str(e)
+            except TestTimeout:
+                err = "timed out after %ds" % timeout
+            except w.ServerProtocolError as e:
+                err = "protocol violation by the server: %s" % e
+            except Exception:
+                err = "exception:\n" + traceback.format_exc()
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            for fn_cleanup in t.cleanups:
+                try:
+                    fn_cleanup()
+                except Exception as e:
+                    t.notes.append("cleanup: %r" % e)
+            problems = h.end_test()
+            if problems and err is None:
+                err = "; ".join(problems)
+            took = time.monotonic() - t0
+            if err is None:
+                print("ok %d - %s" % (n, name))
+                if verbose:
+                    for s in t.notes + ["%.2fs" % took]:
+                        print("#   " + s)
+            else:
+                failed += 1
+                print("not ok %d - %s" % (n, name))
+                for s in err.splitlines() + t.notes + ["(%.2fs)" % took]:
+                    print("#   " + s)
+                for d in h.daemons:
+                    lines = d.log().splitlines()
+                    print("#   --- sealpushd log (%s), last %d of %d lines ---" % (
+                        d.cfg_path, min(40, len(lines)), len(lines)))
+                    for ln in lines[-40:]:
+                        print("#   | " + ln)
+            h.forget_daemons()
+            sys.stdout.flush()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        h.teardown()
+    print("1..%d" % n)
+    print("# %d of %d tests passed in %.1fs" % (n - failed, n, time.monotonic() - t_start))
+    return 1 if failed else 0

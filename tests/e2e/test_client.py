@@ -24,14 +24,13 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 import spwire as w  # noqa: E402
-from harness import (Client, Harness, TestFailure, fail, spawn, stop_process,  # noqa: E402
-                     LOOPBACK)
+from harness import (Client, Harness, TestFailure, fail, run_tap, spawn,  # noqa: E402
+                     stop_process, LOOPBACK)
 
 TESTS = []
 CLI = None
@@ -47,10 +46,6 @@ def test(name, timeout=30):
         TESTS.append((name, fn, timeout))
         return fn
     return deco
-
-
-class TestTimeout(Exception):
-    pass
 
 
 class Result:
@@ -1214,69 +1209,7 @@ def main():
     CLI, PROBE = os.path.abspath(args.sealpush), os.path.abspath(args.probe)
     h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
 
-    def on_alarm(signum, frame):
-        raise TestTimeout()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    failed = n = 0
-    t_start = time.monotonic()
-    try:
-        try:
-            h.setup()
-        except Exception as e:
-            print("Bail out! setup failed: %s" % e)
-            return 1
-        if args.keep:
-            print("# temp dir: %s" % h.root)
-        for name, fn, timeout in tests:
-            n += 1
-            t = T(h)
-            err = None
-            t0 = time.monotonic()
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            try:
-                fn(t)
-            except TestFailure as e:
-                err = str(e)
-            except TestTimeout:
-                err = "timed out after %ds" % timeout
-            except Exception:
-                err = "exception:\n" + traceback.format_exc()
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            for fn_cleanup in t.cleanups:
-                try:
-                    fn_cleanup()
-                except Exception as e:
-                    t.note("cleanup: %r" % e)
-            problems = h.end_test()
-            if problems and err is None:
-                err = "; ".join(problems)
-            took = time.monotonic() - t0
-            if err is None:
-                print("ok %d - %s" % (n, name))
-                if args.verbose:
-                    for s in t.notes + ["%.2fs" % took]:
-                        print("#   " + s)
-            else:
-                failed += 1
-                print("not ok %d - %s" % (n, name))
-                for s in err.splitlines() + t.notes + ["(%.2fs)" % took]:
-                    print("#   " + s)
-                for d in h.daemons:
-                    lines = d.log().splitlines()
-                    print("#   --- sealpushd log (%s), last %d of %d lines ---" % (
-                        d.cfg_path, min(30, len(lines)), len(lines)))
-                    for ln in lines[-30:]:
-                        print("#   | " + ln)
-            h.forget_daemons()
-            sys.stdout.flush()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        h.teardown()
-    print("1..%d" % n)
-    print("# %d of %d tests passed in %.1fs" % (n - failed, n, time.monotonic() - t_start))
-    return 1 if failed else 0
+    return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,12 @@ import ssl
 import subprocess
 import sys
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import spwire as w  # noqa: E402
 from harness import (Client, Daemon, Device, Harness, HandshakeRefused, TestFailure,  # noqa: E402
-                     fail, try_refused, LOOPBACK)
+                     fail, run_tap, try_refused, LOOPBACK)
 
 # The relay under test has a Redis store, so an offline recipient's message is QUEUED (a
 # relay without one refuses it with DEVICE_OFFLINE: see the test "without a store").
@@ -46,10 +45,6 @@ def test(name, timeout=30):
         TESTS.append((name, fn, timeout))
         return fn
     return deco
-
-
-class TestTimeout(Exception):
-    pass
 
 
 class T:
@@ -1862,72 +1857,7 @@ def main():
     BENCH = args.sealpush_bench
     h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
 
-    def on_alarm(signum, frame):
-        raise TestTimeout()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    failed = 0
-    n = 0
-    t_start = time.monotonic()
-    try:
-        try:
-            h.setup()
-        except Exception as e:
-            print("Bail out! setup failed: %s" % e)
-            return 1
-        if args.keep:
-            print("# temp dir: %s" % h.root)
-        for name, fn, timeout in tests:
-            n += 1
-            t = T(h)
-            err = None
-            t0 = time.monotonic()
-            signal.setitimer(signal.ITIMER_REAL, timeout)
-            try:
-                fn(t)
-            except TestFailure as e:
-                err = str(e)
-            except TestTimeout:
-                err = "timed out after %ds" % timeout
-            except w.ServerProtocolError as e:
-                err = "protocol violation by the server: %s" % e
-            except Exception:
-                err = "exception:\n" + traceback.format_exc()
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            for fn_cleanup in t.cleanups:
-                try:
-                    fn_cleanup()
-                except Exception as e:
-                    t.note("cleanup: %r" % e)
-            problems = h.end_test()
-            if problems and err is None:
-                err = "; ".join(problems)
-            took = time.monotonic() - t0
-            if err is None:
-                print("ok %d - %s" % (n, name))
-                if args.verbose:
-                    for s in t.notes + ["%.2fs" % took]:
-                        print("#   " + s)
-            else:
-                failed += 1
-                print("not ok %d - %s" % (n, name))
-                for s in err.splitlines() + t.notes + ["(%.2fs)" % took]:
-                    print("#   " + s)
-                for d in h.daemons:
-                    lines = d.log().splitlines()
-                    print("#   --- sealpushd log (%s), last %d of %d lines ---" % (
-                        d.cfg_path, min(40, len(lines)), len(lines)))
-                    for ln in lines[-40:]:
-                        print("#   | " + ln)
-            h.forget_daemons()
-            sys.stdout.flush()
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        h.teardown()
-    print("1..%d" % n)
-    print("# %d of %d tests passed in %.1fs" % (n - failed, n, time.monotonic() - t_start))
-    return 1 if failed else 0
+    return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
 
 
 if __name__ == "__main__":
