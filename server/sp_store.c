@@ -599,9 +599,8 @@ static void job_free(struct fetch_job *job)
 }
 
 /* Runs the user callback of q with a failure (or, for enqueue, any status) and frees q. */
-static void req_finish(sp_store_t *s, struct req *q, int status, uint64_t seq)
+static void req_finish(sp_store_t *s, struct req *q, int status)
 {
-	(void)seq;
 	if (q->kind == KIND_ENQUEUE) {
 		enqueue_finish(s, q, status);
 		return;
@@ -653,7 +652,7 @@ static void on_defer(evutil_socket_t fd, short what, void *arg)
 		struct req *q = batch.head;
 
 		list_remove(&batch, q);
-		req_finish(s, q, q->status, 0);
+		req_finish(s, q, q->status);
 	}
 }
 
@@ -972,7 +971,7 @@ static void got_range(sp_store_t *s, struct req *q, redisReply *reply)
 		fetch_done(s, job, NULL);
 	return;
 bad:
-	req_finish(s, q, SP_STORE_ERROR, 0);
+	req_finish(s, q, SP_STORE_ERROR);
 }
 
 /* After an empty range: a cursor above the queue's counter means the seq went back (the keys
@@ -996,7 +995,7 @@ static void got_seq(sp_store_t *s, struct req *q, redisReply *reply)
 	}
 	return;
 bad:
-	req_finish(s, q, SP_STORE_ERROR, 0);
+	req_finish(s, q, SP_STORE_ERROR);
 }
 
 /* The records answered: hand the page over. A record that is gone (acked, replaced) or that
@@ -1016,13 +1015,13 @@ static void got_records(sp_store_t *s, struct req *q, redisReply *reply)
 	fetch_done(s, job, reply);
 	return;
 bad:
-	req_finish(s, q, SP_STORE_ERROR, 0);
+	req_finish(s, q, SP_STORE_ERROR);
 }
 
 static void got_ack(sp_store_t *s, struct req *q, redisReply *reply)
 {
 	if (!reply_int(reply, 0, LLONG_MAX)) {
-		req_finish(s, q, SP_STORE_ERROR, 0);
+		req_finish(s, q, SP_STORE_ERROR);
 		return;
 	}
 	if (q->expired_purge)
@@ -1042,7 +1041,7 @@ static void got_depth(sp_store_t *s, struct req *q, redisReply *reply)
 	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
 	    !reply_int(reply->element[0], 0, LLONG_MAX) ||
 	    !reply_int(reply->element[1], LLONG_MIN, LLONG_MAX)) {
-		req_finish(s, q, SP_STORE_ERROR, 0);
+		req_finish(s, q, SP_STORE_ERROR);
 		return;
 	}
 	s->in_cb++;
@@ -1064,7 +1063,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 		/* hiredis is freeing the context: lost, dropped by us, or sp_store_free(). */
 		if (s->ac == ac)
 			link_lost(s, ac->errstr[0] ? ac->errstr : "connection lost");
-		req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+		req_finish(s, q, SP_STORE_UNAVAILABLE);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
@@ -1072,11 +1071,11 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 		    strncmp(reply->str, "NOSCRIPT", 8) == 0 && s->ac == ac) {
 			q->eval = true;
 			if (req_send(s, q) < 0)
-				req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+				req_finish(s, q, SP_STORE_UNAVAILABLE);
 			return;
 		}
 		if (transient_error(reply)) {
-			req_finish(s, q, SP_STORE_UNAVAILABLE, 0);
+			req_finish(s, q, SP_STORE_UNAVAILABLE);
 		} else {
 			char quoted[SP_LOG_QUOTE_SIZE(200)];
 
@@ -1084,7 +1083,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 			             reply->len > 200 ? 200 : reply->len);
 			SP_LOG(SP_LOG_WARN, "store_error", "op=%s reply=%s", kind_name[q->kind],
 			       quoted);
-			req_finish(s, q, SP_STORE_ERROR, 0);
+			req_finish(s, q, SP_STORE_ERROR);
 		}
 		return;
 	}
@@ -1689,7 +1688,7 @@ void sp_store_free(sp_store_t *s)
 		struct req *q = s->deferred.head;
 
 		list_remove(&s->deferred, q);
-		req_finish(s, q, q->status, 0);
+		req_finish(s, q, q->status);
 	}
 	while (s->all_toks)
 		tok_forget(s, s->all_toks);
