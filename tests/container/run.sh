@@ -20,8 +20,8 @@
 # Needs root, buildah, debootstrap, redis-server and python3; skips with a message otherwise.
 # The debootstrapped tree and the image store stay in CACHE (default build/container-cache;
 # `rm -rf build/container-cache` starts over; about 420 MB). On our 2-core machine a cold run
-# (tests/run --container, nothing cached) took 1 min 29 s: debootstrap 41 s, image build 30 s,
-# the checks and the exchange the rest; a warm run 30 to 45 s. The image build runs apt-get in
+# (tests/run --container, nothing cached) took 1 min 17 to 1 min 29 s (debootstrap 27 to 41 s,
+# image build 30 to 36 s, the checks and the sealed exchange the rest); a warm run 50 to 60 s. The image build runs apt-get in
 # both stages every time, so it needs the Debian mirror even when warm.
 #
 # Environment: CACHE, DEBIAN_MIRROR (default http://deb.debian.org/debian), KEEP=1 keeps the
