@@ -598,6 +598,16 @@ static void job_free(struct fetch_job *job)
 	}
 }
 
+/* Answers a fetch with a failure and frees it. */
+static void job_fail(sp_store_t *s, struct fetch_job *job, int status)
+{
+	count_status(s, status);
+	s->in_cb++;
+	job->cb(status, NULL, 0, job->arg);
+	s->in_cb--;
+	job_free(job);
+}
+
 /* Runs the user callback of q with a failure (or, for enqueue, any status) and frees q. */
 static void req_finish(sp_store_t *s, struct req *q, int status)
 {
@@ -605,18 +615,14 @@ static void req_finish(sp_store_t *s, struct req *q, int status)
 		enqueue_finish(s, q, status);
 		return;
 	}
-	if (status == SP_STORE_UNAVAILABLE)
-		CNT_ADD(s, unavailable, 1);
-	else if (status == SP_STORE_ERROR)
-		CNT_ADD(s, errors, 1);
+	if (q->job) {
+		job_fail(s, q->job, status);
+		free(q);
+		return;
+	}
+	count_status(s, status);
 	s->in_cb++;
 	switch (q->kind) {
-	case KIND_RANGE:
-	case KIND_RECORDS:
-	case KIND_SEQ:
-		q->job->cb(status, NULL, 0, q->job->arg);
-		job_free(q->job);
-		break;
 	case KIND_ACK:
 		if (q->cb.ack)
 			q->cb.ack(status, 0, q->arg);
@@ -923,11 +929,7 @@ static void fetch_step(sp_store_t *s, struct fetch_job *job, int kind)
 		req_submit(s, q);
 		return;
 	}
-	CNT_ADD(s, errors, 1);
-	s->in_cb++;
-	job->cb(SP_STORE_ERROR, NULL, 0, job->arg);
-	s->in_cb--;
-	job_free(job);
+	job_fail(s, job, SP_STORE_ERROR);
 }
 
 /* The range answered: ids and seqs, or nothing (then check whether the seq went back). */
@@ -1408,11 +1410,7 @@ static void fetch_done(sp_store_t *s, struct fetch_job *job, redisReply *recs)
 		if (!items || !expired) {
 			free(items);
 			free(expired);
-			CNT_ADD(s, errors, 1);
-			s->in_cb++;
-			job->cb(SP_STORE_ERROR, NULL, 0, job->arg);
-			s->in_cb--;
-			job_free(job);
+			job_fail(s, job, SP_STORE_ERROR);
 			return;
 		}
 	}
