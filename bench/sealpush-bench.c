@@ -40,6 +40,7 @@
  * connection u16. Blobs: CLOCK_MONOTONIC nanoseconds (u64, host order) of the intended send
  * time, then zeros up to --blob bytes.
  */
+#include "sp_buf.h"
 #include "sb_hist.h"
 #include "sb_ident.h"
 #include "sp_frame.h"
@@ -322,7 +323,6 @@ static bool open_loop(void)
 /* ---- connection I/O ------------------------------------------------------------------------ */
 
 static void conn_io(evutil_socket_t fd, short what, void *arg);
-static int buf_reserve(uint8_t **buf, size_t *cap, size_t need);
 static void thread_pump(sb_thread_t *t);
 
 static void conn_report(sb_conn_t *c, const char *what)
@@ -414,7 +414,7 @@ static int conn_start(sb_conn_t *c)
 	c->starting = true;
 	t->starting++;
 	c->t_start = now_ns();
-	if (buf_reserve(&c->out, &c->out_cap, 16384) < 0) {
+	if (sp_buf_reserve(&c->out, &c->out_cap, 16384, 4096) < 0) {
 		conn_fail(c, "out of memory");
 		return -1;
 	}
@@ -449,23 +449,6 @@ static void conn_want_write(sb_conn_t *c)
 	}
 }
 
-static int buf_reserve(uint8_t **buf, size_t *cap, size_t need)
-{
-	size_t n = *cap ? *cap : 4096;
-	uint8_t *p;
-
-	if (need <= *cap)
-		return 0;
-	while (n < need)
-		n *= 2;
-	p = realloc(*buf, n);
-	if (p == NULL)
-		return -1;
-	*buf = p;
-	*cap = n;
-	return 0;
-}
-
 /* Appends the encoding of f to the output buffer. */
 static int conn_put(sb_conn_t *c, sp_frame_t *f)
 {
@@ -474,7 +457,7 @@ static int conn_put(sb_conn_t *c, sp_frame_t *f)
 
 	rc = sp_frame_encode(f, c->out + c->out_len, c->out_cap - c->out_len, &len);
 	if (rc == -SP_ERR_NOSPACE) {
-		if (buf_reserve(&c->out, &c->out_cap, c->out_len + len) < 0) {
+		if (sp_buf_reserve(&c->out, &c->out_cap, c->out_len + len, 4096) < 0) {
 			conn_fail(c, "out of memory");
 			return -1;
 		}
@@ -616,7 +599,7 @@ static int conn_hello(sb_conn_t *c)
 
 static int conn_ack_add(sb_conn_t *c, const uint8_t *id)
 {
-	if (buf_reserve(&c->acks, &c->acks_cap, (c->n_acks + 1) * SP_MSG_ID_LEN) < 0)
+	if (sp_buf_reserve(&c->acks, &c->acks_cap, (c->n_acks + 1) * SP_MSG_ID_LEN, 4096) < 0)
 		return -1;
 	memcpy(c->acks + c->n_acks * SP_MSG_ID_LEN, id, SP_MSG_ID_LEN);
 	c->n_acks++;
@@ -824,7 +807,7 @@ static int conn_read(sb_conn_t *c)
 	for (;;) {
 		int n, e;
 
-		if (buf_reserve(&c->in, &c->in_cap, c->in_len + SB_READ_CHUNK) < 0) {
+		if (sp_buf_reserve(&c->in, &c->in_cap, c->in_len + SB_READ_CHUNK, 4096) < 0) {
 			conn_fail(c, "out of memory");
 			return -1;
 		}

@@ -19,6 +19,7 @@
  * C_HELLO (HELLO sent) -> C_READY (WELCOME). conn_drop() ends any of them and decides what
  * comes next: stop() for good, or WAITING with a backoff timer, or at once.
  */
+#include "sp_buf.h"
 #include "sealpush.h"
 
 #include <arpa/inet.h>
@@ -209,23 +210,6 @@ static void quote_text(char *dst, size_t dstlen, const uint8_t *s, size_t n)
 		dst[o < dstlen ? o : dstlen - 1] = '\0';
 }
 
-static int reserve(uint8_t **buf, size_t *cap, size_t need)
-{
-	size_t n = *cap ? *cap : 1024;
-	uint8_t *p;
-
-	if (need <= *cap)
-		return 0;
-	while (n < need)
-		n *= 2;
-	p = realloc(*buf, n);
-	if (p == NULL)
-		return -ENOMEM;
-	*buf = p;
-	*cap = n;
-	return 0;
-}
-
 static void send_free(sp_send_t *s)
 {
 	if (s == NULL)
@@ -361,7 +345,7 @@ static int out_frame(sp_client_t *c, sp_frame_t *f)
 	r = sp_frame_encode(f, NULL, 0, &need);
 	if (r != -SP_ERR_NOSPACE)
 		return r < 0 ? r : -EINVAL;
-	if (reserve(&c->pt, &c->pt_cap, c->pt_len + need) < 0)
+	if (sp_buf_reserve(&c->pt, &c->pt_cap, c->pt_len + need, 1024) < 0)
 		return -ENOMEM;
 	r = sp_frame_encode(f, c->pt + c->pt_len, c->pt_cap - c->pt_len, &need);
 	if (r < 0)
@@ -380,7 +364,7 @@ static int drain_wbio(sp_client_t *c)
 	while ((pend = BIO_ctrl_pending(c->wbio)) > 0) {
 		int n;
 
-		if (reserve(&c->raw, &c->raw_cap, c->raw_len + pend) < 0)
+		if (sp_buf_reserve(&c->raw, &c->raw_cap, c->raw_len + pend, 1024) < 0)
 			return -ENOMEM;
 		n = BIO_read(c->wbio, c->raw + c->raw_len, (int)pend);
 		if (n <= 0)
@@ -835,7 +819,7 @@ static int ack_add(sp_client_t *c, const uint8_t *id)
 {
 	if (c->n_acks >= 65535 * 16)
 		return -ENOBUFS;
-	if (reserve(&c->acks, &c->acks_cap, (c->n_acks + 1) * SP_MSG_ID_LEN) < 0)
+	if (sp_buf_reserve(&c->acks, &c->acks_cap, (c->n_acks + 1) * SP_MSG_ID_LEN, 1024) < 0)
 		return -ENOMEM;
 	memcpy(c->acks + c->n_acks * SP_MSG_ID_LEN, id, SP_MSG_ID_LEN);
 	c->n_acks++;
