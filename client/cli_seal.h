@@ -2,12 +2,9 @@
  * cli_seal: the one seam between the sealpush CLI and end-to-end sealing.
  *
  * The CLI calls only these functions for anything that touches sealing keys, contact cards or
- * envelopes; one implementation file provides them. cli_seal.c in this tree is the build
- * without sealing: every function returns -ENOTSUP (the CLI says "sealing not available in
- * this build", exit 70), except cli_seal_open(), which reports every blob as not sealed
- * (-ENOMSG), so `sealpush listen` prints raw messages as "unsealed". The sealing
- * implementation (HPKE envelopes and contact cards, client/sp_seal.h, client/sp_card.h)
- * replaces that file.
+ * envelopes. cli_seal_sp.c implements them over the sealing library (HPKE envelopes and
+ * contact cards: client/sp_seal.h, client/sp_card.h), so the CLI itself never touches HPKE or
+ * card formats.
  *
  * Errors (negative errno values): -ENOTSUP no sealing in this build; -ENOENT / -EACCES a file;
  * -EEXIST init found a sealing key already; -EBADMSG verification failed (a card whose

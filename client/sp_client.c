@@ -50,6 +50,27 @@
 #include "sp_time.h"
 #include "sp_version.h"
 
+/* The public statuses are the wire's (sealpush.h re-declares them for applications, which do
+ * not see sp_frame.h): a new or renumbered status must change both. */
+#define SAME_STATUS(n) _Static_assert((int)SEALPUSH_ST_##n == (int)SP_ST_##n, "SEALPUSH_ST_" #n)
+SAME_STATUS(DELIVERED);
+SAME_STATUS(QUEUED);
+SAME_STATUS(BAD_DEVICE_TOKEN);
+SAME_STATUS(PAYLOAD_TOO_LARGE);
+SAME_STATUS(TOO_MANY_RECIPIENTS);
+SAME_STATUS(TOO_MANY_REQUESTS);
+SAME_STATUS(QUOTA_EXCEEDED);
+SAME_STATUS(EXPIRED);
+SAME_STATUS(DEVICE_OFFLINE);
+SAME_STATUS(FORBIDDEN);
+SAME_STATUS(TRY_LATER);
+SAME_STATUS(SHUTDOWN);
+SAME_STATUS(INTERNAL_ERROR);
+#undef SAME_STATUS
+_Static_assert((int)SEALPUSH_ST_TIMEOUT > (int)SP_ST_INTERNAL_ERROR &&
+                       (int)SEALPUSH_ST_NOT_SENT > (int)SP_ST_INTERNAL_ERROR,
+               "the library's own statuses stay clear of the wire's");
+
 #define DEF_KEEPALIVE      60
 #define DEF_CONNECT_MS     10000
 #define DEF_BACKOFF_MIN_MS 500

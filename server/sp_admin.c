@@ -1,23 +1,18 @@
 /*
- * sp_admin.c: the admin HTTP listener (evhttp) and the Redis health check, both on the main
- * thread's event base.
+ * sp_admin.c: the admin HTTP listener (evhttp), on the main thread's event base.
  *
  *   GET /healthz  200 while the process runs its loop.
- *   GET /readyz   200 when the listeners are up, the server is not draining, and Redis
- *                 answers PING and every worker's store is connected (if a Redis URL is
- *                 configured); 503 with the reason otherwise.
+ *   GET /readyz   200 when the listeners are up, the server is not draining, and (if a Redis
+ *                 URL is configured) every worker's store is up; 503 with the reason otherwise.
  *   GET /metrics  every counter and gauge in the Prometheus text format.
  *
- * The health check keeps one hiredis async connection, sends PING every second, and counts
- * Redis as down after a failed or unanswered PING; it reconnects with exponential backoff
- * (250 ms to 8 s).
+ * Whether Redis is there is the stores' answer (sp_store_up): each worker's store keeps its
+ * own connection, pings it when idle and counts it down after a failed or unanswered request.
+ * The admin has no Redis connection of its own, so readiness has one source of truth.
  */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,16 +26,7 @@ struct sp_admin {
 	sp_server_t *srv;
 	struct event_base *base;
 	struct evhttp *http;
-	struct event *ev_redis;
-	redisAsyncContext *ac;
 	bool redis_enabled;
-	bool ping_outstanding;
-	int missed; /* ticks the outstanding PING has waited */
-	char redis_host[256];
-	uint16_t redis_port;
-	char redis_path[256];
-	uint64_t backoff_ms;
-	uint64_t next_connect;
 };
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
@@ -93,10 +79,8 @@ static const char *not_ready(const sp_admin_t *a)
 		return "not ready: draining\n";
 	if (!atomic_load(&srv->listeners_up))
 		return "not ready: listeners are not up\n";
-	if (a->redis_enabled && !atomic_load(&srv->redis_up))
-		return "not ready: Redis is unreachable\n";
 	if (a->redis_enabled && !stores_up(srv))
-		return "not ready: the workers' Redis connections are not all up\n";
+		return "not ready: Redis is unreachable\n";
 	return NULL;
 }
 
@@ -137,8 +121,9 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 		        {"sealpush_up", "1 while the relay runs.", 1},
 		        {"sealpush_ready", "1 while /readyz answers 200.", ready},
 		        {"sealpush_redis_up",
-		         "1 while Redis answers PING (1 if no Redis is configured).",
-		         !a->redis_enabled || atomic_load(&srv->redis_up)},
+		         "1 while every worker's store reaches Redis (1 if no Redis is "
+		         "configured).",
+		         !a->redis_enabled || stores_up(srv)},
 		        {"sealpush_workers", "Worker threads.", srv->n_workers},
 		        {"sealpush_max_connections", "The max_connections limit.",
 		         (double)srv->cfg.max_connections},
@@ -181,104 +166,10 @@ static void on_other(struct evhttp_request *req, void *arg)
 	reply_text(req, 404, "Not Found", "try /healthz, /readyz or /metrics\n");
 }
 
-/* ---- Redis health ------------------------------------------------------------------------ */
-
-static void redis_down(sp_admin_t *a, const char *why)
-{
-	if (atomic_exchange(&a->srv->redis_up, false))
-		SP_LOG(SP_LOG_WARN, "redis_down", "msg=\"%s\"", why);
-	a->ping_outstanding = false;
-	a->next_connect = sp_now_ms() + a->backoff_ms;
-	a->backoff_ms = a->backoff_ms * 2 > 8000 ? 8000 : a->backoff_ms * 2;
-}
-
-static void on_redis_connect(const redisAsyncContext *ac, int status)
-{
-	sp_admin_t *a = ac->data;
-
-	if (!a)
-		return;
-	if (status != REDIS_OK) {
-		a->ac = NULL; /* hiredis frees the context after a failed connect */
-		redis_down(a, ac->errstr);
-	}
-}
-
-static void on_redis_disconnect(const redisAsyncContext *ac, int status)
-{
-	sp_admin_t *a = ac->data;
-
-	(void)status;
-	if (!a)
-		return; /* sp_admin_stop() is freeing the context */
-	a->ac = NULL;
-	redis_down(a, ac->errstr[0] ? ac->errstr : "disconnected");
-}
-
-static void on_pong(redisAsyncContext *ac, void *r, void *priv)
-{
-	sp_admin_t *a = priv;
-	redisReply *reply = r;
-
-	(void)ac;
-	if (!a)
-		return;
-	a->ping_outstanding = false;
-	a->missed = 0;
-	if (reply && (reply->type == REDIS_REPLY_STATUS || reply->type == REDIS_REPLY_STRING)) {
-		if (!atomic_exchange(&a->srv->redis_up, true))
-			SP_LOG(SP_LOG_INFO, "redis_up", "msg=\"Redis answers PING\"");
-		a->backoff_ms = 250;
-	} else {
-		redis_down(a, reply && reply->str ? reply->str : "PING failed");
-	}
-}
-
-static void redis_tick(evutil_socket_t fd, short what, void *arg)
-{
-	sp_admin_t *a = arg;
-
-	(void)fd;
-	(void)what;
-	if (!a->ac) {
-		if (sp_now_ms() < a->next_connect)
-			return;
-		a->ac = a->redis_path[0] ? redisAsyncConnectUnix(a->redis_path)
-		                         : redisAsyncConnect(a->redis_host, a->redis_port);
-		if (!a->ac || a->ac->err) {
-			if (a->ac)
-				redisAsyncFree(a->ac);
-			a->ac = NULL;
-			redis_down(a, "cannot connect");
-			return;
-		}
-		a->ac->data = a;
-		redisLibeventAttach(a->ac, a->base);
-		redisAsyncSetConnectCallback(a->ac, on_redis_connect);
-		redisAsyncSetDisconnectCallback(a->ac, on_redis_disconnect);
-	}
-	if (a->ping_outstanding) {
-		/* hiredis 0.14 has no command timeout: an unanswered PING counts as down, and
-		 * after three ticks the connection is dropped and made again. */
-		atomic_store(&a->srv->redis_up, false);
-		if (++a->missed >= 3) {
-			redisAsyncContext *ac = a->ac;
-
-			a->missed = 0;
-			redisAsyncFree(ac); /* calls on_pong (NULL) and on_redis_disconnect */
-			a->ac = NULL;
-		}
-		return;
-	}
-	if (redisAsyncCommand(a->ac, on_pong, a, "PING") == REDIS_OK)
-		a->ping_outstanding = true;
-}
-
 int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, char *err,
                    size_t errlen)
 {
 	sp_admin_t *a = calloc(1, sizeof(*a));
-	struct timeval second = {1, 0};
 
 	*out = NULL;
 	if (!a) {
@@ -287,24 +178,7 @@ int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, 
 	}
 	a->srv = srv;
 	a->base = base;
-	a->backoff_ms = 250;
-	if (srv->cfg.redis && srv->cfg.redis[0]) {
-		if (sp_parse_redis_url(srv->cfg.redis, a->redis_host, sizeof(a->redis_host),
-		                       &a->redis_port, a->redis_path, sizeof(a->redis_path)) < 0) {
-			snprintf(err, errlen,
-			         "key \"redis\": \"%s\" is not redis://HOST:PORT or unix:PATH (or "
-			         "\"\" "
-			         "for none)",
-			         srv->cfg.redis);
-			goto fail;
-		}
-		a->redis_enabled = true;
-		a->ev_redis = event_new(base, -1, EV_PERSIST, redis_tick, a);
-		if (!a->ev_redis)
-			goto nomem;
-		event_add(a->ev_redis, &second);
-		redis_tick(-1, 0, a);
-	}
+	a->redis_enabled = srv->cfg.redis && srv->cfg.redis[0];
 	if (srv->cfg.admin_listen && srv->cfg.admin_listen[0]) {
 		char host[256];
 		uint16_t port;
@@ -348,14 +222,5 @@ void sp_admin_stop(sp_admin_t *a)
 		return;
 	if (a->http)
 		evhttp_free(a->http);
-	if (a->ev_redis)
-		event_free(a->ev_redis);
-	if (a->ac) {
-		redisAsyncContext *ac = a->ac;
-
-		a->ac = NULL;
-		ac->data = NULL;
-		redisAsyncFree(ac);
-	}
 	free(a);
 }

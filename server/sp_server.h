@@ -143,7 +143,6 @@ struct sp_server {
 	atomic_int n_conns; /* open connections, all workers */
 	atomic_bool draining;
 	atomic_int workers_done; /* workers that left their loop */
-	atomic_bool redis_up;    /* the admin thread's Redis health check */
 	atomic_bool listeners_up;
 	atomic_bool stopping; /* teardown: store callbacks touch nothing */
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
@@ -427,7 +426,8 @@ static inline sp_connref_t sp_conn_ref(const sp_conn_t *c)
 	return SP_CONNREF(c->w->id, c->slot, c->gen);
 }
 
-/* sp_admin.c: the admin HTTP listener and the Redis health check, on the main event base. */
+/* sp_admin.c: the admin HTTP listener (/healthz, /readyz from the stores, /metrics), on the main
+ * event base. */
 typedef struct sp_admin sp_admin_t;
 int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, char *err,
                    size_t errlen);

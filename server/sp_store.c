@@ -79,7 +79,10 @@
  * deferred event, never from inside the request call. A tick every timeout_ms/4 (at most
  * 100 ms) reconnects when the backoff (100 ms doubling to 5 s, each wait drawn from its upper
  * half) has passed, drops a connect that took longer than timeout_ms, and drops the
- * connection when any request is older than timeout_ms (hiredis 0.14 has no command timeout):
+ * connection when any request is older than timeout_ms (hiredis 0.14 has no command timeout);
+ * an idle connection sends PING once a second, so a Redis that hangs is noticed (and the store
+ * counted down) within timeout_ms even when no message comes: sp_store_up() is the one answer
+ * to "is Redis there" that /readyz and the metrics give.
  * redisAsyncFree() answers every pending request with a NULL reply, which becomes
  * UNAVAILABLE. A lost connection (EOF, error) does the same through hiredis. Requests are
  * never resent on a new connection: the caller retries (an enqueue with the same id is
@@ -139,6 +142,7 @@
 
 #define BACKOFF_MIN_MS  100
 #define BACKOFF_MAX_MS  5000
+#define PING_IDLE_MS    1000 /* an idle connection's liveness PING */
 #define TICK_MAX_MS     100
 #define NKEYS           5
 #define BATCH_MAX_BYTES (256u << 10) /* records per enqueue request, soft */
@@ -417,7 +421,9 @@ struct sp_store {
 	uint64_t backoff_ms;
 	uint64_t connects;
 	uint64_t rng;
-	int in_cb; /* nesting depth of user callbacks, for sp_store_free's check */
+	int in_cb;          /* nesting depth of user callbacks, for sp_store_free's check */
+	uint64_t ping_sent; /* an idle-check PING is out since then (mono ms), or 0 */
+	uint64_t ping_last; /* when the last one was sent */
 
 	struct req_list inflight; /* sent, in send order */
 	struct req_list deferred; /* answered, waiting for the deferred event */
@@ -677,6 +683,7 @@ static void link_lost(sp_store_t *s, const char *why)
 	s->ac = NULL;
 	s->up = false;
 	s->loaded = 0;
+	s->ping_sent = 0;
 	s->next_connect = sp_time_mono_ms() + half + rng_next(s) % (half + 1);
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
 }
@@ -778,6 +785,17 @@ static void store_connect(sp_store_t *s)
 	}
 }
 
+/* The idle check's answer. Any reply, even an error, shows that Redis answers; NULL means the
+ * connection went (link_lost has run or runs next). */
+static void on_ping(redisAsyncContext *ac, void *r, void *priv)
+{
+	sp_store_t *s = priv;
+
+	(void)r;
+	if (s->ac == ac)
+		s->ping_sent = 0;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	sp_store_t *s = arg;
@@ -798,10 +816,16 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	for (struct req *q = s->inflight.head; q; q = q->next)
 		if (now >= q->deadline)
 			late++;
+	if (s->ping_sent && now - s->ping_sent >= s->lim.timeout_ms)
+		late++;
 	if (late) {
 		CNT_ADD(s, timeouts, late);
 		link_drop(s, "request timed out");
+		return;
 	}
+	if (s->up && !s->ping_sent && !s->inflight.head && now - s->ping_last >= PING_IDLE_MS &&
+	    redisAsyncCommand(s->ac, on_ping, s, "PING") == REDIS_OK)
+		s->ping_sent = s->ping_last = now;
 }
 
 /* ---- sending ----------------------------------------------------------------------------- */

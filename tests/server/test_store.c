@@ -1304,6 +1304,19 @@ static void test_hung_redis(void)
 	SP_CHECK(status == SP_STORE_STORED || status == SP_STORE_DUPLICATE);
 	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
 	SP_CHECK_EQ_INT(count, 1);
+
+	/* Idle: no request goes out, yet a Redis that hangs is noticed by the idle PING (at most a
+	 * second after the last one, plus timeout_ms and a tick) and the store counts itself down:
+	 * /readyz has no other source. */
+	SP_CHECK(wait_up(s, 5000));
+	kill(redis_pid, SIGSTOP);
+	t0 = mono_ms();
+	run_until(&(int){0}, 1000 + 300 + 400);
+	took = mono_ms() - t0;
+	SP_CHECK(!sp_store_up(s));
+	printf("# idle hung redis: store down within %llu ms\n", (unsigned long long)took);
+	kill(redis_pid, SIGCONT);
+	SP_CHECK(wait_up(s, 10000));
 	sp_store_free(s);
 }
 
