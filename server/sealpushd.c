@@ -282,7 +282,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	sp_metric_inc(&srv->metrics, SP_M_RELOADS_OK);
-	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->crl ? "yes" : "no");
+	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->cfg.crl && srv->cfg.crl[0] ? "yes" : "no");
 	sp_workers_signal(srv, SP_WF_RELOAD);
 }
 
@@ -317,7 +317,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_cfg;
 	}
-	if (sp_tls_build(&srv.cfg, &srv.tls_ctx, &srv.crl, err, sizeof(err)) < 0) {
+	if (sp_tls_start(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_cfg;
 	}
@@ -381,8 +381,7 @@ out_registry:
 	sp_registry_destroy(&srv.registry);
 	pthread_mutex_destroy(&srv.tls_lock);
 out_tls:
-	SSL_CTX_free(srv.tls_ctx);
-	X509_CRL_free(srv.crl);
+	sp_tls_stop(&srv);
 out_cfg:
 	sp_config_free(options, N_OPTIONS, &srv.cfg);
 	return status;

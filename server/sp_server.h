@@ -361,15 +361,25 @@ int sp_tls_handoff(sp_conn_t *c);
 bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c);
 /* Classifies a failed handshake for metrics and logs. */
 enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err);
+/* Builds srv's first TLS context (and CRL) from srv->cfg, before the workers start. Returns 0,
+ * or -1 with err set; srv owns what was built until sp_tls_stop(). */
+int sp_tls_start(sp_server_t *srv, char *err, size_t errlen);
+/* Frees srv's TLS context and CRL (after the workers stopped; safe if never started). */
+void sp_tls_stop(sp_server_t *srv);
 /* Rebuilds the context (SIGHUP). Returns 0 or -1 (the old context stays). */
 int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen);
 
 /* sp_conn.c */
+/* Takes ownership of an accepted socket on w: refuses it (closed, counted) while draining or
+ * over max_connections, else makes a connection in SP_CS_HANDSHAKE; the tick enforces
+ * handshake_timeout. */
 void sp_conn_accept(sp_worker_t *w, int fd);
 /* Queues a frame for c (encoded into its output buffer) and marks c for flushing. */
 int sp_conn_send(sp_conn_t *c, sp_frame_t *f);
 /* Sends ERROR (fatal codes set CLOSING) or, with goaway, GOAWAY; then closes gracefully. */
 void sp_conn_close(sp_conn_t *c, enum sp_close_reason why, unsigned code, const char *reason);
+/* Queues GOAWAY (with a reconnect hint if retry_after_ms > 0) to a READY or DRAINING
+ * connection and moves it to DRAINING; no effect in any other state. */
 void sp_conn_goaway(sp_conn_t *c, unsigned code, uint32_t retry_after_ms);
 /* Queues an ERROR frame (counted): code, reason, and the type and msg_id of the frame it is
  * about (if any). With closing, the CLOSING flag; the caller then closes. */
@@ -377,16 +387,28 @@ void sp_conn_error(sp_conn_t *c, unsigned code, bool closing, const char *reason
                    const sp_frame_t *about);
 /* Ends the connection now: close_notify if possible, socket closed, freed after the callback. */
 void sp_conn_finish(sp_conn_t *c);
+/* Writes c's pending output to the socket now (through OpenSSL or the record layer) until it
+ * is empty or the socket would block (then waits for writable); never blocks. */
 void sp_conn_flush(sp_conn_t *c);
+/* Puts c on its worker's dirty list (once) so that the end of the loop turn flushes it. */
 void sp_conn_mark_dirty(sp_conn_t *c);
+/* Moves c to state s, keeping the per-state connection gauges and t_state. */
 void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s);
+/* Frees a finished connection (the reaper calls it; never from c's own callbacks): unlinks it,
+ * frees its slot (later references to it go stale) and everything it holds. NULL is a no-op. */
 void sp_conn_free(sp_conn_t *c);
+/* Bytes queued for c and not yet written: encoded output plus pending deliveries. */
 uint64_t sp_conn_output_bytes(const sp_conn_t *c);
 /* Frees the output buffer if it is empty (the tick calls it for idle connections). */
 void sp_conn_release_output(sp_conn_t *c);
 
 /* sp_session.c */
+/* One decoded frame from c, in c's worker: the state machine of PROTOCOL.md section 6 (HELLO
+ * before WELCOME, then SEND, ACK, PING, GOAWAY, ERROR). f's fields may point into the
+ * decoder's buffer: valid during the call only. */
 void sp_session_frame(sp_conn_t *c, sp_frame_t *f);
+/* The decoder refused c's input with err (a negative SP_ERR_*): an unknown frame type after
+ * WELCOME is skipped, anything else is answered with ERROR and counted, fatal ones close c. */
 void sp_session_decode_error(sp_conn_t *c, int err, const sp_frame_t *f);
 /* Routes one recipient node from worker w (a SEND, a reroute, or another worker's handoff). */
 void sp_route(sp_worker_t *w, sp_node_t *n);
@@ -408,17 +430,30 @@ void sp_session_worker_tick(sp_worker_t *w);
 void sp_session_teardown(sp_worker_t *w);
 
 /* sp_worker.c */
+/* Makes srv->n_workers workers (event base, inbox, listener, store) and starts their threads.
+ * Returns 0, or -1 with err set after undoing what it had started. */
 int sp_workers_start(sp_server_t *srv, char *err, size_t errlen);
+/* Any thread: sets SP_WF_* flags on every worker and wakes it; acted on in its own thread. */
 void sp_workers_signal(sp_server_t *srv, unsigned flags);
+/* Main thread, after SP_WF_STOP: joins the threads, frees the stores, the messages and the
+ * workers. A no-op when no workers were made. */
 void sp_workers_join(sp_server_t *srv);
+/* Any thread: makes w run its inbox soon (one eventfd write per wake-up, not per call). */
 void sp_worker_wake(sp_worker_t *w);
+/* Any thread: hands node n to w (w owns it from now on) and wakes w. */
 void sp_worker_push(sp_worker_t *w, sp_node_t *n);
+/* w's thread: the live connection ref names, or NULL if it is gone, finished, or on another
+ * worker (the generation makes a stale reference miss, never hit a newer connection). */
 sp_conn_t *sp_worker_conn(sp_worker_t *w, sp_connref_t ref);
+/* w's thread: gives c a slot and generation (c->slot, c->gen). Returns 0, -ENOMEM, or
+ * -ENOSPC past 2^24 slots. */
 int sp_worker_slot_alloc(sp_worker_t *w, sp_conn_t *c);
+/* w's thread: frees c's slot and bumps its generation, so references to c go stale. */
 void sp_worker_slot_free(sp_worker_t *w, sp_conn_t *c);
 /* Asks for the work left by callbacks (gathered results, flushes, reaping) to be done once at
  * the end of this loop turn; every callback that may leave such work calls it. */
 void sp_worker_after(sp_worker_t *w);
+/* Monotonic milliseconds (any thread); a callback uses w->now, refreshed once per callback. */
 uint64_t sp_now_ms(void);
 
 static inline sp_connref_t sp_conn_ref(const sp_conn_t *c)
@@ -429,8 +464,11 @@ static inline sp_connref_t sp_conn_ref(const sp_conn_t *c)
 /* sp_admin.c: the admin HTTP listener (/healthz, /readyz from the stores, /metrics), on the main
  * event base. */
 typedef struct sp_admin sp_admin_t;
+/* Binds admin_listen (if set) on base. Returns 0 with *out set (free with sp_admin_stop), or -1
+ * with err set. Reads the workers' stores and metrics from the main thread. */
 int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, char *err,
                    size_t errlen);
+/* Closes the listener and frees a; NULL is a no-op. */
 void sp_admin_stop(sp_admin_t *a);
 
 #endif

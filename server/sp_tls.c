@@ -440,6 +440,19 @@ enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err)
 	return SP_HS_OTHER;
 }
 
+int sp_tls_start(sp_server_t *srv, char *err, size_t errlen)
+{
+	return sp_tls_build(&srv->cfg, &srv->tls_ctx, &srv->crl, err, errlen);
+}
+
+void sp_tls_stop(sp_server_t *srv)
+{
+	SSL_CTX_free(srv->tls_ctx);
+	X509_CRL_free(srv->crl);
+	srv->tls_ctx = NULL;
+	srv->crl = NULL;
+}
+
 int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
 {
 	SSL_CTX *ctx, *old;
