@@ -664,15 +664,23 @@ int sp_conn_send(sp_conn_t *c, sp_frame_t *f)
 	c->out_len += (uint32_t)need;
 	sp_metric_inc(&w->metrics, SP_M_FRAMES_OUT + sp_metric_frame_index(f->type));
 	sp_conn_mark_dirty(c);
-	/* A peer that does not read cannot make us buffer without bound. */
-	if (f->type != SP_ERROR && f->type != SP_GOAWAY &&
-	    sp_conn_output_bytes(c) > (uint64_t)w->srv->cfg.output_buffer_max) {
-		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_OUTPUT_BUFFER);
-		sp_conn_close(c, SP_CLOSE_SLOW_CONSUMER, SP_ERR_SLOW_CONSUMER,
-		              "the output buffer cap was reached: the connection does not read");
-		return -ENOBUFS;
-	}
+	/* ERROR and GOAWAY are how a connection ends: never refused for the cap. */
+	if (f->type != SP_ERROR && f->type != SP_GOAWAY)
+		return sp_conn_check_output(c);
 	return 0;
+}
+
+int sp_conn_check_output(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+
+	/* A peer that does not read cannot make us buffer without bound. */
+	if (sp_conn_output_bytes(c) <= (uint64_t)w->srv->cfg.output_buffer_max)
+		return 0;
+	sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_OUTPUT_BUFFER);
+	sp_conn_close(c, SP_CLOSE_SLOW_CONSUMER, SP_ERR_SLOW_CONSUMER,
+	              "the output buffer cap was reached: the connection does not read");
+	return -ENOBUFS;
 }
 
 void sp_conn_flush(sp_conn_t *c)

@@ -397,6 +397,11 @@ void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s);
 /* Frees a finished connection (the reaper calls it; never from c's own callbacks): unlinks it,
  * frees its slot (later references to it go stale) and everything it holds. NULL is a no-op. */
 void sp_conn_free(sp_conn_t *c);
+/* The one place output_buffer_max is enforced: if c's queued bytes (sp_conn_output_bytes) are
+ * over it, counts the limit hit and closes c as a slow consumer (-ENOBUFS), else returns 0.
+ * sp_conn_send() calls it for every frame but ERROR and GOAWAY; the router after queueing a
+ * delivery that was not encoded yet. */
+int sp_conn_check_output(sp_conn_t *c);
 /* Bytes queued for c and not yet written: encoded output plus pending deliveries. */
 uint64_t sp_conn_output_bytes(const sp_conn_t *c);
 /* Frees the output buffer if it is empty (the tick calls it for idle connections). */

@@ -520,8 +520,6 @@ static void pump(sp_conn_t *r)
 
 static void deliver(sp_conn_t *r, sp_node_t *n)
 {
-	sp_worker_t *w = r->w;
-
 	if (r->qstate == SP_Q_FETCHING || r->qstate == SP_Q_PAGED) {
 		/* Its queue is being read: this goes after what was already queued. */
 		list_append(&r->held, &r->held_tail, n);
@@ -534,11 +532,7 @@ static void deliver(sp_conn_t *r, sp_node_t *n)
 		r->n_pending++;
 		r->pending_bytes += n->msg->blob_len;
 	}
-	if (sp_conn_output_bytes(r) > (uint64_t)w->srv->cfg.output_buffer_max) {
-		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_OUTPUT_BUFFER);
-		sp_conn_close(r, SP_CLOSE_SLOW_CONSUMER, SP_ERR_SLOW_CONSUMER,
-		              "the output buffer cap was reached: the connection does not read");
-	}
+	sp_conn_check_output(r);
 }
 
 void sp_route(sp_worker_t *w, sp_node_t *n)
