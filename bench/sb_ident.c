@@ -30,7 +30,7 @@ const char *sb_ident_tool(const char *explicit_path)
 		snprintf(path, sizeof(path), "%s/sealpush-ca", dir);
 		if (access(path, X_OK) == 0)
 			return path;
-		snprintf(path, sizeof(path), "%s/../server/sealpush-ca", dir);
+		snprintf(path, sizeof(path), "%s/../tools/sealpush-ca", dir);
 		if (access(path, X_OK) == 0)
 			return path;
 	}

@@ -4,7 +4,7 @@ loopback (a good one, a 503 one, one that never answers, one that speaks no HTTP
 the real sealpushd admin endpoint when --sealpushd is given. Prints TAP.
 
     test_healthcheck.py --probe build/deploy/sealpush-healthcheck \
-        [--sealpushd build/server/sealpushd --sealpush-ca build/server/sealpush-ca]
+        [--sealpushd build/server/sealpushd --sealpush-ca build/tools/sealpush-ca]
 """
 import argparse
 import os

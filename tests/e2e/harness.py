@@ -1,6 +1,6 @@
 """harness: fixtures for the sealpush end-to-end tests (Python 3 standard library only).
 
-    h = Harness(sealpushd="build/server/sealpushd", sealpush_ca="build/server/sealpush-ca")
+    h = Harness(sealpushd="build/server/sealpushd", sealpush_ca="build/tools/sealpush-ca")
     h.setup()                      # temp dir, PKI (sealpush-ca), a private redis-server
     d = h.start_daemon({"window": 2})   # sealpushd on free loopback ports, waits until ready
     c = Client(d, h.pki["alice"]); c.connect(); c.hello()

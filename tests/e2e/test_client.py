@@ -3,7 +3,7 @@
 redis-server, real mutual TLS; the CLI (client/sealpush-cli.c) and a small program over the
 library (tests/e2e/sp_client_probe.c) as the clients.
 
-    test_client.py --sealpushd BUILD/server/sealpushd --sealpush-ca BUILD/server/sealpush-ca \\
+    test_client.py --sealpushd BUILD/server/sealpushd --sealpush-ca BUILD/tools/sealpush-ca \\
                    --sealpush BUILD/client/sealpush --probe BUILD/tests/e2e/sp_client_probe
     test_client.py ... -k listen    # only tests whose name contains "listen"
     test_client.py ... --keep       # keep the temp dir

@@ -2,7 +2,7 @@
 """End-to-end tests of sealpushd: the real daemon, a real redis-server, real TLS, and frames
 built by hand with spwire (an implementation of proto/PROTOCOL.md independent of the C codec).
 
-    test_relay.py --sealpushd BUILD/server/sealpushd --sealpush-ca BUILD/server/sealpush-ca
+    test_relay.py --sealpushd BUILD/server/sealpushd --sealpush-ca BUILD/tools/sealpush-ca
     test_relay.py ... -k window        # only tests whose name contains "window"
     test_relay.py ... --list           # names only
     test_relay.py ... --keep           # keep the temp dir (PKI, configs, logs)
