@@ -1610,6 +1610,7 @@ static bool connect_all(bool (*cond)(const sb_totals_t *), uint64_t want, uint64
                         sb_totals_t *prev)
 {
 	sb_totals_t s;
+	uint64_t start = now_ns(); /* identities are made before this: not counted */
 
 	wait_until(cond, opt.connect_timeout, t0, prev);
 	totals_get(&s);
@@ -1617,9 +1618,14 @@ static bool connect_all(bool (*cond)(const sb_totals_t *), uint64_t want, uint64
 		return true;
 	progress_end();
 	fprintf(stderr,
-	        "sealpush-bench: only %" PRIu64 " of %" PRIu64 " connections ready%s (%" PRIu64
-	        " failed)\n",
-	        s.ready, want, s.dead ? "" : " in time", s.dead);
+	        "sealpush-bench: only %" PRIu64 " of %" PRIu64
+	        " connections ready after %.1f s%s (%" PRIu64 " failed)\n",
+	        s.ready, want, ns_to_s(now_ns() - start),
+	        g_child_died    ? ", a bench process died"
+	        : g_interrupted ? ", interrupted"
+	        : s.dead        ? ""
+	                        : ", timed out (--connect-timeout)",
+	        s.dead);
 	return false;
 }
 
@@ -1824,7 +1830,7 @@ static int run_idle(FILE *out)
 	json_t *r = json_object();
 	long before = -1, at_ready = -1, settled = -1;
 	double up_s;
-	bool ok;
+	bool ok, rate_ok;
 
 	if (opt.pid > 0 && (before = rss_kib(opt.pid)) < 0) {
 		fprintf(stderr, "sealpush-bench: cannot read VmRSS of pid %ld\n", opt.pid);
@@ -1857,12 +1863,18 @@ static int run_idle(FILE *out)
 	fprintf(out, "sealpush-bench idle: %u connections (%s), %u process(es) x %u thread(s)\n",
 	        opt.conns, opt.register_idle ? "receivers, one identity each" : "SEND_ONLY",
 	        opt.processes, opt.threads);
-	fprintf(out, "  connected in                %12.2f s (%.0f connections/s)\n", up_s,
-	        up_s > 0 ? opt.conns / up_s : 0);
+	/* A rate only when every connection came up over a measurable time. */
+	rate_ok = ok && s.ready > 0 && up_s >= 0.001;
+	if (rate_ok)
+		fprintf(out, "  connected in                %12.2f s (%.0f connections/s)\n", up_s,
+		        s.ready / up_s);
+	else
+		fprintf(out, "  connected                   %12" PRIu64 " of %u ready (no rate)\n",
+		        s.ready, opt.conns);
 	fprintf(out, "  errors / reconnects         %12" PRIu64 " / %" PRIu64 "\n", s.errors,
 	        s.reconnects);
 	json_merge(r, json_pack("{s:b, s:f, s:f, s:I, s:I}", "connected", ok, "connect_s", up_s,
-	                        "connects_per_s", up_s > 0 ? opt.conns / up_s : 0, "errors",
+	                        "connects_per_s", rate_ok ? s.ready / up_s : 0, "errors",
 	                        (json_int_t)s.errors, "reconnects", (json_int_t)s.reconnects));
 	if (opt.pid > 0 && ok) {
 		double per = (double)(settled - before) / opt.conns;
