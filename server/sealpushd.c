@@ -23,6 +23,7 @@
 #include "sp_config.h"
 #include "sp_log.h"
 #include "sp_server.h"
+#include "sp_tls.h"
 #include "sp_version.h"
 
 #define C sp_server_config_t
@@ -332,7 +333,6 @@ int main(int argc, char **argv)
 	fit_descriptors(&srv);
 	clock_gettime(CLOCK_REALTIME, &now);
 	srv.started_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
-	pthread_mutex_init(&srv.tls_lock, NULL);
 	sp_registry_init(&srv.registry);
 	ms.base = event_base_new();
 	if (!ms.base) {
@@ -379,7 +379,6 @@ out_base:
 	event_base_free(ms.base);
 out_registry:
 	sp_registry_destroy(&srv.registry);
-	pthread_mutex_destroy(&srv.tls_lock);
 out_tls:
 	sp_tls_stop(&srv);
 out_cfg:

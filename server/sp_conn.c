@@ -1,12 +1,13 @@
 /*
- * sp_conn.c: one client connection's I/O: TLS handshake, reading frames, writing frames,
- * closing. The session logic (sp_session.c) sees frames and calls sp_conn_send/close; it
- * never touches SSL.
+ * sp_conn.c: one client connection's I/O: handshake, reading frames, writing frames, closing.
+ * Below it is the transport (sp_transport.h: OpenSSL, then the record layer), reached only
+ * through sp_tio_*(); above it the session (sp_session.c), which sees frames and calls
+ * sp_conn_send/close. Nothing here knows OpenSSL.
  *
  * Buffers: reads go through the worker's shared scratch buffer and are decoded in place; only
  * a frame split across reads is copied, into the connection's decoder, which frees its buffer
  * again once the frame is complete. Frames are encoded straight into one contiguous output
- * array per connection, written with as few SSL_write calls (and TLS records) as possible;
+ * array per connection, handed to the transport in one piece (as few TLS records as possible);
  * the array is kept while the connection is busy, so a stream of messages allocates nothing,
  * and the worker's tick frees it once it is empty. An idle connection thus holds no I/O
  * buffer at all (and OpenSSL releases its own, SSL_MODE_RELEASE_BUFFERS).
@@ -18,10 +19,8 @@
  * A close that cannot flush (the peer does not read) is finished by the tick after 2 s.
  */
 #include <errno.h>
-#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,15 +29,9 @@
 #include "sp_log.h"
 #include "sp_server.h"
 
-#define SCRATCH_SIZE   SP_WORKER_SCRATCH
-#define SEAL_SIZE      SP_WORKER_SEAL
-#define READS_PER_CALL 16
-#define OUT_MIN        4096 /* first output allocation */
-
-#define CF_NO_SHUTDOWN 0x80 /* a fatal TLS error happened: no close_notify (OpenSSL forbids) */
+#define OUT_MIN 4096 /* first output allocation */
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
-static void conn_input(sp_conn_t *c, const uint8_t *buf, size_t n);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s)
@@ -73,17 +66,13 @@ void sp_conn_accept(sp_worker_t *w, int fd)
 	if (!c)
 		goto fail;
 	c->w = w;
-	c->fd = fd;
-	c->hs_cause = SP_HS_OTHER;
+	c->io.fd = fd;
 	c->state = SP_CS_HANDSHAKE;
 	c->t_state = w->now;
 	sp_decoder_init(&c->dec, SP_PREHELLO_MAX_FRAME);
 	if (sp_worker_slot_alloc(w, c) < 0)
 		goto fail;
-	c->hs = calloc(1, sizeof(*c->hs));
-	c->ssl = c->hs ? sp_tls_new(srv, c) : NULL;
-	if (!c->ssl) {
-		free(c->hs);
+	if (sp_tio_accept(&c->io, &w->tio_env, fd) < 0) {
 		sp_worker_slot_free(w, c);
 		goto fail;
 	}
@@ -91,7 +80,7 @@ void sp_conn_accept(sp_worker_t *w, int fd)
 	event_assign(&c->ev_read, w->base, fd, EV_READ | EV_PERSIST, on_read, c);
 	event_assign(&c->ev_write, w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
 	if (event_add(&c->ev_read, NULL) < 0) {
-		SSL_free(c->ssl);
+		sp_tio_free(&c->io);
 		sp_worker_slot_free(w, c);
 		goto fail;
 	}
@@ -122,12 +111,19 @@ static void want_write(sp_conn_t *c, bool on)
 }
 
 /* The connection broke (reset, EOF without close_notify, TLS error): no goodbye possible. */
-static void conn_broken(sp_conn_t *c, int ssl_err)
+static void conn_broken(sp_conn_t *c)
 {
-	if (ssl_err == SSL_ERROR_SSL || ssl_err == SSL_ERROR_SYSCALL)
-		c->flags |= CF_NO_SHUTDOWN;
 	if (c->state != SP_CS_CLOSING)
 		c->close_reason = SP_CLOSE_PEER;
+	sp_conn_finish(c);
+}
+
+/* The peer broke the record layer (the transport sent the alert). */
+static void conn_protocol(sp_conn_t *c)
+{
+	sp_metric_inc(&c->w->metrics, SP_M_RECORD_ERRORS);
+	if (c->state != SP_CS_CLOSING)
+		c->close_reason = SP_CLOSE_PROTOCOL;
 	sp_conn_finish(c);
 }
 
@@ -139,348 +135,57 @@ static void handshake_failed(sp_conn_t *c, enum sp_handshake_cause cause)
 	if (cause == SP_HS_TIMEOUT)
 		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_HANDSHAKE_TIMEOUT);
 	SP_LOG(SP_LOG_DEBUG, "handshake_failed", "worker=%d cause=%d", w->id, (int)cause);
-	ERR_clear_error();
 	c->close_reason = SP_CLOSE_HANDSHAKE;
 	sp_conn_finish(c);
 }
 
 static void handshake_step(sp_conn_t *c)
 {
-	int r, e, cause;
+	sp_peer_t peer;
 
-	ERR_clear_error();
-	r = SSL_do_handshake(c->ssl);
-	if (r != 1) {
-		e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ) {
-			want_write(c, false);
-			return;
-		}
-		if (e == SSL_ERROR_WANT_WRITE) {
-			want_write(c, true);
-			return;
-		}
-		c->flags |= CF_NO_SHUTDOWN;
-		handshake_failed(c, sp_tls_failure_cause(c, e));
+	switch (sp_tio_handshake(&c->io, &peer)) {
+	case SP_IO_WANT_READ:
+		want_write(c, false);
+		return;
+	case SP_IO_WANT_WRITE:
+		want_write(c, true);
+		return;
+	case SP_IO_DONE:
+		break;
+	default:
+		handshake_failed(c, (enum sp_handshake_cause)c->io.hs_cause);
 		return;
 	}
 	want_write(c, false);
-	cause = sp_tls_established(c->w->srv, c);
-	if (cause < 0) {
-		handshake_failed(c, (enum sp_handshake_cause) - cause);
-		return;
-	}
+	memcpy(c->token, peer.token, sizeof(c->token));
+	memcpy(c->serial, peer.serial, sizeof(c->serial));
+	c->serial_len = peer.serial_len;
 	sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_OK);
-	if (c->flags & SP_CF_RESUMED)
+	if (peer.resumed) {
+		c->flags |= SP_CF_RESUMED;
 		sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_RESUMED);
-	/* From here on the record layer is ours (an idle connection then holds ~1 KiB instead
-	 * of OpenSSL's ~23 KiB); if that cannot be done safely, OpenSSL carries on. */
-	if (sp_tls_handoff(c) == 0)
+	}
+	if (peer.handed_off)
 		sp_metric_inc(&c->w->metrics, SP_M_HANDOFFS);
 	sp_conn_set_state(c, SP_CS_AWAITING_HELLO);
 }
 
-/* ---- record layer (after the hand-off) ---------------------------------------------------- */
-
-static void rl_fatal(sp_conn_t *c, int err)
+/* Whether c still takes input (not closing, not finished). */
+static bool conn_open(const sp_conn_t *c)
 {
-	static const uint8_t alert_of[] = {
-	        [SP_RL_ERR_DECODE] = 50,     /* decode_error */
-	        [SP_RL_ERR_DECRYPT] = 20,    /* bad_record_mac */
-	        [SP_RL_ERR_UNEXPECTED] = 10, /* unexpected_message */
-	        [SP_RL_ERR_OVERFLOW] = 22,   /* record_overflow */
-	        [SP_RL_ERR_INTERNAL] = 80,   /* internal_error */
-	};
-	unsigned e = (unsigned)-err;
-	uint8_t alert[2] = {2, e < sizeof(alert_of) && alert_of[e] ? alert_of[e] : 80};
-	uint8_t rec[2 + SP_RL_OVERHEAD];
-	int n = sp_rl_seal(&c->rl, c->w->rlcx, SP_RL_CT_ALERT, alert, 2, rec, sizeof(rec));
-
-	sp_metric_inc(&c->w->metrics, SP_M_RECORD_ERRORS);
-	if (n > 0 && c->wpend_off == c->wpend_len) {
-		ssize_t r = write(c->fd, rec, (size_t)n); /* best effort, then gone */
-
-		(void)r;
-	}
-	c->flags |= CF_NO_SHUTDOWN;
-	if (c->state != SP_CS_CLOSING)
-		c->close_reason = SP_CLOSE_PROTOCOL;
-	sp_conn_finish(c);
+	return c->state < SP_CS_CLOSING && !(c->flags & SP_CF_FINISHED);
 }
 
-/* A handshake message after the handshake: only KeyUpdate (RFC 8446 4.6.3) is allowed. */
-static int rl_handshake(sp_conn_t *c, const uint8_t *p, size_t n)
+/* The transport's input function: decodes and dispatches every complete frame in buf; keeps
+ * a partial one in the decoder. Returns whether c wants more. */
+static bool conn_input(void *arg, const uint8_t *buf, size_t n)
 {
-	if (n != 5 || p[0] != 24 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1)
-		return -SP_RL_ERR_UNEXPECTED;
-	if (sp_rl_update(&c->rl, c->w->rlcx, SP_RL_READ) < 0)
-		return -SP_RL_ERR_INTERNAL;
-	if (p[4] == 1 && !(c->rl_flags & SP_RLF_KEY_UPDATE)) {
-		c->rl_flags |= SP_RLF_KEY_UPDATE;
-		sp_conn_mark_dirty(c);
-	}
-	return 0;
-}
-
-/* Decrypts and dispatches the complete record rec[0..len). Returns 0 or a negative error;
- * may end the connection (close_notify). */
-static int rl_record(sp_conn_t *c, uint8_t *rec, size_t len)
-{
-	uint8_t type, *plain;
-	int n = sp_rl_open(&c->rl, c->w->rlcx, rec, len, &type, &plain);
-
-	if (n < 0)
-		return n;
-	switch (type) {
-	case SP_RL_CT_APPDATA:
-		sp_metric_add(&c->w->metrics, SP_M_BYTES_IN, n);
-		conn_input(c, plain, (size_t)n);
-		return 0;
-	case SP_RL_CT_HANDSHAKE:
-		return rl_handshake(c, plain, (size_t)n);
-	case SP_RL_CT_ALERT:
-		if (n != 2)
-			return -SP_RL_ERR_DECODE;
-		if (plain[1] == 0) { /* close_notify: answer with ours once our output is out */
-			sp_conn_close(c, SP_CLOSE_PEER, 0, NULL);
-			return 0;
-		}
-		if (plain[1] == 90) /* user_canceled: a warning, close_notify follows */
-			return 0;
-		c->flags |= CF_NO_SHUTDOWN; /* a fatal alert from the peer */
-		c->close_reason = SP_CLOSE_PEER;
-		sp_conn_finish(c);
-		return 0;
-	default:
-		return -SP_RL_ERR_UNEXPECTED;
-	}
-}
-
-static void rl_read(sp_conn_t *c)
-{
-	sp_worker_t *w = c->w;
-
-	for (int i = 0; i < READS_PER_CALL && c->state < SP_CS_CLOSING; i++) {
-		uint8_t *p = w->scratch;
-		size_t have, want = SCRATCH_SIZE;
-		ssize_t n;
-		int r;
-
-		if (c->rin) {
-			/* Finish the partial record first, reading no more than it needs. */
-			int total = sp_rl_record_len(c->rin, c->rin_len);
-
-			want = total > 0 ? (size_t)total - c->rin_len : SP_RL_HEADER - c->rin_len;
-			p = c->rin + c->rin_len;
-		}
-		n = read(c->fd, p, want);
-		if (n == 0) {
-			conn_broken(c, SSL_ERROR_SYSCALL); /* EOF without close_notify */
-			return;
-		}
-		if (n < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-				return;
-			conn_broken(c, SSL_ERROR_SYSCALL);
-			return;
-		}
-		if (c->rin) {
-			int total;
-
-			c->rin_len += (uint32_t)n;
-			total = sp_rl_record_len(c->rin, c->rin_len);
-			if (total < 0) {
-				rl_fatal(c, total);
-				return;
-			}
-			if (total == 0 || c->rin_len < (uint32_t)total)
-				continue;
-			r = rl_record(c, c->rin, (size_t)total);
-			free(c->rin);
-			c->rin = NULL;
-			c->rin_len = 0;
-			if (r < 0) {
-				rl_fatal(c, r);
-				return;
-			}
-			continue;
-		}
-		/* Whole records in the scratch buffer are decrypted in place. */
-		have = (size_t)n;
-		while (have > 0 && c->state < SP_CS_CLOSING && !(c->flags & SP_CF_FINISHED)) {
-			int total = sp_rl_record_len(p, have);
-
-			if (total < 0) {
-				rl_fatal(c, total);
-				return;
-			}
-			if (total == 0 || (size_t)total > have) {
-				c->rin = malloc(SP_RL_HEADER + SP_RL_MAX_CIPHER);
-				if (!c->rin) {
-					rl_fatal(c, -SP_RL_ERR_INTERNAL);
-					return;
-				}
-				memcpy(c->rin, p, have);
-				c->rin_len = (uint32_t)have;
-				break;
-			}
-			r = rl_record(c, p, (size_t)total);
-			if (r < 0) {
-				rl_fatal(c, r);
-				return;
-			}
-			p += total;
-			have -= (size_t)total;
-		}
-		if ((size_t)n < want)
-			return; /* the socket is drained */
-	}
-	if (c->state < SP_CS_CLOSING && !(c->flags & SP_CF_FINISHED))
-		event_active(&c->ev_read, EV_READ, 1); /* out of budget: come back later */
-}
-
-/* Writes what the socket takes; keeps the rest in wpend. Returns 1 if all went, 0 if the
- * socket is full, -1 if the connection broke. */
-static int rl_write(sp_conn_t *c, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(c->fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return -1;
-			break;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (len == 0)
-		return 1;
-	if (c->wpend != p) {
-		uint8_t *keep = malloc(len);
-
-		if (!keep)
-			return -1;
-		memcpy(keep, p, len);
-		free(c->wpend);
-		c->wpend = keep;
-		c->wpend_off = 0;
-		c->wpend_len = (uint32_t)len;
-	}
-	return 0;
-}
-
-static void rl_flush(sp_conn_t *c)
-{
-	sp_worker_t *w = c->w;
-
-	for (;;) {
-		size_t blen = 0;
-		int r;
-
-		if (c->wpend) {
-			const uint8_t *p = c->wpend + c->wpend_off;
-			size_t left = c->wpend_len - c->wpend_off;
-
-			while (left > 0) {
-				ssize_t n = write(c->fd, p, left);
-
-				if (n < 0 && errno == EINTR)
-					continue;
-				if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-					want_write(c, true);
-					return;
-				}
-				if (n < 0) {
-					conn_broken(c, SSL_ERROR_SYSCALL);
-					return;
-				}
-				p += n;
-				left -= (size_t)n;
-				c->wpend_off += (uint32_t)n;
-			}
-			free(c->wpend);
-			c->wpend = NULL;
-			c->wpend_off = c->wpend_len = 0;
-		}
-		if (sp_rl_write_needs_update(&c->rl)) /* AEAD usage limits, RFC 8446 5.5 */
-			c->rl_flags |= SP_RLF_KEY_UPDATE;
-		if (c->out_off == c->out_len && !(c->rl_flags & SP_RLF_KEY_UPDATE))
-			break;
-		/* Seal as many records as fit the worker's buffer, then one write. */
-		while (blen + SP_RL_MAX_PLAIN + SP_RL_OVERHEAD <= SEAL_SIZE) {
-			if (c->out_off < c->out_len) {
-				size_t chunk = c->out_len - c->out_off;
-
-				if (chunk > SP_RL_MAX_PLAIN)
-					chunk = SP_RL_MAX_PLAIN;
-				r = sp_rl_seal(&c->rl, w->rlcx, SP_RL_CT_APPDATA,
-				               c->out + c->out_off, chunk, w->seal + blen,
-				               SEAL_SIZE - blen);
-				if (r < 0)
-					goto internal;
-				blen += (size_t)r;
-				c->out_off += (uint32_t)chunk;
-				sp_metric_add(&w->metrics, SP_M_BYTES_OUT, (int64_t)chunk);
-			} else if (c->rl_flags & SP_RLF_KEY_UPDATE) {
-				/* Ours goes after everything sealed under the old key. */
-				const uint8_t ku[5] = {24, 0, 0, 1, 0};
-
-				r = sp_rl_seal(&c->rl, w->rlcx, SP_RL_CT_HANDSHAKE, ku, sizeof(ku),
-				               w->seal + blen, SEAL_SIZE - blen);
-				if (r < 0 || sp_rl_update(&c->rl, w->rlcx, SP_RL_WRITE) < 0)
-					goto internal;
-				blen += (size_t)r;
-				c->rl_flags &= (uint8_t)~SP_RLF_KEY_UPDATE;
-			} else {
-				break;
-			}
-		}
-		r = rl_write(c, w->seal, blen);
-		if (r < 0) {
-			conn_broken(c, SSL_ERROR_SYSCALL);
-			return;
-		}
-		if (r == 0) {
-			want_write(c, true);
-			return;
-		}
-	}
-	c->out_off = c->out_len = 0;
-	want_write(c, false);
-	if (c->state == SP_CS_CLOSING)
-		sp_conn_finish(c);
-	return;
-internal:
-	rl_fatal(c, -SP_RL_ERR_INTERNAL);
-}
-
-/* close_notify, once, without waiting: the socket is closed right after. */
-static void rl_close_notify(sp_conn_t *c)
-{
-	const uint8_t alert[2] = {1, 0};
-	uint8_t rec[2 + SP_RL_OVERHEAD];
-	int n;
-
-	if (c->wpend)
-		return; /* it would land in the middle of a record */
-	n = sp_rl_seal(&c->rl, c->w->rlcx, SP_RL_CT_ALERT, alert, 2, rec, sizeof(rec));
-	if (n > 0) {
-		ssize_t r = write(c->fd, rec, (size_t)n);
-
-		(void)r;
-	}
-}
-
-/* Decodes and dispatches every complete frame in buf; keeps a partial one in the decoder. */
-static void conn_input(sp_conn_t *c, const uint8_t *buf, size_t n)
-{
+	sp_conn_t *c = arg;
 	sp_frame_t f;
 	size_t used;
 	int r;
 
+	sp_metric_add(&c->w->metrics, SP_M_BYTES_IN, (int64_t)n);
 	while (n > 0 && c->state < SP_CS_CLOSING) {
 		if (sp_decoder_idle(&c->dec)) {
 			/* Fast path: the frame is whole in the read buffer, decode it in place. */
@@ -491,7 +196,7 @@ static void conn_input(sp_conn_t *c, const uint8_t *buf, size_t n)
 				else
 					sp_session_decode_error(c, r, &f);
 				if (used == 0)
-					return; /* FRAME_TOO_LARGE: the connection is closing */
+					return false; /* FRAME_TOO_LARGE: the connection is closing */
 				buf += used;
 				n -= used;
 				continue;
@@ -505,50 +210,42 @@ static void conn_input(sp_conn_t *c, const uint8_t *buf, size_t n)
 		else if (r < 0)
 			sp_session_decode_error(c, r, &f);
 		if (r < 0 && c->dec.err)
-			return;
+			return false;
 	}
 	if (sp_decoder_idle(&c->dec))
 		sp_decoder_release(&c->dec);
+	return conn_open(c);
 }
 
 static void conn_read(sp_conn_t *c)
 {
-	sp_worker_t *w = c->w;
+	int r = sp_tio_read(&c->io, conn_input, c);
 
-	if (c->rl_flags & SP_RLF_ACTIVE) {
-		rl_read(c);
+	if (c->flags & SP_CF_FINISHED)
 		return;
+	if (c->io.flags & SP_TIO_KEY_UPDATE)
+		sp_conn_mark_dirty(c); /* the peer asked for our KeyUpdate */
+	switch (r) {
+	case SP_IO_AGAIN:
+		if (conn_open(c))
+			event_active(&c->ev_read, EV_READ, 1); /* out of budget: come back later */
+		break;
+	case SP_IO_WANT_WRITE:
+		c->flags |= SP_CF_READ_WAIT;
+		want_write(c, true);
+		break;
+	case SP_IO_CLOSED: /* close_notify: answer with ours once our output is written */
+		sp_conn_close(c, SP_CLOSE_PEER, 0, NULL);
+		break;
+	case SP_IO_BROKEN:
+		conn_broken(c);
+		break;
+	case SP_IO_PROTOCOL:
+		conn_protocol(c);
+		break;
+	default: /* drained, or the connection wants no more */
+		break;
 	}
-
-	for (int i = 0; i < READS_PER_CALL && c->state < SP_CS_CLOSING; i++) {
-		int n, e;
-
-		ERR_clear_error();
-		n = SSL_read(c->ssl, w->scratch, SCRATCH_SIZE);
-		if (n > 0) {
-			sp_metric_add(&w->metrics, SP_M_BYTES_IN, n);
-			conn_input(c, w->scratch, (size_t)n);
-			continue;
-		}
-		e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_READ)
-			return;
-		if (e == SSL_ERROR_WANT_WRITE) {
-			c->flags |= SP_CF_READ_WAIT;
-			want_write(c, true);
-			return;
-		}
-		if (e == SSL_ERROR_ZERO_RETURN) {
-			/* close_notify: answer with ours once our output is written. */
-			sp_conn_close(c, SP_CLOSE_PEER, 0, NULL);
-			return;
-		}
-		conn_broken(c, e);
-		return;
-	}
-	/* Out of budget with plaintext still inside OpenSSL: no socket event would come. */
-	if (c->state < SP_CS_CLOSING && SSL_has_pending(c->ssl))
-		event_active(&c->ev_read, EV_READ, 1);
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
@@ -685,33 +382,28 @@ int sp_conn_check_output(sp_conn_t *c)
 
 void sp_conn_flush(sp_conn_t *c)
 {
-	sp_worker_t *w = c->w;
+	size_t taken = 0;
+	int r;
 
 	if (c->flags & SP_CF_FINISHED || c->state == SP_CS_HANDSHAKE)
 		return;
-	if (c->rl_flags & SP_RLF_ACTIVE) {
-		rl_flush(c);
+	r = sp_tio_write(&c->io, c->out ? c->out + c->out_off : NULL, c->out_len - c->out_off,
+	                 &taken);
+	c->out_off += (uint32_t)taken;
+	sp_metric_add(&c->w->metrics, SP_M_BYTES_OUT, (int64_t)taken);
+	switch (r) {
+	case SP_IO_DONE:
+		break;
+	case SP_IO_WANT_WRITE:
+		want_write(c, true);
 		return;
-	}
-	while (c->out_off < c->out_len) {
-		size_t len = c->out_len - c->out_off;
-		int n, e;
-
-		ERR_clear_error();
-		n = SSL_write(c->ssl, c->out + c->out_off, len > INT_MAX ? INT_MAX : (int)len);
-		if (n > 0) {
-			c->out_off += (uint32_t)n;
-			sp_metric_add(&w->metrics, SP_M_BYTES_OUT, n);
-			continue;
-		}
-		e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_WRITE) {
-			want_write(c, true);
-			return;
-		}
-		if (e == SSL_ERROR_WANT_READ)
-			return; /* the read event is armed; the write resumes from there */
-		conn_broken(c, e);
+	case SP_IO_WANT_READ:
+		return; /* the read event is armed; the write resumes from there */
+	case SP_IO_PROTOCOL:
+		conn_protocol(c);
+		return;
+	default:
+		conn_broken(c);
 		return;
 	}
 	c->out_off = c->out_len = 0;
@@ -795,19 +487,12 @@ void sp_conn_finish(sp_conn_t *c)
 		sp_conn_set_state(c, SP_CS_CLOSING);
 		sp_session_detach(c);
 	}
-	if (was != SP_CS_HANDSHAKE && !(c->flags & CF_NO_SHUTDOWN)) {
-		if (c->rl_flags & SP_RLF_ACTIVE) {
-			rl_close_notify(c);
-		} else {
-			ERR_clear_error();
-			SSL_shutdown(c->ssl); /* one non-blocking attempt to send close_notify */
-		}
-	}
-	ERR_clear_error();
+	if (was != SP_CS_HANDSHAKE)
+		sp_tio_shutdown(&c->io); /* one non-blocking close_notify, if it may be sent */
 	event_del(&c->ev_read);
 	event_del(&c->ev_write);
-	close(c->fd);
-	c->fd = -1;
+	close(c->io.fd);
+	c->io.fd = -1;
 	c->flags |= SP_CF_FINISHED;
 	sp_metric_inc(&w->metrics, SP_M_CONN_CLOSED + c->close_reason);
 	sp_metric_add(&w->metrics, SP_M_CONNECTIONS + SP_CS_CLOSING, -1);
@@ -831,14 +516,7 @@ void sp_conn_free(sp_conn_t *c)
 		c->next->prev = c->prev;
 	w->n_conns--;
 	sp_worker_slot_free(w, c);
-	SSL_free(c->ssl);
-	if (c->hs) {
-		OPENSSL_cleanse(c->hs, sizeof(*c->hs));
-		free(c->hs);
-	}
-	sp_rl_wipe(&c->rl);
-	free(c->rin);
-	free(c->wpend);
+	sp_tio_free(&c->io);
 	free(c->out);
 	sp_decoder_release(&c->dec);
 	free(c);

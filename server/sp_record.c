@@ -11,6 +11,7 @@
  */
 #include "sp_record.h"
 
+#include <errno.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -18,6 +19,9 @@
 #include <openssl/params.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "sp_transport.h"
 
 #define TAG_LEN 16
 #define IV_LEN  12
@@ -348,3 +352,302 @@ int sp_rl_seal(sp_rl_t *rl, sp_rl_crypto_t *cx, uint8_t type, const uint8_t *in,
 	rl->wr.seq++;
 	return (int)(SP_RL_HEADER + body_len);
 }
+
+/* ---- the record transport (sp_transport.h) ------------------------------------------------ */
+
+/* A fatal record-layer error: the alert that goes with it, best effort, and no more. */
+static int rl_fatal(sp_tio_t *t, int err)
+{
+	static const uint8_t alert_of[] = {
+	        [SP_RL_ERR_DECODE] = 50,     /* decode_error */
+	        [SP_RL_ERR_DECRYPT] = 20,    /* bad_record_mac */
+	        [SP_RL_ERR_UNEXPECTED] = 10, /* unexpected_message */
+	        [SP_RL_ERR_OVERFLOW] = 22,   /* record_overflow */
+	        [SP_RL_ERR_INTERNAL] = 80,   /* internal_error */
+	};
+	unsigned e = (unsigned)-err;
+	uint8_t alert[2] = {2, e < sizeof(alert_of) && alert_of[e] ? alert_of[e] : 80};
+	uint8_t rec[2 + SP_RL_OVERHEAD];
+	int n = sp_rl_seal(&t->rl, t->env->rlcx, SP_RL_CT_ALERT, alert, 2, rec, sizeof(rec));
+
+	if (n > 0 && t->wpend_off == t->wpend_len) {
+		ssize_t r = write(t->fd, rec, (size_t)n); /* best effort, then gone */
+
+		(void)r;
+	}
+	t->flags |= SP_TIO_DEAD;
+	return SP_IO_PROTOCOL;
+}
+
+/* The socket broke (reset, EOF without close_notify): nothing more may be sent. */
+static int rl_broken(sp_tio_t *t)
+{
+	t->flags |= SP_TIO_DEAD;
+	return SP_IO_BROKEN;
+}
+
+/* A handshake message after the handshake: only KeyUpdate (RFC 8446 4.6.3) is allowed. */
+static int rl_handshake(sp_tio_t *t, const uint8_t *p, size_t n)
+{
+	if (n != 5 || p[0] != 24 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1)
+		return -SP_RL_ERR_UNEXPECTED;
+	if (sp_rl_update(&t->rl, t->env->rlcx, SP_RL_READ) < 0)
+		return -SP_RL_ERR_INTERNAL;
+	if (p[4] == 1)
+		t->flags |= SP_TIO_KEY_UPDATE; /* the caller sees the flag and flushes */
+	return 0;
+}
+
+/* What one record asks of the read loop: go on, stop (the input function wants no more), the
+ * peer's close_notify, the peer's fatal alert; or a negative record error. */
+enum { RL_GO = 0, RL_STOP = 1, RL_CLOSED = 2, RL_BROKEN = 3 };
+
+/* Opens and dispatches the complete record rec[0..len). Returns RL_* or a negative error. */
+static int rl_record(sp_tio_t *t, uint8_t *rec, size_t len, sp_tio_input_fn *input, void *arg)
+{
+	uint8_t type, *plain;
+	int n = sp_rl_open(&t->rl, t->env->rlcx, rec, len, &type, &plain);
+
+	if (n < 0)
+		return n;
+	switch (type) {
+	case SP_RL_CT_APPDATA:
+		return input(arg, plain, (size_t)n) ? RL_GO : RL_STOP;
+	case SP_RL_CT_HANDSHAKE:
+		return rl_handshake(t, plain, (size_t)n);
+	case SP_RL_CT_ALERT:
+		if (n != 2)
+			return -SP_RL_ERR_DECODE;
+		if (plain[1] == 0) /* close_notify: answered with ours once our output is out */
+			return RL_CLOSED;
+		if (plain[1] == 90) /* user_canceled: a warning, close_notify follows */
+			return RL_GO;
+		t->flags |= SP_TIO_DEAD; /* a fatal alert from the peer */
+		return RL_BROKEN;
+	default:
+		return -SP_RL_ERR_UNEXPECTED;
+	}
+}
+
+/* The read result for a record that stopped the loop. */
+static int rl_outcome(sp_tio_t *t, int r)
+{
+	switch (r) {
+	case RL_STOP:
+		return SP_IO_WANT_READ;
+	case RL_CLOSED:
+		return SP_IO_CLOSED;
+	case RL_BROKEN:
+		return SP_IO_BROKEN;
+	default:
+		return rl_fatal(t, r);
+	}
+}
+
+static int rl_read(sp_tio_t *t, sp_tio_input_fn *input, void *arg)
+{
+	const sp_tio_env_t *env = t->env;
+
+	for (unsigned i = 0; i < env->reads_per_call; i++) {
+		uint8_t *p = env->scratch;
+		size_t have, want = env->scratch_len;
+		ssize_t n;
+		int r;
+
+		if (t->rin) {
+			/* Finish the partial record first, reading no more than it needs. */
+			int total = sp_rl_record_len(t->rin, t->rin_len);
+
+			want = total > 0 ? (size_t)total - t->rin_len : SP_RL_HEADER - t->rin_len;
+			p = t->rin + t->rin_len;
+		}
+		n = read(t->fd, p, want);
+		if (n == 0)
+			return rl_broken(t); /* EOF without close_notify */
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return SP_IO_WANT_READ;
+			return rl_broken(t);
+		}
+		if (t->rin) {
+			int total;
+
+			t->rin_len += (uint32_t)n;
+			total = sp_rl_record_len(t->rin, t->rin_len);
+			if (total < 0)
+				return rl_fatal(t, total);
+			if (total == 0 || t->rin_len < (uint32_t)total)
+				continue;
+			r = rl_record(t, t->rin, (size_t)total, input, arg);
+			free(t->rin);
+			t->rin = NULL;
+			t->rin_len = 0;
+			if (r != RL_GO)
+				return rl_outcome(t, r);
+			continue;
+		}
+		/* Whole records in the scratch buffer are opened in place. */
+		have = (size_t)n;
+		while (have > 0) {
+			int total = sp_rl_record_len(p, have);
+
+			if (total < 0)
+				return rl_fatal(t, total);
+			if (total == 0 || (size_t)total > have) {
+				t->rin = malloc(SP_RL_MAX_RECORD);
+				if (!t->rin)
+					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
+				memcpy(t->rin, p, have);
+				t->rin_len = (uint32_t)have;
+				break;
+			}
+			r = rl_record(t, p, (size_t)total, input, arg);
+			if (r != RL_GO)
+				return rl_outcome(t, r);
+			p += total;
+			have -= (size_t)total;
+		}
+		if ((size_t)n < want)
+			return SP_IO_WANT_READ; /* the socket is drained */
+	}
+	return SP_IO_AGAIN; /* out of budget: come back later */
+}
+
+/* Writes what the socket takes; keeps the rest in wpend. Returns 1 if all went, 0 if the
+ * socket is full, -1 if the connection broke. */
+static int rl_send(sp_tio_t *t, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(t->fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return -1;
+			break;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (len == 0)
+		return 1;
+	if (t->wpend != p) {
+		uint8_t *keep = malloc(len);
+
+		if (!keep)
+			return -1;
+		memcpy(keep, p, len);
+		free(t->wpend);
+		t->wpend = keep;
+		t->wpend_off = 0;
+		t->wpend_len = (uint32_t)len;
+	}
+	return 0;
+}
+
+/* Writes the sealed bytes the socket did not take last time. Returns 1 when none are left, 0
+ * if the socket is full, -1 if the connection broke. */
+static int rl_send_pending(sp_tio_t *t)
+{
+	while (t->wpend_off < t->wpend_len) {
+		ssize_t n = write(t->fd, t->wpend + t->wpend_off, t->wpend_len - t->wpend_off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n < 0)
+			return -1;
+		t->wpend_off += (uint32_t)n;
+	}
+	free(t->wpend);
+	t->wpend = NULL;
+	t->wpend_off = t->wpend_len = 0;
+	return 1;
+}
+
+static int rl_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
+{
+	const sp_tio_env_t *env = t->env;
+
+	*taken = 0;
+	for (;;) {
+		size_t blen = 0;
+		int r;
+
+		if (t->wpend && (r = rl_send_pending(t)) <= 0)
+			return r < 0 ? rl_broken(t) : SP_IO_WANT_WRITE;
+		if (sp_rl_write_needs_update(&t->rl)) /* AEAD usage limits, RFC 8446 5.5 */
+			t->flags |= SP_TIO_KEY_UPDATE;
+		if (*taken == len && !(t->flags & SP_TIO_KEY_UPDATE))
+			return SP_IO_DONE;
+		/* Seal as many records as fit the worker's buffer, then one write. */
+		while (blen + SP_RL_MAX_PLAIN + SP_RL_OVERHEAD <= env->seal_len) {
+			if (*taken < len) {
+				size_t chunk = len - *taken;
+
+				if (chunk > SP_RL_MAX_PLAIN)
+					chunk = SP_RL_MAX_PLAIN;
+				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_APPDATA, p + *taken, chunk,
+				               env->seal + blen, env->seal_len - blen);
+				if (r < 0)
+					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
+				blen += (size_t)r;
+				*taken += chunk;
+			} else if (t->flags & SP_TIO_KEY_UPDATE) {
+				/* Ours goes after everything sealed under the old key. */
+				const uint8_t ku[5] = {24, 0, 0, 1, 0};
+
+				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_HANDSHAKE, ku, sizeof(ku),
+				               env->seal + blen, env->seal_len - blen);
+				if (r < 0 || sp_rl_update(&t->rl, env->rlcx, SP_RL_WRITE) < 0)
+					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
+				blen += (size_t)r;
+				t->flags &= (uint8_t)~SP_TIO_KEY_UPDATE;
+			} else {
+				break;
+			}
+		}
+		r = rl_send(t, env->seal, blen);
+		if (r < 0)
+			return rl_broken(t);
+		if (r == 0)
+			return SP_IO_WANT_WRITE;
+	}
+}
+
+/* close_notify, once, without waiting: the socket is closed right after. */
+static void rl_shutdown(sp_tio_t *t)
+{
+	const uint8_t alert[2] = {1, 0};
+	uint8_t rec[2 + SP_RL_OVERHEAD];
+	int n;
+
+	if (t->wpend || (t->flags & SP_TIO_DEAD))
+		return; /* it would land in the middle of a record, or may not be sent */
+	n = sp_rl_seal(&t->rl, t->env->rlcx, SP_RL_CT_ALERT, alert, 2, rec, sizeof(rec));
+	if (n > 0) {
+		ssize_t r = write(t->fd, rec, (size_t)n);
+
+		(void)r;
+	}
+}
+
+static void rl_free(sp_tio_t *t)
+{
+	sp_rl_wipe(&t->rl);
+	free(t->rin);
+	free(t->wpend);
+	t->rin = t->wpend = NULL;
+	t->rin_len = t->wpend_off = t->wpend_len = 0;
+}
+
+const sp_transport_t sp_record_transport = {
+        .name = "record",
+        .handshake = NULL, /* never: a record transport starts after the handshake */
+        .read = rl_read,
+        .write = rl_write,
+        .shutdown = rl_shutdown,
+        .free = rl_free,
+};

@@ -4,7 +4,7 @@
  * Who owns what
  * -------------
  * - sp_server_t: built by main() before the workers start; read-only afterwards except the
- *   fields marked "atomic" and the TLS context, which reload() swaps under tls_lock.
+ *   fields marked "atomic" and the TLS context (sp_tls.c swaps it under its own lock).
  * - sp_worker_t: one thread and one event base (EVENT_BASE_FLAG_NOLOCK). Everything in it is
  *   touched by that thread only, except `inbox` (any thread pushes), `flags` and `wake`
  *   (atomics), and `metrics` (the admin thread reads).
@@ -15,7 +15,8 @@
  *   (read-only access to the message there), and comes back to the owner with a status.
  *   When every node is back the owner frees the message: no reference counts, no atomics.
  *
- * Data flow: socket -> TLS (sp_conn.c) -> frame decoder -> session (sp_session.c) -> router
+ * Data flow: socket -> transport (sp_transport.h: sp_tls.c, then sp_record.c) -> connection
+ * (sp_conn.c) -> frame decoder -> session (sp_session.c) -> router
  * (local connection | other worker's inbox | refusal) -> encoder -> TLS -> socket.
  */
 #ifndef SP_SERVER_H
@@ -24,7 +25,6 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <event2/listener.h>
-#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -37,6 +37,7 @@
 #include "sp_record.h"
 #include "sp_store.h"
 #include "sp_tokmap.h"
+#include "sp_transport.h"
 
 typedef struct sp_server sp_server_t;
 typedef struct sp_worker sp_worker_t;
@@ -133,9 +134,7 @@ struct sp_server {
 	sp_worker_t *workers;
 	sp_registry_t registry;
 
-	pthread_mutex_t tls_lock;
-	SSL_CTX *tls_ctx; /* current context; SSL_new() takes its own reference */
-	X509_CRL *crl;    /* current CRL (owned by tls_ctx's store), or NULL */
+	sp_tls_server_t *tls; /* TLS context and CRL (sp_tls.h) */
 
 	struct sockaddr_storage listen_addr;
 	int listen_addrlen;
@@ -204,6 +203,7 @@ struct sp_worker {
 	uint8_t *scratch;     /* read buffer shared by the worker's connections */
 	uint8_t *seal;        /* record-layer output buffer shared likewise */
 	sp_rl_crypto_t *rlcx; /* AEAD context and fetched algorithms for the record layer */
+	sp_tio_env_t tio_env; /* the three above and the TLS context, for the transports */
 	sp_metrics_t metrics;
 };
 
@@ -223,23 +223,10 @@ enum { SP_Q_NONE, SP_Q_FETCHING, SP_Q_PAGED, SP_Q_DONE };
 #define SP_CF_SEND_ONLY  0x01
 #define SP_CF_REGISTERED 0x02 /* in the registry and the worker's local map */
 #define SP_CF_DIRTY      0x04 /* on the worker's dirty list */
-#define SP_CF_WRITE_WAIT 0x08 /* TLS wants the socket writable */
-#define SP_CF_READ_WAIT  0x10 /* TLS (writing) wants the socket readable */
+#define SP_CF_WRITE_WAIT 0x08 /* the transport wants the socket writable */
+#define SP_CF_READ_WAIT  0x10 /* the transport (reading) wants the socket writable */
 #define SP_CF_RESUMED    0x20
 #define SP_CF_FINISHED   0x40 /* socket closed, on the reap list */
-/* Record-layer flags (c->rl_flags), for connections handed off from OpenSSL. */
-#define SP_RLF_ACTIVE     0x01 /* the SSL is freed: sp_record protects the records */
-#define SP_RLF_KEY_UPDATE 0x02 /* send a KeyUpdate after the pending output */
-#define SP_RLF_KU_REQUEST 0x04 /* ... and ask the peer to update too */
-
-/* Handshake-time capture for the record-layer hand-off (freed after the handshake). */
-typedef struct sp_hs {
-	uint8_t client_secret[48];
-	uint8_t server_secret[48];
-	uint8_t secret_len;
-	uint8_t have;         /* bit 0: client secret, bit 1: server secret */
-	uint32_t app_records; /* records the server wrote under its application key */
-} sp_hs_t;
 
 /* A node's kind as it travels between workers. */
 enum sp_node_kind { SP_NODE_DELIVER, SP_NODE_RESULT, SP_NODE_REPLACE, SP_NODE_KICK };
@@ -291,8 +278,7 @@ struct sp_conn {
 	sp_conn_t *prev, *next;
 	sp_conn_t *dirty_next;
 	sp_conn_t *reap_next;
-	SSL *ssl;    /* during the handshake, and afterwards if the hand-off was not possible */
-	sp_hs_t *hs; /* during the handshake only */
+	sp_tio_t io; /* the transport: TLS, then (usually) the record layer */
 	struct event ev_read;
 	struct event ev_write;
 	uint8_t *out;     /* output bytes [out_off, out_len): allocated on first output, kept */
@@ -300,23 +286,13 @@ struct sp_conn {
 	uint32_t out_len;
 	uint32_t out_cap;
 	sp_decoder_t dec;
-	int fd;
 	uint32_t slot;
 	uint32_t gen;
 	uint8_t state;
 	uint8_t flags;
 	uint8_t close_reason;
-	uint8_t hs_cause; /* sp_handshake_cause noted by the verify callback */
-	uint8_t rl_flags;
 	uint8_t serial_len;
 	uint8_t serial[20]; /* the client certificate's serial, for revocation checks */
-	sp_rl_t rl;         /* record protection after the hand-off */
-	uint8_t *rin; /* a partial incoming record, [0, rin_len) of SP_RL_HEADER + SP_RL_MAX_CIPHER
-	               */
-	uint32_t rin_len;
-	uint8_t *wpend; /* sealed bytes the socket did not take yet: [wpend_off, wpend_len) */
-	uint32_t wpend_off;
-	uint32_t wpend_len;
 	uint16_t errors; /* non-fatal errors so far */
 	uint16_t window;
 	uint16_t keepalive; /* seconds */
@@ -343,31 +319,6 @@ struct sp_conn {
 	double rate_tokens;
 	uint64_t rate_t;
 };
-
-/* sp_tls.c */
-/* Builds a server TLS context from the configured files. Returns 0 or -1 with err set. */
-int sp_tls_build(const sp_server_config_t *cfg, SSL_CTX **ctx, X509_CRL **crl, char *err,
-                 size_t errlen);
-/* The SSL for a new connection, bound to c (verify callback notes go to c). NULL on error. */
-SSL *sp_tls_new(sp_server_t *srv, sp_conn_t *c);
-/* After a successful handshake: derives the token, checks ALPN and (for resumed sessions, and
- * after reloads) the current CRL. Returns 0 or a negative sp_handshake_cause. */
-int sp_tls_established(sp_server_t *srv, sp_conn_t *c);
-/* Hands c's TLS session over to the record layer (sp_record) and frees its SSL. Returns 0, or
- * -1 if it cannot be done safely (OpenSSL holds unread or unwritten bytes), in which case c
- * keeps using OpenSSL. */
-int sp_tls_handoff(sp_conn_t *c);
-/* Whether c's certificate is revoked by the current CRL (by serial: works after hand-off). */
-bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c);
-/* Classifies a failed handshake for metrics and logs. */
-enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err);
-/* Builds srv's first TLS context (and CRL) from srv->cfg, before the workers start. Returns 0,
- * or -1 with err set; srv owns what was built until sp_tls_stop(). */
-int sp_tls_start(sp_server_t *srv, char *err, size_t errlen);
-/* Frees srv's TLS context and CRL (after the workers stopped; safe if never started). */
-void sp_tls_stop(sp_server_t *srv);
-/* Rebuilds the context (SIGHUP). Returns 0 or -1 (the old context stays). */
-int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen);
 
 /* sp_conn.c */
 /* Takes ownership of an accepted socket on w: refuses it (closed, counted) while draining or

@@ -1,6 +1,7 @@
 /*
- * sp_tls.c: the relay's TLS context and everything else that calls SSL_* outside of the
- * connection I/O in sp_conn.c.
+ * sp_tls.c: the relay's TLS context, and the OpenSSL transport (sp_transport.h): the handshake,
+ * the hand-off to the record layer, and SSL_read/SSL_write for a connection that could not be
+ * handed off. The only file of the daemon, with sp_record.c, that calls OpenSSL's TLS.
  *
  * The context: TLS 1.3 only; a client certificate from the configured CA is mandatory; the CRL
  * (if configured) is checked for every chain; ALPN must offer "sealpush/1" (a ClientHello
@@ -11,18 +12,41 @@
  * memory per session). Because a resumed session skips chain verification, sp_tls_established()
  * checks a resumed peer's certificate against the current CRL and its validity itself.
  *
- * Reload (SIGHUP) builds a whole new context from the files and swaps it in under tls_lock;
+ * Reload (SIGHUP) builds a whole new context from the files and swaps it in under the lock;
  * connections keep the context they were made with (SSL_new() holds a reference), new ones
  * get the new one. A reload that fails keeps the old context.
  */
+#include <errno.h>
+#include <limits.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sp_identity.h"
 #include "sp_log.h"
 #include "sp_server.h"
+#include "sp_tls.h"
+#include "sp_transport.h"
+
+/* The server's TLS state: one context for new connections, and the CRL it checks. */
+struct sp_tls_server {
+	pthread_mutex_t lock;
+	SSL_CTX *ctx;  /* current context; SSL_new() takes its own reference */
+	X509_CRL *crl; /* current CRL (owned by ctx's store), or NULL */
+};
+
+/* Handshake-time capture for the record-layer hand-off (freed after the handshake). */
+struct sp_hs {
+	uint8_t client_secret[48];
+	uint8_t server_secret[48];
+	uint8_t secret_len;
+	uint8_t have;         /* bit 0: client secret, bit 1: server secret */
+	uint32_t app_records; /* records the server wrote under its application key */
+};
 
 static const unsigned char alpn_v1[] = "\x0asealpush/1";
 
@@ -34,10 +58,10 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg)
 	(void)arg;
 	if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p,
 	                               &len)) {
-		sp_conn_t *c = SSL_get_app_data(ssl);
+		sp_tio_t *t = SSL_get_app_data(ssl);
 
-		if (c)
-			c->hs_cause = SP_HS_NO_ALPN;
+		if (t)
+			t->hs_cause = SP_HS_NO_ALPN;
 		*al = SSL_AD_NO_APPLICATION_PROTOCOL;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
@@ -52,10 +76,10 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	(void)arg;
 	if (SSL_select_next_proto(&sel, outlen, alpn_v1, sizeof(alpn_v1) - 1, in, inlen) !=
 	    OPENSSL_NPN_NEGOTIATED) {
-		sp_conn_t *c = SSL_get_app_data(ssl);
+		sp_tio_t *t = SSL_get_app_data(ssl);
 
-		if (c)
-			c->hs_cause = SP_HS_NO_ALPN;
+		if (t)
+			t->hs_cause = SP_HS_NO_ALPN;
 		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
 	*out = sel;
@@ -82,19 +106,19 @@ static int unhex(const char *h, size_t n, uint8_t *out)
  */
 static void keylog_cb(const SSL *ssl, const char *line)
 {
-	sp_conn_t *c = SSL_get_app_data(ssl);
+	sp_tio_t *t = SSL_get_app_data(ssl);
 	const char *sp1, *hex;
 	size_t hexlen;
 	uint8_t *dst;
 	int bit;
 
-	if (!c || !c->hs)
+	if (!t || !t->hs)
 		return;
 	if (!strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24)) {
-		dst = c->hs->client_secret;
+		dst = t->hs->client_secret;
 		bit = 1;
 	} else if (!strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24)) {
-		dst = c->hs->server_secret;
+		dst = t->hs->server_secret;
 		bit = 2;
 	} else {
 		return;
@@ -106,8 +130,8 @@ static void keylog_cb(const SSL *ssl, const char *line)
 	hexlen = strlen(hex);
 	if ((hexlen != 64 && hexlen != 96) || unhex(hex, hexlen / 2, dst) < 0)
 		return;
-	c->hs->secret_len = (uint8_t)(hexlen / 2);
-	c->hs->have |= (uint8_t)bit;
+	t->hs->secret_len = (uint8_t)(hexlen / 2);
+	t->hs->have |= (uint8_t)bit;
 }
 
 /* Counts the records written once the server's application key is in use (the tickets), so
@@ -115,14 +139,14 @@ static void keylog_cb(const SSL *ssl, const char *line)
 static void msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
                    SSL *ssl, void *arg)
 {
-	sp_conn_t *c = SSL_get_app_data(ssl);
+	sp_tio_t *t = SSL_get_app_data(ssl);
 
 	(void)version;
 	(void)buf;
 	(void)len;
 	(void)arg;
-	if (write_p && content_type == SSL3_RT_HEADER && c && c->hs && (c->hs->have & 2))
-		c->hs->app_records++;
+	if (write_p && content_type == SSL3_RT_HEADER && t && t->hs && (t->hs->have & 2))
+		t->hs->app_records++;
 }
 
 static enum sp_handshake_cause cause_of_verify_error(int err)
@@ -148,14 +172,14 @@ static enum sp_handshake_cause cause_of_verify_error(int err)
 static int verify_cb(int ok, X509_STORE_CTX *x)
 {
 	SSL *ssl;
-	sp_conn_t *c;
+	sp_tio_t *t;
 
 	if (ok)
 		return ok;
 	ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-	c = ssl ? SSL_get_app_data(ssl) : NULL;
-	if (c && c->hs_cause == SP_HS_OTHER)
-		c->hs_cause = (uint8_t)cause_of_verify_error(X509_STORE_CTX_get_error(x));
+	t = ssl ? SSL_get_app_data(ssl) : NULL;
+	if (t && t->hs_cause == SP_HS_OTHER)
+		t->hs_cause = (uint8_t)cause_of_verify_error(X509_STORE_CTX_get_error(x));
 	return ok;
 }
 
@@ -214,8 +238,9 @@ static int check_crl(X509_STORE *store, X509_CRL *crl, const char *file, char *e
 	return 0;
 }
 
-int sp_tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **out_crl, char *err,
-                 size_t errlen)
+/* Builds a server TLS context from the configured files. Returns 0 or -1 with err set. */
+static int tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **out_crl, char *err,
+                     size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	STACK_OF(X509_NAME) *names = NULL;
@@ -299,173 +324,316 @@ fail:
 	return -1;
 }
 
-SSL *sp_tls_new(sp_server_t *srv, sp_conn_t *c)
+bool sp_tls_revoked(sp_tls_server_t *tls, const uint8_t *serial, size_t serial_len)
 {
-	SSL *ssl;
-
-	pthread_mutex_lock(&srv->tls_lock);
-	ssl = SSL_new(srv->tls_ctx);
-	pthread_mutex_unlock(&srv->tls_lock);
-	if (!ssl)
-		return NULL;
-	if (SSL_set_fd(ssl, c->fd) != 1) {
-		SSL_free(ssl);
-		return NULL;
-	}
-	SSL_set_app_data(ssl, c);
-	SSL_set_accept_state(ssl);
-	return ssl;
-}
-
-bool sp_tls_revoked(sp_server_t *srv, sp_conn_t *c)
-{
-	ASN1_INTEGER *serial;
+	ASN1_INTEGER *sn;
 	X509_REVOKED *rev = NULL;
 	bool revoked = false;
 
-	if (!c->serial_len)
+	if (!serial_len || serial_len > INT_MAX)
 		return false;
-	serial = ASN1_INTEGER_new();
-	if (!serial || !ASN1_STRING_set(serial, c->serial, c->serial_len)) {
-		ASN1_INTEGER_free(serial);
+	sn = ASN1_INTEGER_new();
+	if (!sn || !ASN1_STRING_set(sn, serial, (int)serial_len)) {
+		ASN1_INTEGER_free(sn);
 		return false;
 	}
-	pthread_mutex_lock(&srv->tls_lock);
-	if (srv->crl && X509_CRL_get0_by_serial(srv->crl, &rev, serial) == 1)
+	pthread_mutex_lock(&tls->lock);
+	if (tls->crl && X509_CRL_get0_by_serial(tls->crl, &rev, sn) == 1)
 		revoked = true;
-	pthread_mutex_unlock(&srv->tls_lock);
-	ASN1_INTEGER_free(serial);
+	pthread_mutex_unlock(&tls->lock);
+	ASN1_INTEGER_free(sn);
 	return revoked;
 }
 
 /* Keeps the certificate's serial (positive, at most 20 bytes by RFC 5280). */
-static int keep_serial(sp_conn_t *c, X509 *cert)
+static int keep_serial(sp_peer_t *peer, X509 *cert)
 {
 	const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
 	int len = ASN1_STRING_length(sn);
 
-	if (len <= 0 || len > (int)sizeof(c->serial) || sn->type != V_ASN1_INTEGER)
+	if (len <= 0 || len > (int)sizeof(peer->serial) || sn->type != V_ASN1_INTEGER)
 		return -1;
-	memcpy(c->serial, ASN1_STRING_get0_data(sn), (size_t)len);
-	c->serial_len = (uint8_t)len;
+	memcpy(peer->serial, ASN1_STRING_get0_data(sn), (size_t)len);
+	peer->serial_len = (uint8_t)len;
 	return 0;
 }
 
-int sp_tls_established(sp_server_t *srv, sp_conn_t *c)
+/* After a successful handshake: checks ALPN and (for resumed sessions) the certificate's
+ * validity and the current CRL, and derives the token. Returns 0 or a sp_handshake_cause. */
+static int established(sp_tio_t *t, sp_peer_t *peer)
 {
 	const unsigned char *alpn = NULL;
 	unsigned int alpn_len = 0;
-	X509 *cert = SSL_get0_peer_certificate(c->ssl);
+	X509 *cert = SSL_get0_peer_certificate(t->ssl);
 
-	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+	SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
 	if (alpn_len != sizeof(alpn_v1) - 2 || memcmp(alpn, alpn_v1 + 1, alpn_len) != 0)
-		return -SP_HS_NO_ALPN;
+		return SP_HS_NO_ALPN;
 	if (!cert)
-		return -SP_HS_NO_CERT;
-	if (keep_serial(c, cert) < 0)
-		return -SP_HS_BAD_CERT;
-	if (SSL_session_reused(c->ssl)) {
+		return SP_HS_NO_CERT;
+	if (keep_serial(peer, cert) < 0)
+		return SP_HS_BAD_CERT;
+	if (SSL_session_reused(t->ssl)) {
 		/* No chain verification happened: check what can have changed since. */
-		c->flags |= SP_CF_RESUMED;
+		peer->resumed = true;
 		if (X509_cmp_time(X509_get0_notAfter(cert), NULL) < 0)
-			return -SP_HS_EXPIRED;
-		if (sp_tls_revoked(srv, c))
-			return -SP_HS_REVOKED;
+			return SP_HS_EXPIRED;
+		if (sp_tls_revoked(t->env->tls, peer->serial, peer->serial_len))
+			return SP_HS_REVOKED;
 	}
-	if (sp_token_from_cert(cert, c->token) < 0)
-		return -SP_HS_BAD_CERT;
+	if (sp_token_from_cert(cert, peer->token) < 0)
+		return SP_HS_BAD_CERT;
 	return 0;
 }
 
-int sp_tls_handoff(sp_conn_t *c)
+static void hs_free(sp_tio_t *t)
 {
-	const SSL_CIPHER *cipher = SSL_get_current_cipher(c->ssl);
-	sp_hs_t *hs = c->hs;
+	if (t->hs) {
+		OPENSSL_cleanse(t->hs, sizeof(*t->hs));
+		free(t->hs);
+		t->hs = NULL;
+	}
+}
+
+/* Hands t's session over to the record layer and frees its SSL. Returns 0, or -1 if that
+ * cannot be done safely (OpenSSL holds unread or unwritten bytes): t stays on OpenSSL. */
+static int handoff(sp_tio_t *t)
+{
+	const SSL_CIPHER *cipher = SSL_get_current_cipher(t->ssl);
+	struct sp_hs *hs = t->hs;
 	int r = -1;
 
-	if (hs && hs->have == 3 && cipher && !SSL_has_pending(c->ssl) &&
-	    BIO_wpending(SSL_get_wbio(c->ssl)) == 0 &&
-	    sp_rl_init(&c->rl, c->w->rlcx, SSL_CIPHER_get_protocol_id(cipher), hs->client_secret,
+	if (!(t->flags & SP_TIO_NO_HANDOFF) && hs && hs->have == 3 && cipher &&
+	    !SSL_has_pending(t->ssl) && BIO_wpending(SSL_get_wbio(t->ssl)) == 0 &&
+	    sp_rl_init(&t->rl, t->env->rlcx, SSL_CIPHER_get_protocol_id(cipher), hs->client_secret,
 	               hs->server_secret, hs->secret_len, 0, hs->app_records) == 0) {
 		/* The connection goes on without OpenSSL: tell it so, or SSL_free() takes the
 		 * session for a failed one and drops it from the session cache. */
-		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-		c->rl_flags |= SP_RLF_ACTIVE;
+		SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+		SSL_free(t->ssl);
+		t->ssl = NULL;
+		t->tr = &sp_record_transport;
 		r = 0;
 	}
 	if (r < 0)
 		SP_LOG(SP_LOG_DEBUG, "handoff_skipped",
 		       "have=%d cipher=%d pending=%d wpending=%d suite=0x%04x", hs ? hs->have : -1,
-		       !!cipher, SSL_has_pending(c->ssl), (int)BIO_wpending(SSL_get_wbio(c->ssl)),
+		       !!cipher, SSL_has_pending(t->ssl), (int)BIO_wpending(SSL_get_wbio(t->ssl)),
 		       cipher ? SSL_CIPHER_get_protocol_id(cipher) : 0);
-	if (hs) {
-		OPENSSL_cleanse(hs, sizeof(*hs));
-		free(hs);
-		c->hs = NULL;
-	}
+	hs_free(t);
 	return r;
 }
 
-enum sp_handshake_cause sp_tls_failure_cause(sp_conn_t *c, int ssl_err)
+/* Classifies a failed handshake for metrics and logs. */
+static enum sp_handshake_cause failure_cause(const sp_tio_t *t, int ssl_err)
 {
-	unsigned long e = ERR_peek_last_error();
-	int reason = ERR_GET_REASON(e);
-
-	if (c->hs_cause != SP_HS_OTHER)
-		return c->hs_cause;
+	if (t->hs_cause != SP_HS_OTHER)
+		return t->hs_cause;
 	if (ssl_err == SSL_ERROR_SSL) {
-		switch (reason) {
+		switch (ERR_GET_REASON(ERR_peek_last_error())) {
 		case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
 			return SP_HS_NO_CERT;
 		case SSL_R_NO_APPLICATION_PROTOCOL:
 			return SP_HS_NO_ALPN;
 		case SSL_R_CERTIFICATE_VERIFY_FAILED:
 			return SP_HS_BAD_CERT;
-		case SSL_R_UNSUPPORTED_PROTOCOL:
-		case SSL_R_WRONG_VERSION_NUMBER:
-		case SSL_R_HTTP_REQUEST:
-		case SSL_R_HTTPS_PROXY_REQUEST:
-		case SSL_R_UNKNOWN_PROTOCOL:
-		case SSL_R_PACKET_LENGTH_TOO_LONG:
-		case SSL_R_RECORD_LENGTH_MISMATCH:
-		case SSL_R_NO_SHARED_CIPHER:
-		case SSL_R_VERSION_TOO_LOW:
-			return SP_HS_PROTOCOL;
-		default:
+		default: /* wrong version, HTTP, no shared cipher, bad lengths, ... */
 			return SP_HS_PROTOCOL;
 		}
 	}
 	return SP_HS_OTHER;
 }
 
+/* ---- the OpenSSL transport ---------------------------------------------------------------- */
+
+/* An OpenSSL error that ends the connection: after SSL or SYSCALL errors no close_notify. */
+static int tls_broken(sp_tio_t *t, int e)
+{
+	if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL)
+		t->flags |= SP_TIO_DEAD;
+	ERR_clear_error();
+	return SP_IO_BROKEN;
+}
+
+static int tls_handshake(sp_tio_t *t, sp_peer_t *peer)
+{
+	int r, e, cause;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(t->ssl);
+	if (r != 1) {
+		e = SSL_get_error(t->ssl, r);
+		if (e == SSL_ERROR_WANT_READ)
+			return SP_IO_WANT_READ;
+		if (e == SSL_ERROR_WANT_WRITE)
+			return SP_IO_WANT_WRITE;
+		t->flags |= SP_TIO_DEAD;
+		t->hs_cause = (uint8_t)failure_cause(t, e);
+		ERR_clear_error();
+		return SP_IO_FAILED;
+	}
+	memset(peer, 0, sizeof(*peer));
+	cause = established(t, peer);
+	if (cause) {
+		t->hs_cause = (uint8_t)cause;
+		ERR_clear_error();
+		return SP_IO_FAILED;
+	}
+	/* From here on the record layer is ours if possible; else OpenSSL carries on. */
+	peer->handed_off = handoff(t) == 0;
+	return SP_IO_DONE;
+}
+
+static int tls_read(sp_tio_t *t, sp_tio_input_fn *input, void *arg)
+{
+	const sp_tio_env_t *env = t->env;
+
+	for (unsigned i = 0; i < env->reads_per_call; i++) {
+		int n, e;
+
+		ERR_clear_error();
+		n = SSL_read(t->ssl, env->scratch,
+		             env->scratch_len > INT_MAX ? INT_MAX : (int)env->scratch_len);
+		if (n > 0) {
+			if (!input(arg, env->scratch, (size_t)n))
+				return SP_IO_WANT_READ;
+			continue;
+		}
+		e = SSL_get_error(t->ssl, n);
+		if (e == SSL_ERROR_WANT_READ)
+			return SP_IO_WANT_READ;
+		if (e == SSL_ERROR_WANT_WRITE)
+			return SP_IO_WANT_WRITE;
+		if (e == SSL_ERROR_ZERO_RETURN)
+			return SP_IO_CLOSED;
+		return tls_broken(t, e);
+	}
+	/* Out of budget with plaintext still inside OpenSSL: no socket event would come. */
+	return SSL_has_pending(t->ssl) ? SP_IO_AGAIN : SP_IO_WANT_READ;
+}
+
+static int tls_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
+{
+	*taken = 0;
+	while (*taken < len) {
+		size_t left = len - *taken;
+		int n, e;
+
+		ERR_clear_error();
+		n = SSL_write(t->ssl, p + *taken, left > INT_MAX ? INT_MAX : (int)left);
+		if (n > 0) {
+			*taken += (size_t)n;
+			continue;
+		}
+		e = SSL_get_error(t->ssl, n);
+		if (e == SSL_ERROR_WANT_WRITE)
+			return SP_IO_WANT_WRITE;
+		if (e == SSL_ERROR_WANT_READ)
+			return SP_IO_WANT_READ; /* the read event is armed; the write resumes from there */
+		return tls_broken(t, e);
+	}
+	return SP_IO_DONE;
+}
+
+static void tls_shutdown(sp_tio_t *t)
+{
+	if (!(t->flags & SP_TIO_DEAD) && t->ssl) {
+		ERR_clear_error();
+		SSL_shutdown(t->ssl); /* one non-blocking attempt to send close_notify */
+	}
+	ERR_clear_error();
+}
+
+static void tls_free(sp_tio_t *t)
+{
+	SSL_free(t->ssl);
+	t->ssl = NULL;
+	hs_free(t);
+	sp_rl_wipe(&t->rl);
+}
+
+const sp_transport_t sp_tls_transport = {
+        .name = "openssl",
+        .handshake = tls_handshake,
+        .read = tls_read,
+        .write = tls_write,
+        .shutdown = tls_shutdown,
+        .free = tls_free,
+};
+
+int sp_tio_accept(sp_tio_t *t, const sp_tio_env_t *env, int fd)
+{
+	sp_tls_server_t *tls = env->tls;
+	SSL *ssl;
+
+	t->env = env;
+	t->fd = fd;
+	t->hs_cause = SP_HS_OTHER;
+	t->hs = calloc(1, sizeof(*t->hs));
+	if (!t->hs)
+		return -1;
+	pthread_mutex_lock(&tls->lock);
+	ssl = SSL_new(tls->ctx);
+	pthread_mutex_unlock(&tls->lock);
+	if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+		SSL_free(ssl);
+		hs_free(t);
+		ERR_clear_error();
+		return -1;
+	}
+	SSL_set_app_data(ssl, t);
+	SSL_set_accept_state(ssl);
+	t->ssl = ssl;
+	t->tr = &sp_tls_transport;
+	return 0;
+}
+
+/* ---- the server's context ----------------------------------------------------------------- */
+
 int sp_tls_start(sp_server_t *srv, char *err, size_t errlen)
 {
-	return sp_tls_build(&srv->cfg, &srv->tls_ctx, &srv->crl, err, errlen);
+	sp_tls_server_t *tls = calloc(1, sizeof(*tls));
+
+	if (!tls) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (tls_build(&srv->cfg, &tls->ctx, &tls->crl, err, errlen) < 0) {
+		free(tls);
+		return -1;
+	}
+	pthread_mutex_init(&tls->lock, NULL);
+	srv->tls = tls;
+	return 0;
 }
 
 void sp_tls_stop(sp_server_t *srv)
 {
-	SSL_CTX_free(srv->tls_ctx);
-	X509_CRL_free(srv->crl);
-	srv->tls_ctx = NULL;
-	srv->crl = NULL;
+	sp_tls_server_t *tls = srv->tls;
+
+	if (!tls)
+		return;
+	SSL_CTX_free(tls->ctx);
+	X509_CRL_free(tls->crl);
+	pthread_mutex_destroy(&tls->lock);
+	free(tls);
+	srv->tls = NULL;
 }
 
 int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
 {
+	sp_tls_server_t *tls = srv->tls;
 	SSL_CTX *ctx, *old;
 	X509_CRL *crl, *old_crl;
 
-	if (sp_tls_build(&srv->cfg, &ctx, &crl, err, errlen) < 0)
+	if (tls_build(&srv->cfg, &ctx, &crl, err, errlen) < 0)
 		return -1;
-	pthread_mutex_lock(&srv->tls_lock);
-	old = srv->tls_ctx;
-	old_crl = srv->crl;
-	srv->tls_ctx = ctx;
-	srv->crl = crl;
-	pthread_mutex_unlock(&srv->tls_lock);
+	pthread_mutex_lock(&tls->lock);
+	old = tls->ctx;
+	old_crl = tls->crl;
+	tls->ctx = ctx;
+	tls->crl = crl;
+	pthread_mutex_unlock(&tls->lock);
 	SSL_CTX_free(old);
 	X509_CRL_free(old_crl);
 	return 0;

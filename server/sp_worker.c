@@ -29,6 +29,7 @@
 #include "sp_log.h"
 #include "sp_server.h"
 #include "sp_time.h"
+#include "sp_tls.h"
 
 #define TICK_MS         250
 #define CLOSING_MAX_MS  2000
@@ -200,7 +201,7 @@ static void close_revoked(sp_worker_t *w)
 		if (c->flags & SP_CF_FINISHED || c->state == SP_CS_HANDSHAKE ||
 		    c->state == SP_CS_CLOSING)
 			continue;
-		if (!sp_tls_revoked(w->srv, c))
+		if (!sp_tls_revoked(w->srv->tls, c->serial, c->serial_len))
 			continue;
 		SP_LOG(SP_LOG_INFO, "conn_revoked", "worker=%d slot=%u", w->id, c->slot);
 		sp_conn_goaway(c, SP_ERR_CERT_REVOKED, 0);
@@ -427,6 +428,13 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	if (!w->scratch || !w->seal || !w->rlcx || !w->batch || !w->dedup || !w->ev_wake ||
 	    !w->ev_tick || !w->ev_accept_retry || !w->ev_after)
 		goto nomem;
+	w->tio_env = (sp_tio_env_t){.scratch = w->scratch,
+	                            .scratch_len = SP_WORKER_SCRATCH,
+	                            .seal = w->seal,
+	                            .seal_len = SP_WORKER_SEAL,
+	                            .rlcx = w->rlcx,
+	                            .tls = srv->tls,
+	                            .reads_per_call = 16};
 	event_add(w->ev_wake, NULL);
 	event_add(w->ev_tick, &tick);
 	w->listener = evconnlistener_new_bind(
@@ -458,8 +466,8 @@ static void worker_destroy(sp_worker_t *w)
 		if (!(c->flags & SP_CF_FINISHED)) {
 			c->inflight = c->pending = NULL; /* their messages are freed below */
 			c->flags |= SP_CF_FINISHED;
-			if (c->fd >= 0)
-				close(c->fd);
+			if (c->io.fd >= 0)
+				close(c->io.fd);
 			event_del(&c->ev_read);
 			event_del(&c->ev_write);
 		}

@@ -1,0 +1,26 @@
+/*
+ * sp_tls.h: the server's TLS context (sp_tls.c). The per-connection OpenSSL transport it also
+ * implements is reached through sp_transport.h (sp_tio_accept).
+ */
+#ifndef SP_TLS_H
+#define SP_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sp_server.h"
+
+/* Builds srv->tls (context and CRL) from srv->cfg, before the workers start. Returns 0, or -1
+ * with err set; srv owns what was built until sp_tls_stop(). */
+int sp_tls_start(sp_server_t *srv, char *err, size_t errlen);
+/* Frees srv->tls (after the workers stopped; a no-op if never started). */
+void sp_tls_stop(sp_server_t *srv);
+/* Rebuilds the context and CRL from the files (SIGHUP) and swaps them in for new
+ * connections. Returns 0, or -1 with err set (the old ones stay). Any thread. */
+int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen);
+/* Whether the certificate serial[0, len) is on tls's current CRL (works after the hand-off:
+ * no SSL needed). Any thread. */
+bool sp_tls_revoked(sp_tls_server_t *tls, const uint8_t *serial, size_t len);
+
+#endif
