@@ -1,20 +1,18 @@
 /*
- * sb_conn.c: one bench connection (see sb_conn.h for its life). Raw OpenSSL on a non-blocking
- * socket; frames are encoded with sp_frame_encode() into the output buffer and decoded with
- * sp_frame_decode() in place over the read buffer.
+ * sb_conn.c: one bench connection (see sb_conn.h for its life). The socket, TLS and the output
+ * buffer are the client transport's (client/sp_ctransport.h, shared with libsealpush); frames
+ * are decoded with sp_frame_decode() in place over the read buffer.
  */
 #include "sb_conn.h"
 
 #include "sb_thread.h"
 #include "sp_buf.h"
+#include "sp_ctransport.h"
 #include "sp_frame.h"
 #include "sp_version.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +21,6 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #define SB_READ_CHUNK   (64 * 1024)
 #define SB_MAX_IN_FRAME (SP_MAX_FRAME_V1)
@@ -58,14 +55,10 @@ static void conn_teardown(sb_conn_t *c)
 	conn_not_starting(c);
 	if (c->rev != NULL)
 		event_free(c->rev);
-	if (c->wev != NULL)
-		event_free(c->wev);
-	c->rev = c->wev = NULL;
-	SSL_free(c->ssl);
-	c->ssl = NULL;
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
+	if (c->tr.wev != NULL)
+		event_free(c->tr.wev);
+	c->rev = c->tr.wev = NULL;
+	sp_ctransport_close(&c->tr);
 	c->state = CS_DEAD;
 	ERR_clear_error();
 }
@@ -102,108 +95,63 @@ void sb_conn_close(sb_conn_t *c)
 {
 	if (c->state == CS_IDLE || c->state == CS_DEAD)
 		return;
-	if (c->ssl != NULL && c->state >= CS_TICKET) {
-		ERR_clear_error();
-		SSL_shutdown(c->ssl);
-	}
+	if (c->state >= CS_TICKET)
+		sp_ctransport_shutdown(&c->tr);
 	conn_teardown(c);
 }
 
-/* Starts a connection attempt (from CS_IDLE or CS_DEAD). Returns 0 or -1 (failed). */
 int sb_conn_start(sb_conn_t *c)
 {
 	const sb_opts_t *o = &c->t->r->opt;
 	sb_thread_t *t = c->t;
-	int one = 1;
+	int rc;
 
-	c->in_len = c->out_len = c->out_off = c->n_acks = 0;
+	c->in_len = c->n_acks = 0;
 	c->owed = 0;
 	c->got_ticket = false;
 	c->state = CS_CONNECTING; /* so that conn_fail() below counts it */
 	c->starting = true;
 	t->starting++;
 	c->t_start = sb_now_ns();
-	if (sp_buf_reserve(&c->out, &c->out_cap, 16384, 4096) < 0) {
-		conn_fail(c, "out of memory");
+	rc = sp_ctransport_socket(&c->tr, o->addr.ss_family);
+	if (rc == 0)
+		rc = sp_ctransport_connect(&c->tr, (const struct sockaddr *)&o->addr, o->addr_len);
+	if (rc < 0) {
+		conn_fail(c, strerror(-rc));
 		return -1;
 	}
-	c->fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		conn_fail(c, strerror(errno));
-		return -1;
-	}
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(c->fd, (struct sockaddr *)&o->addr, o->addr_len) < 0 && errno != EINPROGRESS) {
-		conn_fail(c, strerror(errno));
-		return -1;
-	}
-	c->rev = event_new(t->base, c->fd, EV_READ | EV_PERSIST, conn_io, c);
-	c->wev = event_new(t->base, c->fd, EV_WRITE, conn_io, c);
-	if (c->rev == NULL || c->wev == NULL) {
+	c->rev = event_new(t->base, c->tr.fd, EV_READ | EV_PERSIST, conn_io, c);
+	c->tr.wev = event_new(t->base, c->tr.fd, EV_WRITE, conn_io, c);
+	if (c->rev == NULL || c->tr.wev == NULL) {
 		conn_fail(c, "event_new");
 		return -1;
 	}
-	c->want_write = true;
-	event_add(c->wev, NULL);
+	event_add(c->tr.wev, NULL);
 	if (sb_cnt_get(&t->s->c.first_connect_ns) == 0)
 		sb_cnt_set(&t->s->c.first_connect_ns, c->t_start);
 	return 0;
 }
 
-static void conn_want_write(sb_conn_t *c)
-{
-	if (!c->want_write) {
-		c->want_write = true;
-		event_add(c->wev, NULL);
-	}
-}
-
 /* Appends the encoding of f to the output buffer. */
 static int conn_put(sb_conn_t *c, sp_frame_t *f)
 {
-	size_t len = 0;
-	int rc;
+	int rc = sp_ctransport_put(&c->tr, f, NULL);
 
-	rc = sp_frame_encode(f, c->out + c->out_len, c->out_cap - c->out_len, &len);
-	if (rc == -SP_ERR_NOSPACE) {
-		if (sp_buf_reserve(&c->out, &c->out_cap, c->out_len + len, 4096) < 0) {
-			conn_fail(c, "out of memory");
-			return -1;
-		}
-		rc = sp_frame_encode(f, c->out + c->out_len, c->out_cap - c->out_len, &len);
-	}
 	if (rc < 0) {
-		conn_fail(c, "sp_frame_encode failed");
+		conn_fail(c, rc == SP_CT_NOMEM ? "out of memory" : "sp_frame_encode failed");
 		return -1;
 	}
-	c->out_len += len;
 	return 0;
 }
 
-/* Writes what the output buffer holds. Returns 0 (all or part written) or -1 (dead). */
 int sb_conn_flush(sb_conn_t *c)
 {
-	while (c->out_off < c->out_len) {
-		size_t left = c->out_len - c->out_off;
-		int n, e;
+	int rc = sp_ctransport_flush(&c->tr);
 
-		ERR_clear_error();
-		n = SSL_write(c->ssl, c->out + c->out_off, left > INT_MAX ? INT_MAX : (int)left);
-		if (n > 0) {
-			c->out_off += (size_t)n;
-			continue;
-		}
-		e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_WRITE) {
-			conn_want_write(c);
-			return 0;
-		}
-		if (e == SSL_ERROR_WANT_READ)
-			return 0;
-		conn_fail(c, "SSL_write failed");
+	if (rc < 0) {
+		conn_fail(c, rc == SP_CT_NOMEM ? "out of memory" : "SSL_write failed");
 		return -1;
 	}
-	c->out_off = c->out_len = 0;
 	return 0;
 }
 
@@ -422,7 +370,7 @@ static int conn_hs_done(sb_conn_t *c)
 	sb_thread_t *t = c->t;
 	int ph = sb_phase_get(r);
 
-	if (SSL_session_reused(c->ssl))
+	if (sp_ctransport_resumed(&c->tr))
 		sb_cnt_add(&t->s->c.hs_resumed, 1);
 	else
 		sb_cnt_add(&t->s->c.hs_full, 1);
@@ -522,18 +470,17 @@ static int conn_decode(sb_conn_t *c)
 	return 0;
 }
 
-/* Reads until the TLS layer wants more from the socket. Returns 0 or -1 (dead or recycled). */
+/* Reads what the records received hold. Returns 0 or -1 (dead or recycled). */
 static int conn_read(sb_conn_t *c)
 {
 	for (;;) {
-		int n, e;
+		int n;
 
 		if (sp_buf_reserve(&c->in, &c->in_cap, c->in_len + SB_READ_CHUNK, 4096) < 0) {
 			conn_fail(c, "out of memory");
 			return -1;
 		}
-		ERR_clear_error();
-		n = SSL_read(c->ssl, c->in + c->in_len, (int)(c->in_cap - c->in_len));
+		n = sp_ctransport_read(&c->tr, c->in + c->in_len, c->in_cap - c->in_len);
 		if (n > 0) {
 			if (c->state == CS_TICKET) {
 				conn_fail(c, "data before the session ticket");
@@ -544,18 +491,13 @@ static int conn_read(sb_conn_t *c)
 				return -1;
 			continue;
 		}
-		e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_READ) {
+		if (n == 0) {
 			if (c->state == CS_TICKET && c->got_ticket)
 				return conn_hs_done(c);
 			return 0;
 		}
-		if (e == SSL_ERROR_WANT_WRITE) {
-			conn_want_write(c);
-			return 0;
-		}
-		conn_fail(c, e == SSL_ERROR_ZERO_RETURN ? "closed by the relay (close_notify)"
-		                                        : "connection broken");
+		conn_fail(c, n == SP_CT_CLOSED ? "closed by the relay (close_notify)"
+		                               : "connection broken");
 		return -1;
 	}
 }
@@ -564,26 +506,13 @@ static int conn_read(sb_conn_t *c)
 static int conn_handshake(sb_conn_t *c)
 {
 	const sb_opts_t *o = &c->t->r->opt;
-	const unsigned char *alpn = NULL;
-	unsigned alpn_len = 0;
-	int r, e;
+	int rc = sp_ctransport_handshake(&c->tr);
 
-	ERR_clear_error();
-	r = SSL_do_handshake(c->ssl);
-	if (r != 1) {
-		e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ)
-			return 0;
-		if (e == SSL_ERROR_WANT_WRITE) {
-			conn_want_write(c);
-			return 0;
-		}
-		conn_fail(c, "TLS handshake failed");
-		return -1;
-	}
-	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-	if (alpn_len != strlen(SP_ALPN) || memcmp(alpn, SP_ALPN, alpn_len) != 0) {
-		conn_fail(c, "the relay selected no sealpush/1 ALPN");
+	if (rc == 0)
+		return 0;
+	if (rc < 0) {
+		conn_fail(c, rc == SP_CT_ALPN ? "the relay selected no sealpush/1 ALPN"
+		                              : "TLS handshake failed");
 		return -1;
 	}
 	if (o->scenario == SB_HANDSHAKE && !o->hello) {
@@ -599,40 +528,18 @@ static int conn_handshake(sb_conn_t *c)
 static int conn_connected(sb_conn_t *c)
 {
 	const sb_run_t *r = c->t->r;
-	const sb_opts_t *o = &r->opt;
-	int err = 0;
-	socklen_t l = sizeof(err);
-	char ip[INET6_ADDRSTRLEN];
+	int rc = sp_ctransport_connected(&c->tr);
 
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0 || err != 0) {
-		conn_fail(c, err ? strerror(err) : "connect failed");
+	if (rc < 0) {
+		conn_fail(c, strerror(-rc));
 		return -1;
 	}
-	c->ssl = SSL_new(r->ctx);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
-	    SSL_use_certificate(c->ssl, c->id->cert) != 1 ||
-	    SSL_use_PrivateKey(c->ssl, c->id->key) != 1) {
+	rc = sp_ctransport_tls_begin(&c->tr, r->ctx, r->opt.host, r->opt.host_is_ip, c->id->cert,
+	                             c->id->key, c->sess, c);
+	if (rc < 0) {
 		conn_fail(c, "SSL setup failed");
 		return -1;
 	}
-	SSL_set_app_data(c->ssl, c);
-	if (c->sess != NULL && SSL_set_session(c->ssl, c->sess) != 1) {
-		conn_fail(c, "SSL_set_session failed");
-		return -1;
-	}
-	if (o->host_is_ip) {
-		if (o->addr.ss_family == AF_INET)
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&o->addr)->sin_addr, ip,
-			          sizeof(ip));
-		else
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&o->addr)->sin6_addr, ip,
-			          sizeof(ip));
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), ip);
-	} else {
-		SSL_set_tlsext_host_name(c->ssl, o->host);
-		SSL_set1_host(c->ssl, o->host);
-	}
-	SSL_set_connect_state(c->ssl);
 	c->state = CS_HANDSHAKE;
 	event_add(c->rev, NULL);
 	return 0;
@@ -656,13 +563,16 @@ int sb_conn_on_new_session(SSL *ssl, SSL_SESSION *sess)
 static void conn_io(evutil_socket_t fd, short what, void *arg)
 {
 	sb_conn_t *c = arg;
+	int rc;
 
 	(void)fd;
-	if (what & EV_WRITE)
-		c->want_write = false;
 	if (c->state == CS_CONNECTING) {
 		if (conn_connected(c) < 0)
 			return;
+	}
+	if ((what & EV_READ) && (rc = sp_ctransport_recv(&c->tr)) < 0) {
+		conn_fail(c, rc == SP_CT_NOMEM ? "out of memory" : strerror(c->tr.err));
+		return;
 	}
 	if (c->state == CS_HANDSHAKE) {
 		int r = conn_handshake(c);
@@ -686,13 +596,18 @@ static void conn_io(evutil_socket_t fd, short what, void *arg)
 
 bool sb_conn_has_output(const sb_conn_t *c)
 {
-	return c->out_len > c->out_off;
+	return sp_ctransport_pending(&c->tr);
+}
+
+void sb_conn_init(sb_conn_t *c)
+{
+	sp_ctransport_init(&c->tr, 0); /* buffers stay: no allocation per burst */
 }
 
 void sb_conn_free(sb_conn_t *c)
 {
+	sp_ctransport_release(&c->tr);
 	free(c->in);
-	free(c->out);
 	free(c->acks);
 	free(c->peer_tokens);
 	SSL_SESSION_free(c->sess);

@@ -7,9 +7,9 @@
  * the handshake scenario CS_TICKET (wait for the session ticket) and round again. A connection
  * that breaks is torn down at once (no close_notify), counted, and after the connect phase
  * marked for a reconnect (c->retry, picked up by the thread's tick); in the connect phase a
- * failure ends the run. Frames are encoded into the connection's output buffer and decoded in
- * place from its read buffer; both buffers are kept across reconnects and freed by
- * sb_conn_free().
+ * failure ends the run. The socket, TLS and the output buffer are the client transport's
+ * (client/sp_ctransport.h, shared with libsealpush); frames are decoded in place from the
+ * connection's read buffer. The buffers are kept across reconnects and freed by sb_conn_free().
  *
  * Message ids: run nonce (8 bytes) | sequence u32 (queue: message index) | thread u16 |
  * connection u16. Blobs: CLOCK_MONOTONIC nanoseconds (u64, host order) of the intended send
@@ -19,6 +19,7 @@
 #define SB_CONN_H
 
 #include "sb.h"
+#include "sp_ctransport.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,11 +41,10 @@ enum sb_state {
 
 typedef struct sb_conn {
 	struct sb_thread *t;
-	int fd;
+	sp_ctransport_t tr; /* socket, TLS, output buffer; tr.wev is our write event */
 	uint8_t state;
 	bool sender;
 	bool send_only;  /* HELLO with SEND_ONLY */
-	bool want_write; /* wev is pending */
 	bool starting;   /* counted in t->starting */
 	bool retry;      /* reconnect at the next retry scan */
 	bool got_ticket; /* handshake scenario: a NewSessionTicket arrived */
@@ -52,13 +52,10 @@ typedef struct sb_conn {
 	const sb_ident_t *id;
 	uint8_t *peer_tokens; /* sender: n_peers recipient tokens, 32 bytes each */
 	uint16_t n_peers;
-	SSL *ssl;
 	SSL_SESSION *sess; /* handshake --resume: the last ticket of this slot */
-	struct event *rev, *wev;
-	uint8_t *in;
+	struct event *rev;
+	uint8_t *in; /* plaintext read, decoded in place */
 	size_t in_len, in_cap;
-	uint8_t *out;
-	size_t out_len, out_off, out_cap;
 	uint8_t *acks; /* msg ids to acknowledge at the end of this read burst */
 	size_t n_acks, acks_cap;
 	uint32_t window;  /* most unanswered SENDs we keep */
@@ -100,6 +97,9 @@ int sb_conn_flush(sb_conn_t *c);
 
 /* Whether encoded frames wait to be written. */
 bool sb_conn_has_output(const sb_conn_t *c);
+
+/* Makes *c (zeroed, or freed with sb_conn_free) a connection that was never opened. */
+void sb_conn_init(sb_conn_t *c);
 
 /* Frees the buffers and the kept session of a connection that is closed (or never opened). */
 void sb_conn_free(sb_conn_t *c);

@@ -293,7 +293,7 @@ static int thread_assign(sb_thread_t *t)
 	for (unsigned i = 0; i < t->n_conns; i++) {
 		t->conns[i].t = t;
 		t->conns[i].idx = (uint16_t)i;
-		t->conns[i].fd = -1;
+		sb_conn_init(&t->conns[i]);
 	}
 	return 0;
 }
