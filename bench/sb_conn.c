@@ -53,12 +53,7 @@ static void conn_teardown(sb_conn_t *c)
 	if (c->state == CS_READY)
 		sb_cnt_add(&c->t->s->c.ready, (uint64_t)-1);
 	conn_not_starting(c);
-	if (c->rev != NULL)
-		event_free(c->rev);
-	if (c->tr.wev != NULL)
-		event_free(c->tr.wev);
-	c->rev = c->tr.wev = NULL;
-	sp_ctransport_close(&c->tr);
+	sp_ctransport_close(&c->tr); /* and the events on the socket */
 	c->state = CS_DEAD;
 	ERR_clear_error();
 }
@@ -120,9 +115,9 @@ int sb_conn_start(sb_conn_t *c)
 		conn_fail(c, strerror(-rc));
 		return -1;
 	}
-	c->rev = event_new(t->base, c->tr.fd, EV_READ | EV_PERSIST, conn_io, c);
+	c->tr.rev = event_new(t->base, c->tr.fd, EV_READ | EV_PERSIST, conn_io, c);
 	c->tr.wev = event_new(t->base, c->tr.fd, EV_WRITE, conn_io, c);
-	if (c->rev == NULL || c->tr.wev == NULL) {
+	if (c->tr.rev == NULL || c->tr.wev == NULL) {
 		conn_fail(c, "event_new");
 		return -1;
 	}
@@ -541,7 +536,7 @@ static int conn_connected(sb_conn_t *c)
 		return -1;
 	}
 	c->state = CS_HANDSHAKE;
-	event_add(c->rev, NULL);
+	event_add(c->tr.rev, NULL);
 	return 0;
 }
 

@@ -41,7 +41,7 @@ enum sb_state {
 
 typedef struct sb_conn {
 	struct sb_thread *t;
-	sp_ctransport_t tr; /* socket, TLS, output buffer; tr.wev is our write event */
+	sp_ctransport_t tr; /* socket, TLS, output buffer; tr.rev, tr.wev: our events on it */
 	uint8_t state;
 	bool sender;
 	bool send_only;  /* HELLO with SEND_ONLY */
@@ -53,8 +53,7 @@ typedef struct sb_conn {
 	uint8_t *peer_tokens; /* sender: n_peers recipient tokens, 32 bytes each */
 	uint16_t n_peers;
 	SSL_SESSION *sess; /* handshake --resume: the last ticket of this slot */
-	struct event *rev;
-	uint8_t *in; /* plaintext read, decoded in place */
+	uint8_t *in;       /* plaintext read, decoded in place */
 	size_t in_len, in_cap;
 	uint8_t *acks; /* msg ids to acknowledge at the end of this read burst */
 	size_t n_acks, acks_cap;

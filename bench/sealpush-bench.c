@@ -49,6 +49,13 @@ volatile sig_atomic_t sb_interrupted, sb_child_died;
 /* The run, for the SIGCHLD handler only (everything else gets it passed). */
 static sb_run_t *g_run;
 
+/* What the orchestrator runs, by enum sb_scenario. */
+static int (*const scenario_run[])(sb_run_t *r, FILE *out) = {
+        [SB_THROUGHPUT] = sb_scen_traffic,  [SB_FANOUT] = sb_scen_traffic,
+        [SB_QUEUE] = sb_scen_queue,         [SB_IDLE] = sb_scen_idle,
+        [SB_HANDSHAKE] = sb_scen_handshake,
+};
+
 static int tls_setup(sb_run_t *r)
 {
 	const sb_opts_t *o = &r->opt;
@@ -274,21 +281,7 @@ int main(int argc, char **argv)
 			sb_workers_stop(r);
 		goto out;
 	}
-	switch (o->scenario) {
-	case SB_THROUGHPUT:
-	case SB_FANOUT:
-		rc = sb_scen_traffic(r, out);
-		break;
-	case SB_QUEUE:
-		rc = sb_scen_queue(r, out);
-		break;
-	case SB_IDLE:
-		rc = sb_scen_idle(r, out);
-		break;
-	case SB_HANDSHAKE:
-		rc = sb_scen_handshake(r, out);
-		break;
-	}
+	rc = scenario_run[o->scenario](r, out);
 out:
 	sb_ident_free(r->send_ids, r->n_send_ids);
 	sb_ident_free(r->recv_ids, r->n_recv_ids);

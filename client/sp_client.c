@@ -141,8 +141,7 @@ struct sp_client {
 	bool dead;
 
 	/* connection */
-	sp_ctransport_t tr; /* socket, TLS, output buffers; tr.wev is our write event */
-	struct event *rev;
+	sp_ctransport_t tr; /* socket, TLS, output buffers; tr.rev, tr.wev: our events on it */
 	struct evdns_base *dns;
 	struct evdns_getaddrinfo_request *dns_req;
 	bool goaway;
@@ -374,12 +373,7 @@ static void conn_release(sp_client_t *c, bool graceful)
 	}
 	if (graceful)
 		sp_ctransport_shutdown(&c->tr); /* close_notify, best effort */
-	if (c->rev != NULL)
-		event_free(c->rev);
-	if (c->tr.wev != NULL)
-		event_free(c->tr.wev);
-	c->rev = c->tr.wev = NULL;
-	sp_ctransport_close(&c->tr);
+	sp_ctransport_close(&c->tr);            /* and the events on the socket */
 	sp_decoder_release(&c->dec);
 	sp_ctransport_release(&c->tr);
 	/* ACKs not written: the last one goes into the next HELLO as resume_id. */
@@ -1078,7 +1072,7 @@ static int tcp_connected(sp_client_t *c)
 	}
 	sp_decoder_init(&c->dec, PRE_WELCOME_FRAME);
 	c->cstate = C_TLS;
-	event_add(c->rev, NULL);
+	event_add(c->tr.rev, NULL);
 	return tls_step(c) < 0 ? -1 : 0;
 }
 
@@ -1118,9 +1112,9 @@ static void tcp_start(sp_client_t *c, const struct sockaddr *sa, socklen_t len)
 		conn_drop(c, SP_CLIENT_C_CONNECT, 0, buf, false);
 		return;
 	}
-	c->rev = event_new(c->base, c->tr.fd, EV_READ | EV_PERSIST, io_cb, c);
+	c->tr.rev = event_new(c->base, c->tr.fd, EV_READ | EV_PERSIST, io_cb, c);
 	c->tr.wev = event_new(c->base, c->tr.fd, EV_WRITE, io_cb, c);
-	if (c->rev == NULL || c->tr.wev == NULL) {
+	if (c->tr.rev == NULL || c->tr.wev == NULL) {
 		conn_drop(c, SP_CLIENT_C_NOMEM, 0, "event_new failed", false);
 		return;
 	}

@@ -290,6 +290,11 @@ void sp_ctransport_shutdown(sp_ctransport_t *t)
 
 void sp_ctransport_close(sp_ctransport_t *t)
 {
+	if (t->rev != NULL)
+		event_free(t->rev);
+	if (t->wev != NULL)
+		event_free(t->wev);
+	t->rev = t->wev = NULL;
 	SSL_free(t->ssl);
 	t->ssl = NULL;
 	t->rbio = t->wbio = NULL;

@@ -6,7 +6,8 @@
  * reconnects and error reporting stay with them.
  *
  * Who calls what. The owner creates the socket (sp_ctransport_socket/_connect), its read and
- * write events (on its own event base), and, once connected, calls sp_ctransport_tls_begin().
+ * write events on it (on its own event base, into t->rev and t->wev: sp_ctransport_close()
+ * frees them), and, once connected, calls sp_ctransport_tls_begin().
  * Then, from its event callbacks: sp_ctransport_recv() when readable (moves what the socket
  * has into OpenSSL), sp_ctransport_handshake() until it returns 1, sp_ctransport_read() until
  * it returns 0 (plaintext into the owner's buffer, which it decodes in place), then
@@ -52,7 +53,8 @@ typedef struct sp_ctransport {
 	int fd;            /* -1 when closed */
 	SSL *ssl;          /* NULL until sp_ctransport_tls_begin() */
 	BIO *rbio, *wbio;  /* owned by ssl */
-	struct event *wev; /* the owner's write event (EV_WRITE on fd); the owner frees it */
+	struct event *rev; /* the owner's read event on fd (freed by sp_ctransport_close) */
+	struct event *wev; /* the owner's write event on fd (armed here when the socket is full) */
 	uint8_t *pt;       /* plaintext frames waiting for SSL_write */
 	size_t pt_len, pt_cap;
 	uint8_t *raw; /* TLS records waiting for send() */
@@ -146,7 +148,7 @@ bool sp_ctransport_resumed(const sp_ctransport_t *t);
 void sp_ctransport_shutdown(sp_ctransport_t *t);
 
 /*
- * Frees the TLS state and closes the socket (free the events on it first); unwritten bytes
+ * Frees the owner's events (t->rev, t->wev), the TLS state and the socket; unwritten bytes
  * are dropped, the buffers are kept for the next connection. Accepts a closed transport.
  */
 void sp_ctransport_close(sp_ctransport_t *t);
