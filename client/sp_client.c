@@ -9,17 +9,18 @@
  * sp_client_free() inside a callback only marks the client dead, and leave() frees it when
  * the outermost callback returns. After c->dead is set no user callback is called again.
  *
- * TLS runs over two memory BIOs: bytes from recv() are written into the read BIO, what
- * OpenSSL produces is taken from the write BIO into c->raw and sent with send(MSG_NOSIGNAL),
- * so the library never raises SIGPIPE in the application and never blocks. Frames are
- * encoded with sp_frame_encode() into c->pt (plaintext) and handed to SSL_write() once per
- * loop pass (one record for many small frames).
+ * The socket and TLS are the client transport's (sp_ctransport.h, shared with the load
+ * generator): TLS over two memory BIOs, bytes sent with send(MSG_NOSIGNAL), so the library
+ * never raises SIGPIPE in the application and never blocks. Frames are encoded into the
+ * transport's plaintext buffer and handed to SSL_write() once per loop pass (one record for
+ * many small frames).
  *
  * The connection's life: C_NONE -> C_RESOLVING (only for host names) -> C_TCP -> C_TLS ->
  * C_HELLO (HELLO sent) -> C_READY (WELCOME). conn_drop() ends any of them and decides what
  * comes next: stop() for good, or WAITING with a backoff timer, or at once.
  */
 #include "sp_buf.h"
+#include "sp_ctransport.h"
 #include "sealpush.h"
 
 #include <arpa/inet.h>
@@ -140,23 +141,13 @@ struct sp_client {
 	bool dead;
 
 	/* connection */
-	int fd;
-	SSL *ssl;
-	BIO *rbio, *wbio; /* owned by ssl */
-	struct event *rev, *wev;
+	sp_ctransport_t tr; /* socket, TLS, output buffers; tr.rev, tr.wev: our events on it */
 	struct evdns_base *dns;
 	struct evdns_getaddrinfo_request *dns_req;
-	bool eof;
-	bool write_failed; /* send() failed: only reading what is left */
-	bool tls_done;
 	bool goaway;
 	unsigned goaway_code;
 	uint32_t goaway_retry;
 	sp_decoder_t dec;
-	uint8_t *pt; /* plaintext frames waiting for SSL_write */
-	size_t pt_len, pt_cap;
-	uint8_t *raw; /* TLS records waiting for send() */
-	size_t raw_len, raw_off, raw_cap;
 	uint64_t last_tx;
 	bool ping_out;
 	uint64_t ping_deadline;
@@ -357,68 +348,16 @@ static void kick(sp_client_t *c)
 
 /* ---- output ------------------------------------------------------------------------------ */
 
-/* Encodes f into the plaintext buffer. Returns 0 or -ENOMEM / a codec error. */
+/* Encodes f into the plaintext buffer. Returns 0, -ENOMEM or -EINVAL (a codec error). */
 static int out_frame(sp_client_t *c, sp_frame_t *f)
 {
 	size_t need = 0;
-	int r;
+	int r = sp_ctransport_put(&c->tr, f, &need);
 
-	r = sp_frame_encode(f, NULL, 0, &need);
-	if (r != -SP_ERR_NOSPACE)
-		return r < 0 ? r : -EINVAL;
-	if (sp_buf_reserve(&c->pt, &c->pt_cap, c->pt_len + need, 1024) < 0)
-		return -ENOMEM;
-	r = sp_frame_encode(f, c->pt + c->pt_len, c->pt_cap - c->pt_len, &need);
 	if (r < 0)
-		return r;
-	c->pt_len += need;
+		return r == SP_CT_NOMEM ? -ENOMEM : -EINVAL;
 	c->st.bytes_out += need;
 	c->last_tx = now_ms();
-	return 0;
-}
-
-/* Moves what OpenSSL wrote into its BIO to c->raw. */
-static int drain_wbio(sp_client_t *c)
-{
-	size_t pend;
-
-	while ((pend = BIO_ctrl_pending(c->wbio)) > 0) {
-		int n;
-
-		if (sp_buf_reserve(&c->raw, &c->raw_cap, c->raw_len + pend, 1024) < 0)
-			return -ENOMEM;
-		n = BIO_read(c->wbio, c->raw + c->raw_len, (int)pend);
-		if (n <= 0)
-			break;
-		c->raw_len += (size_t)n;
-	}
-	return 0;
-}
-
-/* Sends c->raw; waits for EV_WRITE when the socket is full. Returns 0 or -errno. */
-static int send_raw(sp_client_t *c)
-{
-	while (c->raw_off < c->raw_len) {
-		ssize_t n = send(c->fd, c->raw + c->raw_off, c->raw_len - c->raw_off,
-		                 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
-				event_add(c->wev, NULL);
-				return 0;
-			}
-			return -errno;
-		}
-		c->raw_off += (size_t)n;
-	}
-	c->raw_off = c->raw_len = 0;
-	if (c->raw_cap > 65536) {
-		free(c->raw);
-		c->raw = NULL;
-		c->raw_cap = 0;
-	}
 	return 0;
 }
 
@@ -432,31 +371,11 @@ static void conn_release(sp_client_t *c, bool graceful)
 		evdns_getaddrinfo_cancel(c->dns_req);
 		c->dns_req = NULL;
 	}
-	if (c->ssl != NULL) {
-		if (graceful && c->tls_done && !c->eof && !c->write_failed && c->fd >= 0) {
-			/* close_notify, best effort: whatever the socket takes now. */
-			ERR_clear_error();
-			SSL_shutdown(c->ssl);
-			if (drain_wbio(c) == 0)
-				(void)send_raw(c);
-		}
-		SSL_free(c->ssl);
-		c->ssl = NULL;
-		c->rbio = c->wbio = NULL;
-	}
-	if (c->rev != NULL)
-		event_free(c->rev);
-	if (c->wev != NULL)
-		event_free(c->wev);
-	c->rev = c->wev = NULL;
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
+	if (graceful)
+		sp_ctransport_shutdown(&c->tr); /* close_notify, best effort */
+	sp_ctransport_close(&c->tr);            /* and the events on the socket */
 	sp_decoder_release(&c->dec);
-	free(c->pt);
-	free(c->raw);
-	c->pt = c->raw = NULL;
-	c->pt_len = c->pt_cap = c->raw_len = c->raw_off = c->raw_cap = 0;
+	sp_ctransport_release(&c->tr);
 	/* ACKs not written: the last one goes into the next HELLO as resume_id. */
 	if (c->n_acks > 0 && c->have_last_ack) {
 		memcpy(c->resume_id, c->last_ack, SP_MSG_ID_LEN);
@@ -464,7 +383,7 @@ static void conn_release(sp_client_t *c, bool graceful)
 	}
 	c->n_acks = 0;
 	c->cstate = C_NONE;
-	c->eof = c->tls_done = c->ping_out = c->write_failed = false;
+	c->ping_out = false;
 	ERR_clear_error();
 }
 
@@ -581,7 +500,7 @@ static void conn_tls_fail(sp_client_t *c, const char *what)
 {
 	char buf[400], reason[256] = "";
 	unsigned long e = ERR_peek_last_error();
-	long vr = c->ssl ? SSL_get_verify_result(c->ssl) : X509_V_OK;
+	long vr = c->tr.ssl ? SSL_get_verify_result(c->tr.ssl) : X509_V_OK;
 	int cause = c->cstate == C_READY ? SP_CLIENT_C_BROKEN : SP_CLIENT_C_TLS;
 
 	if (e != 0)
@@ -589,7 +508,7 @@ static void conn_tls_fail(sp_client_t *c, const char *what)
 	if (c->cstate <= C_TLS && vr != X509_V_OK)
 		snprintf(buf, sizeof(buf), "%s: the relay's certificate: %s", what,
 		         X509_verify_cert_error_string(vr));
-	else if (c->eof && e == 0)
+	else if (c->tr.eof && e == 0)
 		snprintf(buf, sizeof(buf), "%s: the relay closed the connection%s", what,
 		         c->cstate < C_READY ? " before WELCOME" : "");
 	else {
@@ -598,7 +517,7 @@ static void conn_tls_fail(sp_client_t *c, const char *what)
 		snprintf(buf, sizeof(buf), "%s: %s", what,
 		         r ? r : (e ? reason : "connection broken"));
 	}
-	if (c->eof && e == 0 && c->cstate >= C_HELLO)
+	if (c->tr.eof && e == 0 && c->cstate >= C_HELLO)
 		cause = SP_CLIENT_C_CLOSED;
 	conn_drop(c, cause, 0, buf, false);
 }
@@ -621,13 +540,8 @@ static void conn_protocol_error(sp_client_t *c, int err, const sp_frame_t *f, co
 		e.fields |= SP_BIT(SP_F_FRAME_TYPE);
 		e.frame_type = f->type;
 	}
-	if (c->ssl != NULL && c->tls_done && out_frame(c, &e) == 0) {
-		ERR_clear_error();
-		SSL_write(c->ssl, c->pt, (int)c->pt_len);
-		c->pt_len = 0;
-		(void)drain_wbio(c);
-		(void)send_raw(c);
-	}
+	if (c->tr.ssl != NULL && c->tr.tls_done && out_frame(c, &e) == 0)
+		(void)sp_ctransport_flush(&c->tr);
 	snprintf(buf, sizeof(buf), "protocol error by the relay: %s", reason);
 	conn_drop(c, SP_CLIENT_C_PROTOCOL, e.code, buf, true);
 }
@@ -736,9 +650,8 @@ static void conn_write_failed(sp_client_t *c, int err)
 {
 	char b[160];
 
-	if (c->ssl != NULL && !c->write_failed) {
-		c->write_failed = true;
-		c->raw_len = c->raw_off = 0;
+	if (c->tr.ssl != NULL && !c->tr.write_failed) {
+		sp_ctransport_write_failed(&c->tr);
 		if (read_step(c) < 0)
 			return; /* it ended the connection with a better reason */
 	}
@@ -752,36 +665,19 @@ static void conn_write_failed(sp_client_t *c, int err)
  * connection ended. */
 static int flush(sp_client_t *c)
 {
-	int r;
-
-	if (c->ssl == NULL || !c->tls_done)
+	switch (sp_ctransport_flush(&c->tr)) {
+	case 0:
 		return 0;
-	if (c->pt_len > 0) {
-		ERR_clear_error();
-		r = SSL_write(c->ssl, c->pt, (int)c->pt_len);
-		if (r <= 0 || (size_t)r != c->pt_len) {
-			conn_tls_fail(c, "TLS write failed");
-			return -1;
-		}
-		c->pt_len = 0;
-		if (c->pt_cap > 65536) {
-			free(c->pt);
-			c->pt = NULL;
-			c->pt_cap = 0;
-		}
-	}
-	if (drain_wbio(c) < 0) {
+	case SP_CT_TLS:
+		conn_tls_fail(c, "TLS write failed");
+		return -1;
+	case SP_CT_NOMEM:
 		conn_drop(c, SP_CLIENT_C_NOMEM, 0, "out of memory", false);
 		return -1;
-	}
-	if (c->write_failed)
-		return 0; /* conn_write_failed() is reading what is left */
-	r = send_raw(c);
-	if (r < 0) {
-		conn_write_failed(c, -r);
+	default: /* SP_CT_SEND */
+		conn_write_failed(c, c->tr.err);
 		return -1;
 	}
-	return 0;
 }
 
 static void finish_close(sp_client_t *c)
@@ -809,7 +705,7 @@ static int pump(sp_client_t *c)
 	if (flush(c) < 0)
 		return -1;
 	if (c->state == SP_CLIENT_CLOSING && c->n_inflight == 0 && (c->n_queue == 0 || c->goaway) &&
-	    c->raw_len == 0) {
+	    sp_ctransport_unsent(&c->tr) == 0) {
 		finish_close(c);
 		return -1;
 	}
@@ -877,7 +773,7 @@ static int on_welcome(sp_client_t *c, const sp_frame_t *f)
 		c->state = SP_CLIENT_READY;
 	c->attempt = 0;
 	c->have_resume = false;
-	c->resumed = SSL_session_reused(c->ssl) == 1;
+	c->resumed = sp_ctransport_resumed(&c->tr);
 	c->st.welcomes++;
 	if (c->resumed)
 		c->st.resumed++;
@@ -1072,33 +968,25 @@ static int send_hello(sp_client_t *c)
  * the connection ended. */
 static int tls_step(sp_client_t *c)
 {
-	const unsigned char *alpn = NULL;
-	unsigned alpn_len = 0;
-	int r, r2;
-
-	ERR_clear_error();
-	r = SSL_do_handshake(c->ssl);
-	if (drain_wbio(c) < 0) {
+	switch (sp_ctransport_handshake(&c->tr)) {
+	case 1:
+		break;
+	case 0:
+		return 0;
+	case SP_CT_NOMEM:
 		conn_drop(c, SP_CLIENT_C_NOMEM, 0, "out of memory", false);
 		return -1;
-	}
-	if (!c->write_failed && (r2 = send_raw(c)) < 0) {
-		conn_write_failed(c, -r2);
+	case SP_CT_SEND:
+		conn_write_failed(c, c->tr.err);
 		return -1;
-	}
-	if (r != 1) {
-		if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_READ && !c->eof)
-			return 0;
-		conn_tls_fail(c, "TLS handshake failed");
-		return -1;
-	}
-	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
-	if (alpn_len != strlen(SP_ALPN) || memcmp(alpn, SP_ALPN, alpn_len) != 0) {
+	case SP_CT_ALPN:
 		conn_drop(c, SP_CLIENT_C_TLS, 0,
 		          "TLS handshake: the relay selected no sealpush/1 ALPN", true);
 		return -1;
+	default: /* SP_CT_TLS */
+		conn_tls_fail(c, "TLS handshake failed");
+		return -1;
 	}
-	c->tls_done = true;
 	c->cstate = C_HELLO;
 	if (send_hello(c) < 0 || flush(c) < 0) {
 		if (c->cstate != C_NONE)
@@ -1112,57 +1000,36 @@ static int tls_step(sp_client_t *c)
 static int read_step(sp_client_t *c)
 {
 	uint8_t buf[READ_CHUNK];
+	int r = sp_ctransport_recv(&c->tr);
 
-	for (;;) {
-		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	if (r == SP_CT_NOMEM) {
+		conn_drop(c, SP_CLIENT_C_NOMEM, 0, "out of memory", false);
+		return -1;
+	}
+	if (r < 0) {
+		char b[128];
 
-		if (n > 0) {
-			if (BIO_write(c->rbio, buf, (int)n) != (int)n) {
-				conn_drop(c, SP_CLIENT_C_NOMEM, 0, "out of memory", false);
-				return -1;
-			}
-			if ((size_t)n < sizeof(buf))
-				break;
-			continue;
-		}
-		if (n == 0) {
-			c->eof = true;
-			BIO_set_mem_eof_return(c->rbio, 0);
-			break;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			break;
-		{
-			char b[128];
-
-			snprintf(b, sizeof(b), "read from the relay failed: %s", strerror(errno));
-			conn_drop(c, c->cstate < C_HELLO ? SP_CLIENT_C_TLS : SP_CLIENT_C_BROKEN, 0,
-			          b, false);
-			return -1;
-		}
+		snprintf(b, sizeof(b), "read from the relay failed: %s", strerror(c->tr.err));
+		conn_drop(c, c->cstate < C_HELLO ? SP_CLIENT_C_TLS : SP_CLIENT_C_BROKEN, 0, b,
+		          false);
+		return -1;
 	}
 	if (c->cstate == C_TLS) {
-		int r = tls_step(c);
-
+		r = tls_step(c);
 		if (r <= 0)
 			return r;
 	}
 	for (;;) {
-		int n, e;
+		int n = sp_ctransport_read(&c->tr, buf, sizeof(buf));
 
-		ERR_clear_error();
-		n = SSL_read(c->ssl, buf, sizeof(buf));
 		if (n > 0) {
 			if (on_plaintext(c, buf, (size_t)n) < 0)
 				return -1;
 			continue;
 		}
-		e = SSL_get_error(c->ssl, n);
-		if (e == SSL_ERROR_WANT_READ && !c->eof)
+		if (n == 0)
 			break;
-		if (e == SSL_ERROR_ZERO_RETURN) {
+		if (n == SP_CT_CLOSED) {
 			/* close_notify: conn_release answers it with ours. */
 			conn_drop(c, SP_CLIENT_C_CLOSED, 0,
 			          c->cstate == C_READY
@@ -1171,9 +1038,7 @@ static int read_step(sp_client_t *c)
 			          true);
 			return -1;
 		}
-		if (e == SSL_ERROR_WANT_READ || (c->eof && ERR_peek_error() == 0) ||
-		    ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-			ERR_clear_error();
+		if (n == SP_CT_EOF) {
 			conn_drop(c, c->cstate == C_READY ? SP_CLIENT_C_BROKEN : SP_CLIENT_C_CLOSED,
 			          0,
 			          c->cstate == C_READY
@@ -1190,44 +1055,24 @@ static int read_step(sp_client_t *c)
 
 static int tcp_connected(sp_client_t *c)
 {
-	int err = 0;
-	socklen_t l = sizeof(err);
+	int err = -sp_ctransport_connected(&c->tr);
 	char buf[512];
 
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
-		err = errno;
 	if (err != 0) {
 		snprintf(buf, sizeof(buf), "cannot connect to %s:%u: %s", c->host, c->port,
 		         strerror(err));
 		conn_drop(c, SP_CLIENT_C_CONNECT, 0, buf, false);
 		return -1;
 	}
-	c->ssl = SSL_new(c->ctx);
-	c->rbio = BIO_new(BIO_s_mem());
-	c->wbio = BIO_new(BIO_s_mem());
-	if (c->ssl == NULL || c->rbio == NULL || c->wbio == NULL) {
-		BIO_free(c->rbio);
-		BIO_free(c->wbio);
-		c->rbio = c->wbio = NULL;
+	if (sp_ctransport_tls_begin(&c->tr, c->ctx, c->server_name ? c->server_name : c->host,
+	                            c->host_is_ip && c->server_name == NULL, NULL, NULL, c->session,
+	                            c) < 0) {
 		conn_drop(c, SP_CLIENT_C_NOMEM, 0, "cannot set up TLS", false);
 		return -1;
 	}
-	SSL_set_bio(c->ssl, c->rbio, c->wbio);
-	SSL_set_app_data(c->ssl, c);
-	if (c->host_is_ip && c->server_name == NULL) {
-		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), c->host);
-	} else {
-		const char *name = c->server_name ? c->server_name : c->host;
-
-		SSL_set_tlsext_host_name(c->ssl, name);
-		SSL_set1_host(c->ssl, name);
-	}
-	if (c->session != NULL)
-		SSL_set_session(c->ssl, c->session);
-	SSL_set_connect_state(c->ssl);
 	sp_decoder_init(&c->dec, PRE_WELCOME_FRAME);
 	c->cstate = C_TLS;
-	event_add(c->rev, NULL);
+	event_add(c->tr.rev, NULL);
 	return tls_step(c) < 0 ? -1 : 0;
 }
 
@@ -1242,11 +1087,9 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
 			tcp_connected(c);
 		goto out;
 	}
-	if ((what & EV_WRITE) && c->raw_len > 0 && !c->write_failed) {
-		int r = send_raw(c);
-
-		if (r < 0) {
-			conn_write_failed(c, -r);
+	if ((what & EV_WRITE) && sp_ctransport_unsent(&c->tr) > 0 && !c->tr.write_failed) {
+		if (sp_ctransport_send(&c->tr) < 0) {
+			conn_write_failed(c, c->tr.err);
 			goto out;
 		}
 	}
@@ -1261,30 +1104,29 @@ out:
 
 static void tcp_start(sp_client_t *c, const struct sockaddr *sa, socklen_t len)
 {
-	int one = 1;
 	char buf[512];
+	int r = sp_ctransport_socket(&c->tr, sa->sa_family);
 
-	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->fd < 0) {
-		snprintf(buf, sizeof(buf), "socket: %s", strerror(errno));
+	if (r < 0) {
+		snprintf(buf, sizeof(buf), "socket: %s", strerror(-r));
 		conn_drop(c, SP_CLIENT_C_CONNECT, 0, buf, false);
 		return;
 	}
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->rev = event_new(c->base, c->fd, EV_READ | EV_PERSIST, io_cb, c);
-	c->wev = event_new(c->base, c->fd, EV_WRITE, io_cb, c);
-	if (c->rev == NULL || c->wev == NULL) {
+	c->tr.rev = event_new(c->base, c->tr.fd, EV_READ | EV_PERSIST, io_cb, c);
+	c->tr.wev = event_new(c->base, c->tr.fd, EV_WRITE, io_cb, c);
+	if (c->tr.rev == NULL || c->tr.wev == NULL) {
 		conn_drop(c, SP_CLIENT_C_NOMEM, 0, "event_new failed", false);
 		return;
 	}
 	c->cstate = C_TCP;
-	if (connect(c->fd, sa, len) < 0 && errno != EINPROGRESS) {
+	r = sp_ctransport_connect(&c->tr, sa, len);
+	if (r < 0) {
 		snprintf(buf, sizeof(buf), "cannot connect to %s:%u: %s", c->host, c->port,
-		         strerror(errno));
+		         strerror(-r));
 		conn_drop(c, SP_CLIENT_C_CONNECT, 0, buf, false);
 		return;
 	}
-	event_add(c->wev, NULL);
+	event_add(c->tr.wev, NULL);
 }
 
 static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
@@ -1561,7 +1403,7 @@ int sp_client_new(struct event_base *base, const sp_client_config_t *cfg,
 		return -ENOMEM;
 	}
 	c->base = base;
-	c->fd = -1;
+	sp_ctransport_init(&c->tr, 65536);
 	TAILQ_INIT(&c->queue);
 	TAILQ_INIT(&c->inflight);
 	if (cb != NULL)
