@@ -20,11 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sp_admin.h"
 #include "sp_config.h"
+#include "sp_frame.h"
 #include "sp_log.h"
-#include "sp_server.h"
 #include "sp_tls.h"
 #include "sp_version.h"
+#include "sp_worker.h"
 
 #define C sp_server_config_t
 

@@ -17,10 +17,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "sp_admin.h"
 #include "sp_config.h"
 #include "sp_log.h"
-#include "sp_server.h"
 #include "sp_version.h"
+#include "sp_worker.h"
 
 struct sp_admin {
 	sp_server_t *srv;

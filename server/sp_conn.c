@@ -25,9 +25,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sp_conn.h"
 #include "sp_identity.h"
 #include "sp_log.h"
-#include "sp_server.h"
+#include "sp_session.h"
 
 #define OUT_MIN 4096 /* first output allocation */
 

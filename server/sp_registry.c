@@ -6,7 +6,7 @@
  * are picked by a token byte: tokens are SHA-256 outputs, spread evenly, and an attacker who
  * names tokens in a SEND only chooses which shard it reads.
  */
-#include "sp_server.h"
+#include "sp_registry.h"
 
 static unsigned shard_of(const uint8_t *token)
 {

@@ -26,8 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sp_conn.h"
 #include "sp_log.h"
-#include "sp_server.h"
+#include "sp_msg.h"
+#include "sp_router.h"
+#include "sp_session.h"
 #include "sp_time.h"
 #include "sp_tls.h"
 
@@ -131,7 +134,7 @@ static void on_after(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	w->after_pending = false;
-	sp_session_flush_results(w);
+	sp_msg_flush_results(w);
 	while (w->dirty) {
 		sp_conn_t *c = w->dirty;
 
@@ -162,7 +165,7 @@ static void drain_inbox(sp_worker_t *w)
 	sp_mpsc_node_t *q;
 
 	while ((q = sp_mpsc_pop(&w->inbox)))
-		sp_session_inbox(w, sp_node_of(q));
+		sp_router_inbox(w, sp_node_of(q));
 }
 
 static void start_drain(sp_worker_t *w)
@@ -277,6 +280,23 @@ static void tick_conn(sp_worker_t *w, sp_conn_t *c)
 		sp_conn_release_output(c);
 }
 
+/* The store's counters into w's metrics (the tick: the store counts on its own thread). */
+static void store_counters(sp_worker_t *w)
+{
+	sp_store_counters_t sc;
+	uint64_t v[SP_M_STORE_LAST - SP_M_STORE + 1];
+
+	_Static_assert(sizeof(sc) == sizeof(v), "one metric per store counter");
+	if (!w->store)
+		return;
+	sp_store_counters(w->store, &sc);
+	memcpy(v, &sc, sizeof(v));
+	for (unsigned i = 0; i <= SP_M_STORE_LAST - SP_M_STORE; i++)
+		atomic_store_explicit(&w->metrics.v[SP_M_STORE + i], v[i], memory_order_relaxed);
+	atomic_store_explicit(&w->metrics.v[SP_M_STORE_UP], (uint64_t) !!sp_store_up(w->store),
+	                      memory_order_relaxed);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	sp_worker_t *w = arg;
@@ -299,7 +319,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		tick_conn(w, c);
 	}
 	drain_inbox(w); /* a push that was mid-way at the last wake-up */
-	sp_session_worker_tick(w);
+	store_counters(w);
 	sp_worker_after(w);
 }
 
@@ -479,7 +499,7 @@ static void worker_destroy(sp_worker_t *w)
 		if (n->kind == SP_NODE_REPLACE || n->kind == SP_NODE_KICK)
 			free(n); /* the others live inside messages */
 	}
-	sp_session_teardown(w);
+	sp_msg_teardown(w);
 	if (w->listener)
 		evconnlistener_free(w->listener);
 	if (w->ev_wake)

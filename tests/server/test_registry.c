@@ -5,9 +5,10 @@
  * The build uses ASan rather than TSan, so the threaded cases check outcomes, not just that
  * nothing crashed.
  */
-#include "sp_server.h"
+#include "sp_registry.h"
 
 #include <sched.h>
+#include <stdbool.h>
 
 #include "sp_test.h"
 

@@ -1,0 +1,117 @@
+/*
+ * sp_worker.h: a worker thread, its event loop, its connections' slots and its inbox.
+ *
+ * Everything in an sp_worker_t is touched by its own thread only, except `inbox` (any thread
+ * pushes), `flags` and `wake` (atomics), and `metrics` (the admin thread reads).
+ */
+#ifndef SP_WORKER_H
+#define SP_WORKER_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sp_metrics.h"
+#include "sp_mpsc.h"
+#include "sp_record.h"
+#include "sp_server.h"
+#include "sp_store.h"
+#include "sp_tokmap.h"
+#include "sp_transport.h"
+
+#define SP_WORKER_SCRATCH    65536 /* read buffer: several TLS records per read() */
+#define SP_WORKER_SEAL       (4 * (SP_RL_MAX_PLAIN + SP_RL_OVERHEAD)) /* sealed output buffer */
+#define SP_POOL_CLASSES      9                                        /* 256 B .. 64 KiB */
+#define SP_POOL_MIN_SHIFT    8
+#define SP_POOL_MAX_BYTES    ((size_t)4 << 20)
+
+struct sp_worker {
+	sp_server_t *srv;
+	int id;
+	pthread_t thread;
+	struct event_base *base;
+	struct evconnlistener *listener;
+	int spare_fd; /* kept open so that an EMFILE accept can still be refused cleanly */
+
+	sp_mpsc_t inbox;
+	int efd;
+	struct event *ev_wake;
+	struct event *ev_tick;
+	struct event *ev_accept_retry; /* re-enables the listener after an EMFILE pause */
+	struct event *ev_after;        /* end of a loop turn: results, flushes, reaping */
+	bool after_pending;
+	atomic_uint flags;
+	atomic_int wake;
+
+	uint64_t now; /* monotonic ms, refreshed at every callback */
+	uint64_t drain_started;
+	bool draining;
+
+	/* Connections: a slot table (slot -> conn, with generations) and a list of all. */
+	sp_conn_t **slots;
+	uint32_t *gens;
+	uint32_t n_slots;
+	uint32_t *free_list; /* stack of free slot numbers */
+	uint32_t n_free;
+	sp_conn_t *conns; /* doubly linked, all open connections */
+	uint32_t n_conns;
+	sp_tokmap_t local; /* token -> sp_conn_t* of this worker's registered connections */
+
+	sp_conn_t *dirty; /* connections with output to flush at the end of this callback */
+	sp_conn_t *reap;  /* closed connections to free at the end of this callback */
+
+	/* SEND_RESULT entries gathered for one message, sent at the end of the callback. */
+	sp_msg_t *batch_msg;
+	uint32_t batch_n;
+	uint8_t *batch;  /* SP_MAX_RECIPIENTS_V1 * SP_RESULT_LEN bytes */
+	uint32_t *dedup; /* SP_MAX_RECIPIENTS_V1 indexes, then as many flag bytes (find_repeats) */
+
+	/* Free message blocks by size class (256 B << class), reused by the next SENDs so the
+	 * per-message path does not call malloc; capped at SP_POOL_MAX_BYTES per worker. */
+	void *pool[SP_POOL_CLASSES];
+	size_t pool_bytes;
+
+	uint32_t live_msgs; /* messages this worker owns that still have nodes out */
+	sp_msg_t *msgs;     /* list of them, for teardown */
+
+	sp_store_t *store;    /* the offline queue in Redis, or NULL without one */
+	uint8_t *record;      /* a record being built for the store (max_blob + header) */
+	uint8_t (*acks)[16];  /* ids of one ACK frame for the store (SP_STORE_MAX_ACK) */
+	uint8_t *scratch;     /* read buffer shared by the worker's connections */
+	uint8_t *seal;        /* record-layer output buffer shared likewise */
+	sp_rl_crypto_t *rlcx; /* AEAD context and fetched algorithms for the record layer */
+	sp_tio_env_t tio_env; /* the three above and the TLS context, for the transports */
+	sp_metrics_t metrics;
+};
+
+/* sp_worker.c */
+/* Makes srv->n_workers workers (event base, inbox, listener, store) and starts their threads.
+ * Returns 0, or -1 with err set after undoing what it had started. */
+int sp_workers_start(sp_server_t *srv, char *err, size_t errlen);
+/* Any thread: sets SP_WF_* flags on every worker and wakes it; acted on in its own thread. */
+void sp_workers_signal(sp_server_t *srv, unsigned flags);
+/* Main thread, after SP_WF_STOP: joins the threads, frees the stores, the messages and the
+ * workers. A no-op when no workers were made. */
+void sp_workers_join(sp_server_t *srv);
+/* Any thread: makes w run its inbox soon (one eventfd write per wake-up, not per call). */
+void sp_worker_wake(sp_worker_t *w);
+/* Any thread: hands node n to w (w owns it from now on) and wakes w. */
+void sp_worker_push(sp_worker_t *w, sp_node_t *n);
+/* w's thread: the live connection ref names, or NULL if it is gone, finished, or on another
+ * worker (the generation makes a stale reference miss, never hit a newer connection). */
+sp_conn_t *sp_worker_conn(sp_worker_t *w, sp_connref_t ref);
+/* w's thread: gives c a slot and generation (c->slot, c->gen). Returns 0, -ENOMEM, or
+ * -ENOSPC past 2^24 slots. */
+int sp_worker_slot_alloc(sp_worker_t *w, sp_conn_t *c);
+/* w's thread: frees c's slot and bumps its generation, so references to c go stale. */
+void sp_worker_slot_free(sp_worker_t *w, sp_conn_t *c);
+/* Asks for the work left by callbacks (gathered results, flushes, reaping) to be done once at
+ * the end of this loop turn; every callback that may leave such work calls it. */
+void sp_worker_after(sp_worker_t *w);
+/* Monotonic milliseconds (any thread); a callback uses w->now, refreshed once per callback. */
+uint64_t sp_now_ms(void);
+
+#endif
