@@ -101,7 +101,7 @@ void sp_conn_error(sp_conn_t *c, unsigned code, bool closing, const char *reason
                    const sp_frame_t *about);
 /* Ends the connection now: close_notify if possible, socket closed, freed after the callback. */
 void sp_conn_finish(sp_conn_t *c);
-/* Writes c's pending output to the socket now (through OpenSSL or the record layer) until it
+/* Writes c's pending output to the socket now (through its transport, sp_tio_write) until it
  * is empty or the socket would block (then waits for writable); never blocks. */
 void sp_conn_flush(sp_conn_t *c);
 /* Puts c on its worker's dirty list (once) so that the end of the loop turn flushes it. */
