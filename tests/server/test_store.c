@@ -120,8 +120,8 @@ static void print_redis_log(void)
 	fclose(f);
 }
 
-/* Starts redis-server on sock_path and waits until it answers PING. 0, or -1 (not found or
- * not ready within 10 s). */
+/* Starts redis-server ($REDIS_SERVER if set, e.g. valkey-server) on sock_path and waits until
+ * it answers PING. 0, or -1 (not found or not ready within 10 s). */
 static int redis_start(void)
 {
 	pid_t parent = getpid();
@@ -140,9 +140,13 @@ static int redis_start(void)
 			dup2(null, 0);
 			dup2(null, 1);
 		}
-		execlp("redis-server", "redis-server", "--port", "0", "--unixsocket", sock_path,
-		       "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", dir,
-		       "--logfile", log_path, "--daemonize", "no", (char *)NULL);
+		const char *server = getenv("REDIS_SERVER"); /* e.g. valkey-server */
+
+		if (!server || !server[0])
+			server = "redis-server";
+		execlp(server, server, "--port", "0", "--unixsocket", sock_path, "--unixsocketperm",
+		       "700", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile",
+		       log_path, "--daemonize", "no", (char *)NULL);
 		_exit(127);
 	}
 	redis_pid = pid;
