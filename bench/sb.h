@@ -20,6 +20,7 @@
 
 #include "sb_hist.h"
 #include "sb_ident.h"
+#include "sp_tlsgroup.h"
 
 #include <netinet/in.h>
 #include <signal.h>
@@ -100,6 +101,7 @@ typedef struct sb_counters {
 	_Atomic uint64_t stalled;           /* open loop: a due SEND held back by the window */
 	_Atomic uint64_t unique, dups, stale;
 	_Atomic uint64_t hs_full, hs_resumed, hs_failed;
+	_Atomic uint64_t hs_group[SP_TG_COUNT]; /* completed handshakes, by key-exchange group */
 	_Atomic uint64_t last_result_ns, last_deliver_ns, first_connect_ns;
 } sb_counters_t;
 

@@ -510,6 +510,7 @@ static int conn_handshake(sb_conn_t *c)
 		                              : "TLS handshake failed");
 		return -1;
 	}
+	sb_cnt_add(&c->t->s->c.hs_group[sp_ctransport_group(&c->tr)], 1);
 	if (o->scenario == SB_HANDSHAKE && !o->hello) {
 		c->state = CS_TICKET;
 		return 1;

@@ -41,6 +41,8 @@ void sb_totals_get(const sb_run_t *r, sb_totals_t *s)
 		s->hs_full += sb_cnt_get(&c->hs_full);
 		s->hs_resumed += sb_cnt_get(&c->hs_resumed);
 		s->hs_failed += sb_cnt_get(&c->hs_failed);
+		for (int g = 0; g < SP_TG_COUNT; g++)
+			s->hs_group[g] += sb_cnt_get(&c->hs_group[g]);
 		if (sb_cnt_get(&c->last_result_ns) > s->last_result_ns)
 			s->last_result_ns = sb_cnt_get(&c->last_result_ns);
 		if (sb_cnt_get(&c->last_deliver_ns) > s->last_deliver_ns)
@@ -233,12 +235,35 @@ json_t *sb_report_per_second(const sb_run_t *r, FILE *out, const char *unit)
 	                 v[r->n_ps - 1], "seconds", (json_int_t)r->n_ps);
 }
 
+/* Handshakes by the key-exchange group the relay chose, e.g. {"X25519MLKEM768": 100}. */
+static json_t *groups_json(const sb_run_t *r)
+{
+	sb_totals_t s;
+	json_t *g = json_object();
+
+	sb_totals_get(r, &s);
+	for (int i = 0; i < SP_TG_COUNT; i++)
+		if (s.hs_group[i] > 0)
+			json_object_set_new(g, sp_tls_group_label((enum sp_tls_group)i),
+			                    json_integer((json_int_t)s.hs_group[i]));
+	return g;
+}
+
 void sb_report_print(const sb_run_t *r, json_t *results, FILE *out)
 {
 	json_t *root = json_object();
 
 	json_object_set_new(root, "params", params_json(r));
 	json_object_set_new(root, "environment", env_json());
+	json_t *groups = groups_json(r);
+	const char *k;
+	json_t *v;
+
+	fprintf(out, "  key exchange (handshakes)  ");
+	json_object_foreach(groups, k, v)
+	        fprintf(out, " %s %" JSON_INTEGER_FORMAT, k, json_integer_value(v));
+	fprintf(out, "\n");
+	json_object_set_new(results, "tls_groups", groups);
 	json_object_set_new(root, "results", results);
 	if (r->opt.json) {
 		char *s = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);

@@ -75,7 +75,7 @@ static int tls_setup(sb_run_t *r)
 		        o->tls_ciphersuites);
 		return -1;
 	}
-	if (o->tls_groups != NULL && SSL_CTX_set1_groups_list(r->ctx, o->tls_groups) != 1) {
+	if (sp_tls_set_groups(r->ctx, o->tls_groups, false) < 0) {
 		fprintf(stderr, "sealpush-bench: bad --tls-groups '%s'\n", o->tls_groups);
 		return -1;
 	}

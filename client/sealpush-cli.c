@@ -28,6 +28,7 @@
 #include "cli_seal.h"
 #include "sealpush.h"
 #include "sp_identity.h"
+#include "sp_tlsgroup.h"
 #include "sp_version.h"
 
 /* Exit codes (also in usage() and client/README.md). */
@@ -97,6 +98,8 @@ static void usage(FILE *f)
 	        "                        ${XDG_CONFIG_HOME:-~/.config}/sealpush/config if it "
 	        "exists)\n"
 	        "  --connect-timeout S   seconds to get connected (default 10)\n"
+	        "  --tls-groups LIST     TLS key exchange, OpenSSL syntax "
+	        "(default " SP_TLS_GROUPS_DEFAULT ")\n"
 	        "  -v, --verbose         connection events on stderr\n"
 	        "  -h, --help            this help;  -V, --version  the version\n"
 	        "A setting is taken from the command line, else the config file, else the\n"
@@ -554,6 +557,7 @@ typedef struct cmd_opts {
 	bool has_timeout;
 	unsigned long count;
 	double connect_timeout;
+	const char *tls_groups; /* NULL: the library's default */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -567,6 +571,7 @@ static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool 
 	                          .key_file = s->key,
 	                          .send_only = send_only,
 	                          .connect_timeout_ms = (uint32_t)(o->connect_timeout * 1000),
+	                          .tls_groups = o->tls_groups,
 	                          .agent = "sealpush-cli/" SP_VERSION};
 	sp_client_callbacks_t cb = {.event = on_event, .arg = r};
 	char err[512];
@@ -1147,6 +1152,7 @@ enum {
 	O_KEY,
 	O_CONFIG,
 	O_CONNECT_TIMEOUT,
+	O_TLS_GROUPS,
 	O_TO,
 	O_MESSAGE,
 	O_FILE,
@@ -1231,6 +1237,7 @@ int main(int argc, char **argv)
 	        {"key", required_argument, NULL, O_KEY},
 	        {"config", required_argument, NULL, O_CONFIG},
 	        {"connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT},
+	        {"tls-groups", required_argument, NULL, O_TLS_GROUPS},
 	        {"to", required_argument, NULL, O_TO},
 	        {"message", required_argument, NULL, O_MESSAGE},
 	        {"file", required_argument, NULL, O_FILE},
@@ -1278,6 +1285,9 @@ int main(int argc, char **argv)
 			break;
 		case O_CONFIG:
 			config = optarg;
+			break;
+		case O_TLS_GROUPS:
+			o.tls_groups = optarg;
 			break;
 		case O_CONNECT_TIMEOUT:
 			if ((rc = parse_seconds("--connect-timeout", optarg, 3600,
@@ -1353,7 +1363,8 @@ int main(int argc, char **argv)
 			rc = EXIT_OK;
 			goto out;
 		case 'V':
-			printf("sealpush %s (libsealpush %s)\n", SP_VERSION, sp_client_version());
+			printf("sealpush %s (libsealpush %s; features: %s)\n", SP_VERSION,
+			       sp_client_version(), SP_FEATURES[0] ? SP_FEATURES : "none");
 			rc = EXIT_OK;
 			goto out;
 		case ':':

@@ -226,6 +226,8 @@ typedef struct sp_client_config {
 	                                default 5 s */
 	unsigned dedup;              /* acknowledged msg_ids remembered; default 1024 */
 	int resend;                  /* SP_CLIENT_RESEND_RETRY (default) or _FAIL */
+	const char *tls_groups;      /* TLS key-exchange groups in OpenSSL's syntax; default:
+	                                X25519MLKEM768 (if this OpenSSL has it), X25519, P-256 */
 } sp_client_config_t;
 
 typedef struct sp_client_send_opts {
@@ -313,6 +315,10 @@ int sp_client_state(const sp_client_t *c); /* enum sp_client_state */
 
 /* Whether the last connection that got WELCOME resumed its TLS session. */
 bool sp_client_resumed(const sp_client_t *c);
+
+/* The key-exchange group of the last connection that got WELCOME: "X25519MLKEM768" (hybrid
+ * post-quantum), "X25519", "P-256" or "other"; NULL before the first WELCOME. */
+const char *sp_client_tls_group(const sp_client_t *c);
 
 /* This client's token (SEALPUSH_TOKEN_LEN bytes), computed from its certificate. */
 const uint8_t *sp_client_token(const sp_client_t *c);

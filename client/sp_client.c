@@ -49,6 +49,7 @@
 #include "sp_frame.h"
 #include "sp_identity.h"
 #include "sp_time.h"
+#include "sp_tlsgroup.h"
 #include "sp_version.h"
 
 /* The public statuses are the wire's (sealpush.h re-declares them for applications, which do
@@ -155,6 +156,7 @@ struct sp_client {
 	sp_client_limits_t lim;
 	bool have_lim;
 	bool resumed;
+	const char *group; /* sp_tls_group_label() of the last WELCOMEd connection */
 	SSL_SESSION *session;
 
 	/* sends */
@@ -774,14 +776,15 @@ static int on_welcome(sp_client_t *c, const sp_frame_t *f)
 	c->attempt = 0;
 	c->have_resume = false;
 	c->resumed = sp_ctransport_resumed(&c->tr);
+	c->group = sp_tls_group_label((enum sp_tls_group)sp_ctransport_group(&c->tr));
 	c->st.welcomes++;
 	if (c->resumed)
 		c->st.resumed++;
 	ev.resumed = c->resumed;
 	ev.token = f->token;
 	ev.limits = &c->lim;
-	snprintf(buf, sizeof(buf), "connected to %s:%u (%s TLS session)", c->host, c->port,
-	         c->resumed ? "resumed" : "new");
+	snprintf(buf, sizeof(buf), "connected to %s:%u (%s TLS session, %s)", c->host, c->port,
+	         c->resumed ? "resumed" : "new", c->group);
 	ev.detail = buf;
 	emit_event(c, &ev);
 	return c->dead ? -1 : 0;
@@ -1324,6 +1327,11 @@ static int load_files(sp_client_t *c, const sp_client_config_t *cfg, char *err, 
 	}
 	SSL_CTX_set_min_proto_version(c->ctx, TLS1_3_VERSION);
 	SSL_CTX_set_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
+	if (sp_tls_set_groups(c->ctx, cfg->tls_groups, false) < 0) {
+		seterr(err, errlen, "cannot use the TLS groups %s (a group this OpenSSL lacks?)",
+		       cfg->tls_groups);
+		return -EINVAL;
+	}
 	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_session_cache_mode(c->ctx,
 	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
@@ -1643,6 +1651,11 @@ void sp_client_free(sp_client_t *c)
 int sp_client_state(const sp_client_t *c)
 {
 	return c->state;
+}
+
+const char *sp_client_tls_group(const sp_client_t *c)
+{
+	return c->group;
 }
 
 bool sp_client_resumed(const sp_client_t *c)

@@ -5,6 +5,7 @@
  * with send(MSG_NOSIGNAL), so nothing blocks and no SIGPIPE is raised.
  */
 #include "sp_ctransport.h"
+#include "sp_tlsgroup.h"
 
 #include "sp_buf.h"
 
@@ -276,6 +277,11 @@ int sp_ctransport_flush(sp_ctransport_t *t)
 bool sp_ctransport_resumed(const sp_ctransport_t *t)
 {
 	return t->ssl != NULL && SSL_session_reused(t->ssl) == 1;
+}
+
+int sp_ctransport_group(const sp_ctransport_t *t)
+{
+	return t->ssl != NULL ? (int)sp_tls_group_of(t->ssl) : SP_TG_OTHER;
 }
 
 void sp_ctransport_shutdown(sp_ctransport_t *t)

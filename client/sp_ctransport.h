@@ -141,6 +141,10 @@ static inline size_t sp_ctransport_unsent(const sp_ctransport_t *t)
 /* Whether the handshake resumed a session. */
 bool sp_ctransport_resumed(const sp_ctransport_t *t);
 
+/* The key-exchange group the handshake used (enum sp_tls_group, sp_tlsgroup.h); SP_TG_OTHER
+ * before the handshake is done. */
+int sp_ctransport_group(const sp_ctransport_t *t);
+
 /*
  * close_notify, best effort: only after the handshake, before the end of the stream and
  * while sends work; whatever the socket takes now, never waiting.

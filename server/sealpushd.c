@@ -25,6 +25,7 @@
 #include "sp_frame.h"
 #include "sp_log.h"
 #include "sp_tls.h"
+#include "sp_tlsgroup.h"
 #include "sp_version.h"
 #include "sp_worker.h"
 
@@ -88,6 +89,8 @@ static const sp_option_t options[] = {
                       "messages read from Redis per page when a device drains its queue"),
         SP_OPTION_INT(C, tls_session_cache, 0, 0, 10000000,
                       "sessions kept for resumption (stateful tickets); 0 = stateless tickets"),
+        SP_OPTION_STRING(C, tls_groups, "",
+                         "TLS key-exchange groups, OpenSSL syntax; empty = " SP_TLS_GROUPS_DEFAULT),
         SP_OPTION_INT(C, backlog, 1024, 1, 65535, "listen backlog per worker"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
@@ -306,7 +309,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (srv.cfg.version) {
-		printf("sealpushd %s (protocol %s)\n", SP_VERSION, SP_ALPN);
+		printf("sealpushd %s (protocol %s; OpenSSL %s; features: %s)\n", SP_VERSION,
+		       SP_ALPN, sp_tls_library_version(), SP_FEATURES[0] ? SP_FEATURES : "none");
 		sp_config_free(options, N_OPTIONS, &srv.cfg);
 		return 0;
 	}

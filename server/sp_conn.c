@@ -162,6 +162,8 @@ static void handshake_step(sp_conn_t *c)
 	memcpy(c->serial, peer.serial, sizeof(c->serial));
 	c->serial_len = peer.serial_len;
 	sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_OK);
+	sp_metric_inc(&c->w->metrics,
+	              SP_M_HANDSHAKE_GROUP + (peer.group < SP_TG_COUNT ? peer.group : SP_TG_OTHER));
 	if (peer.resumed) {
 		c->flags |= SP_CF_RESUMED;
 		sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_RESUMED);
@@ -197,7 +199,8 @@ static bool conn_input(void *arg, const uint8_t *buf, size_t n)
 				else
 					sp_session_decode_error(c, r, &f);
 				if (used == 0)
-					return false; /* FRAME_TOO_LARGE: the connection is closing */
+					return false; /* FRAME_TOO_LARGE: the connection is closing
+					               */
 				buf += used;
 				n -= used;
 				continue;

@@ -13,6 +13,13 @@ static const char *const handshake_labels[SP_HS_CAUSE_COUNT] = {
         "no_alpn", "protocol",   "timeout", "other",
 };
 
+static const char *const group_labels[SP_TG_COUNT] = {
+        "X25519MLKEM768",
+        "X25519",
+        "P-256",
+        "other",
+};
+
 static const char *const limit_labels[SP_LIMIT_COUNT] = {
         "max_connections",   "file_descriptors", "max_frame",    "prehello_frame", "max_blob",
         "max_recipients",    "send_window",      "send_rate",    "output_buffer",  "max_errors",
@@ -94,6 +101,9 @@ static const struct family families[] = {
             SP_M_HANDSHAKE_OK),
         ONE("sealpush_handshakes_resumed_total", "counter",
             "Completed mTLS handshakes that resumed a session.", SP_M_HANDSHAKE_RESUMED),
+        {"sealpush_handshakes_by_group_total", "counter",
+         "Completed mTLS handshakes, by key-exchange group.", SP_M_HANDSHAKE_GROUP, SP_TG_COUNT,
+         "group", L_TABLE, group_labels},
         {"sealpush_handshake_failures_total", "counter", "Failed TLS handshakes, by cause.",
          SP_M_HANDSHAKE_FAIL, SP_HS_CAUSE_COUNT, "cause", L_TABLE, handshake_labels},
         {"sealpush_frames_received_total", "counter", "Frames received, by type.", SP_M_FRAMES_IN,

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sp_tlsgroup.h"
+
 /* Why a connection ended (label "reason" of sealpush_connections_closed_total). */
 enum sp_close_reason {
 	SP_CLOSE_PEER,          /* the client closed or the connection broke */
@@ -91,6 +93,8 @@ enum sp_metric {
 	SP_M_DEVICES, /* gauge: registered receiving connections */
 	SP_M_HANDSHAKE_OK,
 	SP_M_HANDSHAKE_RESUMED,
+	SP_M_HANDSHAKE_GROUP, /* completed handshakes, by key-exchange group (enum sp_tls_group) */
+	SP_M_HANDSHAKE_GROUP_LAST = SP_M_HANDSHAKE_GROUP + SP_TG_COUNT - 1,
 	SP_M_HANDSHAKE_FAIL,
 	SP_M_HANDSHAKE_FAIL_LAST = SP_M_HANDSHAKE_FAIL + SP_HS_CAUSE_COUNT - 1,
 	SP_M_FRAMES_IN,

@@ -72,6 +72,7 @@ typedef struct sp_server_config {
 	int64_t wait_timeout;      /* ms for WAIT */
 	int64_t drain_page;        /* messages fetched per page when a device drains its queue */
 	int64_t store_batch;       /* most messages of one device per Redis enqueue request */
+	char *tls_groups;          /* key-exchange groups (OpenSSL syntax); "" = the default */
 	int64_t tls_session_cache; /* > 0: stateful TLS 1.3 tickets, this many sessions cached */
 	int64_t backlog;
 	bool help;

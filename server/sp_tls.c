@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "sp_identity.h"
+#include "sp_tlsgroup.h"
 #include "sp_log.h"
 #include "sp_server.h"
 #include "sp_tls.h"
@@ -267,6 +268,11 @@ static int tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **ou
 	} else {
 		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	}
+	if (sp_tls_set_groups(ctx, cfg->tls_groups, true) < 0) {
+		ssl_errors(err, errlen, "cannot use tls_groups (a group this OpenSSL lacks?)",
+		           cfg->tls_groups);
+		goto fail;
+	}
 	SSL_CTX_set_num_tickets(ctx, 1);
 	SSL_CTX_set_timeout(ctx, 3600);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"sealpush", 8);
@@ -322,6 +328,11 @@ fail:
 	X509_CRL_free(crl);
 	SSL_CTX_free(ctx);
 	return -1;
+}
+
+const char *sp_tls_library_version(void)
+{
+	return OpenSSL_version(OPENSSL_VERSION_STRING);
 }
 
 bool sp_tls_revoked(sp_tls_server_t *tls, const uint8_t *serial, size_t serial_len)
@@ -479,6 +490,7 @@ static int tls_handshake(sp_tio_t *t, sp_peer_t *peer)
 		ERR_clear_error();
 		return SP_IO_FAILED;
 	}
+	peer->group = (uint8_t)sp_tls_group_of(t->ssl);
 	/* From here on the record layer is ours if possible; else OpenSSL carries on. */
 	peer->handed_off = handoff(t) == 0;
 	return SP_IO_DONE;
@@ -529,7 +541,8 @@ static int tls_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
 		if (e == SSL_ERROR_WANT_WRITE)
 			return SP_IO_WANT_WRITE;
 		if (e == SSL_ERROR_WANT_READ)
-			return SP_IO_WANT_READ; /* the read event is armed; the write resumes from there */
+			return SP_IO_WANT_READ; /* the read event is armed; the write resumes from
+			                           there */
 		return tls_broken(t, e);
 	}
 	return SP_IO_DONE;

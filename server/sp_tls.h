@@ -19,6 +19,8 @@ void sp_tls_stop(sp_server_t *srv);
 /* Rebuilds the context and CRL from the files (SIGHUP) and swaps them in for new
  * connections. Returns 0, or -1 with err set (the old ones stay). Any thread. */
 int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen);
+/* The version of the OpenSSL library in use (which may be newer than the one built against). */
+const char *sp_tls_library_version(void);
 /* Whether the certificate serial[0, len) is on tls's current CRL (works after the hand-off:
  * no SSL needed). Any thread. */
 bool sp_tls_revoked(sp_tls_server_t *tls, const uint8_t *serial, size_t len);

@@ -1466,6 +1466,90 @@ def drain(c, n, timeout=10):
     return out
 
 
+def build_features(sealpushd):
+    """The feature words of this build, from `sealpushd --version` ("... features: pq-tls)")."""
+    out = subprocess.run([sealpushd, "--version"], capture_output=True, timeout=10).stdout
+    m = re.search(r"features: ([^)]*)\)", out.decode())
+    return set(m.group(1).split()) - {"none"} if m else set()
+
+
+def s_client_handshake(t, d, groups, who="alice"):
+    """One openssl s_client handshake offering only `groups`; (ok, output). Never hangs."""
+    dev = t.dev(who)
+    r = subprocess.run(
+        ["openssl", "s_client", "-connect", "127.0.0.1:%d" % d.port, "-servername", "localhost",
+         "-alpn", "sealpush/1", "-cert", dev.crt, "-key", dev.key, "-CAfile", t.h.pki.ca_crt,
+         "-groups", groups, "-brief"],
+        input=b"", capture_output=True, timeout=20)
+    out = (r.stdout + r.stderr).decode("latin-1")
+    return "CONNECTION ESTABLISHED" in out, out
+
+
+def group_counts(d):
+    st, body = d.admin_get("/metrics")
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^sealpush_handshakes_by_group_total\{group="([^"]+)"\} (\d+)', body, re.M)}
+
+
+@test("tls: key exchange groups: the relay prefers X25519MLKEM768 where OpenSSL has it, then "
+      "X25519, P-256; counted by group; tls_groups restricts it; a client without a common "
+      "group fails at once", timeout=90)
+def _(t):
+    if not shutil.which("openssl"):
+        fail("the openssl CLI is needed")
+    pq = "pq-tls" in build_features(t.h.sealpushd)
+    d = t.daemon()
+    before = group_counts(d)
+    t.check(set(before) == {"X25519MLKEM768", "X25519", "P-256", "other"},
+            "group labels in /metrics: %s" % sorted(before))
+    t.client(d, "alice").ping()  # Python's ssl: OpenSSL's default list
+    # Among classical groups the relay takes the key share the client sent first (no extra
+    # round trip); a client that supports X25519MLKEM768 gets it even if its key share was
+    # X25519 (a HelloRetryRequest: the relay's preference is a tuple of its own).
+    offers = [("X25519", "X25519"), ("P-256", "P-256"), ("P-256:X25519", "P-256")]
+    if pq:
+        offers += [("X25519:X25519MLKEM768", "X25519MLKEM768"),
+                   ("X25519MLKEM768", "X25519MLKEM768")]
+    for offer, _ in offers:
+        ok, out = s_client_handshake(t, d, offer)
+        t.check(ok, "a client offering %s: no handshake\n%s" % (offer, out[-800:]))
+    after = group_counts(d)
+    want = {"X25519MLKEM768": 0, "X25519": 0, "P-256": 0, "other": 0}
+    want["X25519MLKEM768" if pq else "X25519"] += 1  # the Python client
+    for _, got in offers:
+        want[got] += 1
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in want}
+    t.eq(delta, want, "handshakes by group (pq-tls build: %s)" % pq)
+    d.stop()
+
+    # A relay restricted to one group: a client that offers only another fails cleanly.
+    only, other = ("X25519MLKEM768", "X25519") if pq else ("P-256", "X25519")
+    d2 = t.h.start_daemon({"tls_groups": only})
+    t0 = time.monotonic()
+    ok, out = s_client_handshake(t, d2, other)
+    t.check(not ok and time.monotonic() - t0 < 10,
+            "relay with tls_groups %s, client offering %s: %s after %.1f s\n%s" % (
+                only, other, "connected" if ok else "refused", time.monotonic() - t0,
+                out[-800:]))
+    t.check(re.search(r"handshake failure|alert", out, re.I) is not None,
+            "the refusal names a TLS alert: %s" % out[-400:])
+    ok, out = s_client_handshake(t, d2, only)
+    t.check(ok, "relay with tls_groups %s, client offering it: no handshake\n%s" % (
+        only, out[-800:]))
+    d2.stop()
+
+    # A group this OpenSSL lacks is refused at start-up, with a message naming the setting.
+    if not pq:
+        dd = Daemon(t.h, {"tls_groups": "X25519MLKEM768"})
+        dd.build_config()
+        r = subprocess.run([t.h.sealpushd, "-c", dd.cfg_path, "--check-config"],
+                           capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
+        err = r.stderr.decode(errors="replace")
+        t.check(r.returncode == 1 and "tls_groups" in err,
+                "tls_groups X25519MLKEM768 on a build without it: exit %d, %r" % (
+                    r.returncode, err[:300]))
+
+
 @test("queue: messages for an offline device survive a relay restart and arrive in order, "
       "once, flagged STORED; ACKed ones leave Redis, unACKed ones come back", timeout=60)
 def _(t):
