@@ -5,8 +5,8 @@
 #   tests/container/run.sh [SOURCE_DIR]
 #
 # Base images cannot be pulled on every machine, so the test makes its own: it debootstraps a
-# minimal Debian 12 (bookworm) once, imports it into a private buildah store as
-# localhost/debian:bookworm and localhost/debian:bookworm-slim, and builds the Containerfile
+# minimal Debian 13 (trixie) once, imports it into a private buildah store as
+# localhost/debian:trixie and localhost/debian:trixie-slim, and builds the Containerfile
 # with BASE_IMAGE/RUNTIME_IMAGE pointing at them (buildah --isolation chroot, vfs storage; no
 # daemon, no registry). The build context is what a clean clone would have: the files git
 # tracks plus new files it does not ignore. In the image it then checks the config (user,
@@ -19,9 +19,9 @@
 #
 # Needs root, buildah, debootstrap, redis-server and python3; skips with a message otherwise.
 # The debootstrapped tree and the image store stay in CACHE (default build/container-cache;
-# `rm -rf build/container-cache` starts over; about 420 MB). On our 2-core machine a cold run
-# (tests/run --container, nothing cached) took 1 min 17 to 1 min 29 s (debootstrap 27 to 41 s,
-# image build 30 to 36 s, the checks and the sealed exchange the rest); a warm run 50 to 60 s. The image build runs apt-get in
+# `rm -rf build/container-cache` starts over; about 450 MB). On our 2-core machine a cold run
+# (tests/run --container, nothing cached, Debian 13 base) took 2 min 5 s (debootstrap 43 s,
+# image build 45 s, the checks and the sealed exchange the rest). The image build runs apt-get in
 # both stages every time, so it needs the Debian mirror even when warm.
 #
 # Environment: CACHE, DEBIAN_MIRROR (default http://deb.debian.org/debian), KEEP=1 keeps the
@@ -32,8 +32,8 @@ top=$(cd "${1:-$(dirname "${BASH_SOURCE[0]}")/../..}" && pwd)
 cache=${CACHE:-$top/build/container-cache}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 image=localhost/sealpush:test
-base=localhost/debian:bookworm
-slim=localhost/debian:bookworm-slim
+base=localhost/debian:trixie
+slim=localhost/debian:trixie-slim
 
 # The exchange: "sealed" (the default via "auto", which picks it when the image has
 # /usr/bin/sealpush) uses the image's `sealpush` CLI, sealed end to end; "demo"
@@ -105,36 +105,36 @@ free_port() {
 
 # --- 1. Base images from debootstrap (cached) ---
 
-rootfs=$cache/rootfs-bookworm
-if [ ! -f "$cache/rootfs-bookworm.ok" ]; then
-	rm -rf "$rootfs" "$cache/rootfs-bookworm.ok" "$cache"/bookworm*.tar
+rootfs=$cache/rootfs-trixie
+if [ ! -f "$cache/rootfs-trixie.ok" ]; then
+	rm -rf "$rootfs" "$cache/rootfs-trixie.ok" "$cache"/trixie*.tar
 	t0=$(date +%s)
-	if debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
-		# As in the official image: bookworm, its updates and security, in deb822 form.
+	if debootstrap --variant=minbase trixie "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1; then
+		# As in the official image: trixie, its updates and security, in deb822 form.
 		rm -f "$rootfs/etc/apt/sources.list"
 		cat >"$rootfs/etc/apt/sources.list.d/debian.sources" <<EOF
 Types: deb
 URIs: $mirror
-Suites: bookworm bookworm-updates
+Suites: trixie trixie-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
 URIs: ${mirror%/debian}/debian-security
-Suites: bookworm-security
+Suites: trixie-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 		rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
 			"$rootfs"/var/log/* "$rootfs"/tmp/*
-		touch "$cache/rootfs-bookworm.ok"
-		ok "debootstrap a minimal bookworm ($(($(date +%s) - t0)) s, cached in ${cache#$top/})"
+		touch "$cache/rootfs-trixie.ok"
+		ok "debootstrap a minimal trixie ($(($(date +%s) - t0)) s, cached in ${cache#$top/})"
 	else
-		not_ok "debootstrap a minimal bookworm from $mirror" "$(cat "$work/debootstrap.log")"
+		not_ok "debootstrap a minimal trixie from $mirror" "$(cat "$work/debootstrap.log")"
 		bail "no base system"
 	fi
 else
-	ok "debootstrap a minimal bookworm (cached in ${cache#$top/})"
+	ok "debootstrap a minimal trixie (cached in ${cache#$top/})"
 fi
 
 # import NAME TAR: a one-layer image from a root filesystem tarball.
@@ -143,21 +143,21 @@ import_image() {
 	ctr=$("${B[@]}" from --pull-never scratch) || return 1
 	"${B[@]}" add "$ctr" "$2" / >/dev/null &&
 		"${B[@]}" config --cmd /bin/bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-			--label org.opencontainers.image.description="debootstrap bookworm for tests" "$ctr" &&
+			--label org.opencontainers.image.description="debootstrap trixie for tests" "$ctr" &&
 		"${B[@]}" commit --quiet --rm "$ctr" "$1" >/dev/null
 }
 
 if ! "${B[@]}" inspect --type image "$base" >/dev/null 2>&1 ||
 	! "${B[@]}" inspect --type image "$slim" >/dev/null 2>&1; then
-	tar -C "$rootfs" -cf "$cache/bookworm.tar" . &&
+	tar -C "$rootfs" -cf "$cache/trixie.tar" . &&
 		# slim: the same without documentation, manuals and translations, as debian:*-slim.
 		tar -C "$rootfs" --exclude='./usr/share/doc/*' --exclude='./usr/share/man/*' \
 			--exclude='./usr/share/info/*' --exclude='./usr/share/locale/*' \
-			-cf "$cache/bookworm-slim.tar" . &&
-		import_image "$base" "$cache/bookworm.tar" >"$work/import.log" 2>&1 &&
-		import_image "$slim" "$cache/bookworm-slim.tar" >>"$work/import.log" 2>&1
+			-cf "$cache/trixie-slim.tar" . &&
+		import_image "$base" "$cache/trixie.tar" >"$work/import.log" 2>&1 &&
+		import_image "$slim" "$cache/trixie-slim.tar" >>"$work/import.log" 2>&1
 	rc=$?
-	rm -f "$cache"/bookworm*.tar
+	rm -f "$cache"/trixie*.tar
 	if [ $rc -eq 0 ]; then
 		ok "import $base and $slim into the private buildah store"
 	else
@@ -259,8 +259,9 @@ if [ $rc -eq 0 ] && [ "$(cat "$work/out")" = 10001 ]; then ok "buildah run uses 
 
 in_ctr "$ctr" -- /usr/sbin/sealpushd --version
 version=$(sed -n "s/^ *version : '\(.*\)',\$/\1/p" "$top/meson.build" | head -n 1)
-if [ $rc -eq 0 ] && grep -q "^sealpushd $version (protocol sealpush/1)\$" "$work/out"; then
-	ok "sealpushd --version in the image: $(cat "$work/out")"
+# The image is Debian 13: its OpenSSL 3.5 gives the hybrid post-quantum TLS group.
+if [ $rc -eq 0 ] && grep -q "^sealpushd $version (protocol sealpush/1; OpenSSL 3\.[5-9].*; features: .*pq-tls.*)\$" "$work/out"; then
+	ok "sealpushd --version in the image (Debian 13, pq-tls): $(cat "$work/out")"
 else
 	not_ok "sealpushd --version in the image" "rc=$rc $(cat "$work/out" "$work/err")"
 fi
