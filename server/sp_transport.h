@@ -81,8 +81,12 @@ typedef struct sp_transport {
 	 * or FAILED with t->hs_cause set. */
 	int (*handshake)(sp_tio_t *t, sp_peer_t *peer);
 	/* Reads what the socket has (up to env->reads_per_call reads) and passes the plaintext
-	 * to input. Returns WANT_READ (drained), AGAIN, WANT_WRITE (OpenSSL renegotiation-like
-	 * states: call read again when writable), CLOSED, BROKEN or PROTOCOL. */
+	 * to input. Returns WANT_READ (wait until readable: the record layer drained the
+	 * socket; OpenSSL, which reads one record at a time, may leave bytes in it, which a
+	 * level-triggered read event brings back at once; also after input returned false),
+	 * AGAIN (out of budget with input left where no socket event would report it), WANT_WRITE
+	 * (OpenSSL renegotiation-like states: call read again when writable), CLOSED, BROKEN or
+	 * PROTOCOL. */
 	int (*read)(sp_tio_t *t, sp_tio_input_fn *input, void *arg);
 	/* Protects and writes p[0, len); *taken is what it consumed (now the transport's to
 	 * write). Returns DONE when everything taken is on the socket, WANT_WRITE (call again

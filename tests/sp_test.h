@@ -57,15 +57,29 @@ static int sp_test_failures;
 		sp_test_case_failed = 1;                                                           \
 	} while (0)
 
-static inline void sp_test_run(const char *name, void (*fn)(void))
+/* Ends the current case: one TAP line. */
+static inline void sp_test_end(const char *name)
 {
-	sp_test_case_failed = 0;
-	fn();
 	sp_test_cases++;
 	if (sp_test_case_failed)
 		sp_test_failures++;
 	printf("%s %d - %s\n", sp_test_case_failed ? "not ok" : "ok", sp_test_cases, name);
 	fflush(stdout);
+}
+
+static inline void sp_test_run(const char *name, void (*fn)(void))
+{
+	sp_test_case_failed = 0;
+	fn();
+	sp_test_end(name);
+}
+
+/* A case of a table: fn(arg), reported under name. */
+static inline void sp_test_run_arg(const char *name, void (*fn)(int), int arg)
+{
+	sp_test_case_failed = 0;
+	fn(arg);
+	sp_test_end(name);
 }
 
 #define SP_RUN(fn) sp_test_run(#fn, fn)
