@@ -1276,11 +1276,61 @@ static void ca_warn_outlives(X509 *ca, X509 *cert, const char *file)
 	}
 }
 
+/*
+ * What a command that works on an existing CA holds: the locked directory, the CA certificate
+ * and key, the index, and the certificate it issues (if any) with its key and serial.
+ * ca_session_open() fills it (ca_open_issuer); ca_session_close() frees all of it, whatever
+ * was or was not loaded.
+ */
+struct ca_session {
+	struct ca_dir d;
+	time_t now;
+	X509 *ca;
+	EVP_PKEY *cakey;
+	json_t *index;
+	/* ca_session_issue(): */
+	EVP_PKEY *key;
+	ASN1_INTEGER *serial;
+	char *serial_hex;
+	X509 *cert;
+};
+
+static int ca_session_open(struct ca_session *s, const char *path, bool issuing)
+{
+	*s = (struct ca_session){.d = {.fd = -1}, .now = time(NULL)};
+	return ca_open_issuer(path, issuing, s->now, &s->d, &s->ca, &s->cakey, &s->index);
+}
+
+/* Makes a key and a serial and signs s->cert per profile p. Returns 0 or a negative errno,
+ * reported. */
+static int ca_session_issue(struct ca_session *s, const struct ca_profile *p)
+{
+	int r = ca_prepare_issue(s->index, s->ca, &s->key, &s->serial, &s->serial_hex);
+
+	if (r < 0)
+		return r;
+	return ca_sign_cert(p, s->key, s->serial, s->now, s->ca, s->cakey, &s->cert);
+}
+
+/* Closes the directory and frees everything; returns the command's exit code for r. */
+static int ca_session_close(struct ca_session *s, int r)
+{
+	ca_dir_close(&s->d);
+	json_decref(s->index);
+	OPENSSL_free(s->serial_hex);
+	ASN1_INTEGER_free(s->serial);
+	X509_free(s->cert);
+	X509_free(s->ca);
+	EVP_PKEY_free(s->key);
+	EVP_PKEY_free(s->cakey);
+	return r < 0 ? CA_EXIT_FAIL : 0;
+}
+
 /* ---- commands ---- */
 
 static int ca_cmd_init(const struct ca_args *a)
 {
-	struct ca_dir d = {.fd = -1};
+	struct ca_session s = {.d = {.fd = -1}, .now = time(NULL)};
 	struct ca_created created = {.n = 0};
 	struct ca_profile prof = {
 	        .cn = a->nnames > 0 ? a->names[0] : CA_DEFAULT_CN,
@@ -1292,12 +1342,6 @@ static int ca_cmd_init(const struct ca_args *a)
 	        .san = NULL,
 	};
 	const char *const files[] = {CA_FILE_CA_KEY, CA_FILE_CA_CRT, CA_FILE_INDEX};
-	time_t now = time(NULL);
-	EVP_PKEY *key = NULL;
-	X509 *ca = NULL;
-	ASN1_INTEGER *serial = NULL;
-	char *serial_hex = NULL;
-	json_t *index = NULL;
 	char until[CA_TIME_LEN] = "?";
 	int r;
 
@@ -1305,13 +1349,13 @@ static int ca_cmd_init(const struct ca_args *a)
 		ca_err("init: --name takes one CA name of 1 to %d characters", CA_NAME_MAX);
 		return CA_EXIT_USAGE;
 	}
-	r = ca_dir_open(a->pos[0], true, &d);
+	r = ca_dir_open(a->pos[0], true, &s.d);
 	if (r < 0)
 		goto out;
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-		r = ca_exists(&d, files[i]);
+		r = ca_exists(&s.d, files[i]);
 		if (r > 0) {
-			ca_err("%s already holds a CA (%s); refusing to overwrite it", d.path,
+			ca_err("%s already holds a CA (%s); refusing to overwrite it", s.d.path,
 			       files[i]);
 			r = -EEXIST;
 		}
@@ -1319,45 +1363,39 @@ static int ca_cmd_init(const struct ca_args *a)
 			goto out;
 	}
 	r = -ENOMEM;
-	index = json_pack("{s:i, s:I, s:[]}", "version", CA_INDEX_VERSION, "crl_number",
-	                  (json_int_t)0, "certificates");
-	if (index == NULL) {
+	s.index = json_pack("{s:i, s:I, s:[]}", "version", CA_INDEX_VERSION, "crl_number",
+	                    (json_int_t)0, "certificates");
+	if (s.index == NULL) {
 		ca_err("out of memory");
 		goto out;
 	}
 	r = -EIO;
-	key = ca_keygen();
-	if (key == NULL)
+	s.cakey = ca_keygen();
+	if (s.cakey == NULL)
 		goto out;
-	r = ca_new_serial(NULL, NULL, &serial, &serial_hex);
+	r = ca_new_serial(NULL, NULL, &s.serial, &s.serial_hex);
 	if (r < 0)
 		goto out;
-	r = ca_sign_cert(&prof, key, serial, now, NULL, NULL, &ca);
+	r = ca_sign_cert(&prof, s.cakey, s.serial, s.now, NULL, NULL, &s.ca);
 	if (r < 0)
 		goto out;
-	r = ca_write_key(&d, CA_FILE_CA_KEY, key, false, &created);
+	r = ca_write_key(&s.d, CA_FILE_CA_KEY, s.cakey, false, &created);
 	if (r < 0)
 		goto out;
-	r = ca_write_cert(&d, CA_FILE_CA_CRT, ca, false, &created);
+	r = ca_write_cert(&s.d, CA_FILE_CA_CRT, s.ca, false, &created);
 	if (r < 0)
 		goto out;
 	/* An empty CRL from the start: the relay loads crl.pem even when nothing is revoked. */
-	r = ca_publish_crl(&d, ca, key, index, CA_DEFAULT_CRL_DAYS, now, &created);
+	r = ca_publish_crl(&s.d, s.ca, s.cakey, s.index, CA_DEFAULT_CRL_DAYS, s.now, &created);
 	if (r < 0)
 		goto out;
-	ca_asn1_time_str(X509_get0_notAfter(ca), until);
-	fprintf(stderr, "sealpush-ca: created CA \"%s\" in %s, valid until %s\n", prof.cn, d.path,
+	ca_asn1_time_str(X509_get0_notAfter(s.ca), until);
+	fprintf(stderr, "sealpush-ca: created CA \"%s\" in %s, valid until %s\n", prof.cn, s.d.path,
 	        until);
 out:
 	if (r < 0)
-		ca_rollback(&d, &created);
-	ca_dir_close(&d);
-	json_decref(index);
-	OPENSSL_free(serial_hex);
-	ASN1_INTEGER_free(serial);
-	X509_free(ca);
-	EVP_PKEY_free(key);
-	return r < 0 ? CA_EXIT_FAIL : 0;
+		ca_rollback(&s.d, &created);
+	return ca_session_close(&s, r);
 }
 
 /* Builds the subjectAltName of every --name and --ip; the caller owns *out. */
@@ -1408,7 +1446,7 @@ fail:
 
 static int ca_cmd_server(const struct ca_args *a)
 {
-	struct ca_dir d = {.fd = -1};
+	struct ca_session s;
 	struct ca_profile prof = {
 	        .cn = CA_SERVER_CN,
 	        .days = a->days > 0 ? a->days : CA_DEFAULT_LEAF_DAYS,
@@ -1418,12 +1456,6 @@ static int ca_cmd_server(const struct ca_args *a)
 	        .ext_key_usage = "serverAuth",
 	        .san = NULL,
 	};
-	time_t now = time(NULL);
-	X509 *ca = NULL, *cert = NULL;
-	EVP_PKEY *cakey = NULL, *key = NULL;
-	ASN1_INTEGER *serial = NULL;
-	char *serial_hex = NULL;
-	json_t *index = NULL;
 	char until[CA_TIME_LEN] = "?";
 	unsigned char addr[16];
 	int r;
@@ -1452,55 +1484,44 @@ static int ca_cmd_server(const struct ca_args *a)
 	if (strlen(a->names[0]) <= CA_NAME_MAX)
 		prof.cn = a->names[0];
 
-	r = ca_open_issuer(a->pos[0], true, now, &d, &ca, &cakey, &index);
-	if (r < 0)
-		goto out;
-	r = ca_prepare_issue(index, ca, &key, &serial, &serial_hex);
+	r = ca_session_open(&s, a->pos[0], true);
 	if (r < 0)
 		goto out;
 	r = ca_build_san(a, &prof.san);
 	if (r < 0)
 		goto out;
-	r = ca_sign_cert(&prof, key, serial, now, ca, cakey, &cert);
+	r = ca_session_issue(&s, &prof);
 	if (r < 0)
 		goto out;
-	r = ca_exists(&d, CA_FILE_SRV_CRT);
+	r = ca_exists(&s.d, CA_FILE_SRV_CRT);
 	if (r < 0)
 		goto out;
 	if (r > 0)
 		fprintf(stderr,
 		        "sealpush-ca: replacing the existing %s/" CA_FILE_SRV_KEY
 		        " and " CA_FILE_SRV_CRT " (rotation)\n",
-		        d.path);
-	r = ca_index_add(index, CA_KIND_SERVER, CA_KIND_SERVER, serial_hex, NULL, a, cert);
+		        s.d.path);
+	r = ca_index_add(s.index, CA_KIND_SERVER, CA_KIND_SERVER, s.serial_hex, NULL, a, s.cert);
 	if (r < 0)
 		goto out;
 	/* The key first: a reload between the two writes pairs the old cert with the new key and
 	 * fails loudly, rather than silently serving something unexpected. */
-	r = ca_write_key(&d, CA_FILE_SRV_KEY, key, true, NULL);
+	r = ca_write_key(&s.d, CA_FILE_SRV_KEY, s.key, true, NULL);
 	if (r < 0)
 		goto out;
-	r = ca_write_cert(&d, CA_FILE_SRV_CRT, cert, true, NULL);
+	r = ca_write_cert(&s.d, CA_FILE_SRV_CRT, s.cert, true, NULL);
 	if (r < 0)
 		goto out;
-	r = ca_index_save(&d, index, NULL);
+	r = ca_index_save(&s.d, s.index, NULL);
 	if (r < 0)
 		goto out;
-	ca_warn_outlives(ca, cert, CA_FILE_SRV_CRT);
-	ca_asn1_time_str(X509_get0_notAfter(cert), until);
+	ca_warn_outlives(s.ca, s.cert, CA_FILE_SRV_CRT);
+	ca_asn1_time_str(X509_get0_notAfter(s.cert), until);
 	fprintf(stderr, "sealpush-ca: issued %s/" CA_FILE_SRV_CRT " (serial %s), valid until %s\n",
-	        d.path, serial_hex, until);
+	        s.d.path, s.serial_hex, until);
 out:
-	ca_dir_close(&d);
 	GENERAL_NAMES_free(prof.san);
-	json_decref(index);
-	OPENSSL_free(serial_hex);
-	ASN1_INTEGER_free(serial);
-	X509_free(cert);
-	X509_free(ca);
-	EVP_PKEY_free(key);
-	EVP_PKEY_free(cakey);
-	return r < 0 ? CA_EXIT_FAIL : 0;
+	return ca_session_close(&s, r);
 }
 
 /*
@@ -1534,7 +1555,7 @@ static void ca_usage_name(const char *cmd)
 
 static int ca_cmd_device(const struct ca_args *a)
 {
-	struct ca_dir d = {.fd = -1};
+	struct ca_session s;
 	struct ca_created created = {.n = 0};
 	const char *name = a->pos[1];
 	struct ca_profile prof = {
@@ -1547,12 +1568,6 @@ static int ca_cmd_device(const struct ca_args *a)
 	        .san = NULL,
 	};
 	char key_file[CA_NAME_MAX + sizeof(".key")], crt_file[CA_NAME_MAX + sizeof(".crt")];
-	time_t now = time(NULL);
-	X509 *ca = NULL, *cert = NULL;
-	EVP_PKEY *cakey = NULL, *key = NULL;
-	ASN1_INTEGER *serial = NULL;
-	char *serial_hex = NULL;
-	json_t *index = NULL;
 	uint8_t token[SP_TOKEN_LEN];
 	char token_hex[SP_TOKEN_HEX_LEN + 1];
 	int r;
@@ -1564,13 +1579,13 @@ static int ca_cmd_device(const struct ca_args *a)
 	snprintf(key_file, sizeof(key_file), "%s.key", name);
 	snprintf(crt_file, sizeof(crt_file), "%s.crt", name);
 
-	r = ca_open_issuer(a->pos[0], true, now, &d, &ca, &cakey, &index);
+	r = ca_session_open(&s, a->pos[0], true);
 	if (r < 0)
 		goto out;
-	r = ca_exists(&d, key_file);
+	r = ca_exists(&s.d, key_file);
 	if (r == 0)
-		r = ca_exists(&d, crt_file);
-	if (r == 0 && ca_find_device(index, name, true) != NULL)
+		r = ca_exists(&s.d, crt_file);
+	if (r == 0 && ca_find_device(s.index, name, true) != NULL)
 		r = 1;
 	if (r > 0) {
 		ca_err("device %s already exists; refusing to overwrite it", name);
@@ -1578,33 +1593,30 @@ static int ca_cmd_device(const struct ca_args *a)
 	}
 	if (r < 0)
 		goto out;
-	r = ca_prepare_issue(index, ca, &key, &serial, &serial_hex);
+	r = ca_session_issue(&s, &prof);
 	if (r < 0)
 		goto out;
-	r = ca_sign_cert(&prof, key, serial, now, ca, cakey, &cert);
-	if (r < 0)
-		goto out;
-	r = sp_token_from_cert(cert, token);
+	r = sp_token_from_cert(s.cert, token);
 	if (r < 0) {
 		ca_err("computing the token: %s", strerror(-r));
 		goto out;
 	}
 	sp_token_hex(token, token_hex);
-	r = ca_index_add(index, name, CA_KIND_DEVICE, serial_hex, token_hex, NULL, cert);
+	r = ca_index_add(s.index, name, CA_KIND_DEVICE, s.serial_hex, token_hex, NULL, s.cert);
 	if (r < 0)
 		goto out;
-	r = ca_write_key(&d, key_file, key, false, &created);
+	r = ca_write_key(&s.d, key_file, s.key, false, &created);
 	if (r < 0)
 		goto out;
-	r = ca_write_cert(&d, crt_file, cert, false, &created);
+	r = ca_write_cert(&s.d, crt_file, s.cert, false, &created);
 	if (r < 0)
 		goto out;
 	/* Last: a device is only issued once the index can revoke it. */
-	r = ca_index_save(&d, index, NULL);
+	r = ca_index_save(&s.d, s.index, NULL);
 	if (r < 0)
 		goto out;
 	created.n = 0; /* committed */
-	ca_warn_outlives(ca, cert, crt_file);
+	ca_warn_outlives(s.ca, s.cert, crt_file);
 	if (printf("%s\n", token_hex) < 0 || fflush(stdout) != 0) {
 		/* Issued and recorded all the same: the token is in index.json. */
 		ca_err("writing the token to stdout: %s", strerror(errno));
@@ -1612,26 +1624,15 @@ static int ca_cmd_device(const struct ca_args *a)
 	}
 out:
 	if (r < 0)
-		ca_rollback(&d, &created);
-	ca_dir_close(&d);
-	json_decref(index);
-	OPENSSL_free(serial_hex);
-	ASN1_INTEGER_free(serial);
-	X509_free(cert);
-	X509_free(ca);
-	EVP_PKEY_free(key);
-	EVP_PKEY_free(cakey);
-	return r < 0 ? CA_EXIT_FAIL : 0;
+		ca_rollback(&s.d, &created);
+	return ca_session_close(&s, r);
 }
 
 static int ca_cmd_revoke(const struct ca_args *a)
 {
-	struct ca_dir d = {.fd = -1};
+	struct ca_session s;
 	const char *name = a->pos[1];
-	time_t now = time(NULL);
-	X509 *ca = NULL;
-	EVP_PKEY *cakey = NULL;
-	json_t *index = NULL, *e;
+	json_t *e;
 	char when[CA_TIME_LEN];
 	int r;
 
@@ -1639,64 +1640,52 @@ static int ca_cmd_revoke(const struct ca_args *a)
 		ca_usage_name("revoke");
 		return CA_EXIT_USAGE;
 	}
-	r = ca_open_issuer(a->pos[0], false, now, &d, &ca, &cakey, &index);
+	r = ca_session_open(&s, a->pos[0], false);
 	if (r < 0)
 		goto out;
-	e = ca_find_device(index, name, false);
+	e = ca_find_device(s.index, name, false);
 	if (e == NULL || !json_is_null(json_object_get(e, "revoked_at"))) {
 		if (e == NULL)
-			ca_err("%s: no device named %s", d.path, name);
+			ca_err("%s: no device named %s", s.d.path, name);
 		else
-			ca_err("%s: device %s is already revoked (at %s)", d.path, name,
+			ca_err("%s: device %s is already revoked (at %s)", s.d.path, name,
 			       json_string_value(json_object_get(e, "revoked_at")));
 		r = e == NULL ? -ENOENT : -EALREADY;
 		goto out;
 	}
-	r = ca_time_str(now, when);
+	r = ca_time_str(s.now, when);
 	if (r < 0 || json_object_set_new(e, "revoked_at", json_string(when)) < 0) {
 		ca_err("out of memory");
 		r = -ENOMEM;
 		goto out;
 	}
-	r = ca_publish_crl(&d, ca, cakey, index, CA_DEFAULT_CRL_DAYS, now, NULL);
+	r = ca_publish_crl(&s.d, s.ca, s.cakey, s.index, CA_DEFAULT_CRL_DAYS, s.now, NULL);
 	if (r < 0)
 		goto out;
 	fprintf(stderr, "sealpush-ca: revoked %s (serial %s); %s/" CA_FILE_CRL " rewritten\n", name,
-	        json_string_value(json_object_get(e, "serial")), d.path);
+	        json_string_value(json_object_get(e, "serial")), s.d.path);
 out:
-	ca_dir_close(&d);
-	json_decref(index);
-	X509_free(ca);
-	EVP_PKEY_free(cakey);
-	return r < 0 ? CA_EXIT_FAIL : 0;
+	return ca_session_close(&s, r);
 }
 
 static int ca_cmd_crl(const struct ca_args *a)
 {
-	struct ca_dir d = {.fd = -1};
+	struct ca_session s;
 	long days = a->days > 0 ? a->days : CA_DEFAULT_CRL_DAYS;
-	time_t now = time(NULL);
-	X509 *ca = NULL;
-	EVP_PKEY *cakey = NULL;
-	json_t *index = NULL;
 	int r;
 
-	r = ca_open_issuer(a->pos[0], false, now, &d, &ca, &cakey, &index);
+	r = ca_session_open(&s, a->pos[0], false);
 	if (r < 0)
 		goto out;
-	r = ca_publish_crl(&d, ca, cakey, index, days, now, NULL);
+	r = ca_publish_crl(&s.d, s.ca, s.cakey, s.index, days, s.now, NULL);
 	if (r < 0)
 		goto out;
 	fprintf(stderr,
 	        "sealpush-ca: wrote %s/" CA_FILE_CRL " (number %" JSON_INTEGER_FORMAT
 	        ", next update in %ld days)\n",
-	        d.path, json_integer_value(json_object_get(index, "crl_number")), days);
+	        s.d.path, json_integer_value(json_object_get(s.index, "crl_number")), days);
 out:
-	ca_dir_close(&d);
-	json_decref(index);
-	X509_free(ca);
-	EVP_PKEY_free(cakey);
-	return r < 0 ? CA_EXIT_FAIL : 0;
+	return ca_session_close(&s, r);
 }
 
 static const struct ca_command ca_commands[] = {
