@@ -1,0 +1,628 @@
+/*
+ * test_rcluster: the Redis Cluster client (server/sp_rcluster.c).
+ *
+ * Pure cases: key slots (the Redis Cluster specification's examples and hash-tag rules),
+ * error replies (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, malformed ones), CLUSTER SLOTS replies
+ * (built by hand).
+ *
+ * Live cases, against a real cluster: six redis-server processes (cluster-enabled, 1 s node
+ * timeout) on private loopback ports in a temporary directory, joined with
+ * `redis-cli --cluster create ... --cluster-replicas 1`: the map is learnt from one seed;
+ * 1,000 keys written and read back through the three masters; a slot migrated by hand
+ * (SETSLOT IMPORTING/MIGRATING: ASK for a new key; MIGRATE, SETSLOT NODE: MOVED for the old);
+ * kill -9 of a master under a stream of writes: the replica is promoted and the client
+ * writes again by itself (the time it took is printed). Every process is stopped and the
+ * directory removed at the end (KEEP=1 keeps it). $REDIS_SERVER picks the server (e.g.
+ * valkey-server). Without the server or redis-cli the live cases are skipped.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sp_rcluster.h"
+#include "sp_test.h"
+#include "sp_time.h"
+
+#define N_NODES 6
+
+static char dir[] = "/tmp/sp-test-rcluster.XXXXXX";
+static int ports[N_NODES];
+static pid_t pids[N_NODES];
+static struct event_base *base;
+static bool live;
+
+/* ---- pure ---------------------------------------------------------------------------------- */
+
+static uint16_t slot_of(const char *k)
+{
+	return sp_rc_keyslot(k, strlen(k));
+}
+
+static void test_keyslot(void)
+{
+	/* The specification's examples and rules. */
+	SP_CHECK_EQ_INT(slot_of("123456789"), 0x31c3 & 16383); /* CRC16-XMODEM check value */
+	SP_CHECK_EQ_INT(slot_of("foo"), 12182);
+	SP_CHECK_EQ_INT(slot_of("bar"), 5061);
+	SP_CHECK_EQ_INT(slot_of("{user1000}.following"), slot_of("{user1000}.followers"));
+	SP_CHECK_EQ_INT(slot_of("{user1000}.following"), slot_of("user1000"));
+	SP_CHECK_EQ_INT(slot_of("foo{}{bar}"), sp_rc_keyslot("foo{}{bar}", 10)); /* whole key */
+	SP_CHECK(slot_of("foo{}{bar}") != slot_of("bar"));
+	SP_CHECK_EQ_INT(slot_of("foo{{bar}}zap"), slot_of("{bar"));
+	SP_CHECK_EQ_INT(slot_of("foo{bar}{zap}"), slot_of("bar"));
+	SP_CHECK_EQ_INT(slot_of("{}"), sp_rc_keyslot("{}", 2));
+	SP_CHECK_EQ_INT(slot_of("no-close{x"), sp_rc_keyslot("no-close{x", 10));
+	SP_CHECK_EQ_INT(sp_rc_keyslot("", 0), 0);
+	/* Binary keys: the tag rules work on bytes. */
+	SP_CHECK_EQ_INT(sp_rc_keyslot("a\0{b}", 5), slot_of("b"));
+}
+
+static void test_parse_error(void)
+{
+	sp_rc_redirect_t r;
+
+	SP_CHECK_EQ_INT(sp_rc_parse_error("MOVED 3999 127.0.0.1:6381", 25, &r), SP_RC_MOVED);
+	SP_CHECK_EQ_INT(r.slot, 3999);
+	SP_CHECK_EQ_INT(r.port, 6381);
+	SP_CHECK(strcmp(r.host, "127.0.0.1") == 0);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("ASK 16383 ::1:7000", 18, &r), SP_RC_ASK);
+	SP_CHECK_EQ_INT(r.slot, 16383);
+	SP_CHECK(strcmp(r.host, "::1") == 0 && r.port == 7000);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("TRYAGAIN Multiple keys request during rehashing of "
+	                                  "slot",
+	                                  56, &r),
+	                SP_RC_TRYAGAIN);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("CLUSTERDOWN The cluster is down", 31, &r),
+	                SP_RC_CLUSTERDOWN);
+	/* Not ours, or malformed: the caller's error. */
+	SP_CHECK_EQ_INT(sp_rc_parse_error("ERR unknown command", 19, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("NOSCRIPT No matching script", 27, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("MOVED 16384 h:1", 15, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("MOVED 1 h:0", 11, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("MOVED 1 h", 9, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("MOVED", 5, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("MOVEDX 1 h:1", 12, &r), SP_RC_NONE);
+	SP_CHECK_EQ_INT(sp_rc_parse_error("ASK 1 :1", 8, &r), SP_RC_NONE);
+}
+
+/* A redisReply tree by hand (freed with freeReplyObject). */
+static redisReply *rr_int(long long v)
+{
+	redisReply *r = calloc(1, sizeof(*r));
+
+	r->type = REDIS_REPLY_INTEGER;
+	r->integer = v;
+	return r;
+}
+
+static redisReply *rr_str(const char *s)
+{
+	redisReply *r = calloc(1, sizeof(*r));
+
+	r->type = REDIS_REPLY_STRING;
+	r->len = strlen(s);
+	r->str = strdup(s);
+	return r;
+}
+
+static redisReply *rr_arr(size_t n, ...)
+{
+	redisReply *r = calloc(1, sizeof(*r));
+	va_list ap;
+
+	r->type = REDIS_REPLY_ARRAY;
+	r->elements = n;
+	r->element = calloc(n ? n : 1, sizeof(*r->element));
+	va_start(ap, n);
+	for (size_t i = 0; i < n; i++)
+		r->element[i] = va_arg(ap, redisReply *);
+	va_end(ap);
+	return r;
+}
+
+static redisReply *rr_range(long long lo, long long hi, const char *host, long long port)
+{
+	return rr_arr(4, rr_int(lo), rr_int(hi),
+	              rr_arr(3, rr_str(host), rr_int(port), rr_str("id")),
+	              rr_arr(3, rr_str(host), rr_int(port + 1), rr_str("replica")));
+}
+
+static void test_map_from_slots(void)
+{
+	sp_rc_map_t *m = malloc(sizeof(*m));
+	redisReply *r =
+	        rr_arr(4, rr_range(0, 5460, "10.0.0.1", 7000), rr_range(5461, 10922, "", 7002),
+	               rr_range(10923, 16000, "?", 7004), rr_range(16001, 16383, "10.0.0.1", 7000));
+
+	SP_CHECK_EQ_INT(sp_rc_map_from_slots(m, r, "seed.example"), 0);
+	SP_CHECK_EQ_INT(m->n_slots, 16384);
+	SP_CHECK_EQ_INT(m->n_nodes, 3);
+	SP_CHECK_EQ_INT(m->slot_node[0], m->slot_node[16383]);
+	SP_CHECK(strcmp(m->node[m->slot_node[6000]].host, "seed.example") == 0);
+	SP_CHECK_EQ_INT(m->node[m->slot_node[6000]].port, 7002);
+	SP_CHECK(strcmp(m->node[m->slot_node[12000]].host, "seed.example") == 0);
+	freeReplyObject(r);
+	/* A hole: those slots have no master. */
+	r = rr_arr(1, rr_range(0, 99, "h", 1));
+	SP_CHECK_EQ_INT(sp_rc_map_from_slots(m, r, "x"), 0);
+	SP_CHECK_EQ_INT(m->n_slots, 100);
+	SP_CHECK_EQ_INT(m->slot_node[100], SP_RC_NO_NODE);
+	freeReplyObject(r);
+	/* Wrong shapes. */
+	r = rr_arr(1, rr_arr(2, rr_int(0), rr_int(1)));
+	SP_CHECK_EQ_INT(sp_rc_map_from_slots(m, r, "x"), -EPROTO);
+	freeReplyObject(r);
+	r = rr_arr(1, rr_range(5, 16384, "h", 1));
+	SP_CHECK_EQ_INT(sp_rc_map_from_slots(m, r, "x"), -EPROTO);
+	freeReplyObject(r);
+	r = rr_int(1);
+	SP_CHECK_EQ_INT(sp_rc_map_from_slots(m, r, "x"), -EPROTO);
+	freeReplyObject(r);
+	free(m);
+}
+
+/* ---- a real cluster ------------------------------------------------------------------------ */
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd);
+}
+
+/* The first line of a command's output, or "" (static buffer). */
+static const char *output(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *output(const char *fmt, ...)
+{
+	static char line[512];
+	char cmd[1024];
+	va_list ap;
+	FILE *p;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	line[0] = 0;
+	p = popen(cmd, "r");
+	if (!p)
+		return line;
+	if (!fgets(line, sizeof(line), p))
+		line[0] = 0;
+	pclose(p);
+	line[strcspn(line, "\r\n")] = 0;
+	return line;
+}
+
+/* $REDIS_SERVER (e.g. valkey-server), else redis-server; redis-cli drives either. */
+static const char *server_bin(void)
+{
+	const char *s = getenv("REDIS_SERVER");
+
+	return s && s[0] ? s : "redis-server";
+}
+
+static pid_t start_node(int i)
+{
+	pid_t parent = getpid(), pid = fork();
+	char port[16], conf[160], logf[160], nd[128];
+
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+	snprintf(port, sizeof(port), "%d", ports[i]);
+	snprintf(nd, sizeof(nd), "%s/n%d", dir, i);
+	snprintf(conf, sizeof(conf), "%s/nodes.conf", nd);
+	snprintf(logf, sizeof(logf), "%s/log", nd);
+	execlp(server_bin(), server_bin(), "--port", port, "--bind", "127.0.0.1",
+	       "--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout",
+	       "1000", "--cluster-replica-validity-factor", "0", "--save", "", "--appendonly", "no",
+	       "--dir", nd, "--logfile", logf, "--daemonize", "no", (char *)NULL);
+	_exit(127);
+}
+
+static void stop_all(void)
+{
+	for (int i = 0; i < N_NODES; i++)
+		if (pids[i] > 0) {
+			kill(pids[i], SIGKILL);
+			waitpid(pids[i], NULL, 0);
+			pids[i] = 0;
+		}
+	if (!getenv("KEEP") && dir[0] == '/' && strncmp(dir, "/tmp/sp-test-rcluster.", 22) == 0)
+		run("rm -rf '%s'", dir);
+}
+
+static bool cluster_ok(void)
+{
+	for (int i = 0; i < N_NODES; i++)
+		if (pids[i] > 0 && strcmp(output("redis-cli -p %d cluster info 2>/dev/null | grep "
+		                                 "'^cluster_state:'",
+		                                 ports[i]),
+		                          "cluster_state:ok") != 0)
+			return false;
+	return true;
+}
+
+static int cluster_start(void)
+{
+	char cmd[1024];
+	int off;
+	int base_port = 31000 + (int)(getpid() % 2000) * 10;
+
+	if (run("command -v '%s' >/dev/null && command -v redis-cli >/dev/null", server_bin()) != 0)
+		return -1;
+	if (!mkdtemp(dir))
+		return -1;
+	for (int i = 0; i < N_NODES; i++) {
+		ports[i] = base_port + i;
+		run("mkdir -p %s/n%d", dir, i);
+		pids[i] = start_node(i);
+	}
+	for (int t = 0; t < 100; t++) { /* all answer PING */
+		int up = 0;
+
+		for (int i = 0; i < N_NODES; i++)
+			up += strcmp(output("redis-cli -p %d ping 2>/dev/null", ports[i]),
+			             "PONG") == 0;
+		if (up == N_NODES)
+			break;
+		usleep(100000);
+	}
+	off = snprintf(cmd, sizeof(cmd), "redis-cli --cluster create");
+	for (int i = 0; i < N_NODES; i++)
+		off += snprintf(cmd + off, sizeof(cmd) - (size_t)off, " 127.0.0.1:%d", ports[i]);
+	snprintf(cmd + off, sizeof(cmd) - (size_t)off,
+	         " --cluster-replicas 1 --cluster-yes >%s/create.log 2>&1", dir);
+	if (system(cmd) != 0)
+		return -1;
+	for (int t = 0; t < 200; t++) {
+		if (cluster_ok())
+			return 0;
+		usleep(100000);
+	}
+	return -1;
+}
+
+/* Runs the loop until *flag or ms pass. */
+static void loop_until(const bool *flag, unsigned ms)
+{
+	uint64_t end = sp_time_mono_ms() + ms;
+
+	while (!*flag && sp_time_mono_ms() < end)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(1000);
+}
+
+static void loop_until_up(sp_rcluster_t *c, unsigned ms)
+{
+	uint64_t end = sp_time_mono_ms() + ms;
+
+	while (!sp_rcluster_up(c) && sp_time_mono_ms() < end)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), usleep(1000);
+}
+
+struct batch {
+	unsigned want, done, ok, failed;
+	bool all;
+	char expect[64]; /* for GET: the value every reply must have ("" = SET) */
+};
+
+static void on_batch(struct redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct batch *b = priv;
+	redisReply *r = reply;
+
+	(void)ac;
+	b->done++;
+	if (!r)
+		b->failed++;
+	else if (b->expect[0] ? r->type == REDIS_REPLY_STRING && strcmp(r->str, b->expect) == 0
+	                      : r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0)
+		b->ok++;
+	else
+		printf("# unexpected reply type %d: %s\n", r->type, r->str ? r->str : "");
+	b->all = b->done == b->want;
+}
+
+static int cmd2(sp_rcluster_t *c, struct batch *b, const char *verb, const char *key,
+                const char *val)
+{
+	const char *argv[3] = {verb, key, val};
+	size_t len[3] = {strlen(verb), strlen(key), val ? strlen(val) : 0};
+
+	b->want++;
+	b->all = false;
+	return sp_rcluster_command(c, sp_rc_keyslot(key, strlen(key)), on_batch, b, val ? 3 : 2,
+	                           argv, len);
+}
+
+static sp_rcluster_t *client(unsigned max_redirects)
+{
+	char seeds[64], err[256];
+	sp_rcluster_opts_t o = {
+	        .refresh_ms = 1000, .retry_max_ms = 200, .max_redirects = max_redirects};
+	sp_rcluster_t *c;
+
+	snprintf(seeds, sizeof(seeds), "127.0.0.1:%d", ports[N_NODES - 1]); /* likely a replica */
+	c = sp_rcluster_new(base, seeds, &o, err, sizeof(err));
+	if (!c)
+		printf("# sp_rcluster_new: %s\n", err);
+	return c;
+}
+
+static void test_live_keys(void)
+{
+	sp_rcluster_t *c;
+	struct batch b = {0};
+	char key[32];
+	unsigned used[SP_RC_MAX_NODES] = {0}, masters = 0;
+
+	c = client(16);
+	SP_CHECK(c != NULL);
+	if (!c)
+		return;
+	loop_until_up(c, 10000);
+	SP_CHECK(sp_rcluster_up(c));
+	SP_CHECK_EQ_INT(sp_rcluster_map(c)->n_slots, SP_RC_SLOTS);
+	SP_CHECK_EQ_INT(sp_rcluster_map(c)->n_nodes, 3);
+	for (int i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "{t%d}k", i);
+		used[sp_rcluster_map(c)->slot_node[sp_rc_keyslot(key, strlen(key))]]++;
+		SP_CHECK_EQ_INT(cmd2(c, &b, "SET", key, "v1"), 0);
+	}
+	loop_until(&b.all, 10000);
+	SP_CHECK_EQ_INT(b.ok, 1000);
+	for (unsigned i = 0; i < SP_RC_MAX_NODES; i++)
+		masters += used[i] > 0;
+	SP_CHECK_EQ_INT(masters, 3);
+	b = (struct batch){.expect = "v1"};
+	for (int i = 0; i < 1000; i++) {
+		snprintf(key, sizeof(key), "{t%d}k", i);
+		cmd2(c, &b, "GET", key, NULL);
+	}
+	loop_until(&b.all, 10000);
+	SP_CHECK_EQ_INT(b.ok, 1000);
+	sp_rcluster_free(c);
+}
+
+static void test_live_migration(void)
+{
+	sp_rcluster_t *c;
+	sp_rcluster_counters_t n;
+	struct batch b = {0};
+	const char *k_old = "{mig}old", *k_new = "{mig}new";
+	int slot = (int)sp_rc_keyslot(k_old, strlen(k_old)), src = -1, dst = -1;
+	char src_id[64] = "", dst_id[64] = "";
+	const sp_rc_map_t *m;
+
+	c = client(16);
+	if (!c)
+		return;
+	loop_until_up(c, 10000);
+	SP_CHECK_EQ_INT(cmd2(c, &b, "SET", k_old, "v1"), 0);
+	loop_until(&b.all, 5000);
+	SP_CHECK_EQ_INT(b.ok, 1);
+	/* The source is the master the map names; the destination another master. */
+	m = sp_rcluster_map(c);
+	for (int i = 0; i < N_NODES; i++) {
+		const sp_rc_node_t *node = &m->node[m->slot_node[slot]];
+
+		if (ports[i] == node->port)
+			src = i;
+	}
+	for (int i = 0; i < N_NODES && dst < 0; i++)
+		if (i != src &&
+		    strcmp(output("redis-cli -p %d role | head -n 1", ports[i]), "master") == 0)
+			dst = i;
+	SP_CHECK(src >= 0 && dst >= 0);
+	if (src < 0 || dst < 0)
+		goto out;
+	snprintf(src_id, sizeof(src_id), "%s", output("redis-cli -p %d cluster myid", ports[src]));
+	snprintf(dst_id, sizeof(dst_id), "%s", output("redis-cli -p %d cluster myid", ports[dst]));
+	SP_CHECK_EQ_INT(run("redis-cli -p %d cluster setslot %d importing %s >/dev/null",
+	                    ports[dst], slot, src_id),
+	                0);
+	SP_CHECK_EQ_INT(run("redis-cli -p %d cluster setslot %d migrating %s >/dev/null",
+	                    ports[src], slot, dst_id),
+	                0);
+	/* A key the source does not have: -ASK, then ASKING + the command on the destination. */
+	b = (struct batch){0};
+	cmd2(c, &b, "SET", k_new, "v2");
+	loop_until(&b.all, 5000);
+	SP_CHECK_EQ_INT(b.ok, 1);
+	b = (struct batch){.expect = "v2"};
+	cmd2(c, &b, "GET", k_new, NULL);
+	loop_until(&b.all, 5000);
+	SP_CHECK_EQ_INT(b.ok, 1);
+	sp_rcluster_counters(c, &n);
+	SP_CHECK(n.ask >= 2);
+	SP_CHECK_EQ_INT(strcmp(output("printf 'ASKING\\nGET %s\\n' | redis-cli -p %d | tail -n 1",
+	                              k_new, ports[dst]),
+	                       "v2"),
+	                0); /* it went to the destination */
+	/* Move the old key, give the slot to the destination: -MOVED from the source. */
+	SP_CHECK_EQ_INT(run("redis-cli -p %d migrate 127.0.0.1 %d '' 0 5000 keys '%s' >/dev/null",
+	                    ports[src], ports[dst], k_old),
+	                0);
+	for (int i = 0; i < N_NODES; i++)
+		if (strcmp(output("redis-cli -p %d role | head -n 1", ports[i]), "master") == 0)
+			run("redis-cli -p %d cluster setslot %d node %s >/dev/null", ports[i], slot,
+			    dst_id);
+	b = (struct batch){.expect = "v1"};
+	cmd2(c, &b, "GET", k_old, NULL);
+	loop_until(&b.all, 5000);
+	SP_CHECK_EQ_INT(b.ok, 1);
+	sp_rcluster_counters(c, &n);
+	SP_CHECK(n.moved >= 1);
+	SP_CHECK_EQ_INT(m->node[m->slot_node[slot]].port, ports[dst]); /* the map followed */
+	printf("# migration: %llu ASK, %llu MOVED, %llu refreshes\n", (unsigned long long)n.ask,
+	       (unsigned long long)n.moved, (unsigned long long)n.refreshes);
+out:
+	sp_rcluster_free(c);
+}
+
+struct stream {
+	unsigned sent, ok, failed;
+	uint64_t first_fail_ms, recovered_ms; /* first NULL reply; first OK after a failure */
+	bool fail_seen;
+};
+
+static void on_stream(struct redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct stream *s = priv;
+	redisReply *r = reply;
+
+	(void)ac;
+	if (r && r->type == REDIS_REPLY_STATUS) {
+		s->ok++;
+		if (s->fail_seen && !s->recovered_ms)
+			s->recovered_ms = sp_time_mono_ms();
+	} else {
+		s->failed++;
+	}
+}
+
+static void test_live_failover(void)
+{
+	sp_rcluster_t *c;
+	struct stream s = {0};
+	const char *key = "{fo}k", *argv[3] = {"SET", key, "x"};
+	size_t len[3] = {3, 5, 1};
+	uint16_t slot = sp_rc_keyslot(key, 5);
+	int victim = -1;
+	uint64_t kill_ms = 0, end, promoted_ms = 0;
+
+	c = client(100); /* a budget for the whole failover */
+	if (!c)
+		return;
+	loop_until_up(c, 10000);
+	for (int i = 0; i < N_NODES; i++)
+		if (ports[i] == sp_rcluster_map(c)->node[sp_rcluster_map(c)->slot_node[slot]].port)
+			victim = i;
+	SP_CHECK(victim >= 0);
+	if (victim < 0)
+		goto out;
+	end = sp_time_mono_ms() + 20000;
+	while (sp_time_mono_ms() < end) {
+		if (sp_rcluster_command(c, slot, on_stream, &s, 3, argv, len) == 0)
+			s.sent++;
+		for (int t = 0; t < 20; t++) {
+			event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+			usleep(1000);
+		}
+		if (!kill_ms && s.ok >= 20) {
+			kill(pids[victim], SIGKILL);
+			waitpid(pids[victim], NULL, 0);
+			pids[victim] = 0;
+			kill_ms = sp_time_mono_ms();
+			s.fail_seen = true;
+		}
+		if (kill_ms && !promoted_ms &&
+		    sp_rcluster_map(c)->node[sp_rcluster_map(c)->slot_node[slot]].port !=
+		            ports[victim])
+			promoted_ms = sp_time_mono_ms(); /* the map names the promoted replica */
+		if (s.recovered_ms && s.ok >= s.sent - 1 &&
+		    sp_time_mono_ms() - s.recovered_ms > 1000)
+			break;
+	}
+	for (int t = 0; t < 2000 && s.ok + s.failed < s.sent; t++) {
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
+	{
+		sp_rcluster_counters_t n;
+
+		sp_rcluster_counters(c, &n);
+		printf("# counters: moved %llu ask %llu tryagain %llu clusterdown %llu lost %llu "
+		       "refreshes %llu refresh failures %llu failed %llu connects %llu disconnects "
+		       "%llu; %s; slot %u -> port %u\n",
+		       (unsigned long long)n.moved, (unsigned long long)n.ask,
+		       (unsigned long long)n.tryagain, (unsigned long long)n.clusterdown,
+		       (unsigned long long)n.resent_lost, (unsigned long long)n.refreshes,
+		       (unsigned long long)n.refresh_failures, (unsigned long long)n.failed,
+		       (unsigned long long)n.connects, (unsigned long long)n.disconnects,
+		       sp_rcluster_error(c), slot,
+		       sp_rcluster_map(c)->node[sp_rcluster_map(c)->slot_node[slot]].port);
+	}
+	SP_CHECK(kill_ms > 0);
+	SP_CHECK(s.recovered_ms > 0);
+	SP_CHECK_EQ_INT(s.failed, 0); /* every write rode out the failover */
+	SP_CHECK_EQ_INT(s.ok, s.sent);
+	printf("# failover: kill -9 of the master; the map named the promoted replica after %llu "
+	       "ms; writing again after %llu ms (%llu ms after the map changed); %u writes, %u "
+	       "failed\n",
+	       (unsigned long long)(promoted_ms ? promoted_ms - kill_ms : 0),
+	       (unsigned long long)(s.recovered_ms ? s.recovered_ms - kill_ms : 0),
+	       (unsigned long long)(s.recovered_ms && promoted_ms ? s.recovered_ms - promoted_ms
+	                                                          : 0),
+	       s.sent, s.failed);
+out:
+	sp_rcluster_free(c);
+}
+
+static void test_free_with_pending(void)
+{
+	sp_rcluster_t *c;
+	struct batch b = {0};
+	char seeds[] = "127.0.0.1:1"; /* nothing listens: requests wait */
+	char err[128];
+
+	c = sp_rcluster_new(base, seeds, NULL, err, sizeof(err));
+	SP_CHECK(c != NULL);
+	if (!c)
+		return;
+	for (int i = 0; i < 10; i++)
+		cmd2(c, &b, "SET", "{x}k", "v");
+	for (int t = 0; t < 50; t++) {
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
+	SP_CHECK(!sp_rcluster_up(c));
+	sp_rcluster_free(c); /* every pending request is answered, with NULL */
+	SP_CHECK_EQ_INT(b.done, 10);
+	SP_CHECK_EQ_INT(b.failed, 10);
+	SP_CHECK(sp_rcluster_new(base, "nohostport", NULL, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_rcluster_new(base, "h:0", NULL, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_rcluster_new(base, "", NULL, err, sizeof(err)) == NULL);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	base = event_base_new();
+	SP_RUN(test_keyslot);
+	SP_RUN(test_parse_error);
+	SP_RUN(test_map_from_slots);
+	SP_RUN(test_free_with_pending);
+	live = cluster_start() == 0;
+	if (!live)
+		printf("# no Redis Cluster (redis-server and redis-cli needed): live cases "
+		       "skipped\n");
+	if (live) {
+		SP_RUN(test_live_keys);
+		SP_RUN(test_live_migration);
+		SP_RUN(test_live_failover);
+	} else {
+		sp_test_skip("test_live_keys", "no Redis Cluster");
+		sp_test_skip("test_live_migration", "no Redis Cluster");
+		sp_test_skip("test_live_failover", "no Redis Cluster");
+	}
+	stop_all();
+	event_base_free(base);
+	return sp_test_done();
+}
