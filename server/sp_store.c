@@ -122,6 +122,7 @@
  * Threads: everything here runs on the store's base, except sp_store_counters().
  */
 #include <assert.h>
+#include <openssl/sha.h>
 #include <errno.h>
 #include <limits.h>
 #include <hiredis/adapters/libevent.h>
@@ -136,6 +137,7 @@
 
 #include "sp_config.h"
 #include "sp_log.h"
+#include "sp_rcluster.h"
 #include "sp_store.h"
 #include "sp_time.h"
 #include "sp_tokmap.h"
@@ -393,6 +395,7 @@ struct req {
 	size_t nsubs;
 	struct fetch_job *job; /* fetch steps: the fetch they serve */
 	bool expired_purge;    /* an ack that removes expired messages a fetch met */
+	uint16_t slot;         /* the hash slot of the request's keys (Redis Cluster) */
 	int argc;
 	const char **argv;
 	size_t *argvlen;
@@ -411,6 +414,8 @@ struct sp_store {
 	char path[256];
 
 	redisAsyncContext *ac; /* NULL while down */
+	sp_rcluster_t *rc;     /* Redis Cluster mode: the cluster client (ac stays NULL) */
+	char *seeds;           /* Redis Cluster mode: "host:port,..." */
 	atomic_bool up;        /* ac connected and every script loaded (read by any thread) */
 	bool closing;          /* sp_store_free() runs */
 	int loaded;            /* scripts loaded on ac */
@@ -670,6 +675,13 @@ static void on_defer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the connection ---------------------------------------------------------------------- */
 
+/* Whether a reply that came on ac belongs to the current link (not one already given up). In
+ * cluster mode every connection of the current cluster client does. */
+static bool current(const sp_store_t *s, const redisAsyncContext *ac)
+{
+	return s->rc ? ac != NULL : s->ac != NULL && s->ac == ac;
+}
+
 static void store_connect(sp_store_t *s);
 
 /* The connection is gone or going: forget it and schedule the next attempt. The caller frees
@@ -694,7 +706,15 @@ static void link_lost(sp_store_t *s, const char *why)
 static void link_drop(sp_store_t *s, const char *why)
 {
 	redisAsyncContext *ac = s->ac;
+	sp_rcluster_t *rc = s->rc;
 
+	if (rc) {
+		/* Every pending request answered NULL (UNAVAILABLE) inside the free. */
+		s->rc = NULL;
+		link_lost(s, why);
+		sp_rcluster_free(rc);
+		return;
+	}
 	if (!ac)
 		return;
 	link_lost(s, why);
@@ -750,12 +770,41 @@ static void on_script_loaded(redisAsyncContext *ac, void *r, void *priv)
 	}
 }
 
+/* Cluster mode: a cluster client instead of one connection. The scripts are not loaded up
+ * front (there is one script cache per master): their SHA1s are computed here, and a master
+ * that answers NOSCRIPT gets the EVAL once (on_reply), which also caches the script there. */
+static void cluster_connect(sp_store_t *s)
+{
+	sp_rcluster_opts_t o = {.connect_timeout_ms = s->lim.timeout_ms};
+	char err[256];
+
+	s->rc = sp_rcluster_new(s->base, s->seeds, &o, err, sizeof(err));
+	if (!s->rc) {
+		link_lost(s, err);
+		return;
+	}
+	for (int k = 0; k < KIND_COUNT; k++) {
+		uint8_t md[SHA_DIGEST_LENGTH];
+
+		SHA1((const uint8_t *)script_src[k], strlen(script_src[k]), md);
+		for (int i = 0; i < SHA_DIGEST_LENGTH; i++)
+			snprintf(s->sha[k] + 2 * i, 3, "%02x", md[i]);
+	}
+	s->loaded = KIND_COUNT;
+	s->up = false; /* until the tick sees every slot served */
+	s->connect_started = sp_time_mono_ms();
+}
+
 static void store_connect(sp_store_t *s)
 {
 	redisAsyncContext *ac;
 
 	if (s->connects++ > 0)
 		CNT_ADD(s, reconnects, 1);
+	if (s->seeds) {
+		cluster_connect(s);
+		return;
+	}
 	/* A host name is resolved here with a blocking getaddrinfo(): configure an address. */
 	ac = s->path[0] ? redisAsyncConnectUnix(s->path) : redisAsyncConnect(s->host, s->port);
 	if (!ac || ac->err) {
@@ -804,9 +853,31 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!s->ac) {
+	if (!s->ac && !s->rc) {
 		if (now >= s->next_connect)
 			store_connect(s);
+		return;
+	}
+	if (s->rc) {
+		/* The cluster client reconnects and follows failovers by itself; a request that
+		 * outlives timeout_ms still drops it, as the single connection would be. */
+		bool up = sp_rcluster_up(s->rc);
+
+		if (up && !s->up) {
+			s->backoff_ms = BACKOFF_MIN_MS;
+			SP_LOG(SP_LOG_INFO, "store_up", "connects=%llu cluster=1",
+			       (unsigned long long)s->connects);
+		} else if (!up && s->up) {
+			SP_LOG(SP_LOG_WARN, "store_down", "msg=\"%s\"", sp_rcluster_error(s->rc));
+		}
+		s->up = up;
+		for (struct req *q = s->inflight.head; q; q = q->next)
+			if (now >= q->deadline)
+				late++;
+		if (late) {
+			CNT_ADD(s, timeouts, late);
+			link_drop(s, "request timed out");
+		}
 		return;
 	}
 	if (!s->up && now - s->connect_started >= s->lim.timeout_ms) {
@@ -849,8 +920,14 @@ static int req_send(sp_store_t *s, struct req *q)
 	}
 	if (q->kind < KIND_COUNT)
 		q->argvlen[0] = strlen(q->argv[0]);
-	if (redisAsyncCommandArgv(s->ac, on_reply, q, q->argc, q->argv, q->argvlen) != REDIS_OK)
+	if (s->rc) {
+		if (sp_rcluster_command(s->rc, q->slot, on_reply, q, q->argc, q->argv, q->argvlen) <
+		    0)
+			return -1;
+	} else if (redisAsyncCommandArgv(s->ac, on_reply, q, q->argc, q->argv, q->argvlen) !=
+	           REDIS_OK) {
 		return -1;
+	}
 	q->deadline = sp_time_mono_ms() + s->lim.timeout_ms;
 	list_append(&s->inflight, q);
 	return 0;
@@ -858,7 +935,8 @@ static int req_send(sp_store_t *s, struct req *q)
 
 static int req_submit(sp_store_t *s, struct req *q)
 {
-	if (!s->up || !s->ac || s->inflight.n >= s->lim.max_inflight || req_send(s, q) < 0)
+	if (!s->up || (!s->ac && !s->rc) || s->inflight.n >= s->lim.max_inflight ||
+	    req_send(s, q) < 0)
 		req_defer(s, q, SP_STORE_UNAVAILABLE);
 	return 0;
 }
@@ -927,7 +1005,7 @@ static void got_enqueue(sp_store_t *s, redisAsyncContext *ac, struct req *q, red
 		 * just as the first attempt did, whose WAIT may have fallen short. s->ac differs
 		 * from ac when an earlier callback dropped the link. */
 		q->waiting = true;
-		if (s->ac != ac ||
+		if (!current(s, ac) ||
 		    redisAsyncCommand(ac, on_reply, q, "WAIT %u %u", s->lim.wait_replicas,
 		                      s->lim.wait_timeout_ms) != REDIS_OK) {
 			enqueue_finish(s, q, SP_STORE_UNAVAILABLE);
@@ -1086,15 +1164,17 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 
 	list_remove(&s->inflight, q);
 	if (!reply) {
-		/* hiredis is freeing the context: lost, dropped by us, or sp_store_free(). */
-		if (s->ac == ac)
+		/* hiredis is freeing the context: lost, dropped by us, or sp_store_free(); in
+		 * cluster mode also a request the cluster client gave up on (it reconnects by
+		 * itself). */
+		if (!s->rc && s->ac == ac)
 			link_lost(s, ac->errstr[0] ? ac->errstr : "connection lost");
 		req_finish(s, q, SP_STORE_UNAVAILABLE);
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
 		if (q->kind < KIND_COUNT && !q->waiting && !q->eval && reply->len >= 8 &&
-		    strncmp(reply->str, "NOSCRIPT", 8) == 0 && s->ac == ac) {
+		    strncmp(reply->str, "NOSCRIPT", 8) == 0 && current(s, ac)) {
 			q->eval = true;
 			if (req_send(s, q) < 0)
 				req_finish(s, q, SP_STORE_UNAVAILABLE);
@@ -1180,6 +1260,7 @@ static struct req *req_new(sp_store_t *s, int kind, const uint8_t token[32], siz
 	b->q = q;
 	b->data = (char *)(q->argvlen + argc);
 	hex_token(hex, token);
+	q->slot = sp_rc_keyslot(hex, sizeof(hex));
 	q->argv[2] = "5";
 	q->argvlen[2] = 1;
 	q->argc = 3;
@@ -1353,6 +1434,7 @@ static void req_arg_key(struct req_builder *b, const uint8_t token[32], char suf
 	hex_token(key + 4, token);
 	memcpy(key + 68, "}:", 2);
 	key[70] = suffix;
+	b->q->slot = sp_rc_keyslot(key + 4, 64);
 	req_arg(b, key, KEY_LEN);
 }
 
@@ -1645,9 +1727,19 @@ sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_stor
 	s->rng = (sp_time_wall_ms() ^ (uint64_t)(uintptr_t)s) | 1;
 	for (int k = 0; k < KIND_COUNT; k++)
 		s->loaders[k] = (struct loader){s, k};
-	if (sp_parse_redis_url(url, s->host, sizeof(s->host), &s->port, s->path, sizeof(s->path)) <
-	    0) {
-		snprintf(err, errlen, "redis url \"%s\" is not redis://HOST:PORT or unix:PATH",
+	if (strncmp(url, SP_STORE_CLUSTER_SCHEME, strlen(SP_STORE_CLUSTER_SCHEME)) == 0) {
+		s->seeds = strdup(url + strlen(SP_STORE_CLUSTER_SCHEME));
+		if (!s->seeds || !s->seeds[0]) {
+			snprintf(err, errlen, "redis url \"%s\" names no cluster node", url);
+			free(s->seeds);
+			free(s);
+			return NULL;
+		}
+	} else if (sp_parse_redis_url(url, s->host, sizeof(s->host), &s->port, s->path,
+	                              sizeof(s->path)) < 0) {
+		snprintf(err, errlen,
+		         "redis url \"%s\" is not redis://HOST:PORT, unix:PATH or "
+		         "redis-cluster://HOST:PORT,HOST:PORT...",
 		         url);
 		free(s);
 		return NULL;
@@ -1679,6 +1771,13 @@ void sp_store_free(sp_store_t *s)
 	/* From inside a callback hiredis would still hold requests we are about to free. */
 	assert(s->in_cb == 0);
 	s->closing = true;
+	if (s->rc) {
+		sp_rcluster_t *rc = s->rc;
+
+		s->rc = NULL;
+		s->up = false;
+		sp_rcluster_free(rc); /* every pending request: NULL reply -> UNAVAILABLE */
+	}
 	if (s->ac) {
 		redisAsyncContext *ac = s->ac;
 
@@ -1721,6 +1820,7 @@ void sp_store_free(sp_store_t *s)
 		event_free(s->ev_defer);
 	if (s->ev_flush)
 		event_free(s->ev_flush);
+	free(s->seeds);
 	free(s);
 }
 

@@ -84,10 +84,15 @@ typedef void (*sp_store_depth_cb)(int status, uint64_t count, uint64_t bytes, vo
 
 /*
  * Makes a store on `base` for url "redis://HOST:PORT", "redis://HOST" (port 6379), "unix:PATH"
- * or "unix://PATH", and starts connecting (it never blocks; the store is up once connected and
- * its scripts are loaded). `lim` is copied. Returns NULL with a message in err on a bad url or
- * limit, or out of memory. A Redis that is down is not an error: the store keeps retrying.
+ * or "unix://PATH", or for a Redis Cluster "redis-cluster://HOST:PORT,HOST:PORT,..." (seed
+ * nodes; the rest is learnt: sp_rcluster.h), and starts connecting (it never blocks; the store
+ * is up once connected and its scripts are loaded, or once every slot of the cluster has a
+ * connected master). `lim` is copied; wait_replicas applies per master. Returns NULL with a message
+ * in err on a bad url or limit, or out of memory. A Redis that is down is not an error: the store
+ * keeps retrying.
  */
+#define SP_STORE_CLUSTER_SCHEME "redis-cluster://"
+
 sp_store_t *sp_store_new(struct event_base *base, const char *url, const sp_store_limits_t *lim,
                          char *err, size_t errlen);
 

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "sp_rcluster.h"
+#include "sp_store.h"
 #include "sp_test.h"
 #include "sp_time.h"
 
@@ -231,8 +232,9 @@ static pid_t start_node(int i)
 	snprintf(logf, sizeof(logf), "%s/log", nd);
 	execlp(server_bin(), server_bin(), "--port", port, "--bind", "127.0.0.1",
 	       "--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout",
-	       "1000", "--cluster-replica-validity-factor", "0", "--save", "", "--appendonly", "no",
-	       "--dir", nd, "--logfile", logf, "--daemonize", "no", (char *)NULL);
+	       "1000", "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
+	       "--save", "", "--appendonly", "no", "--dir", nd, "--logfile", logf, "--daemonize",
+	       "no", (char *)NULL);
 	_exit(127);
 }
 
@@ -293,6 +295,19 @@ static int cluster_start(void)
 		return -1;
 	for (int t = 0; t < 200; t++) {
 		if (cluster_ok())
+			break;
+		usleep(100000);
+	}
+	/* Every master's replica in sync, so WAIT and failovers work from the first case. */
+	for (int t = 0; t < 200; t++) {
+		int synced = 0;
+
+		for (int i = 0; i < N_NODES; i++)
+			synced += strcmp(output("redis-cli -p %d info replication | grep -c "
+			                        "'state=online'",
+			                        ports[i]),
+			                 "1") == 0;
+		if (synced == N_NODES / 2 && cluster_ok())
 			return 0;
 		usleep(100000);
 	}
@@ -575,6 +590,130 @@ out:
 	sp_rcluster_free(c);
 }
 
+/* ---- the store on the cluster ---------------------------------------------------------- */
+
+#define N_TOK 60
+
+struct st_count {
+	unsigned stored, fetched, acked, other, answers;
+	bool done;
+	unsigned want;
+};
+
+static void on_enq(int status, uint64_t seq, void *arg)
+{
+	struct st_count *c = arg;
+
+	(void)seq;
+	if (status == SP_STORE_STORED)
+		c->stored++;
+	else
+		c->other++;
+	c->done = ++c->answers == c->want;
+}
+
+static void on_fetch(int status, const sp_store_item_t *items, size_t n, void *arg)
+{
+	struct st_count *c = arg;
+
+	if (status == SP_STORE_OK) {
+		for (size_t i = 0; i < n; i++)
+			c->fetched += items[i].record != NULL;
+	} else {
+		c->other++;
+	}
+	c->done = ++c->answers == c->want;
+}
+
+static void on_ack(int status, size_t removed, void *arg)
+{
+	struct st_count *c = arg;
+
+	if (status == SP_STORE_OK)
+		c->acked += (unsigned)removed;
+	else
+		c->other++;
+	c->done = ++c->answers == c->want;
+}
+
+static void store_round(unsigned wait_replicas)
+{
+	sp_store_limits_t lim;
+	sp_store_t *st;
+	char url[96], err[256];
+	uint8_t tok[N_TOK][32], id[16], rec[128];
+	uint64_t expires = (uint64_t)time(NULL) * 1000 + 600000;
+	struct st_count c = {0};
+	bool up = false;
+	size_t len;
+
+	sp_store_limits_default(&lim);
+	lim.wait_replicas = wait_replicas;
+	lim.wait_timeout_ms = 2000;
+	snprintf(url, sizeof(url), "redis-cluster://127.0.0.1:%d,127.0.0.1:%d", ports[0], ports[1]);
+	st = sp_store_new(base, url, &lim, err, sizeof(err));
+	SP_CHECK(st != NULL);
+	if (!st) {
+		printf("# sp_store_new: %s\n", err);
+		return;
+	}
+	for (int t = 0; t < 10000 && !up; t++) {
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		usleep(1000);
+		up = sp_store_up(st);
+	}
+	SP_CHECK(up);
+	len = sp_store_record_size(0, 32);
+	SP_CHECK(len <= sizeof(rec));
+	memset(rec, 0, sizeof(rec));
+	SP_CHECK_EQ_INT(sp_store_record_build(rec, sizeof(rec), expires, 10, NULL, 0,
+	                                      (const uint8_t *)"0123456789abcdef0123456789abcdef",
+	                                      32),
+	                0);
+	c.want = N_TOK * 3;
+	for (int i = 0; i < N_TOK; i++) {
+		memset(tok[i], 0, 32);
+		tok[i][0] = (uint8_t)i;
+		tok[i][1] = (uint8_t)wait_replicas;
+		tok[i][31] = 0x5a;
+		for (int m = 0; m < 3; m++) {
+			memset(id, m + 1, sizeof(id));
+			SP_CHECK_EQ_INT(sp_store_enqueue(st, tok[i], id, rec, len, expires, NULL, 0,
+			                                 on_enq, &c),
+			                0);
+		}
+	}
+	loop_until(&c.done, 10000);
+	SP_CHECK_EQ_INT(c.stored, N_TOK * 3);
+	SP_CHECK_EQ_INT(c.other, 0);
+	c = (struct st_count){.want = N_TOK};
+	for (int i = 0; i < N_TOK; i++)
+		SP_CHECK_EQ_INT(sp_store_fetch(st, tok[i], 0, 10, on_fetch, &c), 0);
+	loop_until(&c.done, 10000);
+	SP_CHECK_EQ_INT(c.fetched, N_TOK * 3);
+	c = (struct st_count){.want = N_TOK};
+	for (int i = 0; i < N_TOK; i++) {
+		uint8_t ids[3][16];
+
+		for (int m = 0; m < 3; m++)
+			memset(ids[m], m + 1, 16);
+		SP_CHECK_EQ_INT(sp_store_ack(st, tok[i], (const uint8_t(*)[16])ids, 3, on_ack, &c),
+		                0);
+	}
+	loop_until(&c.done, 10000);
+	SP_CHECK_EQ_INT(c.acked, N_TOK * 3);
+	SP_CHECK_EQ_INT(c.other, 0);
+	sp_store_free(st);
+}
+
+/* The offline store on the cluster: 60 devices' queues (so all three masters), stored,
+ * fetched and acknowledged; then again with wait_replicas 1 (WAIT on each master). */
+static void test_live_store(void)
+{
+	store_round(0);
+	store_round(1);
+}
+
 static void test_free_with_pending(void)
 {
 	sp_rcluster_t *c;
@@ -615,10 +754,12 @@ int main(void)
 		       "skipped\n");
 	if (live) {
 		SP_RUN(test_live_keys);
+		SP_RUN(test_live_store);
 		SP_RUN(test_live_migration);
 		SP_RUN(test_live_failover);
 	} else {
 		sp_test_skip("test_live_keys", "no Redis Cluster");
+		sp_test_skip("test_live_store", "no Redis Cluster");
 		sp_test_skip("test_live_migration", "no Redis Cluster");
 		sp_test_skip("test_live_failover", "no Redis Cluster");
 	}
