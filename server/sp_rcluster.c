@@ -19,6 +19,7 @@
  * that something other than the timer asked for: a dead master must not become a busy loop. */
 #define RECONNECT_MIN_MS 100
 #define REFRESH_MIN_MS   100
+#define DOWN_REFRESH_MS  200 /* the refresh period while not up */
 
 /* ---- slots and error replies (pure) ------------------------------------------------------- */
 
@@ -532,7 +533,9 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
 	c->n.refreshes++;
 	install_map(c, m);
 	free(m);
-	arm(c->refresh_ev, c->opt.refresh_ms);
+	/* While a slot lacks a master, or a master its connection (a failover in progress),
+	 * ask again soon: nothing else may, when callers hold their requests back meanwhile. */
+	arm(c->refresh_ev, sp_rcluster_up(c) ? c->opt.refresh_ms : DOWN_REFRESH_MS);
 	if (c->wait && !evtimer_pending(c->retry_ev, NULL))
 		arm(c->retry_ev, 0);
 }

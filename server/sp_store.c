@@ -696,6 +696,12 @@ static void link_lost(sp_store_t *s, const char *why)
 	s->up = false;
 	s->loaded = 0;
 	s->ping_sent = 0;
+	if (s->seeds) {
+		/* A cluster client paces its own connections (sp_rcluster.c): making it again
+		 * soon after a timed-out request is what lets the store follow a failover. */
+		s->next_connect = sp_time_mono_ms() + BACKOFF_MIN_MS;
+		return;
+	}
 	s->next_connect = sp_time_mono_ms() + half + rng_next(s) % (half + 1);
 	s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
 }
@@ -1167,7 +1173,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 		/* hiredis is freeing the context: lost, dropped by us, or sp_store_free(); in
 		 * cluster mode also a request the cluster client gave up on (it reconnects by
 		 * itself). */
-		if (!s->rc && s->ac == ac)
+		if (!s->rc && ac && s->ac == ac)
 			link_lost(s, ac->errstr[0] ? ac->errstr : "connection lost");
 		req_finish(s, q, SP_STORE_UNAVAILABLE);
 		return;

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""End-to-end tests of sealpushd relays on a real Redis Cluster.
+
+Six redis-server processes (three masters, three replicas, cluster-node-timeout 1 s) on private
+loopback ports in the run's temp dir, joined with `redis-cli --cluster create`; the relays use
+`redis = redis-cluster://...` with two of them as seeds. What runs today is the store on the
+cluster (issue 14 part 1): a device's queue follows it from relay to relay; retries through
+another relay are stored once; a master killed with -9 under a stream of SENDs is ridden out
+(its replica is promoted and QUEUED answers resume by themselves).
+
+Needs python3, redis-server (or $REDIS_SERVER) and redis-cli; bails out without them.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import spwire as w
+from harness import Client, Harness, fail, free_port, run_tap, spawn, stop_process
+
+TESTS = []
+
+
+def test(name, timeout=60):
+    def deco(fn):
+        TESTS.append((name, fn, timeout))
+        return fn
+    return deco
+
+
+def cluster_port():
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    while True:
+        p = free_port()
+        if p + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p + 10000))
+            return p
+        except OSError:
+            continue
+
+
+class Cluster:
+    """Six redis-server nodes joined into a cluster with one replica per master."""
+
+    def __init__(self, root, binary):
+        self.dir = os.path.join(root, "cluster")
+        self.binary = binary
+        self.ports = []
+        self.procs = []
+
+    def cli(self, port, *args):
+        r = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
+                           capture_output=True, timeout=20)
+        return r.stdout.decode(errors="replace").strip()
+
+    def start(self):
+        for i in range(6):
+            port = cluster_port()
+            nd = os.path.join(self.dir, "n%d" % i)
+            os.makedirs(nd, exist_ok=True)
+            log = open(os.path.join(nd, "log"), "ab")
+            self.procs.append(spawn(
+                [self.binary, "--port", str(port), "--bind", "127.0.0.1",
+                 "--cluster-enabled", "yes", "--cluster-config-file",
+                 os.path.join(nd, "nodes.conf"), "--cluster-node-timeout", "1000",
+                 "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
+                 "--save", "", "--appendonly", "no", "--dir", nd],
+                stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+            self.ports.append(port)
+        deadline = time.monotonic() + 15
+        while not all(self.cli(p, "ping") == "PONG" for p in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster nodes do not answer PING: %s" % [
+                    (p, self.cli(p, "ping")) for p in self.ports])
+            time.sleep(0.1)
+        r = subprocess.run(["redis-cli", "--cluster", "create"] +
+                           ["127.0.0.1:%d" % p for p in self.ports] +
+                           ["--cluster-replicas", "1", "--cluster-yes"],
+                           capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("redis-cli --cluster create: %s" % r.stdout.decode()[-2000:])
+        self.wait_ok(30)
+        return self
+
+    def alive(self):
+        return [p for p, pr in zip(self.ports, self.procs) if pr.poll() is None]
+
+    def wait_ok(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ok = all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.alive())
+            synced = sum("state=online" in self.cli(p, "info", "replication")
+                         for p in self.alive())
+            if ok and synced >= len(self.alive()) // 2:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the cluster is not ok after %.0f s" % timeout)
+
+    @property
+    def url(self):
+        return "redis-cluster://127.0.0.1:%d,127.0.0.1:%d" % (self.ports[0], self.ports[1])
+
+    def master_of(self, key):
+        """The port of the master that serves key."""
+        slot = int(self.cli(self.alive()[0], "cluster", "keyslot", key))
+        for p in self.alive():
+            if self.cli(p, "role").splitlines()[0] != "master":
+                continue
+            for line in self.cli(p, "cluster", "nodes").splitlines():
+                if "myself" not in line:
+                    continue
+                for rng in line.split()[8:]:
+                    lo, _, hi = rng.partition("-")
+                    if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                        return p
+        return None
+
+    def kill(self, port):
+        pr = self.procs[self.ports.index(port)]
+        pr.send_signal(signal.SIGKILL)
+        pr.wait()
+
+    def stop(self):
+        for pr in self.procs:
+            if pr.poll() is None:
+                stop_process(pr, sig=signal.SIGKILL, timeout=5)
+
+
+class T:
+    def __init__(self, h):
+        self.h = h
+        self.notes = []
+        self.cleanups = []
+
+    def relay(self, **config):
+        cfg = {"redis": CLUSTER.url}
+        cfg.update(config)
+        return self.h.start_daemon(cfg, flush=False)
+
+    def dev(self, name):
+        return self.h.pki[name]
+
+    def client(self, d, who):
+        c = Client(d, self.dev(who))
+        c.connect()
+        c.hello()
+        return c
+
+    def note(self, msg):
+        self.notes.append(str(msg))
+
+    def eq(self, got, want, what):
+        if got != want:
+            fail("%s: got %r, want %r" % (what, got, want))
+
+    def check(self, cond, msg):
+        if not cond:
+            fail(msg)
+
+
+CLUSTER = None
+
+
+def statuses(c, mids):
+    r = c.collect_results({m: 1 for m in mids}, timeout=20)
+    return [w.status_name(r[m][0]) for m in mids]
+
+
+@test("cluster: two relays on one Redis Cluster; messages queued through relay A reach bob "
+      "on relay B, in order, flagged STORED, and leave the cluster once ACKed")
+def _(t):
+    a, b = t.relay(), t.relay()
+    st, _ = b.admin_get("/readyz")
+    t.eq(st, 200, "/readyz on the cluster")
+    alice = t.client(a, "alice")
+    bob = t.dev("bob")
+    mids = [alice.send_msg([bob], b"m%d" % i) for i in range(20)]
+    t.eq(statuses(alice, mids), ["QUEUED"] * 20, "bob offline: QUEUED through relay A")
+    cb = t.client(b, "bob")
+    fs = [cb.expect(w.DELIVER, timeout=10) for _ in mids]
+    t.eq([f["msg_id"] for f in fs], mids, "drained on relay B in the order sent")
+    t.eq([f["blob"] for f in fs], [b"m%d" % i for i in range(20)], "blobs")
+    t.check(all(f.flags & w.STORED for f in fs), "every DELIVER is STORED")
+    cb.ack(mids)
+    cb.ping()
+    cb.close()
+    key = "sp:{%s}:q" % bob.token.hex()
+    port = CLUSTER.master_of(key)
+    t.eq(CLUSTER.cli(port, "zcard", key), "0", "bob's queue on its master after the ACKs")
+    cb = t.client(a, "bob")
+    cb.expect_nothing(0.5, "nothing left for bob on relay A")
+
+
+@test("cluster: a SEND retried through the other relay (same msg_id) is stored once")
+def _(t):
+    a, b = t.relay(), t.relay()
+    bob = t.dev("bob")
+    alice_a = t.client(a, "alice")
+    m = alice_a.send_msg([bob], b"once")
+    t.eq(statuses(alice_a, [m]), ["QUEUED"], "through A")
+    alice_b = t.client(b, "alice")
+    alice_b.send_msg([bob], b"once", msg_id=m)
+    t.eq(statuses(alice_b, [m]), ["QUEUED"], "the retry through B")
+    cb = t.client(b, "bob")
+    f = cb.expect(w.DELIVER, timeout=10)
+    t.eq(f["msg_id"], m, "delivered")
+    cb.ack([m])
+    cb.expect_nothing(0.7, "no second copy")
+
+
+@test("cluster: kill -9 of the master that holds bob's queue while alice sends; its replica "
+      "is promoted and the relay answers QUEUED again by itself; nothing QUEUED is lost",
+      timeout=90)
+def _(t):
+    a = t.relay(store_timeout="1s")
+    bob = t.dev("bob")
+    key = "sp:{%s}:q" % bob.token.hex()
+    victim = CLUSTER.master_of(key)
+    t.check(victim is not None, "no master serves %s" % key)
+    alice = t.client(a, "alice")
+    queued, other, t_kill, t_back, t_promoted = [], 0, None, None, None
+    deadline = time.monotonic() + 40
+    i = 0
+    while time.monotonic() < deadline:
+        m = alice.send_msg([bob], b"s%d" % i)
+        i += 1
+        s = statuses(alice, [m])[0]
+        now = time.monotonic()
+        if s == "QUEUED":
+            queued.append(m)
+            if t_kill and not t_back:
+                t_back = now
+        else:
+            other += 1
+        if not t_kill and len(queued) >= 10:
+            CLUSTER.kill(victim)
+            t_kill = now
+        if t_kill and not t_promoted:
+            if CLUSTER.master_of(key) not in (None, victim):
+                t_promoted = time.monotonic()  # the cluster names a new master for the slot
+        if t_back and now - t_back > 1.0:
+            break
+        time.sleep(0.02)
+    t.check(t_kill is not None and t_back is not None,
+            "QUEUED did not come back within 40 s of the kill (%d answered otherwise)" % other)
+    t.note("QUEUED again %.2f s after kill -9 of the master (the cluster named its replica "
+           "master after %.2f s); %d SENDs answered TRY_LATER meanwhile" % (
+               t_back - t_kill, (t_promoted or t_back) - t_kill, other))
+    cb = t.client(a, "bob")
+    got = []
+    while len(got) < len(queued):
+        f = cb.expect(w.DELIVER, timeout=10)
+        got.append(f["msg_id"])
+    t.eq(sorted(got), sorted(queued), "every QUEUED message delivered after the failover")
+
+
+def main():
+    global CLUSTER
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
+    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
+    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
+    ap.add_argument("-k", dest="pattern")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
+    for tool in (args.redis_server, "redis-cli"):
+        if not shutil.which(tool):
+            print("1..0 # SKIP %s not found" % tool)
+            return 0
+    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
+    orig_setup = h.setup
+
+    def setup():
+        global CLUSTER
+        orig_setup()
+        CLUSTER = Cluster(h.root, args.redis_server).start()
+        return h
+
+    h.setup = setup
+    try:
+        return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
+    finally:
+        if CLUSTER:
+            CLUSTER.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
