@@ -20,7 +20,7 @@
  *
  * Crafted records come from ref_seal(), a separate sealer written directly on the EVP API,
  * so the refusal tests do not depend on sp_rl_seal(). The PKI (P-256 CA, server and client
- * certificates) is generated in memory at start.
+ * certificates, tpki.h) is generated in memory at start.
  */
 #include "sp_record.h"
 
@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "sp_test.h"
+#include "tpki.h"
 
 static sp_rl_crypto_t *cx;
 
@@ -727,78 +728,7 @@ static void test_bad_arguments(void)
 
 /* ---- interop with OpenSSL ------------------------------------------------------------------ */
 
-static struct {
-	EVP_PKEY *ca_key, *srv_key, *cli_key;
-	X509 *ca, *srv, *cli;
-} pki;
-
-static int add_ext(X509 *x, X509 *issuer, int nid, const char *value)
-{
-	X509V3_CTX v3;
-	X509_EXTENSION *e;
-	int ok;
-
-	X509V3_set_ctx(&v3, issuer, x, NULL, NULL, 0);
-	e = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
-	ok = e && X509_add_ext(x, e, -1) == 1;
-	X509_EXTENSION_free(e);
-	return ok;
-}
-
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                       long serial)
-{
-	X509 *x = X509_new();
-	X509_NAME *name;
-	int ok;
-
-	if (!x)
-		return NULL;
-	name = X509_get_subject_name(x);
-	ok = X509_set_version(x, 2) == 1 &&
-	     ASN1_INTEGER_set(X509_get_serialNumber(x), serial) == 1 &&
-	     X509_gmtime_adj(X509_getm_notBefore(x), -3600) != NULL &&
-	     X509_gmtime_adj(X509_getm_notAfter(x), 86400) != NULL &&
-	     X509_set_pubkey(x, key) == 1 &&
-	     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1,
-	                                0) == 1 &&
-	     X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name) == 1 &&
-	     add_ext(x, issuer ? issuer : x, NID_basic_constraints,
-	             issuer ? "critical,CA:FALSE" : "critical,CA:TRUE") &&
-	     add_ext(x, issuer ? issuer : x, NID_key_usage,
-	             issuer ? "critical,digitalSignature" : "critical,keyCertSign,cRLSign") &&
-	     X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0;
-	if (!ok) {
-		X509_free(x);
-		return NULL;
-	}
-	return x;
-}
-
-static int pki_make(void)
-{
-	pki.ca_key = EVP_EC_gen("P-256");
-	pki.srv_key = EVP_EC_gen("P-256");
-	pki.cli_key = EVP_EC_gen("P-256");
-	if (!pki.ca_key || !pki.srv_key || !pki.cli_key)
-		return -1;
-	pki.ca = make_cert(pki.ca_key, "test record CA", NULL, NULL, 1);
-	if (!pki.ca)
-		return -1;
-	pki.srv = make_cert(pki.srv_key, "localhost", pki.ca, pki.ca_key, 2);
-	pki.cli = make_cert(pki.cli_key, "device", pki.ca, pki.ca_key, 3);
-	return pki.srv && pki.cli ? 0 : -1;
-}
-
-static void pki_free(void)
-{
-	X509_free(pki.ca);
-	X509_free(pki.srv);
-	X509_free(pki.cli);
-	EVP_PKEY_free(pki.ca_key);
-	EVP_PKEY_free(pki.srv_key);
-	EVP_PKEY_free(pki.cli_key);
-}
+static struct tpki pki; /* tpki.h: in memory only */
 
 /* What the server learns during the handshake (the daemon keeps this until the handoff). */
 struct hs {
@@ -1239,7 +1169,7 @@ static void test_cost_256_byte_records(void)
 int main(void)
 {
 	cx = sp_rl_crypto_new();
-	if (!cx || pki_make() < 0) {
+	if (!cx || tpki_make(&pki) < 0) {
 		printf("Bail out! cannot set up OpenSSL (%s)\n",
 		       ERR_reason_error_string(ERR_get_error()));
 		return 1;
@@ -1264,7 +1194,7 @@ int main(void)
 	SP_RUN(test_interop_chacha20_poly1305);
 	SP_RUN(test_interop_client_padding);
 	SP_RUN(test_cost_256_byte_records);
-	pki_free();
+	tpki_free(&pki);
 	sp_rl_crypto_free(cx);
 	return sp_test_done();
 }
