@@ -129,10 +129,12 @@ static inline int tpki_write(struct tpki *p)
 		return -1;
 	}
 	if (tpki_write_one(p->ca_pem, sizeof(p->ca_pem), p->dir, "ca.crt", p->ca, NULL) < 0 ||
-	    tpki_write_one(p->srv_pem, sizeof(p->srv_pem), p->dir, "server.crt", p->srv, NULL) < 0 ||
+	    tpki_write_one(p->srv_pem, sizeof(p->srv_pem), p->dir, "server.crt", p->srv, NULL) <
+	            0 ||
 	    tpki_write_one(p->srv_key_pem, sizeof(p->srv_key_pem), p->dir, "server.key", NULL,
 	                   p->srv_key) < 0 ||
-	    tpki_write_one(p->cli_pem, sizeof(p->cli_pem), p->dir, "device.crt", p->cli, NULL) < 0 ||
+	    tpki_write_one(p->cli_pem, sizeof(p->cli_pem), p->dir, "device.crt", p->cli, NULL) <
+	            0 ||
 	    tpki_write_one(p->cli_key_pem, sizeof(p->cli_key_pem), p->dir, "device.key", NULL,
 	                   p->cli_key) < 0)
 		return -1;
