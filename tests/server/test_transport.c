@@ -438,13 +438,19 @@ static void case_close_notify(void)
 	pair_close(&p);
 }
 
-/* The client closes the socket without close_notify: BROKEN, DEAD. */
-static void case_abrupt_close(void)
+/* The client closes the socket without close_notify, having read everything (a plain EOF)
+ * or with the server's ticket still unread (AF_UNIX then resets: ECONNRESET): BROKEN, DEAD,
+ * after the data before it. */
+static void abrupt_close(bool drained)
 {
 	struct pair p;
 	struct sink s = {0};
+	uint8_t buf[16];
+	size_t got = 0;
 
 	if (open_ok(&p)) {
+		if (drained)
+			SP_CHECK_EQ_INT(cli_read(&p, buf, sizeof(buf), &got), SSL_ERROR_WANT_READ);
 		SP_CHECK_EQ_INT(cli_write(&p, "half", 4), 4);
 		close(p.cfd);
 		p.cfd = -1;
@@ -457,11 +463,23 @@ static void case_abrupt_close(void)
 	pair_close(&p);
 }
 
+static void case_abrupt_close_eof(void)
+{
+	abrupt_close(true);
+}
+
+static void case_abrupt_close_reset(void)
+{
+	abrupt_close(false);
+}
+
 /* The socket ends in the middle of a record: BROKEN, DEAD, nothing of it delivered. */
 static void case_abrupt_close_mid_record(void)
 {
 	struct pair p;
 	struct sink s = {0};
+	uint8_t back[16];
+	size_t got = 0;
 	BIO *mem;
 	char *raw;
 	long rawlen;
@@ -471,6 +489,7 @@ static void case_abrupt_close_mid_record(void)
 	mem = BIO_new(BIO_s_mem());
 	if (!mem)
 		goto out;
+	SP_CHECK_EQ_INT(cli_read(&p, back, sizeof(back), &got), SSL_ERROR_WANT_READ); /* EOF */
 	SSL_set0_wbio(p.c, mem);
 	SP_CHECK_EQ_INT(SSL_write(p.c, "0123456789abcdef", 16), 16);
 	rawlen = BIO_get_mem_data(mem, &raw);
@@ -692,7 +711,8 @@ static const struct tcase {
         {"small pieces reassembled", case_small_pieces},
         {"1 MiB write through WANT_WRITE", case_big_write},
         {"close_notify -> CLOSED, shutdown answers", case_close_notify},
-        {"abrupt close -> BROKEN", case_abrupt_close},
+        {"abrupt close (EOF) -> BROKEN", case_abrupt_close_eof},
+        {"abrupt close (reset) -> BROKEN", case_abrupt_close_reset},
         {"abrupt close mid-record -> BROKEN", case_abrupt_close_mid_record},
         {"garbage bytes -> refused, DEAD", case_garbage},
         {"forged record -> refused, DEAD", case_forged_record},
