@@ -99,6 +99,7 @@ struct pair {
 	bool cdone;         /* the client finished its handshake */
 	unsigned long cerr; /* the client's last OpenSSL error, if it failed */
 	unsigned ku_in;     /* KeyUpdate messages the client received */
+	const char *early;  /* the client sends this as soon as its handshake is done */
 };
 
 static void client_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
@@ -127,11 +128,12 @@ static void pair_close(struct pair *p)
 }
 
 /* Makes the pair and runs both handshakes to their end. Returns the server's result. */
-static int pair_open(struct pair *p, uint8_t flags, enum client_kind kind)
+static int pair_open_early(struct pair *p, uint8_t flags, enum client_kind kind, const char *early)
 {
 	int fds[2];
 
 	memset(p, 0, sizeof(*p));
+	p->early = early;
 	p->sfd = p->cfd = -1;
 	p->env = env;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
@@ -154,6 +156,8 @@ static int pair_open(struct pair *p, uint8_t flags, enum client_kind kind)
 
 			if (r == 1) {
 				p->cdone = true;
+				if (p->early)
+					SSL_write(p->c, p->early, (int)strlen(p->early));
 			} else {
 				int e = SSL_get_error(p->c, r);
 
@@ -177,11 +181,17 @@ static int pair_open(struct pair *p, uint8_t flags, enum client_kind kind)
 	return p->hs;
 }
 
-/* A handshake with the good client on the current implementation, checked. */
-static bool open_ok(struct pair *p)
+static int pair_open(struct pair *p, uint8_t flags, enum client_kind kind)
+{
+	return pair_open_early(p, flags, kind, NULL);
+}
+
+/* A handshake with the good client on the current implementation, checked; the client sends
+ * early (if not NULL) right behind its Finished. */
+static bool open_ok_early(struct pair *p, const char *early)
 {
 	uint8_t token[SP_TOKEN_LEN];
-	int r = pair_open(p, cur->flags, CLI_OK);
+	int r = pair_open_early(p, cur->flags, CLI_OK, early);
 
 	SP_CHECK_EQ_INT(r, SP_IO_DONE);
 	SP_CHECK(p->cdone);
@@ -198,6 +208,11 @@ static bool open_ok(struct pair *p)
 	SP_CHECK_MEM(p->peer.token, token, sizeof(token));
 	SP_CHECK_EQ_INT(p->t.flags & SP_TIO_DEAD, 0);
 	return p->t.tr == cur->tr;
+}
+
+static bool open_ok(struct pair *p)
+{
+	return open_ok_early(p, NULL);
 }
 
 /* Collects what the transport hands to the connection. */
@@ -703,6 +718,42 @@ out:
 	pair_close(&p);
 }
 
+/* The client's first data right behind its Finished, in the socket before the server has
+ * read the Finished (a device sends HELLO at once): the server reads it after the handshake,
+ * from the record layer's first record on or from OpenSSL. */
+static void case_data_behind_finished(void)
+{
+	struct pair p;
+	struct sink s = {0};
+
+	if (open_ok_early(&p, "hello right away")) {
+		SP_CHECK_EQ_INT(srv_read(&p, &s), SP_IO_WANT_READ);
+		SP_CHECK_EQ_INT(s.len, 16);
+		if (s.len == 16)
+			SP_CHECK_MEM(s.buf, "hello right away", 16);
+		round_trip(&p, "ping", "pong");
+	}
+	sink_free(&s);
+	pair_close(&p);
+}
+
+/* Writing to a client that is gone (EPIPE): BROKEN, DEAD. */
+static void case_write_after_peer_gone(void)
+{
+	static uint8_t buf[4096];
+	struct pair p;
+	size_t taken = 0;
+
+	if (open_ok(&p)) {
+		close(p.cfd);
+		p.cfd = -1;
+		SP_CHECK_EQ_INT(sp_tio_write(&p.t, buf, sizeof(buf), &taken), SP_IO_BROKEN);
+		SP_CHECK_EQ_INT(p.t.flags & SP_TIO_DEAD, SP_TIO_DEAD);
+		sp_tio_shutdown(&p.t);
+	}
+	pair_close(&p);
+}
+
 static const struct tcase {
 	const char *name;
 	void (*fn)(void);
@@ -720,6 +771,8 @@ static const struct tcase {
         {"KeyUpdate not requested: data flows", case_key_update_not_requested},
         {"input returning false stops reading", case_input_stops},
         {"reads_per_call=1: out of budget", case_read_budget},
+        {"client data right behind its Finished", case_data_behind_finished},
+        {"write to a vanished client -> BROKEN", case_write_after_peer_gone},
 };
 
 /* ---- handshake refusals (before any hand-off: once) ---------------------------------------- */
