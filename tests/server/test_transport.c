@@ -100,6 +100,9 @@ struct pair {
 	unsigned long cerr; /* the client's last OpenSSL error, if it failed */
 	unsigned ku_in;     /* KeyUpdate messages the client received */
 	const char *early;  /* the client sends this as soon as its handshake is done */
+	char rx[64];        /* inner content types received after the handshake: 'h' a KeyUpdate,
+	                       'd' application data, 'a' an alert (as far as it fits) */
+	unsigned rx_len;
 };
 
 static void client_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
@@ -109,9 +112,21 @@ static void client_msg_cb(int write_p, int version, int content_type, const void
 
 	(void)version;
 	(void)ssl;
-	if (!write_p && content_type == SSL3_RT_HANDSHAKE && len >= 1 &&
-	    ((const uint8_t *)buf)[0] == 24)
+	if (write_p || len < 1 || !p->cdone)
+		return;
+	if (content_type == SSL3_RT_HANDSHAKE && ((const uint8_t *)buf)[0] == 24) {
 		p->ku_in++;
+		if (p->rx_len < sizeof(p->rx) - 1)
+			p->rx[p->rx_len++] = 'h';
+	}
+	if (content_type == SSL3_RT_INNER_CONTENT_TYPE && p->rx_len < sizeof(p->rx) - 1) {
+		uint8_t type = ((const uint8_t *)buf)[0];
+
+		if (type == SSL3_RT_APPLICATION_DATA)
+			p->rx[p->rx_len++] = 'd';
+		else if (type == SSL3_RT_ALERT)
+			p->rx[p->rx_len++] = 'a';
+	}
 }
 
 static void pair_close(struct pair *p)
@@ -615,8 +630,14 @@ static void case_key_update_requested(void)
 			SP_CHECK_MEM(s.buf, "ping-1", 6);
 		if (cur->tr == &sp_record_transport) /* the record layer owes its answer */
 			SP_CHECK_EQ_INT(p.t.flags & SP_TIO_KEY_UPDATE, SP_TIO_KEY_UPDATE);
+		p.rx_len = 0;
+		memset(p.rx, 0, sizeof(p.rx));
 		round_trip(&p, "ping-2", "pong-2");
 		SP_CHECK_EQ_INT(p.ku_in, 1);
+		/* RFC 8446 4.6.3: the answer goes out before the next application data record. */
+		if (strcmp(p.rx, "hd") != 0)
+			SP_FAIL("after update_requested the client received \"%s\", not \"hd\"",
+			        p.rx);
 		round_trip(&p, "ping-3", "pong-3");
 		SP_CHECK_EQ_INT(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1); /* again */
 		round_trip(&p, "ping-4", "pong-4");
