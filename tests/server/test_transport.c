@@ -48,16 +48,19 @@ static const struct impl {
 	int budget;        /* read() result out of budget, the rest still in the socket only */
 	uint8_t dead;      /* SP_TIO_DEAD after a broken or refused record: both promise it */
 	int garbage_alert; /* the fatal alert the client gets for the garbage */
+	bool ku_on_flush;  /* a write of 0 bytes sends an owed KeyUpdate (else the next data) */
 } impls[] = {
         /* sp_record.c: a record-layer violation is PROTOCOL (an alert was sent); it reads the
          * socket in scratch-sized gulps, so a full gulp at the end of the budget is AGAIN. */
         {"handoff", 0, &sp_record_transport, true, SP_IO_PROTOCOL, SP_IO_PROTOCOL, SP_IO_AGAIN,
-         SP_TIO_DEAD, SSL_AD_UNEXPECTED_MESSAGE},
+         SP_TIO_DEAD, SSL_AD_UNEXPECTED_MESSAGE, true},
         /* sp_tls.c: every OpenSSL error is BROKEN (tls_broken); SSL_read takes one record at a
          * time, and AGAIN only when plaintext is left inside OpenSSL: what is still in the
-         * socket comes back with the next socket event, so it says WANT_READ. */
+         * socket comes back with the next socket event, so it says WANT_READ. OpenSSL sends
+         * the KeyUpdate it owes only from SSL_write, i.e. with the next data (before it, as
+         * RFC 8446 4.6.3 asks), never for a write of 0 bytes. */
         {"openssl", SP_TIO_NO_HANDOFF, &sp_tls_transport, false, SP_IO_BROKEN, SP_IO_BROKEN,
-         SP_IO_WANT_READ, SP_TIO_DEAD, SSL_AD_PROTOCOL_VERSION},
+         SP_IO_WANT_READ, SP_TIO_DEAD, SSL_AD_PROTOCOL_VERSION, false},
 };
 static const struct impl *cur;
 
@@ -620,6 +623,8 @@ static void case_key_update_requested(void)
 {
 	struct pair p;
 	struct sink s = {0};
+	uint8_t buf[16];
+	size_t taken, got = 0;
 
 	if (open_ok(&p)) {
 		SP_CHECK_EQ_INT(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
@@ -639,8 +644,21 @@ static void case_key_update_requested(void)
 			SP_FAIL("after update_requested the client received \"%s\", not \"hd\"",
 			        p.rx);
 		round_trip(&p, "ping-3", "pong-3");
-		SP_CHECK_EQ_INT(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1); /* again */
-		round_trip(&p, "ping-4", "pong-4");
+		/* Again, answered by a flush with nothing to write (what sp_conn.c does when it
+		 * sees SP_TIO_KEY_UPDATE after a read). */
+		SP_CHECK_EQ_INT(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
+		SP_CHECK_EQ_INT(cli_write(&p, "ping-4", 6), 6);
+		s.len = 0;
+		SP_CHECK_EQ_INT(srv_read(&p, &s), SP_IO_WANT_READ);
+		SP_CHECK_EQ_INT(s.len, 6);
+		taken = 99;
+		SP_CHECK_EQ_INT(sp_tio_write(&p.t, NULL, 0, &taken), SP_IO_DONE);
+		SP_CHECK_EQ_INT(taken, 0);
+		SP_CHECK_EQ_INT(p.t.flags & SP_TIO_KEY_UPDATE, 0);
+		SP_CHECK_EQ_INT(cli_read(&p, buf, sizeof(buf), &got), SSL_ERROR_WANT_READ);
+		SP_CHECK_EQ_INT(got, 0);
+		SP_CHECK_EQ_INT(p.ku_in, cur->ku_on_flush ? 2 : 1);
+		round_trip(&p, "ping-5", "pong-5");
 		SP_CHECK_EQ_INT(p.ku_in, 2);
 	}
 	sink_free(&s);
