@@ -66,25 +66,58 @@ static const struct impl *cur;
 
 /* ---- the client --------------------------------------------------------------------------- */
 
-enum client_kind { CLI_OK, CLI_NO_CERT, CLI_NO_ALPN, CLI_WRONG_ALPN, CLI_KINDS };
+enum client_kind {
+	CLI_OK,
+	CLI_NO_CERT,
+	CLI_NO_ALPN,
+	CLI_WRONG_ALPN,
+	CLI_OTHER_CA, /* a device certificate from a CA the server does not know */
+	CLI_IMPOSTOR, /* one from a CA with the right name but another key */
+	CLI_EXPIRED,  /* a device certificate of the right CA that expired an hour ago */
+	CLI_TLS12,    /* the good certificate, but TLS 1.2 only */
+	CLI_KINDS
+};
 static SSL_CTX *cctx[CLI_KINDS];
+static struct tpki other;          /* a second PKI with the same names, for CLI_IMPOSTOR */
+static X509 *foreign_ca, *foreign; /* CA "another CA" (other's CA key), its device (other's) */
+static X509 *expired;              /* for CLI_EXPIRED */
+
+static X509 *make_expired(void)
+{
+	X509 *x =
+	        tpki_cert(pki.cli_key, "expired device", pki.ca, pki.ca_key, 4, "clientAuth", NULL);
+
+	if (!x || !X509_gmtime_adj(X509_getm_notBefore(x), -2 * 86400) ||
+	    !X509_gmtime_adj(X509_getm_notAfter(x), -3600) ||
+	    X509_sign(x, pki.ca_key, EVP_sha256()) <= 0) {
+		X509_free(x);
+		return NULL;
+	}
+	return x;
+}
 
 static SSL_CTX *client_ctx(enum client_kind kind)
 {
 	static const unsigned char alpn_v1[] = "\x0asealpush/1", alpn_h2[] = "\x02h2";
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	X509 *cert = kind == CLI_OTHER_CA   ? foreign
+	             : kind == CLI_IMPOSTOR ? other.cli
+	             : kind == CLI_EXPIRED  ? expired
+	                                    : pki.cli;
+	EVP_PKEY *key = kind == CLI_OTHER_CA || kind == CLI_IMPOSTOR ? other.cli_key : pki.cli_key;
+	const unsigned char *alpn = kind == CLI_WRONG_ALPN ? alpn_h2 : alpn_v1;
+	size_t alpn_len = kind == CLI_WRONG_ALPN ? sizeof(alpn_h2) - 1 : sizeof(alpn_v1) - 1;
+	int version = kind == CLI_TLS12 ? TLS1_2_VERSION : TLS1_3_VERSION;
 
 	if (!ctx)
 		return NULL;
-	SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
+	SSL_CTX_set_min_proto_version(ctx, version);
+	SSL_CTX_set_max_proto_version(ctx, version);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), pki.ca) != 1 ||
-	    (kind != CLI_NO_CERT && (SSL_CTX_use_certificate(ctx, pki.cli) != 1 ||
-	                             SSL_CTX_use_PrivateKey(ctx, pki.cli_key) != 1)) ||
-	    ((kind == CLI_OK || kind == CLI_NO_CERT) &&
-	     SSL_CTX_set_alpn_protos(ctx, alpn_v1, sizeof(alpn_v1) - 1) != 0) ||
-	    (kind == CLI_WRONG_ALPN &&
-	     SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2) - 1) != 0)) {
+	    (kind != CLI_NO_CERT &&
+	     (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, key) != 1)) ||
+	    (kind != CLI_NO_ALPN && SSL_CTX_set_alpn_protos(ctx, alpn, (unsigned)alpn_len) != 0)) {
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
@@ -845,6 +878,81 @@ static void test_handshake_wrong_alpn(void)
 	refused(CLI_WRONG_ALPN, SP_HS_NO_ALPN, TLS1_AD_NO_APPLICATION_PROTOCOL);
 }
 
+static void test_handshake_unknown_ca(void)
+{
+	refused(CLI_OTHER_CA, SP_HS_UNKNOWN_CA, SSL_AD_UNKNOWN_CA);
+}
+
+/* Same issuer name, other key: the chain is built to our CA and its signature fails (the
+ * alert is decrypt_error), still counted as an unknown CA. */
+static void test_handshake_impostor_ca(void)
+{
+	refused(CLI_IMPOSTOR, SP_HS_UNKNOWN_CA, SSL_AD_DECRYPT_ERROR);
+}
+
+static void test_handshake_expired(void)
+{
+	refused(CLI_EXPIRED, SP_HS_EXPIRED, SSL_AD_CERTIFICATE_EXPIRED);
+}
+
+static void test_handshake_tls12(void)
+{
+	refused(CLI_TLS12, SP_HS_PROTOCOL, SSL_AD_PROTOCOL_VERSION);
+}
+
+/* No TLS client at all: the server's handshake on what the socket gives it. */
+static int raw_handshake(const void *bytes, size_t n, bool close_after, sp_tio_t *t)
+{
+	sp_peer_t peer;
+	int fds[2], r = -1;
+
+	memset(t, 0, sizeof(*t));
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+		return -1;
+	if (sp_tio_accept(t, &env, fds[0]) == 0) {
+		if (n)
+			SP_CHECK_EQ_INT(write(fds[1], bytes, n), n);
+		if (close_after) {
+			close(fds[1]);
+			fds[1] = -1;
+		}
+		for (int i = 0; i < 10; i++) {
+			r = sp_tio_handshake(t, &peer);
+			if (r != SP_IO_WANT_READ)
+				break;
+		}
+		sp_tio_shutdown(t);
+		sp_tio_free(t);
+	}
+	close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	ERR_clear_error();
+	return r;
+}
+
+static void test_handshake_not_tls(void)
+{
+	static const char get[] = "GET / HTTP/1.1\r\nHost: relay\r\n\r\n";
+	sp_tio_t t;
+
+	SP_CHECK_EQ_INT(raw_handshake(get, sizeof(get) - 1, false, &t), SP_IO_FAILED);
+	SP_CHECK_EQ_INT(t.hs_cause, SP_HS_PROTOCOL);
+	SP_CHECK_EQ_INT(t.flags & SP_TIO_DEAD, SP_TIO_DEAD);
+}
+
+static void test_handshake_eof(void)
+{
+	sp_tio_t t;
+
+	SP_CHECK_EQ_INT(raw_handshake(NULL, 0, false, &t), SP_IO_WANT_READ); /* waits */
+	SP_CHECK_EQ_INT(raw_handshake(NULL, 0, true, &t), SP_IO_FAILED);
+	/* OpenSSL 3's "unexpected eof while reading" is an SSL error like any other: a client
+	 * that connects and leaves (a port check) is counted as a protocol failure. */
+	SP_CHECK_EQ_INT(t.hs_cause, SP_HS_PROTOCOL);
+	SP_CHECK_EQ_INT(t.flags & SP_TIO_DEAD, SP_TIO_DEAD);
+}
+
 int main(void)
 {
 	char err[256], name[128];
@@ -870,11 +978,22 @@ int main(void)
 	                     .rlcx = sp_rl_crypto_new(),
 	                     .tls = srv.tls,
 	                     .reads_per_call = 16};
-	for (int k = 0; k < CLI_KINDS; k++)
+	if (tpki_make(&other) < 0 || !(expired = make_expired()) ||
+	    !(foreign_ca = tpki_cert(other.ca_key, "another CA", NULL, NULL, 1, NULL, NULL)) ||
+	    !(foreign = tpki_cert(other.cli_key, "device", foreign_ca, other.ca_key, 3,
+	                          "clientAuth", NULL))) {
+		printf("Bail out! cannot make the foreign and the expired certificates\n");
+		goto out;
+	}
+	for (int k = 0; k < CLI_KINDS; k++) {
 		cctx[k] = client_ctx((enum client_kind)k);
-	if (!env.scratch || !env.seal || !env.rlcx || !cctx[CLI_OK] || !cctx[CLI_NO_CERT] ||
-	    !cctx[CLI_NO_ALPN] || !cctx[CLI_WRONG_ALPN]) {
-		printf("Bail out! cannot set up the env or the clients\n");
+		if (!cctx[k]) {
+			printf("Bail out! cannot set up client %d\n", k);
+			goto out;
+		}
+	}
+	if (!env.scratch || !env.seal || !env.rlcx) {
+		printf("Bail out! cannot set up the env\n");
 		goto out;
 	}
 	for (size_t i = 0; i < sizeof(impls) / sizeof(impls[0]); i++) {
@@ -887,6 +1006,12 @@ int main(void)
 	SP_RUN(test_handshake_no_client_cert);
 	SP_RUN(test_handshake_no_alpn);
 	SP_RUN(test_handshake_wrong_alpn);
+	SP_RUN(test_handshake_unknown_ca);
+	SP_RUN(test_handshake_impostor_ca);
+	SP_RUN(test_handshake_expired);
+	SP_RUN(test_handshake_tls12);
+	SP_RUN(test_handshake_not_tls);
+	SP_RUN(test_handshake_eof);
 	rc = sp_test_done();
 out:
 	for (int k = 0; k < CLI_KINDS; k++)
@@ -895,6 +1020,10 @@ out:
 	free(env.seal);
 	sp_rl_crypto_free(env.rlcx);
 	sp_tls_stop(&srv);
+	X509_free(expired);
+	X509_free(foreign);
+	X509_free(foreign_ca);
+	tpki_free(&other);
 	tpki_free(&pki);
 	return rc;
 }
