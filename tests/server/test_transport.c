@@ -179,7 +179,7 @@ static void pair_close(struct pair *p)
 }
 
 /* Makes the pair and runs both handshakes to their end. Returns the server's result. */
-static int pair_open_early(struct pair *p, uint8_t flags, enum client_kind kind, const char *early)
+static int pair_open_with(struct pair *p, uint8_t flags, SSL_CTX *ctx, const char *early)
 {
 	int fds[2];
 
@@ -194,7 +194,7 @@ static int pair_open_early(struct pair *p, uint8_t flags, enum client_kind kind,
 	if (sp_tio_accept(&p->t, &p->env, p->sfd) < 0)
 		return -1;
 	p->t.flags |= flags;
-	p->c = SSL_new(cctx[kind]);
+	p->c = SSL_new(ctx);
 	if (!p->c || SSL_set_fd(p->c, p->cfd) != 1 || SSL_set1_host(p->c, "localhost") != 1)
 		return -1;
 	SSL_set_msg_callback(p->c, client_msg_cb);
@@ -234,15 +234,15 @@ static int pair_open_early(struct pair *p, uint8_t flags, enum client_kind kind,
 
 static int pair_open(struct pair *p, uint8_t flags, enum client_kind kind)
 {
-	return pair_open_early(p, flags, kind, NULL);
+	return pair_open_with(p, flags, cctx[kind], NULL);
 }
 
-/* A handshake with the good client on the current implementation, checked; the client sends
- * early (if not NULL) right behind its Finished. */
-static bool open_ok_early(struct pair *p, const char *early)
+/* A handshake with the good client (ctx, or cctx[CLI_OK] if NULL) on the current
+ * implementation, checked; the client sends early (if not NULL) right behind its Finished. */
+static bool open_ok_with(struct pair *p, SSL_CTX *ctx, const char *early)
 {
 	uint8_t token[SP_TOKEN_LEN];
-	int r = pair_open_early(p, cur->flags, CLI_OK, early);
+	int r = pair_open_with(p, cur->flags, ctx ? ctx : cctx[CLI_OK], early);
 
 	SP_CHECK_EQ_INT(r, SP_IO_DONE);
 	SP_CHECK(p->cdone);
@@ -263,7 +263,7 @@ static bool open_ok_early(struct pair *p, const char *early)
 
 static bool open_ok(struct pair *p)
 {
-	return open_ok_early(p, NULL);
+	return open_ok_with(p, NULL, NULL);
 }
 
 /* Collects what the transport hands to the connection. */
@@ -798,7 +798,7 @@ static void case_data_behind_finished(void)
 	struct pair p;
 	struct sink s = {0};
 
-	if (open_ok_early(&p, "hello right away")) {
+	if (open_ok_with(&p, NULL, "hello right away")) {
 		SP_CHECK_EQ_INT(srv_read(&p, &s), SP_IO_WANT_READ);
 		SP_CHECK_EQ_INT(s.len, 16);
 		if (s.len == 16)
@@ -826,6 +826,41 @@ static void case_write_after_peer_gone(void)
 	pair_close(&p);
 }
 
+/* Each TLS 1.3 suite the client may insist on: negotiated, carried (by the record layer in
+ * that suite), both ways and through a requested KeyUpdate. */
+static void case_every_suite(void)
+{
+	static const struct {
+		const char *name;
+		uint16_t id;
+	} suites[] = {{"TLS_AES_128_GCM_SHA256", 0x1301},
+	              {"TLS_AES_256_GCM_SHA384", 0x1302},
+	              {"TLS_CHACHA20_POLY1305_SHA256", 0x1303}};
+
+	for (size_t i = 0; i < sizeof(suites) / sizeof(suites[0]); i++) {
+		SSL_CTX *ctx = client_ctx(CLI_OK);
+		struct pair p;
+
+		SP_CHECK(ctx != NULL);
+		if (!ctx || SSL_CTX_set_ciphersuites(ctx, suites[i].name) != 1) {
+			SSL_CTX_free(ctx);
+			continue;
+		}
+		if (open_ok_with(&p, ctx, NULL)) {
+			SP_CHECK_EQ_INT(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(p.c)),
+			                suites[i].id);
+			if (cur->tr == &sp_record_transport)
+				SP_CHECK_EQ_INT(p.t.rl.suite, suites[i].id);
+			round_trip(&p, "ping-1", "pong-1");
+			SP_CHECK_EQ_INT(SSL_key_update(p.c, SSL_KEY_UPDATE_REQUESTED), 1);
+			round_trip(&p, "ping-2", "pong-2");
+			SP_CHECK_EQ_INT(p.ku_in, 1);
+		}
+		pair_close(&p);
+		SSL_CTX_free(ctx);
+	}
+}
+
 static const struct tcase {
 	const char *name;
 	void (*fn)(void);
@@ -845,6 +880,7 @@ static const struct tcase {
         {"reads_per_call=1: out of budget", case_read_budget},
         {"client data right behind its Finished", case_data_behind_finished},
         {"write to a vanished client -> BROKEN", case_write_after_peer_gone},
+        {"every TLS 1.3 suite", case_every_suite},
 };
 
 /* ---- handshake refusals (before any hand-off: once) ---------------------------------------- */
