@@ -12,9 +12,15 @@
  * One table of cases runs against both implementations: after a default handshake the
  * connection is handed off to the record layer (t->tr is sp_record_transport), with
  * SP_TIO_NO_HANDOFF it stays on OpenSSL. Where the two promise different things (garbage on
- * the socket, what a read out of budget returns), the implementation's row says what it
- * promises and the case asserts exactly that. The handshake refusals (no client
- * certificate, no or a wrong ALPN) run once.
+ * the socket, what a read out of budget returns, whether a 0-byte write sends an owed
+ * KeyUpdate), the implementation's row says what it does and the case asserts exactly that.
+ * The client's message callback logs the KeyUpdates and inner content types it receives, so
+ * the order of a KeyUpdate answer and the next data is checked too (RFC 8446 4.6.3).
+ *
+ * The handshake refusals run once (they happen before any hand-off): no client certificate,
+ * no ALPN, a wrong ALPN, an unknown CA, a same-name impostor CA, an expired certificate,
+ * TLS 1.2, bytes that are not TLS, an EOF before the ClientHello; each with its
+ * sp_handshake_cause and, where there is a client, the alert it receives.
  */
 #include <errno.h>
 #include <openssl/err.h>
