@@ -584,7 +584,19 @@ static int rl_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
 			return SP_IO_DONE;
 		/* Seal as many records as fit the worker's buffer, then one write. */
 		while (blen + SP_RL_MAX_PLAIN + SP_RL_OVERHEAD <= env->seal_len) {
-			if (*taken < len) {
+			if (t->flags & SP_TIO_KEY_UPDATE) {
+				/* Ours goes before the next application data (RFC 8446 4.6.3:
+				 * a peer that asked for it gets it first); what was sealed
+				 * before it is on the socket already, under the old key. */
+				const uint8_t ku[5] = {24, 0, 0, 1, 0};
+
+				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_HANDSHAKE, ku, sizeof(ku),
+				               env->seal + blen, env->seal_len - blen);
+				if (r < 0 || sp_rl_update(&t->rl, env->rlcx, SP_RL_WRITE) < 0)
+					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
+				blen += (size_t)r;
+				t->flags &= (uint8_t)~SP_TIO_KEY_UPDATE;
+			} else if (*taken < len) {
 				size_t chunk = len - *taken;
 
 				if (chunk > SP_RL_MAX_PLAIN)
@@ -595,16 +607,6 @@ static int rl_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
 					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
 				blen += (size_t)r;
 				*taken += chunk;
-			} else if (t->flags & SP_TIO_KEY_UPDATE) {
-				/* Ours goes after everything sealed under the old key. */
-				const uint8_t ku[5] = {24, 0, 0, 1, 0};
-
-				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_HANDSHAKE, ku, sizeof(ku),
-				               env->seal + blen, env->seal_len - blen);
-				if (r < 0 || sp_rl_update(&t->rl, env->rlcx, SP_RL_WRITE) < 0)
-					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
-				blen += (size_t)r;
-				t->flags &= (uint8_t)~SP_TIO_KEY_UPDATE;
 			} else {
 				break;
 			}

@@ -74,14 +74,6 @@ static inline void sp_test_run(const char *name, void (*fn)(void))
 	sp_test_end(name);
 }
 
-/* A case of a table: fn(arg), reported under name. */
-static inline void sp_test_run_arg(const char *name, void (*fn)(int), int arg)
-{
-	sp_test_case_failed = 0;
-	fn(arg);
-	sp_test_end(name);
-}
-
 #define SP_RUN(fn) sp_test_run(#fn, fn)
 
 /* A case that cannot run here: "ok N - name # SKIP why". */

@@ -20,7 +20,7 @@
  *
  * Crafted records come from ref_seal(), a separate sealer written directly on the EVP API,
  * so the refusal tests do not depend on sp_rl_seal(). The PKI (P-256 CA, server and client
- * certificates) is generated in memory at start.
+ * certificates, tpki.h) is generated in memory at start.
  */
 #include "sp_record.h"
 
@@ -728,6 +728,8 @@ static void test_bad_arguments(void)
 
 /* ---- interop with OpenSSL ------------------------------------------------------------------ */
 
+static struct tpki pki; /* tpki.h: in memory only */
+
 /* What the server learns during the handshake (the daemon keeps this until the handoff). */
 struct hs {
 	int have_c, have_s;
@@ -1167,7 +1169,7 @@ static void test_cost_256_byte_records(void)
 int main(void)
 {
 	cx = sp_rl_crypto_new();
-	if (!cx || pki_make() < 0) {
+	if (!cx || tpki_make(&pki) < 0) {
 		printf("Bail out! cannot set up OpenSSL (%s)\n",
 		       ERR_reason_error_string(ERR_get_error()));
 		return 1;
@@ -1192,7 +1194,7 @@ int main(void)
 	SP_RUN(test_interop_chacha20_poly1305);
 	SP_RUN(test_interop_client_padding);
 	SP_RUN(test_cost_256_byte_records);
-	pki_free();
+	tpki_free(&pki);
 	sp_rl_crypto_free(cx);
 	return sp_test_done();
 }
