@@ -386,12 +386,16 @@ static void put_hex(FILE *f, const uint8_t *b, size_t n)
 		fprintf(f, "%02x", b[i]);
 }
 
-/* --decap-file F: each line "seed pk ct ss" made by noble; checks pk(seed) and Decap(seed, ct). */
+/*
+ * --decap-file F: each line "seed pk ct ss [eseed]" made by noble; checks pk(seed),
+ * Decap(seed, ct) and, with eseed, Encap(pk, eseed) = (ct, ss).
+ */
 static int decap_file(const char *path)
 {
-	static uint8_t pk[SP_XWING_PK_LEN], pk2[SP_XWING_PK_LEN], ct[SP_XWING_CT_LEN];
+	static uint8_t pk[SP_XWING_PK_LEN], pk2[SP_XWING_PK_LEN], ct[SP_XWING_CT_LEN],
+	        ct2[SP_XWING_CT_LEN];
 	static char line[8192];
-	uint8_t seed[32], ss[32], ss2[32];
+	uint8_t seed[32], ss[32], ss2[32], eseed[SP_XWING_ESEED_LEN];
 	FILE *f = fopen(path, "r");
 	int n = 0, bad = 0;
 
@@ -417,6 +421,12 @@ static int decap_file(const char *path)
 		}
 		if (sp_xwing_decap(seed, ct, ss2) != 0 || memcmp(ss, ss2, 32) != 0) {
 			printf("# line %d: Decap(seed, ct) differs from noble's shared secret\n", n);
+			bad++;
+		}
+		if (read_hex_field(&save, eseed, sizeof(eseed)) == 0 &&
+		    (sp_xwing_encap(pk, eseed, ct2, ss2) != 0 || memcmp(ct, ct2, sizeof(ct)) != 0 ||
+		     memcmp(ss, ss2, 32) != 0)) {
+			printf("# line %d: Encap(pk, eseed) differs from noble's\n", n);
 			bad++;
 		}
 	}
