@@ -663,8 +663,7 @@ static int sp_hpke_shake_derive_keypair_seed(uint16_t kem, const uint8_t *ikm, s
 	if ((md = EVP_MD_CTX_new()) == NULL)
 		return -ENOMEM;
 	ok = EVP_DigestInit_ex2(md, EVP_shake256(), NULL) == 1 &&
-	     EVP_DigestUpdate(md, ikm, ikm_len) == 1 &&
-	     EVP_DigestUpdate(md, sp_hpke_v1, 7) == 1 &&
+	     EVP_DigestUpdate(md, ikm, ikm_len) == 1 && EVP_DigestUpdate(md, sp_hpke_v1, 7) == 1 &&
 	     EVP_DigestUpdate(md, sid.b, sid.len) == 1 && EVP_DigestUpdate(md, lp, 2) == 1 &&
 	     EVP_DigestUpdate(md, label, sizeof(label) - 1) == 1 &&
 	     EVP_DigestUpdate(md, l2, 2) == 1 && EVP_DigestFinalXOF(md, seed, 32) == 1;
@@ -775,10 +774,9 @@ int sp_hpke_kem_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t *p
 	return r;
 }
 
-int sp_hpke_kem_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t *enc,
-                             size_t enc_len, const uint8_t *sk_r, size_t sk_r_len,
-                             const uint8_t *info, size_t info_len, struct sp_hpke_ctx *ctx,
-                             struct sp_hpke_trace *trace)
+int sp_hpke_kem_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t *enc, size_t enc_len,
+                             const uint8_t *sk_r, size_t sk_r_len, const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
 {
 	uint8_t ss[SP_XWING_SS_LEN];
 	int r;

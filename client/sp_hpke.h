@@ -259,10 +259,9 @@ int sp_hpke_kem_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t *p
                              struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
 
 /* SetupBaseR for any KEM, from the serialized private key sk_r. */
-int sp_hpke_kem_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t *enc,
-                             size_t enc_len, const uint8_t *sk_r, size_t sk_r_len,
-                             const uint8_t *info, size_t info_len, struct sp_hpke_ctx *ctx,
-                             struct sp_hpke_trace *trace);
+int sp_hpke_kem_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t *enc, size_t enc_len,
+                             const uint8_t *sk_r, size_t sk_r_len, const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
 
 /*
  * ContextS.Seal(aad, pt): encrypts pt_len bytes of pt into ct (pt_len + SP_HPKE_NT bytes: the

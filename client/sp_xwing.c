@@ -39,8 +39,7 @@ static int sp_xwing_x25519(const uint8_t sk[SP_XWING_X_LEN], const uint8_t *peer
 	priv = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, SP_XWING_X_LEN);
 	if (priv == NULL)
 		return -ENOMEM;
-	if (pub != NULL &&
-	    (!EVP_PKEY_get_raw_public_key(priv, pub, &len) || len != SP_XWING_X_LEN))
+	if (pub != NULL && (!EVP_PKEY_get_raw_public_key(priv, pub, &len) || len != SP_XWING_X_LEN))
 		goto out;
 	if (peer_pk != NULL) {
 		peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer_pk,

@@ -27,11 +27,11 @@
 
 #include <stdint.h>
 
-#define SP_XWING_SEED_LEN  32   /* Nsk: the private key */
-#define SP_XWING_ESEED_LEN 64   /* randomness of one encapsulation: m || ek_X */
-#define SP_XWING_PK_LEN    1216 /* Npk: pk_M (1184) || pk_X (32) */
-#define SP_XWING_CT_LEN    1120 /* Nenc: ct_M (1088) || ct_X (32) */
-#define SP_XWING_SS_LEN    32   /* Nsecret */
+#define SP_XWING_SEED_LEN     32   /* Nsk: the private key */
+#define SP_XWING_ESEED_LEN    64   /* randomness of one encapsulation: m || ek_X */
+#define SP_XWING_PK_LEN       1216 /* Npk: pk_M (1184) || pk_X (32) */
+#define SP_XWING_CT_LEN       1120 /* Nenc: ct_M (1088) || ct_X (32) */
+#define SP_XWING_SS_LEN       32   /* Nsecret */
 #define SP_XWING_MLKEM_PK_LEN 1184
 #define SP_XWING_MLKEM_CT_LEN 1088
 
