@@ -4,6 +4,7 @@
  * and shared read-only by every thread.
  */
 #include "sp_hpke.h"
+#include "sp_xwing.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -75,8 +76,30 @@ static void sp_hpke_suite_sid(const struct sp_hpke_suite *s, struct sp_hpke_sid 
 
 int sp_hpke_suite_supported(const struct sp_hpke_suite *suite)
 {
-	return suite != NULL && suite->kem == SP_HPKE_KEM_X25519_SHA256 &&
+	return suite != NULL &&
+	       (suite->kem == SP_HPKE_KEM_X25519_SHA256 ||
+	        (suite->kem == SP_HPKE_KEM_MLKEM768_X25519 && sp_xwing_available())) &&
 	       suite->kdf == SP_HPKE_KDF_HKDF_SHA256 && sp_hpke_aead_key_len(suite->aead) != 0;
+}
+
+int sp_hpke_kem_lengths(uint16_t kem, size_t *nenc, size_t *npk, size_t *nsk)
+{
+	if (nenc == NULL || npk == NULL || nsk == NULL)
+		return -EINVAL;
+	switch (kem) {
+	case SP_HPKE_KEM_X25519_SHA256:
+		*nenc = *npk = *nsk = SP_HPKE_X25519_LEN;
+		return 0;
+	case SP_HPKE_KEM_MLKEM768_X25519:
+		if (!sp_xwing_available())
+			return -EOPNOTSUPP;
+		*nenc = SP_XWING_CT_LEN;
+		*npk = SP_XWING_PK_LEN;
+		*nsk = SP_XWING_SEED_LEN;
+		return 0;
+	default:
+		return -EINVAL;
+	}
 }
 
 size_t sp_hpke_aead_key_len(uint16_t aead)
@@ -497,7 +520,8 @@ int sp_hpke_sched_kdf(struct sp_hpke_sched *sc, const uint8_t dh[SP_HPKE_X25519_
 	EVP_KDF_CTX *kctx;
 	int lent, r;
 
-	if (sc == NULL || !sc->ready || dh == NULL || enc == NULL || pk_r == NULL || ctx == NULL)
+	if (sc == NULL || !sc->ready || sc->suite.kem != SP_HPKE_KEM_X25519_SHA256 || dh == NULL ||
+	    enc == NULL || pk_r == NULL || ctx == NULL)
 		return -EINVAL;
 	if ((kctx = sp_hpke_borrow(sc, &lent)) == NULL)
 		return -ENOMEM;
@@ -516,7 +540,8 @@ int sp_hpke_sched_setup_s(struct sp_hpke_sched *sched, const uint8_t pk_r[SP_HPK
 	uint8_t sk_e[SP_HPKE_X25519_LEN], dh[SP_HPKE_X25519_LEN];
 	int r = 0;
 
-	if (sched == NULL || !sched->ready || pk_r == NULL || enc == NULL || ctx == NULL)
+	if (sched == NULL || !sched->ready || sched->suite.kem != SP_HPKE_KEM_X25519_SHA256 ||
+	    pk_r == NULL || enc == NULL || ctx == NULL)
 		return -EINVAL;
 	/* Encap(pkR) (4.1): skE, pkE = GenerateKeyPair(); dh = DH(skE, pkR); enc = pkE. */
 	if (ikm_e != NULL)
@@ -539,8 +564,9 @@ int sp_hpke_sched_setup_r(struct sp_hpke_sched *sched, const uint8_t enc[SP_HPKE
 	uint8_t dh[SP_HPKE_X25519_LEN];
 	int r;
 
-	if (sched == NULL || !sched->ready || enc == NULL || sk_r == NULL || pk_r == NULL ||
-	    ctx == NULL || !EVP_PKEY_is_a(sk_r, "X25519"))
+	if (sched == NULL || !sched->ready || sched->suite.kem != SP_HPKE_KEM_X25519_SHA256 ||
+	    enc == NULL || sk_r == NULL || pk_r == NULL || ctx == NULL ||
+	    !EVP_PKEY_is_a(sk_r, "X25519"))
 		return -EINVAL;
 	/* Decap(enc, skR) (4.1): dh = DH(skR, pkE); kem_context = enc || pk(skR). */
 	r = sp_x25519_key(sk_r, enc, dh, NULL);
@@ -610,6 +636,164 @@ int sp_hpke_setup_base_r_key(const struct sp_hpke_suite *suite,
 		return r;
 	r = sp_hpke_sched_setup_r(&sched, enc, sk_r, pk_r, ctx, trace);
 	sp_hpke_sched_clear(&sched);
+	return r;
+}
+
+/* ---- the KEM-generic interface (MLKEM768-X25519) ----------------------------------------- */
+
+/*
+ * SHAKE256.LabeledDerive(ikm, "DeriveKeyPair", "", 32) with suite_id "KEM" || I2OSP(kem, 2)
+ * (draft-ietf-hpke-hpke section 4: labeled_ikm = ikm || "HPKE-v1" || suite_id ||
+ * lengthPrefixed(label) || I2OSP(L, 2) || context). Returns 0, -EINVAL, -ENOMEM.
+ */
+static int sp_hpke_shake_derive_keypair_seed(uint16_t kem, const uint8_t *ikm, size_t ikm_len,
+                                             uint8_t seed[32])
+{
+	static const char label[] = "DeriveKeyPair";
+	struct sp_hpke_sid sid;
+	uint8_t lp[2], l2[2];
+	EVP_MD_CTX *md;
+	int ok;
+
+	if (ikm == NULL || ikm_len == 0 || ikm_len > SP_HPKE_MAX_INFO)
+		return -EINVAL;
+	sp_hpke_kem_sid(kem, &sid);
+	sp_put16(lp, (uint16_t)(sizeof(label) - 1));
+	sp_put16(l2, 32);
+	if ((md = EVP_MD_CTX_new()) == NULL)
+		return -ENOMEM;
+	ok = EVP_DigestInit_ex2(md, EVP_shake256(), NULL) == 1 &&
+	     EVP_DigestUpdate(md, ikm, ikm_len) == 1 && EVP_DigestUpdate(md, sp_hpke_v1, 7) == 1 &&
+	     EVP_DigestUpdate(md, sid.b, sid.len) == 1 && EVP_DigestUpdate(md, lp, 2) == 1 &&
+	     EVP_DigestUpdate(md, label, sizeof(label) - 1) == 1 &&
+	     EVP_DigestUpdate(md, l2, 2) == 1 && EVP_DigestFinalXOF(md, seed, 32) == 1;
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : -ENOMEM;
+}
+
+/* Checks a KEM id and the lengths given against its Nenc, Npk, Nsk (0 = not given). */
+static int sp_hpke_kem_check(uint16_t kem, size_t enc_len, size_t pk_len, size_t sk_len)
+{
+	size_t nenc, npk, nsk;
+	int r = sp_hpke_kem_lengths(kem, &nenc, &npk, &nsk);
+
+	if (r != 0)
+		return r;
+	if ((enc_len != 0 && enc_len != nenc) || (pk_len != 0 && pk_len != npk) ||
+	    (sk_len != 0 && sk_len != nsk))
+		return -EINVAL;
+	return 0;
+}
+
+int sp_hpke_kem_derive_keypair(uint16_t kem, const uint8_t *ikm, size_t ikm_len, uint8_t *sk,
+                               size_t sk_len, uint8_t *pk, size_t pk_len)
+{
+	int r;
+
+	if (sk == NULL || pk == NULL || sk_len == 0 || pk_len == 0)
+		return -EINVAL;
+	if ((r = sp_hpke_kem_check(kem, 0, pk_len, sk_len)) != 0)
+		return r;
+	if (kem == SP_HPKE_KEM_X25519_SHA256)
+		return sp_hpke_derive_keypair(kem, ikm, ikm_len, sk, pk);
+	r = sp_hpke_shake_derive_keypair_seed(kem, ikm, ikm_len, sk);
+	if (r == 0)
+		r = sp_xwing_public_key(sk, pk);
+	if (r != 0)
+		OPENSSL_cleanse(sk, sk_len);
+	return r;
+}
+
+int sp_hpke_kem_generate_keypair(uint16_t kem, uint8_t *sk, size_t sk_len, uint8_t *pk,
+                                 size_t pk_len)
+{
+	int r;
+
+	if (sk == NULL || pk == NULL || sk_len == 0 || pk_len == 0)
+		return -EINVAL;
+	if ((r = sp_hpke_kem_check(kem, 0, pk_len, sk_len)) != 0)
+		return r;
+	if (kem == SP_HPKE_KEM_X25519_SHA256)
+		return sp_hpke_generate_keypair(kem, sk, pk);
+	/* GenerateKeyPair: a random 32-byte seed. */
+	if (RAND_bytes(sk, (int)sk_len) != 1)
+		return -ENOMEM;
+	r = sp_xwing_public_key(sk, pk);
+	if (r != 0)
+		OPENSSL_cleanse(sk, sk_len);
+	return r;
+}
+
+/* KeySchedule for a KEM that hands over its shared_secret directly: a one-off schedule. */
+static int sp_hpke_schedule_ss(const struct sp_hpke_suite *suite, const uint8_t *info,
+                               size_t info_len, const uint8_t ss[32], struct sp_hpke_ctx *ctx,
+                               struct sp_hpke_trace *trace)
+{
+	struct sp_hpke_sched sched;
+	EVP_KDF_CTX *kctx;
+	int lent, r;
+
+	r = sp_hpke_sched_init(&sched, suite, info, info_len, SP_HPKE_SCHED_EXPORT);
+	if (r != 0)
+		return r;
+	if ((kctx = sp_hpke_borrow(&sched, &lent)) == NULL) {
+		sp_hpke_sched_clear(&sched);
+		return -ENOMEM;
+	}
+	r = sp_hpke_key_schedule(kctx, &sched, ss, ctx, trace);
+	sp_hpke_give_back(&sched, kctx, lent);
+	sp_hpke_sched_clear(&sched);
+	return r;
+}
+
+int sp_hpke_kem_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t *pk_r,
+                             size_t pk_r_len, const uint8_t *info, size_t info_len,
+                             const uint8_t *ikm_e, size_t ikm_e_len, uint8_t *enc, size_t enc_len,
+                             struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
+{
+	uint8_t ss[SP_XWING_SS_LEN];
+	int r;
+
+	if (suite == NULL || pk_r == NULL || enc == NULL || ctx == NULL || pk_r_len == 0 ||
+	    enc_len == 0)
+		return -EINVAL;
+	if ((r = sp_hpke_kem_check(suite->kem, enc_len, pk_r_len, 0)) != 0)
+		return r;
+	if (suite->kem == SP_HPKE_KEM_X25519_SHA256)
+		return sp_hpke_setup_base_s(suite, pk_r, info, info_len, ikm_e, ikm_e_len, enc, ctx,
+		                            trace);
+	if ((r = sp_hpke_check_suite(suite, info, info_len)) != 0)
+		return r;
+	if (ikm_e != NULL && ikm_e_len != SP_HPKE_XWING_IKME_LEN)
+		return -EINVAL;
+	/* Encap(pkR): X-Wing's encapsulation; its shared secret goes to the key schedule as is. */
+	r = sp_xwing_encap(pk_r, ikm_e, enc, ss);
+	if (r == 0)
+		r = sp_hpke_schedule_ss(suite, info, info_len, ss, ctx, trace);
+	OPENSSL_cleanse(ss, sizeof(ss));
+	return r;
+}
+
+int sp_hpke_kem_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t *enc, size_t enc_len,
+                             const uint8_t *sk_r, size_t sk_r_len, const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace)
+{
+	uint8_t ss[SP_XWING_SS_LEN];
+	int r;
+
+	if (suite == NULL || enc == NULL || sk_r == NULL || ctx == NULL || enc_len == 0 ||
+	    sk_r_len == 0)
+		return -EINVAL;
+	if ((r = sp_hpke_kem_check(suite->kem, enc_len, 0, sk_r_len)) != 0)
+		return r;
+	if (suite->kem == SP_HPKE_KEM_X25519_SHA256)
+		return sp_hpke_setup_base_r(suite, enc, sk_r, NULL, info, info_len, ctx, trace);
+	if ((r = sp_hpke_check_suite(suite, info, info_len)) != 0)
+		return r;
+	r = sp_xwing_decap(sk_r, enc, ss);
+	if (r == 0)
+		r = sp_hpke_schedule_ss(suite, info, info_len, ss, ctx, trace);
+	OPENSSL_cleanse(ss, sizeof(ss));
 	return r;
 }
 

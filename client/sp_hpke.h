@@ -7,6 +7,9 @@
  *
  * Algorithms (RFC 9180 section 7 identifiers):
  *	KEM  0x0020 DHKEM(X25519, HKDF-SHA256)   Nsecret 32, Nenc 32, Npk 32, Nsk 32
+ *	KEM  0x647A MLKEM768-X25519 (X-Wing)     Nsecret 32, Nenc 1120, Npk 1216, Nsk 32
+ *	            (draft-ietf-hpke-pq; only with OpenSSL 3.5 or later, SP_HAVE_PQ_SEAL: see
+ *	            sp_xwing.h; base mode; through the sp_hpke_kem_* functions below only)
  *	KDF  0x0001 HKDF-SHA256                  Nh 32
  *	AEAD 0x0001 AES-128-GCM                  Nk 16, Nn 12, Nt 16
  *	AEAD 0x0003 ChaCha20Poly1305             Nk 32, Nn 12, Nt 16
@@ -42,6 +45,7 @@
 
 /* RFC 9180 algorithm identifiers. */
 #define SP_HPKE_KEM_X25519_SHA256     0x0020
+#define SP_HPKE_KEM_MLKEM768_X25519   0x647A
 #define SP_HPKE_KDF_HKDF_SHA256       0x0001
 #define SP_HPKE_AEAD_AES128GCM        0x0001
 #define SP_HPKE_AEAD_CHACHA20POLY1305 0x0003
@@ -54,6 +58,12 @@
 #define SP_HPKE_NT         16
 /* key_schedule_context = mode || psk_id_hash || info_hash */
 #define SP_HPKE_KSC_LEN (1 + 2 * SP_HPKE_NH)
+/* The largest Nenc, Npk and Nsk of the KEMs above (MLKEM768-X25519), for buffers. */
+#define SP_HPKE_MAX_NENC 1120
+#define SP_HPKE_MAX_NPK  1216
+#define SP_HPKE_MAX_NSK  32
+/* Encapsulation randomness of MLKEM768-X25519 (ikmE of the test vectors: m || ek_X). */
+#define SP_HPKE_XWING_IKME_LEN 64
 /* Largest info and exporter_context accepted (OpenSSL 3.0 HKDF caps its info at 1,024 bytes). */
 #define SP_HPKE_MAX_INFO 512
 
@@ -108,8 +118,18 @@ struct sp_hpke_sched {
 	int ready;
 };
 
-/* Returns 1 if this module implements the suite (base mode), else 0. */
+/*
+ * Returns 1 if this module implements the suite (base mode), else 0. A suite with KEM 0x647A is
+ * supported only in a build with SP_HAVE_PQ_SEAL, and only by the sp_hpke_kem_* functions and
+ * the context functions (seal, open, export); the X25519-sized functions refuse it (-EINVAL).
+ */
 int sp_hpke_suite_supported(const struct sp_hpke_suite *suite);
+
+/*
+ * Nenc, Npk and Nsk of a KEM id into the non-NULL pointers. Returns 0, or -EINVAL for an unknown
+ * id, -EOPNOTSUPP for 0x647A in a build without SP_HAVE_PQ_SEAL.
+ */
+int sp_hpke_kem_lengths(uint16_t kem, size_t *nenc, size_t *npk, size_t *nsk);
 
 /* Nk of an AEAD id (16 or 32), or 0 for an unknown id. */
 size_t sp_hpke_aead_key_len(uint16_t aead);
@@ -209,6 +229,39 @@ int sp_hpke_sched_setup_r(struct sp_hpke_sched *sched, const uint8_t enc[SP_HPKE
 int sp_hpke_sched_kdf(struct sp_hpke_sched *sched, const uint8_t dh[SP_HPKE_X25519_LEN],
                       const uint8_t enc[SP_HPKE_X25519_LEN], const uint8_t pk_r[SP_HPKE_X25519_LEN],
                       struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
+
+/*
+ * The KEM-generic interface: the same operations for any KEM above, with explicit lengths that
+ * must equal the KEM's Nsk, Npk and Nenc (sp_hpke_kem_lengths; -EINVAL otherwise). For
+ * DHKEM(X25519) they call the functions above; for MLKEM768-X25519 (draft-ietf-hpke-pq section
+ * 5):
+ *	DeriveKeyPair(ikm): seed = SHAKE256(ikm || "HPKE-v1" || "KEM" || 0x647A || I2OSP(13, 2) ||
+ *	    "DeriveKeyPair" || I2OSP(32, 2), 32 bytes) (LabeledDerive with the empty context); sk is
+ *	    the seed, pk its X-Wing public key;
+ *	Encap/Decap: X-Wing's (sp_xwing.h); shared_secret is the KEM's, no ExtractAndExpand;
+ * then the RFC 9180 key schedule unchanged. Returns as the functions above, plus -EOPNOTSUPP for
+ * 0x647A in a build without SP_HAVE_PQ_SEAL.
+ */
+int sp_hpke_kem_derive_keypair(uint16_t kem, const uint8_t *ikm, size_t ikm_len, uint8_t *sk,
+                               size_t sk_len, uint8_t *pk, size_t pk_len);
+
+int sp_hpke_kem_generate_keypair(uint16_t kem, uint8_t *sk, size_t sk_len, uint8_t *pk,
+                                 size_t pk_len);
+
+/*
+ * SetupBaseS for any KEM. ikm_e NULL: fresh randomness. Otherwise, test vectors only: for X25519
+ * the ephemeral key is DeriveKeyPair(ikm_e); for MLKEM768-X25519 ikm_e is the encapsulation
+ * randomness itself (SP_HPKE_XWING_IKME_LEN bytes, as the draft's vectors use it).
+ */
+int sp_hpke_kem_setup_base_s(const struct sp_hpke_suite *suite, const uint8_t *pk_r,
+                             size_t pk_r_len, const uint8_t *info, size_t info_len,
+                             const uint8_t *ikm_e, size_t ikm_e_len, uint8_t *enc, size_t enc_len,
+                             struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
+
+/* SetupBaseR for any KEM, from the serialized private key sk_r. */
+int sp_hpke_kem_setup_base_r(const struct sp_hpke_suite *suite, const uint8_t *enc, size_t enc_len,
+                             const uint8_t *sk_r, size_t sk_r_len, const uint8_t *info,
+                             size_t info_len, struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
 
 /*
  * ContextS.Seal(aad, pt): encrypts pt_len bytes of pt into ct (pt_len + SP_HPKE_NT bytes: the
