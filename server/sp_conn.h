@@ -57,7 +57,7 @@ struct sp_conn {
 	uint8_t close_reason;
 	uint8_t serial_len;
 	uint8_t serial[20]; /* the client certificate's serial, for revocation checks */
-	uint16_t errors; /* non-fatal errors so far */
+	uint16_t errors;    /* non-fatal errors so far */
 	uint16_t window;
 	uint16_t keepalive; /* seconds */
 	uint64_t t_state;   /* when the current state began (ms) */

@@ -590,8 +590,8 @@ static int rl_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
 				 * before it is on the socket already, under the old key. */
 				const uint8_t ku[5] = {24, 0, 0, 1, 0};
 
-				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_HANDSHAKE, ku, sizeof(ku),
-				               env->seal + blen, env->seal_len - blen);
+				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_HANDSHAKE, ku,
+				               sizeof(ku), env->seal + blen, env->seal_len - blen);
 				if (r < 0 || sp_rl_update(&t->rl, env->rlcx, SP_RL_WRITE) < 0)
 					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
 				blen += (size_t)r;
@@ -601,8 +601,8 @@ static int rl_write(sp_tio_t *t, const uint8_t *p, size_t len, size_t *taken)
 
 				if (chunk > SP_RL_MAX_PLAIN)
 					chunk = SP_RL_MAX_PLAIN;
-				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_APPDATA, p + *taken, chunk,
-				               env->seal + blen, env->seal_len - blen);
+				r = sp_rl_seal(&t->rl, env->rlcx, SP_RL_CT_APPDATA, p + *taken,
+				               chunk, env->seal + blen, env->seal_len - blen);
 				if (r < 0)
 					return rl_fatal(t, -SP_RL_ERR_INTERNAL);
 				blen += (size_t)r;

@@ -39,8 +39,8 @@ typedef struct sp_tio_env {
 	size_t scratch_len;
 	uint8_t *seal; /* sealed output buffer, at least 4 full records */
 	size_t seal_len;
-	sp_rl_crypto_t *rlcx;  /* the worker's AEAD context and algorithms */
-	sp_tls_server_t *tls;  /* the server's TLS context and CRL */
+	sp_rl_crypto_t *rlcx;    /* the worker's AEAD context and algorithms */
+	sp_tls_server_t *tls;    /* the server's TLS context and CRL */
 	unsigned reads_per_call; /* read() calls one read may make before it yields */
 } sp_tio_env_t;
 
@@ -104,12 +104,12 @@ struct sp_tio {
 	const sp_transport_t *tr;
 	const sp_tio_env_t *env;
 	int fd;
-	uint8_t flags;    /* SP_TIO_* */
-	uint8_t hs_cause; /* enum sp_handshake_cause noted during the handshake */
+	uint8_t flags;      /* SP_TIO_* */
+	uint8_t hs_cause;   /* enum sp_handshake_cause noted during the handshake */
 	struct ssl_st *ssl; /* sp_tls_transport: during the handshake, or if no hand-off */
 	struct sp_hs *hs;   /* sp_tls_transport: during the handshake only */
 	sp_rl_t rl;         /* sp_record_transport: the record protection state */
-	uint8_t *rin; /* a partial incoming record, [0, rin_len) of SP_RL_MAX_RECORD bytes */
+	uint8_t *rin;       /* a partial incoming record, [0, rin_len) of SP_RL_MAX_RECORD bytes */
 	uint32_t rin_len;
 	uint8_t *wpend; /* sealed bytes the socket did not take yet: [wpend_off, wpend_len) */
 	uint32_t wpend_off;
