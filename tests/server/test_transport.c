@@ -44,6 +44,13 @@ static sp_tio_env_t env;
 
 /* ---- the implementations under test ------------------------------------------------------- */
 
+/* OpenSSL's own choice of alert for non-TLS bytes after the handshake changed in 3.5. */
+#if OPENSSL_VERSION_NUMBER >= 0x30500000L
+#define OPENSSL_GARBAGE_ALERT SSL_AD_UNEXPECTED_MESSAGE
+#else
+#define OPENSSL_GARBAGE_ALERT SSL_AD_PROTOCOL_VERSION
+#endif
+
 static const struct impl {
 	const char *name;
 	uint8_t flags;            /* tio flags before the handshake */
@@ -66,7 +73,7 @@ static const struct impl {
          * the KeyUpdate it owes only from SSL_write, i.e. with the next data (before it, as
          * RFC 8446 4.6.3 asks), never for a write of 0 bytes. */
         {"openssl", SP_TIO_NO_HANDOFF, &sp_tls_transport, false, SP_IO_BROKEN, SP_IO_BROKEN,
-         SP_IO_WANT_READ, SP_TIO_DEAD, SSL_AD_PROTOCOL_VERSION, false},
+         SP_IO_WANT_READ, SP_TIO_DEAD, OPENSSL_GARBAGE_ALERT, false},
 };
 static const struct impl *cur;
 
