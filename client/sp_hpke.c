@@ -286,8 +286,8 @@ out:
 }
 
 /* The same from a raw private key (importing it computes its public key: one multiplication). */
-static int sp_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
-                     uint8_t *pub_out)
+int sp_hpke_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
+                   uint8_t *pub_out)
 {
 	EVP_PKEY *priv =
 	        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, SP_HPKE_X25519_LEN);
@@ -315,7 +315,7 @@ static int sp_hpke_derive(EVP_KDF_CTX *kctx, uint16_t kem, const uint8_t *ikm, s
 	r = sp_labeled_extract_expand(kctx, &sid, "dkp_prk", ikm, ikm_len, "sk", NULL, 0, sk,
 	                              SP_HPKE_X25519_LEN);
 	if (r == 0)
-		r = sp_x25519(sk, NULL, NULL, pk);
+		r = sp_hpke_x25519(sk, NULL, NULL, pk);
 	return r;
 }
 
@@ -341,7 +341,7 @@ int sp_hpke_generate_keypair(uint16_t kem, uint8_t sk[SP_HPKE_X25519_LEN],
 		return -EINVAL;
 	if (RAND_bytes(sk, SP_HPKE_X25519_LEN) != 1)
 		return -ENOMEM;
-	return sp_x25519(sk, NULL, NULL, pk);
+	return sp_hpke_x25519(sk, NULL, NULL, pk);
 }
 
 int sp_hpke_public_key(uint16_t kem, const uint8_t sk[SP_HPKE_X25519_LEN],
@@ -349,7 +349,7 @@ int sp_hpke_public_key(uint16_t kem, const uint8_t sk[SP_HPKE_X25519_LEN],
 {
 	if (kem != SP_HPKE_KEM_X25519_SHA256 || sk == NULL || pk == NULL)
 		return -EINVAL;
-	return sp_x25519(sk, NULL, NULL, pk);
+	return sp_hpke_x25519(sk, NULL, NULL, pk);
 }
 
 /*
@@ -549,7 +549,7 @@ int sp_hpke_sched_setup_s(struct sp_hpke_sched *sched, const uint8_t pk_r[SP_HPK
 	else if (RAND_bytes(sk_e, sizeof(sk_e)) != 1)
 		r = -ENOMEM;
 	if (r == 0)
-		r = sp_x25519(sk_e, pk_r, dh, ikm_e != NULL ? NULL : enc);
+		r = sp_hpke_x25519(sk_e, pk_r, dh, ikm_e != NULL ? NULL : enc);
 	if (r == 0)
 		r = sp_hpke_sched_kdf(sched, dh, enc, pk_r, ctx, trace);
 	OPENSSL_cleanse(sk_e, sizeof(sk_e));

@@ -295,4 +295,10 @@ void sp_hpke_nonce(const struct sp_hpke_ctx *ctx, uint8_t nonce[SP_HPKE_NN]);
 /* Wipes the context's secrets. Accepts NULL. */
 void sp_hpke_ctx_clear(struct sp_hpke_ctx *ctx);
 
+/* X25519 of the raw private key sk: its public key into pub_out (if not NULL) and DH(sk, pk)
+ * into dh (if pk is not NULL). Returns 0, -EKEYREJECTED (an all-zero result), -ENOMEM. For
+ * the KEMs built on it (sp_xwing.c). */
+int sp_hpke_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
+                   uint8_t *pub_out);
+
 #endif

@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "sp_hpke.h"
 #include "sp_version.h"
 
 #if SP_HAVE_PQ_SEAL
@@ -24,42 +25,6 @@ static const uint8_t sp_xwing_label[6] = {0x5c, 0x2e, 0x2f, 0x2f, 0x5e, 0x5c};
 int sp_xwing_available(void)
 {
 	return 1;
-}
-
-/* X25519 of a raw private key: its public key into pub (if not NULL) and DH(sk, peer) into dh
- * (if peer is not NULL). Returns 0, -EKEYREJECTED (all-zero result), -ENOMEM. */
-static int sp_xwing_x25519(const uint8_t sk[SP_XWING_X_LEN], const uint8_t *peer_pk, uint8_t *dh,
-                           uint8_t *pub)
-{
-	EVP_PKEY *priv, *peer = NULL;
-	EVP_PKEY_CTX *pctx = NULL;
-	size_t len = SP_XWING_X_LEN;
-	int r = -ENOMEM;
-
-	priv = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk, SP_XWING_X_LEN);
-	if (priv == NULL)
-		return -ENOMEM;
-	if (pub != NULL && (!EVP_PKEY_get_raw_public_key(priv, pub, &len) || len != SP_XWING_X_LEN))
-		goto out;
-	if (peer_pk != NULL) {
-		peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL, peer_pk,
-		                                      SP_XWING_X_LEN);
-		pctx = EVP_PKEY_CTX_new_from_pkey(NULL, priv, NULL);
-		if (peer == NULL || pctx == NULL || EVP_PKEY_derive_init(pctx) != 1 ||
-		    EVP_PKEY_derive_set_peer(pctx, peer) != 1)
-			goto out;
-		len = SP_XWING_X_LEN;
-		if (EVP_PKEY_derive(pctx, dh, &len) != 1 || len != SP_XWING_X_LEN) {
-			r = -EKEYREJECTED;
-			goto out;
-		}
-	}
-	r = 0;
-out:
-	EVP_PKEY_CTX_free(pctx);
-	EVP_PKEY_free(peer);
-	EVP_PKEY_free(priv);
-	return r;
 }
 
 /*
@@ -94,7 +59,7 @@ static int sp_xwing_expand(const uint8_t seed[SP_XWING_SEED_LEN], EVP_PKEY **mlk
 		if (EVP_PKEY_get_raw_public_key(*mlkem, pk, &len) != 1 ||
 		    len != SP_XWING_MLKEM_PK_LEN)
 			goto out;
-		if (sp_xwing_x25519(sk_x, NULL, NULL, pk + SP_XWING_MLKEM_PK_LEN) != 0)
+		if (sp_hpke_x25519(sk_x, NULL, NULL, pk + SP_XWING_MLKEM_PK_LEN) != 0)
 			goto out;
 	}
 	r = 0;
@@ -178,7 +143,7 @@ int sp_xwing_encap(const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
 	    ct_len != SP_XWING_MLKEM_CT_LEN || ss_len != sizeof(ss_m))
 		goto out;
 	/* ek_X = eseed[32:64]; ct_X = X25519(ek_X, 9); ss_X = X25519(ek_X, pk_X). */
-	r = sp_xwing_x25519(rnd + 32, pk_x, ss_x, ct_x);
+	r = sp_hpke_x25519(rnd + 32, pk_x, ss_x, ct_x);
 	if (r == 0)
 		r = sp_xwing_combine(ss_m, ss_x, ct_x, pk_x, ss);
 out:
@@ -212,7 +177,7 @@ int sp_xwing_decap(const uint8_t seed[SP_XWING_SEED_LEN], const uint8_t ct[SP_XW
 	    ss_len != sizeof(ss_m))
 		goto out;
 	/* pk_X = X25519(sk_X, 9) and ss_X = X25519(sk_X, ct_X) in one import of sk_X. */
-	r = sp_xwing_x25519(sk_x, ct_x, ss_x, pk_x);
+	r = sp_hpke_x25519(sk_x, ct_x, ss_x, pk_x);
 	if (r == 0)
 		r = sp_xwing_combine(ss_m, ss_x, ct_x, pk_x, ss);
 out:
