@@ -309,7 +309,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	}
 	sp_metric_inc(&srv->metrics, SP_M_RELOADS_OK);
 	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->cfg.crl && srv->cfg.crl[0] ? "yes" : "no");
-	sp_workers_signal(srv, SP_WF_RELOAD);
+	sp_workers_signal(srv, SP_WF_RELOAD | (srv->cfg.cluster ? SP_WF_PUBLISH : 0));
 }
 
 int main(int argc, char **argv)

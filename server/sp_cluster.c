@@ -26,6 +26,7 @@
 #include "sp_log.h"
 #include "sp_router.h"
 #include "sp_time.h"
+#include "sp_tls.h"
 
 enum { R_FORWARD = 1, R_RESULT = 2, R_REPLACE = 3, R_KICK = 4 };
 
@@ -36,6 +37,9 @@ enum { R_FORWARD = 1, R_RESULT = 2, R_REPLACE = 3, R_KICK = 4 };
 #define READ_COUNT      "256"
 #define RETRY_MS        100
 #define NODES_KEY       "sp:nodes"
+#define EVENTS_KEY      "sp:events"
+#define EVENTS_MS       200
+#define CRL_MAX         (8 << 20)
 
 /* A live incarnation and the end of its lease (wall ms). */
 struct live {
@@ -71,7 +75,9 @@ struct sp_cluster {
 	bool reading, closing;
 	uint32_t block_ms;
 	uint64_t lease_ms;
-	struct event *ev_read, *ev_lease;
+	struct event *ev_read, *ev_lease, *ev_events;
+	char ev_last[48]; /* the last sp:events entry seen (worker 0) */
+	bool ev_reading;
 
 	struct live *live;
 	size_t n_live, cap_live;
@@ -977,6 +983,108 @@ static void on_lease(evutil_socket_t fd, short what, void *arg)
 	read_inbox(cl);
 }
 
+/* ---- revocations ------------------------------------------------------------------------ */
+
+void sp_cluster_publish_crl(sp_worker_t *w)
+{
+	const char *file = w->srv->cfg.crl;
+	char inc[SP_CLUSTER_INC_HEX + 1];
+	FILE *f;
+	char *pem;
+	size_t n;
+
+	if (!w->cl || !file || !file[0] || !(f = fopen(file, "rb")))
+		return;
+	pem = malloc(CRL_MAX);
+	n = pem ? fread(pem, 1, CRL_MAX, f) : 0;
+	fclose(f);
+	if (n > 0 && n < CRL_MAX) {
+		const char *argv[] = {"XADD", EVENTS_KEY, "MAXLEN", "~",   "100",
+		                      "*",    "from",     inc,      "crl", pem};
+		size_t lens[] = {4, sizeof(EVENTS_KEY) - 1, 6, 1, 3, 1,
+		                 4, SP_CLUSTER_INC_HEX,     3, n};
+
+		snprintf(inc, sizeof(inc), "%016" PRIx64, w->srv->incarnation);
+		sp_store_command(w->store, EVENTS_KEY, sizeof(EVENTS_KEY) - 1, 10, argv, lens,
+		                 on_presence_del, NULL);
+		SP_LOG(SP_LOG_INFO, "cluster_crl_published", "bytes=%zu", n);
+	}
+	free(pem);
+}
+
+static void take_event(sp_worker_t *w, const redisReply *fields)
+{
+	const redisReply *from = NULL, *crl = NULL;
+	char err[256];
+	uint64_t inc;
+	int rc;
+
+	for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2) {
+		const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+			continue;
+		if (k->len == 4 && memcmp(k->str, "from", 4) == 0)
+			from = v;
+		else if (k->len == 3 && memcmp(k->str, "crl", 3) == 0)
+			crl = v;
+	}
+	if (!crl || !from || parse_hex64(from->str, from->len, &inc) < 0 ||
+	    inc == w->srv->incarnation)
+		return;
+	rc = sp_tls_install_crl(w->srv, crl->str, crl->len, err, sizeof(err));
+	if (rc < 0) {
+		SP_LOG(SP_LOG_WARN, "cluster_crl_refused", "from=%016" PRIx64 " msg=\"%s\"", inc,
+		       err);
+		return;
+	}
+	if (rc == 0)
+		return;
+	sp_metric_inc(&w->metrics, SP_M_CLUSTER_CRLS);
+	SP_LOG(SP_LOG_INFO, "cluster_crl_installed", "from=%016" PRIx64, inc);
+	sp_workers_signal(w->srv, SP_WF_RELOAD);
+}
+
+static void on_events(int st, const redisReply *r, void *arg)
+{
+	sp_cluster_t *cl = arg;
+
+	if (gone(cl->w))
+		return;
+	cl->ev_reading = false;
+	if (st != SP_STORE_OK || r->type != REDIS_REPLY_ARRAY || r->elements != 1 ||
+	    r->element[0]->type != REDIS_REPLY_ARRAY || r->element[0]->elements != 2)
+		return;
+	r = r->element[0]->element[1];
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+		    e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[0]->len >= sizeof(cl->ev_last))
+			continue;
+		memcpy(cl->ev_last, e->element[0]->str, e->element[0]->len);
+		cl->ev_last[e->element[0]->len] = 0;
+		take_event(cl->w, e->element[1]);
+	}
+}
+
+static void on_events_timer(evutil_socket_t fd, short what, void *arg)
+{
+	sp_cluster_t *cl = arg;
+	const char *argv[] = {"XREAD", "COUNT", "16", "STREAMS", EVENTS_KEY, cl->ev_last};
+	size_t lens[] = {5, 5, 2, 7, sizeof(EVENTS_KEY) - 1, strlen(cl->ev_last)};
+
+	(void)fd;
+	(void)what;
+	if (cl->ev_reading)
+		return;
+	cl->ev_reading = true;
+	if (sp_store_command(cl->w->store, EVENTS_KEY, sizeof(EVENTS_KEY) - 1, 6, argv, lens,
+	                     on_events, cl) < 0)
+		cl->ev_reading = false;
+}
+
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
 void sp_cluster_tick(sp_worker_t *w)
@@ -1024,6 +1132,18 @@ int sp_cluster_start(sp_worker_t *w, char *err, size_t errlen)
 			snprintf(err, errlen, "out of memory");
 		return -1; /* sp_cluster_free() undoes it */
 	}
+	if (w->id == 0) {
+		struct timeval etv = {0, EVENTS_MS * 1000};
+
+		/* events from now on: the CRL file was read at start */
+		snprintf(cl->ev_last, sizeof(cl->ev_last), "%llu-0",
+		         (unsigned long long)sp_time_wall_ms());
+		cl->ev_events = event_new(w->base, -1, EV_PERSIST, on_events_timer, cl);
+		if (!cl->ev_events || event_add(cl->ev_events, &etv) < 0) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
 	tv.tv_sec = (time_t)(cl->lease_ms / 3 / 1000);
 	tv.tv_usec = (suseconds_t)(cl->lease_ms / 3 % 1000 * 1000);
 	event_add(cl->ev_lease, &tv);
@@ -1043,6 +1163,8 @@ void sp_cluster_free(sp_worker_t *w)
 		event_free(cl->ev_read);
 	if (cl->ev_lease)
 		event_free(cl->ev_lease);
+	if (cl->ev_events)
+		event_free(cl->ev_events);
 	while (cl->head)
 		custody_take(cl, cl->head); /* the nodes go with their messages (teardown) */
 	for (size_t i = 0; i < cl->n_out; i++) {

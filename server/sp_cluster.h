@@ -62,6 +62,11 @@ void sp_cluster_gone(sp_conn_t *c);
 void sp_cluster_result(sp_worker_t *w, const sp_msg_t *msg, uint8_t status);
 /* End of the loop turn: the records gathered for each inbox go, one XADD per inbox. */
 void sp_cluster_flush(sp_worker_t *w);
+/* Worker 0, after a reload: the CRL file goes to the stream sp:events, from which every other
+ * relay installs it (sp_tls_install_crl: only a CRL signed by the client CA and newer than its
+ * own) and closes the connections it revokes. Worker 0 of each relay reads the stream five
+ * times a second. */
+void sp_cluster_publish_crl(sp_worker_t *w);
 /* w's tick: custody deadlines. */
 void sp_cluster_tick(sp_worker_t *w);
 

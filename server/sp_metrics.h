@@ -135,6 +135,7 @@ enum sp_metric {
 	SP_M_CLUSTER_KICKS,       /* queue kicks sent to another relay */
 	SP_M_CLUSTER_BAD_RECORDS, /* inbox records that did not parse */
 	SP_M_CLUSTER_NODES,       /* gauge: live relays, this one included (worker 0) */
+	SP_M_CLUSTER_CRLS,        /* CRLs published by another relay and installed here */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
 	SP_M_COUNT

@@ -86,9 +86,10 @@ typedef struct sp_server_config {
 #define SP_MAX_WORKERS 64
 
 /* Worker flags set by other threads (atomic), acted on at the next wake-up. */
-#define SP_WF_DRAIN  0x1u /* send GOAWAY SHUTDOWN to everyone and finish */
-#define SP_WF_RELOAD 0x2u /* the TLS context changed: close revoked connections */
-#define SP_WF_STOP   0x4u /* leave the event loop now */
+#define SP_WF_DRAIN   0x1u /* send GOAWAY SHUTDOWN to everyone and finish */
+#define SP_WF_RELOAD  0x2u /* the TLS context changed: close revoked connections */
+#define SP_WF_STOP    0x4u /* leave the event loop now */
+#define SP_WF_PUBLISH 0x8u /* worker 0, cluster: the CRL file was reloaded; tell the others */
 
 struct sp_server {
 	sp_server_config_t cfg;

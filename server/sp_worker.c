@@ -235,6 +235,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	}
 	if (flags & SP_WF_RELOAD)
 		close_revoked(w);
+	if ((flags & SP_WF_PUBLISH) && w->id == 0)
+		sp_cluster_publish_crl(w);
 	if (flags & SP_WF_DRAIN)
 		start_drain(w);
 	drain_inbox(w);
