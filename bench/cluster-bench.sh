@@ -9,7 +9,7 @@ RUNS=${2:-3}
 W=$(mktemp -d /tmp/sp-cbench.XXXXXX)
 B=$BUILD/bench/sealpush-bench
 CA=$W/ca
-P1=47443 P2=47453
+P1=${P1:-48443} P2=${P2:-48453}
 trap 'kill $D1 $D2 2>/dev/null; wait 2>/dev/null; [ -z "${REDIS_URL:-}" ] && redis-cli -s $W/sock shutdown nosave >/dev/null 2>&1; rm -rf $W' EXIT
 $BUILD/tools/sealpush-ca init $CA >/dev/null && $BUILD/tools/sealpush-ca server $CA --name localhost --ip 127.0.0.1 >/dev/null
 if [ -z "${REDIS_URL:-}" ]; then
@@ -28,6 +28,7 @@ relay $P1 $W/d1.log; D1=$!
 relay $P2 $W/d2.log; D2=$!
 for i in $(seq 100); do grep -q event=ready $W/d1.log && grep -q event=ready $W/d2.log && break; sleep 0.1; done
 sleep 2 # the leases: each relay sees the other
+kill -0 $D1 $D2 || { cat $W/d1.log $W/d2.log; exit 1; }
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; print(eval(sys.argv[2]))' "$@"; }
 O="--ca-dir $CA --json --quiet"
 for run in $(seq $RUNS); do
@@ -35,7 +36,8 @@ for run in $(seq $RUNS); do
     S="--server 127.0.0.1:$P1"; [ $mode = cross ] && S="$S --server 127.0.0.1:$P2"
     $B throughput $S $O --pairs 100 --duration 6 --warmup 2 > $W/t.json 2>$W/t.err || { cat $W/t.err; continue; }
     $B throughput $S $O --pairs 100 --duration 6 --warmup 1 --rate 10000 > $W/l.json 2>$W/l.err || { cat $W/l.err; continue; }
-    echo "run=$run mode=$mode closed_loop_per_s=$(jget $W/t.json 'round(r["deliveries_per_s"])') " \
-         "open_10k_p50_ms=$(jget $W/l.json 'r["latency_ms"]["p50"]') p99_ms=$(jget $W/l.json 'r["latency_ms"]["p99"]')"
+    [ -n "${SHOW_JSON:-}" ] && cat $W/t.json $W/l.json
+    echo "run=$run mode=$mode closed_loop_per_s=$(jget $W/t.json 'round(r["delivered_per_s"])') " \
+         "open_10k_p50_ms=$(jget $W/l.json 'r["latency"]["p50"]') p99_ms=$(jget $W/l.json 'r["latency"]["p99"]')"
   done
 done
