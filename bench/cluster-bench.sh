@@ -10,7 +10,9 @@ W=$(mktemp -d /tmp/sp-cbench.XXXXXX)
 B=$BUILD/bench/sealpush-bench
 CA=$W/ca
 P1=${P1:-48443} P2=${P2:-48453}
-trap 'kill $D1 $D2 2>/dev/null; wait 2>/dev/null; [ -z "${REDIS_URL:-}" ] && redis-cli -s $W/sock shutdown nosave >/dev/null 2>&1; rm -rf $W' EXIT
+cleanup() { kill $D1 $D2 2>/dev/null; wait 2>/dev/null; [ -z "${REDIS_URL:-}" ] && redis-cli -s $W/sock shutdown nosave >/dev/null 2>&1; rm -rf $W; }
+trap cleanup EXIT
+trap "exit 1" INT TERM
 $BUILD/tools/sealpush-ca init $CA >/dev/null && $BUILD/tools/sealpush-ca server $CA --name localhost --ip 127.0.0.1 >/dev/null
 if [ -z "${REDIS_URL:-}" ]; then
   redis-server --port 0 --unixsocket $W/sock --save '' --appendonly no --daemonize yes --pidfile $W/rpid --logfile $W/rlog --dir $W
