@@ -467,7 +467,8 @@ void sp_cluster_flush(sp_worker_t *w)
 		if (x) {
 			x->w = w;
 			x->n = o->n_fwds;
-			memcpy(x->fwds, o->fwds, o->n_fwds * sizeof(uint64_t));
+			if (o->n_fwds)
+				memcpy(x->fwds, o->fwds, o->n_fwds * sizeof(uint64_t));
 			command(w, w->store, key, klen, 9, argv, lens, on_xadd, x);
 		} else {
 			for (size_t k = 0; k < o->n_fwds; k++) {
