@@ -58,6 +58,8 @@ typedef struct sb_opts {
 	uint16_t port;
 	struct sockaddr_storage addr; /* --server, resolved once */
 	socklen_t addr_len;
+	struct sockaddr_storage raddr; /* a second --server: where receivers connect (cluster) */
+	socklen_t raddr_len;           /* 0: receivers use addr too */
 	bool host_is_ip;
 	const char *ca_dir;
 	const char *ca_tool;

@@ -108,9 +108,15 @@ int sb_conn_start(sb_conn_t *c)
 	c->starting = true;
 	t->starting++;
 	c->t_start = sb_now_ns();
-	rc = sp_ctransport_socket(&c->tr, o->addr.ss_family);
-	if (rc == 0)
-		rc = sp_ctransport_connect(&c->tr, (const struct sockaddr *)&o->addr, o->addr_len);
+	{
+		bool far = !c->sender && o->raddr_len;
+		const struct sockaddr_storage *a = far ? &o->raddr : &o->addr;
+
+		rc = sp_ctransport_socket(&c->tr, a->ss_family);
+		if (rc == 0)
+			rc = sp_ctransport_connect(&c->tr, (const struct sockaddr *)a,
+			                           far ? o->raddr_len : o->addr_len);
+	}
 	if (rc < 0) {
 		conn_fail(c, strerror(-rc));
 		return -1;

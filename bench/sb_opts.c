@@ -56,7 +56,10 @@ void sb_opts_usage(FILE *f)
 	        "              --hello), close, again; handshakes/s and handshake latency\n"
 	        "\n"
 	        "Options:\n"
-	        "  --server HOST:PORT   relay address (default 127.0.0.1:7443)\n"
+	        "  --server HOST:PORT   relay address (default 127.0.0.1:7443); given twice, "
+	        "senders\n"
+	        "                       use the first and receivers the second (relays of a\n"
+	        "                       cluster: every message crosses nodes)\n"
 	        "  --ca-dir DIR         sealpush-ca directory: ca.crt verifies the relay, and\n"
 	        "                       bench-sN / bench-rN device identities live (or are made) "
 	        "here\n"
@@ -279,7 +282,25 @@ int sb_opts_parse(sb_opts_t *o, int argc, char **argv)
 		}
 		switch (ch) {
 		case O_SERVER:
-			bad |= parse_server(o, optarg);
+			if (server_set && !o->raddr_len) {
+				/* a second --server: the receivers' relay (cross-node through a
+				 * cluster); the first stays the senders' */
+				struct sockaddr_storage a = o->addr;
+				socklen_t al = o->addr_len;
+				const char *h = o->host;
+				uint16_t p = o->port;
+
+				bad |= parse_server(o, optarg);
+				o->raddr = o->addr;
+				o->raddr_len = o->addr_len;
+				free((char *)o->host);
+				o->addr = a;
+				o->addr_len = al;
+				o->host = h;
+				o->port = p;
+			} else {
+				bad |= server_set || parse_server(o, optarg);
+			}
 			server_set = true;
 			break;
 		case O_CA_DIR:

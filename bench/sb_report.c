@@ -131,6 +131,9 @@ static json_t *params_json(const sb_run_t *r)
 	                      "tls_ciphersuites", o->tls_ciphersuites, "tls_groups", o->tls_groups);
 	json_int_t ids = r->n_recv_ids;
 
+	if (p && o->raddr_len)
+		json_object_set_new(p, "receivers_on_second_server", json_true());
+
 	switch (o->scenario) {
 	case SB_QUEUE:
 		sb_json_merge(p,

@@ -198,8 +198,12 @@ enum { SP_CLIENT_RESEND_RETRY = 0, SP_CLIENT_RESEND_FAIL = 1 };
  * Configuration. Zero means "the default" for every number, so a zero-initialised struct with
  * the four strings set is a working configuration. Strings are copied by sp_client_new().
  */
+#define SP_CLIENT_MAX_SERVERS 8
+
 typedef struct sp_client_config {
-	const char *server;          /* "HOST:PORT", "[v6]:PORT" (required) */
+	const char *server;          /* "HOST:PORT", "[v6]:PORT" (required); or several relays of
+	                                one cluster, "HOST:PORT,HOST:PORT" (at most
+	                                SP_CLIENT_MAX_SERVERS): each new attempt takes the next */
 	const char *ca_file;         /* PEM CA the relay's certificate must chain to (required) */
 	const char *cert_file;       /* PEM device certificate (chain) (required) */
 	const char *key_file;        /* PEM private key of the certificate (required) */

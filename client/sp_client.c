@@ -115,6 +115,8 @@ struct sp_client {
 	sp_client_callbacks_t cb;
 
 	/* configuration */
+	char *servers;                  /* the configured list, "HOST:PORT[,HOST:PORT...]" */
+	unsigned n_servers, cur_server; /* relays in it; the one in host/port now */
 	char host[256];
 	char *server_name;
 	char *agent;
@@ -1154,8 +1156,14 @@ static void dns_cb(int result, struct evutil_addrinfo *res, void *arg)
 	leave(c);
 }
 
+static int select_server(sp_client_t *c, unsigned i);
+
 static void conn_begin(sp_client_t *c)
 {
+	/* Several relays (a cluster): every attempt after the first goes to the next one, so a
+	 * relay that drains (GOAWAY SHUTDOWN) or is gone sends the device to the others. */
+	if (c->n_servers > 1 && c->st.connects > 0)
+		select_server(c, (c->cur_server + 1) % c->n_servers);
 	c->state = c->closing ? SP_CLIENT_CLOSING : SP_CLIENT_CONNECTING;
 	c->st.connects++;
 	c->conn_deadline = now_ms() + c->connect_ms;
@@ -1389,12 +1397,50 @@ out:
 	return r;
 }
 
+/* Makes relay i of the configured list the one to connect to (host, port, ip_addr). */
+static int select_server(sp_client_t *c, unsigned i)
+{
+	const char *p = c->servers, *end;
+	char one[300];
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&c->ip_addr;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&c->ip_addr;
+
+	for (unsigned k = 0; k < i && p; k++) {
+		p = strchr(p, ',');
+		p = p ? p + 1 : NULL;
+	}
+	if (!p)
+		return -1;
+	end = strchr(p, ',');
+	if (!end)
+		end = p + strlen(p);
+	if ((size_t)(end - p) >= sizeof(one))
+		return -1;
+	memcpy(one, p, (size_t)(end - p));
+	one[end - p] = 0;
+	if (sp_parse_hostport(one, c->host, sizeof(c->host), &c->port) < 0)
+		return -1;
+	c->cur_server = i;
+	c->host_is_ip = false;
+	memset(&c->ip_addr, 0, sizeof(c->ip_addr));
+	if (inet_pton(AF_INET, c->host, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons(c->port);
+		c->ip_addr_len = sizeof(*v4);
+		c->host_is_ip = true;
+	} else if (inet_pton(AF_INET6, c->host, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons(c->port);
+		c->ip_addr_len = sizeof(*v6);
+		c->host_is_ip = true;
+	}
+	return 0;
+}
+
 int sp_client_new(struct event_base *base, const sp_client_config_t *cfg,
                   const sp_client_callbacks_t *cb, sp_client_t **out, char *err, size_t errlen)
 {
 	sp_client_t *c;
-	struct sockaddr_in *v4;
-	struct sockaddr_in6 *v6;
 	char agent[SP_AGENT_MAX + 1];
 	int r;
 
@@ -1417,23 +1463,21 @@ int sp_client_new(struct event_base *base, const sp_client_config_t *cfg,
 	if (cb != NULL)
 		c->cb = *cb;
 	r = -EINVAL;
-	if (sp_parse_hostport(cfg->server, c->host, sizeof(c->host), &c->port) < 0) {
-		seterr(err, errlen, "bad server address %s (want HOST:PORT or [IPv6]:PORT)",
-		       cfg->server);
+	c->servers = strdup(cfg->server);
+	if (c->servers == NULL) {
+		r = -ENOMEM;
 		goto fail;
 	}
-	v4 = (struct sockaddr_in *)&c->ip_addr;
-	v6 = (struct sockaddr_in6 *)&c->ip_addr;
-	if (inet_pton(AF_INET, c->host, &v4->sin_addr) == 1) {
-		v4->sin_family = AF_INET;
-		v4->sin_port = htons(c->port);
-		c->ip_addr_len = sizeof(*v4);
-		c->host_is_ip = true;
-	} else if (inet_pton(AF_INET6, c->host, &v6->sin6_addr) == 1) {
-		v6->sin6_family = AF_INET6;
-		v6->sin6_port = htons(c->port);
-		c->ip_addr_len = sizeof(*v6);
-		c->host_is_ip = true;
+	for (const char *p = c->servers; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+		c->n_servers++;
+	for (unsigned i = c->n_servers; i-- > 0;) {
+		if (c->n_servers > SP_CLIENT_MAX_SERVERS || select_server(c, i) < 0) {
+			seterr(err, errlen,
+			       "bad server address %s (want HOST:PORT or [IPv6]:PORT, at most %d "
+			       "separated by commas)",
+			       cfg->server, SP_CLIENT_MAX_SERVERS);
+			goto fail;
+		}
 	}
 	c->send_only = cfg->send_only;
 	c->no_reconnect = cfg->no_reconnect;
@@ -1636,6 +1680,7 @@ static void destroy(sp_client_t *c)
 	free(c->dedup);
 	free(c->agent);
 	free(c->server_name);
+	free(c->servers);
 	free(c);
 }
 

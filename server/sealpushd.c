@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <event2/event.h>
+#include <openssl/rand.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -92,6 +93,12 @@ static const sp_option_t options[] = {
         SP_OPTION_STRING(C, tls_groups, "",
                          "TLS key-exchange groups, OpenSSL syntax; empty = " SP_TLS_GROUPS_DEFAULT),
         SP_OPTION_INT(C, backlog, 1024, 1, 65535, "listen backlog per worker"),
+        SP_OPTION_BOOL(C, cluster, false,
+                       "several relays share this Redis (or Redis Cluster): presence, "
+                       "forwarding between nodes, takeovers"),
+        SP_OPTION_DURATION(C, cluster_lease, 3000, 300, 600000,
+                           "a node whose lease is not renewed for this long counts as dead"),
+        SP_OPTION_STRING(C, node_name, "", "this node's name in the node table; empty = host name"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(
@@ -176,6 +183,19 @@ static int check_config(sp_server_t *srv, char *err, size_t errlen)
 		         "(%lld, %lld, %lld)",
 		         (long long)cfg->keepalive_min, (long long)cfg->keepalive,
 		         (long long)cfg->keepalive_max);
+		return -1;
+	}
+	if (cfg->cluster && (!cfg->redis || !cfg->redis[0])) {
+		snprintf(err, errlen,
+		         "key \"cluster\": the nodes of a cluster share a Redis; "
+		         "\"redis\" must be set");
+		return -1;
+	}
+	if (cfg->cluster && cfg->cluster_lease < 3 * cfg->store_timeout / 2) {
+		snprintf(err, errlen,
+		         "key \"cluster_lease\" (%lld ms) must be at least 1.5 times "
+		         "\"store_timeout\" (%lld ms), or a slow Redis ends every lease",
+		         (long long)cfg->cluster_lease, (long long)cfg->store_timeout);
 		return -1;
 	}
 	if (resolve_listen(srv, err, errlen) < 0)
@@ -289,7 +309,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	}
 	sp_metric_inc(&srv->metrics, SP_M_RELOADS_OK);
 	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->cfg.crl && srv->cfg.crl[0] ? "yes" : "no");
-	sp_workers_signal(srv, SP_WF_RELOAD);
+	sp_workers_signal(srv, SP_WF_RELOAD | (srv->cfg.cluster ? SP_WF_PUBLISH : 0));
 }
 
 int main(int argc, char **argv)
@@ -340,6 +360,17 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_REALTIME, &now);
 	srv.started_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 	sp_registry_init(&srv.registry);
+	if (RAND_bytes((unsigned char *)&srv.incarnation, sizeof(srv.incarnation)) != 1) {
+		fprintf(stderr, "sealpushd: no randomness for the incarnation\n");
+		goto out_registry;
+	}
+	if (srv.cfg.node_name && srv.cfg.node_name[0])
+		snprintf(srv.node_name, sizeof(srv.node_name), "%s", srv.cfg.node_name);
+	else if (gethostname(srv.node_name, sizeof(srv.node_name) - 1) < 0)
+		strcpy(srv.node_name, "unknown");
+	for (char *p = srv.node_name; *p; p++)
+		if (*p <= ' ' || *p > '~')
+			*p = '_';
 	ms.base = event_base_new();
 	if (!ms.base) {
 		fprintf(stderr, "sealpushd: cannot create the event base\n");
@@ -363,11 +394,12 @@ int main(int argc, char **argv)
 	}
 	SP_LOG(SP_LOG_INFO, "ready",
 	       "version=%s listen=%s workers=%d admin=%s redis=%s crl=%s "
-	       "max_connections=%lld",
+	       "max_connections=%lld cluster=%s incarnation=%016llx node=%s",
 	       SP_VERSION, srv.cfg.listen, srv.n_workers,
 	       srv.cfg.admin_listen ? srv.cfg.admin_listen : "off",
 	       srv.cfg.redis && srv.cfg.redis[0] ? srv.cfg.redis : "none",
-	       srv.cfg.crl ? srv.cfg.crl : "none", (long long)srv.cfg.max_connections);
+	       srv.cfg.crl ? srv.cfg.crl : "none", (long long)srv.cfg.max_connections,
+	       srv.cfg.cluster ? "on" : "off", (unsigned long long)srv.incarnation, srv.node_name);
 	event_base_dispatch(ms.base);
 	status = 0;
 out_workers:

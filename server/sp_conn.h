@@ -59,9 +59,10 @@ struct sp_conn {
 	uint8_t serial[20]; /* the client certificate's serial, for revocation checks */
 	uint16_t errors;    /* non-fatal errors so far */
 	uint16_t window;
-	uint16_t keepalive; /* seconds */
-	uint64_t t_state;   /* when the current state began (ms) */
-	uint64_t t_rx;      /* last frame received (ms) */
+	uint16_t keepalive;    /* seconds */
+	uint64_t t_state;      /* when the current state began (ms) */
+	uint64_t t_rx;         /* last frame received (ms) */
+	uint64_t presence_due; /* cluster: when its presence is written again (ms), or 0 */
 	uint8_t token[32];
 
 	/* Deliveries to this device: in flight (sent, not ACKed; oldest first) and pending. */

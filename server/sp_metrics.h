@@ -122,9 +122,20 @@ enum sp_metric {
 	SP_M_QUEUE_BYTES_SUM,     /* ... and the bytes */
 	SP_M_STORE, /* the store's own counters (sp_store_counters_t), copied by the tick */
 	SP_M_STORE_LAST = SP_M_STORE + 11,
-	SP_M_STORE_UP,      /* gauge: 1 while the worker's store is connected */
-	SP_M_HANDOFFS,      /* handshakes whose session moved to the relay's record layer */
-	SP_M_RECORD_ERRORS, /* connections ended by a bad record (after the hand-off) */
+	SP_M_STORE_UP,            /* gauge: 1 while the worker's store is connected */
+	SP_M_HANDOFFS,            /* handshakes whose session moved to the relay's record layer */
+	SP_M_RECORD_ERRORS,       /* connections ended by a bad record (after the hand-off) */
+	SP_M_CLUSTER_LOOKUPS,     /* presence reads for devices not on this relay */
+	SP_M_CLUSTER_FORWARDED,   /* messages forwarded to the relay their device is on */
+	SP_M_CLUSTER_RECEIVED,    /* messages forwarded here by another relay */
+	SP_M_CLUSTER_RESULTS,     /* answers to our forwards */
+	SP_M_CLUSTER_FALLBACKS,   /* forwards that got no answer (lease ended, timeout, XADD
+	                           * failed) and took the offline path here */
+	SP_M_CLUSTER_TAKEOVERS,   /* devices taken over from a connection on another relay */
+	SP_M_CLUSTER_KICKS,       /* queue kicks sent to another relay */
+	SP_M_CLUSTER_BAD_RECORDS, /* inbox records that did not parse */
+	SP_M_CLUSTER_NODES,       /* gauge: live relays, this one included (worker 0) */
+	SP_M_CLUSTER_CRLS,        /* CRLs published by another relay and installed here */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
 	SP_M_COUNT

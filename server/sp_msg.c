@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sp_cluster.h"
 #include "sp_conn.h"
 #include "sp_msg.h"
 #include "sp_session.h"
@@ -12,7 +13,8 @@
 /* Message blocks come from the worker's pool: only the owner allocates and frees them. */
 sp_msg_t *sp_msg_new(sp_worker_t *w, uint32_t n, uint32_t blob_len)
 {
-	size_t size = sizeof(sp_msg_t) + n * sizeof(sp_node_t) + (size_t)n * SP_TOKEN_LEN + blob_len;
+	size_t size =
+	        sizeof(sp_msg_t) + n * sizeof(sp_node_t) + (size_t)n * SP_TOKEN_LEN + blob_len;
 	unsigned cls = 0;
 	sp_msg_t *msg;
 
@@ -113,6 +115,13 @@ void sp_msg_result(sp_worker_t *w, sp_node_t *n)
 	sp_msg_t *msg = n->msg;
 	sp_conn_t *s = sp_worker_conn(w, msg->sender);
 
+	if (msg->fwd) {
+		/* forwarded by another relay: the status goes back there, no SEND_RESULT here */
+		sp_cluster_result(w, msg, n->status);
+		if (--msg->unanswered == 0)
+			sp_msg_free(w, msg);
+		return;
+	}
 	sp_metric_inc(&w->metrics, SP_M_SEND_RESULTS + sp_metric_status_index(n->status));
 	if (s && s->state < SP_CS_CLOSING) {
 		if (w->batch_msg != msg) {

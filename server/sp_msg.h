@@ -58,7 +58,11 @@ struct sp_msg {
 	uint8_t stored;     /* read from the device's queue: its ACK removes it from Redis, and
 	                     * there is no sender to answer */
 	uint8_t collapse_len;
+	uint8_t fwd;        /* forwarded by another relay: its status goes back there */
+	uint8_t fwd_worker; /* ... to that relay's worker */
 	uint8_t collapse[SP_COLLAPSE_MAX];
+	uint64_t fwd_inc; /* ... of that incarnation */
+	uint64_t fwd_id;  /* ... under this id (sp_cluster.c) */
 	sp_node_t *nodes;
 	uint8_t *recipients;
 	uint8_t *blob;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "sp_cluster.h"
 #include "sp_delivery.h"
 #include "sp_identity.h"
 #include "sp_log.h"
@@ -38,21 +39,23 @@ static void push_control(sp_worker_t *w, enum sp_node_kind kind, sp_connref_t re
 	sp_worker_push(&w->srv->workers[SP_CONNREF_WORKER(ref)], n);
 }
 
-/* Something was queued for token: if its device is connected, it should read its queue. */
-static void kick_token(sp_worker_t *w, const uint8_t *token)
+/* Something was queued for token: if its device is connected, it should read its queue.
+ * Returns whether it is connected to this relay. */
+static bool kick_token(sp_worker_t *w, const uint8_t *token)
 {
 	sp_connref_t ref = sp_registry_get(&w->srv->registry, token);
 
 	if (!ref)
-		return;
+		return false;
 	if (SP_CONNREF_WORKER(ref) == (unsigned)w->id) {
 		sp_conn_t *c = sp_worker_conn(w, ref);
 
 		if (c)
 			sp_delivery_kick(c);
-		return;
+		return true;
 	}
 	push_control(w, SP_NODE_KICK, ref);
+	return true;
 }
 
 static void on_enqueued(int st, uint64_t seq, void *arg)
@@ -64,8 +67,10 @@ static void on_enqueued(int st, uint64_t seq, void *arg)
 	if (atomic_load(&w->srv->stopping))
 		return;
 	w->now = sp_now_ms();
-	if (st == SP_STORE_STORED)
-		kick_token(w, sp_node_token(n));
+	/* In a cluster, a device that connected to another node meanwhile is told there (its
+	 * presence was written before its first queue read, in the same slot: CLUSTER.md). */
+	if (st == SP_STORE_STORED && !kick_token(w, sp_node_token(n)) && w->cl)
+		sp_cluster_queued(w, sp_node_token(n));
 	sp_node_finish(w, n, status_of_store(st));
 	sp_worker_after(w);
 }
@@ -118,6 +123,10 @@ void sp_route(sp_worker_t *w, sp_node_t *n)
 		sp_worker_push(&srv->workers[SP_CONNREF_WORKER(ref)], n);
 		return;
 	}
+	if (w->cl && !ref && !n->msg->stored && !n->msg->fwd) {
+		sp_cluster_route(w, n); /* perhaps on another relay */
+		return;
+	}
 	sp_route_offline(w, n);
 }
 
@@ -154,6 +163,8 @@ int sp_router_register(sp_conn_t *c)
 	}
 	c->flags |= SP_CF_REGISTERED;
 	sp_metric_inc(&w->metrics, SP_M_DEVICES);
+	if (w->cl)
+		sp_cluster_ready(c); /* before its first queue read: same slot, so in order */
 	if (!old)
 		return 0;
 	if (SP_CONNREF_WORKER(old) == (unsigned)w->id) {
@@ -178,6 +189,21 @@ void sp_router_unregister(sp_conn_t *c)
 	sp_tokmap_del(&w->local, c->token, (uintptr_t)c);
 	sp_registry_del(&w->srv->registry, c->token, sp_conn_ref(c));
 	unregistered(c);
+	if (w->cl)
+		sp_cluster_gone(c);
+}
+
+void sp_router_replace_remote(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+
+	if (c->flags & SP_CF_REGISTERED) {
+		/* The presence names the new connection already: only this relay forgets c. */
+		sp_tokmap_del(&w->local, c->token, (uintptr_t)c);
+		sp_registry_del(&w->srv->registry, c->token, sp_conn_ref(c));
+		unregistered(c);
+	}
+	replace_conn(c);
 }
 
 void sp_router_inbox(sp_worker_t *w, sp_node_t *n)
@@ -200,7 +226,8 @@ void sp_router_inbox(sp_worker_t *w, sp_node_t *n)
 		c = sp_worker_conn(w, n->ref);
 		if (c) {
 			if (c->flags & SP_CF_REGISTERED) {
-				/* The registry names the new connection: drop only our own entry. */
+				/* The registry names the new connection: drop only our own entry.
+				 */
 				sp_tokmap_del(&w->local, c->token, (uintptr_t)c);
 				unregistered(c);
 			}

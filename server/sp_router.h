@@ -33,5 +33,8 @@ void sp_router_inbox(sp_worker_t *w, sp_node_t *n);
 int sp_router_register(sp_conn_t *c);
 /* Unregisters c if it is registered (and still the token's connection); no-op otherwise. */
 void sp_router_unregister(sp_conn_t *c);
+/* The device of c connected to another relay (sp_cluster.h): c is unregistered here and gets
+ * GOAWAY replaced; what it had not acknowledged is routed again, to the new relay. */
+void sp_router_replace_remote(sp_conn_t *c);
 
 #endif

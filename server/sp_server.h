@@ -75,6 +75,9 @@ typedef struct sp_server_config {
 	char *tls_groups;          /* key-exchange groups (OpenSSL syntax); "" = the default */
 	int64_t tls_session_cache; /* > 0: stateful TLS 1.3 tickets, this many sessions cached */
 	int64_t backlog;
+	bool cluster;          /* other relays share this Redis (sp_cluster.h) */
+	int64_t cluster_lease; /* ms a node's lease lasts */
+	char *node_name;       /* shown in the node table; "" = the host name */
 	bool help;
 	bool version;
 	bool check_config;
@@ -83,9 +86,10 @@ typedef struct sp_server_config {
 #define SP_MAX_WORKERS 64
 
 /* Worker flags set by other threads (atomic), acted on at the next wake-up. */
-#define SP_WF_DRAIN  0x1u /* send GOAWAY SHUTDOWN to everyone and finish */
-#define SP_WF_RELOAD 0x2u /* the TLS context changed: close revoked connections */
-#define SP_WF_STOP   0x4u /* leave the event loop now */
+#define SP_WF_DRAIN   0x1u /* send GOAWAY SHUTDOWN to everyone and finish */
+#define SP_WF_RELOAD  0x2u /* the TLS context changed: close revoked connections */
+#define SP_WF_STOP    0x4u /* leave the event loop now */
+#define SP_WF_PUBLISH 0x8u /* worker 0, cluster: the CRL file was reloaded; tell the others */
 
 struct sp_server {
 	sp_server_config_t cfg;
@@ -94,6 +98,8 @@ struct sp_server {
 	int n_threads; /* worker threads running (joined at exit) */
 	sp_worker_t *workers;
 	sp_registry_t registry;
+	uint64_t incarnation; /* random, drawn at start: this process's name in the cluster */
+	char node_name[256];
 
 	sp_tls_server_t *tls; /* TLS context and CRL (sp_tls.h) */
 

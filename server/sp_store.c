@@ -315,12 +315,13 @@ enum {
 	KIND_RANGE = KIND_COUNT, /* fetch: ZRANGEBYSCORE q */
 	KIND_RECORDS,            /* fetch: HMGET m */
 	KIND_SEQ,                /* fetch: HGET s seq, after an empty range */
+	KIND_COMMAND,            /* sp_store_command: any command, the reply to its caller */
 	KIND_ALL
 };
 
 static const char *const script_src[KIND_COUNT] = {lua_enqueue, lua_purge, lua_ack, lua_depth};
 static const char *const kind_name[KIND_ALL] = {"enqueue", "purge",   "ack", "depth",
-                                                "range",   "records", "seq"};
+                                                "range",   "records", "seq", "command"};
 
 /* ---- types ------------------------------------------------------------------------------- */
 
@@ -388,6 +389,7 @@ struct req {
 		sp_store_fetch_cb fetch;
 		sp_store_ack_cb ack;
 		sp_store_depth_cb depth;
+		sp_store_command_cb command;
 	} cb;
 	void *arg;
 	struct tok *tok;  /* enqueue: its token's state */
@@ -640,6 +642,9 @@ static void req_finish(sp_store_t *s, struct req *q, int status)
 		break;
 	case KIND_DEPTH:
 		q->cb.depth(status, 0, 0, q->arg);
+		break;
+	case KIND_COMMAND:
+		q->cb.command(status, NULL, q->arg);
 		break;
 	default:
 		break;
@@ -1162,6 +1167,15 @@ static void got_depth(sp_store_t *s, struct req *q, redisReply *reply)
 	free(q);
 }
 
+static void got_command(sp_store_t *s, struct req *q, int status, const redisReply *reply)
+{
+	count_status(s, status);
+	s->in_cb++;
+	q->cb.command(status, reply, q->arg);
+	s->in_cb--;
+	free(q);
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
 	struct req *q = priv;
@@ -1188,6 +1202,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 		}
 		if (transient_error(reply)) {
 			req_finish(s, q, SP_STORE_UNAVAILABLE);
+		} else if (q->kind == KIND_COMMAND) {
+			got_command(s, q, SP_STORE_ERROR, reply);
 		} else {
 			char quoted[SP_LOG_QUOTE_SIZE(200)];
 
@@ -1219,6 +1235,9 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 		break;
 	case KIND_RECORDS:
 		got_records(s, q, reply);
+		break;
+	case KIND_COMMAND:
+		got_command(s, q, SP_STORE_OK, reply);
 		break;
 	default:
 		got_seq(s, q, reply);
@@ -1700,6 +1719,31 @@ int sp_store_depth(sp_store_t *s, const uint8_t token[32], sp_store_depth_cb cb,
 		return -ENOMEM;
 	q->cb.depth = cb;
 	q->arg = arg;
+	return req_submit(s, q);
+}
+
+int sp_store_command(sp_store_t *s, const char *key, size_t key_len, int argc,
+                     const char *const *argv, const size_t *argvlen, sp_store_command_cb cb,
+                     void *arg)
+{
+	struct req_builder b;
+	struct req *q;
+	size_t data = 0;
+
+	if (!s || !key || !cb || argc < 1 || argc > SP_STORE_MAX_ARGS || !argv || !argvlen)
+		return -EINVAL;
+	if (s->closing)
+		return -ESHUTDOWN;
+	for (int i = 0; i < argc; i++)
+		data += argvlen[i];
+	q = req_new_plain(s, KIND_COMMAND, (size_t)argc, data, &b);
+	if (!q)
+		return -ENOMEM;
+	q->cb.command = cb;
+	q->arg = arg;
+	q->slot = sp_rc_keyslot(key, key_len);
+	for (int i = 0; i < argc; i++)
+		req_arg(&b, argv[i], argvlen[i]);
 	return req_submit(s, q);
 }
 

@@ -153,6 +153,23 @@ int sp_store_ack(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16
 /* The number of messages and record bytes queued for `token`. Returns as sp_store_enqueue. */
 int sp_store_depth(sp_store_t *s, const uint8_t token[32], sp_store_depth_cb cb, void *arg);
 
+/*
+ * Any other command, for the modules that keep their own keys in the same Redis (the cluster
+ * layer: sp_cluster.h). `key` is the key the command touches (its slot picks the master on
+ * Redis Cluster; every key of one command must share that slot). The arguments are copied.
+ * cb gets SP_STORE_OK and the reply, SP_STORE_ERROR and Redis's error reply, or
+ * SP_STORE_UNAVAILABLE (down, timed out, a transient error such as TRYAGAIN) and NULL; the
+ * reply is valid during the callback only. Commands share the pipeline with everything else,
+ * in call order; a blocking command (XREAD BLOCK) needs a store of its own, and its block
+ * time must stay under timeout_ms. Returns as sp_store_enqueue.
+ */
+#define SP_STORE_MAX_ARGS 64
+struct redisReply;
+typedef void (*sp_store_command_cb)(int status, const struct redisReply *reply, void *arg);
+int sp_store_command(sp_store_t *s, const char *key, size_t key_len, int argc,
+                     const char *const *argv, const size_t *argvlen, sp_store_command_cb cb,
+                     void *arg);
+
 /* ---- records ------------------------------------------------------------------------------
  * version u8 (1) | expires_ms u64 big-endian | priority u8 | collapse_len u8 | collapse | blob
  */

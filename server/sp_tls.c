@@ -239,9 +239,10 @@ static int check_crl(X509_STORE *store, X509_CRL *crl, const char *file, char *e
 	return 0;
 }
 
-/* Builds a server TLS context from the configured files. Returns 0 or -1 with err set. */
-static int tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **out_crl, char *err,
-                     size_t errlen)
+/* Builds a server TLS context from the configured files, or with the CRL `given` (taken over
+ * on success) instead of the file's. Returns 0 or -1 with err set. */
+static int tls_build(const sp_server_config_t *cfg, X509_CRL *given, SSL_CTX **out,
+                     X509_CRL **out_crl, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	STACK_OF(X509_NAME) *names = NULL;
@@ -307,9 +308,11 @@ static int tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **ou
 	SSL_CTX_set_verify_depth(ctx, 2);
 
 	store = SSL_CTX_get_cert_store(ctx);
-	if (cfg->crl && cfg->crl[0]) {
-		crl = load_crl(cfg->crl, err, errlen);
-		if (!crl || check_crl(store, crl, cfg->crl, err, errlen) < 0)
+	if (given || (cfg->crl && cfg->crl[0])) {
+		crl = given ? given : load_crl(cfg->crl, err, errlen);
+		given = NULL;
+		if (!crl || check_crl(store, crl, cfg->crl ? cfg->crl : "(from the cluster)", err,
+		                      errlen) < 0)
 			goto fail;
 		if (X509_STORE_add_crl(store, crl) != 1) {
 			ssl_errors(err, errlen, "cannot use CRL", cfg->crl);
@@ -325,6 +328,7 @@ static int tls_build(const sp_server_config_t *cfg, SSL_CTX **out, X509_CRL **ou
 	*out_crl = crl;
 	return 0;
 fail:
+	X509_CRL_free(given);
 	X509_CRL_free(crl);
 	SSL_CTX_free(ctx);
 	return -1;
@@ -611,7 +615,7 @@ int sp_tls_start(sp_server_t *srv, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (tls_build(&srv->cfg, &tls->ctx, &tls->crl, err, errlen) < 0) {
+	if (tls_build(&srv->cfg, NULL, &tls->ctx, &tls->crl, err, errlen) < 0) {
 		free(tls);
 		return -1;
 	}
@@ -639,7 +643,7 @@ int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
 	SSL_CTX *ctx, *old;
 	X509_CRL *crl, *old_crl;
 
-	if (tls_build(&srv->cfg, &ctx, &crl, err, errlen) < 0)
+	if (tls_build(&srv->cfg, NULL, &ctx, &crl, err, errlen) < 0)
 		return -1;
 	pthread_mutex_lock(&tls->lock);
 	old = tls->ctx;
@@ -650,4 +654,46 @@ int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
 	SSL_CTX_free(old);
 	X509_CRL_free(old_crl);
 	return 0;
+}
+
+int sp_tls_install_crl(sp_server_t *srv, const void *pem, size_t len, char *err, size_t errlen)
+{
+	sp_tls_server_t *tls = srv->tls;
+	BIO *b = len <= INT_MAX ? BIO_new_mem_buf(pem, (int)len) : NULL;
+	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+	SSL_CTX *ctx, *old;
+	X509_CRL *built, *old_crl;
+	bool newer;
+
+	BIO_free(b);
+	if (!crl) {
+		ERR_clear_error();
+		snprintf(err, errlen, "not a PEM CRL");
+		return -1;
+	}
+	pthread_mutex_lock(&tls->lock);
+	if (!tls->crl) {
+		newer = true;
+	} else {
+		int c = ASN1_TIME_compare(X509_CRL_get0_lastUpdate(crl),
+		                          X509_CRL_get0_lastUpdate(tls->crl));
+
+		newer = c > 0 || (c == 0 && X509_CRL_match(crl, tls->crl) != 0);
+	}
+	pthread_mutex_unlock(&tls->lock);
+	if (!newer) {
+		X509_CRL_free(crl);
+		return 0;
+	}
+	if (tls_build(&srv->cfg, crl, &ctx, &built, err, errlen) < 0)
+		return -1;
+	pthread_mutex_lock(&tls->lock);
+	old = tls->ctx;
+	old_crl = tls->crl;
+	tls->ctx = ctx;
+	tls->crl = built;
+	pthread_mutex_unlock(&tls->lock);
+	SSL_CTX_free(old);
+	X509_CRL_free(old_crl);
+	return 1;
 }

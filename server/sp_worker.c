@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sp_cluster.h"
 #include "sp_conn.h"
 #include "sp_log.h"
 #include "sp_msg.h"
@@ -135,6 +136,7 @@ static void on_after(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	w->after_pending = false;
 	sp_msg_flush_results(w);
+	sp_cluster_flush(w);
 	while (w->dirty) {
 		sp_conn_t *c = w->dirty;
 
@@ -233,6 +235,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	}
 	if (flags & SP_WF_RELOAD)
 		close_revoked(w);
+	if ((flags & SP_WF_PUBLISH) && w->id == 0)
+		sp_cluster_publish_crl(w);
 	if (flags & SP_WF_DRAIN)
 		start_drain(w);
 	drain_inbox(w);
@@ -269,6 +273,8 @@ static void tick_conn(sp_worker_t *w, sp_conn_t *c)
 			return;
 		}
 		sp_session_tick(c);
+		if (c->presence_due && w->now >= c->presence_due && (c->flags & SP_CF_REGISTERED))
+			sp_cluster_ready(c); /* renews the presence key (daily) */
 		break;
 	case SP_CS_CLOSING:
 		if (age > CLOSING_MAX_MS)
@@ -319,6 +325,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		tick_conn(w, c);
 	}
 	drain_inbox(w); /* a push that was mid-way at the last wake-up */
+	sp_cluster_tick(w);
 	store_counters(w);
 	sp_worker_after(w);
 }
@@ -435,6 +442,8 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 		w->acks = malloc(SP_STORE_MAX_ACK * sizeof(*w->acks));
 		if (!w->record || !w->acks)
 			goto nomem;
+		if (srv->cfg.cluster && sp_cluster_start(w, err, errlen) < 0)
+			return -1;
 	}
 	w->scratch = malloc(SP_WORKER_SCRATCH);
 	w->seal = malloc(SP_WORKER_SEAL);
@@ -480,6 +489,7 @@ static void worker_destroy(sp_worker_t *w)
 	sp_mpsc_node_t *q;
 
 	/* Threads are stopped: free what is left, messages last (nodes point into them). */
+	sp_cluster_free(w);
 	while (w->conns) {
 		sp_conn_t *c = w->conns;
 

@@ -22,11 +22,11 @@
 #include "sp_tokmap.h"
 #include "sp_transport.h"
 
-#define SP_WORKER_SCRATCH    65536 /* read buffer: several TLS records per read() */
-#define SP_WORKER_SEAL       (4 * (SP_RL_MAX_PLAIN + SP_RL_OVERHEAD)) /* sealed output buffer */
-#define SP_POOL_CLASSES      9                                        /* 256 B .. 64 KiB */
-#define SP_POOL_MIN_SHIFT    8
-#define SP_POOL_MAX_BYTES    ((size_t)4 << 20)
+#define SP_WORKER_SCRATCH 65536 /* read buffer: several TLS records per read() */
+#define SP_WORKER_SEAL    (4 * (SP_RL_MAX_PLAIN + SP_RL_OVERHEAD)) /* sealed output buffer */
+#define SP_POOL_CLASSES   9                                        /* 256 B .. 64 KiB */
+#define SP_POOL_MIN_SHIFT 8
+#define SP_POOL_MAX_BYTES ((size_t)4 << 20)
 
 struct sp_worker {
 	sp_server_t *srv;
@@ -77,13 +77,14 @@ struct sp_worker {
 	uint32_t live_msgs; /* messages this worker owns that still have nodes out */
 	sp_msg_t *msgs;     /* list of them, for teardown */
 
-	sp_store_t *store;    /* the offline queue in Redis, or NULL without one */
-	uint8_t *record;      /* a record being built for the store (max_blob + header) */
-	uint8_t (*acks)[16];  /* ids of one ACK frame for the store (SP_STORE_MAX_ACK) */
-	uint8_t *scratch;     /* read buffer shared by the worker's connections */
-	uint8_t *seal;        /* record-layer output buffer shared likewise */
-	sp_rl_crypto_t *rlcx; /* AEAD context and fetched algorithms for the record layer */
-	sp_tio_env_t tio_env; /* the three above and the TLS context, for the transports */
+	sp_store_t *store;     /* the offline queue in Redis, or NULL without one */
+	struct sp_cluster *cl; /* this worker's part of the cluster (sp_cluster.h), or NULL */
+	uint8_t *record;       /* a record being built for the store (max_blob + header) */
+	uint8_t (*acks)[16];   /* ids of one ACK frame for the store (SP_STORE_MAX_ACK) */
+	uint8_t *scratch;      /* read buffer shared by the worker's connections */
+	uint8_t *seal;         /* record-layer output buffer shared likewise */
+	sp_rl_crypto_t *rlcx;  /* AEAD context and fetched algorithms for the record layer */
+	sp_tio_env_t tio_env;  /* the three above and the TLS context, for the transports */
 	sp_metrics_t metrics;
 };
 

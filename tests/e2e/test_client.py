@@ -1079,6 +1079,39 @@ def _(t):
     p.expect(r"^message id=\w+ stored=0 len=5 blob=after$")
 
 
+@test("lib: two relays of a cluster on one Redis: a device given both follows a drain of its "
+      "relay to the other; messages sent through either reach it live", timeout=60)
+def _(t):
+    cfg = {"cluster": True, "cluster_lease": "1500ms", "store_timeout": "1s"}
+    d1 = t.daemon(**cfg)
+    d2 = t.h.start_daemon(cfg, flush=False)
+    time.sleep(1.2)  # each relay's lease seen by the other
+    bob = t.dev("bob")
+    servers = "%s:%d,%s:%d" % (LOOPBACK, d1.port, LOOPBACK, d2.port)
+    args = [a if a != "%s:%d" % (LOOPBACK, d1.port) else servers
+            for a in t.idargs(d1, "bob")]
+    p = Proc([PROBE] + args + ["--backoff-min", "100", "--backoff-max", "300"], t.env(),
+             stdin=True)
+    t.cleanups.append(p.kill)
+    p.expect(r"^connected resumed=no token=" + bob.token.hex())
+    for d, text in ((d1, "via-one"), (d2, "via-two")):
+        r = t.send(d, "alice", [bob.token.hex()], "--raw", "--message", text)
+        t.expect_rc(r, EX_OK, "send through relay %d" % d.port)
+        if "DELIVERED" not in r.out:
+            fail("send through %d: %r, want DELIVERED (live, across relays)" % (d.port, r.out))
+        p.expect(r"^message id=\w+ stored=0 len=7 blob=%s$" % text)
+    d1.stop()
+    m = p.expect(r"^disconnected cause=(\w+) code=(\d+) retry=yes")
+    if m.group(1) != "goaway" or int(m.group(2)) != w.E_SHUTDOWN:
+        fail("the drain should end the connection with GOAWAY SHUTDOWN: %r" % p.lines[-1])
+    p.expect(r"^connected resumed=", timeout=20, skip=r"^disconnected ")
+    r = t.send(d2, "alice", [bob.token.hex()], "--raw", "--message", "after-1")
+    t.expect_rc(r, EX_OK, "send after the drain")
+    if "DELIVERED" not in r.out:
+        fail("send after the drain: %r" % r.out)
+    p.expect(r"^message id=\w+ stored=0 len=7 blob=after-1$")
+
+
 @test("lib: sends made while disconnected are written after the reconnect", timeout=60)
 def _(t):
     d = t.daemon()
