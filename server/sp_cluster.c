@@ -73,6 +73,7 @@ struct sp_cluster {
 	size_t inbox_len;
 	char last_id[48];
 	bool reading, closing;
+	bool leaving; /* draining: the lease is withdrawn; past the grace, the inbox is not read */
 	uint32_t block_ms;
 	uint64_t lease_ms;
 	struct event *ev_read, *ev_lease, *ev_events;
@@ -774,6 +775,8 @@ static void on_read(int st, const redisReply *r, void *arg)
 		return;
 	cl->reading = false;
 	w->now = sp_now_ms();
+	if (cl->leaving && w->now - w->drain_started > (uint64_t)w->srv->cfg.shutdown_grace)
+		return; /* what arrives now falls back at its senders: our lease is gone */
 	if (st != SP_STORE_OK) {
 		struct timeval tv = {0, RETRY_MS * 1000};
 
@@ -960,7 +963,7 @@ static void on_lease(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	w->now = sp_now_ms();
-	if (w->id == 0) {
+	if (w->id == 0 && !cl->leaving) {
 		int vlen = snprintf(val, sizeof(val), "%llu %s",
 		                    (unsigned long long)(sp_time_wall_ms() + cl->lease_ms),
 		                    w->srv->node_name);
@@ -1086,6 +1089,25 @@ static void on_events_timer(evutil_socket_t fd, short what, void *arg)
 		cl->ev_reading = false;
 }
 
+void sp_cluster_drain(sp_worker_t *w)
+{
+	sp_cluster_t *cl = w->cl;
+	char inc[SP_CLUSTER_INC_HEX + 1];
+	const char *argv[] = {"HDEL", NODES_KEY, inc};
+	size_t lens[] = {4, sizeof(NODES_KEY) - 1, SP_CLUSTER_INC_HEX};
+
+	if (!cl || cl->leaving)
+		return;
+	cl->leaving = true;
+	if (w->id != 0)
+		return;
+	/* The others count this relay as gone from their next table read: they store what they
+	 * would have forwarded, and what is in custody here falls back there. */
+	snprintf(inc, sizeof(inc), "%016" PRIx64, w->srv->incarnation);
+	sp_store_command(w->store, NODES_KEY, sizeof(NODES_KEY) - 1, 3, argv, lens, on_presence_del,
+	                 NULL);
+}
+
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
 void sp_cluster_tick(sp_worker_t *w)
@@ -1096,6 +1118,11 @@ void sp_cluster_tick(sp_worker_t *w)
 		return;
 	while (cl->head && cl->head->deadline <= w->now)
 		custody_fallback(cl, cl->head);
+	/* A drain past its grace waits for nobody: what is still out is stored here (the other
+	 * relay may deliver it too: at-least-once), so that the worker can finish. */
+	if (w->draining && w->now - w->drain_started > (uint64_t)w->srv->cfg.shutdown_grace)
+		while (cl->head)
+			custody_fallback(cl, cl->head);
 }
 
 int sp_cluster_start(sp_worker_t *w, char *err, size_t errlen)

@@ -67,6 +67,9 @@ void sp_cluster_flush(sp_worker_t *w);
  * own) and closes the connections it revokes. Worker 0 of each relay reads the stream five
  * times a second. */
 void sp_cluster_publish_crl(sp_worker_t *w);
+/* w starts draining (SIGTERM): worker 0 withdraws the relay's lease, so the others stop
+ * forwarding here; past shutdown_grace the inbox is no longer read, so nothing new arrives. */
+void sp_cluster_drain(sp_worker_t *w);
 /* w's tick: custody deadlines. */
 void sp_cluster_tick(sp_worker_t *w);
 

@@ -178,6 +178,7 @@ static void start_drain(sp_worker_t *w)
 		return;
 	w->draining = true;
 	w->drain_started = w->now;
+	sp_cluster_drain(w);
 	if (w->listener) {
 		evconnlistener_free(w->listener);
 		w->listener = NULL;
