@@ -123,17 +123,12 @@ static uint32_t get_u32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* "sp:p:{<64 hex>}", 71 bytes, no terminator needed. */
+/* "sp:p:{<64 hex>}": 71 bytes and a NUL. */
 #define PKEY_LEN 71
 static void presence_key(char out[PKEY_LEN + 1], const uint8_t token[32])
 {
-	static const char digits[] = "0123456789abcdef";
-
 	memcpy(out, "sp:p:{", 6);
-	for (int i = 0; i < 32; i++) {
-		out[6 + 2 * i] = digits[token[i] >> 4];
-		out[7 + 2 * i] = digits[token[i] & 15];
-	}
+	sp_token_hex(token, out + 6);
 	out[70] = '}';
 	out[71] = 0;
 }
@@ -492,20 +487,27 @@ void sp_cluster_flush(sp_worker_t *w)
 	}
 }
 
+/* Whether a presence read answered with a connection on another live relay (then named). */
+static bool remote_presence(const sp_worker_t *w, int st, const redisReply *r, uint64_t *inc,
+                            unsigned *worker, uint64_t *ref)
+{
+	return !gone(w) && st == SP_STORE_OK && r->type == REDIS_REPLY_STRING &&
+	       sp_cluster_presence_parse(r->str, r->len, inc, worker, ref) == 0 &&
+	       *inc != w->srv->incarnation && is_live(w->cl, *inc);
+}
+
 /* The presence of n's device was read: forward, or the offline path. */
 static void on_lookup(int st, const redisReply *r, void *arg)
 {
 	sp_node_t *n = arg;
 	sp_worker_t *w = n->at;
-	uint64_t inc = 0, ref;
+	uint64_t inc, ref;
 	unsigned worker;
 
 	if (gone(w))
 		return; /* the message goes with its owner's teardown */
 	w->now = sp_now_ms();
-	if (st == SP_STORE_OK && r->type == REDIS_REPLY_STRING &&
-	    sp_cluster_presence_parse(r->str, r->len, &inc, &worker, &ref) == 0 &&
-	    inc != w->srv->incarnation && is_live(w->cl, inc))
+	if (remote_presence(w, st, r, &inc, &worker, &ref))
 		forward(w, n, inc, worker);
 	else
 		sp_route_offline(w, n);
@@ -549,9 +551,7 @@ static void on_queued_lookup(int st, const redisReply *r, void *arg)
 	uint64_t inc, ref;
 	unsigned worker;
 
-	if (!gone(a->w) && st == SP_STORE_OK && r->type == REDIS_REPLY_STRING &&
-	    sp_cluster_presence_parse(r->str, r->len, &inc, &worker, &ref) == 0 &&
-	    inc != a->w->srv->incarnation && is_live(a->w->cl, inc)) {
+	if (remote_presence(a->w, st, r, &inc, &worker, &ref)) {
 		control_record(a->w->cl, R_KICK, inc, worker, ref, a->token);
 		sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_KICKS);
 	}
@@ -579,9 +579,7 @@ static void on_presence_set(int st, const redisReply *r, void *arg)
 	unsigned worker;
 
 	/* The value it replaced names a connection on another live node: replace it there. */
-	if (!gone(a->w) && st == SP_STORE_OK && r->type == REDIS_REPLY_STRING &&
-	    sp_cluster_presence_parse(r->str, r->len, &inc, &worker, &ref) == 0 &&
-	    inc != a->w->srv->incarnation && is_live(a->w->cl, inc)) {
+	if (remote_presence(a->w, st, r, &inc, &worker, &ref)) {
 		char tok[SP_TOKEN_SHORT_LEN + 1];
 
 		control_record(a->w->cl, R_REPLACE, inc, worker, ref, a->token);

@@ -637,14 +637,13 @@ void sp_tls_stop(sp_server_t *srv)
 	srv->tls = NULL;
 }
 
-int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
+/* New connections get ctx and crl from now on; the old ones are freed (OpenSSL keeps the
+ * context alive for the connections that still use it). */
+static void swap_in(sp_tls_server_t *tls, SSL_CTX *ctx, X509_CRL *crl)
 {
-	sp_tls_server_t *tls = srv->tls;
-	SSL_CTX *ctx, *old;
-	X509_CRL *crl, *old_crl;
+	SSL_CTX *old;
+	X509_CRL *old_crl;
 
-	if (tls_build(&srv->cfg, NULL, &ctx, &crl, err, errlen) < 0)
-		return -1;
 	pthread_mutex_lock(&tls->lock);
 	old = tls->ctx;
 	old_crl = tls->crl;
@@ -653,6 +652,17 @@ int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
 	pthread_mutex_unlock(&tls->lock);
 	SSL_CTX_free(old);
 	X509_CRL_free(old_crl);
+}
+
+int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
+{
+	sp_tls_server_t *tls = srv->tls;
+	SSL_CTX *ctx;
+	X509_CRL *crl;
+
+	if (tls_build(&srv->cfg, NULL, &ctx, &crl, err, errlen) < 0)
+		return -1;
+	swap_in(tls, ctx, crl);
 	return 0;
 }
 
@@ -661,8 +671,8 @@ int sp_tls_install_crl(sp_server_t *srv, const void *pem, size_t len, char *err,
 	sp_tls_server_t *tls = srv->tls;
 	BIO *b = len <= INT_MAX ? BIO_new_mem_buf(pem, (int)len) : NULL;
 	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
-	SSL_CTX *ctx, *old;
-	X509_CRL *built, *old_crl;
+	SSL_CTX *ctx;
+	X509_CRL *built;
 	bool newer;
 
 	BIO_free(b);
@@ -687,13 +697,6 @@ int sp_tls_install_crl(sp_server_t *srv, const void *pem, size_t len, char *err,
 	}
 	if (tls_build(&srv->cfg, crl, &ctx, &built, err, errlen) < 0)
 		return -1;
-	pthread_mutex_lock(&tls->lock);
-	old = tls->ctx;
-	old_crl = tls->crl;
-	tls->ctx = ctx;
-	tls->crl = built;
-	pthread_mutex_unlock(&tls->lock);
-	SSL_CTX_free(old);
-	X509_CRL_free(old_crl);
+	swap_in(tls, ctx, built);
 	return 1;
 }
