@@ -40,6 +40,8 @@ enum { R_FORWARD = 1, R_RESULT = 2, R_REPLACE = 3, R_KICK = 4 };
 #define EVENTS_KEY      "sp:events"
 #define EVENTS_MS       200
 #define CRL_MAX         (8 << 20)
+#define PCACHE_MS       1000  /* a presence read is reused this long by the same worker */
+#define PCACHE_MAX      65536 /* entries; past it the cache starts again empty */
 
 /* A live incarnation and the end of its lease (wall ms). */
 struct live {
@@ -86,6 +88,12 @@ struct sp_cluster {
 	struct outbox *out;
 	size_t n_out, cap_out;
 	bool dirty;
+
+	/* Presence read lately (token -> struct pcache): a device on another relay that gets
+	 * many messages costs one GET per PCACHE_MS, not one per message. Only tokens whose
+	 * presence named a live relay get in (connected devices: no sender chooses them). */
+	sp_tokmap_t pcache;
+	size_t n_pcache;
 
 	struct fwd **slots;
 	uint32_t *gens, *free_slots;
@@ -285,6 +293,55 @@ static void control_record(sp_cluster_t *cl, uint8_t type, uint64_t inc, unsigne
 	memcpy(p + 8, token, 32);
 }
 
+/* ---- the presence cache ------------------------------------------------------------------- */
+
+struct pcache {
+	uint64_t inc;
+	uint64_t expires; /* monotonic ms */
+	unsigned worker;
+};
+
+static void pcache_clear(sp_cluster_t *cl)
+{
+	for (size_t i = 0; cl->pcache.slots && i <= cl->pcache.mask; i++)
+		free((void *)cl->pcache.slots[i].value);
+	sp_tokmap_free(&cl->pcache);
+	sp_tokmap_init(&cl->pcache);
+	cl->n_pcache = 0;
+}
+
+static void pcache_put(sp_cluster_t *cl, const uint8_t token[32], uint64_t inc, unsigned worker)
+{
+	struct pcache *e = (struct pcache *)sp_tokmap_get(&cl->pcache, token);
+	uintptr_t old;
+
+	if (!e) {
+		if (cl->n_pcache >= PCACHE_MAX)
+			pcache_clear(cl);
+		e = malloc(sizeof(*e));
+		if (!e || sp_tokmap_put(&cl->pcache, token, (uintptr_t)e, &old) < 0) {
+			free(e);
+			return;
+		}
+		cl->n_pcache++;
+	}
+	e->inc = inc;
+	e->worker = worker;
+	e->expires = cl->w->now + PCACHE_MS;
+}
+
+/* The device was not where the cache said (its node stored it, or no answer came). */
+static void pcache_drop(sp_cluster_t *cl, const uint8_t token[32])
+{
+	struct pcache *e = (struct pcache *)sp_tokmap_get(&cl->pcache, token);
+
+	if (e) {
+		sp_tokmap_del(&cl->pcache, token, (uintptr_t)e);
+		free(e);
+		cl->n_pcache--;
+	}
+}
+
 /* ---- custody ----------------------------------------------------------------------------- */
 
 static struct fwd *custody_add(sp_cluster_t *cl, sp_node_t *n, uint64_t inc)
@@ -368,6 +425,7 @@ static void custody_fallback(sp_cluster_t *cl, struct fwd *f)
 {
 	sp_node_t *n = custody_take(cl, f);
 
+	pcache_drop(cl, sp_node_token(n));
 	sp_metric_inc(&cl->w->metrics, SP_M_CLUSTER_FALLBACKS);
 	sp_route_offline(cl->w, n);
 }
@@ -507,10 +565,12 @@ static void on_lookup(int st, const redisReply *r, void *arg)
 	if (gone(w))
 		return; /* the message goes with its owner's teardown */
 	w->now = sp_now_ms();
-	if (remote_presence(w, st, r, &inc, &worker, &ref))
+	if (remote_presence(w, st, r, &inc, &worker, &ref)) {
+		pcache_put(w->cl, sp_node_token(n), inc, worker);
 		forward(w, n, inc, worker);
-	else
+	} else {
 		sp_route_offline(w, n);
+	}
 	sp_worker_after(w);
 }
 
@@ -519,7 +579,12 @@ void sp_cluster_route(sp_worker_t *w, sp_node_t *n)
 	char key[PKEY_LEN + 1];
 	const char *argv[] = {"GET", key};
 	size_t lens[] = {3, PKEY_LEN};
+	struct pcache *e = (struct pcache *)sp_tokmap_get(&w->cl->pcache, sp_node_token(n));
 
+	if (e && w->now < e->expires && is_live(w->cl, e->inc)) {
+		forward(w, n, e->inc, e->worker);
+		return;
+	}
 	presence_key(key, sp_node_token(n));
 	n->at = w;
 	sp_metric_inc(&w->metrics, SP_M_CLUSTER_LOOKUPS);
@@ -712,9 +777,12 @@ static int take_record(sp_worker_t *w, uint8_t type, const uint8_t *p, size_t le
 			return -EBADMSG;
 		f = custody_find(cl, get_u64(p));
 		if (f) {
+			sp_node_t *n = custody_take(cl, f);
+
 			sp_metric_inc(&w->metrics, SP_M_CLUSTER_RESULTS);
-			sp_node_finish(w, custody_take(cl, f),
-			               known_status(p[8]) ? p[8] : SP_ST_INTERNAL_ERROR);
+			if (p[8] != SP_ST_DELIVERED)
+				pcache_drop(cl, sp_node_token(n));
+			sp_node_finish(w, n, known_status(p[8]) ? p[8] : SP_ST_INTERNAL_ERROR);
 		}
 		return 0;
 	case R_REPLACE:
@@ -1144,6 +1212,7 @@ int sp_cluster_start(sp_worker_t *w, char *err, size_t errlen)
 	cl->lease_ms = (uint64_t)srv->cfg.cluster_lease;
 	cl->inbox_len = inbox_key(cl->inbox, sizeof(cl->inbox), srv->incarnation, (unsigned)w->id);
 	strcpy(cl->last_id, "0");
+	sp_tokmap_init(&cl->pcache);
 	sp_store_limits_default(&lim);
 	lim.timeout_ms = (uint32_t)srv->cfg.store_timeout;
 	/* the block ends well before the store's request timeout would drop the link */
@@ -1198,6 +1267,8 @@ void sp_cluster_free(sp_worker_t *w)
 		free(cl->out[i].fwds);
 	}
 	free(cl->out);
+	pcache_clear(cl);
+	sp_tokmap_free(&cl->pcache);
 	free(cl->live);
 	free(cl->slots);
 	free(cl->gens);

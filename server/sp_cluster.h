@@ -21,10 +21,13 @@
  * kept in custody until that node answers (RESULT, with the status the sender then hears:
  * DELIVERED after the device's ACK, or QUEUED when the device had gone), or until its lease
  * ends, the XADD fails, or ack_timeout + cluster_lease pass: then it takes the offline path
- * here. Otherwise it takes the offline path at once, and once it is stored the presence is
- * read again, so that a device which connected elsewhere meanwhile is told to read its queue
- * (KICK). A forwarded node is never forwarded again: on the receiving node it is delivered
- * or stored.
+ * here. A presence read naming another relay is reused by the same worker for a second
+ * (PCACHE_MS) and dropped as soon as an answer says the device was not there (any status
+ * but DELIVERED) or no answer came; a stale entry costs a message the detour through the
+ * old relay's queue, never the message. Otherwise it takes the offline path at once, and once it is
+ * stored the presence is read again, so that a device which connected elsewhere meanwhile is told
+ * to read its queue (KICK). A forwarded node is never forwarded again: on the receiving node it is
+ * delivered or stored.
  *
  * Everything here runs on the worker's own thread; sp_cluster_t is per worker.
  */
