@@ -93,7 +93,8 @@
  *
  * Caveats: after a NOSCRIPT, the EVAL resend goes behind requests already sent, so a later
  * enqueue for the same token may overtake it (only right after a SCRIPT FLUSH or a failover).
- * On Redis Cluster the keys are slot-safe, but MOVED/ASK are not followed (they answer ERROR).
+ * A redis:// url naming one node of a Redis Cluster does not follow MOVED/ASK (they answer
+ * ERROR); redis-cluster:// does (sp_rcluster.h).
  *
  * With lim.wait_replicas > 0 a STORED or DUPLICATE enqueue is followed by WAIT on the same
  * connection and answered so only when enough replicas confirmed, else UNAVAILABLE (the message
