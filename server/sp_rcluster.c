@@ -614,7 +614,10 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
 	/* While a slot lacks a master, or a master its connection (a failover in progress),
 	 * ask again soon: nothing else may, when callers hold their requests back meanwhile. */
 	arm(c->refresh_ev, sp_rcluster_up(c) ? c->opt.refresh_ms : DOWN_REFRESH_MS);
-	if (c->wait && !evtimer_pending(c->retry_ev, NULL))
+	/* Requests held for want of a master go now, not when their backoff (up to
+	 * retry_max_ms) would have sent them: after a failover this map is the one they wait for.
+	 */
+	if (c->wait)
 		arm(c->retry_ev, 0);
 }
 
