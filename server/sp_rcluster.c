@@ -204,8 +204,7 @@ struct sp_rcluster {
 	bool refreshing;
 	bool closing;
 	uint64_t last_refresh_ms;
-	unsigned refresh_gap_ms; /* least gap between refreshes: REFRESH_MIN_MS, more while failing
-	                          */
+	unsigned refresh_gap_ms; /* least gap between refreshes (grows while they fail) */
 	unsigned refresh_fails;  /* refreshes failed in a row (for the log) */
 	unsigned next_seed;      /* round robin over the connections for refreshes */
 	sp_rcluster_counters_t n;
@@ -615,8 +614,7 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
 	 * ask again soon: nothing else may, when callers hold their requests back meanwhile. */
 	arm(c->refresh_ev, sp_rcluster_up(c) ? c->opt.refresh_ms : DOWN_REFRESH_MS);
 	/* Requests held for want of a master go now, not when their backoff (up to
-	 * retry_max_ms) would have sent them: after a failover this map is the one they wait for.
-	 */
+	 * retry_max_ms) would send them: after a failover, this map is what they wait for. */
 	if (c->wait)
 		arm(c->retry_ev, 0);
 }
