@@ -6,7 +6,8 @@
  * (built by hand).
  *
  * Live cases, against a real cluster: six redis-server processes (cluster-enabled, 1 s node
- * timeout) on private loopback ports in a temporary directory, joined with
+ * timeout) on loopback ports below the ephemeral range (checked to be ours by process_id;
+ * three tries on other ports) in a temporary directory, joined with
  * `redis-cli --cluster create ... --cluster-replicas 1`: the map is learnt from one seed;
  * 1,000 keys written and read back through the three masters; a slot migrated by hand
  * (SETSLOT IMPORTING/MIGRATING: ASK for a new key; MIGRATE, SETSLOT NODE: MOVED for the old);
@@ -43,7 +44,7 @@
 
 #define N_NODES 6
 
-static char dir[] = "/tmp/sp-test-rcluster.XXXXXX";
+static char dir[64];
 static int ports[N_NODES];
 static pid_t pids[N_NODES];
 static struct event_base *base;
@@ -269,45 +270,60 @@ static bool cluster_ok(void)
 	return true;
 }
 
-static int cluster_start(void)
+/* Starts six servers on base_port.. and joins them. 0, or -1 (with the reason printed). */
+static int cluster_start_at(int base_port)
 {
 	char cmd[1024];
-	int off;
-	int base_port = 31000 + (int)(getpid() % 2000) * 10;
+	int off, up = 0;
 
-	if (run("command -v '%s' >/dev/null && command -v redis-cli >/dev/null", server_bin()) != 0)
+	snprintf(dir, sizeof(dir), "/tmp/sp-test-rcluster.XXXXXX");
+	if (!mkdtemp(dir)) {
+		dir[0] = 0;
 		return -1;
-	if (!mkdtemp(dir))
-		return -1;
+	}
 	for (int i = 0; i < N_NODES; i++) {
 		ports[i] = base_port + i;
 		run("mkdir -p %s/n%d", dir, i);
 		pids[i] = start_node(i);
 	}
-	for (int t = 0; t < 100; t++) { /* all answer PING */
-		int up = 0;
-
+	for (int t = 0; t < 100 && up < N_NODES; t++) { /* all answer PING */
+		up = 0;
 		for (int i = 0; i < N_NODES; i++)
 			up += strcmp(output("redis-cli -p %d ping 2>/dev/null", ports[i]),
 			             "PONG") == 0;
-		if (up == N_NODES)
-			break;
-		usleep(100000);
+		if (up < N_NODES)
+			usleep(100000);
+	}
+	/* A port may be somebody else's server (ours then failed to bind): never build a
+	 * cluster out of that one. */
+	for (int i = 0; i < N_NODES; i++) {
+		char want[32];
+
+		snprintf(want, sizeof(want), "process_id:%d", (int)pids[i]);
+		if (strcmp(output("redis-cli -p %d info server 2>/dev/null | grep '^process_id:' | "
+		                  "tr -d '\\r'",
+		                  ports[i]),
+		           want) != 0) {
+			printf("# port %d: not our redis-server\n", ports[i]);
+			return -1;
+		}
 	}
 	off = snprintf(cmd, sizeof(cmd), "redis-cli --cluster create");
 	for (int i = 0; i < N_NODES; i++)
 		off += snprintf(cmd + off, sizeof(cmd) - (size_t)off, " 127.0.0.1:%d", ports[i]);
 	snprintf(cmd + off, sizeof(cmd) - (size_t)off,
 	         " --cluster-replicas 1 --cluster-yes >%s/create.log 2>&1", dir);
-	if (system(cmd) != 0)
+	if (system(cmd) != 0) {
+		printf("# redis-cli --cluster create failed\n");
 		return -1;
-	for (int t = 0; t < 200; t++) {
+	}
+	for (int t = 0; t < 300; t++) {
 		if (cluster_ok())
 			break;
 		usleep(100000);
 	}
 	/* Every master's replica in sync, so WAIT and failovers work from the first case. */
-	for (int t = 0; t < 200; t++) {
+	for (int t = 0; t < 400; t++) {
 		int synced = 0;
 
 		for (int i = 0; i < N_NODES; i++)
@@ -318,6 +334,28 @@ static int cluster_start(void)
 		if (synced == N_NODES / 2 && cluster_ok())
 			return 0;
 		usleep(100000);
+	}
+	printf("# the cluster on %d..%d is not ok or not in sync after 70 s\n", ports[0],
+	       ports[N_NODES - 1]);
+	return -1;
+}
+
+/* Up to three tries on other ports. The ports and their cluster bus ports (+10000) stay
+ * below 32768, out of Linux's default ephemeral range, so no outgoing connection can be
+ * holding one. */
+static int cluster_start(void)
+{
+	unsigned pick = (unsigned)getpid() * 7919u;
+
+	if (run("command -v '%s' >/dev/null && command -v redis-cli >/dev/null", server_bin()) != 0)
+		return -1;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		if (cluster_start_at(20000 + (int)((pick + (unsigned)attempt * 97u) % 270u) * 10) ==
+		    0)
+			return 0;
+		printf("# the cluster did not start on %d..%d (try %d of 3)\n", ports[0],
+		       ports[N_NODES - 1], attempt + 1);
+		stop_all();
 	}
 	return -1;
 }
