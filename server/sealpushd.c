@@ -41,7 +41,8 @@ static const sp_option_t options[] = {
         SP_OPTION_STRING(C, client_ca, NULL, "CA that issues device certificates (PEM); required"),
         SP_OPTION_STRING(C, crl, NULL, "CRL of the device CA (PEM); none if unset"),
         SP_OPTION_STRING(C, redis, "redis://127.0.0.1:6379",
-                         "Redis: redis://HOST:PORT or unix:PATH; \"\" for none"),
+                         "Redis: redis://HOST:PORT, unix:PATH or a Redis Cluster "
+                         "redis-cluster://HOST:PORT,HOST:PORT...; \"\" for none"),
         SP_OPTION_STRING(
                 C, admin_listen, NULL,
                 "admin HTTP (/healthz /readyz /metrics), e.g. 127.0.0.1:9090; off if unset"),

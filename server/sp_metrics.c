@@ -174,11 +174,17 @@ static const struct family families[] = {
          "Store (Redis) outcomes, by kind: enqueued, duplicates, refused_full, expired, "
          "expired_purged, "
          "fetched, acked, unavailable, errors, timeouts, reconnects, enqueue_calls (Redis "
-         "requests that carried the enqueued messages, in batches per device).",
-         SP_M_STORE, 12, "kind", L_TABLE,
+         "requests that carried the enqueued messages, in batches per device), and on Redis "
+         "Cluster (0 otherwise) cluster_moved, cluster_ask (redirects followed), "
+         "cluster_retries (TRYAGAIN and CLUSTERDOWN sent again), cluster_refreshes, "
+         "cluster_refresh_failures (slot map refreshes), cluster_conn_lost (master connections "
+         "lost) and cluster_resent (requests sent again after a lost connection).",
+         SP_M_STORE, 19, "kind", L_TABLE,
          (const char *const[]){"enqueued", "duplicates", "refused_full", "expired",
                                "expired_purged", "fetched", "acked", "unavailable", "errors",
-                               "timeouts", "reconnects", "enqueue_calls"}},
+                               "timeouts", "reconnects", "enqueue_calls", "cluster_moved",
+                               "cluster_ask", "cluster_retries", "cluster_refreshes",
+                               "cluster_refresh_failures", "cluster_conn_lost", "cluster_resent"}},
         ONE("sealpush_store_up", "gauge", "Workers whose Redis connection is up.", SP_M_STORE_UP),
         ONE("sealpush_tls_handoffs_total", "counter",
             "Handshakes after which the relay's record layer took over from OpenSSL.",

@@ -121,7 +121,7 @@ enum sp_metric {
 	SP_M_QUEUE_DEPTH_SUM,     /* ... the messages they had queued, summed */
 	SP_M_QUEUE_BYTES_SUM,     /* ... and the bytes */
 	SP_M_STORE, /* the store's own counters (sp_store_counters_t), copied by the tick */
-	SP_M_STORE_LAST = SP_M_STORE + 11,
+	SP_M_STORE_LAST = SP_M_STORE + 18,
 	SP_M_STORE_UP,            /* gauge: 1 while the worker's store is connected */
 	SP_M_HANDOFFS,            /* handshakes whose session moved to the relay's record layer */
 	SP_M_RECORD_ERRORS,       /* connections ended by a bad record (after the hand-off) */

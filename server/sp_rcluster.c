@@ -12,14 +12,22 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "sp_log.h"
 #include "sp_rcluster.h"
 #include "sp_time.h"
 
 /* Least time between two connection attempts to one node, and between two map refreshes
- * that something other than the timer asked for: a dead master must not become a busy loop. */
+ * that something other than the timer asked for: a dead master must not become a busy loop.
+ * While refreshes fail (no node answers: the cluster is unreachable) the least gap doubles up
+ * to REFRESH_MAX_MS, so a relay cut off from its cluster tries each seed every 2 s, not ten
+ * times a second per worker; the first refresh that succeeds sets it back. */
 #define RECONNECT_MIN_MS 100
 #define REFRESH_MIN_MS   100
-#define DOWN_REFRESH_MS  200 /* the refresh period while not up */
+#define REFRESH_MAX_MS   2000
+/* The refresh period while the map is known but not up (a master without a connection or a
+ * slot without a master: a failover in progress). Requests waiting for such a master ask for
+ * refreshes themselves, REFRESH_MIN_MS apart, so this only paces an idle client. */
+#define DOWN_REFRESH_MS 200
 
 /* ---- slots and error replies (pure) ------------------------------------------------------- */
 
@@ -168,6 +176,7 @@ struct conn {
 	uint64_t last_try_ms; /* the last connection attempt */
 	bool seed;            /* kept when the map does not name it: a place to ask for the map */
 	bool dropped;         /* no longer in the map: freed once hiredis lets go of it */
+	unsigned failed;      /* connection attempts failed in a row (for the log) */
 	struct conn *next;
 };
 
@@ -195,7 +204,9 @@ struct sp_rcluster {
 	bool refreshing;
 	bool closing;
 	uint64_t last_refresh_ms;
-	unsigned next_seed; /* round robin over the connections for refreshes */
+	unsigned refresh_gap_ms; /* least gap between refreshes (grows while they fail) */
+	unsigned refresh_fails;  /* refreshes failed in a row (for the log) */
+	unsigned next_seed;      /* round robin over the connections for refreshes */
 	sp_rcluster_counters_t n;
 	char err[128];
 };
@@ -289,12 +300,33 @@ static void conn_unlink_free(struct conn *k)
 	free(k);
 }
 
+/* Whether n (a count of failures in a row) is 1, 2, 4, 8...: the ones the log shows, so a node
+ * or a cluster that stays away does not flood it. */
+static bool log_this(unsigned n)
+{
+	return n > 0 && (n & (n - 1)) == 0;
+}
+
+/* A connection attempt to k failed (refused, timed out, or the connect could not start). */
+static void conn_failed(struct conn *k, const char *why)
+{
+	sp_rcluster_t *c = k->c;
+
+	seterr(c, "%s:%u: %s", k->host, k->port, why);
+	if (log_this(++k->failed) && !c->closing)
+		SP_LOG(SP_LOG_WARN, "rcluster_connect_failed", "node=%s:%u failed=%u msg=\"%s\"",
+		       k->host, k->port, k->failed, why);
+}
+
 /* hiredis has let go of k's context (closed, failed, or freed by us). */
 static void conn_gone(struct conn *k)
 {
 	k->ac = NULL;
-	if (k->connected)
+	if (k->connected) {
 		k->c->n.disconnects++;
+		if (!k->dropped && !k->c->closing)
+			SP_LOG(SP_LOG_WARN, "rcluster_conn_lost", "node=%s:%u", k->host, k->port);
+	}
 	k->connected = false;
 	if (k->timeout)
 		evtimer_del(k->timeout);
@@ -311,10 +343,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
 	if (!k)
 		return;
 	if (status != REDIS_OK) {
-		seterr(k->c, "cannot connect to %s:%u", k->host, k->port);
+		conn_failed(k, "cannot connect");
 		conn_gone(k); /* hiredis frees the context after this returns */
 		return;
 	}
+	if (k->failed)
+		SP_LOG(SP_LOG_INFO, "rcluster_connected", "node=%s:%u after=%u", k->host, k->port,
+		       k->failed);
+	k->failed = 0;
 	k->connected = true;
 	k->c->n.connects++;
 	evtimer_del(k->timeout);
@@ -336,7 +372,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (k->ac && !k->connected) {
-		seterr(k->c, "connecting to %s:%u timed out", k->host, k->port);
+		conn_failed(k, "connect timed out");
 		redisAsyncFree(
 		        k->ac); /* pending requests: NULL -> retried; on_connect is not called */
 		if (k->ac)      /* hiredis did not report it: do it ourselves */
@@ -357,7 +393,7 @@ static void conn_start(struct conn *k)
 	if (!ac)
 		return;
 	if (ac->err || redisLibeventAttach(ac, k->c->base) != REDIS_OK) {
-		seterr(k->c, "cannot connect to %s:%u", k->host, k->port);
+		conn_failed(k, "cannot connect");
 		redisAsyncFree(ac);
 		return;
 	}
@@ -514,6 +550,35 @@ static void install_map(sp_rcluster_t *c, const sp_rc_map_t *newmap)
 	}
 }
 
+/* A refresh failed: the next one waits twice as long (up to REFRESH_MAX_MS). */
+static void refresh_failed(sp_rcluster_t *c, const struct conn *k, const char *why)
+{
+	c->n.refresh_failures++;
+	c->refresh_fails++;
+	c->refresh_gap_ms =
+	        c->refresh_gap_ms * 2 > REFRESH_MAX_MS ? REFRESH_MAX_MS : c->refresh_gap_ms * 2;
+	if (log_this(c->refresh_fails)) {
+		char q[SP_LOG_QUOTE_SIZE(120)];
+		size_t n = strlen(why);
+
+		sp_log_quote(q, sizeof(q), why, n > 120 ? 120 : n);
+		SP_LOG(SP_LOG_WARN, "rcluster_refresh_failed", "node=%s:%u failed=%u msg=%s",
+		       k ? k->host : "-", k ? k->port : 0, c->refresh_fails, q);
+	}
+	arm(c->refresh_ev, c->refresh_gap_ms);
+}
+
+/* Whether a and b name the same masters for the same number of slots (for the log). */
+static bool map_same(const sp_rc_map_t *a, const sp_rc_map_t *b)
+{
+	if (a->n_nodes != b->n_nodes || a->n_slots != b->n_slots)
+		return false;
+	for (unsigned i = 0; i < a->n_nodes; i++)
+		if (a->node[i].port != b->node[i].port || strcmp(a->node[i].host, b->node[i].host))
+			return false;
+	return true;
+}
+
 static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
 {
 	sp_rcluster_t *c = priv;
@@ -524,19 +589,33 @@ static void on_slots(redisAsyncContext *ac, void *reply, void *priv)
 	if (c->closing)
 		return;
 	m = malloc(sizeof(*m));
-	if (!reply || !m || !k || sp_rc_map_from_slots(m, reply, k->host) < 0 || m->n_slots == 0) {
-		c->n.refresh_failures++;
-		free(m);
-		arm(c->refresh_ev, c->backoff_ms); /* try another node soon */
+	if (!reply || !m || !k || ((redisReply *)reply)->type == REDIS_REPLY_ERROR ||
+	    sp_rc_map_from_slots(m, reply, k->host) < 0 || m->n_slots == 0) {
+		const redisReply *r = reply;
+
+		refresh_failed(c, k,
+		               !reply                         ? "connection lost"
+		               : !m                           ? "out of memory"
+		               : r->type == REDIS_REPLY_ERROR ? r->str
+		                                              : "no usable slot map");
+		free(m); /* the next try goes to another node */
 		return;
 	}
 	c->n.refreshes++;
+	if (c->refresh_fails)
+		SP_LOG(SP_LOG_INFO, "rcluster_refreshed", "after=%u", c->refresh_fails);
+	c->refresh_fails = 0;
+	c->refresh_gap_ms = REFRESH_MIN_MS;
+	if (!map_same(&c->map, m))
+		SP_LOG(SP_LOG_INFO, "rcluster_map", "masters=%u slots=%u", m->n_nodes, m->n_slots);
 	install_map(c, m);
 	free(m);
 	/* While a slot lacks a master, or a master its connection (a failover in progress),
 	 * ask again soon: nothing else may, when callers hold their requests back meanwhile. */
 	arm(c->refresh_ev, sp_rcluster_up(c) ? c->opt.refresh_ms : DOWN_REFRESH_MS);
-	if (c->wait && !evtimer_pending(c->retry_ev, NULL))
+	/* Requests held for want of a master go now, not when their backoff (up to
+	 * retry_max_ms) would send them: after a failover, this map is what they wait for. */
+	if (c->wait)
 		arm(c->retry_ev, 0);
 }
 
@@ -548,9 +627,9 @@ void sp_rcluster_refresh(sp_rcluster_t *c)
 
 	if (c->refreshing || c->closing)
 		return;
-	if (c->last_refresh_ms && now - c->last_refresh_ms < REFRESH_MIN_MS) {
+	if (c->last_refresh_ms && now - c->last_refresh_ms < c->refresh_gap_ms) {
 		/* Too soon after the last one: the timer does it. */
-		arm(c->refresh_ev, (unsigned)(REFRESH_MIN_MS - (now - c->last_refresh_ms)));
+		arm(c->refresh_ev, (unsigned)(c->refresh_gap_ms - (now - c->last_refresh_ms)));
 		return;
 	}
 	c->last_refresh_ms = now;
@@ -576,8 +655,7 @@ void sp_rcluster_refresh(sp_rcluster_t *c)
 				k = i; /* commands queue until it connects */
 	}
 	if (!k || redisAsyncCommand(k->ac, on_slots, c, "CLUSTER SLOTS") != REDIS_OK) {
-		c->n.refresh_failures++;
-		arm(c->refresh_ev, c->backoff_ms);
+		refresh_failed(c, k, "no node to ask");
 		return;
 	}
 	c->refreshing = true;
@@ -609,6 +687,7 @@ sp_rcluster_t *sp_rcluster_new(struct event_base *base, const char *seeds,
 	c->opt.max_redirects = c->opt.max_redirects ? c->opt.max_redirects : 16;
 	c->opt.connect_timeout_ms = c->opt.connect_timeout_ms ? c->opt.connect_timeout_ms : 2000;
 	c->backoff_ms = c->opt.retry_min_ms;
+	c->refresh_gap_ms = REFRESH_MIN_MS;
 	c->wait_tail = &c->wait;
 	memset(c->map.slot_node, SP_RC_NO_NODE, sizeof(c->map.slot_node));
 	c->retry_ev = evtimer_new(base, on_retry, c);

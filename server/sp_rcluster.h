@@ -13,7 +13,12 @@
  * - The slot map. Learnt with CLUSTER SLOTS (Redis 3 to 8, Valkey 7 and 8; CLUSTER SHARDS
  *   would add nothing sealpush uses) from any reachable node, the seeds as the fallback;
  *   refreshed every refresh_ms, after every MOVED, and when a master's connection is lost.
- *   Only one refresh runs at a time; requests keep flowing on the old map meanwhile.
+ *   Only one refresh runs at a time; requests keep flowing on the old map meanwhile. While
+ *   the map is known but not up (a failover) it is refreshed every 200 ms; while refreshes
+ *   fail (no node answers) the gap between them doubles from 100 ms to 2 s.
+ * - The log. A master connection lost is logged once; failed connects to one node and
+ *   failed refreshes at the 1st, 2nd, 4th, 8th... in a row (with the count), so a node or a
+ *   cluster that stays away does not flood the log; a changed map (masters, slots) once.
  * - Connections. One async connection per master, attached to the caller's event base, made
  *   when the map first names the master and dropped when it no longer does. Replicas are
  *   not connected: every sealpush command writes, and reading from replicas would break

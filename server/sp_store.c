@@ -93,7 +93,8 @@
  *
  * Caveats: after a NOSCRIPT, the EVAL resend goes behind requests already sent, so a later
  * enqueue for the same token may overtake it (only right after a SCRIPT FLUSH or a failover).
- * On Redis Cluster the keys are slot-safe, but MOVED/ASK are not followed (they answer ERROR).
+ * A redis:// url naming one node of a Redis Cluster does not follow MOVED/ASK (they answer
+ * ERROR); redis-cluster:// does (sp_rcluster.h).
  *
  * With lim.wait_replicas > 0 a STORED or DUPLICATE enqueue is followed by WAIT on the same
  * connection and answered so only when enough replicas confirmed, else UNAVAILABLE (the message
@@ -444,8 +445,11 @@ struct sp_store {
 
 	struct {
 		atomic_uint_least64_t enqueued, duplicates, refused_full, expired, expired_purged,
-		        fetched, acked, unavailable, errors, timeouts, reconnects, enqueue_calls;
+		        fetched, acked, unavailable, errors, timeouts, reconnects, enqueue_calls,
+		        cluster_moved, cluster_ask, cluster_retries, cluster_refreshes,
+		        cluster_refresh_failures, cluster_conn_lost, cluster_resent;
 	} cnt;
+	sp_rcluster_counters_t rc_gone; /* the counters of the cluster clients already freed */
 };
 
 /* One writer (the store's thread): a relaxed load and store, readable from any thread. */
@@ -539,6 +543,13 @@ void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out)
 	CNT_GET(timeouts);
 	CNT_GET(reconnects);
 	CNT_GET(enqueue_calls);
+	CNT_GET(cluster_moved);
+	CNT_GET(cluster_ask);
+	CNT_GET(cluster_retries);
+	CNT_GET(cluster_refreshes);
+	CNT_GET(cluster_refresh_failures);
+	CNT_GET(cluster_conn_lost);
+	CNT_GET(cluster_resent);
 #undef CNT_GET
 }
 
@@ -689,6 +700,56 @@ static bool current(const sp_store_t *s, const redisAsyncContext *ac)
 
 static void store_connect(sp_store_t *s);
 
+/* Adds rc's counters (if any) to *sum. */
+static void cluster_sum(sp_rcluster_counters_t *sum, const sp_rcluster_t *rc)
+{
+	sp_rcluster_counters_t n;
+
+	if (!rc)
+		return;
+	sp_rcluster_counters(rc, &n);
+	sum->moved += n.moved;
+	sum->ask += n.ask;
+	sum->tryagain += n.tryagain;
+	sum->clusterdown += n.clusterdown;
+	sum->refreshes += n.refreshes;
+	sum->refresh_failures += n.refresh_failures;
+	sum->disconnects += n.disconnects;
+	sum->resent_lost += n.resent_lost;
+}
+
+/* The cluster client's counters into the store's (the store's thread; sp_store_counters() may
+ * run on any other). The sums go on across clients: rc_gone holds those of the freed ones. */
+static void cluster_counters(sp_store_t *s)
+{
+	sp_rcluster_counters_t n = s->rc_gone;
+
+	cluster_sum(&n, s->rc);
+#define CNT_SET(f, v) atomic_store_explicit(&s->cnt.f, (v), memory_order_relaxed)
+	CNT_SET(cluster_moved, n.moved);
+	CNT_SET(cluster_ask, n.ask);
+	CNT_SET(cluster_retries, n.tryagain + n.clusterdown);
+	CNT_SET(cluster_refreshes, n.refreshes);
+	CNT_SET(cluster_refresh_failures, n.refresh_failures);
+	CNT_SET(cluster_conn_lost, n.disconnects);
+	CNT_SET(cluster_resent, n.resent_lost);
+#undef CNT_SET
+}
+
+/* Frees the cluster client (every pending request: NULL reply -> UNAVAILABLE), keeping its
+ * counters as they were before: the connections it closes itself are not lost ones. */
+static void cluster_free(sp_store_t *s)
+{
+	sp_rcluster_t *rc = s->rc;
+
+	if (!rc)
+		return;
+	cluster_counters(s);
+	cluster_sum(&s->rc_gone, rc);
+	s->rc = NULL;
+	sp_rcluster_free(rc);
+}
+
 /* The connection is gone or going: forget it and schedule the next attempt. The caller frees
  * the context, or hiredis already does. */
 static void link_lost(sp_store_t *s, const char *why)
@@ -717,13 +778,11 @@ static void link_lost(sp_store_t *s, const char *why)
 static void link_drop(sp_store_t *s, const char *why)
 {
 	redisAsyncContext *ac = s->ac;
-	sp_rcluster_t *rc = s->rc;
 
-	if (rc) {
+	if (s->rc) {
 		/* Every pending request answered NULL (UNAVAILABLE) inside the free. */
-		s->rc = NULL;
 		link_lost(s, why);
-		sp_rcluster_free(rc);
+		cluster_free(s);
 		return;
 	}
 	if (!ac)
@@ -882,6 +941,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			SP_LOG(SP_LOG_WARN, "store_down", "msg=\"%s\"", sp_rcluster_error(s->rc));
 		}
 		s->up = up;
+		cluster_counters(s);
 		for (struct req *q = s->inflight.head; q; q = q->next)
 			if (now >= q->deadline)
 				late++;
@@ -1822,11 +1882,8 @@ void sp_store_free(sp_store_t *s)
 	assert(s->in_cb == 0);
 	s->closing = true;
 	if (s->rc) {
-		sp_rcluster_t *rc = s->rc;
-
-		s->rc = NULL;
 		s->up = false;
-		sp_rcluster_free(rc); /* every pending request: NULL reply -> UNAVAILABLE */
+		cluster_free(s); /* every pending request: NULL reply -> UNAVAILABLE */
 	}
 	if (s->ac) {
 		redisAsyncContext *ac = s->ac;

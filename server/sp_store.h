@@ -66,6 +66,16 @@ typedef struct sp_store_counters {
 	uint64_t timeouts;       /* requests that passed their deadline (each drops the link) */
 	uint64_t reconnects;     /* connection attempts after the first one */
 	uint64_t enqueue_calls;  /* enqueue requests sent (each carries a batch of messages) */
+	/* Redis Cluster only (0 otherwise): the router's own counters (sp_rcluster.h), summed over
+	 * every cluster client the store has made, copied by the store's tick (at most 100 ms
+	 * behind). A request that timed out on a cluster counts in timeouts above. */
+	uint64_t cluster_moved;            /* MOVED redirects followed */
+	uint64_t cluster_ask;              /* ASK redirects followed */
+	uint64_t cluster_retries;          /* TRYAGAIN and CLUSTERDOWN answers sent again */
+	uint64_t cluster_refreshes;        /* slot map refreshes that succeeded */
+	uint64_t cluster_refresh_failures; /* ... and that failed (no node answered) */
+	uint64_t cluster_conn_lost;        /* master connections lost after they were up */
+	uint64_t cluster_resent;           /* requests sent again after their connection was lost */
 } sp_store_counters_t;
 
 /* A fetched message. id and record point into the store's and Redis's buffers: valid during the

@@ -12,6 +12,7 @@ Needs python3, redis-server (or $REDIS_SERVER) and redis-cli; bails out without 
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -267,6 +268,21 @@ def _(t):
         f = cb.expect(w.DELIVER, timeout=10)
         got.append(f["msg_id"])
     t.eq(sorted(got), sorted(queued), "every QUEUED message delivered after the failover")
+    # The router's counters in /metrics: the lost master connection and the map refreshes
+    # that found its promoted replica (copied by the store's and the worker's ticks).
+    until = time.monotonic() + 3
+    while True:
+        _, body = a.admin_get("/metrics")
+        kinds = {k: int(v) for k, v in re.findall(
+            r'^sealpush_store_operations_total\{kind="(cluster_\w+)"\} (\d+)', body, re.M)}
+        if (kinds.get("cluster_conn_lost", 0) >= 1 and kinds.get("cluster_refreshes", 0) >= 1) \
+                or time.monotonic() > until:
+            break
+        time.sleep(0.1)
+    t.check(kinds.get("cluster_conn_lost", 0) >= 1 and kinds.get("cluster_refreshes", 0) >= 1,
+            "/metrics does not count the failover: %r" % kinds)
+    t.note("/metrics after the failover: %s" % " ".join(
+        "%s=%d" % (k[8:], v) for k, v in sorted(kinds.items())))
 
 
 def metric(d, name):
