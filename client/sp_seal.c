@@ -83,6 +83,27 @@ struct sp_sealer {
 	/* Prepared HPKE key schedules, one per sp_seal_suites entry (envelope info, no export). */
 	struct sp_hpke_sched *scheds;
 	struct sp_seal_key_cache *keys; /* parsed sender keys; NULL: no cache */
+	struct sp_seal_pk_cache *pks;   /* parsed recipient ML-KEM keys; NULL: none */
+};
+
+/*
+ * The recipient key cache (suite 0x0101): the ML-KEM-768 halves of recipients' public keys,
+ * parsed and checked, so that sealing to a recipient again skips their import (about 20 us
+ * with OpenSSL 3.5, a third of what the hybrid suite adds to a seal). Direct-mapped by bytes of
+ * the key itself; a slot holds a copy of its key's ML-KEM half and serves only a key equal to
+ * it. A key goes in after an encapsulation to it succeeded. Locking and references as in the
+ * sender key cache below.
+ */
+struct sp_seal_pk_slot {
+	uint8_t pub[SP_XWING_MLKEM_PK_LEN];
+	EVP_PKEY *key; /* NULL: empty */
+};
+
+struct sp_seal_pk_cache {
+	pthread_mutex_t lock;
+	size_t limit, entries;
+	uint64_t hits, misses, evictions;
+	struct sp_seal_pk_slot slots[];
 };
 
 /*
@@ -337,6 +358,115 @@ static void sp_seal_key_cache_put(struct sp_seal_key_cache *c, const uint8_t tok
 	EVP_PKEY_free(old);
 }
 
+static void sp_seal_pk_cache_free(struct sp_seal_pk_cache *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->limit; i++)
+		EVP_PKEY_free(c->slots[i].key);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static int sp_seal_pk_cache_new(size_t limit, struct sp_seal_pk_cache **out)
+{
+	struct sp_seal_pk_cache *c;
+
+	*out = NULL;
+	if (limit == 0 || !sp_xwing_available())
+		return 0;
+	c = calloc(1, sizeof(*c) + limit * sizeof(c->slots[0]));
+	if (c == NULL)
+		return -ENOMEM;
+	if (pthread_mutex_init(&c->lock, NULL) != 0) {
+		free(c);
+		return -ENOMEM;
+	}
+	c->limit = limit;
+	*out = c;
+	return 0;
+}
+
+/* The slot of a key: 8 bytes of its seed rho (the ML-KEM key's last 32 bytes), uniform. */
+static struct sp_seal_pk_slot *sp_seal_pk_slot(struct sp_seal_pk_cache *c, const uint8_t *pub)
+{
+	uint64_t h = sp_get_be(pub + SP_XWING_MLKEM_PK_LEN - 32, 8);
+
+	return &c->slots[h % c->limit];
+}
+
+/* The parsed ML-KEM half of pub with a reference for the caller, or NULL (a miss). */
+static EVP_PKEY *sp_seal_pk_cache_get(struct sp_seal_pk_cache *c, const uint8_t *pub)
+{
+	struct sp_seal_pk_slot *e;
+	EVP_PKEY *key = NULL;
+
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return NULL;
+	e = sp_seal_pk_slot(c, pub);
+	if (e->key != NULL && memcmp(e->pub, pub, SP_XWING_MLKEM_PK_LEN) == 0 &&
+	    EVP_PKEY_up_ref(e->key))
+		key = e->key;
+	if (key != NULL)
+		c->hits++;
+	else
+		c->misses++;
+	pthread_mutex_unlock(&c->lock);
+	return key;
+}
+
+static void sp_seal_pk_cache_put(struct sp_seal_pk_cache *c, const uint8_t *pub, EVP_PKEY *key)
+{
+	struct sp_seal_pk_slot *e;
+	EVP_PKEY *old = NULL;
+
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return;
+	e = sp_seal_pk_slot(c, pub);
+	if ((e->key == NULL || memcmp(e->pub, pub, SP_XWING_MLKEM_PK_LEN) != 0) &&
+	    EVP_PKEY_up_ref(key)) {
+		old = e->key;
+		if (old != NULL)
+			c->evictions++;
+		else
+			c->entries++;
+		memcpy(e->pub, pub, SP_XWING_MLKEM_PK_LEN);
+		e->key = key;
+	}
+	pthread_mutex_unlock(&c->lock);
+	EVP_PKEY_free(old);
+}
+
+int sp_sealer_set_peer_cache(struct sp_sealer *s, size_t entries)
+{
+	struct sp_seal_pk_cache *c;
+	int r;
+
+	if (s == NULL || entries > SP_SEAL_PEER_CACHE_MAX)
+		return -EINVAL;
+	r = sp_seal_pk_cache_new(entries, &c);
+	if (r != 0)
+		return r;
+	sp_seal_pk_cache_free(s->pks);
+	s->pks = c;
+	return 0;
+}
+
+void sp_sealer_peer_cache_stats(const struct sp_sealer *s, struct sp_seal_key_cache_stats *out)
+{
+	struct sp_seal_pk_cache *c = s->pks;
+
+	memset(out, 0, sizeof(*out));
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return;
+	out->entries = c->entries;
+	out->limit = c->limit;
+	out->hits = c->hits;
+	out->misses = c->misses;
+	out->evictions = c->evictions;
+	pthread_mutex_unlock(&c->lock);
+}
+
 int sp_sealer_set_key_cache(struct sp_sealer *s, size_t entries)
 {
 	struct sp_seal_key_cache *c;
@@ -423,6 +553,8 @@ int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_
 		}
 	}
 	r = sp_seal_key_cache_new(SP_SEAL_KEY_CACHE_DEFAULT, &s->keys);
+	if (r == 0)
+		r = sp_seal_pk_cache_new(SP_SEAL_PEER_CACHE_DEFAULT, &s->pks);
 	if (r != 0)
 		goto fail;
 	r = -ENOMEM;
@@ -452,6 +584,7 @@ void sp_sealer_free(struct sp_sealer *s)
 		sp_hpke_sched_clear(&s->scheds[i]);
 	free(s->scheds);
 	sp_seal_key_cache_free(s->keys);
+	sp_seal_pk_cache_free(s->pks);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 }
@@ -994,8 +1127,17 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	if (d->hpke.kem == SP_HPKE_KEM_X25519_SHA256) {
 		r = sp_hpke_sched_setup_s(sched, to->pub, NULL, 0, enc, &hc, NULL);
 	} else {
-		/* MLKEM768-X25519: X-Wing's encapsulation, its secret into the key schedule. */
-		r = sp_xwing_encap(to->pub, NULL, enc, ss);
+		/* MLKEM768-X25519: X-Wing's encapsulation, its secret into the key schedule; a
+		 * repeat recipient's ML-KEM key comes parsed from the cache. */
+		EVP_PKEY *pk_m = sp_seal_pk_cache_get(s->pks, to->pub);
+		int cached = pk_m != NULL;
+
+		r = cached ? 0 : sp_xwing_import_mlkem(to->pub, &pk_m);
+		if (r == 0)
+			r = sp_xwing_encap_mlkem(pk_m, to->pub, NULL, enc, ss);
+		if (r == 0 && !cached)
+			sp_seal_pk_cache_put(s->pks, to->pub, pk_m);
+		EVP_PKEY_free(pk_m);
 		if (r == 0)
 			r = sp_hpke_sched_ss(sched, ss, &hc, NULL);
 		OPENSSL_cleanse(ss, sizeof(ss));
