@@ -938,7 +938,6 @@ static void test_key_files_v2(void)
 		text[n] = 0;
 		if (fp != NULL)
 			fclose(fp);
-		printf("# %s", text);
 		SP_CHECK(strstr(text, "-----BEGIN SEALPUSH SEALING KEY-----") != NULL);
 		SP_CHECK_EQ_INT(sp_sealer_load(NULL, key, seal, &s), 0);
 		SP_CHECK(s != NULL && sp_sealer_has_hybrid_key(s));
