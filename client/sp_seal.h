@@ -19,6 +19,10 @@
  *    with it), and counted.
  *  - If the opened message asks for a receipt: sp_seal_receipt() -> an envelope to the sender,
  *    sent like any message (the relay cannot tell it from one).
+ *  - Suites: a device whose key file has an MLKEM768-X25519 seed (made by sp_seal_keygen_file()
+ *    where the build has OpenSSL 3.5's ML-KEM) prefers suite 0x0101 and keeps its X25519 key;
+ *    its card lists both (sp_card.h), and a sender seals with the first listed suite it
+ *    implements (sp_card_parse() puts it in card.peer; sp_card_pick() chooses otherwise).
  *
  * A sealer is immutable after its setters have run and may then be shared by threads. Opened
  * messages and envelopes belong to the caller. Nothing here blocks except the functions that
