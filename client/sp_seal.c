@@ -1363,8 +1363,7 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	if (d->hpke.kem == SP_HPKE_KEM_X25519_SHA256) {
 		r = sp_hpke_sched_setup_r(sched, env + 3, s->seal_key, s->seal_pk, &hc, NULL);
 	} else {
-		/* ML-KEM rejects implicitly: a changed enc gives another secret, so DECRYPT below.
-		 */
+		/* ML-KEM rejects implicitly: a changed enc gives another secret (DECRYPT). */
 		r = sp_xwing_decap_key(s->xw, env + 3, ss);
 		if (r == 0)
 			r = sp_hpke_sched_ss(sched, ss, &hc, NULL);
