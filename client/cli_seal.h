@@ -64,10 +64,13 @@ void cli_card_token(const cli_card_t *card, uint8_t token[SEALPUSH_TOKEN_LEN]);
 void cli_card_free(cli_card_t *card);
 
 /* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds), asking for
- * a delivery receipt if want_receipt; *blob is malloc'ed. */
-int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
-                  uint32_t ttl, bool want_receipt, const uint8_t *msg, size_t len, uint8_t **blob,
-                  size_t *blob_len, char *err, size_t errlen);
+ * a delivery receipt if want_receipt; *blob is malloc'ed. suite: a suite's card name to use
+ * (-EINVAL if unknown or not on the card, -ENOTSUP if not in this build), or NULL for the
+ * first suite the card lists that this build has. */
+int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,
+                  const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], uint32_t ttl, bool want_receipt,
+                  const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len, char *err,
+                  size_t errlen);
 
 /* Opens a delivered blob (s may be NULL: no sealing key). 0 with *out filled, -ENOMSG not an
  * envelope (print it as unsealed), -EBADMSG / -ENOKEY / -ENOMEM. */

@@ -6,7 +6,9 @@
  * it with sp_seal_receipt() to the reply key inside the original.
  *
  * Files, all beside the device key KEY (e.g. phone.key):
- *	phone.seal.key     the sealing key (X25519, PEM, mode 0600), made by `sealpush init`
+ *	phone.seal.key     the sealing key (mode 0600), made by `sealpush init`: with the hybrid
+ *	                   suite in the build an X25519 key and an X-Wing seed ("SEALPUSH SEALING
+ *	                   KEY", PROTOCOL.md 13.10), else a PEM X25519 key; both load
  *	phone.replay       the replay cache of `sealpush listen` (saved after each message)
  * (a key file not ending in ".key" gets ".seal.key" / ".replay" appended instead).
  */
@@ -232,10 +234,13 @@ void cli_card_free(cli_card_t *card)
 	free(card);
 }
 
-int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN],
-                  uint32_t ttl, bool want_receipt, const uint8_t *msg, size_t len, uint8_t **blob,
-                  size_t *blob_len, char *err, size_t errlen)
+int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,
+                  const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], uint32_t ttl, bool want_receipt,
+                  const uint8_t *msg, size_t len, uint8_t **blob, size_t *blob_len, char *err,
+                  size_t errlen)
 {
+	const struct sp_seal_peer *peer = &to->card.peer;
+	struct sp_seal_peer forced;
 	struct sp_seal_msg m = {.msg_id = msg_id,
 	                        .sent_at_ms = sp_time_wall_ms(),
 	                        .ttl = ttl,
@@ -244,7 +249,27 @@ int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const uint8_t msg_id[SEAL
 	                        .payload_len = len};
 	int e;
 
-	e = sp_seal(s->sealer, &to->card.peer, &m, blob, blob_len);
+	if (suite != NULL) {
+		uint16_t id = sp_seal_suite_by_name(suite);
+
+		if (id == 0) {
+			snprintf(err, errlen, "--suite %s: no such suite (PROTOCOL.md 13.2)",
+			         suite);
+			return -EINVAL;
+		}
+		if (!sp_seal_suite_implemented(id)) {
+			snprintf(err, errlen,
+			         "--suite %s: not in this build (it needs OpenSSL 3.5: pq-seal)",
+			         suite);
+			return -ENOTSUP;
+		}
+		if (sp_card_pick(&to->card, &id, 1, &forced) != 0) {
+			snprintf(err, errlen, "--suite %s: the card does not list it", suite);
+			return -EINVAL;
+		}
+		peer = &forced;
+	}
+	e = sp_seal(s->sealer, peer, &m, blob, blob_len);
 	if (e < 0) {
 		errmsg(err, errlen, NULL, e);
 		return map_err(e);

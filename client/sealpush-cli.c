@@ -106,7 +106,9 @@ static void usage(FILE *f)
 	        "environment. The config file has lines \"key = value\" (keys server, ca, cert, "
 	        "key;\n"
 	        "'#' starts a comment); relative paths in it are relative to its directory.\n"
-	        "\n"
+	        "\n");
+	/* Two strings: C17 promises string literals of 4,095 characters only. */
+	fprintf(f,
 	        "send options:\n"
 	        "  --to CARD_FILE|TOKEN  a recipient (repeatable); a bare 64-hex token needs "
 	        "--raw\n"
@@ -121,6 +123,9 @@ static void usage(FILE *f)
 	        "  --receipt             ask each recipient for a delivery receipt (sealed only;\n"
 	        "                        it comes back to this device's `listen` as a line\n"
 	        "                        \"receipt TOKEN MSG_ID received\")\n"
+	        "  --suite NAME          seal with this suite of the card (PROTOCOL.md 13.2, e.g.\n"
+	        "                        X25519-SHA256-ChaCha20Poly1305); default: the first the\n"
+	        "                        card lists that this build has\n"
 	        "  --timeout SECONDS     wait at most this long for the answers (default 60)\n"
 	        "  --json                one JSON object instead of the lines\n"
 	        "listen options:\n"
@@ -551,6 +556,7 @@ typedef struct cmd_opts {
 	const char *to[MAX_TO];
 	size_t n_to;
 	const char *message, *file, *collapse, *id;
+	const char *suite; /* --suite: a card name of 13.2, or NULL */
 	bool raw, json, has_ttl, receipt;
 	long ttl, priority;
 	double timeout;
@@ -693,6 +699,10 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 		die_line("give --message or --file, not both");
 		return EXIT_USAGE;
 	}
+	if (o->raw && o->suite != NULL) {
+		die_line("--suite names a sealing suite: drop --raw");
+		return EXIT_USAGE;
+	}
 	if (o->raw && o->receipt) {
 		die_line("--receipt needs a sealed message (receipts are sealed): drop --raw");
 		return EXIT_USAGE;
@@ -784,13 +794,13 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 			j->blob = msg;
 			j->blob_len = msg_len;
 		} else {
-			e = cli_seal_seal(seal, cards[k], j->msg_id,
+			e = cli_seal_seal(seal, cards[k], o->suite, j->msg_id,
 			                  o->has_ttl ? (uint32_t)o->ttl : SEAL_DEFAULT_TTL,
 			                  o->receipt, msg, msg_len, &j->blob, &j->blob_len, err,
 			                  sizeof(err));
 			if (e < 0) {
 				die_line("cannot seal for %s: %s", o->to[k], err);
-				rc = seal_exit(e);
+				rc = e == -EINVAL ? EXIT_USAGE : seal_exit(e);
 				goto out;
 			}
 		}
@@ -1164,6 +1174,7 @@ enum {
 	O_TIMEOUT,
 	O_JSON,
 	O_RECEIPT,
+	O_SUITE,
 	O_COUNT,
 };
 
@@ -1182,6 +1193,7 @@ static const struct {
         {O_ID, "--id", "send"},
         {O_RAW, "--raw", "send"},
         {O_RECEIPT, "--receipt", "send"},
+        {O_SUITE, "--suite", "send"},
         {O_TIMEOUT, "--timeout", "send listen"},
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
@@ -1247,6 +1259,7 @@ int main(int argc, char **argv)
 	        {"id", required_argument, NULL, O_ID},
 	        {"raw", no_argument, NULL, O_RAW},
 	        {"receipt", no_argument, NULL, O_RECEIPT},
+	        {"suite", required_argument, NULL, O_SUITE},
 	        {"timeout", required_argument, NULL, O_TIMEOUT},
 	        {"json", no_argument, NULL, O_JSON},
 	        {"count", required_argument, NULL, O_COUNT},
@@ -1342,6 +1355,9 @@ int main(int argc, char **argv)
 			break;
 		case O_RECEIPT:
 			o.receipt = true;
+			break;
+		case O_SUITE:
+			o.suite = optarg;
 			break;
 		case O_TIMEOUT:
 			if ((rc = parse_seconds("--timeout", optarg, 86400 * 365, &o.timeout)))

@@ -5,6 +5,7 @@
 #include "sp_card.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,19 +68,28 @@ static int sp_unb64(const char *in, size_t max, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
-/* The signed bytes (13.8). Returns a malloc'd buffer and its length, or NULL. */
+/* The signed bytes (13.8): v1 with one suite by id, v2 with the list by name. Returns a
+ * malloc'd buffer and its length, or NULL. */
 static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 {
-	size_t n = SP_CARD_LABEL_LEN + 1 + SP_TOKEN_LEN + 2 + c->spki_len + 4 + c->cert_len + 2 +
-	           2 + c->peer.pub_len + 8;
-	uint8_t *buf = malloc(n), *p = buf;
+	size_t n = SP_CARD_LABEL_LEN + 1 + SP_TOKEN_LEN + 2 + c->spki_len + 4 + c->cert_len + 8;
+	uint8_t *buf, *p;
 	uint64_t t = (uint64_t)c->issued_at;
 
+	if (c->version == SP_CARD_VERSION_V1) {
+		n += 2 + 2 + c->seal[0].pub_len;
+	} else {
+		n += 1;
+		for (size_t i = 0; i < c->nseal; i++)
+			n += 1 + strlen(c->seal[i].name) + 2 + c->seal[i].pub_len;
+	}
+	buf = malloc(n);
 	if (buf == NULL)
 		return NULL;
+	p = buf;
 	memcpy(p, sp_card_label, SP_CARD_LABEL_LEN);
 	p += SP_CARD_LABEL_LEN;
-	*p++ = SP_CARD_VERSION;
+	*p++ = (uint8_t)c->version;
 	memcpy(p, c->peer.token, SP_TOKEN_LEN);
 	p += SP_TOKEN_LEN;
 	*p++ = (uint8_t)(c->spki_len >> 8);
@@ -91,12 +101,27 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 	if (c->cert_len > 0)
 		memcpy(p, c->cert, c->cert_len);
 	p += c->cert_len;
-	*p++ = (uint8_t)(c->peer.suite >> 8);
-	*p++ = (uint8_t)c->peer.suite;
-	*p++ = (uint8_t)(c->peer.pub_len >> 8);
-	*p++ = (uint8_t)c->peer.pub_len;
-	memcpy(p, c->peer.pub, c->peer.pub_len);
-	p += c->peer.pub_len;
+	if (c->version == SP_CARD_VERSION_V1) {
+		*p++ = (uint8_t)(c->seal[0].suite >> 8);
+		*p++ = (uint8_t)c->seal[0].suite;
+	} else {
+		*p++ = (uint8_t)c->nseal;
+	}
+	for (size_t i = 0; i < c->nseal; i++) {
+		const struct sp_card_seal *e = &c->seal[i];
+
+		if (c->version != SP_CARD_VERSION_V1) {
+			size_t nl = strlen(e->name);
+
+			*p++ = (uint8_t)nl;
+			memcpy(p, e->name, nl);
+			p += nl;
+		}
+		*p++ = (uint8_t)(e->pub_len >> 8);
+		*p++ = (uint8_t)e->pub_len;
+		memcpy(p, e->pub, e->pub_len);
+		p += e->pub_len;
+	}
 	for (int i = 0; i < 8; i++)
 		*p++ = (uint8_t)(t >> (56 - 8 * i));
 	*len = n;
@@ -109,26 +134,76 @@ void sp_card_clear(struct sp_card *c)
 		return;
 	free(c->spki);
 	free(c->cert);
+	for (size_t i = 0; i < SP_CARD_SEAL_MAX; i++)
+		free(c->seal[i].pub);
 	memset(c, 0, sizeof(*c));
 }
 
-int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
+int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
+                 struct sp_seal_peer *out)
 {
+	uint8_t token[SP_TOKEN_LEN];
+
+	if (c == NULL || out == NULL || (accept == NULL && n > 0))
+		return -EINVAL;
+	memcpy(token, c->peer.token, SP_TOKEN_LEN); /* out may be &c->peer */
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < c->nseal; i++) {
+		const struct sp_card_seal *e = &c->seal[i];
+		int ok = 0;
+
+		if (e->suite == 0 || e->pub_len > SP_SEAL_PUB_MAX)
+			continue;
+		if (accept == NULL)
+			ok = sp_seal_suite_implemented(e->suite);
+		for (size_t j = 0; accept != NULL && j < n; j++)
+			ok |= accept[j] == e->suite;
+		if (!ok)
+			continue;
+		memcpy(out->token, token, SP_TOKEN_LEN);
+		out->suite = e->suite;
+		out->pub_len = e->pub_len;
+		memcpy(out->pub, e->pub, e->pub_len);
+		return 0;
+	}
+	memcpy(out->token, token, SP_TOKEN_LEN);
+	return SP_SEAL_ERR_SUITE;
+}
+
+int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int version, char **json)
+{
+	struct sp_seal_peer peers[SP_CARD_SEAL_MAX];
+	uint16_t suites[SP_CARD_SEAL_MAX];
 	struct sp_card c;
-	json_t *root = NULL;
+	json_t *root = NULL, *seal = NULL;
 	unsigned char *der = NULL;
 	uint8_t *tbs = NULL, sig[SP_CARD_SIG_MAX];
-	char hex[SP_TOKEN_HEX_LEN + 1], *spki64 = NULL, *cert64 = NULL, *pub64 = NULL;
+	char hex[SP_TOKEN_HEX_LEN + 1], *spki64 = NULL, *cert64 = NULL,
+	                                *pub64[SP_CARD_SEAL_MAX] = {0};
 	char *sig64 = NULL;
 	const char *suite_name;
 	size_t tbs_len, sig_len;
 	int r = -ENOMEM, n;
 
-	if (s == NULL || json == NULL || issued_at < 0)
+	if (s == NULL || json == NULL || issued_at < 0 ||
+	    (version != SP_CARD_VERSION_V1 && version != SP_CARD_VERSION))
 		return -EINVAL;
 	*json = NULL;
 	memset(&c, 0, sizeof(c));
-	sp_sealer_peer(s, &c.peer);
+	c.version = version;
+	c.nseal = sp_sealer_suites(s, suites, version == SP_CARD_VERSION_V1 ? 1 : SP_CARD_SEAL_MAX);
+	for (size_t i = 0; i < c.nseal; i++) {
+		if (sp_sealer_peer_suite(s, suites[i], &peers[i]) != 0 ||
+		    sp_seal_suite_info(suites[i], NULL, NULL, &suite_name) != 0) {
+			r = SP_SEAL_ERR_SUITE;
+			goto out;
+		}
+		c.seal[i].suite = suites[i];
+		snprintf(c.seal[i].name, sizeof(c.seal[i].name), "%s", suite_name);
+		c.seal[i].pub = peers[i].pub;
+		c.seal[i].pub_len = peers[i].pub_len;
+	}
+	c.peer = peers[0];
 	c.spki = (uint8_t *)(uintptr_t)sp_sealer_spki(s, &c.spki_len);
 	c.issued_at = issued_at;
 	if (sp_sealer_cert(s) != NULL) {
@@ -140,10 +215,6 @@ int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
 		c.cert = der;
 		c.cert_len = (size_t)n;
 	}
-	if (sp_seal_suite_info(c.peer.suite, NULL, NULL, &suite_name) != 0) {
-		r = SP_SEAL_ERR_SUITE;
-		goto out;
-	}
 	tbs = sp_card_tbs(&c, &tbs_len);
 	if (tbs == NULL)
 		goto out;
@@ -153,15 +224,30 @@ int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
 	r = -ENOMEM;
 	sp_token_hex(c.peer.token, hex);
 	spki64 = sp_b64(c.spki, c.spki_len);
-	pub64 = sp_b64(c.peer.pub, c.peer.pub_len);
 	sig64 = sp_b64(sig, sig_len);
 	if (c.cert != NULL)
 		cert64 = sp_b64(c.cert, c.cert_len);
-	if (spki64 == NULL || pub64 == NULL || sig64 == NULL || (c.cert != NULL && cert64 == NULL))
+	if (spki64 == NULL || sig64 == NULL || (c.cert != NULL && cert64 == NULL))
 		goto out;
-	root = json_pack("{s:i, s:s, s:s, s:{s:s, s:s}, s:I, s:s}", "v", SP_CARD_VERSION, "token",
-	                 hex, "spki", spki64, "seal", "suite", suite_name, "pub", pub64,
-	                 "issued_at", (json_int_t)issued_at, "sig", sig64);
+	for (size_t i = 0; i < c.nseal; i++)
+		if ((pub64[i] = sp_b64(c.seal[i].pub, c.seal[i].pub_len)) == NULL)
+			goto out;
+	if (version == SP_CARD_VERSION_V1) {
+		seal = json_pack("{s:s, s:s}", "suite", c.seal[0].name, "pub", pub64[0]);
+	} else {
+		seal = json_array();
+		for (size_t i = 0; seal != NULL && i < c.nseal; i++)
+			if (json_array_append_new(seal,
+			                          json_pack("{s:s, s:s}", "suite", c.seal[i].name,
+			                                    "pub", pub64[i])) != 0) {
+				json_decref(seal);
+				seal = NULL;
+			}
+	}
+	if (seal == NULL)
+		goto out;
+	root = json_pack("{s:i, s:s, s:s, s:o, s:I, s:s}", "v", version, "token", hex, "spki",
+	                 spki64, "seal", seal, "issued_at", (json_int_t)issued_at, "sig", sig64);
 	if (root == NULL)
 		goto out;
 	if (cert64 != NULL && json_object_set_new(root, "cert", json_string(cert64)) != 0)
@@ -174,9 +260,24 @@ out:
 	free(tbs);
 	free(spki64);
 	free(cert64);
-	free(pub64);
+	for (size_t i = 0; i < SP_CARD_SEAL_MAX; i++)
+		free(pub64[i]);
 	free(sig64);
+	OPENSSL_cleanse(peers, sizeof(peers));
 	return r;
+}
+
+int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
+{
+	uint16_t suites[SP_CARD_SEAL_MAX];
+
+	if (s == NULL)
+		return -EINVAL;
+	return sp_card_make_version(s, issued_at,
+	                            sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1
+	                                    ? SP_CARD_VERSION
+	                                    : SP_CARD_VERSION_V1,
+	                            json);
 }
 
 /* A string member of obj, or NULL if absent or not a string. */
@@ -204,19 +305,53 @@ static int sp_json_only(json_t *obj, const char *const *keys)
 	return 1;
 }
 
+/*
+ * One {suite, pub} of a card's seal into e: only those two string members; a name of 1 to
+ * SP_CARD_NAME_MAX printable ASCII characters; pub canonical base64 of exactly Npk bytes for a
+ * registered suite, at most SP_CARD_PUB_MAX for another. In a v1 card (v1 != 0) an unknown name
+ * is SP_SEAL_ERR_SUITE. Returns 0, SP_SEAL_ERR_CARD_MALFORMED, SP_SEAL_ERR_SUITE, -ENOMEM.
+ */
+static int sp_card_seal_entry(json_t *obj, int v1, struct sp_card_seal *e)
+{
+	static const char *const seal_keys[] = {"suite", "pub", NULL};
+	const char *name = sp_json_str(obj, "suite"), *pub = sp_json_str(obj, "pub");
+	size_t nl, want = SP_CARD_PUB_MAX;
+	int r;
+
+	if (!json_is_object(obj) || !sp_json_only(obj, seal_keys) || name == NULL || pub == NULL)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	nl = strlen(name);
+	if (nl == 0 || nl > SP_CARD_NAME_MAX)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	for (size_t i = 0; i < nl; i++)
+		if (name[i] <= 0x20 || name[i] >= 0x7f)
+			return SP_SEAL_ERR_CARD_MALFORMED;
+	memcpy(e->name, name, nl + 1);
+	e->suite = sp_seal_suite_by_name(name);
+	if (e->suite == 0 && v1)
+		return SP_SEAL_ERR_SUITE;
+	if (e->suite != 0 && sp_seal_suite_info(e->suite, NULL, &want, NULL) != 0)
+		return SP_SEAL_ERR_SUITE;
+	r = sp_unb64(pub, want, &e->pub, &e->pub_len);
+	if (r != 0)
+		return r;
+	if (e->suite != 0 && e->pub_len != want)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	return 0;
+}
+
 int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 {
 	static const char *const top_keys[] = {"v",    "token",     "spki", "cert",
 	                                       "seal", "issued_at", "sig",  NULL};
-	static const char *const seal_keys[] = {"suite", "pub", NULL};
 	json_t *root = NULL, *seal, *v, *at;
 	EVP_PKEY *key = NULL;
 	EVP_MD_CTX *md = NULL;
 	X509 *cert = NULL;
-	uint8_t *pub = NULL, *sig = NULL, *tbs = NULL, digest[SP_TOKEN_LEN];
+	uint8_t *sig = NULL, *tbs = NULL, digest[SP_TOKEN_LEN];
 	unsigned char *cert_spki = NULL;
-	const char *s_token, *s_spki, *s_cert, *s_suite, *s_pub, *s_sig;
-	size_t pub_len, sig_len, tbs_len, want_pub;
+	const char *s_token, *s_spki, *s_cert, *s_sig;
+	size_t sig_len, tbs_len;
 	int r = SP_SEAL_ERR_CARD_MALFORMED, n;
 
 	if (out != NULL)
@@ -231,46 +366,49 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	v = json_object_get(root, "v");
 	if (!json_is_integer(v))
 		goto out;
-	if (json_integer_value(v) != SP_CARD_VERSION) {
+	if (json_integer_value(v) != SP_CARD_VERSION_V1 &&
+	    json_integer_value(v) != SP_CARD_VERSION) {
 		r = SP_SEAL_ERR_VERSION;
 		goto out;
 	}
+	out->version = (int)json_integer_value(v);
 	seal = json_object_get(root, "seal");
 	at = json_object_get(root, "issued_at");
 	s_token = sp_json_str(root, "token");
 	s_spki = sp_json_str(root, "spki");
 	s_cert = sp_json_str(root, "cert");
 	s_sig = sp_json_str(root, "sig");
-	s_suite = sp_json_str(seal, "suite");
-	s_pub = sp_json_str(seal, "pub");
-	if (!sp_json_only(root, top_keys) || !json_is_object(seal) ||
-	    !sp_json_only(seal, seal_keys) || !json_is_integer(at) || json_integer_value(at) < 0 ||
-	    s_token == NULL || s_spki == NULL || s_sig == NULL || s_suite == NULL ||
-	    s_pub == NULL || (json_object_get(root, "cert") != NULL && s_cert == NULL))
+	if (!sp_json_only(root, top_keys) || !json_is_integer(at) || json_integer_value(at) < 0 ||
+	    s_token == NULL || s_spki == NULL || s_sig == NULL ||
+	    (json_object_get(root, "cert") != NULL && s_cert == NULL))
+		goto out;
+	/* seal: one object in v1; an array of 1 to SP_CARD_SEAL_MAX of them in v2. */
+	if (out->version == SP_CARD_VERSION_V1
+	            ? !json_is_object(seal)
+	            : !json_is_array(seal) || json_array_size(seal) == 0 ||
+	                      json_array_size(seal) > SP_CARD_SEAL_MAX)
 		goto out;
 	/* Fields, each decoded strictly. */
 	if (sp_token_parse_hex(s_token, out->peer.token) != 0)
 		goto out;
-	out->peer.suite = sp_seal_suite_by_name(s_suite);
-	if (out->peer.suite == 0) {
-		r = SP_SEAL_ERR_SUITE;
-		goto out;
-	}
-	if (sp_seal_suite_info(out->peer.suite, NULL, &want_pub, NULL) != 0) {
-		r = SP_SEAL_ERR_SUITE;
-		goto out;
+	out->nseal = out->version == SP_CARD_VERSION_V1 ? 1 : json_array_size(seal);
+	for (size_t i = 0; i < out->nseal; i++) {
+		r = sp_card_seal_entry(out->version == SP_CARD_VERSION_V1 ? seal
+		                                                          : json_array_get(seal, i),
+		                       out->version == SP_CARD_VERSION_V1, &out->seal[i]);
+		if (r != 0)
+			goto out;
+		r = SP_SEAL_ERR_CARD_MALFORMED;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(out->seal[j].name, out->seal[i].name) == 0)
+				goto out; /* a suite listed twice */
 	}
 	if ((r = sp_unb64(s_spki, SP_SEAL_SPKI_MAX, &out->spki, &out->spki_len)) != 0 ||
 	    (s_cert != NULL &&
 	     (r = sp_unb64(s_cert, SP_CARD_CERT_MAX, &out->cert, &out->cert_len)) != 0) ||
-	    (r = sp_unb64(s_pub, SP_SEAL_PUB_MAX, &pub, &pub_len)) != 0 ||
 	    (r = sp_unb64(s_sig, SP_CARD_SIG_MAX, &sig, &sig_len)) != 0)
 		goto out;
 	r = SP_SEAL_ERR_CARD_MALFORMED;
-	if (pub_len != want_pub)
-		goto out;
-	memcpy(out->peer.pub, pub, pub_len);
-	out->peer.pub_len = pub_len;
 	out->issued_at = (int64_t)json_integer_value(at);
 	if (sp_seal_spki_key(out->spki, out->spki_len, &key) != 0)
 		goto out;
@@ -294,7 +432,8 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 		    memcmp(cert_spki, out->spki, (size_t)n) != 0)
 			goto out;
 	}
-	/* The signature by that key over the canonical bytes. */
+	/* The signature by that key over the canonical bytes (the whole suite list included: a
+	 * suite stripped or reordered breaks it). */
 	r = -ENOMEM;
 	tbs = sp_card_tbs(out, &tbs_len);
 	md = EVP_MD_CTX_new();
@@ -304,7 +443,8 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	if (EVP_DigestVerifyInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL) != 1 ||
 	    EVP_DigestVerify(md, sig, sig_len, tbs, tbs_len) != 1)
 		goto out;
-	r = 0;
+	/* What a sender here seals to: the first listed suite this build implements. */
+	r = sp_card_pick(out, NULL, 0, &out->peer);
 out:
 	if (r != 0)
 		sp_card_clear(out);
@@ -313,7 +453,6 @@ out:
 	EVP_MD_CTX_free(md);
 	X509_free(cert);
 	OPENSSL_free(cert_spki);
-	free(pub);
 	free(sig);
 	free(tbs);
 	return r;

@@ -16,14 +16,36 @@
 
 #include "sp_seal.h"
 
-#define SP_CARD_VERSION  1
-#define SP_CARD_MAX_JSON 16384 /* the longest card text accepted */
-#define SP_CARD_CERT_MAX 8192  /* the largest certificate (DER) a card may carry */
+/*
+ * Versions: 1 has one sealing suite ("seal": {suite, pub}); 2 lists up to SP_CARD_SEAL_MAX
+ * ("seal": [{suite, pub}, ...], in the device's order of preference), so that a hybrid device
+ * can offer MLKEM768-X25519 first and X25519 to senders without ML-KEM. Both verify here.
+ */
+#define SP_CARD_VERSION    2 /* the newest version this library reads and makes */
+#define SP_CARD_VERSION_V1 1
+#define SP_CARD_MAX_JSON   16384 /* the longest card text accepted */
+#define SP_CARD_CERT_MAX   8192  /* the largest certificate (DER) a card may carry */
+#define SP_CARD_SEAL_MAX   4     /* suites a v2 card lists at most */
+#define SP_CARD_NAME_MAX   64    /* the longest suite name */
+#define SP_CARD_PUB_MAX    4096  /* the largest public key of a suite this library does not know */
+
+/* One sealing suite a card lists. */
+struct sp_card_seal {
+	uint16_t suite; /* its id (PROTOCOL.md 13.2), or 0 for a name this library does not know */
+	char name[SP_CARD_NAME_MAX + 1];
+	uint8_t *pub; /* its public key (owned by the card) */
+	size_t pub_len;
+};
 
 /* A verified card. */
 struct sp_card {
-	struct sp_seal_peer peer; /* token, sealing suite and public key: what sp_seal() takes */
-	uint8_t *spki;            /* DER SubjectPublicKeyInfo of the certificate key */
+	/* token, and the first listed suite this build implements, with its public key: what
+	 * sp_seal() takes (sp_card_pick() chooses otherwise) */
+	struct sp_seal_peer peer;
+	int version;  /* 1 or 2 */
+	size_t nseal; /* suites listed, in the device's order of preference (1 in a v1 card) */
+	struct sp_card_seal seal[SP_CARD_SEAL_MAX];
+	uint8_t *spki; /* DER SubjectPublicKeyInfo of the certificate key */
 	size_t spki_len;
 	uint8_t *cert; /* DER certificate, or NULL if the card carries none */
 	size_t cert_len;
@@ -33,18 +55,33 @@ struct sp_card {
 /*
  * Makes the card of the sealer's device, issued at issued_at (Unix seconds, >= 0): compact JSON,
  * NUL-terminated, malloc'd into *json (the caller frees it). Carries the certificate if the
- * sealer has one. Returns 0, -EINVAL, -ENOMEM, SP_SEAL_ERR_CRYPTO.
+ * sealer has one, and the suites of sp_sealer_suites(): a v2 card if there are several (a
+ * hybrid device: MLKEM768-X25519 first, then X25519), else a v1 card, which verifiers of
+ * either version accept. Returns 0, -EINVAL, -ENOMEM, SP_SEAL_ERR_CRYPTO.
  */
 int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json);
+
+/* The same with the version chosen: 1 (the sealer's preferred suite alone) or 2. */
+int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int version, char **json);
+
+/*
+ * The suite to seal to: the first suite the card lists (its order of preference) that is among
+ * the n ids of accept, or, with accept NULL, that this build implements; into *out with the
+ * card's token. Returns 0, or SP_SEAL_ERR_SUITE if the card lists none of them.
+ */
+int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
+                 struct sp_seal_peer *out);
 
 /*
  * Parses and verifies a card of len bytes of JSON. Checks, in this order: size and JSON syntax,
  * version, fields (names, types, encodings, lengths; unknown fields refused): each
- * SP_SEAL_ERR_CARD_MALFORMED, except a version other than 1 (SP_SEAL_ERR_VERSION) and an
- * unknown suite (SP_SEAL_ERR_SUITE); then that SHA-256 of the SPKI equals the token and that the
- * certificate, if present, carries that SPKI (SP_SEAL_ERR_CARD_TOKEN); then the signature by
- * the SPKI's key (SP_SEAL_ERR_CARD_SIGNATURE). On success fills *out (release with
- * sp_card_clear); on failure *out is cleared.
+ * SP_SEAL_ERR_CARD_MALFORMED, except a version other than 1 or 2 (SP_SEAL_ERR_VERSION) and, in
+ * a v1 card, an unknown suite (SP_SEAL_ERR_SUITE); then that SHA-256 of the SPKI equals the
+ * token and that the certificate, if present, carries that SPKI (SP_SEAL_ERR_CARD_TOKEN); then
+ * the signature by the SPKI's key (SP_SEAL_ERR_CARD_SIGNATURE); then, for a v2 card, that it
+ * lists a suite this build implements (SP_SEAL_ERR_SUITE; names it does not know are kept,
+ * with suite 0, and skipped). On success fills *out (release with sp_card_clear); on failure
+ * *out is cleared.
  */
 int sp_card_parse(const char *json, size_t len, struct sp_card *out);
 

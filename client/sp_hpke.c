@@ -285,6 +285,13 @@ out:
 	return r;
 }
 
+int sp_hpke_x25519_key(EVP_PKEY *sk, const uint8_t *pk, uint8_t *dh)
+{
+	if (sk == NULL || pk == NULL || dh == NULL || !EVP_PKEY_is_a(sk, "X25519"))
+		return -EINVAL;
+	return sp_x25519_key(sk, pk, dh, NULL);
+}
+
 /* The same from a raw private key (importing it computes its public key: one multiplication). */
 int sp_hpke_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
                    uint8_t *pub_out)
@@ -530,6 +537,21 @@ int sp_hpke_sched_kdf(struct sp_hpke_sched *sc, const uint8_t dh[SP_HPKE_X25519_
 		r = sp_hpke_key_schedule(kctx, sc, ss, ctx, trace);
 	sp_hpke_give_back(sc, kctx, lent);
 	OPENSSL_cleanse(ss, sizeof(ss));
+	return r;
+}
+
+int sp_hpke_sched_ss(struct sp_hpke_sched *sc, const uint8_t ss[32], struct sp_hpke_ctx *ctx,
+                     struct sp_hpke_trace *trace)
+{
+	EVP_KDF_CTX *kctx;
+	int lent, r;
+
+	if (sc == NULL || !sc->ready || ss == NULL || ctx == NULL)
+		return -EINVAL;
+	if ((kctx = sp_hpke_borrow(sc, &lent)) == NULL)
+		return -ENOMEM;
+	r = sp_hpke_key_schedule(kctx, sc, ss, ctx, trace);
+	sp_hpke_give_back(sc, kctx, lent);
 	return r;
 }
 

@@ -231,6 +231,15 @@ int sp_hpke_sched_kdf(struct sp_hpke_sched *sched, const uint8_t dh[SP_HPKE_X255
                       struct sp_hpke_ctx *ctx, struct sp_hpke_trace *trace);
 
 /*
+ * The key schedule alone with a prepared schedule, from a KEM's shared_secret ss (32 bytes):
+ * for KEMs that hand it over directly (MLKEM768-X25519, whose encapsulation the caller runs
+ * itself, sp_xwing.h), so that sealing with them also skips the per-message schedule set-up.
+ * Any KEM of the schedule's suite. Returns 0, -EINVAL, -ENOMEM. Thread-safe on a shared schedule.
+ */
+int sp_hpke_sched_ss(struct sp_hpke_sched *sched, const uint8_t ss[32], struct sp_hpke_ctx *ctx,
+                     struct sp_hpke_trace *trace);
+
+/*
  * The KEM-generic interface: the same operations for any KEM above, with explicit lengths that
  * must equal the KEM's Nsk, Npk and Nenc (sp_hpke_kem_lengths; -EINVAL otherwise). For
  * DHKEM(X25519) they call the functions above; for MLKEM768-X25519 (draft-ietf-hpke-pq section
@@ -300,5 +309,9 @@ void sp_hpke_ctx_clear(struct sp_hpke_ctx *ctx);
  * the KEMs built on it (sp_xwing.c). */
 int sp_hpke_x25519(const uint8_t sk[SP_HPKE_X25519_LEN], const uint8_t *pk, uint8_t *dh,
                    uint8_t *pub_out);
+
+/* dh = X25519(sk, pk) with the private key already parsed (an X25519 EVP_PKEY, only read).
+ * Returns 0, -EINVAL, -EKEYREJECTED, -ENOMEM. */
+int sp_hpke_x25519_key(EVP_PKEY *sk, const uint8_t *pk, uint8_t *dh);
 
 #endif

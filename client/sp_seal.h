@@ -19,6 +19,10 @@
  *    with it), and counted.
  *  - If the opened message asks for a receipt: sp_seal_receipt() -> an envelope to the sender,
  *    sent like any message (the relay cannot tell it from one).
+ *  - Suites: a device whose key file has an MLKEM768-X25519 seed (made by sp_seal_keygen_file()
+ *    where the build has OpenSSL 3.5's ML-KEM) prefers suite 0x0101 and keeps its X25519 key;
+ *    its card lists both (sp_card.h), and a sender seals with the first listed suite it
+ *    implements (sp_card_parse() puts it in card.peer; sp_card_pick() chooses otherwise).
  *
  * A sealer is immutable after its setters have run and may then be shared by threads. Opened
  * messages and envelopes belong to the caller. Nothing here blocks except the functions that
@@ -40,18 +44,35 @@
 
 /*
  * Suite registry (PROTOCOL.md 13.2): the u16 after the version byte. Each names an HPKE
- * (KEM, KDF, AEAD) triple. 0x0100 to 0x01FF are reserved for post-quantum hybrid KEMs
- * (0x0101: ML-KEM-768 + X25519, planned); 0x0000 and 0xFF00 to 0xFFFF are never assigned.
+ * (KEM, KDF, AEAD) triple. 0x0100 to 0x01FF are reserved for post-quantum hybrid KEMs; 0x0000
+ * and 0xFF00 to 0xFFFF are never assigned. 0x0101 is implemented only in a build against
+ * OpenSSL 3.5 or later (SP_HAVE_PQ_SEAL; sp_seal_suite_implemented() says at run time); every
+ * build knows its name and sizes, to read cards and reply keys that name it.
  */
 #define SP_SEAL_SUITE_X25519_CHACHA20POLY1305                                                      \
 	0x0001                                /* DHKEM(X25519), HKDF-SHA256, ChaCha20Poly1305 */
 #define SP_SEAL_SUITE_X25519_AES128GCM 0x0002 /* DHKEM(X25519), HKDF-SHA256, AES-128-GCM */
-#define SP_SEAL_SUITE_DEFAULT          SP_SEAL_SUITE_X25519_CHACHA20POLY1305
+#define SP_SEAL_SUITE_MLKEM768_X25519_CHACHA20POLY1305                                             \
+	0x0101 /* MLKEM768-X25519 (X-Wing, HPKE KEM 0x647A), HKDF-SHA256, ChaCha20Poly1305 */
+#define SP_SEAL_SUITE_DEFAULT SP_SEAL_SUITE_X25519_CHACHA20POLY1305 /* of an X25519-only key */
+#define SP_SEAL_SUITE_HYBRID  SP_SEAL_SUITE_MLKEM768_X25519_CHACHA20POLY1305
 
-#define SP_SEAL_MSG_ID_LEN             16
-#define SP_SEAL_PUB_MAX                32 /* largest sealing public key of the suites implemented */
-#define SP_SEAL_HEADER_MAX             35 /* version + suite + enc, for the suites implemented */
-#define SP_SEAL_SPKI_MAX               512 /* largest sender SubjectPublicKeyInfo accepted */
+/*
+ * Protocol maxima over every registered suite, implemented in this build or not, so that the
+ * structs below have one size (one ABI) whatever OpenSSL the library was built against.
+ */
+#define SP_SEAL_MSG_ID_LEN 16
+#define SP_SEAL_PUB_MAX    1216 /* largest sealing public key (Npk of 0x0101; 32 for 0x0001) */
+#define SP_SEAL_ENC_MAX    1120 /* largest HPKE encapsulation (Nenc of 0x0101; 32 for 0x0001) */
+#define SP_SEAL_HEADER_MAX (3 + SP_SEAL_ENC_MAX) /* version + suite + enc */
+/*
+ * Padding buckets: with a padding block B > 1 every envelope is SP_SEAL_BUCKET_BASE + k * B
+ * bytes long, whatever its suite (51 = the header of an X25519 suite, 35, and the tag, 16: the
+ * content of those is padded to multiples of B; a hybrid envelope's content is padded so that
+ * the envelope lands on the same sizes).
+ */
+#define SP_SEAL_BUCKET_BASE 51
+#define SP_SEAL_SPKI_MAX    512 /* largest sender SubjectPublicKeyInfo accepted */
 
 /* Defaults of the sealer's settings (each has a setter). */
 #define SP_SEAL_SKEW_DEFAULT_MS      (5u * 60 * 1000)    /* clock skew allowed, each way */
@@ -94,9 +115,9 @@ enum sp_seal_err {
 	SP_SEAL_ERR_KEY_FILE = -2017,       /* a key or certificate file cannot be read or parsed */
 	SP_SEAL_ERR_KEY_PERMS = -2018,    /* the sealing key file is readable by group or others */
 	SP_SEAL_ERR_KEY_MISMATCH = -2019, /* certificate and key do not belong together */
-	SP_SEAL_ERR_KEY_TYPE = -2020,     /* a key of the wrong type (not P-256, not X25519) */
-	SP_SEAL_ERR_REPLAY_FILE = -2021,  /* a replay cache file is not one, or is damaged */
-	SP_SEAL_ERR_CRYPTO = -2022,       /* OpenSSL failed unexpectedly */
+	SP_SEAL_ERR_KEY_TYPE = -2020, /* a key of the wrong type (not P-256, not a sealing key) */
+	SP_SEAL_ERR_REPLAY_FILE = -2021, /* a replay cache file is not one, or is damaged */
+	SP_SEAL_ERR_CRYPTO = -2022,      /* OpenSSL failed unexpectedly */
 };
 
 /* A short English text for a code of this module or a negative errno. Never NULL. */
@@ -111,11 +132,15 @@ struct sp_seal_peer {
 };
 
 /*
- * Facts about a suite id: its HPKE length of enc (Nenc) and public key (Npk), and its name in
- * contact cards. Returns 0, or SP_SEAL_ERR_SUITE for an id this library does not implement.
- * Any out pointer may be NULL.
+ * Facts about a registered suite id: its HPKE length of enc (Nenc) and public key (Npk), and
+ * its name in contact cards. Returns 0 for every suite of PROTOCOL.md 13.2, including one this
+ * build does not implement (sp_seal_suite_implemented), or SP_SEAL_ERR_SUITE for an id not
+ * registered. Any out pointer may be NULL.
  */
 int sp_seal_suite_info(uint16_t suite, size_t *enc_len, size_t *pub_len, const char **name);
+
+/* 1 if this build seals and opens the suite (0x0101 needs OpenSSL 3.5 or later), else 0. */
+int sp_seal_suite_implemented(uint16_t suite);
 
 /* The suite id of a card name ("X25519-SHA256-ChaCha20Poly1305", ...), or 0 if unknown. */
 uint16_t sp_seal_suite_by_name(const char *name);
@@ -123,18 +148,33 @@ uint16_t sp_seal_suite_by_name(const char *name);
 struct sp_sealer;
 
 /*
- * Makes a new sealing key (X25519) and writes it as a PEM private key to path, created with
- * mode 0600; refuses to overwrite (-EEXIST). Blocks on disk I/O. Returns 0, -errno,
- * SP_SEAL_ERR_CRYPTO.
+ * Sealing key files (PROTOCOL.md 13.10). Two formats load:
+ *  - v1, "-----BEGIN PRIVATE KEY-----": an X25519 private key in PKCS#8 (what every build
+ *    before the hybrid suite wrote, and what a build without it still writes);
+ *  - v2, "-----BEGIN SEALPUSH SEALING KEY-----": base64 of version (1) = 1 || count (1) ||
+ *    count x (HPKE KEM id (2) || length (2) || private key), with exactly one X25519 key
+ *    (KEM 0x0020, its 32-byte scalar) and at most one MLKEM768-X25519 key (KEM 0x647A, its
+ *    32-byte X-Wing seed); entries of other KEM ids are skipped. A build without the hybrid
+ *    suite loads such a file with its X25519 key alone.
+ *
+ * Makes a new sealing key and writes it to path, created with mode 0600; refuses to overwrite
+ * (-EEXIST). With the hybrid suite in this build (sp_seal_suite_implemented(0x0101)): a v2
+ * file with an X25519 key and an X-Wing seed; otherwise a v1 file. Blocks on disk I/O.
+ * Returns 0, -errno, SP_SEAL_ERR_CRYPTO.
  */
 int sp_seal_keygen_file(const char *path);
 
+/* The same, choosing: hybrid != 0 makes a v2 file with both keys (SP_SEAL_ERR_SUITE in a build
+ * without the hybrid suite), 0 a v1 file (X25519 alone). */
+int sp_seal_keygen_file_ex(const char *path, int hybrid);
+
 /*
  * Loads a device's identity: its certificate (PEM; NULL to run with the key alone), the
- * certificate's private key (PEM, P-256) and its sealing key (PEM, X25519, mode 0600 or
- * stricter). Checks that the certificate certifies the key. Blocks on disk I/O. Returns 0 and
- * *out (free with sp_sealer_free), SP_SEAL_ERR_KEY_FILE, _KEY_PERMS, _KEY_MISMATCH, _KEY_TYPE,
- * -ENOMEM.
+ * certificate's private key (PEM, P-256) and its sealing key file (either format above, mode
+ * 0600 or stricter; with an X-Wing seed that this build can use, the sealer gets the hybrid key
+ * as by sp_sealer_set_hybrid_key()). Checks that the certificate certifies the key. Blocks on disk
+ * I/O. Returns 0 and *out (free with sp_sealer_free), SP_SEAL_ERR_KEY_FILE, _KEY_PERMS,
+ * _KEY_MISMATCH, _KEY_TYPE, -ENOMEM.
  */
 int sp_sealer_load(const char *cert_path, const char *key_path, const char *seal_key_path,
                    struct sp_sealer **out);
@@ -146,6 +186,17 @@ int sp_sealer_load(const char *cert_path, const char *key_path, const char *seal
  */
 int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_sealer **out);
 
+/*
+ * Gives the sealer its MLKEM768-X25519 sealing key (the 32-byte X-Wing seed, copied) beside its
+ * X25519 key, and makes the hybrid suite its preferred one (sp_sealer_set_suite). Returns 0,
+ * -EINVAL (seed_len not 32), SP_SEAL_ERR_SUITE (no hybrid suite in this build),
+ * SP_SEAL_ERR_CRYPTO.
+ */
+int sp_sealer_set_hybrid_key(struct sp_sealer *s, const uint8_t *seed, size_t seed_len);
+
+/* 1 if the sealer holds an MLKEM768-X25519 key (it opens suite 0x0101), else 0. */
+int sp_sealer_has_hybrid_key(const struct sp_sealer *s);
+
 /* Frees a sealer and wipes its keys. Accepts NULL. */
 void sp_sealer_free(struct sp_sealer *s);
 
@@ -154,6 +205,19 @@ const uint8_t *sp_sealer_token(const struct sp_sealer *s);
 
 /* The sealer's own peer data (token, preferred suite, sealing public key). */
 void sp_sealer_peer(const struct sp_sealer *s, struct sp_seal_peer *out);
+
+/*
+ * The sealer's own peer data for a given suite (the public key of that suite's KEM). Returns 0,
+ * or SP_SEAL_ERR_SUITE if the sealer has no key for it (or the build does not implement it).
+ */
+int sp_sealer_peer_suite(const struct sp_sealer *s, uint16_t suite, struct sp_seal_peer *out);
+
+/*
+ * The suites the sealer announces in its card, in order of preference, into out (up to max):
+ * the preferred suite, then, if the sealer holds a key of the other KEM, that KEM's suite
+ * (a hybrid device keeps X25519 for senders without ML-KEM). Returns how many (1 or 2).
+ */
+size_t sp_sealer_suites(const struct sp_sealer *s, uint16_t *out, size_t max);
 
 /*
  * The sealer's own DER SubjectPublicKeyInfo and certificate (NULL if loaded without one);
@@ -177,7 +241,12 @@ int sp_sealer_sign(const struct sp_sealer *s, const uint8_t *data, size_t len, u
 int sp_seal_spki_key(const uint8_t *spki, size_t len, EVP_PKEY **out);
 
 /* Settings. Call before sharing the sealer between threads. */
-/* The suite announced in the sealer's card and reply key (default SP_SEAL_SUITE_DEFAULT). */
+/*
+ * The suite announced first in the sealer's card (default SP_SEAL_SUITE_HYBRID with a hybrid key,
+ * else SP_SEAL_SUITE_DEFAULT); the sealer must hold a key for it (else SP_SEAL_ERR_SUITE). A
+ * reply key inside an envelope is of the envelope's own suite when the sealer has a key for it
+ * (the recipient implements that suite), else of this one.
+ */
 int sp_sealer_set_suite(struct sp_sealer *s, uint16_t suite);
 /* The clock skew allowed each way, ms (default SP_SEAL_SKEW_DEFAULT_MS; at most one day). */
 int sp_sealer_set_skew(struct sp_sealer *s, uint32_t skew_ms);
@@ -200,6 +269,20 @@ int sp_sealer_set_max_envelope(struct sp_sealer *s, size_t max);
 #define SP_SEAL_KEY_CACHE_MAX     65536
 int sp_sealer_set_key_cache(struct sp_sealer *s, size_t entries);
 
+/*
+ * The recipient key cache (suite 0x0101 only): sealing imports and checks the recipient's
+ * ML-KEM-768 public key (about 20 us with OpenSSL 3.5); the sealer keeps the parsed keys of up
+ * to entries recipients, direct-mapped by the key's own bytes and used only for an identical
+ * key, so that sealing to a recipient again skips the import. Each entry holds one parsed
+ * ML-KEM-768 public key (a few KiB). 0 (no cache) to SP_SEAL_PEER_CACHE_MAX; default
+ * SP_SEAL_PEER_CACHE_DEFAULT; nothing in a build without the hybrid suite. Setting it empties
+ * the cache. Returns 0, -EINVAL, -ENOMEM (the old cache is kept). Its counters:
+ * sp_sealer_peer_cache_stats().
+ */
+#define SP_SEAL_PEER_CACHE_DEFAULT 16
+#define SP_SEAL_PEER_CACHE_MAX     4096
+int sp_sealer_set_peer_cache(struct sp_sealer *s, size_t entries);
+
 /* Counters of the sender key cache, for metrics (all zero without a cache). */
 struct sp_seal_key_cache_stats {
 	size_t entries;     /* keys held now */
@@ -209,13 +292,19 @@ struct sp_seal_key_cache_stats {
 	uint64_t evictions; /* keys replaced by another sender's */
 };
 void sp_sealer_key_cache_stats(const struct sp_sealer *s, struct sp_seal_key_cache_stats *out);
+/* The same for the recipient key cache ("senders" read "recipients"). */
+void sp_sealer_peer_cache_stats(const struct sp_sealer *s, struct sp_seal_key_cache_stats *out);
 
 /*
- * The largest payload that sp_seal() always fits into max_blob bytes with this sealer's key,
- * padding and signature (at its longest), with (reply_key != 0) or without a reply key. 0 if
- * not even an empty payload fits.
+ * The largest payload that sp_seal() always fits into max_blob bytes in an envelope of the
+ * sealer's preferred suite, with its padding and signature (at its longest), with
+ * (reply_key != 0) or without a reply key. 0 if not even an empty payload fits.
  */
 size_t sp_seal_max_payload(const struct sp_sealer *s, size_t max_blob, int reply_key);
+
+/* The same for envelopes of the given suite (0 for a suite this build does not implement). */
+size_t sp_seal_max_payload_suite(const struct sp_sealer *s, uint16_t suite, size_t max_blob,
+                                 int reply_key);
 
 /* A message to seal. */
 struct sp_seal_msg {

@@ -108,19 +108,27 @@ int sp_xwing_public_key(const uint8_t seed[SP_XWING_SEED_LEN], uint8_t pk[SP_XWI
 	return r;
 }
 
-int sp_xwing_encap(const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
-                   uint8_t ct[SP_XWING_CT_LEN], uint8_t ss[SP_XWING_SS_LEN])
+int sp_xwing_import_mlkem(const uint8_t pk[SP_XWING_PK_LEN], EVP_PKEY **out)
+{
+	if (pk == NULL || out == NULL)
+		return -EINVAL;
+	/* OpenSSL checks the encapsulation key (FIPS 203 7.2) when importing it. */
+	*out = EVP_PKEY_new_raw_public_key_ex(NULL, "ML-KEM-768", NULL, pk, SP_XWING_MLKEM_PK_LEN);
+	return *out != NULL ? 0 : -EKEYREJECTED;
+}
+
+int sp_xwing_encap_mlkem(EVP_PKEY *pk_m, const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
+                         uint8_t ct[SP_XWING_CT_LEN], uint8_t ss[SP_XWING_SS_LEN])
 {
 	uint8_t rnd[SP_XWING_ESEED_LEN], ss_m[32], ss_x[32];
 	const uint8_t *pk_x = pk + SP_XWING_MLKEM_PK_LEN;
 	uint8_t *ct_x = ct + SP_XWING_MLKEM_CT_LEN;
-	EVP_PKEY *pk_m = NULL;
 	EVP_PKEY_CTX *ectx = NULL;
 	OSSL_PARAM params[2];
 	size_t ct_len = SP_XWING_MLKEM_CT_LEN, ss_len = sizeof(ss_m);
 	int r = -ENOMEM;
 
-	if (pk == NULL || ct == NULL || ss == NULL)
+	if (pk_m == NULL || pk == NULL || ct == NULL || ss == NULL)
 		return -EINVAL;
 	if (eseed == NULL) {
 		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -128,13 +136,7 @@ int sp_xwing_encap(const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
 	} else {
 		memcpy(rnd, eseed, sizeof(rnd));
 	}
-	/* Section 5.4: ML-KEM-768 encapsulation to pk_M with m = eseed[0:32]. OpenSSL checks the
-	 * encapsulation key (FIPS 203 7.2) when importing it. */
-	pk_m = EVP_PKEY_new_raw_public_key_ex(NULL, "ML-KEM-768", NULL, pk, SP_XWING_MLKEM_PK_LEN);
-	if (pk_m == NULL) {
-		r = -EKEYREJECTED;
-		goto out;
-	}
+	/* Section 5.4: ML-KEM-768 encapsulation to pk_M with m = eseed[0:32]. */
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_KEM_PARAM_IKME, rnd, 32);
 	params[1] = OSSL_PARAM_construct_end();
 	ectx = EVP_PKEY_CTX_new_from_pkey(NULL, pk_m, NULL);
@@ -151,6 +153,20 @@ out:
 	OPENSSL_cleanse(ss_m, sizeof(ss_m));
 	OPENSSL_cleanse(ss_x, sizeof(ss_x));
 	EVP_PKEY_CTX_free(ectx);
+	return r;
+}
+
+int sp_xwing_encap(const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
+                   uint8_t ct[SP_XWING_CT_LEN], uint8_t ss[SP_XWING_SS_LEN])
+{
+	EVP_PKEY *pk_m = NULL;
+	int r;
+
+	if (pk == NULL || ct == NULL || ss == NULL)
+		return -EINVAL;
+	r = sp_xwing_import_mlkem(pk, &pk_m);
+	if (r == 0)
+		r = sp_xwing_encap_mlkem(pk_m, pk, eseed, ct, ss);
 	EVP_PKEY_free(pk_m);
 	return r;
 }
@@ -189,6 +205,78 @@ out:
 	return r;
 }
 
+struct sp_xwing_key {
+	EVP_PKEY *mlkem; /* ML-KEM-768 decapsulation key */
+	EVP_PKEY *x;     /* sk_X, parsed */
+	uint8_t pk[SP_XWING_PK_LEN];
+};
+
+int sp_xwing_key_new(const uint8_t seed[SP_XWING_SEED_LEN], struct sp_xwing_key **out)
+{
+	struct sp_xwing_key *k;
+	uint8_t sk_x[SP_XWING_X_LEN];
+	int r;
+
+	if (seed == NULL || out == NULL)
+		return -EINVAL;
+	*out = NULL;
+	if ((k = OPENSSL_zalloc(sizeof(*k))) == NULL)
+		return -ENOMEM;
+	r = sp_xwing_expand(seed, &k->mlkem, sk_x, k->pk);
+	if (r == 0) {
+		k->x = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk_x, SP_XWING_X_LEN);
+		if (k->x == NULL)
+			r = -ENOMEM;
+	}
+	OPENSSL_cleanse(sk_x, sizeof(sk_x));
+	if (r != 0) {
+		sp_xwing_key_free(k);
+		return r;
+	}
+	*out = k;
+	return 0;
+}
+
+void sp_xwing_key_free(struct sp_xwing_key *k)
+{
+	if (k == NULL)
+		return;
+	EVP_PKEY_free(k->mlkem);
+	EVP_PKEY_free(k->x);
+	OPENSSL_clear_free(k, sizeof(*k));
+}
+
+const uint8_t *sp_xwing_key_pk(const struct sp_xwing_key *k)
+{
+	return k->pk;
+}
+
+int sp_xwing_decap_key(const struct sp_xwing_key *k, const uint8_t ct[SP_XWING_CT_LEN],
+                       uint8_t ss[SP_XWING_SS_LEN])
+{
+	const uint8_t *ct_x = ct + SP_XWING_MLKEM_CT_LEN;
+	uint8_t ss_m[32], ss_x[32];
+	EVP_PKEY_CTX *dctx = NULL;
+	size_t ss_len = sizeof(ss_m);
+	int r = -ENOMEM;
+
+	if (k == NULL || ct == NULL || ss == NULL)
+		return -EINVAL;
+	dctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->mlkem, NULL);
+	if (dctx == NULL || EVP_PKEY_decapsulate_init(dctx, NULL) != 1 ||
+	    EVP_PKEY_decapsulate(dctx, ss_m, &ss_len, ct, SP_XWING_MLKEM_CT_LEN) != 1 ||
+	    ss_len != sizeof(ss_m))
+		goto out;
+	r = sp_hpke_x25519_key(k->x, ct_x, ss_x);
+	if (r == 0)
+		r = sp_xwing_combine(ss_m, ss_x, ct_x, k->pk + SP_XWING_MLKEM_PK_LEN, ss);
+out:
+	OPENSSL_cleanse(ss_m, sizeof(ss_m));
+	OPENSSL_cleanse(ss_x, sizeof(ss_x));
+	EVP_PKEY_CTX_free(dctx);
+	return r;
+}
+
 #else /* !SP_HAVE_PQ_SEAL: OpenSSL older than 3.5 has no ML-KEM. */
 
 int sp_xwing_available(void)
@@ -209,6 +297,41 @@ int sp_xwing_encap(const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
 
 int sp_xwing_decap(const uint8_t seed[SP_XWING_SEED_LEN], const uint8_t ct[SP_XWING_CT_LEN],
                    uint8_t ss[SP_XWING_SS_LEN])
+{
+	return -EOPNOTSUPP;
+}
+
+int sp_xwing_import_mlkem(const uint8_t pk[SP_XWING_PK_LEN], EVP_PKEY **out)
+{
+	if (out != NULL)
+		*out = NULL;
+	return -EOPNOTSUPP;
+}
+
+int sp_xwing_encap_mlkem(EVP_PKEY *pk_m, const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
+                         uint8_t ct[SP_XWING_CT_LEN], uint8_t ss[SP_XWING_SS_LEN])
+{
+	return -EOPNOTSUPP;
+}
+
+int sp_xwing_key_new(const uint8_t seed[SP_XWING_SEED_LEN], struct sp_xwing_key **out)
+{
+	if (out != NULL)
+		*out = NULL;
+	return -EOPNOTSUPP;
+}
+
+void sp_xwing_key_free(struct sp_xwing_key *k)
+{
+}
+
+const uint8_t *sp_xwing_key_pk(const struct sp_xwing_key *k)
+{
+	return NULL;
+}
+
+int sp_xwing_decap_key(const struct sp_xwing_key *k, const uint8_t ct[SP_XWING_CT_LEN],
+                       uint8_t ss[SP_XWING_SS_LEN])
 {
 	return -EOPNOTSUPP;
 }

@@ -27,6 +27,8 @@
 
 #include <stdint.h>
 
+#include <openssl/types.h>
+
 #define SP_XWING_SEED_LEN     32   /* Nsk: the private key */
 #define SP_XWING_ESEED_LEN    64   /* randomness of one encapsulation: m || ek_X */
 #define SP_XWING_PK_LEN       1216 /* Npk: pk_M (1184) || pk_X (32) */
@@ -56,5 +58,34 @@ int sp_xwing_encap(const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
  */
 int sp_xwing_decap(const uint8_t seed[SP_XWING_SEED_LEN], const uint8_t ct[SP_XWING_CT_LEN],
                    uint8_t ss[SP_XWING_SS_LEN]);
+
+/*
+ * The ML-KEM-768 half of a public key pk (its first SP_XWING_MLKEM_PK_LEN bytes) parsed and
+ * checked (FIPS 203 7.2) into *out, for a sender that seals to one recipient many times;
+ * sp_xwing_encap_mlkem() then encapsulates with it (pk_m from this pk). Returns 0, -EINVAL,
+ * -EKEYREJECTED, -EOPNOTSUPP.
+ */
+int sp_xwing_import_mlkem(const uint8_t pk[SP_XWING_PK_LEN], EVP_PKEY **out);
+int sp_xwing_encap_mlkem(EVP_PKEY *pk_m, const uint8_t pk[SP_XWING_PK_LEN], const uint8_t *eseed,
+                         uint8_t ct[SP_XWING_CT_LEN], uint8_t ss[SP_XWING_SS_LEN]);
+
+/*
+ * A prepared decapsulation key: the seed expanded once (the ML-KEM-768 key and the X25519 key
+ * parsed, the public key computed), for a recipient that opens many messages: decapsulating
+ * with it skips ML-KEM key generation and two X25519 multiplications per message. Immutable
+ * once made; may be shared by threads. sp_xwing_key_free wipes and frees it (accepts NULL).
+ * sp_xwing_key_new returns 0 and *out, -EINVAL, -ENOMEM, -EOPNOTSUPP.
+ */
+struct sp_xwing_key;
+
+int sp_xwing_key_new(const uint8_t seed[SP_XWING_SEED_LEN], struct sp_xwing_key **out);
+void sp_xwing_key_free(struct sp_xwing_key *k);
+
+/* The key's public key (SP_XWING_PK_LEN bytes, owned by the key). */
+const uint8_t *sp_xwing_key_pk(const struct sp_xwing_key *k);
+
+/* sp_xwing_decap() with a prepared key: the same result, the same errors. */
+int sp_xwing_decap_key(const struct sp_xwing_key *k, const uint8_t ct[SP_XWING_CT_LEN],
+                       uint8_t ss[SP_XWING_SS_LEN]);
 
 #endif

@@ -27,9 +27,17 @@
  *   open            sp_seal_open() end to end, no replay cache, sender key cache off (a first
  *                   message from a sender)
  *   open_cached     the same with the sender key cache on (a repeat sender)
+ * and, where the build has the hybrid suite 0x0101 (MLKEM768-X25519, OpenSSL 3.5 and later):
+ *   xwing_encap     one X-Wing encapsulation to the recipient's 1,216-byte public key (the key
+ *                   imported and checked, ML-KEM-768 encapsulation, two X25519 multiplications)
+ *   xwing_decap     one decapsulation with the recipient's prepared key (sp_xwing_key)
+ *   seal_hybrid, open_hybrid, open_hybrid_cached   seal, open and open_cached in suite 0x0101
+ * It ends with the whole cost, seal + open (first message from a sender), of each suite from the
+ * medians, and their ratio (issue 13's target: hybrid <= 1.5 x classical).
  */
 #include "sp_hpke.h"
 #include "sp_seal.h"
+#include "sp_xwing.h"
 #include "tc_keys.h"
 
 #include <stdio.h>
@@ -86,6 +94,12 @@ static uint8_t enc[32], ct[2048], pt[2048];
 static size_t aead_len;
 static uint8_t transcript[600], sig[80];
 static size_t transcript_len, sig_len;
+/* The hybrid suite: bob with an MLKEM768-X25519 key too (NULL without it in the build). */
+static struct sp_sealer *bobh, *bobh_nocache;
+static struct sp_seal_peer bobh_peer;
+static struct sp_xwing_key *xwk;
+static uint8_t *envh, xw_ct[SP_XWING_CT_LEN];
+static size_t envh_len;
 
 static int b_x25519(void *arg)
 {
@@ -262,6 +276,49 @@ static int b_open_cached(void *arg)
 	return r;
 }
 
+static int b_xwing_encap(void *arg)
+{
+	uint8_t c[SP_XWING_CT_LEN], k[SP_XWING_SS_LEN];
+
+	return sp_xwing_encap(bobh_peer.pub, NULL, c, k);
+}
+
+static int b_xwing_decap(void *arg)
+{
+	uint8_t ss[SP_XWING_SS_LEN];
+
+	return sp_xwing_decap_key(xwk, xw_ct, ss);
+}
+
+static int b_seal_hybrid(void *arg)
+{
+	struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len};
+	uint8_t *e;
+	size_t len;
+	int r = sp_seal(alice.s, &bobh_peer, &m, &e, &len);
+
+	free(e);
+	return r;
+}
+
+static int b_open_hybrid(void *arg)
+{
+	struct sp_seal_opened o;
+	int r = sp_seal_open(bobh_nocache, NULL, mid, envh, envh_len, t0, &o);
+
+	sp_seal_opened_clear(&o);
+	return r;
+}
+
+static int b_open_hybrid_cached(void *arg)
+{
+	struct sp_seal_opened o;
+	int r = sp_seal_open(bobh, NULL, mid, envh, envh_len, t0, &o);
+
+	sp_seal_opened_clear(&o);
+	return r;
+}
+
 struct part {
 	const char *name;
 	int (*fn)(void *);
@@ -287,8 +344,26 @@ static struct part parts[] = {
         {"seal", b_seal, {0}, 0, 0},
         {"open", b_open, {0}, 0, 0},
         {"open_cached", b_open_cached, {0}, 0, 0},
+        /* From here on: the hybrid suite, where the build has it. */
+        {"xwing_encap", b_xwing_encap, {0}, 0, 0},
+        {"xwing_decap", b_xwing_decap, {0}, 0, 0},
+        {"seal_hybrid", b_seal_hybrid, {0}, 0, 0},
+        {"open_hybrid", b_open_hybrid, {0}, 0, 0},
+        {"open_hybrid_cached", b_open_hybrid_cached, {0}, 0, 0},
 };
-#define NPARTS (sizeof(parts) / sizeof(parts[0]))
+#define NPARTS_ALL (sizeof(parts) / sizeof(parts[0]))
+#define NPARTS_CL  (NPARTS_ALL - 5)
+static size_t nparts = NPARTS_CL; /* the parts this build runs */
+#define NPARTS nparts
+
+/* The median run of a part, in us. */
+static double median(const char *name)
+{
+	for (size_t i = 0; i < NPARTS; i++)
+		if (strcmp(parts[i].name, name) == 0)
+			return parts[i].median / 1000;
+	return 0;
+}
 
 /* The fastest run of a part, in us: the least disturbed by other work on the machine. */
 static double best(const char *name)
@@ -347,6 +422,24 @@ int main(int argc, char **argv)
 		    sp_seal(alice.s, &bob.peer, &m, &env, &env_len) != 0)
 			return 1;
 	}
+	if (sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID)) {
+		struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len};
+		uint8_t seed[SP_XWING_SEED_LEN], k[SP_XWING_SS_LEN];
+
+		RAND_bytes(seed, sizeof(seed));
+		if (sp_sealer_new(bob.sign, bob.cert, bob.seal, &bobh) != 0 ||
+		    sp_sealer_set_hybrid_key(bobh, seed, sizeof(seed)) != 0 ||
+		    sp_sealer_new(bob.sign, bob.cert, bob.seal, &bobh_nocache) != 0 ||
+		    sp_sealer_set_hybrid_key(bobh_nocache, seed, sizeof(seed)) != 0 ||
+		    sp_sealer_set_key_cache(bobh_nocache, 0) != 0 ||
+		    sp_xwing_key_new(seed, &xwk) != 0)
+			return 1;
+		sp_sealer_peer(bobh, &bobh_peer);
+		if (sp_seal(alice.s, &bobh_peer, &m, &envh, &envh_len) != 0 ||
+		    sp_xwing_encap(bobh_peer.pub, NULL, xw_ct, k) != 0)
+			return 1;
+		nparts = NPARTS_ALL;
+	}
 	if (only != NULL) {
 		for (size_t p = 0; p < NPARTS; p++)
 			if (strcmp(parts[p].name, only) == 0) {
@@ -361,9 +454,9 @@ int main(int argc, char **argv)
 	/* Warm up (first-use fetches of OpenSSL algorithms). */
 	for (size_t p = 0; p < NPARTS; p++)
 		run_once(parts[p].name, parts[p].fn);
-	printf("seal-bench: %zu-byte payload (%zu-byte envelope), %zu iterations x %d runs, "
-	       "interleaved\n%-14s %9s %9s   (all runs, ns/op)\n",
-	       payload_len, env_len, iterations, runs, "part", "median", "best");
+	printf("seal-bench: %zu-byte payload (%zu-byte envelope; hybrid: %zu bytes), %zu "
+	       "iterations x %d runs, interleaved\n%-18s %9s %9s   (all runs, ns/op)\n",
+	       payload_len, env_len, envh_len, iterations, runs, "part", "median", "best");
 	/* Runs interleave the parts, so that a noisy moment hits all of them alike. */
 	for (int r = 0; r < runs; r++)
 		for (size_t p = 0; p < NPARTS; p++)
@@ -372,7 +465,7 @@ int main(int argc, char **argv)
 		qsort(parts[p].runs, (size_t)runs, sizeof(double), cmp_d);
 		parts[p].median = parts[p].runs[runs / 2];
 		parts[p].best = parts[p].runs[0];
-		printf("%-14s %9.0f %9.0f   (", parts[p].name, parts[p].median, parts[p].best);
+		printf("%-18s %9.0f %9.0f   (", parts[p].name, parts[p].median, parts[p].best);
 		for (int r = 0; r < runs; r++)
 			printf("%s%.0f", r ? " " : "", parts[p].runs[r]);
 		printf(")\n");
@@ -404,7 +497,30 @@ int main(int argc, char **argv)
 	printf("everything beyond X25519 and ECDSA: seal %.1f, open %.1f, open repeat sender "
 	       "%.1f\n",
 	       se - (ss - kd) - sg, op - (sr - kd) - vf, oc - (sr - kd) - vf);
+	if (bobh != NULL) {
+		double cl = median("seal") + median("open"),
+		       hy = median("seal_hybrid") + median("open_hybrid");
+		double clc = median("seal") + median("open_cached"),
+		       hyc = median("seal_hybrid") + median("open_hybrid_cached");
+
+		printf("\nseal + open (medians, us): classical 0x0001 %.1f, hybrid 0x0101 %.1f: "
+		       "%.2fx (target <= 1.5x); repeat sender %.1f vs %.1f: %.2fx\n",
+		       cl, hy, hy / cl, clc, hyc, hyc / clc);
+		printf("hybrid beyond classical: seal +%.1f (xwing_encap %.1f), open +%.1f "
+		       "(xwing_decap %.1f)\n",
+		       median("seal_hybrid") - median("seal"), median("xwing_encap"),
+		       median("open_hybrid") - median("open"), median("xwing_decap"));
+	} else {
+		printf("\nseal + open (medians, us): classical 0x0001 %.1f (no hybrid suite in "
+		       "this "
+		       "build)\n",
+		       median("seal") + median("open"));
+	}
 	free(env);
+	free(envh);
+	sp_xwing_key_free(xwk);
+	sp_sealer_free(bobh);
+	sp_sealer_free(bobh_nocache);
 	sp_hpke_sched_clear(&sched);
 	sp_sealer_free(bob_nocache);
 	EVP_PKEY_free(xa);

@@ -1,7 +1,11 @@
 /*
  * Unit tests of client/sp_card: a good card (with and without certificate) verifies and seals;
  * a token that does not match the key, a certificate of another key, a bad signature and every
- * kind of malformed field are each refused with their own error.
+ * kind of malformed field are each refused with their own error. Version 2 (a list of suites):
+ * cards made here and cards built by an encoder written here from PROTOCOL.md 13.8 alone verify;
+ * a sender takes the first listed suite it implements (a build without ML-KEM, or a sender
+ * restricted to the classical suites, falls back to X25519 and the message still opens); a list
+ * with a suite stripped, reordered or renamed fails the signature.
  */
 #include "sp_card.h"
 #include "sp_test.h"
@@ -12,6 +16,7 @@
 
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 static struct tc_dev alice, bob;
 static const int64_t issued = 1795000000;
@@ -179,7 +184,11 @@ static void e_sig_flip(json_t *r)
 }
 static void e_v2(json_t *r)
 {
-	json_object_set_new(r, "v", json_integer(2));
+	json_object_set_new(r, "v", json_integer(2)); /* a v2 card's seal is an array */
+}
+static void e_v3(json_t *r)
+{
+	json_object_set_new(r, "v", json_integer(3));
 }
 static void e_v_string(json_t *r)
 {
@@ -294,7 +303,8 @@ static void test_refusals(void)
 	expect(card, e_no_cert, SP_SEAL_ERR_CARD_SIGNATURE, "certificate removed");
 	expect(card, e_sig_flip, SP_SEAL_ERR_CARD_SIGNATURE, "signature changed");
 	/* Versions and suites. */
-	expect(card, e_v2, SP_SEAL_ERR_VERSION, "v 2");
+	expect(card, e_v3, SP_SEAL_ERR_VERSION, "v 3");
+	expect(card, e_v2, SP_SEAL_ERR_CARD_MALFORMED, "v 2 with a v1 seal");
 	expect(card, e_unknown_suite, SP_SEAL_ERR_SUITE, "unknown suite");
 	/* Malformed fields. */
 	expect(card, e_v_string, SP_SEAL_ERR_CARD_MALFORMED, "v a string");
@@ -342,6 +352,241 @@ static void test_refusals(void)
 	free(card);
 }
 
+/* ---- version 2 ---- */
+
+static const uint16_t classical[] = {SP_SEAL_SUITE_X25519_CHACHA20POLY1305,
+                                     SP_SEAL_SUITE_X25519_AES128GCM};
+
+/* Seals "hi" from bob to peer and opens it with the sealer s; returns sp_seal_open's result. */
+static int seal_open(const struct sp_seal_peer *peer, struct sp_sealer *s)
+{
+	static const uint8_t mid[16] = {2};
+	struct sp_seal_msg m = {
+	        mid, 1795000000000ull, 60, SP_SEAL_F_RECEIPT_WANTED, (const uint8_t *)"hi", 2};
+	struct sp_seal_opened o;
+	uint8_t *env = NULL;
+	size_t len;
+	int r = sp_seal(bob.s, peer, &m, &env, &len);
+
+	if (r != 0)
+		return r;
+	r = sp_seal_open(s, NULL, mid, env, len, m.sent_at_ms, &o);
+	if (r == 0 &&
+	    (o.payload_len != 2 || memcmp(o.payload, "hi", 2) != 0 || o.suite != peer->suite))
+		r = -EBADMSG;
+	sp_seal_opened_clear(&o);
+	free(env);
+	return r;
+}
+
+/* A v2 card of alice built here from PROTOCOL.md 13.8: names[i], pubs[i] in this order. */
+static char *build_v2(size_t n, const char *const *names, const uint8_t *const *pubs,
+                      const size_t *pub_lens)
+{
+	static uint8_t tbs[16384];
+	uint8_t *p = tbs, sig[80];
+	size_t spki_len, sig_len;
+	const uint8_t *spki = sp_sealer_spki(alice.s, &spki_len);
+	char hex[65], b[4096];
+	json_t *root, *list;
+	char *out;
+
+	memcpy(p, "sealpush/1 contact card", 24); /* with its NUL */
+	p += 24;
+	*p++ = 2;
+	memcpy(p, sp_sealer_token(alice.s), 32);
+	p += 32;
+	*p++ = (uint8_t)(spki_len >> 8);
+	*p++ = (uint8_t)spki_len;
+	memcpy(p, spki, spki_len);
+	p += spki_len;
+	memset(p, 0, 4); /* no certificate */
+	p += 4;
+	*p++ = (uint8_t)n;
+	for (size_t i = 0; i < n; i++) {
+		*p++ = (uint8_t)strlen(names[i]);
+		memcpy(p, names[i], strlen(names[i]));
+		p += strlen(names[i]);
+		*p++ = (uint8_t)(pub_lens[i] >> 8);
+		*p++ = (uint8_t)pub_lens[i];
+		memcpy(p, pubs[i], pub_lens[i]);
+		p += pub_lens[i];
+	}
+	for (int i = 0; i < 8; i++)
+		*p++ = (uint8_t)((uint64_t)issued >> (56 - 8 * i));
+	if (sp_sealer_sign(alice.s, tbs, (size_t)(p - tbs), sig, &sig_len) != 0)
+		return NULL;
+	list = json_array();
+	for (size_t i = 0; i < n; i++) {
+		b64(pubs[i], pub_lens[i], b);
+		json_array_append_new(list, json_pack("{s:s, s:s}", "suite", names[i], "pub", b));
+	}
+	sp_token_hex(sp_sealer_token(alice.s), hex);
+	b64(spki, spki_len, b);
+	root = json_pack("{s:i, s:s, s:s, s:o, s:I}", "v", 2, "token", hex, "spki", b, "seal", list,
+	                 "issued_at", (json_int_t)issued);
+	b64(sig, sig_len, b);
+	json_object_set_new(root, "sig", json_string(b));
+	out = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	return out;
+}
+
+static struct sp_sealer *hyb; /* alice with a hybrid key too, where the build has it */
+static uint8_t hyb_pk[SP_SEAL_PUB_MAX];
+
+static void test_v2_made_here(void)
+{
+	struct sp_card c;
+	char *json = NULL;
+
+	/* A classical device's v2 card: one suite. */
+	SP_CHECK_EQ_INT(sp_card_make_version(alice.s, issued, 2, &json), 0);
+	SP_CHECK_EQ_INT(parse(json, &c), 0);
+	SP_CHECK_EQ_INT(c.version, 2);
+	SP_CHECK_EQ_INT(c.nseal, 1);
+	SP_CHECK_EQ_INT(c.peer.suite, SP_SEAL_SUITE_DEFAULT);
+	SP_CHECK_EQ_INT(seal_open(&c.peer, alice.s), 0);
+	sp_card_clear(&c);
+	free(json);
+	SP_CHECK_EQ_INT(sp_card_make_version(alice.s, issued, 3, &json), -EINVAL);
+}
+
+static void test_v2_made_here_hybrid(void)
+{
+	struct sp_card c;
+	struct sp_seal_peer p;
+	char *json = NULL;
+	/* A hybrid device: v2 by itself, MLKEM768-X25519 first, X25519 kept. */
+	SP_CHECK_EQ_INT(sp_card_make(hyb, issued, &json), 0);
+	printf("# %.200s...\n", json);
+	SP_CHECK_EQ_INT(parse(json, &c), 0);
+	SP_CHECK_EQ_INT(c.version, 2);
+	SP_CHECK_EQ_INT(c.nseal, 2);
+	SP_CHECK_EQ_INT(c.seal[0].suite, SP_SEAL_SUITE_HYBRID);
+	SP_CHECK_EQ_INT(c.seal[1].suite, SP_SEAL_SUITE_DEFAULT);
+	SP_CHECK_EQ_INT(c.peer.suite, SP_SEAL_SUITE_HYBRID);
+	SP_CHECK_EQ_INT(c.peer.pub_len, 1216);
+	SP_CHECK_MEM(c.peer.pub, hyb_pk, 1216);
+	SP_CHECK_EQ_INT(seal_open(&c.peer, hyb), 0);
+	/* A sender that implements only the classical suites takes the X25519 one. */
+	SP_CHECK_EQ_INT(sp_card_pick(&c, classical, 2, &p), 0);
+	SP_CHECK_EQ_INT(p.suite, SP_SEAL_SUITE_DEFAULT);
+	SP_CHECK_MEM(p.pub, alice.seal_pk, 32);
+	SP_CHECK_EQ_INT(seal_open(&p, hyb), 0);
+	sp_card_clear(&c);
+	free(json);
+	/* Its v1 card names its preferred suite alone. */
+	SP_CHECK_EQ_INT(sp_card_make_version(hyb, issued, 1, &json), 0);
+	SP_CHECK_EQ_INT(parse(json, &c), 0);
+	SP_CHECK_EQ_INT(c.version, 1);
+	SP_CHECK_EQ_INT(c.peer.suite, SP_SEAL_SUITE_HYBRID);
+	sp_card_clear(&c);
+	free(json);
+}
+
+static void test_v2_mixed_versions(void)
+{
+	static uint8_t future[100];
+	const char *names[] = {"MLKEM768-X25519-SHA256-ChaCha20Poly1305", "FUTURE-KEM-SHA256-X",
+	                       "X25519-SHA256-ChaCha20Poly1305"};
+	const uint8_t *pubs[] = {hyb_pk, future, alice.seal_pk};
+	const size_t lens[] = {1216, sizeof(future), 32};
+	int pq = sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID);
+	struct sp_card c;
+	struct sp_seal_peer p;
+	char *json = build_v2(3, names, pubs, lens);
+
+	SP_CHECK(json != NULL);
+	if (json == NULL)
+		return;
+	SP_CHECK_EQ_INT(parse(json, &c), 0);
+	SP_CHECK_EQ_INT(c.nseal, 3);
+	SP_CHECK_EQ_INT(c.seal[0].suite, SP_SEAL_SUITE_HYBRID);
+	SP_CHECK_EQ_INT(c.seal[1].suite, 0); /* a name this library does not know: kept, skipped */
+	SP_CHECK_EQ_INT(c.seal[2].suite, SP_SEAL_SUITE_DEFAULT);
+	/* The first suite this build implements: the hybrid one with ML-KEM, else X25519. */
+	SP_CHECK_EQ_INT(c.peer.suite, pq ? SP_SEAL_SUITE_HYBRID : SP_SEAL_SUITE_DEFAULT);
+	SP_CHECK_EQ_INT(seal_open(&c.peer, pq ? hyb : alice.s), 0);
+	/* A sender built without ML-KEM (OpenSSL 3.0), simulated by its suite preference. */
+	SP_CHECK_EQ_INT(sp_card_pick(&c, classical, 2, &p), 0);
+	SP_CHECK_EQ_INT(p.suite, SP_SEAL_SUITE_DEFAULT);
+	SP_CHECK_EQ_INT(seal_open(&p, pq ? hyb : alice.s), 0);
+	{
+		const uint16_t aes_only[] = {SP_SEAL_SUITE_X25519_AES128GCM};
+
+		SP_CHECK_EQ_INT(sp_card_pick(&c, aes_only, 1, &p), SP_SEAL_ERR_SUITE);
+	}
+	sp_card_clear(&c);
+	free(json);
+
+	/* Stripping the PQ suite, reordering or renaming: the signature covers the list. */
+	{
+		char *t = build_v2(3, names, pubs, lens);
+		json_t *root = json_loads(t, 0, NULL);
+		json_t *list = json_object_get(root, "seal");
+
+		free(t);
+		json_array_remove(list, 0);
+		t = json_dumps(root, JSON_COMPACT);
+		SP_CHECK_EQ_INT(parse(t, &c), SP_SEAL_ERR_CARD_SIGNATURE);
+		free(t);
+		json_array_append(list, json_array_get(list, 0));
+		json_array_remove(list, 0); /* now X25519, then FUTURE */
+		t = json_dumps(root, JSON_COMPACT);
+		SP_CHECK_EQ_INT(parse(t, &c), SP_SEAL_ERR_CARD_SIGNATURE);
+		free(t);
+		json_object_set_new(json_array_get(list, 1), "suite", json_string("FUTURE-KEM-2"));
+		t = json_dumps(root, JSON_COMPACT);
+		SP_CHECK_EQ_INT(parse(t, &c), SP_SEAL_ERR_CARD_SIGNATURE);
+		free(t);
+		/* The same suite twice; an object where the list goes. */
+		json_array_append(list, json_array_get(list, 0));
+		t = json_dumps(root, JSON_COMPACT);
+		SP_CHECK_EQ_INT(parse(t, &c), SP_SEAL_ERR_CARD_MALFORMED);
+		free(t);
+		json_object_set(root, "seal", json_array_get(list, 0));
+		t = json_dumps(root, JSON_COMPACT);
+		SP_CHECK_EQ_INT(parse(t, &c), SP_SEAL_ERR_CARD_MALFORMED);
+		free(t);
+		json_object_set_new(root, "seal", json_array());
+		t = json_dumps(root, JSON_COMPACT);
+		SP_CHECK_EQ_INT(parse(t, &c), SP_SEAL_ERR_CARD_MALFORMED);
+		free(t);
+		json_decref(root);
+	}
+	/* Lists: five entries are too many; a known suite with a key of the wrong length; a
+	 * correctly signed list of nothing this build implements. */
+	{
+		const char *n5[] = {"A-1", "A-2", "A-3", "A-4", "A-5"};
+		const uint8_t *p5[] = {future, future, future, future, future};
+		const size_t l5[] = {1, 1, 1, 1, 1};
+		const char *bad[] = {"X25519-SHA256-ChaCha20Poly1305"};
+		const size_t bad_len[] = {31};
+
+		json = build_v2(5, n5, p5, l5);
+		SP_CHECK_EQ_INT(parse(json, &c), SP_SEAL_ERR_CARD_MALFORMED);
+		free(json);
+		json = build_v2(1, bad, pubs, bad_len);
+		SP_CHECK_EQ_INT(parse(json, &c), SP_SEAL_ERR_CARD_MALFORMED);
+		free(json);
+		json = build_v2(2, names + 1, pubs + 1, lens + 1); /* FUTURE, X25519 */
+		SP_CHECK_EQ_INT(parse(json, &c), 0);
+		SP_CHECK_EQ_INT(c.peer.suite, SP_SEAL_SUITE_DEFAULT);
+		sp_card_clear(&c);
+		free(json);
+		json = build_v2(1, names + 1, pubs + 1, lens + 1); /* FUTURE alone */
+		SP_CHECK_EQ_INT(parse(json, &c), SP_SEAL_ERR_SUITE);
+		free(json);
+		if (!pq) {
+			json = build_v2(1, names, pubs,
+			                lens); /* MLKEM768-X25519 alone, no ML-KEM */
+			SP_CHECK_EQ_INT(parse(json, &c), SP_SEAL_ERR_SUITE);
+			free(json);
+		}
+	}
+}
+
 int main(void)
 {
 	if (tc_dev_make(&alice, "alice") != 0 || tc_dev_make(&bob, "bob") != 0) {
@@ -351,6 +596,28 @@ int main(void)
 	SP_RUN(test_good_card);
 	SP_RUN(test_card_without_cert_and_other_suite);
 	SP_RUN(test_refusals);
+	if (sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID)) {
+		uint8_t seed[32];
+		struct sp_seal_peer p;
+
+		RAND_bytes(seed, sizeof(seed));
+		if (sp_sealer_new(alice.sign, alice.cert, alice.seal, &hyb) != 0 ||
+		    sp_sealer_set_hybrid_key(hyb, seed, sizeof(seed)) != 0 ||
+		    sp_sealer_peer_suite(hyb, SP_SEAL_SUITE_HYBRID, &p) != 0) {
+			printf("Bail out! cannot make the hybrid sealer\n");
+			return 1;
+		}
+		memcpy(hyb_pk, p.pub, sizeof(hyb_pk));
+	} else {
+		RAND_bytes(hyb_pk, sizeof(hyb_pk)); /* the key of a card made elsewhere */
+	}
+	SP_RUN(test_v2_made_here);
+	if (hyb != NULL)
+		SP_RUN(test_v2_made_here_hybrid);
+	else
+		sp_test_skip("test_v2_made_here_hybrid", "no MLKEM768-X25519 in this build");
+	SP_RUN(test_v2_mixed_versions);
+	sp_sealer_free(hyb);
 	tc_dev_free(&alice);
 	tc_dev_free(&bob);
 	return sp_test_done();

@@ -94,11 +94,17 @@ static void on_result(sp_client_t *c, const sp_client_result_t *r, void *arg)
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 {
 	char id[33];
+	size_t n = 0;
 
 	(void)arg;
 	hex(m->msg_id, 16, id);
-	printf("message id=%s stored=%d len=%zu blob=%.*s\n", id, m->stored, m->blob_len,
-	       (int)m->blob_len, (const char *)m->blob);
+
+	/* The blob as text up to its first NUL or line break: one line per message, also for a
+	 * sealed blob (a hybrid envelope's 1,120-byte enc comes right after a non-NUL suite id). */
+	while (n < m->blob_len && m->blob[n] != 0 && m->blob[n] != '\n' && m->blob[n] != '\r')
+		n++;
+	printf("message id=%s stored=%d len=%zu blob=%.*s\n", id, m->stored, m->blob_len, (int)n,
+	       (const char *)m->blob);
 	fflush(stdout);
 	if (!no_ack)
 		sp_client_ack(c, m->msg_id);
