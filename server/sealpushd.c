@@ -259,6 +259,21 @@ static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(ms->base);
 		return;
 	}
+	if (!ms->stop_sent) {
+		/* All drained at once: nothing is in flight between them any more (a node in
+		 * transit belongs to a message whose owner is not drained), so they may all stop.
+		 */
+		int drained = 0;
+
+		for (int i = 0; i < srv->n_workers; i++)
+			drained += atomic_load_explicit(&srv->workers[i].drained,
+			                                memory_order_relaxed);
+		if (drained == srv->n_workers) {
+			sp_workers_signal(srv, SP_WF_STOP);
+			ms->stop_sent = true;
+			return;
+		}
+	}
 	if (!ms->stop_sent &&
 	    sp_now_ms() - ms->drain_started > (uint64_t)srv->cfg.shutdown_grace + 3000) {
 		SP_LOG(SP_LOG_WARN, "drain_overdue", "msg=\"stopping workers\"");

@@ -579,8 +579,14 @@ void sp_cluster_route(sp_worker_t *w, sp_node_t *n)
 	char key[PKEY_LEN + 1];
 	const char *argv[] = {"GET", key};
 	size_t lens[] = {3, PKEY_LEN};
-	struct pcache *e = (struct pcache *)sp_tokmap_get(&w->cl->pcache, sp_node_token(n));
+	struct pcache *e;
 
+	if (w->cl->leaving && w->now - w->drain_started > (uint64_t)w->srv->cfg.shutdown_grace) {
+		/* the last moments of a drain: no detour through other relays, store it */
+		sp_route_offline(w, n);
+		return;
+	}
+	e = (struct pcache *)sp_tokmap_get(&w->cl->pcache, sp_node_token(n));
 	if (e && w->now < e->expires && is_live(w->cl, e->inc)) {
 		forward(w, n, e->inc, e->worker);
 		return;

@@ -150,8 +150,11 @@ static void on_after(evutil_socket_t fd, short what, void *arg)
 		w->reap = c->reap_next;
 		sp_conn_free(c);
 	}
-	if (w->draining && w->n_conns == 0 && w->live_msgs == 0)
-		event_base_loopbreak(w->base);
+	/* Drained: no connection and no message of its own left. It keeps running (another
+	 * worker may still hand it a node of that worker's messages) until every worker is
+	 * drained and the main thread stops them all (sealpushd.c). */
+	atomic_store_explicit(&w->drained, w->draining && w->n_conns == 0 && w->live_msgs == 0,
+	                      memory_order_relaxed);
 }
 
 void sp_worker_after(sp_worker_t *w)
@@ -327,6 +330,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	drain_inbox(w); /* a push that was mid-way at the last wake-up */
 	sp_cluster_tick(w);
+	if (grace_over && w->now - w->drain_logged >= 1000) {
+		w->drain_logged = w->now;
+		SP_LOG(SP_LOG_INFO, "drain_waiting", "worker=%d conns=%u messages=%u", w->id,
+		       w->n_conns, w->live_msgs);
+	}
 	store_counters(w);
 	sp_worker_after(w);
 }

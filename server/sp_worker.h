@@ -44,10 +44,12 @@ struct sp_worker {
 	struct event *ev_after;        /* end of a loop turn: results, flushes, reaping */
 	bool after_pending;
 	atomic_uint flags;
+	atomic_bool drained; /* draining, and nothing of its own left (read by the main thread) */
 	atomic_int wake;
 
 	uint64_t now; /* monotonic ms, refreshed at every callback */
 	uint64_t drain_started;
+	uint64_t drain_logged; /* last drain_waiting line (past the grace) */
 	bool draining;
 
 	/* Connections: a slot table (slot -> conn, with generations) and a list of all. */
