@@ -22,11 +22,20 @@
 #include "sp_tokmap.h"
 #include "sp_transport.h"
 
-#define SP_WORKER_SCRATCH    65536 /* read buffer: several TLS records per read() */
-#define SP_WORKER_SEAL       (4 * (SP_RL_MAX_PLAIN + SP_RL_OVERHEAD)) /* sealed output buffer */
-#define SP_POOL_CLASSES      9                                        /* 256 B .. 64 KiB */
-#define SP_POOL_MIN_SHIFT    8
-#define SP_POOL_MAX_BYTES    ((size_t)4 << 20)
+#define SP_WORKER_SCRATCH 65536 /* read buffer: several TLS records per read() */
+#define SP_WORKER_SEAL    (4 * (SP_RL_MAX_PLAIN + SP_RL_OVERHEAD)) /* sealed output buffer */
+#define SP_POOL_CLASSES   9                                        /* 256 B .. 64 KiB */
+#define SP_POOL_MIN_SHIFT 8
+#define SP_POOL_MAX_BYTES ((size_t)4 << 20)
+
+/* Event priorities of a worker's base: everything at SP_PRIO_CONN (libevent's default of a
+ * three-priority base), the TLS handshakes below it. SP_ACCEPT_PER_TURN accepts per loop turn,
+ * SP_HANDSHAKE_STEPS handshake callbacks before libevent looks for other events again. */
+#define SP_PRIO_COUNT      3
+#define SP_PRIO_CONN       1
+#define SP_PRIO_HANDSHAKE  2
+#define SP_ACCEPT_PER_TURN 32
+#define SP_HANDSHAKE_STEPS 4
 
 struct sp_worker {
 	sp_server_t *srv;
@@ -62,6 +71,16 @@ struct sp_worker {
 
 	sp_conn_t *dirty; /* connections with output to flush at the end of this callback */
 	sp_conn_t *reap;  /* closed connections to free at the end of this callback */
+
+	/* Admission (sp_conn_accept): handshakes running, and the FIFO of accepted connections
+	 * waiting for one to end; accepts in this loop turn (the listener pauses after
+	 * SP_ACCEPT_PER_TURN, and on_after resumes it, so a storm of connections is taken in
+	 * turns with the traffic of connected devices). */
+	uint32_t hs_running;
+	uint32_t hs_waiting;
+	sp_conn_t *hs_head, *hs_tail;
+	uint32_t accepts_this_turn;
+	bool accept_paused;
 
 	/* SEND_RESULT entries gathered for one message, sent at the end of the callback. */
 	sp_msg_t *batch_msg;
