@@ -24,7 +24,7 @@
  * OpenSSL state), in the worker's FIFO (hs_head/hs_tail). Every handshake that ends, done or
  * failed, leaves SP_CS_HANDSHAKE through sp_conn_set_state(), which starts the oldest waiting
  * connection; its ClientHello is in the socket already. Handshake events run at the base's
- * lowest priority (SP_PRIO_HANDSHAKE), so a loop turn serves connected devices first and
+ * lower priority (SP_PRIO_HANDSHAKE), so a loop turn serves connected devices first and
  * libevent looks for their events again after a few handshake steps (sp_worker.c).
  */
 #include <errno.h>

@@ -10,9 +10,11 @@
  *
  * Admission: connections are accepted SP_ACCEPT_PER_TURN at a time (the listener pauses and
  * on_after resumes it), at most max_handshakes handshakes run at once (sp_conn.c defers the
- * rest), and handshake events have the lowest priority of the base with libevent told to
- * look for new events after SP_HANDSHAKE_STEPS of them, so a storm of reconnecting devices
- * is taken in small steps between the events of connected ones. The kernel spreads new
+ * rest), and connected devices' events have the higher of the base's two priorities (the
+ * listener, handshakes, the store and the tick the lower, with libevent told to look for new
+ * events after SP_HANDSHAKE_STEPS of those), so a storm of reconnecting devices is taken in
+ * small steps between the events of connected ones. (With the listener above the handshakes
+ * they starved: a storm keeps the listener ready for seconds.) The kernel spreads new
  * connections over the workers (SO_REUSEPORT), and each worker keeps accepting while it
  * defers, so no worker's accept queue overflows while another idles.
  *
@@ -472,6 +474,8 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	if (!w->scratch || !w->seal || !w->rlcx || !w->batch || !w->dedup || !w->ev_wake ||
 	    !w->ev_tick || !w->ev_accept_retry || !w->ev_after)
 		goto nomem;
+	event_priority_set(w->ev_wake, SP_PRIO_CONN);
+	event_priority_set(w->ev_after, SP_PRIO_CONN);
 	w->tio_env = (sp_tio_env_t){.scratch = w->scratch,
 	                            .scratch_len = SP_WORKER_SCRATCH,
 	                            .seal = w->seal,

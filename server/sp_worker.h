@@ -28,12 +28,14 @@
 #define SP_POOL_MIN_SHIFT 8
 #define SP_POOL_MAX_BYTES ((size_t)4 << 20)
 
-/* Event priorities of a worker's base: everything at SP_PRIO_CONN (libevent's default of a
- * three-priority base), the TLS handshakes below it. SP_ACCEPT_PER_TURN accepts per loop turn,
- * SP_HANDSHAKE_STEPS handshake callbacks before libevent looks for other events again. */
-#define SP_PRIO_COUNT      3
-#define SP_PRIO_CONN       1
-#define SP_PRIO_HANDSHAKE  2
+/* Event priorities of a worker's base: connected devices' sockets, the inbox wake-up and the
+ * end of a loop turn at SP_PRIO_CONN; the rest (listener, handshakes, the store, the tick) at
+ * libevent's default of a two-priority base, SP_PRIO_HANDSHAKE, which runs only in a loop turn
+ * with no connected device's event ready. SP_ACCEPT_PER_TURN accepts per loop turn,
+ * SP_HANDSHAKE_STEPS callbacks of the lower priority before libevent looks again. */
+#define SP_PRIO_COUNT      2
+#define SP_PRIO_CONN       0
+#define SP_PRIO_HANDSHAKE  1
 #define SP_ACCEPT_PER_TURN 32
 #define SP_HANDSHAKE_STEPS 4
 
