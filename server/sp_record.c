@@ -23,20 +23,10 @@
 
 #include "sp_transport.h"
 
-#define TAG_LEN   16
-#define IV_LEN    12
-
-#define RL_KCACHE 256 /* keyed contexts per worker (two per busy connection) */
-
-/* One keyed context of the cache; ctx NULL means empty. */
-typedef struct rl_kc {
-	EVP_CIPHER_CTX *ctx;
-	const EVP_CIPHER *cipher;
-	uint8_t key[32];
-} rl_kc_t;
+#define TAG_LEN 16
+#define IV_LEN  12
 
 struct sp_rl_crypto {
-	rl_kc_t kc[RL_KCACHE];
 	EVP_CIPHER_CTX *aead;
 	const EVP_CIPHER *loaded; /* the cipher aead holds an algorithm context for, or NULL */
 	EVP_CIPHER *aes128gcm, *aes256gcm, *chacha20poly1305;
@@ -71,9 +61,6 @@ void sp_rl_crypto_free(sp_rl_crypto_t *cx)
 {
 	if (!cx)
 		return;
-	for (unsigned i = 0; i < RL_KCACHE; i++)
-		EVP_CIPHER_CTX_free(cx->kc[i].ctx);
-	OPENSSL_cleanse(cx->kc, sizeof(cx->kc));
 	EVP_CIPHER_CTX_free(cx->aead);
 	EVP_CIPHER_free(cx->aes128gcm);
 	EVP_CIPHER_free(cx->aes256gcm);
@@ -84,8 +71,6 @@ void sp_rl_crypto_free(sp_rl_crypto_t *cx)
 	EVP_KDF_free(cx->hkdf);
 	free(cx);
 }
-
-static void kc_evict(sp_rl_crypto_t *cx, const uint8_t *key, size_t key_len);
 
 /* The suite's parameters; 0 for an unknown suite. */
 static int suite_params(uint16_t suite, uint8_t *key_len, uint8_t *hash_len)
@@ -211,7 +196,6 @@ int sp_rl_update(sp_rl_t *rl, sp_rl_crypto_t *cx, int dir)
 	if (!rl || !cx || (dir != SP_RL_READ && dir != SP_RL_WRITE) || !suite_cipher(cx, rl->suite))
 		return -SP_RL_ERR_INTERNAL;
 	d = dir == SP_RL_READ ? &rl->rd : &rl->wr;
-	kc_evict(cx, d->key, rl->key_len);
 	if (expand_label(cx, suite_md(cx, rl->suite), d->secret, rl->hash_len, "traffic upd", next,
 	                 rl->hash_len) < 0)
 		goto fail;
@@ -257,87 +241,23 @@ static void make_nonce(const sp_rl_dir_t *d, uint8_t nonce[IV_LEN])
 		nonce[IV_LEN - 1 - i] ^= (uint8_t)(d->seq >> (8 * i));
 }
 
-static rl_kc_t *kc_slot(sp_rl_crypto_t *cx, const uint8_t *key)
+/* Sets cx->aead up for one record: the cipher only when it changes, then key and nonce. */
+static int aead_begin(sp_rl_crypto_t *cx, const EVP_CIPHER *cipher, const uint8_t *key,
+                      const uint8_t *nonce, int enc)
 {
-	return &cx->kc[((unsigned)key[0] << 8 | key[1]) % RL_KCACHE];
-}
-
-/* Drops the cache entry holding key, if one does. */
-static void kc_evict(sp_rl_crypto_t *cx, const uint8_t *key, size_t key_len)
-{
-	rl_kc_t *e = kc_slot(cx, key);
-
-	if (e->ctx && CRYPTO_memcmp(e->key, key, key_len) == 0) {
-		EVP_CIPHER_CTX_free(e->ctx);
-		OPENSSL_cleanse(e, sizeof(*e));
-	}
-}
-
-/* A context set up for one record with key and nonce: the cached one for key if there is
- * one (only the nonce is set), else the cache entry is (re)keyed; cx->aead if no entry can be
- * made. NULL on failure. */
-static EVP_CIPHER_CTX *aead_begin(sp_rl_crypto_t *cx, const EVP_CIPHER *cipher, const uint8_t *key,
-                                  size_t key_len, const uint8_t *nonce, int enc)
-{
-	rl_kc_t *e = kc_slot(cx, key);
-
-	if (e->ctx && e->cipher == cipher && CRYPTO_memcmp(e->key, key, key_len) == 0) {
-		if (EVP_CipherInit_ex2(e->ctx, NULL, NULL, nonce, enc, NULL) == 1)
-			return e->ctx;
-	} else {
-		if (e->ctx && e->cipher != cipher) {
-			EVP_CIPHER_CTX_free(e->ctx); /* an algorithm context of another cipher */
-			e->ctx = NULL;
-		}
-		if (!e->ctx)
-			e->ctx = EVP_CIPHER_CTX_new();
-		if (e->ctx && EVP_CipherInit_ex2(e->ctx, e->cipher == cipher ? NULL : cipher, key,
-		                                 nonce, enc, NULL) == 1) {
-			e->cipher = cipher;
-			memcpy(e->key, key, key_len);
-			return e->ctx;
-		}
-	}
-	/* Failed: forget the entry and use the worker's plain context. */
-	EVP_CIPHER_CTX_free(e->ctx);
-	OPENSSL_cleanse(e, sizeof(*e));
 	if (EVP_CipherInit_ex2(cx->aead, cx->loaded == cipher ? NULL : cipher, key, nonce, enc,
 	                       NULL) != 1) {
 		cx->loaded = NULL; /* start from a fresh algorithm context next time */
-		return NULL;
+		return -SP_RL_ERR_INTERNAL;
 	}
 	cx->loaded = cipher;
-	return cx->aead;
-}
-
-/* A context that failed mid-record: its entry (or cx->aead's cipher) starts afresh. */
-static void aead_failed(sp_rl_crypto_t *cx, EVP_CIPHER_CTX *ctx)
-{
-	if (ctx == cx->aead) {
-		cx->loaded = NULL;
-		return;
-	}
-	for (unsigned i = 0; i < RL_KCACHE; i++)
-		if (cx->kc[i].ctx == ctx) {
-			EVP_CIPHER_CTX_free(ctx);
-			OPENSSL_cleanse(&cx->kc[i], sizeof(cx->kc[i]));
-			return;
-		}
-}
-
-void sp_rl_forget(sp_rl_t *rl, sp_rl_crypto_t *cx)
-{
-	if (!rl || !cx || rl->suite == 0)
-		return;
-	kc_evict(cx, rl->rd.key, rl->key_len);
-	kc_evict(cx, rl->wr.key, rl->key_len);
+	return 0;
 }
 
 int sp_rl_open(sp_rl_t *rl, sp_rl_crypto_t *cx, uint8_t *rec, size_t rec_len, uint8_t *type,
                uint8_t **plain)
 {
 	const EVP_CIPHER *cipher;
-	EVP_CIPHER_CTX *ctx;
 	uint8_t nonce[IV_LEN], *body;
 	size_t inner_len;
 	int r, outl = 0, finl = 0;
@@ -357,17 +277,16 @@ int sp_rl_open(sp_rl_t *rl, sp_rl_crypto_t *cx, uint8_t *rec, size_t rec_len, ui
 	if (!cipher || rl->rd.seq == UINT64_MAX)
 		return -SP_RL_ERR_INTERNAL;
 	make_nonce(&rl->rd, nonce);
-	ctx = aead_begin(cx, cipher, rl->rd.key, rl->key_len, nonce, 0);
-	if (!ctx)
+	if (aead_begin(cx, cipher, rl->rd.key, nonce, 0) < 0)
 		return -SP_RL_ERR_INTERNAL;
-	if (EVP_CipherUpdate(ctx, NULL, &outl, rec, SP_RL_HEADER) != 1 ||
-	    EVP_CipherUpdate(ctx, body, &outl, body, (int)inner_len) != 1 ||
+	if (EVP_CipherUpdate(cx->aead, NULL, &outl, rec, SP_RL_HEADER) != 1 ||
+	    EVP_CipherUpdate(cx->aead, body, &outl, body, (int)inner_len) != 1 ||
 	    (size_t)outl > inner_len ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, body + inner_len) != 1) {
-		aead_failed(cx, ctx);
+	    EVP_CIPHER_CTX_ctrl(cx->aead, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, body + inner_len) != 1) {
+		cx->loaded = NULL;
 		return -SP_RL_ERR_INTERNAL;
 	}
-	if (EVP_CipherFinal_ex(ctx, body + outl, &finl) != 1 ||
+	if (EVP_CipherFinal_ex(cx->aead, body + outl, &finl) != 1 ||
 	    (size_t)outl + (size_t)finl != inner_len) {
 		OPENSSL_cleanse(body, inner_len); /* never leave unauthenticated plaintext around */
 		return -SP_RL_ERR_DECRYPT;
@@ -399,7 +318,6 @@ int sp_rl_seal(sp_rl_t *rl, sp_rl_crypto_t *cx, uint8_t type, const uint8_t *in,
                uint8_t *out, size_t cap)
 {
 	const EVP_CIPHER *cipher;
-	EVP_CIPHER_CTX *ctx;
 	uint8_t nonce[IV_LEN], *body;
 	size_t inner_len = len + 1, body_len = len + 1 + TAG_LEN;
 	int outl = 0, finl = 0;
@@ -421,15 +339,14 @@ int sp_rl_seal(sp_rl_t *rl, sp_rl_crypto_t *cx, uint8_t type, const uint8_t *in,
 	out[3] = (uint8_t)(body_len >> 8);
 	out[4] = (uint8_t)body_len;
 	make_nonce(&rl->wr, nonce);
-	ctx = aead_begin(cx, cipher, rl->wr.key, rl->key_len, nonce, 1);
-	if (!ctx)
+	if (aead_begin(cx, cipher, rl->wr.key, nonce, 1) < 0)
 		return -SP_RL_ERR_INTERNAL;
-	if (EVP_CipherUpdate(ctx, NULL, &outl, out, SP_RL_HEADER) != 1 ||
-	    EVP_CipherUpdate(ctx, body, &outl, body, (int)inner_len) != 1 ||
-	    (size_t)outl > inner_len || EVP_CipherFinal_ex(ctx, body + outl, &finl) != 1 ||
+	if (EVP_CipherUpdate(cx->aead, NULL, &outl, out, SP_RL_HEADER) != 1 ||
+	    EVP_CipherUpdate(cx->aead, body, &outl, body, (int)inner_len) != 1 ||
+	    (size_t)outl > inner_len || EVP_CipherFinal_ex(cx->aead, body + outl, &finl) != 1 ||
 	    (size_t)outl + (size_t)finl != inner_len ||
-	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, body + inner_len) != 1) {
-		aead_failed(cx, ctx);
+	    EVP_CIPHER_CTX_ctrl(cx->aead, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, body + inner_len) != 1) {
+		cx->loaded = NULL;
 		return -SP_RL_ERR_INTERNAL;
 	}
 	rl->wr.seq++;
@@ -721,7 +638,6 @@ static void rl_shutdown(sp_tio_t *t)
 
 static void rl_free(sp_tio_t *t)
 {
-	sp_rl_forget(&t->rl, t->env->rlcx);
 	sp_rl_wipe(&t->rl);
 	free(t->rin);
 	free(t->wpend);

@@ -61,10 +61,9 @@ enum {
 	SP_RL_ERR_INTERNAL,
 };
 
-/* Per worker thread: one EVP_CIPHER_CTX plus a cache of up to 256 keyed ones, the fetched
- * EVP_CIPHERs (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305), EVP_MDs (SHA-256, SHA-384) and the
- * HKDF EVP_KDF with one EVP_KDF_CTX. Everything is fetched explicitly once, so per-record calls do
- * no implicit fetch. */
+/* Per worker thread: one EVP_CIPHER_CTX, the fetched EVP_CIPHERs (AES-128-GCM, AES-256-GCM,
+ * ChaCha20-Poly1305), EVP_MDs (SHA-256, SHA-384) and the HKDF EVP_KDF with one EVP_KDF_CTX.
+ * Everything is fetched explicitly once, so per-record calls do no implicit fetch. */
 typedef struct sp_rl_crypto sp_rl_crypto_t;
 
 /* Fetches the algorithms and makes the contexts (default library context and properties).
@@ -139,11 +138,6 @@ int sp_rl_update(sp_rl_t *rl, sp_rl_crypto_t *cx, int dir);
 /* 1 when the write key has protected SP_RL_WRITE_UPDATE_AFTER records: send a KeyUpdate
  * (update_not_requested) and sp_rl_update(SP_RL_WRITE). Else 0. */
 int sp_rl_write_needs_update(const sp_rl_t *rl);
-
-/* Drops (and frees, which cleanses) the keyed contexts cx caches for rl's two keys: call it
- * when rl is done with (before sp_rl_wipe), so no key of a closed connection stays in the
- * worker's cache. Accepts NULL. */
-void sp_rl_forget(sp_rl_t *rl, sp_rl_crypto_t *cx);
 
 /* Wipes keys, secrets and sequence numbers (OPENSSL_cleanse); suite 0 makes it unusable.
  * Accepts NULL. */

@@ -1166,52 +1166,6 @@ static void test_cost_256_byte_records(void)
 	}
 }
 
-/* Connections whose keys fall on the same slot of the worker's keyed-context cache (the same
- * first two key bytes) take the slot in turns, and every record still seals and opens under
- * its own key; a forgotten connection's entry is dropped and the next record re-keys. */
-static void test_key_cache_collisions(void)
-{
-	sp_rl_t srv[3], cli[3];
-	uint8_t buf[64 + SP_RL_OVERHEAD], msg[64], type, *plain;
-
-	for (int k = 0; k < 3; k++) {
-		make_pair(suites[0], &srv[k], &cli[k]);
-		fill(cli[k].wr.key, 16, (unsigned)(10 + k));
-		cli[k].wr.key[0] = 0xAB;
-		cli[k].wr.key[1] = 0xCD;
-		memcpy(srv[k].rd.key, cli[k].wr.key, 16);
-	}
-	for (int round = 0; round < 4; round++)
-		for (int k = 0; k < 3; k++) {
-			int r;
-
-			fill(msg, sizeof(msg), (unsigned)(round * 3 + k));
-			r = sp_rl_seal(&cli[k], cx, SP_RL_CT_APPDATA, msg, sizeof(msg), buf,
-			               sizeof(buf));
-			SP_CHECK_EQ_INT(r, (int)(sizeof(msg) + SP_RL_OVERHEAD));
-			SP_CHECK_EQ_INT(sp_rl_open(&srv[k], cx, buf, (size_t)r, &type, &plain),
-			                (int)sizeof(msg));
-			SP_CHECK(memcmp(plain, msg, sizeof(msg)) == 0);
-			if (round == 1 && k == 2)
-				sp_rl_forget(&srv[k], cx);
-		}
-	/* a record under the wrong key of a colliding connection still fails */
-	{
-		int r = sp_rl_seal(&cli[0], cx, SP_RL_CT_APPDATA, msg, sizeof(msg), buf,
-		                   sizeof(buf));
-
-		SP_CHECK_EQ_INT(sp_rl_open(&srv[1], cx, buf, (size_t)r, &type, &plain),
-		                -SP_RL_ERR_DECRYPT);
-	}
-	for (int k = 0; k < 3; k++) {
-		sp_rl_forget(&srv[k], cx);
-		sp_rl_forget(&cli[k], cx);
-		sp_rl_wipe(&srv[k]);
-		sp_rl_wipe(&cli[k]);
-	}
-	sp_rl_forget(NULL, cx);
-}
-
 /* The relay's side of unbatched traffic: 200 connections in turn, one record opened and one
  * sealed on each (its two keys), as a worker does when every message is alone. The records
  * to open were sealed beforehand with another context (the clients'). */
@@ -1237,7 +1191,6 @@ static void test_cost_interleaved_connections(void)
 			fill(ss, sizeof(ss), (unsigned)(i * 11 + 7 + rep));
 			cs[0] = (uint8_t)i;
 			ss[0] = (uint8_t)(i * 3);
-			sp_rl_forget(&srv[i], cx);
 			SP_CHECK_EQ_INT(sp_rl_init(&srv[i], cx, 0x1301, cs, ss, 32, 0, 0), 0);
 			SP_CHECK_EQ_INT(sp_rl_init(&cli[i], ccx, 0x1301, ss, cs, 32, 0, 0), 0);
 		}
@@ -1265,7 +1218,6 @@ static void test_cost_interleaved_connections(void)
 	       "seal), best of 3\n",
 	       CONNS, best / (ROUNDS * CONNS));
 	for (int i = 0; i < CONNS; i++) {
-		sp_rl_forget(&srv[i], cx);
 		sp_rl_wipe(&srv[i]);
 		sp_rl_wipe(&cli[i]);
 	}
@@ -1300,7 +1252,6 @@ int main(void)
 	SP_RUN(test_interop_chacha20_poly1305);
 	SP_RUN(test_interop_client_padding);
 	SP_RUN(test_cost_256_byte_records);
-	SP_RUN(test_key_cache_collisions);
 	SP_RUN(test_cost_interleaved_connections);
 	tpki_free(&pki);
 	sp_rl_crypto_free(cx);
