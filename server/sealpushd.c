@@ -63,6 +63,9 @@ static const sp_option_t options[] = {
         SP_OPTION_INT(C, keepalive_max, 3600, 1, 65535, "longest keepalive granted, seconds"),
         SP_OPTION_DURATION(C, handshake_timeout, 10000, 100, 300000,
                            "time allowed for the TLS handshake"),
+        SP_OPTION_INT(C, max_handshakes, 64, 0, 1000000,
+                      "TLS handshakes in flight per worker; connections accepted beyond wait "
+                      "(at most handshake_timeout) for one to end; 0 = unlimited"),
         SP_OPTION_DURATION(C, hello_timeout, 10000, 100, 300000,
                            "time allowed for HELLO after TLS"),
         SP_OPTION_DURATION(C, ack_timeout, 30000, 100, 3600000,

@@ -17,6 +17,15 @@
  * written, sp_conn_finish() sends close_notify, closes the socket and puts the connection on
  * the worker's reap list. It is freed by sp_worker_after(), never inside its own callbacks.
  * A close that cannot flush (the peer does not read) is finished by the tick after 2 s.
+ *
+ * Admission (reconnect storms): a worker runs at most max_handshakes TLS handshakes at a time
+ * (w->hs_running). A connection accepted beyond that is deferred: it is a connection in
+ * SP_CS_HANDSHAKE with SP_CF_DEFERRED, its socket open and unread and no transport yet (so no
+ * OpenSSL state), in the worker's FIFO (hs_head/hs_tail). Every handshake that ends, done or
+ * failed, leaves SP_CS_HANDSHAKE through sp_conn_set_state(), which starts the oldest waiting
+ * connection; its ClientHello is in the socket already. Handshake events run at the base's
+ * lower priority (SP_PRIO_HANDSHAKE), so a loop turn serves connected devices first and
+ * libevent looks for their events again after a few handshake steps (sp_worker.c).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,14 +44,71 @@
 static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
+static void hs_unqueue(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+
+	if (c->hs_prev)
+		c->hs_prev->hs_next = c->hs_next;
+	else
+		w->hs_head = c->hs_next;
+	if (c->hs_next)
+		c->hs_next->hs_prev = c->hs_prev;
+	else
+		w->hs_tail = c->hs_prev;
+	c->hs_prev = c->hs_next = NULL;
+	c->flags &= (uint8_t)~SP_CF_DEFERRED;
+	w->hs_waiting--;
+	sp_metric_add(&w->metrics, SP_M_HANDSHAKE_WAITING, -1);
+}
+
+/* Starts c's handshake: its transport, its read event. Counts it running even on failure
+ * (-1): the caller then finishes c, which ends the count. */
+static int hs_start(sp_conn_t *c)
+{
+	sp_worker_t *w = c->w;
+
+	w->hs_running++;
+	sp_metric_inc(&w->metrics, SP_M_HANDSHAKE_IN_FLIGHT);
+	c->t_state = w->now;
+	if (sp_tio_accept(&c->io, &w->tio_env, c->io.fd) < 0 || event_add(&c->ev_read, NULL) < 0)
+		return -1;
+	return 0;
+}
+
+/* A running handshake ended: start waiting connections while there is room. */
+static void hs_ended(sp_worker_t *w)
+{
+	int64_t max = w->srv->cfg.max_handshakes;
+
+	w->hs_running--;
+	sp_metric_add(&w->metrics, SP_M_HANDSHAKE_IN_FLIGHT, -1);
+	while (w->hs_head && !w->draining && (max == 0 || w->hs_running < (uint64_t)max)) {
+		sp_conn_t *c = w->hs_head;
+
+		hs_unqueue(c);
+		if (hs_start(c) < 0) {
+			c->close_reason = SP_CLOSE_INTERNAL;
+			sp_conn_finish(c); /* ends its count: back here for the next one */
+		}
+	}
+}
+
 void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s)
 {
 	sp_metrics_t *m = &c->w->metrics;
+	bool hs_end = c->state == SP_CS_HANDSHAKE && s != SP_CS_HANDSHAKE;
 
 	sp_metric_add(m, SP_M_CONNECTIONS + c->state, -1);
 	sp_metric_inc(m, SP_M_CONNECTIONS + s);
 	c->state = (uint8_t)s;
 	c->t_state = c->w->now;
+	if (hs_end) {
+		if (c->flags & SP_CF_DEFERRED)
+			hs_unqueue(c); /* it never started */
+		else
+			hs_ended(c->w);
+	}
 }
 
 void sp_conn_accept(sp_worker_t *w, int fd)
@@ -73,18 +139,11 @@ void sp_conn_accept(sp_worker_t *w, int fd)
 	sp_decoder_init(&c->dec, SP_PREHELLO_MAX_FRAME);
 	if (sp_worker_slot_alloc(w, c) < 0)
 		goto fail;
-	if (sp_tio_accept(&c->io, &w->tio_env, fd) < 0) {
-		sp_worker_slot_free(w, c);
-		goto fail;
-	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	event_assign(&c->ev_read, w->base, fd, EV_READ | EV_PERSIST, on_read, c);
 	event_assign(&c->ev_write, w->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
-	if (event_add(&c->ev_read, NULL) < 0) {
-		sp_tio_free(&c->io);
-		sp_worker_slot_free(w, c);
-		goto fail;
-	}
+	event_priority_set(&c->ev_read, SP_PRIO_HANDSHAKE);
+	event_priority_set(&c->ev_write, SP_PRIO_HANDSHAKE);
 	c->next = w->conns;
 	if (w->conns)
 		w->conns->prev = c;
@@ -92,6 +151,25 @@ void sp_conn_accept(sp_worker_t *w, int fd)
 	w->n_conns++;
 	sp_metric_inc(&w->metrics, SP_M_CONN_ACCEPTED);
 	sp_metric_inc(&w->metrics, SP_M_CONNECTIONS + SP_CS_HANDSHAKE);
+	if (w->srv->cfg.max_handshakes > 0 &&
+	    w->hs_running >= (uint64_t)w->srv->cfg.max_handshakes) {
+		c->flags |= SP_CF_DEFERRED;
+		c->hs_prev = w->hs_tail;
+		if (w->hs_tail)
+			w->hs_tail->hs_next = c;
+		else
+			w->hs_head = c;
+		w->hs_tail = c;
+		w->hs_waiting++;
+		sp_metric_inc(&w->metrics, SP_M_HANDSHAKE_DEFERRED);
+		sp_metric_inc(&w->metrics, SP_M_HANDSHAKE_WAITING);
+		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_MAX_HANDSHAKES);
+		return;
+	}
+	if (hs_start(c) < 0) {
+		c->close_reason = SP_CLOSE_INTERNAL;
+		sp_conn_finish(c);
+	}
 	return;
 fail:
 	free(c);
@@ -158,6 +236,10 @@ static void handshake_step(sp_conn_t *c)
 		return;
 	}
 	want_write(c, false);
+	/* Connected now: its events run with the other connected devices' (not active here: a
+	 * persistent event is off the active queue while its callback runs). */
+	event_priority_set(&c->ev_read, SP_PRIO_CONN);
+	event_priority_set(&c->ev_write, SP_PRIO_CONN);
 	memcpy(c->token, peer.token, sizeof(c->token));
 	memcpy(c->serial, peer.serial, sizeof(c->serial));
 	c->serial_len = peer.serial_len;

@@ -36,13 +36,15 @@ enum { SP_Q_NONE, SP_Q_FETCHING, SP_Q_PAGED, SP_Q_DONE };
 #define SP_CF_READ_WAIT  0x10 /* the transport (reading) wants the socket writable */
 #define SP_CF_RESUMED    0x20
 #define SP_CF_FINISHED   0x40 /* socket closed, on the reap list */
+#define SP_CF_DEFERRED   0x80 /* accepted, waiting for a handshake slot (no transport yet) */
 
 struct sp_conn {
 	sp_worker_t *w;
 	sp_conn_t *prev, *next;
 	sp_conn_t *dirty_next;
 	sp_conn_t *reap_next;
-	sp_tio_t io; /* the transport: TLS, then (usually) the record layer */
+	sp_conn_t *hs_prev, *hs_next; /* the worker's queue of connections waiting to handshake */
+	sp_tio_t io;                  /* the transport: TLS, then (usually) the record layer */
 	struct event ev_read;
 	struct event ev_write;
 	uint8_t *out;     /* output bytes [out_off, out_len): allocated on first output, kept */
@@ -87,7 +89,11 @@ struct sp_conn {
 
 /* Takes ownership of an accepted socket on w: refuses it (closed, counted) while draining or
  * over max_connections, else makes a connection in SP_CS_HANDSHAKE; the tick enforces
- * handshake_timeout. */
+ * handshake_timeout. Admission: at most max_handshakes handshakes run on a worker at a time;
+ * a connection accepted beyond that is deferred (SP_CF_DEFERRED: its socket is open but not
+ * read and it has no transport yet) in the worker's FIFO, and starts when a handshake ends
+ * (sp_conn_set_state out of SP_CS_HANDSHAKE); the tick refuses one that waited longer than
+ * handshake_timeout (sealpush_connections_refused_total{reason="handshake_wait"}). */
 void sp_conn_accept(sp_worker_t *w, int fd);
 /* Queues a frame for c (encoded into its output buffer) and marks c for flushing. */
 int sp_conn_send(sp_conn_t *c, sp_frame_t *f);

@@ -23,7 +23,7 @@ static const char *const group_labels[SP_TG_COUNT] = {
 static const char *const limit_labels[SP_LIMIT_COUNT] = {
         "max_connections",   "file_descriptors", "max_frame",    "prehello_frame", "max_blob",
         "max_recipients",    "send_window",      "send_rate",    "output_buffer",  "max_errors",
-        "handshake_timeout", "hello_timeout",    "idle_timeout", "ack_timeout",
+        "handshake_timeout", "hello_timeout",    "idle_timeout", "ack_timeout",    "max_handshakes",
 };
 
 static const char *const state_labels[SP_STATE_COUNT] = {
@@ -89,8 +89,9 @@ static const struct family families[] = {
         ONE("sealpush_connections_accepted_total", "counter", "TCP connections accepted.",
             SP_M_CONN_ACCEPTED),
         {"sealpush_connections_refused_total", "counter",
-         "Connections refused before TLS, by reason.", SP_M_CONN_REFUSED_MAX, 3, "reason", L_TABLE,
-         (const char *const[]){"max_connections", "file_descriptors", "draining"}},
+         "Connections refused before TLS, by reason.", SP_M_CONN_REFUSED_MAX, 4, "reason", L_TABLE,
+         (const char *const[]){"max_connections", "file_descriptors", "draining",
+                               "handshake_wait"}},
         {"sealpush_connections_closed_total", "counter", "Connections closed, by reason.",
          SP_M_CONN_CLOSED, SP_CLOSE_REASON_COUNT, "reason", L_TABLE, close_labels},
         {"sealpush_connections", "gauge", "Open connections, by state.", SP_M_CONNECTIONS,
@@ -106,6 +107,13 @@ static const struct family families[] = {
          "group", L_TABLE, group_labels},
         {"sealpush_handshake_failures_total", "counter", "Failed TLS handshakes, by cause.",
          SP_M_HANDSHAKE_FAIL, SP_HS_CAUSE_COUNT, "cause", L_TABLE, handshake_labels},
+        ONE("sealpush_handshakes_deferred_total", "counter",
+            "Accepted connections that waited for a handshake slot (max_handshakes per worker).",
+            SP_M_HANDSHAKE_DEFERRED),
+        ONE("sealpush_handshakes_waiting", "gauge",
+            "Accepted connections waiting for a handshake slot.", SP_M_HANDSHAKE_WAITING),
+        ONE("sealpush_handshakes_in_flight", "gauge", "TLS handshakes running.",
+            SP_M_HANDSHAKE_IN_FLIGHT),
         {"sealpush_frames_received_total", "counter", "Frames received, by type.", SP_M_FRAMES_IN,
          SP_FRAME_LABELS, "type", L_FRAME, NULL},
         {"sealpush_frames_sent_total", "counter", "Frames sent, by type.", SP_M_FRAMES_OUT,

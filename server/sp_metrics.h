@@ -64,6 +64,7 @@ enum sp_limit {
 	SP_LIMIT_HELLO_TIMEOUT,
 	SP_LIMIT_IDLE_TIMEOUT,
 	SP_LIMIT_ACK_TIMEOUT,
+	SP_LIMIT_MAX_HANDSHAKES, /* an accepted connection waited for a handshake slot */
 	SP_LIMIT_COUNT
 };
 
@@ -86,6 +87,7 @@ enum sp_metric {
 	SP_M_CONN_REFUSED_MAX, /* refused: max_connections */
 	SP_M_CONN_REFUSED_FDS, /* refused: out of descriptors (EMFILE/ENFILE) */
 	SP_M_CONN_REFUSED_DRAIN,
+	SP_M_CONN_REFUSED_HS_WAIT, /* refused: waited handshake_timeout for a handshake slot */
 	SP_M_CONN_CLOSED,
 	SP_M_CONN_CLOSED_LAST = SP_M_CONN_CLOSED + SP_CLOSE_REASON_COUNT - 1,
 	SP_M_CONNECTIONS, /* gauge, by state */
@@ -97,6 +99,9 @@ enum sp_metric {
 	SP_M_HANDSHAKE_GROUP_LAST = SP_M_HANDSHAKE_GROUP + SP_TG_COUNT - 1,
 	SP_M_HANDSHAKE_FAIL,
 	SP_M_HANDSHAKE_FAIL_LAST = SP_M_HANDSHAKE_FAIL + SP_HS_CAUSE_COUNT - 1,
+	SP_M_HANDSHAKE_DEFERRED,  /* accepted connections that had to wait for a handshake slot */
+	SP_M_HANDSHAKE_WAITING,   /* gauge: connections waiting for one now */
+	SP_M_HANDSHAKE_IN_FLIGHT, /* gauge: handshakes running (at most max_handshakes a worker) */
 	SP_M_FRAMES_IN,
 	SP_M_FRAMES_IN_LAST = SP_M_FRAMES_IN + SP_FRAME_LABELS - 1,
 	SP_M_FRAMES_OUT,

@@ -57,6 +57,7 @@ typedef struct sp_server_config {
 	int64_t keepalive_min;
 	int64_t keepalive_max;
 	int64_t handshake_timeout; /* ms */
+	int64_t max_handshakes;    /* TLS handshakes in flight per worker, 0 = unlimited */
 	int64_t hello_timeout;     /* ms */
 	int64_t ack_timeout;       /* ms */
 	int64_t shutdown_grace;    /* ms */

@@ -8,6 +8,16 @@
  * worker clears `wake` before it drains the inbox, so a push that races with the drain either
  * is seen by it or writes the eventfd again.
  *
+ * Admission: connections are accepted SP_ACCEPT_PER_TURN at a time (the listener pauses and
+ * on_after resumes it), at most max_handshakes handshakes run at once (sp_conn.c defers the
+ * rest), and connected devices' events have the higher of the base's two priorities (the
+ * listener, handshakes, the store and the tick the lower, with libevent told to look for new
+ * events after SP_HANDSHAKE_STEPS of those), so a storm of reconnecting devices is taken in
+ * small steps between the events of connected ones. (With the listener above the handshakes
+ * they starved: a storm keeps the listener ready for seconds.) The kernel spreads new
+ * connections over the workers (SO_REUSEPORT), and each worker keeps accepting while it
+ * defers, so no worker's accept queue overflows while another idles.
+ *
  * The tick (every TICK_MS) does every timeout of every connection: handshake, HELLO, idle,
  * ack, closing. One timer per worker instead of several per connection keeps an idle
  * connection small; a walk over 10,000 connections takes well under a millisecond.
@@ -135,6 +145,12 @@ static void on_after(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	w->after_pending = false;
+	w->accepts_this_turn = 0;
+	if (w->accept_paused) {
+		w->accept_paused = false;
+		if (w->listener && !w->draining)
+			evconnlistener_enable(w->listener);
+	}
 	sp_msg_flush_results(w);
 	sp_cluster_flush(w);
 	while (w->dirty) {
@@ -254,7 +270,11 @@ static void tick_conn(sp_worker_t *w, sp_conn_t *c)
 
 	switch (c->state) {
 	case SP_CS_HANDSHAKE:
-		if (age > (uint64_t)cfg->handshake_timeout) {
+		if ((c->flags & SP_CF_DEFERRED) && age > (uint64_t)cfg->handshake_timeout) {
+			sp_metric_inc(&w->metrics, SP_M_CONN_REFUSED_HS_WAIT);
+			c->close_reason = SP_CLOSE_HANDSHAKE;
+			sp_conn_finish(c); /* never got a handshake slot */
+		} else if (age > (uint64_t)cfg->handshake_timeout) {
 			sp_metric_inc(&w->metrics, SP_M_HANDSHAKE_FAIL + SP_HS_TIMEOUT);
 			sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_HANDSHAKE_TIMEOUT);
 			c->close_reason = SP_CLOSE_HANDSHAKE;
@@ -349,6 +369,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	(void)len;
 	w->now = sp_now_ms();
 	sp_conn_accept(w, fd);
+	if (++w->accepts_this_turn >= SP_ACCEPT_PER_TURN && !w->accept_paused) {
+		evconnlistener_disable(l); /* ends libevent's accept loop; on_after resumes it */
+		w->accept_paused = true;
+	}
 	sp_worker_after(w);
 }
 
@@ -401,6 +425,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 	       "for %d ms (raise the descriptor limit or lower max_connections)\"",
 	       w->id, ACCEPT_PAUSE_MS);
 	evconnlistener_disable(l);
+	w->accept_paused = false; /* ev_accept_retry resumes it, not on_after */
 	event_add(w->ev_accept_retry, &pause);
 }
 
@@ -424,9 +449,10 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	if (!ec)
 		goto nomem;
 	event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
+	event_config_set_max_dispatch_interval(ec, NULL, SP_HANDSHAKE_STEPS, SP_PRIO_HANDSHAKE);
 	w->base = event_base_new_with_config(ec);
 	event_config_free(ec);
-	if (!w->base)
+	if (!w->base || event_base_priority_init(w->base, SP_PRIO_COUNT) < 0)
 		goto nomem;
 	w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (w->efd < 0) {
@@ -466,6 +492,8 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	if (!w->scratch || !w->seal || !w->rlcx || !w->batch || !w->dedup || !w->ev_wake ||
 	    !w->ev_tick || !w->ev_accept_retry || !w->ev_after)
 		goto nomem;
+	event_priority_set(w->ev_wake, SP_PRIO_CONN);
+	event_priority_set(w->ev_after, SP_PRIO_CONN);
 	w->tio_env = (sp_tio_env_t){.scratch = w->scratch,
 	                            .scratch_len = SP_WORKER_SCRATCH,
 	                            .seal = w->seal,

@@ -28,6 +28,17 @@
 #define SP_POOL_MIN_SHIFT 8
 #define SP_POOL_MAX_BYTES ((size_t)4 << 20)
 
+/* Event priorities of a worker's base: connected devices' sockets, the inbox wake-up and the
+ * end of a loop turn at SP_PRIO_CONN; the rest (listener, handshakes, the store, the tick) at
+ * libevent's default of a two-priority base, SP_PRIO_HANDSHAKE, which runs only in a loop turn
+ * with no connected device's event ready. SP_ACCEPT_PER_TURN accepts per loop turn,
+ * SP_HANDSHAKE_STEPS callbacks of the lower priority before libevent looks again. */
+#define SP_PRIO_COUNT      2
+#define SP_PRIO_CONN       0
+#define SP_PRIO_HANDSHAKE  1
+#define SP_ACCEPT_PER_TURN 32
+#define SP_HANDSHAKE_STEPS 4
+
 struct sp_worker {
 	sp_server_t *srv;
 	int id;
@@ -64,6 +75,16 @@ struct sp_worker {
 
 	sp_conn_t *dirty; /* connections with output to flush at the end of this callback */
 	sp_conn_t *reap;  /* closed connections to free at the end of this callback */
+
+	/* Admission (sp_conn_accept): handshakes running, and the FIFO of accepted connections
+	 * waiting for one to end; accepts in this loop turn (the listener pauses after
+	 * SP_ACCEPT_PER_TURN, and on_after resumes it, so a storm of connections is taken in
+	 * turns with the traffic of connected devices). */
+	uint32_t hs_running;
+	uint32_t hs_waiting;
+	sp_conn_t *hs_head, *hs_tail;
+	uint32_t accepts_this_turn;
+	bool accept_paused;
 
 	/* SEND_RESULT entries gathered for one message, sent at the end of the callback. */
 	sp_msg_t *batch_msg;

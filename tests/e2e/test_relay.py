@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -304,6 +305,82 @@ def _(t):
     took = time.monotonic() - t0
     t.check(took >= 0.5, "closed after %.2fs, before the 1s handshake timeout" % took)
     t.client(d, "alice")
+
+
+
+def _metric(d, series):
+    """The value of one sample line of /metrics (0 if absent)."""
+    body = d.admin_get("/metrics")[1]
+    m = re.search(r"^%s (\S+)$" % re.escape(series), body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@test("admission: --max-handshakes 2 on one worker: 2 handshakes run, the others wait "
+      "(counted), a waiting client connects when slots free, waits end by handshake_timeout",
+      timeout=60)
+def _(t):
+    d = t.daemon(workers=1, max_handshakes=2, handshake_timeout="2s")
+    deadline = time.monotonic() + 5  # the harness's readiness probes end first
+    while _metric(d, 'sealpush_connections{state="handshake"}') > 0:
+        if time.monotonic() > deadline:
+            fail("handshakes still open before the test began")
+        time.sleep(0.05)
+    deferred0 = _metric(d, "sealpush_handshakes_deferred_total")
+    raw = [socket.create_connection((LOOPBACK, d.port), timeout=5) for _ in range(5)]
+    time.sleep(0.5)
+    t.eq(_metric(d, "sealpush_handshakes_in_flight"), 2, "handshakes in flight, 5 stalled")
+    t.eq(_metric(d, "sealpush_handshakes_waiting"), 3, "connections waiting for a slot")
+    t.eq(_metric(d, "sealpush_handshakes_deferred_total") - deferred0, 3,
+         "deferred accepts counted")
+    t.eq(_metric(d, 'sealpush_limit_hits_total{limit="max_handshakes"}'),
+         _metric(d, "sealpush_handshakes_deferred_total"), "max_handshakes limit hits")
+    # A real device behind them: it waits, and gets through once the stalled ones go.
+    got = {}
+
+    def dial():
+        try:
+            c = Client(d, t.dev("alice"))
+            c.connect(timeout=15)
+            c.hello()
+            got["c"] = c
+        except Exception as e:  # noqa: BLE001 (reported below)
+            got["err"] = e
+    th = threading.Thread(target=dial)
+    th.start()
+    time.sleep(0.5)
+    t.eq(_metric(d, "sealpush_handshakes_waiting"), 4, "the device waits behind the stalled")
+    t.check(_metric(d, "sealpush_handshakes_in_flight") <= 2, "never more than 2 in flight")
+    for s in raw:
+        s.close()
+    th.join(20)
+    if "c" not in got:
+        fail("the waiting device did not connect: %r" % got.get("err"))
+    got["c"].ping()
+    t.eq(_metric(d, "sealpush_handshakes_in_flight"), 0, "in flight after all are done")
+    t.eq(_metric(d, "sealpush_handshakes_waiting"), 0, "waiting after all are done")
+    got["c"].close()
+    # Five stalled at once again: each ends within the handshake timeout, either timed out in
+    # its handshake or refused after waiting as long for a slot; none is left.
+    base_to = _metric(d, 'sealpush_handshake_failures_total{cause="timeout"}')
+    raw = [socket.create_connection((LOOPBACK, d.port), timeout=5) for _ in range(5)]
+    time.sleep(0.3)
+    t.check(_metric(d, "sealpush_handshakes_in_flight") <= 2, "never more than 2 in flight")
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        if _metric(d, 'sealpush_connections{state="handshake"}') == 0:
+            break
+        time.sleep(0.2)
+    else:
+        fail("stalled connections still open 8s after a 2s handshake timeout")
+    timed_out = _metric(d, 'sealpush_handshake_failures_total{cause="timeout"}') - base_to
+    refused = _metric(d, 'sealpush_connections_refused_total{reason="handshake_wait"}')
+    t.note("of 5 stalled: %d timed out in their handshake, %d refused after waiting"
+           % (timed_out, refused))
+    t.check(timed_out >= 2 and timed_out + refused == 5,
+            "5 stalled connections: %d handshake timeouts + %d wait refusals" % (timed_out, refused))
+    for s in raw:
+        s.close()
+    t.client(d, "bob").ping()
 
 
 # ---------------------------------------------------------------------------------------
