@@ -67,6 +67,21 @@ enum sp_limit {
 	SP_LIMIT_COUNT
 };
 
+/* Which provider door limit refused something (label "limit" of
+ * sealpush_provider_refusals_total). */
+enum sp_provider_limit {
+	SP_PROVIDER_LIMIT_CONNECTIONS,
+	SP_PROVIDER_LIMIT_STREAMS,
+	SP_PROVIDER_LIMIT_HEADER_BYTES,
+	SP_PROVIDER_LIMIT_BODY_BYTES,
+	SP_PROVIDER_LIMIT_REQUEST_TIMEOUT,
+	SP_PROVIDER_LIMIT_IDLE_TIMEOUT,
+	SP_PROVIDER_LIMIT_HANDSHAKE_TIMEOUT,
+	SP_PROVIDER_LIMIT_OUTPUT,
+	SP_PROVIDER_LIMIT_COUNT
+};
+#define SP_PROVIDER_STATUS_LABELS 15 /* HTTP statuses the door answers (sp_provider.c) */
+
 /* Connection states (label "state" of the sealpush_connections gauge). */
 enum sp_conn_state_label {
 	SP_STATE_HANDSHAKE,
@@ -127,6 +142,13 @@ enum sp_metric {
 	SP_M_RECORD_ERRORS, /* connections ended by a bad record (after the hand-off) */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
+	SP_M_PROVIDER_ACCEPTED,       /* provider (Web Push) TCP connections accepted */
+	SP_M_PROVIDER_CONNECTIONS,    /* gauge: open provider connections */
+	SP_M_PROVIDER_HANDSHAKE_FAIL, /* provider TLS handshakes that failed */
+	SP_M_PROVIDER_REFUSED,
+	SP_M_PROVIDER_REFUSED_LAST = SP_M_PROVIDER_REFUSED + SP_PROVIDER_LIMIT_COUNT - 1,
+	SP_M_PROVIDER_RESPONSES, /* by HTTP status */
+	SP_M_PROVIDER_RESPONSES_LAST = SP_M_PROVIDER_RESPONSES + SP_PROVIDER_STATUS_LABELS - 1,
 	SP_M_COUNT
 };
 

@@ -59,6 +59,10 @@ struct sp_msg {
 	                     * there is no sender to answer */
 	uint8_t collapse_len;
 	uint8_t collapse[SP_COLLAPSE_MAX];
+	/* A message made by another door than SEND (the Web Push provider, sp_provider.h): its
+	 * statuses go to on_result (which frees it) instead of a SEND_RESULT; origin is its. */
+	void (*on_result)(sp_worker_t *w, sp_node_t *n);
+	void *origin;
 	sp_node_t *nodes;
 	uint8_t *recipients;
 	uint8_t *blob;

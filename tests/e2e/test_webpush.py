@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the Web Push provider door (issue 15): the real sealpushd and
+redis-server, pushes made with curl over HTTP/2 and HTTP/1.1, received by devices speaking
+frames built by spwire.py.
+
+Subscriptions are written into Redis here as the relay stores them (PROTOCOL.md 14: the
+record sp:wp:cap:<sha256 of the capability> with the device's token and the subscription's
+id, and the device's set sp:{<token>}:wp:subs), so these tests do not depend on the
+subscription frames.
+
+Needs python3, redis-server and curl (with HTTP/2); skips without curl.
+"""
+import argparse
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import spwire as w
+from harness import LOOPBACK, Client, Harness, fail, free_port, run_tap
+
+TESTS = []
+
+
+def test(name, timeout=60):
+    def deco(fn):
+        TESTS.append((name, fn, timeout))
+        return fn
+    return deco
+
+
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def fake_body(n=40, rs=4096):
+    """An aes128gcm body of the right shape (RFC 8188 header, key id a P-256 point): the relay
+    checks only the shape, never decrypts."""
+    return (os.urandom(16) + rs.to_bytes(4, "big") + bytes([65, 4]) + os.urandom(64) +
+            os.urandom(max(n, 17)))
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self):
+        return "<%s %r %r>" % (self.status, self.headers, self.body[:80])
+
+
+class T:
+    def __init__(self, h):
+        self.h = h
+        self.notes = []
+        self.cleanups = []
+        self.d = None
+        self.pport = None
+
+    def relay(self, **config):
+        self.pport = free_port()
+        cfg = {"provider_listen": "%s:%d" % (LOOPBACK, self.pport),
+               "provider_origin": "https://%s:%d" % (LOOPBACK, self.pport)}
+        cfg.update(config)
+        self.d = self.h.start_daemon(cfg)
+        return self.d
+
+    @property
+    def origin(self):
+        return "https://%s:%d" % (LOOPBACK, self.pport)
+
+    def client(self, who):
+        c = Client(self.d, self.h.pki[who])
+        c.connect()
+        c.hello()
+        self.h.track_client(c)
+        return c
+
+    def subscribe(self, who, ask=None):
+        """A subscription for device who, written into Redis: (capability, sub id)."""
+        raw = os.urandom(32)
+        cap = b64u(raw)
+        sub = os.urandom(16)
+        tok = self.h.pki[who].token
+        args = ["HSET", "sp:wp:cap:" + hashlib.sha256(raw).hexdigest(), "token", tok,
+                "sub", sub]
+        if ask:
+            args += ["ask", ask]
+        self.h.redis.command(*args)
+        self.h.redis.command("SADD", "sp:{%s}:wp:subs" % tok.hex(), sub.hex())
+        return cap, sub
+
+    def curl(self, path, headers=(), body=None, http="--http2", method="POST", timeout=15):
+        """(status, headers, body) of one request made with curl."""
+        hdir = tempfile.mkdtemp(dir=self.h.root)
+        hfile = os.path.join(hdir, "h")
+        argv = ["curl", "-sS", http, "--cacert", self.h.pki.ca_crt, "-X", method, "-D", hfile,
+                "-o", os.path.join(hdir, "b"), "-w", "%{http_code}", "--max-time", str(timeout)]
+        for k in headers:
+            argv += ["-H", k]
+        if body is not None:
+            bfile = os.path.join(hdir, "in")
+            with open(bfile, "wb") as f:
+                f.write(body)
+            argv += ["--data-binary", "@" + bfile]
+        argv.append(self.origin + path)
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=timeout + 5)
+        hs = {}
+        try:
+            with open(hfile, errors="replace") as f:
+                for ln in f.read().splitlines():
+                    if ":" in ln and not ln.startswith("HTTP/"):
+                        k, v = ln.split(":", 1)
+                        hs[k.strip().lower()] = v.strip()
+                    elif ln.startswith("HTTP/"):
+                        hs[":proto"] = ln.split(" ")[0]
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(hdir, "b"), "rb") as f:
+                b = f.read().decode(errors="replace")
+        except OSError:
+            b = ""
+        shutil.rmtree(hdir, ignore_errors=True)
+        code = r.stdout.decode().strip()
+        return Resp(int(code) if code.isdigit() else 0, hs, b + r.stderr.decode())
+
+    def push(self, cap, body=None, ttl="60", extra=(), http="--http2", **kw):
+        hs = list(extra)
+        if ttl is not None:
+            hs.append("TTL: %s" % ttl)
+        if body is None:
+            body = fake_body()
+        if body:
+            hs.append("Content-Encoding: aes128gcm")
+        return self.curl("/push/" + cap, hs, body, http=http, **kw)
+
+    def push_async(self, *a, **kw):
+        out = {}
+        th = threading.Thread(target=lambda: out.setdefault("r", self.push(*a, **kw)))
+        th.start()
+        return th, out
+
+    def metric(self, name):
+        st, body = self.d.admin_get("/metrics")
+        for ln in body.splitlines():
+            if ln.startswith(name + " ") or ln.startswith(name + "{") and False:
+                return float(ln.split()[-1])
+        vals = [float(ln.split()[-1]) for ln in body.splitlines() if ln.startswith(name)]
+        return sum(vals)
+
+    def note(self, msg):
+        self.notes.append(str(msg))
+
+    def eq(self, got, want, what):
+        if got != want:
+            fail("%s: got %r, want %r" % (what, got, want))
+
+    def check(self, cond, msg):
+        if not cond:
+            fail(msg)
+
+
+HTTPS = ("--http2", "--http1.1")
+
+
+@test("push: a live device gets the body as DELIVER ('W' | sub id | body); 201 Created with "
+      "Location and TTL after its ACK, over HTTP/2 and HTTP/1.1")
+def t_live(t):
+    t.relay()
+    cap, sub = t.subscribe("alice")
+    c = t.client("alice")
+    for http in HTTPS:
+        body = fake_body(100)
+        th, out = t.push_async(cap, body, ttl="120", extra=["Urgency: high"], http=http)
+        f = c.expect(w.DELIVER, timeout=10)
+        t.eq(f["blob"], b"W" + sub + body, "DELIVER blob")
+        t.eq(f.get("priority"), 10, "Urgency high -> priority 10")
+        time.sleep(0.2)
+        t.check("r" not in out, "the answer came before the device's ACK")
+        c.ack([f["msg_id"]])
+        th.join(10)
+        r = out["r"]
+        t.eq(r.status, 201, "status (%s) %r" % (http, r))
+        t.check(r.headers.get("location", "").startswith(t.origin + "/m/"), "Location %r" % r)
+        t.eq(r.headers.get("ttl"), "120", "TTL answered")
+        t.eq(r.headers.get(":proto"), "HTTP/2" if http == "--http2" else "HTTP/1.1", "protocol")
+
+
+@test("push: an offline device gets it later (201, TTL held = min(TTL, max_ttl)); a second "
+      "message with the same Topic replaces the queued one")
+def t_offline_topic(t):
+    t.relay(max_ttl=3600)
+    cap, sub = t.subscribe("bob")
+    b1, b2, b3 = fake_body(20), fake_body(30), fake_body(40)
+    r = t.push(cap, b1, ttl="999999999", extra=["Topic: news"])
+    t.eq(r.status, 201, "first push %r" % r)
+    t.eq(r.headers.get("ttl"), "3600", "TTL held is max_ttl")
+    r = t.push(cap, b2, ttl="60", extra=["Topic: news"], http="--http1.1")
+    t.eq(r.status, 201, "second push %r" % r)
+    r = t.push(cap, b3, ttl="60", extra=["Urgency: low"])
+    t.eq(r.status, 201, "third push %r" % r)
+    c = t.client("bob")
+    got = []
+    for _ in range(2):
+        f = c.expect(w.DELIVER, timeout=10)
+        t.check(f.flags & w.DELIVER_STORED if hasattr(w, "DELIVER_STORED") else True,
+                "STORED flag")
+        got.append(f["blob"])
+        c.ack([f["msg_id"]])
+    t.eq(got, [b"W" + sub + b2, b"W" + sub + b3], "the queue after the topic replaced the first")
+    c.expect_nothing(0.5)
+
+
+@test("push: TTL 0 to an offline device is dropped (201, TTL: 0)")
+def t_ttl0(t):
+    t.relay()
+    cap, _ = t.subscribe("carol")
+    r = t.push(cap, ttl="0")
+    t.eq((r.status, r.headers.get("ttl")), (201, "0"), "TTL 0 offline %r" % r)
+
+
+@test("errors: 400 (no TTL, bad TTL, bad Urgency, bad Topic, bad aes128gcm header), 404, 405, "
+      "410, 413, 415, over HTTP/2 and HTTP/1.1, each with a short reason")
+def t_errors(t):
+    t.relay()
+    cap, _ = t.subscribe("dave")
+    gone_raw = os.urandom(32)
+    t.h.redis.command("HSET", "sp:wp:cap:" + hashlib.sha256(gone_raw).hexdigest(), "gone", "1")
+    gone = b64u(gone_raw)
+    for http in HTTPS:
+        cases = [
+            ("no TTL", t.push(cap, ttl=None, http=http), 400, "TTL"),
+            ("bad TTL", t.push(cap, ttl="-5", http=http), 400, "TTL"),
+            ("bad Urgency", t.push(cap, extra=["Urgency: asap"], http=http), 400, "Urgency"),
+            ("bad Topic", t.push(cap, extra=["Topic: no spaces"], http=http), 400, "Topic"),
+            ("long Topic", t.push(cap, extra=["Topic: " + "a" * 33], http=http), 400, "Topic"),
+            ("short body", t.push(cap, body=b"x" * 50, http=http), 400, "aes128gcm"),
+            ("bad key id", t.push(cap, body=fake_body()[:20] + b"\x41\x05" + os.urandom(80),
+                                  http=http), 400, "aes128gcm"),
+            ("two records", t.push(cap, body=fake_body(200, rs=100), http=http), 400,
+             "aes128gcm"),
+            ("unknown cap", t.push(b64u(os.urandom(32)), http=http), 404, "subscription"),
+            ("malformed cap", t.push("short", http=http), 404, "subscription"),
+            ("other path", t.curl("/nothing", ["TTL: 5"], b"", http=http), 404, "resource"),
+            ("GET", t.curl("/push/" + cap, http=http, method="GET"), 405, "POST"),
+            ("gone", t.push(gone, http=http), 410, "removed"),
+            ("too large", t.push(cap, body=fake_body(5000, rs=8192), http=http), 413, "large"),
+            ("gzip", t.curl("/push/" + cap, ["TTL: 5", "Content-Encoding: gzip"], b"x" * 100,
+                            http=http), 415, "aes128gcm"),
+        ]
+        for what, r, st, word in cases:
+            t.eq(r.status, st, "%s (%s): %r" % (what, http, r))
+            t.check(word.lower() in r.body.lower(), "%s (%s): reason %r names %s" % (
+                what, http, r.body, word))
+    t.check(t.metric('sealpush_provider_responses_total{status="400"}') >= 16,
+            "400s counted in /metrics")
+
+
+@test("errors: 429 with Retry-After when the device's queue is full")
+def t_429(t):
+    t.relay(max_queue=1)
+    cap, _ = t.subscribe("alice")
+    t.eq(t.push(cap).status, 201, "first")
+    for http in HTTPS:
+        r = t.push(cap, http=http)
+        t.eq(r.status, 429, "queue full (%s) %r" % (http, r))
+        t.check(r.headers.get("retry-after", "").isdigit(), "Retry-After %r" % r)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
+    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
+    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
+    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
+    ap.add_argument("-k", dest="pattern")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args()
+    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
+    for tool in (args.redis_server, "curl"):
+        if not shutil.which(tool):
+            print("1..0 # SKIP %s not found" % tool)
+            return 0
+    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
+    return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
