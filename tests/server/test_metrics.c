@@ -30,7 +30,7 @@ static uint64_t get(sp_metrics_t *m, unsigned i)
 
 static bool is_gauge(unsigned i)
 {
-	return i == SP_M_DEVICES || i == SP_M_STORE_UP ||
+	return i == SP_M_DEVICES || i == SP_M_STORE_UP || i == SP_M_PROVIDER_CONNECTIONS ||
 	       (i >= SP_M_CONNECTIONS && i <= SP_M_CONNECTIONS_LAST);
 }
 
