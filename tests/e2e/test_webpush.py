@@ -13,6 +13,7 @@ Needs python3, redis-server and curl (with HTTP/2); skips without curl.
 import argparse
 import base64
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,40 @@ def fake_body(n=40, rs=4096):
     checks only the shape, never decrypts."""
     return (os.urandom(16) + rs.to_bytes(4, "big") + bytes([65, 4]) + os.urandom(64) +
             os.urandom(max(n, 17)))
+
+
+class Vapid:
+    """An application server's VAPID key (P-256, made with the openssl CLI) and its JWTs."""
+
+    def __init__(self, directory):
+        self.pem = tempfile.mktemp(dir=directory, suffix=".pem")
+        subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout",
+                        "-out", self.pem], check=True, stdout=subprocess.DEVNULL)
+        der = subprocess.run(["openssl", "ec", "-in", self.pem, "-pubout", "-outform", "DER"],
+                             check=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL).stdout
+        self.pub = der[-65:]
+
+    def jwt(self, aud, exp=None, alg="ES256"):
+        if exp is None:
+            exp = int(time.time()) + 3600
+        h = b64u(json.dumps({"typ": "JWT", "alg": alg}).encode())
+        c = b64u(json.dumps({"aud": aud, "exp": exp, "sub": "mailto:ops@example.org"}).encode())
+        inp = ("%s.%s" % (h, c)).encode()
+        der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.pem], input=inp,
+                             check=True, stdout=subprocess.PIPE).stdout
+        # ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER } -> r || s, 32 bytes each
+        i = 2 if der[1] < 0x80 else 3
+        rl = der[i + 1]
+        r = der[i + 2:i + 2 + rl]
+        j = i + 2 + rl
+        sl = der[j + 1]
+        s_ = der[j + 2:j + 2 + sl]
+        sig = r[-32:].rjust(32, b"\0") + s_[-32:].rjust(32, b"\0")
+        return "%s.%s" % (inp.decode(), b64u(sig))
+
+    def header(self, aud, exp=None, key=None):
+        return "Authorization: vapid t=%s, k=%s" % (self.jwt(aud, exp), b64u(key or self.pub))
 
 
 class Resp:
@@ -273,6 +308,44 @@ def t_429(t):
         r = t.push(cap, http=http)
         t.eq(r.status, 429, "queue full (%s) %r" % (http, r))
         t.check(r.headers.get("retry-after", "").isdigit(), "Retry-After %r" % r)
+
+
+@test("VAPID: a subscription made with an application server key takes only that key: 201 "
+      "with it, 401 without, 403 for another key, an expired or far JWT, a wrong aud")
+def t_vapid(t):
+    t.relay()
+    app, other = Vapid(t.h.root), Vapid(t.h.root)
+    cap, sub = t.subscribe("alice", ask=app.pub)
+    for http in HTTPS:
+        r = t.push(cap, extra=[app.header(t.origin)], http=http)
+        t.eq(r.status, 201, "right key (%s) %r" % (http, r))
+        r = t.push(cap, http=http)
+        t.eq(r.status, 401, "no vapid (%s) %r" % (http, r))
+        r = t.push(cap, extra=[other.header(t.origin)], http=http)
+        t.eq(r.status, 403, "another key (%s) %r" % (http, r))
+        r = t.push(cap, extra=[app.header(t.origin, exp=int(time.time()) - 60)], http=http)
+        t.eq(r.status, 403, "expired JWT (%s) %r" % (http, r))
+        r = t.push(cap, extra=[app.header(t.origin, exp=int(time.time()) + 3 * 86400)],
+                   http=http)
+        t.eq(r.status, 403, "exp beyond 24 h (%s) %r" % (http, r))
+        r = t.push(cap, extra=[app.header("https://elsewhere.example")], http=http)
+        t.eq(r.status, 403, "wrong aud (%s) %r" % (http, r))
+        r = t.push(cap, extra=[app.header(t.origin, key=other.pub)], http=http)
+        t.eq(r.status, 403, "k not the signer (%s) %r" % (http, r))
+    ucap, _ = t.subscribe("bob")
+    t.eq(t.push(ucap).status, 201, "unrestricted, no vapid")
+    t.eq(t.push(ucap, extra=[other.header(t.origin)]).status, 201, "unrestricted, any key")
+
+
+@test("VAPID: provider_require_key refuses pushes to unrestricted subscriptions (403)")
+def t_require_key(t):
+    t.relay(provider_require_key=True)
+    app = Vapid(t.h.root)
+    ucap, _ = t.subscribe("bob")
+    r = t.push(ucap, extra=[app.header(t.origin)])
+    t.eq(r.status, 403, "unrestricted under provider_require_key %r" % r)
+    cap, _ = t.subscribe("alice", ask=app.pub)
+    t.eq(t.push(cap, extra=[app.header(t.origin)]).status, 201, "restricted")
 
 
 def main():
