@@ -795,7 +795,6 @@ static int h2_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void 
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	if (pc->n_reqs >= (uint32_t)cfg_of(pc)->provider_max_streams) {
-		count_refusal(pc->pv, SP_PROVIDER_LIMIT_STREAMS);
 		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
 		                          NGHTTP2_REFUSED_STREAM);
 		return 0;
@@ -856,6 +855,18 @@ static int h2_on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud
 	}
 	if ((f->hd.flags & NGHTTP2_FLAG_END_STREAM) && r->phase == RQ_BODY)
 		req_complete(r);
+	return 0;
+}
+
+/* Streams refused past provider_max_streams, by nghttp2 (the client ignored SETTINGS) or by
+ * h2_on_begin_headers, are counted as they go out. */
+static int h2_on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+	pconn_t *pc = ud;
+
+	(void)s;
+	if (f->hd.type == NGHTTP2_RST_STREAM && f->rst_stream.error_code == NGHTTP2_REFUSED_STREAM)
+		count_refusal(pc->pv, SP_PROVIDER_LIMIT_STREAMS);
 	return 0;
 }
 
@@ -1404,6 +1415,7 @@ int sp_provider_start(sp_worker_t *w, char *err, size_t errlen)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(pv->cbs, h2_on_data);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(pv->cbs, h2_on_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(pv->cbs, h2_on_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(pv->cbs, h2_on_frame_send);
 	pv->ev_reap = event_new(w->base, -1, 0, on_reap, pv);
 	if (!pv->ev_reap)
 		goto nomem;

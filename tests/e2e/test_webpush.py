@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -26,11 +28,14 @@ import spwire as w
 from harness import LOOPBACK, Client, Harness, fail, free_port, run_tap
 
 TESTS = []
+NPM_TESTS = []
+WEB_PUSH_VERSION = "3.6.7"  # pinned: the npm registry's web-push, installed into the build dir
+OPTS = None
 
 
-def test(name, timeout=60):
+def test(name, timeout=60, npm=False):
     def deco(fn):
-        TESTS.append((name, fn, timeout))
+        (NPM_TESTS if npm else TESTS).append((name, fn, timeout))
         return fn
     return deco
 
@@ -348,18 +353,326 @@ def t_require_key(t):
     t.eq(t.push(cap, extra=[app.header(t.origin)]).status, 201, "restricted")
 
 
+SEND_JS = r"""
+// One sendNotification with the real web-push package; prints {status, headers, body}.
+const webpush = require('web-push');
+const a = JSON.parse(process.argv[process.argv.length - 1]);
+webpush.sendNotification(a.subscription, a.payload, {
+  vapidDetails: { subject: 'mailto:ops@example.org', publicKey: a.vapid.publicKey,
+                  privateKey: a.vapid.privateKey },
+  TTL: a.ttl, urgency: a.urgency, topic: a.topic, timeout: 10000,
+}).then(r => console.log(JSON.stringify({status: r.statusCode, headers: r.headers,
+                                          body: r.body})),
+        e => console.log(JSON.stringify({status: e.statusCode || 0, headers: e.headers || {},
+                                          body: String(e.body || e.message)})));
+"""
+
+KEYS_JS = "console.log(JSON.stringify(require('web-push').generateVAPIDKeys()));"
+
+
+def npm_ready():
+    """Installs web-push@WEB_PUSH_VERSION into OPTS.npm_dir once; returns its node_modules."""
+    d = OPTS.npm_dir
+    mod = os.path.join(d, "node_modules", "web-push", "package.json")
+    if os.path.exists(mod):
+        with open(mod) as f:
+            if json.load(f).get("version") == WEB_PUSH_VERSION:
+                return d
+    os.makedirs(d, exist_ok=True)
+    r = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-save", "--prefix", d,
+                        "web-push@" + WEB_PUSH_VERSION], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=240)
+    if r.returncode != 0 or not os.path.exists(mod):
+        fail("npm install web-push@%s failed: %s" % (WEB_PUSH_VERSION, r.stdout.decode()[-500:]))
+    return d
+
+
+def node(t, script, *args):
+    env = dict(os.environ, NODE_PATH=os.path.join(npm_ready(), "node_modules"),
+               NODE_EXTRA_CA_CERTS=t.h.pki.ca_crt)
+    r = subprocess.run(["node", "-e", script] + list(args), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=env, timeout=30)
+    if r.returncode != 0:
+        fail("node failed: %s" % r.stderr.decode()[-800:])
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def ua_keys():
+    """A user agent's RFC 8291 keys, made with the cryptography package or the openssl CLI."""
+    d = tempfile.mkdtemp()
+    pem = os.path.join(d, "k.pem")
+    subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out",
+                    pem], check=True, stdout=subprocess.DEVNULL)
+    der = subprocess.run(["openssl", "ec", "-in", pem, "-outform", "DER"], check=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).stdout
+    shutil.rmtree(d, ignore_errors=True)
+    # ECPrivateKey: SEQUENCE { 1, OCTET STRING(32) priv, [0] params, [1] BIT STRING pub }
+    i = der.index(b"\x04\x20")
+    priv = der[i + 2:i + 34]
+    pub = der[-65:]
+    return {"priv": b64u(priv), "p256dh": b64u(pub), "auth": b64u(os.urandom(16))}
+
+
+def web_push(t, cap, keys, vapid, payload, ttl=60, urgency=None, topic=None):
+    sub = {"endpoint": t.origin + "/push/" + cap,
+           "keys": {"p256dh": keys["p256dh"], "auth": keys["auth"]}}
+    a = {"subscription": sub, "payload": payload, "vapid": vapid, "ttl": ttl}
+    if urgency:
+        a["urgency"] = urgency
+    if topic:
+        a["topic"] = topic
+    return node(t, SEND_JS, json.dumps(a))
+
+
+def open_msg(t, keys, sub, blob):
+    """The device's side: the DELIVER blob ('W' | sub id | body), opened by libsealpush."""
+    t.eq(blob[:1], b"W", "Web Push blob marker")
+    t.eq(blob[1:17], sub, "subscription id in the blob")
+    r = subprocess.run([OPTS.probe, keys["priv"], keys["p256dh"], keys["auth"],
+                        blob[17:].hex()], stdout=subprocess.PIPE, timeout=10)
+    out = r.stdout.decode().rstrip("\n")
+    t.eq(r.returncode, 0, "libsealpush opens the web-push message (%s)" % out)
+    return out
+
+
+@test("web-push %s: sendNotification with VAPID, TTL, urgency and topic; the device opens the "
+      "plaintext with libsealpush (RFC 8291), 201 after its ACK" % WEB_PUSH_VERSION, 120,
+      npm=True)
+def t_npm_live(t):
+    t.relay()
+    vapid = node(t, KEYS_JS)
+    keys = ua_keys()
+    ask = base64.urlsafe_b64decode(vapid["publicKey"] + "==")
+    cap, sub = t.subscribe("alice", ask=ask)
+    c = t.client("alice")
+    marker = "plaintext-marker-%s" % os.urandom(6).hex()
+    out = {}
+    th = threading.Thread(target=lambda: out.setdefault("r", web_push(
+        t, cap, keys, vapid, marker, ttl=300, urgency="high", topic="greeting")))
+    th.start()
+    f = c.expect(w.DELIVER, timeout=20)
+    t.eq(f.get("priority"), 10, "urgency high")
+    t.eq(open_msg(t, keys, sub, f["blob"]), marker, "plaintext")
+    c.ack([f["msg_id"]])
+    th.join(30)
+    r = out.get("r")
+    t.check(r is not None, "web-push did not finish")
+    t.eq(r["status"], 201, "web-push status %r" % r)
+    t.eq(str(r["headers"].get("ttl")), "300", "TTL answered")
+    # Another application server's key is refused (403) by web-push's own request.
+    other = node(t, KEYS_JS)
+    r = web_push(t, cap, keys, other, "nope")
+    t.eq(r["status"], 403, "another VAPID key %r" % r)
+    # The marker appears nowhere the operator can look.
+    dump = subprocess.run(["redis-cli", "-s", t.h.redis.sock, "--no-raw", "KEYS", "*"],
+                          stdout=subprocess.PIPE).stdout if shutil.which("redis-cli") else b""
+    st, metrics = t.d.admin_get("/metrics")
+    t.check(marker not in t.d.log() and marker not in metrics and
+            marker.encode() not in dump, "plaintext marker leaked")
+
+
+@test("web-push %s: an offline device gets its messages later; a second message with the same "
+      "topic replaces the queued one; plaintext markers appear nowhere in Redis, logs or "
+      "metrics" % WEB_PUSH_VERSION, 120, npm=True)
+def t_npm_offline(t):
+    t.relay()
+    vapid = node(t, KEYS_JS)
+    keys = ua_keys()
+    cap, sub = t.subscribe("bob", ask=base64.urlsafe_b64decode(vapid["publicKey"] + "=="))
+    m = ["marker-%d-%s" % (i, os.urandom(6).hex()) for i in range(3)]
+    for payload, topic in ((m[0], "score"), (m[1], "score"), (m[2], None)):
+        r = web_push(t, cap, keys, vapid, payload, ttl=600, topic=topic)
+        t.eq(r["status"], 201, "queued %r" % r)
+    raw = b""
+    for k in ("*",):
+        keys_reply = t.h.redis.command("KEYS", k)
+        raw += keys_reply
+    for name in [x for x in raw.split(b"\r\n") if x.startswith(b"sp:")]:
+        for cmd in (("LRANGE", name, 0, -1), ("HGETALL", name), ("ZRANGE", name, 0, -1),
+                    ("SMEMBERS", name), ("GET", name)):
+            raw += t.h.redis.command(*cmd)
+    c = t.client("bob")
+    got = []
+    for _ in range(2):
+        f = c.expect(w.DELIVER, timeout=10)
+        got.append(open_msg(t, keys, sub, f["blob"]))
+        c.ack([f["msg_id"]])
+    t.eq(got, [m[1], m[2]], "the second 'score' replaced the first; order kept")
+    c.expect_nothing(0.5)
+    st, metrics = t.d.admin_get("/metrics")
+    for x in m:
+        t.check(x.encode() not in raw, "marker %s in Redis" % x)
+        t.check(x not in t.d.log(), "marker %s in the log" % x)
+        t.check(x not in metrics, "marker %s in /metrics" % x)
+
+
+# --- limits -------------------------------------------------------------------------------
+
+def h2_conn(t):
+    """A raw TLS connection negotiating h2, for hand-made HTTP/2 frames."""
+    ctx = ssl.create_default_context(cafile=t.h.pki.ca_crt)
+    ctx.set_alpn_protocols(["h2"])
+    s = socket.create_connection((LOOPBACK, t.pport), timeout=5)
+    ss = ctx.wrap_socket(s, server_hostname=LOOPBACK)
+    t.eq(ss.selected_alpn_protocol(), "h2", "ALPN")
+    ss.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0, b""))
+    return ss
+
+
+def h2_frame(ftype, flags, sid, payload):
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + \
+        payload
+
+
+def hpack_literal(name, value):
+    """A literal header field without indexing, new name (RFC 7541 6.2.2), no Huffman."""
+    def s(b):
+        assert len(b) < 127
+        return bytes([len(b)]) + b
+    return b"\x00" + s(name.encode()) + s(value.encode())
+
+
+def h2_headers(path, extra=()):
+    block = b"".join(hpack_literal(k, v) for k, v in [(":method", "POST"), (":scheme", "https"),
+                                                         (":path", path),
+                                                         (":authority", "127.0.0.1")] +
+                     list(extra))
+    return block
+
+
+def h2_read_frames(ss, duration):
+    """Frames (type, flags, sid, payload) read for up to duration seconds (or until EOF)."""
+    buf = b""
+    out = []
+    end = time.monotonic() + duration
+    ss.settimeout(0.2)
+    while time.monotonic() < end:
+        try:
+            d = ss.recv(65536)
+        except (socket.timeout, ssl.SSLWantReadError):
+            continue
+        except (ConnectionError, ssl.SSLError, OSError):
+            break
+        if not d:
+            break
+        buf += d
+        while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+            n = int.from_bytes(buf[:3], "big")
+            out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF,
+                        buf[9:9 + n]))
+            buf = buf[9 + n:]
+    return out
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    return 0
+
+
+@test("limits: a stream flood past provider_max_streams is refused with RST_STREAM "
+      "REFUSED_STREAM and counted; the connection and others keep working")
+def t_stream_flood(t):
+    t.relay(provider_max_streams=10)
+    cap, _ = t.subscribe("alice")
+    ss = h2_conn(t)
+    hb = h2_headers("/push/" + cap, [("ttl", "60"), ("content-encoding", "aes128gcm")])
+    # 200 streams whose bodies never come: END_HEADERS (4), no END_STREAM.
+    ss.sendall(b"".join(h2_frame(1, 4, 2 * i + 1, hb) for i in range(200)))
+    frames = h2_read_frames(ss, 1.5)
+    refused = [f for f in frames if f[0] == 3 and f[3] == (7).to_bytes(4, "big")]
+    t.check(len(refused) >= 150, "REFUSED_STREAM resets: %d of 190" % len(refused))
+    t.eq(t.push(cap).status, 201, "another connection still pushes")
+    t.check(t.metric('sealpush_provider_refusals_total{limit="streams"}') >= 150,
+            "stream refusals counted")
+    ss.close()
+
+
+@test("limits: slow clients that never finish their bodies: bounded memory, cut after "
+      "provider_request_timeout (h2 RST_STREAM, h1.1 408), others unaffected")
+def t_slow(t):
+    t.relay(provider_request_timeout="1s", provider_max_connections=200,
+            provider_max_streams=50)
+    cap, _ = t.subscribe("alice")
+    before = rss_kib(t.d.proc.pid)
+    conns = []
+    hb = h2_headers("/push/" + cap, [("ttl", "60"), ("content-encoding", "aes128gcm"),
+                                     ("content-length", "4000")])
+    for _ in range(40):
+        ss = h2_conn(t)
+        ss.sendall(b"".join(h2_frame(1, 4, 2 * i + 1, hb) + h2_frame(0, 0, 2 * i + 1,
+                                                                       b"x" * 1000)
+                            for i in range(50)))
+        conns.append(ss)
+    h1 = []
+    for _ in range(20):
+        ctx = ssl.create_default_context(cafile=t.h.pki.ca_crt)
+        ctx.set_alpn_protocols(["http/1.1"])
+        s = ctx.wrap_socket(socket.create_connection((LOOPBACK, t.pport), timeout=5),
+                            server_hostname=LOOPBACK)
+        s.sendall(("POST /push/%s HTTP/1.1\r\nHost: x\r\nTTL: 5\r\nContent-Encoding: "
+                   "aes128gcm\r\nContent-Length: 4000\r\n\r\n" % cap).encode() + b"y" * 100)
+        h1.append(s)
+    time.sleep(0.3)
+    during = rss_kib(t.d.proc.pid)
+    t0 = time.monotonic()
+    r = t.push(cap)
+    t.eq(r.status, 201, "a normal push meanwhile %r" % r)
+    t.check(time.monotonic() - t0 < 3, "the normal push was slow")
+    # 2000 half-sent streams of at most 4 KiB each: about 8 MiB at most, plus TLS buffers.
+    t.note("RSS %d KiB before, %d KiB with 2000 slow streams and 20 slow HTTP/1.1 bodies" % (
+        before, during))
+    t.check(during - before < 64 * 1024, "memory grew %d KiB" % (during - before))
+    frames = h2_read_frames(conns[0], 2.5)
+    cancels = [f for f in frames if f[0] == 3 and f[3] == (8).to_bytes(4, "big")]
+    t.check(len(cancels) >= 50, "RST_STREAM CANCEL after the request timeout: %d" % len(cancels))
+    h1[0].settimeout(3)
+    got = h1[0].recv(4096)
+    t.check(got.startswith(b"HTTP/1.1 408"), "HTTP/1.1 slow body: %r" % got[:40])
+    t.check(t.metric('sealpush_provider_refusals_total{limit="request_timeout"}') >= 2000,
+            "request timeouts counted")
+    for s_ in conns + h1:
+        s_.close()
+
+
+@test("limits: provider_max_connections refuses more connections (counted); header bytes "
+      "over provider_max_header answer 431")
+def t_conn_header_limits(t):
+    t.relay(provider_max_connections=3, provider_max_header="2k")
+    cap, _ = t.subscribe("alice")
+    held = [h2_conn(t) for _ in range(3)]
+    r = t.push(cap)
+    t.check(r.status == 0, "a fourth connection was served: %r" % r)
+    t.check(t.metric('sealpush_provider_refusals_total{limit="connections"}') >= 1, "counted")
+    for s_ in held:
+        s_.close()
+    time.sleep(0.3)
+    for http in HTTPS:
+        r = t.push(cap, extra=["X-Big: " + "a" * 3000], http=http)
+        t.eq(r.status, 431, "big headers (%s) %r" % (http, r))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
     ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
     ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
     ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
+    ap.add_argument("--npm", action="store_true", help="the web-push (npm) tests")
+    ap.add_argument("--npm-dir", default=os.path.join(tempfile.gettempdir(), "sp-webpush-npm"))
+    ap.add_argument("--probe", help="sp_wp_probe (libsealpush's RFC 8291 decryption)")
     ap.add_argument("-k", dest="pattern")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
-    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
-    for tool in (args.redis_server, "curl"):
+    global OPTS
+    OPTS = args
+    tests = [x for x in (NPM_TESTS if args.npm else TESTS)
+             if not args.pattern or args.pattern in x[0]]
+    need = (args.redis_server, "node", "npm") if args.npm else (args.redis_server, "curl")
+    for tool in need:
         if not shutil.which(tool):
             print("1..0 # SKIP %s not found" % tool)
             return 0
