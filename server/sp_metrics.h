@@ -92,7 +92,7 @@ enum sp_conn_state_label {
 	SP_STATE_COUNT
 };
 
-#define SP_FRAME_LABELS  11 /* index 0: unknown type, 1..10: the v1 types */
+#define SP_FRAME_LABELS  13 /* index 0: unknown type, 1..12: the v1 types */
 #define SP_STATUS_LABELS 13
 #define SP_ERROR_LABELS  17
 

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "sp_config.h"
+#include "sp_conn.h"
 #include "sp_frame.h"
 #include "sp_log.h"
 #include "sp_provider.h"
@@ -1317,6 +1318,293 @@ static void on_provider_accept(struct evconnlistener *l, evutil_socket_t fd, str
 	atomic_fetch_add(&n_open, 1);
 	sp_metric_inc(&w->metrics, SP_M_PROVIDER_ACCEPTED);
 	sp_metric_inc(&w->metrics, SP_M_PROVIDER_CONNECTIONS);
+}
+
+/* ---- subscriptions (SUBSCRIBE over a device's connection, PROTOCOL.md 14.5) ---------------- */
+
+#define SUBS_MAX    256          /* subscriptions per device */
+#define GONE_KEEP_S (30 * 86400) /* a removed capability answers 410 this long */
+
+struct subop {
+	sp_provider_t *pv;
+	sp_connref_t ref;
+	uint8_t msg_id[SP_MSG_ID_LEN];
+	uint8_t token[SP_TOKEN_LEN];
+	uint8_t sub[SP_WP_SUB_ID_LEN];
+	uint8_t key[SP_VAPID_KEY_LEN];
+	bool has_key;
+	char cap[SP_WP_CAP_CHARS + 1];
+	uint8_t hash[32];
+	int pending; /* replies still to come */
+	bool failed;
+};
+
+static void hex_of(char *out, const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+static int unhex(const char *s, size_t n, uint8_t *out, size_t cap)
+{
+	if (n != 2 * cap)
+		return -1;
+	for (size_t i = 0; i < cap; i++) {
+		unsigned v;
+
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* Answers SUBSCRIPTION to the connection of op (if it is still there). */
+static void sub_answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, uint8_t status,
+                       const char *reason, const struct subop *op, const uint8_t *ids,
+                       uint32_t n_ids)
+{
+	sp_conn_t *c = sp_worker_conn(w, ref);
+	sp_frame_t f = {.type = SP_SUBSCRIPTION,
+	                .fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_STATUS),
+	                .msg_id = msg_id,
+	                .status = status};
+	char endpoint[SP_ENDPOINT_MAX + 1];
+
+	if (!c || c->state >= SP_CS_CLOSING)
+		return;
+	if (reason) {
+		f.fields |= SP_BIT(SP_F_REASON);
+		f.reason = (const uint8_t *)reason;
+		f.reason_len = (uint32_t)strlen(reason);
+	}
+	if (op && status == SP_ST_DELIVERED) {
+		f.fields |= SP_BIT(SP_F_SUB_ID);
+		f.sub_id = op->sub;
+		if (op->cap[0]) {
+			snprintf(endpoint, sizeof(endpoint), "%s/push/%s", op->pv->origin, op->cap);
+			f.fields |= SP_BIT(SP_F_ENDPOINT);
+			f.endpoint = (const uint8_t *)endpoint;
+			f.endpoint_len = (uint32_t)strlen(endpoint);
+		}
+		if (op->has_key) {
+			f.fields |= SP_BIT(SP_F_APP_KEY);
+			f.app_key = op->key;
+		}
+	}
+	if (n_ids) {
+		f.fields |= SP_BIT(SP_F_SUB_IDS);
+		f.sub_ids = ids;
+		f.n_sub_ids = n_ids;
+	}
+	sp_conn_send(c, &f);
+	sp_worker_after(w);
+}
+
+static bool reply_ok(const redisReply *r)
+{
+	return r && r->type != REDIS_REPLY_ERROR;
+}
+
+static void on_sub_write(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct subop *op = arg;
+	sp_worker_t *w = op->pv->w;
+
+	(void)ac;
+	if (!reply_ok(reply))
+		op->failed = true;
+	if (--op->pending > 0)
+		return;
+	if (!atomic_load(&w->srv->stopping)) {
+		w->now = sp_now_ms();
+		if (op->failed)
+			sub_answer(w, op->ref, op->msg_id, SP_ST_TRY_LATER, "the store failed",
+			           NULL, NULL, 0);
+		else
+			sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, op, NULL, 0);
+	}
+	free(op);
+}
+
+static void sub_fail(struct subop *op, uint8_t status, const char *why)
+{
+	sp_worker_t *w = op->pv->w;
+
+	if (!atomic_load(&w->srv->stopping))
+		sub_answer(w, op->ref, op->msg_id, status, why, NULL, NULL, 0);
+	free(op);
+}
+
+/* SCARD came back: under the limit, write the subscription (device keys first, so a
+ * capability never names a device that does not list it). */
+static void on_sub_count(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct subop *op = arg;
+	const redisReply *r = reply;
+	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+
+	(void)ac;
+	if (!r || r->type != REDIS_REPLY_INTEGER || !op->pv->ac) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+		return;
+	}
+	if (r->integer >= SUBS_MAX) {
+		sub_fail(op, SP_ST_QUOTA_EXCEEDED, "too many subscriptions for this device");
+		return;
+	}
+	hex_of(subhex, op->sub, sizeof(op->sub));
+	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
+	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
+	op->pending = 3;
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s cap %b", k_sub, op->hash,
+	                  (size_t)32);
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "SADD %s %s", k_subs, subhex);
+	if (op->has_key)
+		redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s token %b sub %b ask %b",
+		                  k_cap, op->token, (size_t)SP_TOKEN_LEN, op->sub,
+		                  (size_t)SP_WP_SUB_ID_LEN, op->key, (size_t)SP_VAPID_KEY_LEN);
+	else
+		redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s token %b sub %b", k_cap,
+		                  op->token, (size_t)SP_TOKEN_LEN, op->sub,
+		                  (size_t)SP_WP_SUB_ID_LEN);
+}
+
+/* HGET of the subscription's capability hash came back: mark it gone, drop the device's. */
+static void on_unsub_find(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct subop *op = arg;
+	const redisReply *r = reply;
+	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+
+	(void)ac;
+	if (!r || r->type == REDIS_REPLY_ERROR || !op->pv->ac) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+		return;
+	}
+	if (r->type != REDIS_REPLY_STRING || r->len != 32) {
+		sub_fail(op, SP_ST_BAD_DEVICE_TOKEN, "no such subscription");
+		return;
+	}
+	memcpy(op->hash, r->str, 32);
+	hex_of(subhex, op->sub, sizeof(op->sub));
+	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
+	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
+	op->cap[0] = '\0';
+	op->pending = 5;
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_cap);
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s gone 1", k_cap);
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "EXPIRE %s %d", k_cap, GONE_KEEP_S);
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_sub);
+	redisAsyncCommand(op->pv->ac, on_sub_write, op, "SREM %s %s", k_subs, subhex);
+}
+
+static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct subop *op = arg;
+	const redisReply *r = reply;
+	sp_worker_t *w = op->pv->w;
+	uint8_t *ids;
+	uint32_t n = 0;
+
+	(void)ac;
+	if (!r || r->type != REDIS_REPLY_ARRAY) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+		return;
+	}
+	ids = malloc((r->elements ? r->elements : 1) * SP_WP_SUB_ID_LEN);
+	if (!ids) {
+		sub_fail(op, SP_ST_INTERNAL_ERROR, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < r->elements && n < SUBS_MAX; i++) {
+		const redisReply *e = r->element[i];
+
+		if (e->type == REDIS_REPLY_STRING &&
+		    unhex(e->str, e->len, ids + (size_t)n * SP_WP_SUB_ID_LEN, SP_WP_SUB_ID_LEN) ==
+		            0)
+			n++;
+	}
+	if (!atomic_load(&w->srv->stopping)) {
+		w->now = sp_now_ms();
+		sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, NULL, ids, n);
+	}
+	free(ids);
+	free(op);
+}
+
+void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
+{
+	sp_worker_t *w = c->w;
+	sp_provider_t *pv = w->provider;
+	struct subop *op;
+	char key[160], k_subs[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+
+	if (!pv) {
+		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_FORBIDDEN,
+		           "this relay has no Web Push door", NULL, NULL, 0);
+		return;
+	}
+	if (c->flags & SP_CF_SEND_ONLY) {
+		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_FORBIDDEN,
+		           "a SEND_ONLY connection has no subscriptions", NULL, NULL, 0);
+		return;
+	}
+	if (!pv->ac || !pv->redis_up) {
+		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_TRY_LATER,
+		           "the store is unavailable", NULL, NULL, 0);
+		return;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_INTERNAL_ERROR, "out of memory",
+		           NULL, NULL, 0);
+		return;
+	}
+	op->pv = pv;
+	op->ref = sp_conn_ref(c);
+	memcpy(op->msg_id, f->msg_id, SP_MSG_ID_LEN);
+	memcpy(op->token, c->token, SP_TOKEN_LEN);
+	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
+	if (f->flags & SP_SUBSCRIBE_LIST) {
+		redisAsyncCommand(pv->ac, on_sub_list, op, "SMEMBERS %s", k_subs);
+		return;
+	}
+	if (f->flags & SP_SUBSCRIBE_REMOVE) {
+		if (!(f->fields & SP_BIT(SP_F_SUB_ID))) {
+			sub_fail(op, SP_ST_BAD_DEVICE_TOKEN, "REMOVE needs a sub_id");
+			return;
+		}
+		memcpy(op->sub, f->sub_id, SP_WP_SUB_ID_LEN);
+		hex_of(subhex, op->sub, sizeof(op->sub));
+		snprintf(key, sizeof(key), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+		redisAsyncCommand(pv->ac, on_unsub_find, op, "HGET %s cap", key);
+		return;
+	}
+	if (f->fields & SP_BIT(SP_F_APP_KEY)) {
+		if (f->app_key[0] != 0x04) {
+			sub_fail(op, SP_ST_FORBIDDEN, "app_key is not an uncompressed P-256 point");
+			return;
+		}
+		memcpy(op->key, f->app_key, SP_VAPID_KEY_LEN);
+		op->has_key = true;
+	} else if (w->srv->cfg.provider_require_key) {
+		sub_fail(op, SP_ST_FORBIDDEN, "this relay requires an application server key");
+		return;
+	}
+	if (sp_wp_capability_new(op->cap, op->hash) < 0 ||
+	    RAND_bytes(op->sub, SP_WP_SUB_ID_LEN) != 1) {
+		sub_fail(op, SP_ST_INTERNAL_ERROR, "no randomness");
+		return;
+	}
+	redisAsyncCommand(pv->ac, on_sub_count, op, "SCARD %s", k_subs);
+}
+
+bool sp_provider_enabled(const sp_worker_t *w)
+{
+	return w->provider != NULL;
 }
 
 /* ---- the worker's side ---------------------------------------------------------------------- */

@@ -25,8 +25,10 @@
 #ifndef SP_PROVIDER_H
 #define SP_PROVIDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
+#include "sp_conn.h"
 #include "sp_msg.h"
 #include "sp_worker.h"
 
@@ -45,5 +47,12 @@ void sp_provider_free(sp_worker_t *w);
 /* The msg->on_result of a provider message: its one node is back with a status on its owner
  * w; answers the request (unless detached) and frees the message. */
 void sp_provider_result(sp_worker_t *w, sp_node_t *n);
+
+/* w's thread, from the session: a SUBSCRIBE frame of device connection c (PROTOCOL.md
+ * 14.5): subscribe (optionally restricted to app_key), REMOVE sub_id, or LIST. Answers
+ * SUBSCRIPTION when Redis has answered (or at once if it cannot be done). */
+void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f);
+/* Whether w has a provider door (WELCOME then advertises SP_CAP_WEBPUSH). */
+bool sp_provider_enabled(const sp_worker_t *w);
 
 #endif

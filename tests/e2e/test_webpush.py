@@ -506,6 +506,81 @@ def t_npm_offline(t):
         t.check(x not in metrics, "marker %s in /metrics" % x)
 
 
+# --- subscriptions over the device's connection (PROTOCOL.md 14.5) -------------------------
+
+def sub_req(c, flags=0, **fields):
+    mid = os.urandom(16)
+    fields["msg_id"] = mid
+    c.send_frame(w.SUBSCRIBE, fields, flags=flags)
+    f = c.expect(w.SUBSCRIPTION, timeout=10)
+    if f["msg_id"] != mid:
+        fail("SUBSCRIPTION for another request")
+    return f
+
+
+@test("subscriptions: WELCOME says SP_CAP_WEBPUSH; SUBSCRIBE answers an endpoint with a fresh "
+      "capability (not the token) and a sub id; a push to it arrives; LIST names it; REMOVE "
+      "makes it 410; a restricted one takes only its key")
+def t_subscribe(t):
+    t.relay()
+    c = Client(t.d, t.h.pki["carol"])
+    c.connect()
+    wf = c.hello()
+    t.h.track_client(c)
+    t.check(wf.get("capabilities", 0) & w.CAP_WEBPUSH, "WELCOME capabilities %r" % wf)
+    f = sub_req(c)
+    t.eq(f["status"], 0, "subscribe status %r" % f)
+    ep = f["endpoint"].decode()
+    t.check(ep.startswith(t.origin + "/push/"), "endpoint %r" % ep)
+    cap = ep.rsplit("/", 1)[1]
+    t.check(t.h.pki["carol"].token.hex() not in ep and len(cap) == 43, "capability %r" % cap)
+    sub = f["sub_id"]
+    f2 = sub_req(c)
+    t.check(f2["endpoint"] != f["endpoint"] and f2["sub_id"] != sub, "two distinct subscriptions")
+    body = fake_body(64)
+    th, out = t.push_async(cap, body)
+    d = c.expect(w.DELIVER, timeout=10)
+    t.eq(d["blob"], b"W" + sub + body, "DELIVER through the new subscription")
+    c.ack([d["msg_id"]])
+    th.join(10)
+    t.eq(out["r"].status, 201, "push %r" % out["r"])
+    lst = sub_req(c, flags=w.LIST)
+    ids = lst["sub_ids"]
+    t.eq(sorted(ids), sorted([sub, f2["sub_id"]]), "LIST")
+    rm = sub_req(c, flags=w.REMOVE, sub_id=sub)
+    t.eq(rm["status"], 0, "REMOVE %r" % rm)
+    for http in HTTPS:
+        t.eq(t.push(cap, http=http).status, 410, "push after REMOVE (%s)" % http)
+    t.eq(sub_req(c, flags=w.REMOVE, sub_id=sub)["status"], w.S_BAD_DEVICE_TOKEN, "REMOVE twice")
+    t.eq(sub_req(c, flags=w.LIST)["sub_ids"], [f2["sub_id"]], "LIST after REMOVE")
+    app, other = Vapid(t.h.root), Vapid(t.h.root)
+    f3 = sub_req(c, app_key=app.pub)
+    t.eq(f3["app_key"], app.pub, "restricted subscription echoes its key")
+    cap3 = f3["endpoint"].decode().rsplit("/", 1)[1]
+    t.eq(t.push(cap3, extra=[other.header(t.origin)]).status, 403, "other key")
+    t.eq(t.push(cap3, ttl="0").status, 401, "no vapid")
+    raw = t.h.redis.command("KEYS", "*")
+    t.check(cap.encode() not in raw and cap3.encode() not in raw, "capabilities stored hashed")
+
+
+@test("subscriptions: provider_require_key refuses SUBSCRIBE without an app_key (FORBIDDEN); "
+      "a relay without the door answers FORBIDDEN and no capability bit")
+def t_subscribe_refusals(t):
+    t.relay(provider_require_key=True)
+    c = t.client("dave")
+    f = sub_req(c)
+    t.eq(f["status"], w.S_FORBIDDEN, "no app_key %r" % f)
+    t.eq(sub_req(c, app_key=Vapid(t.h.root).pub)["status"], 0, "with app_key")
+    t.d.stop()
+    t.d = t.h.start_daemon({})
+    c2 = Client(t.d, t.h.pki["dave"])
+    c2.connect()
+    wf = c2.hello()
+    t.h.track_client(c2)
+    t.check(not wf.get("capabilities", 0) & w.CAP_WEBPUSH, "no door, no capability bit")
+    t.eq(sub_req(c2)["status"], w.S_FORBIDDEN, "no door")
+
+
 # --- limits -------------------------------------------------------------------------------
 
 def h2_conn(t):
