@@ -1547,11 +1547,6 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 		           "this relay has no Web Push door", NULL, NULL, 0);
 		return;
 	}
-	if (c->flags & SP_CF_SEND_ONLY) {
-		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_FORBIDDEN,
-		           "a SEND_ONLY connection has no subscriptions", NULL, NULL, 0);
-		return;
-	}
 	if (!pv->ac || !pv->redis_up) {
 		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_TRY_LATER,
 		           "the store is unavailable", NULL, NULL, 0);

@@ -435,27 +435,41 @@ def open_msg(t, keys, sub, blob):
     return out
 
 
-@test("web-push %s: sendNotification with VAPID, TTL, urgency and topic; the device opens the "
-      "plaintext with libsealpush (RFC 8291), 201 after its ACK" % WEB_PUSH_VERSION, 120,
-      npm=True)
+def cli(t, who, *args, timeout=30):
+    dev = t.h.pki[who]
+    argv = [OPTS.sealpush, "--server", "%s:%d" % (LOOPBACK, t.d.port), "--ca", t.h.pki.ca_crt,
+            "--cert", dev.crt, "--key", dev.key] + list(args)
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+
+@test("web-push %s: `sealpush subscribe --app-server-key` prints a browser-shaped subscription; "
+      "sendNotification with VAPID, TTL, urgency and topic; `sealpush listen` prints the "
+      "plaintext (libsealpush, RFC 8291); 201 after its ACK; `subscriptions`, `unsubscribe` "
+      "-> 410" % WEB_PUSH_VERSION, 120, npm=True)
 def t_npm_live(t):
     t.relay()
     vapid = node(t, KEYS_JS)
-    keys = ua_keys()
-    ask = base64.urlsafe_b64decode(vapid["publicKey"] + "==")
-    cap, sub = t.subscribe("alice", ask=ask)
-    c = t.client("alice")
+    r = cli(t, "alice", "subscribe", "--app-server-key", vapid["publicKey"])
+    t.eq(r.returncode, 0, "sealpush subscribe: %s" % r.stderr.decode())
+    subj = json.loads(r.stdout.decode())
+    t.check(subj["endpoint"].startswith(t.origin + "/push/") and
+            set(subj["keys"]) == {"p256dh", "auth"}, "subscription JSON %r" % subj)
+    cap = subj["endpoint"].rsplit("/", 1)[1]
+    keys = subj["keys"]
+    dev = t.h.pki["alice"]
+    lst = subprocess.Popen([OPTS.sealpush, "--server", "%s:%d" % (LOOPBACK, t.d.port), "--ca",
+                            t.h.pki.ca_crt, "--cert", dev.crt, "--key", dev.key, "listen",
+                            "--count", "1", "--timeout", "30"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    t.cleanups.append(lambda: lst.kill())
+    time.sleep(1.0)  # listen is connected
     marker = "plaintext-marker-%s" % os.urandom(6).hex()
-    out = {}
-    th = threading.Thread(target=lambda: out.setdefault("r", web_push(
-        t, cap, keys, vapid, marker, ttl=300, urgency="high", topic="greeting")))
-    th.start()
-    f = c.expect(w.DELIVER, timeout=20)
-    t.eq(f.get("priority"), 10, "urgency high")
-    t.eq(open_msg(t, keys, sub, f["blob"]), marker, "plaintext")
-    c.ack([f["msg_id"]])
-    th.join(30)
-    r = out.get("r")
+    r = web_push(t, cap, keys, vapid, marker, ttl=300, urgency="high", topic="greeting")
+    out, err = lst.communicate(timeout=30)
+    line = out.decode().strip()
+    t.eq(lst.returncode, 0, "sealpush listen: %s" % err.decode())
+    t.check(line.startswith("webpush %s " % subj["subscription_id"]) and
+            line.endswith(" " + marker), "listen printed %r" % line)
     t.check(r is not None, "web-push did not finish")
     t.eq(r["status"], 201, "web-push status %r" % r)
     t.eq(str(r["headers"].get("ttl")), "300", "TTL answered")
@@ -463,6 +477,13 @@ def t_npm_live(t):
     other = node(t, KEYS_JS)
     r = web_push(t, cap, keys, other, "nope")
     t.eq(r["status"], 403, "another VAPID key %r" % r)
+    r = cli(t, "alice", "subscriptions")
+    t.check(subj["subscription_id"] in r.stdout.decode() and subj["endpoint"] in
+            r.stdout.decode(), "subscriptions: %r" % r.stdout)
+    r = cli(t, "alice", "unsubscribe", subj["subscription_id"])
+    t.eq(r.returncode, 0, "unsubscribe: %s" % r.stderr.decode())
+    r = web_push(t, cap, keys, vapid, "after")
+    t.eq(r["status"], 410, "push after unsubscribe %r" % r)
     # The marker appears nowhere the operator can look.
     dump = subprocess.run(["redis-cli", "-s", t.h.redis.sock, "--no-raw", "KEYS", "*"],
                           stdout=subprocess.PIPE).stdout if shutil.which("redis-cli") else b""
