@@ -342,7 +342,7 @@ typedef struct run {
 	uint8_t (*receipt_for)[SEALPUSH_MSG_ID_LEN];
 	size_t n_receipts, receipts_pending;
 	/* subscribe, unsubscribe, subscriptions (Web Push, cli_webpush.h) */
-	int wp_op; /* SP_CLIENT_SUB_*, or -1 */
+	int wp_cmd; /* 0: none; else SP_CLIENT_SUB_* + 1 */
 	bool wp_sent, wp_has_key;
 	uint8_t wp_req[SEALPUSH_MSG_ID_LEN];
 	uint8_t wp_key[65];
@@ -387,8 +387,8 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 		r->connected = true;
 		if (verbose)
 			fprintf(stderr, "%s: %s\n", prog, ev->detail);
-		if (r->wp_op >= 0 && !r->wp_sent) {
-			int e = sp_client_subscribe(c, r->wp_op, r->wp_has_key ? r->wp_key : NULL,
+		if (r->wp_cmd && !r->wp_sent) {
+			int e = sp_client_subscribe(c, r->wp_cmd - 1, r->wp_has_key ? r->wp_key : NULL,
 			                            r->wp_sub, r->wp_req);
 
 			r->wp_sent = true;
@@ -604,7 +604,7 @@ static void on_subscription(sp_client_t *c, const sp_client_subscription_t *sub,
 	char err[512];
 
 	(void)c;
-	if (r->wp_op < 0 || memcmp(sub->req_id, r->wp_req, SEALPUSH_MSG_ID_LEN) != 0)
+	if (!r->wp_cmd || memcmp(sub->req_id, r->wp_req, SEALPUSH_MSG_ID_LEN) != 0)
 		return;
 	if (sub->status != SEALPUSH_ST_DELIVERED) {
 		die_line("the relay refused: %s%s%.*s", sp_client_status_name(sub->status),
@@ -613,7 +613,7 @@ static void on_subscription(sp_client_t *c, const sp_client_subscription_t *sub,
 		finish(r, EXIT_REFUSED);
 		return;
 	}
-	if (r->wp_op == SP_CLIENT_SUB_NEW) {
+	if (r->wp_cmd - 1 == SP_CLIENT_SUB_NEW) {
 		if (!sub->sub_id || !sub->endpoint ||
 		    cli_wp_create(r->key_file, sub->sub_id, sub->endpoint, sub->endpoint_len,
 		                  stdout, err, sizeof(err)) < 0) {
@@ -622,7 +622,7 @@ static void on_subscription(sp_client_t *c, const sp_client_subscription_t *sub,
 			finish(r, EXIT_IOERR);
 			return;
 		}
-	} else if (r->wp_op == SP_CLIENT_SUB_REMOVE) {
+	} else if (r->wp_cmd - 1 == SP_CLIENT_SUB_REMOVE) {
 		cli_wp_forget(r->key_file, r->wp_sub);
 	} else {
 		cli_wp_print_list(r->key_file, sub->sub_ids, sub->n_sub_ids, stdout);
@@ -1133,7 +1133,7 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 
 static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 {
-	run_t r = {.json = o->json, .count = o->count, .wp_op = -1, .key_file = s->key};
+	run_t r = {.json = o->json, .count = o->count, .key_file = s->key};
 	char err[512];
 	int rc, e;
 
@@ -1171,7 +1171,7 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
  * connection (so a running listen is not replaced). */
 static int cmd_webpush(const settings_t *s, const cmd_opts_t *o, int op, const char *arg)
 {
-	run_t r = {.wp_op = op, .key_file = s->key};
+	run_t r = {.wp_cmd = op + 1, .key_file = s->key};
 	int rc;
 
 	if ((rc = need("subscribe", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
