@@ -388,8 +388,9 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 		if (verbose)
 			fprintf(stderr, "%s: %s\n", prog, ev->detail);
 		if (r->wp_cmd && !r->wp_sent) {
-			int e = sp_client_subscribe(c, r->wp_cmd - 1, r->wp_has_key ? r->wp_key : NULL,
-			                            r->wp_sub, r->wp_req);
+			int e = sp_client_subscribe(c, r->wp_cmd - 1,
+			                            r->wp_has_key ? r->wp_key : NULL, r->wp_sub,
+			                            r->wp_req);
 
 			r->wp_sent = true;
 			if (e < 0) {
@@ -1402,13 +1403,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_COUNT + 1] = {0};
+	bool seen[O_APP_SERVER_KEY + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_COUNT)
+		if (ch >= O_SERVER && ch <= O_APP_SERVER_KEY)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:

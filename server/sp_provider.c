@@ -66,7 +66,8 @@ struct preq;
 
 typedef struct pconn {
 	sp_provider_t *pv;
-	struct pconn *prev, *next, *reap_next;
+	struct pconn *prev, *next, *reap_next, *dirty_next;
+	bool dirty; /* on the provider's dirty list: flushed once at the end of the loop turn */
 	int fd;
 	SSL *ssl;
 	struct event ev_read, ev_write;
@@ -76,6 +77,7 @@ typedef struct pconn {
 	bool write_wait;
 	bool h1_close; /* HTTP/1.1: close once the output is written */
 	bool goaway;
+	bool paused; /* HTTP/1.1: input buffer full, reading stopped until an answer */
 	uint64_t t_start, t_active;
 	nghttp2_session *h2;
 	uint8_t *out;
@@ -135,6 +137,7 @@ struct sp_provider {
 	uint16_t rport;
 	pconn_t *conns;
 	pconn_t *reap;
+	pconn_t *dirty;
 	struct event *ev_reap;
 	nghttp2_session_callbacks *cbs;
 	char origin[256];
@@ -382,6 +385,13 @@ static void respond(preq_t *r, int status, const char *reason)
 	}
 }
 
+static size_t h1_cap(const pconn_t *pc)
+{
+	const sp_server_config_t *cfg = cfg_of(pc);
+
+	return (size_t)(cfg->provider_max_header + cfg->provider_max_body) + 4;
+}
+
 /* After an HTTP/1.1 answer: the request is done; read the next one (keep-alive). */
 static void h1_done(pconn_t *pc)
 {
@@ -395,6 +405,23 @@ static void h1_done(pconn_t *pc)
 	req_free(r);
 	if (!pc->h1_close && pc->in_len)
 		h1_process(pc);
+	if (pc->paused && !pc->finished && pc->in_len <= h1_cap(pc)) {
+		pc->paused = false;
+		event_add(&pc->ev_read, NULL);
+		event_active(&pc->ev_read, EV_READ, 0); /* TLS may hold bytes already read */
+	}
+}
+
+/* Answers written during one loop turn (a device's ACK frame finishing many messages) go
+ * out in one flush per connection, from the provider's end-of-turn event (on_reap). */
+static void pc_mark(pconn_t *pc)
+{
+	if (pc->dirty || pc->finished)
+		return;
+	pc->dirty = true;
+	pc->dirty_next = pc->pv->dirty;
+	pc->pv->dirty = pc;
+	event_active(pc->pv->ev_reap, 0, 0);
 }
 
 static void answer(preq_t *r, int status, const char *reason)
@@ -407,7 +434,7 @@ static void answer(preq_t *r, int status, const char *reason)
 	if (pc->state == PC_H1)
 		h1_done(pc);
 	if (!pc->in_recv)
-		pc_flush(pc);
+		pc_mark(pc);
 }
 
 /* ---- routing ------------------------------------------------------------------------------- */
@@ -1078,6 +1105,13 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	while (pv->dirty) {
+		pconn_t *pc = pv->dirty;
+
+		pv->dirty = pc->dirty_next;
+		pc->dirty = false;
+		pc_flush(pc); /* a no-op if it finished meanwhile (it is freed only below) */
+	}
 	while (pv->reap) {
 		pconn_t *pc = pv->reap;
 
@@ -1164,15 +1198,9 @@ static void pc_input(pconn_t *pc, const uint8_t *p, size_t n)
 		}
 		return;
 	}
-	/* HTTP/1.1: buffer at most one head and one body. */
-	if (pc->in_len + n > (size_t)(cfg->provider_max_header + cfg->provider_max_body) + 4) {
-		if (!pc->h1) {
-			count_refusal(pc->pv, SP_PROVIDER_LIMIT_HEADER_BYTES);
-			pc_finish(pc);
-			return;
-		}
-		n = (size_t)(cfg->provider_max_header + cfg->provider_max_body) + 4 - pc->in_len;
-	}
+	/* HTTP/1.1: what is not consumed yet stays; past one head and one body, reading pauses
+	 * until the request in hand is answered (pipelined requests wait in the socket). */
+	(void)cfg;
 	if (pc->in_len + n > pc->in_cap) {
 		size_t cap = pc->in_cap ? pc->in_cap * 2 : 4096;
 		uint8_t *b;
@@ -1190,6 +1218,10 @@ static void pc_input(pconn_t *pc, const uint8_t *p, size_t n)
 	memcpy(pc->in + pc->in_len, p, n);
 	pc->in_len += n;
 	h1_process(pc);
+	if (!pc->finished && !pc->paused && pc->in_len > h1_cap(pc)) {
+		pc->paused = true;
+		event_del(&pc->ev_read);
+	}
 }
 
 static void pc_handshake(pconn_t *pc)
@@ -1232,7 +1264,7 @@ static void pc_read(pconn_t *pc)
 {
 	uint8_t *buf = pc->pv->w->scratch;
 
-	for (int rounds = 0; rounds < 16 && !pc->finished; rounds++) {
+	for (int rounds = 0; rounds < 16 && !pc->finished && !pc->paused; rounds++) {
 		int n;
 
 		ERR_clear_error();
@@ -1253,7 +1285,7 @@ static void pc_read(pconn_t *pc)
 			return;
 		}
 	}
-	if (!pc->finished && SSL_pending(pc->ssl))
+	if (!pc->finished && !pc->paused && SSL_pending(pc->ssl))
 		event_active(&pc->ev_read, EV_READ, 0);
 done:
 	pc_flush(pc);

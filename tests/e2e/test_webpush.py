@@ -750,6 +750,33 @@ def t_conn_header_limits(t):
         t.eq(r.status, 431, "big headers (%s) %r" % (http, r))
 
 
+@test("HTTP/1.1: ten pipelined pushes of 4 KiB in one write (more than one head and body) are "
+      "all answered, in order, on the same connection")
+def t_h1_pipeline(t):
+    t.relay()
+    cap, _ = t.subscribe("bob")
+    ctx = ssl.create_default_context(cafile=t.h.pki.ca_crt)
+    ctx.set_alpn_protocols(["http/1.1"])
+    s_ = ctx.wrap_socket(socket.create_connection((LOOPBACK, t.pport), timeout=10),
+                         server_hostname=LOOPBACK)
+    req = b""
+    for i in range(10):
+        body = fake_body(4000 - 86, rs=4096)
+        req += ("POST /push/%s HTTP/1.1\r\nHost: x\r\nTTL: 60\r\nTopic: t%d\r\n"
+                "Content-Encoding: aes128gcm\r\nContent-Length: %d\r\n\r\n" % (
+                    cap, i, len(body))).encode() + body
+    s_.sendall(req)
+    got = b""
+    end = time.monotonic() + 15
+    while got.count(b"HTTP/1.1 ") < 10 and time.monotonic() < end:
+        d = s_.recv(65536)
+        if not d:
+            break
+        got += d
+    t.eq(got.count(b"HTTP/1.1 201 Created"), 10, "pipelined answers %r" % got[-200:])
+    s_.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
