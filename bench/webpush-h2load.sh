@@ -63,6 +63,7 @@ sleep 3 # the 100 devices registered
 H=(-H 'ttl: 60' -H 'content-encoding: aes128gcm' -H 'urgency: high')
 echo "== throughput: h2load -n $N -c 1 -m 100 (one connection, 100 streams)"
 h2load -n "$N" -c 1 -m 100 -d "$W/body" "${H[@]}" -i "$W/uris" | tee "$W/tput.txt"
+rm -f "$W/lat.log"
 echo "== latency at $RPS/s: h2load -c 1 -m 100 --rps $RPS -D 10 --warm-up-time 2"
 h2load -c 1 -m 100 --rps "$RPS" -D 10 --warm-up-time 2 -d "$W/body" "${H[@]}" -i "$W/uris" \
 	--log-file "$W/lat.log" | tee "$W/lat.txt"
