@@ -26,6 +26,8 @@
 #include <openssl/rand.h>
 
 #include "cli_seal.h"
+#include "cli_webpush.h"
+#include "sp_b64.h"
 #include "sealpush.h"
 #include "sp_identity.h"
 #include "sp_tlsgroup.h"
@@ -148,6 +150,19 @@ static void usage(FILE *f)
 	        "  69 relay unreachable or connection lost; 70 internal error or sealing not\n"
 	        "  available; 71 TLS failure (certificate refused or revoked); 74 output error;\n"
 	        "  75 send: a recipient was refused; 76 protocol error; 78 bad config file.\n");
+	fprintf(f,
+	        "\nWeb Push (a relay with a provider door, proto/PROTOCOL.md 14):\n"
+	        "  subscribe [--app-server-key KEY]\n"
+	        "                        a Web Push subscription (the relay's provider door):\n"
+	        "                        makes its RFC 8291 keys (kept in KEY.webpush/) and "
+	        "prints\n"
+	        "                        it as browsers do: {endpoint, keys: {p256dh, auth}}; "
+	        "with\n"
+	        "                        KEY (VAPID public key, base64url) only that app server\n"
+	        "                        may push; listen prints its messages as \"webpush SUB "
+	        "ID LEN TEXT\"\n"
+	        "  unsubscribe ID        remove a subscription (its endpoint answers 410)\n"
+	        "  subscriptions         list this device's subscription ids and endpoints\n");
 }
 
 /* ---- settings: flags > config file > environment ---------------------------------------- */
@@ -331,6 +346,13 @@ typedef struct run {
 	 * in flight at once (at most the library's max_queued). */
 	uint8_t (*receipt_for)[SEALPUSH_MSG_ID_LEN];
 	size_t n_receipts, receipts_pending;
+	/* subscribe, unsubscribe, subscriptions (Web Push, cli_webpush.h) */
+	int wp_cmd; /* 0: none; else SP_CLIENT_SUB_* + 1 */
+	bool wp_sent, wp_has_key;
+	uint8_t wp_req[SEALPUSH_MSG_ID_LEN];
+	uint8_t wp_key[65];
+	uint8_t wp_sub[16];
+	const char *key_file;
 } run_t;
 
 static int exit_for_cause(int cause, unsigned code)
@@ -370,6 +392,18 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 		r->connected = true;
 		if (verbose)
 			fprintf(stderr, "%s: %s\n", prog, ev->detail);
+		if (r->wp_cmd && !r->wp_sent) {
+			int e = sp_client_subscribe(c, r->wp_cmd - 1,
+			                            r->wp_has_key ? r->wp_key : NULL, r->wp_sub,
+			                            r->wp_req);
+
+			r->wp_sent = true;
+			if (e < 0) {
+				die_line("%s", e == -ENOTSUP ? "this relay has no Web Push door"
+				                             : "cannot ask for the subscription");
+				finish(r, e == -ENOTSUP ? EXIT_REFUSED : EXIT_INTERNAL);
+			}
+		}
 		break;
 	case SP_CLIENT_EV_DISCONNECTED:
 		r->conn_exit = exit_for_cause(ev->cause, ev->code);
@@ -563,11 +597,46 @@ typedef struct cmd_opts {
 	bool has_timeout;
 	unsigned long count;
 	double connect_timeout;
-	const char *tls_groups; /* NULL: the library's default */
+	const char *tls_groups;     /* NULL: the library's default */
+	const char *app_server_key; /* subscribe: base64url P-256 point */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
 static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, void *arg);
+
+/* The relay's answer to subscribe, unsubscribe or subscriptions. */
+static void on_subscription(sp_client_t *c, const sp_client_subscription_t *sub, void *arg)
+{
+	run_t *r = arg;
+	char err[512];
+
+	(void)c;
+	if (!r->wp_cmd || memcmp(sub->req_id, r->wp_req, SEALPUSH_MSG_ID_LEN) != 0)
+		return;
+	if (sub->status != SEALPUSH_ST_DELIVERED) {
+		die_line("the relay refused: %s%s%.*s", sp_client_status_name(sub->status),
+		         sub->reason ? ": " : "", sub->reason ? (int)sub->reason_len : 0,
+		         sub->reason ? sub->reason : "");
+		finish(r, EXIT_REFUSED);
+		return;
+	}
+	if (r->wp_cmd - 1 == SP_CLIENT_SUB_NEW) {
+		if (!sub->sub_id || !sub->endpoint ||
+		    cli_wp_create(r->key_file, sub->sub_id, sub->endpoint, sub->endpoint_len,
+		                  stdout, err, sizeof(err)) < 0) {
+			die_line("%s",
+			         sub->sub_id ? err : "the relay's answer has no subscription");
+			finish(r, EXIT_IOERR);
+			return;
+		}
+	} else if (r->wp_cmd - 1 == SP_CLIENT_SUB_REMOVE) {
+		cli_wp_forget(r->key_file, r->wp_sub);
+	} else {
+		cli_wp_print_list(r->key_file, sub->sub_ids, sub->n_sub_ids, stdout);
+	}
+	fflush(stdout);
+	finish(r, 0);
+}
 
 static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool send_only)
 {
@@ -579,7 +648,7 @@ static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool 
 	                          .connect_timeout_ms = (uint32_t)(o->connect_timeout * 1000),
 	                          .tls_groups = o->tls_groups,
 	                          .agent = "sealpush-cli/" SP_VERSION};
-	sp_client_callbacks_t cb = {.event = on_event, .arg = r};
+	sp_client_callbacks_t cb = {.event = on_event, .arg = r, .subscription = on_subscription};
 	char err[512];
 	int e;
 
@@ -987,6 +1056,43 @@ static int print_delivery(run_t *r, const sp_client_message_t *m, const char *id
 	return fflush(stdout) != 0 || ferror(stdout) ? -1 : 0;
 }
 
+/* A Web Push message (PROTOCOL.md 14.4): opened with the subscription's keys and printed;
+ * one that cannot be opened is reported and acknowledged all the same (it never will). */
+static void on_webpush(run_t *r, sp_client_t *c, const sp_client_message_t *m, const char *id)
+{
+	char subhex[33] = "?";
+	uint8_t *text = malloc(m->blob_len + 1);
+	size_t n = 0;
+	int e = text ? cli_wp_open(r->key_file, m->blob, m->blob_len, subhex, text, m->blob_len, &n)
+	             : -ENOMEM;
+
+	if (e < 0) {
+		die_line("web push message %s for subscription %s %s (dropped)", id, subhex,
+		         e == -ENOENT ? "has no keys here" : "does not decrypt");
+		r->verify_failed = true;
+	} else if (r->json) {
+		json_t *o =
+		        json_pack("{s:s, s:s, s:s, s:i, s:b, s:s%}", "kind", "webpush",
+		                  "subscription_id", subhex, "msg_id", id, "priority", m->priority,
+		                  "stored", m->stored, "payload", (const char *)text, n);
+
+		if (o)
+			json_dumpf(o, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else {
+		printf("webpush %s %s %zu ", subhex, id, n);
+		fwrite(text, 1, n, stdout);
+		fputc('\n', stdout);
+	}
+	fflush(stdout);
+	free(text);
+	sp_client_ack(c, m->msg_id);
+	r->got++;
+	if (r->count && r->got >= r->count)
+		finish(r, 0);
+}
+
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 {
 	run_t *r = arg;
@@ -1000,6 +1106,10 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 	if (r->finished)
 		return; /* not printed, not acknowledged: delivered again next time */
 	hex_id(m->msg_id, id);
+	if (m->blob_len > 0 && m->blob[0] == 0x57) {
+		on_webpush(r, c, m, id);
+		return;
+	}
 	e = cli_seal_open(r->seal, m->msg_id, m->blob, m->blob_len, &op, err, sizeof(err));
 	if (e == 0) {
 		sealed = true;
@@ -1034,7 +1144,7 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 
 static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 {
-	run_t r = {.json = o->json, .count = o->count};
+	run_t r = {.json = o->json, .count = o->count, .key_file = s->key};
 	char err[512];
 	int rc, e;
 
@@ -1066,6 +1176,38 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 	if ((rc == 0 || rc == EXIT_TIMEOUT) && r.verify_failed)
 		rc = EXIT_VERIFY;
 	return rc;
+}
+
+/* subscribe [--app-server-key KEY], unsubscribe ID, subscriptions: one request on a SEND_ONLY
+ * connection (so a running listen is not replaced). */
+static int cmd_webpush(const settings_t *s, const cmd_opts_t *o, int op, const char *arg)
+{
+	run_t r = {.wp_cmd = op + 1, .key_file = s->key};
+	int rc;
+
+	if ((rc = need("subscribe", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
+	    (rc = need("subscribe", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
+	    (rc = need("subscribe", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("subscribe", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	if (op == SP_CLIENT_SUB_REMOVE && cli_wp_parse_id(arg, r.wp_sub) < 0) {
+		die_line("unsubscribe takes a subscription id (32 hex digits)");
+		return EXIT_USAGE;
+	}
+	if (o->app_server_key) {
+		if (sp_b64url_decode(o->app_server_key, strlen(o->app_server_key), r.wp_key, 65) !=
+		            65 ||
+		    r.wp_key[0] != 0x04) {
+			die_line(
+			        "--app-server-key wants the base64url of an uncompressed P-256 key "
+			        "(65 bytes, as web-push's generateVAPIDKeys() gives)");
+			return EXIT_USAGE;
+		}
+		r.wp_has_key = true;
+	}
+	if ((rc = client_make(&r, s, o, true)) != 0)
+		return rc;
+	return run_loop(&r, o->timeout);
 }
 
 /* ---- the small commands -------------------------------------------------------------------- */
@@ -1176,6 +1318,7 @@ enum {
 	O_RECEIPT,
 	O_SUITE,
 	O_COUNT,
+	O_APP_SERVER_KEY,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1194,9 +1337,10 @@ static const struct {
         {O_RAW, "--raw", "send"},
         {O_RECEIPT, "--receipt", "send"},
         {O_SUITE, "--suite", "send"},
-        {O_TIMEOUT, "--timeout", "send listen"},
+        {O_TIMEOUT, "--timeout", "send listen subscribe unsubscribe subscriptions"},
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
+        {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1263,6 +1407,7 @@ int main(int argc, char **argv)
 	        {"timeout", required_argument, NULL, O_TIMEOUT},
 	        {"json", no_argument, NULL, O_JSON},
 	        {"count", required_argument, NULL, O_COUNT},
+	        {"app-server-key", required_argument, NULL, O_APP_SERVER_KEY},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
@@ -1271,13 +1416,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_COUNT + 1] = {0};
+	bool seen[O_APP_SERVER_KEY + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_COUNT)
+		if (ch >= O_SERVER && ch <= O_APP_SERVER_KEY)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1371,6 +1516,9 @@ int main(int argc, char **argv)
 			if ((rc = parse_ulong("--count", optarg, 1, ULONG_MAX, &o.count)))
 				goto out;
 			break;
+		case O_APP_SERVER_KEY:
+			o.app_server_key = optarg;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -1400,7 +1548,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	cmd = argv[optind++];
-	if (!word_in(cmd, "init token card send listen verify-card")) {
+	if (!word_in(cmd, "init token card send listen verify-card subscribe unsubscribe "
+	                  "subscriptions")) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
 		goto out;
@@ -1417,7 +1566,12 @@ int main(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if (strcmp(cmd, "verify-card") != 0 && optind != argc) {
+	if (strcmp(cmd, "unsubscribe") == 0 && argc - optind != 1) {
+		die_line("unsubscribe takes one subscription id");
+		rc = EXIT_USAGE;
+		goto out;
+	}
+	if (strcmp(cmd, "verify-card") != 0 && strcmp(cmd, "unsubscribe") != 0 && optind != argc) {
 		die_line("unexpected argument \"%s\"", argv[optind]);
 		rc = EXIT_USAGE;
 		goto out;
@@ -1434,6 +1588,12 @@ int main(int argc, char **argv)
 		rc = cmd_verify_card(argv[optind]);
 	else if (strcmp(cmd, "send") == 0)
 		rc = cmd_send(&s, &o);
+	else if (strcmp(cmd, "subscribe") == 0)
+		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_NEW, NULL);
+	else if (strcmp(cmd, "unsubscribe") == 0)
+		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_REMOVE, argv[optind]);
+	else if (strcmp(cmd, "subscriptions") == 0)
+		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_LIST, NULL);
 	else
 		rc = cmd_listen(&s, &o);
 out:

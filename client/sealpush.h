@@ -185,11 +185,27 @@ typedef struct sp_client_message {
 	bool stored;      /* it was queued while the device was away */
 } sp_client_message_t;
 
+/* The relay's answer to sp_client_subscribe() (a SUBSCRIPTION frame, PROTOCOL.md 14.5).
+ * Pointers are valid during the callback only. */
+typedef struct sp_client_subscription {
+	const uint8_t *req_id; /* SEALPUSH_MSG_ID_LEN bytes: what sp_client_subscribe() gave */
+	uint8_t status;        /* SEALPUSH_ST_DELIVERED (0) when done, else a refusal */
+	const uint8_t *sub_id; /* 16 bytes, or NULL */
+	const char *endpoint;  /* the push resource URL (subscribe), or NULL */
+	size_t endpoint_len;
+	const uint8_t *app_key; /* 65 bytes, or NULL */
+	const uint8_t *sub_ids; /* LIST: n_sub_ids * 16 bytes */
+	size_t n_sub_ids;
+	const char *reason; /* refusals: the relay's reason (untrusted text), or NULL */
+	size_t reason_len;
+} sp_client_subscription_t;
+
 typedef struct sp_client_callbacks {
 	void (*event)(sp_client_t *c, const sp_client_event_t *ev, void *arg);
 	void (*result)(sp_client_t *c, const sp_client_result_t *r, void *arg);
 	void (*message)(sp_client_t *c, const sp_client_message_t *m, void *arg);
 	void *arg;
+	void (*subscription)(sp_client_t *c, const sp_client_subscription_t *s, void *arg);
 } sp_client_callbacks_t;
 
 enum { SP_CLIENT_RESEND_RETRY = 0, SP_CLIENT_RESEND_FAIL = 1 };
@@ -301,6 +317,17 @@ int sp_client_ack(sp_client_t *c, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN]);
  * network changed. Unanswered sends follow the resend policy. Returns 0, or -ESHUTDOWN when
  * closing or stopped, -EAGAIN when not started. */
 int sp_client_reconnect(sp_client_t *c);
+/*
+ * Web Push subscriptions (PROTOCOL.md 14.5), while connected to a relay whose WELCOME said it
+ * has a Web Push door: op SP_CLIENT_SUB_NEW (optionally restricted to app_key, 65 bytes or
+ * NULL), SP_CLIENT_SUB_REMOVE (sub_id, 16 bytes) or SP_CLIENT_SUB_LIST. Writes the request id
+ * to req_id; the answer comes to the subscription callback. Returns 0, -EAGAIN (not
+ * connected), -ENOTSUP (the relay has no door), -EINVAL, -ENOMEM. Not kept across
+ * reconnections: a request whose connection ends gets no answer.
+ */
+enum { SP_CLIENT_SUB_NEW = 0, SP_CLIENT_SUB_REMOVE = 1, SP_CLIENT_SUB_LIST = 2 };
+int sp_client_subscribe(sp_client_t *c, int op, const uint8_t *app_key, const uint8_t *sub_id,
+                        uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
 
 /*
  * Closes cleanly: takes no new sends, waits (up to close_timeout_ms) for the answers owed to

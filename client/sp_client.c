@@ -113,6 +113,7 @@ TAILQ_HEAD(send_list, sp_send);
 struct sp_client {
 	struct event_base *base;
 	sp_client_callbacks_t cb;
+	uint32_t caps; /* the last WELCOME's capabilities */
 
 	/* configuration */
 	char *servers;                  /* the configured list, "HOST:PORT[,HOST:PORT...]" */
@@ -772,6 +773,7 @@ static int on_welcome(sp_client_t *c, const sp_frame_t *f)
 	c->dec.max_frame = f->max_frame + DELIVER_SLACK > SP_MAX_FRAME_V1
 	                           ? SP_MAX_FRAME_V1
 	                           : f->max_frame + DELIVER_SLACK;
+	c->caps = (f->fields & SP_BIT(SP_F_CAPABILITIES)) ? f->capabilities : 0;
 	c->cstate = C_READY;
 	if (c->state == SP_CLIENT_CONNECTING)
 		c->state = SP_CLIENT_READY;
@@ -911,6 +913,25 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 		if (c->cstate != C_READY)
 			break;
 		return on_deliver(c, f);
+	case SP_SUBSCRIPTION:
+		if (c->cstate != C_READY)
+			break;
+		if (c->cb.subscription != NULL) {
+			sp_client_subscription_t s = {
+			        .req_id = f->msg_id,
+			        .status = f->status,
+			        .sub_id = (f->fields & SP_BIT(SP_F_SUB_ID)) ? f->sub_id : NULL,
+			        .endpoint = (const char *)f->endpoint,
+			        .endpoint_len = f->endpoint_len,
+			        .app_key = (f->fields & SP_BIT(SP_F_APP_KEY)) ? f->app_key : NULL,
+			        .sub_ids = f->sub_ids,
+			        .n_sub_ids = f->n_sub_ids,
+			        .reason = (const char *)f->reason,
+			        .reason_len = f->reason_len};
+
+			c->cb.subscription(c, &s, c->cb.arg);
+		}
+		return c->dead ? -1 : 0;
 	default:
 		break;
 	}
@@ -1629,6 +1650,36 @@ int sp_client_ack(sp_client_t *c, const uint8_t msg_id[16])
 		return 0;
 	}
 	if (ack_add(c, msg_id) < 0)
+		return -ENOMEM;
+	kick(c);
+	return 0;
+}
+
+int sp_client_subscribe(sp_client_t *c, int op, const uint8_t *app_key, const uint8_t *sub_id,
+                        uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	sp_frame_t f = {.type = SP_SUBSCRIBE, .fields = SP_BIT(SP_F_MSG_ID)};
+
+	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
+		return -EAGAIN;
+	if (!(c->caps & SP_CAP_WEBPUSH))
+		return -ENOTSUP;
+	if ((op == SP_CLIENT_SUB_REMOVE && !sub_id) || op < 0 || op > SP_CLIENT_SUB_LIST)
+		return -EINVAL;
+	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
+		return -ENOMEM;
+	f.msg_id = req_id;
+	if (op == SP_CLIENT_SUB_REMOVE) {
+		f.flags = SP_SUBSCRIBE_REMOVE;
+		f.fields |= SP_BIT(SP_F_SUB_ID);
+		f.sub_id = sub_id;
+	} else if (op == SP_CLIENT_SUB_LIST) {
+		f.flags = SP_SUBSCRIBE_LIST;
+	} else if (app_key) {
+		f.fields |= SP_BIT(SP_F_APP_KEY);
+		f.app_key = app_key;
+	}
+	if (out_frame(c, &f) < 0)
 		return -ENOMEM;
 	kick(c);
 	return 0;

@@ -76,6 +76,13 @@ static const struct field_desc field_desc[SP_FIELD_ID_MAX + 1] = {
         [SP_F_FRAME_TYPE] = F_INT("frame_type", K_U8, 0, UINT8_MAX, frame_type, R_NONE),
         [SP_F_RESUME_ID] = F_FIXED("resume_id", SP_MSG_ID_LEN, resume_id),
         [SP_F_AGENT] = F_VAR("agent", 1, 1, SP_AGENT_MAX, agent, agent_len, R_PRINTABLE),
+        [SP_F_SUB_ID] = F_FIXED("sub_id", SP_SUB_ID_LEN, sub_id),
+        [SP_F_APP_KEY] = F_FIXED("app_key", SP_APP_KEY_LEN, app_key),
+        [SP_F_ENDPOINT] =
+                F_VAR("endpoint", 1, 1, SP_ENDPOINT_MAX, endpoint, endpoint_len, R_PRINTABLE),
+        [SP_F_STATUS] = F_INT("status", K_U8, 0, UINT8_MAX, status, R_NONE),
+        [SP_F_SUB_IDS] = F_VAR("sub_ids", SP_SUB_ID_LEN, SP_SUB_ID_LEN,
+                               SP_SUB_ID_LEN *SP_MAX_RECIPIENTS_V1, sub_ids, n_sub_ids, R_NONE),
 };
 
 struct frame_desc {
@@ -113,6 +120,12 @@ static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
         [SP_GOAWAY] = {"GOAWAY", B(CODE) | B(RETRY_AFTER) | B(REASON), B(CODE), 0},
         [SP_ERROR] = {"ERROR", B(CODE) | B(REASON) | B(MSG_ID) | B(FRAME_TYPE), B(CODE),
                       SP_ERROR_CLOSING},
+        [SP_SUBSCRIBE] = {"SUBSCRIBE", B(MSG_ID) | B(SUB_ID) | B(APP_KEY), B(MSG_ID),
+                          SP_SUBSCRIBE_REMOVE | SP_SUBSCRIBE_LIST},
+        [SP_SUBSCRIPTION] = {"SUBSCRIPTION",
+                             B(MSG_ID) | B(STATUS) | B(SUB_ID) | B(APP_KEY) | B(ENDPOINT) |
+                                     B(SUB_IDS) | B(REASON),
+                             B(MSG_ID) | B(STATUS), 0},
 };
 
 #undef B

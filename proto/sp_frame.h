@@ -53,14 +53,25 @@ enum sp_frame_type {
 	SP_PONG = 0x08,
 	SP_GOAWAY = 0x09,
 	SP_ERROR = 0x0A,
+	SP_SUBSCRIBE = 0x0B,    /* C to S: Web Push subscriptions (PROTOCOL.md 14.5) */
+	SP_SUBSCRIPTION = 0x0C, /* S to C: the answer */
 };
-#define SP_FRAME_TYPE_MAX 0x0A
+#define SP_FRAME_TYPE_MAX 0x0C
 
 /* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
  * decoding (receivers ignore them) and when encoding (senders send them as zero). */
-#define SP_HELLO_SEND_ONLY 0x01 /* HELLO: this connection only sends; it takes no deliveries */
-#define SP_DELIVER_STORED  0x01 /* DELIVER: the message was queued while the device was away */
-#define SP_ERROR_CLOSING   0x01 /* ERROR: the sender closes the connection after this frame */
+#define SP_HELLO_SEND_ONLY  0x01 /* HELLO: this connection only sends; it takes no deliveries */
+#define SP_DELIVER_STORED   0x01 /* DELIVER: the message was queued while the device was away */
+#define SP_ERROR_CLOSING    0x01 /* ERROR: the sender closes the connection after this frame */
+#define SP_SUBSCRIBE_REMOVE 0x01 /* SUBSCRIBE: remove the subscription sub_id */
+#define SP_SUBSCRIBE_LIST   0x02 /* SUBSCRIBE: list the device's subscriptions */
+
+/* WELCOME capabilities bits. */
+#define SP_CAP_WEBPUSH  0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
+
+#define SP_APP_KEY_LEN  65 /* an application server key: an uncompressed P-256 point */
+#define SP_SUB_ID_LEN   16
+#define SP_ENDPOINT_MAX 512
 
 /* Field ids. 0x80..0xFF are "critical": a receiver that does not know one rejects the frame. */
 enum sp_field_id {
@@ -90,8 +101,13 @@ enum sp_field_id {
 	SP_F_FRAME_TYPE = 0x18,
 	SP_F_RESUME_ID = 0x19,
 	SP_F_AGENT = 0x1A,
+	SP_F_SUB_ID = 0x1B,
+	SP_F_APP_KEY = 0x1C,
+	SP_F_ENDPOINT = 0x1D,
+	SP_F_STATUS = 0x1E,
+	SP_F_SUB_IDS = 0x1F,
 };
-#define SP_FIELD_ID_MAX   0x1A
+#define SP_FIELD_ID_MAX   0x1F
 #define SP_FIELD_CRITICAL 0x80
 #define SP_BIT(id)        ((uint64_t)1 << (id))
 
@@ -167,6 +183,12 @@ typedef struct sp_frame {
 	const uint8_t *collapse_id;
 	const uint8_t *reason;
 	const uint8_t *agent;
+	const uint8_t *sub_id;   /* SP_SUB_ID_LEN bytes */
+	const uint8_t *app_key;  /* SP_APP_KEY_LEN bytes */
+	const uint8_t *endpoint; /* endpoint_len bytes, printable ASCII */
+	const uint8_t *sub_ids;  /* n_sub_ids * SP_SUB_ID_LEN bytes */
+	uint32_t endpoint_len;
+	uint32_t n_sub_ids;
 	uint32_t n_recipients;
 	uint32_t n_msg_ids;
 	uint32_t n_results;
@@ -190,6 +212,7 @@ typedef struct sp_frame {
 	uint16_t code;
 	uint8_t priority;
 	uint8_t frame_type;
+	uint8_t status; /* SUBSCRIPTION: a status of section 9.2 */
 } sp_frame_t;
 
 /* Names for logs, metrics and test vectors; "?" for a value v1 does not define. */

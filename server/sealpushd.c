@@ -28,6 +28,7 @@
 #include "sp_tls.h"
 #include "sp_tlsgroup.h"
 #include "sp_version.h"
+#include "sp_webpush.h"
 #include "sp_worker.h"
 
 #define C sp_server_config_t
@@ -103,6 +104,27 @@ static const sp_option_t options[] = {
         SP_OPTION_DURATION(C, cluster_lease, 3000, 300, 600000,
                            "a node whose lease is not renewed for this long counts as dead"),
         SP_OPTION_STRING(C, node_name, "", "this node's name in the node table; empty = host name"),
+        SP_OPTION_STRING(C, provider_listen, NULL,
+                         "Web Push provider door (HTTPS, HTTP/2 and HTTP/1.1), e.g. "
+                         "0.0.0.0:8443; off if unset"),
+        SP_OPTION_STRING(C, provider_origin, NULL,
+                         "the door's origin as app servers reach it (VAPID aud, push resource "
+                         "URLs), e.g. https://push.example.org; derived from provider_listen "
+                         "if unset"),
+        SP_OPTION_INT(C, provider_max_connections, 1000, 1, 10000000,
+                      "provider connections at most, all workers; refused at accept beyond"),
+        SP_OPTION_INT(C, provider_max_streams, 100, 1, 100000,
+                      "concurrent requests (HTTP/2 streams) per provider connection"),
+        SP_OPTION_SIZE(C, provider_max_header, 8192, 1024, 1 << 20,
+                       "header bytes of one provider request"),
+        SP_OPTION_SIZE(C, provider_max_body, 4096, 4096, 1 << 24,
+                       "body bytes of one push message (at least 4096, RFC 8030)"),
+        SP_OPTION_DURATION(C, provider_request_timeout, 10000, 100, 600000,
+                           "time a provider request may take to send its headers and body"),
+        SP_OPTION_DURATION(C, provider_idle_timeout, 120000, 100, 3600000,
+                           "time a provider connection may stay without requests"),
+        SP_OPTION_BOOL(C, provider_require_key, false,
+                       "refuse Web Push subscriptions without an application server key"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(
@@ -200,6 +222,15 @@ static int check_config(sp_server_t *srv, char *err, size_t errlen)
 		         "key \"cluster_lease\" (%lld ms) must be at least 1.5 times "
 		         "\"store_timeout\" (%lld ms), or a slow Redis ends every lease",
 		         (long long)cfg->cluster_lease, (long long)cfg->store_timeout);
+		return -1;
+	}
+	if (cfg->provider_listen && cfg->provider_listen[0] &&
+	    cfg->provider_max_body + SP_WP_BLOB_HEADER > cfg->max_blob) {
+		snprintf(err, errlen,
+		         "key \"max_blob\": %lld is too small for provider_max_body (%lld) and the "
+		         "%d bytes of the Web Push wrapper",
+		         (long long)cfg->max_blob, (long long)cfg->provider_max_body,
+		         SP_WP_BLOB_HEADER);
 		return -1;
 	}
 	if (resolve_listen(srv, err, errlen) < 0)

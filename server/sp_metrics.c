@@ -203,6 +203,22 @@ static const struct family families[] = {
             SP_M_RELOADS_OK),
         ONE("sealpush_reload_failures_total", "counter",
             "Failed reloads (the previous certificates stay in use).", SP_M_RELOADS_FAILED),
+        ONE("sealpush_provider_connections_accepted_total", "counter",
+            "Web Push provider connections accepted.", SP_M_PROVIDER_ACCEPTED),
+        ONE("sealpush_provider_connections", "gauge", "Open Web Push provider connections.",
+            SP_M_PROVIDER_CONNECTIONS),
+        ONE("sealpush_provider_handshake_failures_total", "counter",
+            "Failed TLS handshakes on the provider door.", SP_M_PROVIDER_HANDSHAKE_FAIL),
+        {"sealpush_provider_refusals_total", "counter",
+         "Provider door refusals and cuts, by the limit that caused them.", SP_M_PROVIDER_REFUSED,
+         SP_PROVIDER_LIMIT_COUNT, "limit", L_TABLE,
+         (const char *const[]){"connections", "streams", "header_bytes", "body_bytes",
+                               "request_timeout", "idle_timeout", "handshake_timeout", "output"}},
+        {"sealpush_provider_responses_total", "counter",
+         "Provider door (Web Push) responses, by HTTP status.", SP_M_PROVIDER_RESPONSES,
+         SP_PROVIDER_STATUS_LABELS, "status", L_TABLE,
+         (const char *const[]){"201", "400", "401", "403", "404", "405", "408", "410", "411", "413",
+                               "415", "429", "431", "500", "503"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

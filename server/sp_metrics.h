@@ -68,6 +68,21 @@ enum sp_limit {
 	SP_LIMIT_COUNT
 };
 
+/* Which provider door limit refused something (label "limit" of
+ * sealpush_provider_refusals_total). */
+enum sp_provider_limit {
+	SP_PROVIDER_LIMIT_CONNECTIONS,
+	SP_PROVIDER_LIMIT_STREAMS,
+	SP_PROVIDER_LIMIT_HEADER_BYTES,
+	SP_PROVIDER_LIMIT_BODY_BYTES,
+	SP_PROVIDER_LIMIT_REQUEST_TIMEOUT,
+	SP_PROVIDER_LIMIT_IDLE_TIMEOUT,
+	SP_PROVIDER_LIMIT_HANDSHAKE_TIMEOUT,
+	SP_PROVIDER_LIMIT_OUTPUT,
+	SP_PROVIDER_LIMIT_COUNT
+};
+#define SP_PROVIDER_STATUS_LABELS 15 /* HTTP statuses the door answers (sp_provider.c) */
+
 /* Connection states (label "state" of the sealpush_connections gauge). */
 enum sp_conn_state_label {
 	SP_STATE_HANDSHAKE,
@@ -78,7 +93,7 @@ enum sp_conn_state_label {
 	SP_STATE_COUNT
 };
 
-#define SP_FRAME_LABELS  11 /* index 0: unknown type, 1..10: the v1 types */
+#define SP_FRAME_LABELS  13 /* index 0: unknown type, 1..12: the v1 types */
 #define SP_STATUS_LABELS 13
 #define SP_ERROR_LABELS  17
 
@@ -143,6 +158,13 @@ enum sp_metric {
 	SP_M_CLUSTER_CRLS,        /* CRLs published by another relay and installed here */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
+	SP_M_PROVIDER_ACCEPTED,       /* provider (Web Push) TCP connections accepted */
+	SP_M_PROVIDER_CONNECTIONS,    /* gauge: open provider connections */
+	SP_M_PROVIDER_HANDSHAKE_FAIL, /* provider TLS handshakes that failed */
+	SP_M_PROVIDER_REFUSED,
+	SP_M_PROVIDER_REFUSED_LAST = SP_M_PROVIDER_REFUSED + SP_PROVIDER_LIMIT_COUNT - 1,
+	SP_M_PROVIDER_RESPONSES, /* by HTTP status */
+	SP_M_PROVIDER_RESPONSES_LAST = SP_M_PROVIDER_RESPONSES + SP_PROVIDER_STATUS_LABELS - 1,
 	SP_M_COUNT
 };
 

@@ -113,7 +113,7 @@ void sp_msg_flush_results(sp_worker_t *w)
 void sp_msg_result(sp_worker_t *w, sp_node_t *n)
 {
 	sp_msg_t *msg = n->msg;
-	sp_conn_t *s = sp_worker_conn(w, msg->sender);
+	sp_conn_t *s;
 
 	if (msg->fwd) {
 		/* forwarded by another relay: the status goes back there, no SEND_RESULT here */
@@ -123,6 +123,11 @@ void sp_msg_result(sp_worker_t *w, sp_node_t *n)
 		return;
 	}
 	sp_metric_inc(&w->metrics, SP_M_SEND_RESULTS + sp_metric_status_index(n->status));
+	if (msg->on_result) {
+		msg->on_result(w, n);
+		return;
+	}
+	s = sp_worker_conn(w, msg->sender);
 	if (s && s->state < SP_CS_CLOSING) {
 		if (w->batch_msg != msg) {
 			sp_msg_flush_results(w);

@@ -63,6 +63,10 @@ struct sp_msg {
 	uint8_t collapse[SP_COLLAPSE_MAX];
 	uint64_t fwd_inc; /* ... of that incarnation */
 	uint64_t fwd_id;  /* ... under this id (sp_cluster.c) */
+	/* A message made by another door than SEND (the Web Push provider, sp_provider.h): its
+	 * statuses go to on_result (which frees it) instead of a SEND_RESULT; origin is its. */
+	void (*on_result)(sp_worker_t *w, sp_node_t *n);
+	void *origin;
 	sp_node_t *nodes;
 	uint8_t *recipients;
 	uint8_t *blob;

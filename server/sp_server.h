@@ -79,6 +79,16 @@ typedef struct sp_server_config {
 	bool cluster;          /* other relays share this Redis (sp_cluster.h) */
 	int64_t cluster_lease; /* ms a node's lease lasts */
 	char *node_name;       /* shown in the node table; "" = the host name */
+	/* The Web Push provider door (sp_provider.h); off unless provider_listen is set. */
+	char *provider_listen;
+	char *provider_origin; /* "https://host[:port]"; derived from the listen address */
+	int64_t provider_max_connections; /* all workers */
+	int64_t provider_max_streams;     /* concurrent requests per connection */
+	int64_t provider_max_header;      /* header bytes per request */
+	int64_t provider_max_body;        /* body bytes per request (>= 4096, RFC 8030 7.2) */
+	int64_t provider_request_timeout; /* ms for a request's headers and body */
+	int64_t provider_idle_timeout;    /* ms a connection may stay without requests */
+	bool provider_require_key; /* refuse subscriptions without an application server key */
 	bool help;
 	bool version;
 	bool check_config;

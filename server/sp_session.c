@@ -15,6 +15,7 @@
 #include "sp_identity.h"
 #include "sp_log.h"
 #include "sp_msg.h"
+#include "sp_provider.h"
 #include "sp_router.h"
 #include "sp_session.h"
 #include "sp_time.h"
@@ -101,6 +102,10 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	            SP_BIT(SP_F_SEND_WINDOW) | SP_BIT(SP_F_KEEPALIVE) | SP_BIT(SP_F_KEEPALIVE_MIN) |
 	            SP_BIT(SP_F_KEEPALIVE_MAX);
 	wf.version = SP_VERSION_1;
+	if (sp_provider_enabled(c->w)) {
+		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
+		wf.capabilities = SP_CAP_WEBPUSH;
+	}
 	wf.token = c->token;
 	wf.max_frame = (uint32_t)cfg->max_frame;
 	wf.max_blob = (uint32_t)cfg->max_blob;
@@ -302,6 +307,9 @@ void sp_session_frame(sp_conn_t *c, sp_frame_t *f)
 		break;
 	}
 	case SP_PONG:
+		break;
+	case SP_SUBSCRIBE:
+		sp_provider_subscribe(c, f);
 		break;
 	case SP_ERROR:
 		on_error_frame(c, f);

@@ -40,6 +40,7 @@
 #include "sp_conn.h"
 #include "sp_log.h"
 #include "sp_msg.h"
+#include "sp_provider.h"
 #include "sp_router.h"
 #include "sp_session.h"
 #include "sp_time.h"
@@ -202,6 +203,7 @@ static void start_drain(sp_worker_t *w)
 		evconnlistener_free(w->listener);
 		w->listener = NULL;
 	}
+	sp_provider_drain(w);
 	for (c = w->conns; c; c = next) {
 		next = c->next;
 		if (c->flags & SP_CF_FINISHED)
@@ -355,6 +357,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		SP_LOG(SP_LOG_INFO, "drain_waiting", "worker=%d conns=%u messages=%u", w->id,
 		       w->n_conns, w->live_msgs);
 	}
+	sp_provider_tick(w);
 	store_counters(w);
 	sp_worker_after(w);
 }
@@ -515,7 +518,7 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	evconnlistener_set_error_cb(w->listener, on_accept_error);
 	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->now = sp_now_ms();
-	return 0;
+	return sp_provider_start(w, err, errlen);
 nomem:
 	snprintf(err, errlen, "out of memory");
 	return -1;
@@ -527,6 +530,7 @@ static void worker_destroy(sp_worker_t *w)
 
 	/* Threads are stopped: free what is left, messages last (nodes point into them). */
 	sp_cluster_free(w);
+	sp_provider_free(w);
 	while (w->conns) {
 		sp_conn_t *c = w->conns;
 

@@ -108,6 +108,8 @@ struct sp_worker {
 	uint8_t *seal;         /* record-layer output buffer shared likewise */
 	sp_rl_crypto_t *rlcx;  /* AEAD context and fetched algorithms for the record layer */
 	sp_tio_env_t tio_env;  /* the three above and the TLS context, for the transports */
+
+	struct sp_provider *provider; /* the Web Push door (sp_provider.h), or NULL */
 	sp_metrics_t metrics;
 };
 

@@ -108,7 +108,7 @@ fi
 if command -v nm >/dev/null 2>&1; then
 	so=$(ls "$libdir"/libsealpush.so.*.*.* | head -n 1)
 	nm -D --defined-only "$so" | awk '$2 ~ /^[TDBR]$/ {print $3}' >"$work/syms"
-	bad=$(grep -v -E '^(sp_client_|sp_seal$|sp_seal_|sp_sealer_|sp_card_|sp_token_)' "$work/syms" | tr '\n' ' ')
+	bad=$(grep -v -E '^(sp_client_|sp_seal$|sp_seal_|sp_sealer_|sp_card_|sp_token_|sp_wp_)' "$work/syms" | tr '\n' ' ')
 	have=$(grep -c -E '^(sp_seal|sp_sealer_new|sp_card_parse|sp_seal_open|sp_client_new)$' "$work/syms")
 	if [ -z "$bad" ] && [ "$have" -eq 5 ]; then
 		ok "the shared library exports $(wc -l <"$work/syms") symbols, only the public API"

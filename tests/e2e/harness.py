@@ -462,7 +462,8 @@ class Daemon:
 
 # --- the protocol client ---
 
-SERVER_SENDS = {w.WELCOME, w.SEND_RESULT, w.DELIVER, w.PING, w.PONG, w.GOAWAY, w.ERROR}
+SERVER_SENDS = {w.WELCOME, w.SEND_RESULT, w.DELIVER, w.PING, w.PONG, w.GOAWAY, w.ERROR,
+                w.SUBSCRIPTION}
 
 
 class HandshakeRefused(Exception):

@@ -41,16 +41,22 @@ import time
 
 # --- registry (PROTOCOL.md sections 3, 4, 5, 9) ---
 
-HELLO, WELCOME, SEND, SEND_RESULT, DELIVER, ACK, PING, PONG, GOAWAY, ERROR = range(1, 11)
+(HELLO, WELCOME, SEND, SEND_RESULT, DELIVER, ACK, PING, PONG, GOAWAY, ERROR, SUBSCRIBE,
+ SUBSCRIPTION) = range(1, 13)
 TYPE_NAMES = {1: "HELLO", 2: "WELCOME", 3: "SEND", 4: "SEND_RESULT", 5: "DELIVER", 6: "ACK",
-              7: "PING", 8: "PONG", 9: "GOAWAY", 10: "ERROR"}
+              7: "PING", 8: "PONG", 9: "GOAWAY", 10: "ERROR", 11: "SUBSCRIBE",
+              12: "SUBSCRIPTION"}
 TYPES = {v: k for k, v in TYPE_NAMES.items()}
 
 # Flags (per frame type).
 SEND_ONLY = 0x01  # HELLO
 STORED = 0x01     # DELIVER
 CLOSING = 0x01    # ERROR
-DEFINED_FLAGS = {HELLO: SEND_ONLY, DELIVER: STORED, ERROR: CLOSING}  # others: none
+REMOVE = 0x01     # SUBSCRIBE
+LIST = 0x02       # SUBSCRIBE
+DEFINED_FLAGS = {HELLO: SEND_ONLY, DELIVER: STORED, ERROR: CLOSING,
+                 SUBSCRIBE: REMOVE | LIST}  # others: none
+CAP_WEBPUSH = 0x01  # WELCOME capabilities: the relay has a Web Push door (section 14)
 
 HEADER_LEN = 6
 V1_MAX_FRAME = 1 << 24       # no frame is ever longer in v1
@@ -105,6 +111,11 @@ FIELDS = {
     0x18: ("frame_type", "u8", 0, 0xFF),
     0x19: ("resume_id", "bytes", 16, 16),
     0x1A: ("agent", "agent", 1, 64),
+    0x1B: ("sub_id", "bytes", 16, 16),
+    0x1C: ("app_key", "bytes", 65, 65),
+    0x1D: ("endpoint", "agent", 1, 512),
+    0x1E: ("status", "u8", 0, 0xFF),
+    0x1F: ("sub_ids", "array", 16, None),
 }
 FIELD_IDS = {v[0]: k for k, v in FIELDS.items()}
 MAX_ITEMS = 65535  # recipients, results, msg_ids
@@ -122,6 +133,8 @@ FRAME_FIELDS = {
     PONG: (set(), {"data"}),
     GOAWAY: ({"code"}, {"retry_after", "reason"}),
     ERROR: ({"code"}, {"reason", "msg_id", "frame_type"}),
+    SUBSCRIBE: ({"msg_id"}, {"sub_id", "app_key"}),
+    SUBSCRIPTION: ({"msg_id", "status"}, {"sub_id", "app_key", "endpoint", "sub_ids", "reason"}),
 }
 
 

@@ -58,6 +58,11 @@ static const struct field_info field_info[SP_FIELD_ID_MAX + 1] = {
         [SP_F_MSG_IDS] = {"msg_ids", K_ARRAY, 16},
         [SP_F_FRAME_TYPE] = {"frame_type", K_INT, 1},
         [SP_F_RESUME_ID] = {"resume_id", K_FIXED, 16},
+        [SP_F_SUB_ID] = {"sub_id", K_FIXED, 16},
+        [SP_F_APP_KEY] = {"app_key", K_FIXED, 65},
+        [SP_F_ENDPOINT] = {"endpoint", K_VAR, 0},
+        [SP_F_STATUS] = {"status", K_INT, 1},
+        [SP_F_SUB_IDS] = {"sub_ids", K_ARRAY, 16},
         [SP_F_AGENT] = {"agent", K_VAR, 0},
 };
 
@@ -96,6 +101,12 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
         [SP_GOAWAY] = {"GOAWAY", B(CODE) | B(RETRY_AFTER) | B(REASON), B(CODE), 0},
         [SP_ERROR] = {"ERROR", B(CODE) | B(REASON) | B(MSG_ID) | B(FRAME_TYPE), B(CODE),
                       SP_ERROR_CLOSING},
+        [SP_SUBSCRIBE] = {"SUBSCRIBE", B(MSG_ID) | B(SUB_ID) | B(APP_KEY), B(MSG_ID),
+                          SP_SUBSCRIBE_REMOVE | SP_SUBSCRIBE_LIST},
+        [SP_SUBSCRIPTION] = {"SUBSCRIPTION",
+                             B(MSG_ID) | B(STATUS) | B(SUB_ID) | B(APP_KEY) | B(ENDPOINT) |
+                                     B(SUB_IDS) | B(REASON),
+                             B(MSG_ID) | B(STATUS), 0},
 };
 
 #undef B
@@ -1060,6 +1071,8 @@ static const uint8_t blob[] = "sealed-blob!";
 static const uint8_t collapse[] = "inbox";
 static const uint8_t reason[] = "going away";
 static const uint8_t agent[] = "libsealpush/0.1";
+static const uint8_t endpoint[] = "https://push.example.org/push/AAAA";
+static uint8_t sub_id[16], app_key[65], sub_ids[32];
 
 /* Every field set to a valid value; fields = what the type allows. */
 static void fill_all(sp_frame_t *f, uint8_t type)
@@ -1087,6 +1100,14 @@ static void fill_all(sp_frame_t *f, uint8_t type)
 	f->collapse_id = collapse, f->collapse_id_len = (uint32_t)(sizeof(collapse) - 1);
 	f->reason = reason, f->reason_len = (uint32_t)(sizeof(reason) - 1);
 	f->agent = agent, f->agent_len = (uint32_t)(sizeof(agent) - 1);
+	memset(sub_id, 0x5b, sizeof(sub_id));
+	memset(app_key, 0x04, sizeof(app_key));
+	memset(sub_ids, 0x1f, sizeof(sub_ids));
+	f->sub_id = sub_id;
+	f->app_key = app_key;
+	f->endpoint = endpoint, f->endpoint_len = (uint32_t)(sizeof(endpoint) - 1);
+	f->sub_ids = sub_ids, f->n_sub_ids = 2;
+	f->status = 0x17;
 	f->ttl = 86400;
 	f->capabilities = 0x80000001u;
 	f->max_frame = 65536;
@@ -1392,7 +1413,7 @@ static void test_encode_null_pointer(void)
 
 static void test_encode_unknown_type(void)
 {
-	static const unsigned types[] = {0x00, 0x0B, 0x0C, 0x7F, 0x80, 0xFF};
+	static const unsigned types[] = {0x00, 0x0D, 0x0E, 0x7F, 0x80, 0xFF};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		sp_frame_t f;
@@ -1430,8 +1451,8 @@ static void test_encode_too_large(void)
 
 static void test_names(void)
 {
-	static const unsigned bad_types[] = {0, 0x0B, 0x0C, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
-	static const unsigned bad_fields[] = {0, 0x1B, 0x1C, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_types[] = {0, 0x0D, 0x0E, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_fields[] = {0, 0x20, 0x21, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
 	static const unsigned bad_errors[] = {0, 18, 19, 255, 999, UINT_MAX};
 	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1B, 0x20, 0xFF, 0x100, UINT_MAX};
 

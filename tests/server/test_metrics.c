@@ -32,6 +32,7 @@ static bool is_gauge(unsigned i)
 {
 	return i == SP_M_DEVICES || i == SP_M_STORE_UP || i == SP_M_CLUSTER_NODES ||
 	       i == SP_M_HANDSHAKE_WAITING || i == SP_M_HANDSHAKE_IN_FLIGHT ||
+	       i == SP_M_PROVIDER_CONNECTIONS ||
 	       (i >= SP_M_CONNECTIONS && i <= SP_M_CONNECTIONS_LAST);
 }
 
