@@ -1763,6 +1763,25 @@ nomem:
 	return -1;
 }
 
+void sp_provider_reload(sp_worker_t *w)
+{
+	sp_provider_t *pv = w->provider;
+	char err[256];
+	SSL_CTX *ctx;
+
+	if (!pv)
+		return;
+	ctx = make_ctx(&w->srv->cfg, err, sizeof(err));
+	if (!ctx) {
+		SP_LOG(SP_LOG_ERROR, "provider_reload_failed",
+		       "worker=%d msg=\"%s; keeping the previous certificate\"", w->id, err);
+		return;
+	}
+	/* connections made before keep the old context (SSL_new holds a reference) */
+	SSL_CTX_free(pv->ctx);
+	pv->ctx = ctx;
+}
+
 void sp_provider_tick(sp_worker_t *w)
 {
 	sp_provider_t *pv = w->provider;

@@ -39,6 +39,9 @@ typedef struct sp_provider sp_provider_t;
 int sp_provider_start(sp_worker_t *w, char *err, size_t errlen);
 /* w's thread, every worker tick: timeouts, Redis reconnection. NULL-safe. */
 void sp_provider_tick(sp_worker_t *w);
+/* The TLS files were reloaded (SIGHUP): new provider connections get the new certificate and
+ * key; on failure the old ones stay (logged). */
+void sp_provider_reload(sp_worker_t *w);
 /* w's thread, when the worker drains: stops accepting, GOAWAY to HTTP/2 connections, closes
  * idle ones. NULL-safe. */
 void sp_provider_drain(sp_worker_t *w);

@@ -255,8 +255,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 		event_base_loopbreak(w->base);
 		return;
 	}
-	if (flags & SP_WF_RELOAD)
+	if (flags & SP_WF_RELOAD) {
 		close_revoked(w);
+		sp_provider_reload(w);
+	}
 	if ((flags & SP_WF_PUBLISH) && w->id == 0)
 		sp_cluster_publish_crl(w);
 	if (flags & SP_WF_DRAIN)

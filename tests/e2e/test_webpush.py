@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -600,6 +601,30 @@ def t_subscribe_refusals(t):
     t.h.track_client(c2)
     t.check(not wf.get("capabilities", 0) & w.CAP_WEBPUSH, "no door, no capability bit")
     t.eq(sub_req(c2)["status"], w.S_FORBIDDEN, "no door")
+
+
+@test("door: SIGHUP after the server certificate is rotated: new door connections get the "
+      "new certificate (verified against the CA), and the door keeps answering")
+def t_door_reload(t):
+    d = t.relay()
+
+    def door_cert():
+        ctx = ssl.create_default_context(cafile=t.h.pki.ca_crt)
+        ctx.set_alpn_protocols(["h2"])
+        with socket.create_connection((LOOPBACK, t.pport), timeout=5) as s:
+            with ctx.wrap_socket(s, server_hostname=LOOPBACK) as ss:
+                return ss.getpeercert(binary_form=True)
+
+    before = door_cert()
+    t.h.pki.run("server", t.h.pki.dir, "--name", "localhost", "--ip", LOOPBACK)
+    d.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    after = before
+    while after == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+        after = door_cert()
+    t.check(after != before, "the door still shows the old certificate 5 s after SIGHUP")
+    t.check(d.alive(), "sealpushd died on SIGHUP")
 
 
 # --- limits -------------------------------------------------------------------------------
