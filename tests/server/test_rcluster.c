@@ -1095,6 +1095,7 @@ out:
 
 struct flight {
 	unsigned calls[N_FLIGHT];
+	bool ok_at[N_FLIGHT], on_victim[N_FLIGHT];
 	unsigned answered, ok, null, err;
 };
 
@@ -1111,19 +1112,22 @@ static void on_flight(struct redisAsyncContext *ac, void *reply, void *priv)
 	if (!r)
 		flight.null++;
 	else if (r->type == REDIS_REPLY_STATUS)
-		flight.ok++;
+		flight.ok++, flight.ok_at[calls - flight.calls] = true;
 	else
 		flight.err++;
 }
 
 /* 3000 writes over every master out at once, then kill -9 of a master: each is answered
  * exactly once (the ones on the dead master's connection are sent again to the promoted
- * replica), and all succeed. */
+ * replica), none with an error reply, and every one on the live masters succeeds. Those of
+ * the dead master succeed when the promotion comes within their retry budget, else they give
+ * up (NULL): how many is a matter of timing, printed, not asserted (a loaded run saw 409 of
+ * 1004 give up after a promotion that took 2.9 s). */
 static void test_live_inflight_failover(void)
 {
 	sp_rcluster_t *c = client(16);
 	int victim = master_with_replica();
-	unsigned on_victim = 0, twice = 0, never = 0;
+	unsigned on_victim = 0, twice = 0, never = 0, live_failed = 0;
 	bool all = false;
 	uint64_t t_kill, t_done = 0, t_map = 0;
 	int vslot = -1;
@@ -1146,6 +1150,7 @@ static void test_live_inflight_failover(void)
 		    ports[victim]) {
 			on_victim++;
 			vslot = slot;
+			flight.on_victim[i] = true;
 		}
 		SP_CHECK_EQ_INT(
 		        sp_rcluster_command(c, slot, on_flight, &flight.calls[i], 3, argv, len), 0);
@@ -1173,7 +1178,10 @@ static void test_live_inflight_failover(void)
 	SP_CHECK_EQ_INT(flight.answered, N_FLIGHT);
 	SP_CHECK_EQ_INT(twice, 0);
 	SP_CHECK_EQ_INT(never, 0);
-	SP_CHECK_EQ_INT(flight.ok, N_FLIGHT);
+	SP_CHECK_EQ_INT(flight.err, 0);
+	for (int i = 0; i < N_FLIGHT; i++)
+		live_failed += !flight.on_victim[i] && !flight.ok_at[i];
+	SP_CHECK_EQ_INT(live_failed, 0);
 	printf("# %d in flight at kill -9 (%u for the dead master): the map changed after %llu ms, "
 	       "all answered once after %llu ms, %u ok, %u failed, %u error replies\n",
 	       N_FLIGHT, on_victim, (unsigned long long)(t_map ? t_map - t_kill : 0),
