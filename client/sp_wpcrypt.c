@@ -20,24 +20,11 @@
 #include <openssl/x509.h>
 #include <string.h>
 
+#include "sp_identity.h"
 #include "sp_wpcrypt.h"
 
 #define HEADER_LEN 86 /* salt 16, rs 4, idlen 1, key id 65 */
 #define TAG_LEN    16
-
-static const uint8_t p256_spki_prefix[26] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
-                                             0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-                                             0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
-
-static EVP_PKEY *public_key(const uint8_t point[SP_WP_PUB_LEN])
-{
-	uint8_t der[sizeof(p256_spki_prefix) + SP_WP_PUB_LEN];
-	const uint8_t *p = der;
-
-	memcpy(der, p256_spki_prefix, sizeof(p256_spki_prefix));
-	memcpy(der + sizeof(p256_spki_prefix), point, SP_WP_PUB_LEN);
-	return d2i_PUBKEY(NULL, &p, (long)sizeof(der));
-}
 
 static EVP_PKEY *private_key(const uint8_t priv[SP_WP_PRIV_LEN], const uint8_t pub[SP_WP_PUB_LEN])
 {
@@ -137,7 +124,7 @@ int sp_wp_open(const uint8_t priv[SP_WP_PRIV_LEN], const uint8_t pub[SP_WP_PUB_L
 		return -SP_WP_E_MALFORMED;
 	if (cap < ct_len - TAG_LEN)
 		return -SP_WP_E_SPACE;
-	peer = public_key(as_pub);
+	peer = sp_p256_point_key(as_pub);
 	if (!peer)
 		return -SP_WP_E_KEY;
 	me = private_key(priv, pub);

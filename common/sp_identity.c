@@ -113,3 +113,18 @@ void sp_token_short(const uint8_t token[SP_TOKEN_LEN], char out[SP_TOKEN_SHORT_L
 	}
 	out[SP_TOKEN_SHORT_LEN] = '\0';
 }
+
+/* SubjectPublicKeyInfo of id-ecPublicKey / prime256v1, up to the BIT STRING of the point. */
+static const uint8_t p256_spki_prefix[26] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
+                                             0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+                                             0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
+
+EVP_PKEY *sp_p256_point_key(const uint8_t point[SP_P256_POINT_LEN])
+{
+	uint8_t der[sizeof(p256_spki_prefix) + SP_P256_POINT_LEN];
+	const uint8_t *p = der;
+
+	memcpy(der, p256_spki_prefix, sizeof(p256_spki_prefix));
+	memcpy(der + sizeof(p256_spki_prefix), point, SP_P256_POINT_LEN);
+	return d2i_PUBKEY(NULL, &p, (long)sizeof(der));
+}

@@ -55,4 +55,9 @@ int sp_token_parse_hex(const char *s, uint8_t token[SP_TOKEN_LEN]);
  */
 void sp_token_short(const uint8_t token[SP_TOKEN_LEN], char out[SP_TOKEN_SHORT_LEN + 1]);
 
+/* A P-256 public key from its 65-byte uncompressed point (0x04 || X || Y), as Web Push and
+ * VAPID carry it; NULL if the point is not on the curve. The caller frees it. */
+#define SP_P256_POINT_LEN 65
+EVP_PKEY *sp_p256_point_key(const uint8_t point[SP_P256_POINT_LEN]);
+
 #endif

@@ -13,30 +13,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sp_identity.h"
 #include "sp_b64.h"
 #include "sp_vapid.h"
 
 #define JWT_PART_MAX 2048
 
-/* SubjectPublicKeyInfo of id-ecPublicKey / prime256v1, up to the BIT STRING of the point. */
-static const uint8_t p256_spki_prefix[26] = {0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48,
-                                             0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
-                                             0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00};
-
-static EVP_PKEY *p256_key(const uint8_t point[SP_VAPID_KEY_LEN])
-{
-	uint8_t der[sizeof(p256_spki_prefix) + SP_VAPID_KEY_LEN];
-	const uint8_t *p = der;
-
-	memcpy(der, p256_spki_prefix, sizeof(p256_spki_prefix));
-	memcpy(der + sizeof(p256_spki_prefix), point, SP_VAPID_KEY_LEN);
-	return d2i_PUBKEY(NULL, &p, (long)sizeof(der));
-}
-
 static int verify_es256(const uint8_t point[SP_VAPID_KEY_LEN], const char *input, size_t n,
                         const uint8_t sig[64])
 {
-	EVP_PKEY *key = p256_key(point);
+	EVP_PKEY *key = sp_p256_point_key(point);
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	ECDSA_SIG *es = ECDSA_SIG_new();
 	BIGNUM *r = BN_bin2bn(sig, 32, NULL), *s = BN_bin2bn(sig + 32, 32, NULL);
