@@ -20,6 +20,7 @@
 #include "sp_admin.h"
 #include "sp_config.h"
 #include "sp_log.h"
+#include "sp_time.h"
 #include "sp_version.h"
 #include "sp_worker.h"
 
@@ -82,6 +83,12 @@ static const char *not_ready(const sp_admin_t *a)
 		return "not ready: listeners are not up\n";
 	if (a->redis_enabled && !stores_up(srv))
 		return "not ready: Redis is unreachable\n";
+	if (srv->cfg.cluster && a->redis_enabled) {
+		uint64_t at = atomic_load(&srv->cluster_announced);
+
+		if (!at || sp_time_wall_ms() < at)
+			return "not ready: the other relays do not know this one yet\n";
+	}
 	return NULL;
 }
 

@@ -42,6 +42,12 @@ enum { R_FORWARD = 1, R_RESULT = 2, R_REPLACE = 3, R_KICK = 4 };
 #define CRL_MAX         (8 << 20)
 #define PCACHE_MS       1000  /* a presence read is reused this long by the same worker */
 #define PCACHE_MAX      65536 /* entries; past it the cache starts again empty */
+#define ANNOUNCE_MS     50
+
+struct lease_write {
+	struct sp_cluster *cl;
+	uint64_t expires;
+};
 
 /* A live incarnation and the end of its lease (wall ms). */
 struct live {
@@ -99,6 +105,9 @@ struct sp_cluster {
 	uint32_t *gens, *free_slots;
 	uint32_t n_slots, n_free;
 	struct fwd *head, *tail; /* custody, oldest first (deadlines in order) */
+	uint64_t written;        /* worker 0: the expiry of the last lease Redis took (wall ms) */
+	unsigned lapses_seen;    /* srv->cluster_lapses when this worker last re-checked */
+	struct event *ev_announce;
 };
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -602,6 +611,7 @@ struct tokarg {
 	sp_worker_t *w;
 	uint8_t token[32];
 	sp_connref_t ref;
+	bool recheck; /* a renewal after a lease lapse: a device still ours reads its queue */
 };
 
 static struct tokarg *tokarg_new(sp_worker_t *w, const uint8_t token[32], sp_connref_t ref)
@@ -612,6 +622,7 @@ static struct tokarg *tokarg_new(sp_worker_t *w, const uint8_t token[32], sp_con
 		a->w = w;
 		memcpy(a->token, token, 32);
 		a->ref = ref;
+		a->recheck = false;
 	}
 	return a;
 }
@@ -686,6 +697,161 @@ static void on_presence_del(int st, const redisReply *r, void *arg)
 	(void)st;
 	(void)r;
 	(void)arg;
+}
+
+/* A renewal writes the presence again only if it still names c, or nothing: another
+ * connection may have taken the device over while the REPLACE record for c was lost (our
+ * inbox gone with a lapsed lease, a failover), and a blind SET would take it back from the
+ * newer one. The script answers 1 (written) or the value that is there instead. */
+static const char renew_script[] = "local v = redis.call('GET', KEYS[1]) "
+                                   "if v and v ~= ARGV[1] then return v end "
+                                   "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
+
+static void on_renewed(int st, const redisReply *r, void *arg)
+{
+	struct tokarg *a = arg;
+	sp_worker_t *w = a->w;
+	sp_conn_t *c = gone(w) ? NULL : sp_worker_conn(w, a->ref);
+	uint64_t inc, ref;
+	unsigned worker;
+
+	if (!c || c->state != SP_CS_READY || memcmp(c->token, a->token, 32) != 0) {
+		free(a);
+		return;
+	}
+	w->now = sp_now_ms();
+	if (st != SP_STORE_OK) {
+		/* Redis is away (often so, right after a lapse): the tick tries again */
+		c->presence_due = w->now + RETRY_MS * 10;
+		free(a);
+		return;
+	}
+	c->flags &= ~SP_CF_RECHECK;
+	if (r->type != REDIS_REPLY_STRING) {
+		if (a->recheck)
+			sp_delivery_kick(c);
+	} else if (remote_presence(w, st, r, &inc, &worker, &ref)) {
+		char tok[SP_TOKEN_SHORT_LEN + 1];
+
+		sp_token_short(a->token, tok);
+		SP_LOG(SP_LOG_INFO, "cluster_replaced", "worker=%d token=%s by=%016" PRIx64, w->id,
+		       tok, inc);
+		sp_router_replace_remote(c);
+	} else if (sp_cluster_presence_parse(r->str, r->len, &inc, &worker, &ref) < 0 ||
+	           inc != w->srv->incarnation) {
+		/* a relay that is gone, or not a presence at all: c takes it */
+		sp_cluster_ready(c);
+		if (a->recheck)
+			sp_delivery_kick(c);
+	} /* else another connection of this relay: the local registry has decided */
+	sp_worker_after(w);
+	free(a);
+}
+
+void sp_cluster_renew(sp_conn_t *c, bool recheck)
+{
+	sp_worker_t *w = c->w;
+	char key[PKEY_LEN + 1], val[64], px[24];
+	size_t vlen = sp_cluster_presence_format(val, sizeof(val), w->srv->incarnation,
+	                                         (unsigned)w->id, sp_conn_ref(c));
+	int pxlen = snprintf(px, sizeof(px), "%llu", (unsigned long long)PRESENCE_TTL_MS);
+	const char *argv[] = {"EVAL", renew_script, "1", key, val, px};
+	size_t lens[] = {4, sizeof(renew_script) - 1, 1, PKEY_LEN, vlen, (size_t)pxlen};
+	struct tokarg *a = tokarg_new(w, c->token, sp_conn_ref(c));
+
+	c->presence_due = w->now + (a ? PRESENCE_RENEW : RETRY_MS * 10);
+	if (recheck)
+		c->flags |= SP_CF_RECHECK;
+	if (!a)
+		return;
+	a->recheck = recheck;
+	presence_key(key, c->token);
+	if (sp_store_command(w->store, key, PKEY_LEN, 6, argv, lens, on_renewed, a) < 0) {
+		c->presence_due = w->now + RETRY_MS * 10; /* the store is away: again soon */
+		free(a);
+	}
+}
+
+/* This relay's lease ran out before it was renewed (the process was paused, or Redis was
+ * out of reach for longer than the lease). Meanwhile the other relays took its devices for
+ * offline: they stored what they had for them, with no KICK (the presence named a dead
+ * relay), and a device that connected elsewhere may have had its REPLACE record lost. So
+ * once the renewed lease is known everywhere, every connected device's presence is checked
+ * again: still ours, it reads its queue; held by a live connection elsewhere, it goes as
+ * replaced. One script call per device, once. */
+static void recheck_all(sp_cluster_t *cl)
+{
+	sp_worker_t *w = cl->w;
+	size_t n = 0;
+
+	for (sp_conn_t *c = w->conns; c; c = c->next) {
+		if (c->state == SP_CS_READY && (c->flags & SP_CF_REGISTERED) && c->presence_due) {
+			sp_cluster_renew(c, true);
+			n++;
+		}
+	}
+	sp_metric_add(&w->metrics, SP_M_CLUSTER_RECHECKS, (int64_t)n);
+	SP_LOG(SP_LOG_INFO, "cluster_recheck", "worker=%d devices=%zu", w->id, n);
+}
+
+/* Worker 0's lease write was taken. The first one, and one that lands after the last one
+ * taken had expired (a lapse), start an announcement: from lease / 2 on, every other relay
+ * has read the node table since (it does every lease / 3), so a presence naming this relay
+ * looks live to all of them. Until then devices wait (the listeners) and after a lapse the
+ * re-check waits (sp_cluster_tick, on every worker). */
+static void on_lease_written(int st, const redisReply *r, void *arg)
+{
+	struct lease_write *lw = arg;
+	sp_cluster_t *cl = lw->cl;
+	sp_server_t *srv = cl->w->srv;
+	uint64_t now = sp_time_wall_ms();
+
+	if (!gone(cl->w) && st == SP_STORE_OK && r->type != REDIS_REPLY_ERROR) {
+		if (!cl->written || now > cl->written) {
+			if (cl->written) {
+				atomic_fetch_add(&srv->cluster_lapses, 1);
+				sp_metric_inc(&cl->w->metrics, SP_M_CLUSTER_LAPSES);
+				SP_LOG(SP_LOG_WARN, "cluster_lease_lapsed", "expired_ms_ago=%llu",
+				       (unsigned long long)(now - cl->written));
+			}
+			atomic_store(&srv->cluster_announced, now + cl->lease_ms / 2);
+		}
+		if (lw->expires > cl->written)
+			cl->written = lw->expires;
+	}
+	free(lw);
+}
+
+/* Every worker, every ANNOUNCE_MS while something waits for the announcement: the listener
+ * at start, the re-check after a lapse. */
+static void on_announce(evutil_socket_t fd, short what, void *arg)
+{
+	sp_cluster_t *cl = arg;
+	sp_worker_t *w = cl->w;
+	uint64_t at = atomic_load(&w->srv->cluster_announced);
+	unsigned lapses = atomic_load(&w->srv->cluster_lapses);
+	struct timeval tv = {0, ANNOUNCE_MS * 1000};
+
+	(void)fd;
+	(void)what;
+	w->now = sp_now_ms();
+	if (!at || sp_time_wall_ms() < at) {
+		evtimer_add(cl->ev_announce, &tv);
+		return;
+	}
+	if (w->announcing) {
+		w->announcing = false;
+		if (w->listener && !w->draining)
+			evconnlistener_enable(w->listener);
+		if (w->id == 0)
+			SP_LOG(SP_LOG_INFO, "cluster_announced", "incarnation=%016" PRIx64,
+			       w->srv->incarnation);
+	}
+	if (lapses != cl->lapses_seen) {
+		cl->lapses_seen = lapses;
+		recheck_all(cl);
+	}
+	sp_worker_after(w);
 }
 
 void sp_cluster_gone(sp_conn_t *c)
@@ -1036,15 +1202,27 @@ static void on_lease(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	w->now = sp_now_ms();
 	if (w->id == 0 && !cl->leaving) {
-		int vlen = snprintf(val, sizeof(val), "%llu %s",
-		                    (unsigned long long)(sp_time_wall_ms() + cl->lease_ms),
+		uint64_t expires = sp_time_wall_ms() + cl->lease_ms;
+		int vlen = snprintf(val, sizeof(val), "%llu %s", (unsigned long long)expires,
 		                    w->srv->node_name);
 		const char *hset[] = {"HSET", NODES_KEY, inc, val};
 		size_t hsetl[] = {4, sizeof(NODES_KEY) - 1, SP_CLUSTER_INC_HEX, (size_t)vlen};
 
+		struct lease_write *lw = malloc(sizeof(*lw));
+
 		snprintf(inc, sizeof(inc), "%016" PRIx64, w->srv->incarnation);
-		sp_store_command(w->store, NODES_KEY, sizeof(NODES_KEY) - 1, 4, hset, hsetl,
-		                 on_presence_del, NULL);
+		if (lw) {
+			lw->cl = cl;
+			lw->expires = expires;
+			if (sp_store_command(w->store, NODES_KEY, sizeof(NODES_KEY) - 1, 4, hset,
+			                     hsetl, on_lease_written, lw) < 0)
+				free(lw);
+		}
+	}
+	if (w->announcing || atomic_load(&w->srv->cluster_lapses) != cl->lapses_seen) {
+		struct timeval tv = {0, ANNOUNCE_MS * 1000};
+
+		evtimer_add(cl->ev_announce, &tv);
 	}
 	sp_store_command(w->store, NODES_KEY, sizeof(NODES_KEY) - 1, 2, hget, hgetl, on_table, cl);
 	sp_store_command(w->store, cl->inbox, cl->inbox_len, 3, pexp, pexpl, on_inbox_expire, cl);
@@ -1228,7 +1406,8 @@ int sp_cluster_start(sp_worker_t *w, char *err, size_t errlen)
 	cl->rs = sp_store_new(w->base, srv->cfg.redis, &lim, err, errlen);
 	cl->ev_read = evtimer_new(w->base, on_read_retry, cl);
 	cl->ev_lease = event_new(w->base, -1, EV_PERSIST, on_lease, cl);
-	if (!cl->rs || !cl->ev_read || !cl->ev_lease) {
+	cl->ev_announce = evtimer_new(w->base, on_announce, cl);
+	if (!cl->rs || !cl->ev_read || !cl->ev_lease || !cl->ev_announce) {
 		if (cl->rs)
 			snprintf(err, errlen, "out of memory");
 		return -1; /* sp_cluster_free() undoes it */
@@ -1264,6 +1443,8 @@ void sp_cluster_free(sp_worker_t *w)
 		event_free(cl->ev_read);
 	if (cl->ev_lease)
 		event_free(cl->ev_lease);
+	if (cl->ev_announce)
+		event_free(cl->ev_announce);
 	if (cl->ev_events)
 		event_free(cl->ev_events);
 	while (cl->head)

@@ -61,6 +61,9 @@ void sp_cluster_queued(sp_worker_t *w, const uint8_t token[32]);
 void sp_cluster_ready(sp_conn_t *c);
 /* c (registered) is going away: its presence goes too, if it still names c. */
 void sp_cluster_gone(sp_conn_t *c);
+/* Writes c's presence again if it still names c (the daily renewal; with recheck, after a
+ * lease lapse, c also reads its queue); a live connection elsewhere holding it replaces c. */
+void sp_cluster_renew(sp_conn_t *c, bool recheck);
 /* A message forwarded here (msg->fwd) got its status: it goes back to the node it came from. */
 void sp_cluster_result(sp_worker_t *w, const sp_msg_t *msg, uint8_t status);
 /* End of the loop turn: the records gathered for each inbox go, one XADD per inbox. */

@@ -35,8 +35,9 @@ enum { SP_Q_NONE, SP_Q_FETCHING, SP_Q_PAGED, SP_Q_DONE };
 #define SP_CF_WRITE_WAIT 0x08 /* the transport wants the socket writable */
 #define SP_CF_READ_WAIT  0x10 /* the transport (reading) wants the socket writable */
 #define SP_CF_RESUMED    0x20
-#define SP_CF_FINISHED   0x40 /* socket closed, on the reap list */
-#define SP_CF_DEFERRED   0x80 /* accepted, waiting for a handshake slot (no transport yet) */
+#define SP_CF_FINISHED   0x40  /* socket closed, on the reap list */
+#define SP_CF_DEFERRED   0x80  /* accepted, waiting for a handshake slot (no transport yet) */
+#define SP_CF_RECHECK    0x100 /* cluster: its presence is re-checked after a lease lapse */
 
 struct sp_conn {
 	sp_worker_t *w;
@@ -55,7 +56,7 @@ struct sp_conn {
 	uint32_t slot;
 	uint32_t gen;
 	uint8_t state;
-	uint8_t flags;
+	uint16_t flags;
 	uint8_t close_reason;
 	uint8_t serial_len;
 	uint8_t serial[20]; /* the client certificate's serial, for revocation checks */

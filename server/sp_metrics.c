@@ -161,6 +161,14 @@ static const struct family families[] = {
         ONE("sealpush_cluster_crls_installed_total", "counter",
             "CRLs another relay published (after its reload) and this one installed.",
             SP_M_CLUSTER_CRLS),
+        ONE("sealpush_cluster_lease_lapses_total", "counter",
+            "Times this relay renewed its lease after it had run out (paused, or Redis gone "
+            "longer than the lease); each is followed by a presence re-check of every "
+            "connected device.",
+            SP_M_CLUSTER_LAPSES),
+        ONE("sealpush_cluster_rechecks_total", "counter",
+            "Connected devices whose presence was re-checked after a lease lapse.",
+            SP_M_CLUSTER_RECHECKS),
         ONE("sealpush_redeliveries_total", "counter",
             "Unacknowledged messages routed again after their connection ended.",
             SP_M_REDELIVERIES),

@@ -156,6 +156,8 @@ enum sp_metric {
 	SP_M_CLUSTER_BAD_RECORDS, /* inbox records that did not parse */
 	SP_M_CLUSTER_NODES,       /* gauge: live relays, this one included (worker 0) */
 	SP_M_CLUSTER_CRLS,        /* CRLs published by another relay and installed here */
+	SP_M_CLUSTER_LAPSES,      /* times this relay found its own lease had run out */
+	SP_M_CLUSTER_RECHECKS,    /* presence re-checks of connected devices after a lapse */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
 	SP_M_PROVIDER_ACCEPTED,       /* provider (Web Push) TCP connections accepted */

@@ -121,6 +121,10 @@ struct sp_server {
 	atomic_bool draining;
 	atomic_int workers_done; /* workers that left their loop */
 	atomic_bool listeners_up;
+	/* cluster: wall ms from which every relay knows this one's lease (0: not yet), and the
+	 * times the lease was renewed after it had run out (sp_cluster.c) */
+	_Atomic uint64_t cluster_announced;
+	atomic_uint cluster_lapses;
 	atomic_bool stopping; /* teardown: store callbacks touch nothing */
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
 	sp_metrics_t metrics; /* main thread's own counters (reloads) */

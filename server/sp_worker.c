@@ -149,7 +149,7 @@ static void on_after(evutil_socket_t fd, short what, void *arg)
 	w->accepts_this_turn = 0;
 	if (w->accept_paused) {
 		w->accept_paused = false;
-		if (w->listener && !w->draining)
+		if (w->listener && !w->draining && !w->announcing)
 			evconnlistener_enable(w->listener);
 	}
 	sp_msg_flush_results(w);
@@ -302,7 +302,7 @@ static void tick_conn(sp_worker_t *w, sp_conn_t *c)
 		}
 		sp_session_tick(c);
 		if (c->presence_due && w->now >= c->presence_due && (c->flags & SP_CF_REGISTERED))
-			sp_cluster_ready(c); /* renews the presence key (daily) */
+			sp_cluster_renew(c, c->flags & SP_CF_RECHECK); /* daily, or a re-check */
 		break;
 	case SP_CS_CLOSING:
 		if (age > CLOSING_MAX_MS)
@@ -389,7 +389,7 @@ static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (w->spare_fd < 0)
 		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (w->listener && !w->draining)
+	if (w->listener && !w->draining && !w->announcing)
 		evconnlistener_enable(w->listener);
 }
 
@@ -508,10 +508,13 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	                            .reads_per_call = 16};
 	event_add(w->ev_wake, NULL);
 	event_add(w->ev_tick, &tick);
+	/* In a cluster, devices are let in once the other relays know this one (sp_cluster.c):
+	 * until then a presence naming it would look dead to them. */
+	w->announcing = w->cl != NULL;
 	w->listener = evconnlistener_new_bind(
 	        w->base, on_accept, w,
 	        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
-	                LEV_OPT_REUSEABLE_PORT,
+	                LEV_OPT_REUSEABLE_PORT | (w->announcing ? LEV_OPT_DISABLED : 0),
 	        (int)srv->cfg.backlog, (struct sockaddr *)&srv->listen_addr, srv->listen_addrlen);
 	if (!w->listener) {
 		snprintf(err, errlen, "cannot listen on %s: %s", srv->cfg.listen, strerror(errno));

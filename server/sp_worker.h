@@ -28,14 +28,18 @@
 #define SP_POOL_MIN_SHIFT 8
 #define SP_POOL_MAX_BYTES ((size_t)4 << 20)
 
-/* Event priorities of a worker's base: connected devices' sockets, the inbox wake-up and the
- * end of a loop turn at SP_PRIO_CONN; the rest (listener, handshakes, the store, the tick) at
- * libevent's default of a two-priority base, SP_PRIO_HANDSHAKE, which runs only in a loop turn
- * with no connected device's event ready. SP_ACCEPT_PER_TURN accepts per loop turn,
+/* Event priorities of a worker's base. libevent gives every event it makes for others
+ * (hiredis's adapter, the listener, bufferevents) the middle one of the base's priorities and
+ * resets it whenever the adapter re-assigns an event, so a base of three priorities puts the
+ * store's replies (queue reads, the cluster inbox) beside connected devices' sockets, the
+ * inbox wake-up and the end of a loop turn, at SP_PRIO_CONN; handshakes run at
+ * SP_PRIO_HANDSHAKE, only in a loop turn with nothing of SP_PRIO_CONN ready (with two
+ * priorities the store sat there too, and a busy worker starved its own Redis replies: 86 ms
+ * p99 across relays). Priority 0 is kept free. SP_ACCEPT_PER_TURN accepts per loop turn,
  * SP_HANDSHAKE_STEPS callbacks of the lower priority before libevent looks again. */
-#define SP_PRIO_COUNT      2
-#define SP_PRIO_CONN       0
-#define SP_PRIO_HANDSHAKE  1
+#define SP_PRIO_COUNT      3
+#define SP_PRIO_CONN       1
+#define SP_PRIO_HANDSHAKE  2
 #define SP_ACCEPT_PER_TURN 32
 #define SP_HANDSHAKE_STEPS 4
 
@@ -85,6 +89,7 @@ struct sp_worker {
 	sp_conn_t *hs_head, *hs_tail;
 	uint32_t accepts_this_turn;
 	bool accept_paused;
+	bool announcing; /* cluster: the listener waits until the other relays know this one */
 
 	/* SEND_RESULT entries gathered for one message, sent at the end of the callback. */
 	sp_msg_t *batch_msg;

@@ -393,6 +393,58 @@ def _(t):
     cb.ping()
 
 
+@test("cross-node: bob's relay is paused past its lease (SIGSTOP): what A stored for bob "
+      "meanwhile reaches him on B after it resumes, without a reconnect", timeout=60)
+def _(t):
+    a, b = nodes(t)
+    bob = t.dev("bob")
+    cb = t.client(b, "bob")
+    alice = t.client(a, "alice")
+    m0 = alice.send_msg([bob], b"live")
+    cb.expect(w.DELIVER, timeout=5)
+    cb.ack([m0])
+    t.eq(statuses(alice, [m0]), ["DELIVERED"], "live through B")
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: metric(a, "sealpush_cluster_nodes") == 1, 10, "A sees B's lease end")
+        m1 = alice.send_msg([bob], b"while B is paused")
+        t.eq(statuses(alice, [m1]), ["QUEUED"], "stored: B looks dead")
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    f = cb.expect(w.DELIVER, timeout=10)
+    t.eq(f["msg_id"], m1, "the stored message, on bob's old connection")
+    t.check(f.flags & w.STORED, "from the queue")
+    cb.ack([m1])
+    cb.ping()
+    t.eq(metric(b, "sealpush_cluster_lease_lapses_total"), 1, "B counted its lapse")
+    t.check(metric(b, "sealpush_cluster_rechecks_total") >= 1, "and re-checked bob")
+    m2 = alice.send_msg([bob], b"after")
+    g = cb.expect(w.DELIVER, timeout=10)
+    t.eq(g["msg_id"], m2, "live again once B's lease is back")
+    cb.ack([m2])
+    t.eq(statuses(alice, [m2]), ["DELIVERED"], "DELIVERED through B")
+
+
+@test("cross-node: a device on a relay that has just started gets at once what is sent to "
+      "it from another relay (devices are let in once the other relays know the new one)")
+def _(t):
+    # a long lease: A reads the node table every 2 s, so without the wait it would not know
+    # B's incarnation for a while and would store bob's message without a KICK
+    cfg = {"cluster": True, "cluster_lease": "6s", "store_timeout": "1s"}
+    CLUSTER.flush()
+    a = t.relay(**cfg)
+    alice = t.client(a, "alice")
+    bob = t.dev("bob")
+    b = t.relay(**cfg)
+    cb = t.client(b, "bob")
+    cb.ping()
+    m = alice.send_msg([bob], b"hello, new relay")
+    f = cb.expect(w.DELIVER, timeout=5)
+    t.eq(f["msg_id"], m, "delivered on the new relay")
+    cb.ack([m])
+    t.check(statuses(alice, [m])[0] in ("DELIVERED", "QUEUED"), "answered")
+
+
 @test("cross-node: bob's presence goes when he disconnects; a message then is QUEUED "
       "through A and drained when he connects to B")
 def _(t):
