@@ -215,9 +215,14 @@ class Proc:
         stop_process(self.p, signal.SIGKILL, timeout=2)
 
 
-def restart_same_port(d):
-    """Stops sealpushd (SIGTERM, drain) and starts it again on the same ports and config."""
-    d.stop()
+def restart_same_port(d, kill=False):
+    """Stops sealpushd (SIGTERM, drain; or kill -9) and starts it again on the same ports and
+    config."""
+    if kill:
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(timeout=10)
+    else:
+        d.stop()
     d.stopped = False
     log = open(d.log_path, "ab")
     log.write(b"--- restart ---\n")
@@ -1129,10 +1134,11 @@ def take_lines(p, into):
         into.append(ln)
 
 
-@test("lib: rolling restart of three relays of a cluster while two senders send 20,000 "
-      "messages (SP_ROLLING_MESSAGES) to four devices: every message answered DELIVERED or QUEUED reaches its "
-      "device (lost 0), duplicates counted", timeout=180)
-def _(t):
+def churn(t, what, faults):
+    """Three relays of a cluster, two senders sending SP_ROLLING_MESSAGES (20,000) messages
+    to four devices, all through libsealpush (the probe); faults: (share of the run, relay
+    index, kill) for each restart. Every message answered DELIVERED or QUEUED must reach its
+    device; duplicates are counted."""
     cfg = {"cluster": True, "cluster_lease": "1500ms", "store_timeout": "1s",
            "shutdown_grace": "2s", "max_queue": 10000}
     ds = [t.daemon(**cfg)] + [t.h.start_daemon(cfg, flush=False) for _ in range(2)]
@@ -1153,8 +1159,9 @@ def _(t):
     send = [probe_for(t.dev(n), i, "--send-only") for i, n in enumerate(("alice", "bob"))]
     out = {id(p): [] for p in recv + send}
     per_sender, sent = int(os.environ.get("SP_ROLLING_MESSAGES", "20000")) // 2, {}
-    # after this many sends of each sender, relay i restarts (SIGTERM drain, start again)
-    restarts = [per_sender // 4, per_sender // 2, per_sender * 3 // 4]
+    # after this many sends of each sender, relay i restarts (SIGTERM drain or kill -9, then
+    # start again)
+    restarts = [int(per_sender * f[0]) for f in faults]
     t0 = time.monotonic()
     scanned = {}
     for k in range(per_sender):
@@ -1163,8 +1170,8 @@ def _(t):
             sp.cmd("send %s m%d-%d" % (to.token.hex(), j, k))
             sent["m%d-%d" % (j, k)] = (to, j)
         if k in restarts:
-            i = restarts.index(k)
-            restart_same_port(ds[i])
+            _, i, kill = faults[restarts.index(k)]
+            restart_same_port(ds[i], kill=kill)
         if k % 100 == 0:
             for p in recv + send:
                 take_lines(p, out[id(p)])
@@ -1232,8 +1239,8 @@ def _(t):
                 f.write("\n".join(out[id(p)]) + "\n")
     wrong = [x for x in got if x in sent and any(i != devs.index(sent[x][0]) for i in got[x])]
     dups = sum(len(v) - 1 for v in got.values())
-    t.note("%d messages in %.1f s with three rolling restarts: %s; lost %d, duplicates seen by "
-           "the apps %d" % (len(sent), took, counts, len(lost), dups))
+    t.note("%d messages in %.1f s with %s: %s; lost %d, duplicates seen by the apps %d"
+           % (len(sent), took, what, counts, len(lost), dups))
     if len(status_of) != len(sent):
         fail("the library queued %d of %d sends" % (len(status_of), len(sent)))
     if wrong:
@@ -1243,6 +1250,21 @@ def _(t):
                                                                            lost[:5]))
     if counts.get("DELIVERED", 0) + counts.get("QUEUED", 0) < len(sent) * 0.99:
         fail("every send should succeed through the restarts: %r" % counts)
+
+
+@test("lib: rolling restart of three relays of a cluster while two senders send 20,000 "
+      "messages (SP_ROLLING_MESSAGES) to four devices: every message answered DELIVERED or "
+      "QUEUED reaches its device (lost 0), duplicates counted", timeout=180)
+def _(t):
+    churn(t, "three rolling restarts", [(0.25, 0, False), (0.5, 1, False), (0.75, 2, False)])
+
+
+@test("lib: kill -9 of two of three relays in turn (each started again at once) while two "
+      "senders send 20,000 messages (SP_ROLLING_MESSAGES) to four devices: every message "
+      "answered DELIVERED or QUEUED reaches its device (lost 0), duplicates counted",
+      timeout=180)
+def _(t):
+    churn(t, "kill -9 of relays 2 and 3", [(0.33, 1, True), (0.66, 2, True)])
 
 
 @test("lib: sends made while disconnected are written after the reconnect", timeout=60)
