@@ -21,8 +21,8 @@ import sys
 import time
 
 import spwire as w
-from harness import (Client, HandshakeRefused, Harness, TestFailure, fail, free_port, run_tap,
-                     spawn, stop_process)
+from harness import (Client, Cluster, HandshakeRefused, Harness, TestFailure, fail, free_port,
+                     run_tap, spawn, stop_process)
 
 TESTS = []
 
@@ -32,114 +32,6 @@ def test(name, timeout=60):
         TESTS.append((name, fn, timeout))
         return fn
     return deco
-
-
-def cluster_port():
-    """A free port whose cluster bus port (+10000) is free and valid too."""
-    while True:
-        p = free_port()
-        if p + 10000 > 65535:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", p + 10000))
-            return p
-        except OSError:
-            continue
-
-
-class Cluster:
-    """Six redis-server nodes joined into a cluster with one replica per master."""
-
-    def __init__(self, root, binary):
-        self.dir = os.path.join(root, "cluster")
-        self.binary = binary
-        self.ports = []
-        self.procs = []
-
-    def cli(self, port, *args):
-        r = subprocess.run(["redis-cli", "-p", str(port)] + [str(a) for a in args],
-                           capture_output=True, timeout=20)
-        return r.stdout.decode(errors="replace").strip()
-
-    def start(self):
-        for i in range(6):
-            port = cluster_port()
-            nd = os.path.join(self.dir, "n%d" % i)
-            os.makedirs(nd, exist_ok=True)
-            log = open(os.path.join(nd, "log"), "ab")
-            self.procs.append(spawn(
-                [self.binary, "--port", str(port), "--bind", "127.0.0.1",
-                 "--cluster-enabled", "yes", "--cluster-config-file",
-                 os.path.join(nd, "nodes.conf"), "--cluster-node-timeout", "1000",
-                 "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
-                 "--save", "", "--appendonly", "no", "--dir", nd],
-                stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-            self.ports.append(port)
-        deadline = time.monotonic() + 15
-        while not all(self.cli(p, "ping") == "PONG" for p in self.ports):
-            if time.monotonic() > deadline:
-                raise RuntimeError("cluster nodes do not answer PING: %s" % [
-                    (p, self.cli(p, "ping")) for p in self.ports])
-            time.sleep(0.1)
-        r = subprocess.run(["redis-cli", "--cluster", "create"] +
-                           ["127.0.0.1:%d" % p for p in self.ports] +
-                           ["--cluster-replicas", "1", "--cluster-yes"],
-                           capture_output=True, timeout=60)
-        if r.returncode != 0:
-            raise RuntimeError("redis-cli --cluster create: %s" % r.stdout.decode()[-2000:])
-        self.wait_ok(30)
-        return self
-
-    def alive(self):
-        return [p for p, pr in zip(self.ports, self.procs) if pr.poll() is None]
-
-    def wait_ok(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ok = all("cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.alive())
-            synced = sum("state=online" in self.cli(p, "info", "replication")
-                         for p in self.alive())
-            if ok and synced >= len(self.alive()) // 2:
-                return
-            time.sleep(0.1)
-        raise RuntimeError("the cluster is not ok after %.0f s" % timeout)
-
-    @property
-    def url(self):
-        return "redis-cluster://127.0.0.1:%d,127.0.0.1:%d" % (self.ports[0], self.ports[1])
-
-    def master_of(self, key):
-        """The port of the master that serves key."""
-        slot = int(self.cli(self.alive()[0], "cluster", "keyslot", key))
-        for p in self.alive():
-            if self.cli(p, "role").splitlines()[0] != "master":
-                continue
-            for line in self.cli(p, "cluster", "nodes").splitlines():
-                if "myself" not in line:
-                    continue
-                for rng in line.split()[8:]:
-                    lo, _, hi = rng.partition("-")
-                    if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
-                        return p
-        return None
-
-    def flush(self):
-        """FLUSHALL on every live master: a test starts from nothing."""
-        for p in self.alive():
-            if self.cli(p, "role").splitlines()[:1] == ["master"]:
-                self.cli(p, "flushall")
-
-    def kill(self, port):
-        pr = self.procs[self.ports.index(port)]
-        pr.send_signal(signal.SIGKILL)
-        pr.wait()
-
-    def stop(self):
-        for pr in self.procs:
-            if pr.poll() is None:
-                stop_process(pr, sig=signal.SIGKILL, timeout=5)
 
 
 class T:
