@@ -85,7 +85,7 @@ static void check_refusal(int r, const struct sp_seal_opened *o)
 {
 	static const struct sp_seal_opened zero;
 
-	if (!(r <= SP_SEAL_ERR_MALFORMED && r >= SP_SEAL_ERR_CRYPTO) && r != -ENOMEM)
+	if (!(r <= SP_SEAL_ERR_MALFORMED && r >= SP_SEAL_ERR_KEY_EPOCH) && r != -ENOMEM)
 		fail("unknown error code");
 	if (r == SP_SEAL_ERR_CRYPTO)
 		fail("OpenSSL failed on an input (should be a refusal by name)");
