@@ -68,8 +68,8 @@ static int sp_unb64(const char *in, size_t max, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
-/* The signed bytes (13.8): v1 with one suite by id, v2 with the list by name. Returns a
- * malloc'd buffer and its length, or NULL. */
+/* The signed bytes (13.8): v1 with one suite by id, v2 and v3 with the list by name, v3 with
+ * the key epoch too (13.11). Returns a malloc'd buffer and its length, or NULL. */
 static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 {
 	size_t n = SP_CARD_LABEL_LEN + 1 + SP_TOKEN_LEN + 2 + c->spki_len + 4 + c->cert_len + 8;
@@ -83,6 +83,8 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 		for (size_t i = 0; i < c->nseal; i++)
 			n += 1 + strlen(c->seal[i].name) + 2 + c->seal[i].pub_len;
 	}
+	if (c->version == SP_CARD_VERSION)
+		n += 4;
 	buf = malloc(n);
 	if (buf == NULL)
 		return NULL;
@@ -122,10 +124,24 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 		memcpy(p, e->pub, e->pub_len);
 		p += e->pub_len;
 	}
+	if (c->version == SP_CARD_VERSION)
+		for (int i = 0; i < 4; i++)
+			*p++ = (uint8_t)(c->epoch >> (24 - 8 * i));
 	for (int i = 0; i < 8; i++)
 		*p++ = (uint8_t)(t >> (56 - 8 * i));
 	*len = n;
 	return buf;
+}
+
+int sp_card_supersedes(const struct sp_card *have, const struct sp_card *got)
+{
+	if (have == NULL || got == NULL ||
+	    CRYPTO_memcmp(have->peer.token, got->peer.token, SP_TOKEN_LEN) != 0)
+		return -EINVAL;
+	if (got->epoch > have->epoch ||
+	    (got->epoch == have->epoch && got->issued_at >= have->issued_at))
+		return 0;
+	return SP_SEAL_ERR_CARD_STALE;
 }
 
 void sp_card_clear(struct sp_card *c)
@@ -161,6 +177,7 @@ int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
 		if (!ok)
 			continue;
 		memcpy(out->token, token, SP_TOKEN_LEN);
+		out->epoch = c->epoch;
 		out->suite = e->suite;
 		out->pub_len = e->pub_len;
 		memcpy(out->pub, e->pub, e->pub_len);
@@ -186,7 +203,9 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 	int r = -ENOMEM, n;
 
 	if (s == NULL || json == NULL || issued_at < 0 ||
-	    (version != SP_CARD_VERSION_V1 && version != SP_CARD_VERSION))
+	    (version != SP_CARD_VERSION_V1 && version != SP_CARD_VERSION_V2 &&
+	     version != SP_CARD_VERSION) ||
+	    (version == SP_CARD_VERSION && sp_sealer_epoch(s) == 0))
 		return -EINVAL;
 	*json = NULL;
 	memset(&c, 0, sizeof(c));
@@ -204,6 +223,8 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 		c.seal[i].pub_len = peers[i].pub_len;
 	}
 	c.peer = peers[0];
+	c.epoch = version == SP_CARD_VERSION ? sp_sealer_epoch(s) : 0;
+	c.peer.epoch = c.epoch;
 	c.spki = (uint8_t *)(uintptr_t)sp_sealer_spki(s, &c.spki_len);
 	c.issued_at = issued_at;
 	if (sp_sealer_cert(s) != NULL) {
@@ -252,6 +273,9 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 		goto out;
 	if (cert64 != NULL && json_object_set_new(root, "cert", json_string(cert64)) != 0)
 		goto out;
+	if (version == SP_CARD_VERSION &&
+	    json_object_set_new(root, "epoch", json_integer((json_int_t)c.epoch)) != 0)
+		goto out;
 	*json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
 	r = *json != NULL ? 0 : -ENOMEM;
 out:
@@ -274,8 +298,9 @@ int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
 	if (s == NULL)
 		return -EINVAL;
 	return sp_card_make_version(s, issued_at,
-	                            sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1
-	                                    ? SP_CARD_VERSION
+	                            sp_sealer_epoch(s) > 0 ? SP_CARD_VERSION
+	                            : sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1
+	                                    ? SP_CARD_VERSION_V2
 	                                    : SP_CARD_VERSION_V1,
 	                            json);
 }
@@ -344,7 +369,9 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 {
 	static const char *const top_keys[] = {"v",    "token",     "spki", "cert",
 	                                       "seal", "issued_at", "sig",  NULL};
-	json_t *root = NULL, *seal, *v, *at;
+	static const char *const top_keys_v3[] = {"v",         "token", "spki",  "cert", "seal",
+	                                          "issued_at", "sig",   "epoch", NULL};
+	json_t *root = NULL, *seal, *v, *at, *ep;
 	EVP_PKEY *key = NULL;
 	EVP_MD_CTX *md = NULL;
 	X509 *cert = NULL;
@@ -367,6 +394,7 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	if (!json_is_integer(v))
 		goto out;
 	if (json_integer_value(v) != SP_CARD_VERSION_V1 &&
+	    json_integer_value(v) != SP_CARD_VERSION_V2 &&
 	    json_integer_value(v) != SP_CARD_VERSION) {
 		r = SP_SEAL_ERR_VERSION;
 		goto out;
@@ -378,8 +406,17 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	s_spki = sp_json_str(root, "spki");
 	s_cert = sp_json_str(root, "cert");
 	s_sig = sp_json_str(root, "sig");
-	if (!sp_json_only(root, top_keys) || !json_is_integer(at) || json_integer_value(at) < 0 ||
-	    s_token == NULL || s_spki == NULL || s_sig == NULL ||
+	ep = json_object_get(root, "epoch");
+	/* v3: the key epoch, 1 to 2^32 - 1 (versions 1 and 2 have no such member). */
+	if (out->version == SP_CARD_VERSION &&
+	    (!json_is_integer(ep) || json_integer_value(ep) < 1 ||
+	     json_integer_value(ep) > (json_int_t)UINT32_MAX))
+		goto out;
+	if (out->version == SP_CARD_VERSION)
+		out->epoch = (uint32_t)json_integer_value(ep);
+	if (!sp_json_only(root, out->version == SP_CARD_VERSION ? top_keys_v3 : top_keys) ||
+	    !json_is_integer(at) || json_integer_value(at) < 0 || s_token == NULL ||
+	    s_spki == NULL || s_sig == NULL ||
 	    (json_object_get(root, "cert") != NULL && s_cert == NULL))
 		goto out;
 	/* seal: one object in v1; an array of 1 to SP_CARD_SEAL_MAX of them in v2. */

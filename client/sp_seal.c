@@ -235,6 +235,13 @@ const char *sp_seal_strerror(int err)
 		return "replay cache file is damaged or not a replay cache";
 	case SP_SEAL_ERR_CRYPTO:
 		return "cryptographic library failure";
+	case SP_SEAL_ERR_KEY_ERASED:
+		return "sealed to an earlier sealing key that this device has erased (rotated out "
+		       "past its grace period): it can never be opened";
+	case SP_SEAL_ERR_KEY_EPOCH:
+		return "sealed to a sealing key epoch newer than this device's";
+	case SP_SEAL_ERR_CARD_STALE:
+		return "contact card older than one already seen for this device (lower key epoch)";
 	default:
 		return err < 0 && err > -4096 ? strerror(-err) : "unknown error";
 	}
