@@ -1332,7 +1332,7 @@ static void test_key_files(void)
 
 static void test_strerror_distinct(void)
 {
-	for (int a = SP_SEAL_ERR_CRYPTO; a <= SP_SEAL_ERR_MALFORMED; a++) {
+	for (int a = SP_SEAL_ERR_CARD_STALE; a <= SP_SEAL_ERR_MALFORMED; a++) {
 		const char *sa = sp_seal_strerror(a);
 
 		SP_CHECK(sa != NULL && strcmp(sa, "unknown error") != 0);
