@@ -5,9 +5,11 @@
 #include "sp_card.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -492,5 +494,127 @@ out:
 	OPENSSL_free(cert_spki);
 	free(sig);
 	free(tbs);
+	return r;
+}
+
+/* ---- cards seen (13.11) ---- */
+
+/* A decimal of 1 to 19 digits, no sign, no leading zero (but "0"), into *v. */
+static int sp_seen_num(const char *p, size_t n, uint64_t max, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (n == 0 || n > 19 || (n > 1 && p[0] == '0'))
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		x = x * 10 + (uint64_t)(p[i] - '0');
+	}
+	if (x > max)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+int sp_card_seen_line(const char *line, size_t len, uint8_t token[SP_TOKEN_LEN], uint32_t *epoch,
+                      int64_t *issued_at)
+{
+	char hex[SP_TOKEN_HEX_LEN + 1];
+	const char *p, *sp;
+	uint64_t e, t;
+	size_t left;
+
+	if (line == NULL || token == NULL || epoch == NULL || issued_at == NULL)
+		return -EINVAL;
+	if (len < SP_TOKEN_HEX_LEN + 4 || line[SP_TOKEN_HEX_LEN] != ' ')
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	memcpy(hex, line, SP_TOKEN_HEX_LEN);
+	hex[SP_TOKEN_HEX_LEN] = '\0';
+	if (sp_token_parse_hex(hex, token) != 0)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	p = line + SP_TOKEN_HEX_LEN + 1;
+	left = len - SP_TOKEN_HEX_LEN - 1;
+	sp = memchr(p, ' ', left);
+	if (sp == NULL || sp_seen_num(p, (size_t)(sp - p), UINT32_MAX, &e) != 0 ||
+	    sp_seen_num(sp + 1, left - (size_t)(sp - p) - 1, INT64_MAX, &t) != 0)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	*epoch = (uint32_t)e;
+	*issued_at = (int64_t)t;
+	return 0;
+}
+
+int sp_card_seen_check(const char *path, const struct sp_card *c, int record)
+{
+	char line[SP_TOKEN_HEX_LEN + 48], tmp[4096], hex[SP_TOKEN_HEX_LEN + 1];
+	uint8_t tok[SP_TOKEN_LEN];
+	struct sp_card have;
+	FILE *in, *out = NULL;
+	size_t lines = 0, n;
+	int r = 0, found = 0, fd;
+
+	if (path == NULL || c == NULL)
+		return -EINVAL;
+	in = fopen(path, "r");
+	if (in == NULL && errno != ENOENT)
+		return -errno;
+	/* Check first, write only if asked and newer. */
+	while (in != NULL && r == 0 && fgets(line, sizeof(line), in) != NULL) {
+		n = strlen(line);
+		if (n == 0 || line[n - 1] != '\n') {
+			r = SP_SEAL_ERR_CARD_MALFORMED;
+			break;
+		}
+		memset(&have, 0, sizeof(have));
+		r = sp_card_seen_line(line, n - 1, have.peer.token, &have.epoch, &have.issued_at);
+		if (r == 0 && CRYPTO_memcmp(have.peer.token, c->peer.token, SP_TOKEN_LEN) == 0) {
+			found = 1;
+			r = sp_card_supersedes(&have, c);
+		}
+		lines++;
+	}
+	if (r == 0 && in != NULL && ferror(in))
+		r = -EIO;
+	if (r == 0 && !found && lines >= SP_CARD_SEEN_MAX)
+		r = -ENOSPC;
+	if (r != 0 || !record) {
+		if (in != NULL)
+			fclose(in);
+		return r;
+	}
+	/* Write the file anew with c's line in place of (or after) its token's. */
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		r = -ENAMETOOLONG;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || (out = fdopen(fd, "w")) == NULL) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	if (in != NULL)
+		rewind(in);
+	while (in != NULL && fgets(line, sizeof(line), in) != NULL) {
+		if (sp_card_seen_line(line, strlen(line) - 1, tok, &have.epoch, &have.issued_at) ==
+		            0 &&
+		    CRYPTO_memcmp(tok, c->peer.token, SP_TOKEN_LEN) == 0)
+			continue;
+		fputs(line, out);
+	}
+	sp_token_hex(c->peer.token, hex);
+	fprintf(out, "%s %u %lld\n", hex, (unsigned)c->epoch, (long long)c->issued_at);
+	if (fflush(out) != 0 || fsync(fileno(out)) != 0 || ferror(out))
+		r = -EIO;
+	if (fclose(out) != 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) != 0)
+		r = -errno;
+	if (r != 0)
+		unlink(tmp);
+out:
+	if (in != NULL)
+		fclose(in);
 	return r;
 }

@@ -100,6 +100,26 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out);
  */
 int sp_card_supersedes(const struct sp_card *have, const struct sp_card *got);
 
+/*
+ * What a sender has seen (13.11): a small file of the newest card seen per device, one line
+ * "TOKEN EPOCH ISSUED_AT" each (64 hex digits, decimal, decimal; at most SP_CARD_SEEN_MAX
+ * lines), so that a card older than one already used for that device is noticed rather than
+ * silently sealed to.
+ *
+ * sp_card_seen_check(): 0 if the verified card c is at least as new (sp_card_supersedes) as the
+ * one recorded for its token, or none is; then, with record, records c (the file is written
+ * anew, mode 0600, and renamed into place). SP_SEAL_ERR_CARD_STALE if c is older (nothing
+ * written). SP_SEAL_ERR_CARD_MALFORMED if the file has a line that does not parse, -ENOSPC if it
+ * is full, -errno. A missing file is an empty one. Blocks on disk I/O.
+ */
+#define SP_CARD_SEEN_MAX 65536
+int sp_card_seen_check(const char *path, const struct sp_card *c, int record);
+
+/* Parses one line of that file (without its newline): pure, no I/O. Returns 0 or
+ * SP_SEAL_ERR_CARD_MALFORMED. */
+int sp_card_seen_line(const char *line, size_t len, uint8_t token[SP_TOKEN_LEN], uint32_t *epoch,
+                      int64_t *issued_at);
+
 /* Frees what a card owns and zeroes it. Accepts NULL and cleared cards. */
 void sp_card_clear(struct sp_card *c);
 
