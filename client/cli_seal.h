@@ -63,8 +63,8 @@ int cli_seal_card_write(cli_seal_t *s, FILE *out, char *err, size_t errlen);
 /* This device's card (JSON, malloc'ed into *json). */
 int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen);
 
-/* Writes this device's card to path (a temporary file renamed into place). */
-int cli_seal_card_file(cli_seal_t *s, const char *path, char *err, size_t errlen);
+/* Writes a card's JSON to path (a temporary file renamed into place). */
+int cli_card_write_file(const char *path, const char *json, char *err, size_t errlen);
 
 /*
  * Rotation (PROTOCOL.md 13.11, sp_seal_keyring.h). The schedule and the grace period (seconds;

@@ -280,14 +280,12 @@ int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen)
 	return 0;
 }
 
-int cli_seal_card_file(cli_seal_t *s, const char *path, char *err, size_t errlen)
+int cli_card_write_file(const char *path, const char *json, char *err, size_t errlen)
 {
-	char tmp[PATH_MAX + 8], *json = NULL;
+	char tmp[PATH_MAX + 8];
 	FILE *f;
-	int e = cli_seal_card_json(s, &json, err, errlen);
+	int e;
 
-	if (e < 0)
-		return e;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	f = fopen(tmp, "w");
 	if (f == NULL || fprintf(f, "%s\n", json) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
@@ -296,10 +294,8 @@ int cli_seal_card_file(cli_seal_t *s, const char *path, char *err, size_t errlen
 		if (f != NULL)
 			fclose(f);
 		unlink(tmp);
-		free(json);
 		return e;
 	}
-	free(json);
 	if (fclose(f) != 0 || rename(tmp, path) != 0) {
 		e = -errno;
 		snprintf(err, errlen, "cannot write the card to %s: %s", path, strerror(errno));

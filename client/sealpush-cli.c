@@ -1247,7 +1247,7 @@ static int publish_card(cli_seal_t *seal, const char *card_file, bool line, bool
 	int e = cli_seal_card_json(seal, &card, err, sizeof(err));
 
 	if (e == 0 && card_file != NULL)
-		e = cli_seal_card_file(seal, card_file, err, sizeof(err));
+		e = cli_card_write_file(card_file, card, err, sizeof(err));
 	if (e < 0) {
 		free(card);
 		die_line("%s", err);
