@@ -23,6 +23,10 @@
  *    where the build has OpenSSL 3.5's ML-KEM) prefers suite 0x0101 and keeps its X25519 key;
  *    its card lists both (sp_card.h), and a sender seals with the first listed suite it
  *    implements (sp_card_parse() puts it in card.peer; sp_card_pick() chooses otherwise).
+ *  - Rotation (13.11): a device's keys have epochs; sp_seal_keyring.h rotates, keeps and erases
+ *    them and loads a sealer holding the current key and the earlier ones. sp_seal() names the
+ *    recipient's epoch in the envelope (version 2) when its card has one (version 3);
+ *    sp_seal_open() opens with the named key, or tries every key held for a version 1 envelope.
  *
  * A sealer is immutable after its setters have run and may then be shared by threads. Opened
  * messages and envelopes belong to the caller. Nothing here blocks except the functions that
@@ -184,9 +188,10 @@ int sp_seal_keygen_file_ex(const char *path, int hybrid);
 
 /*
  * Loads a device's identity: its certificate (PEM; NULL to run with the key alone), the
- * certificate's private key (PEM, P-256) and its sealing key file (either format above, mode
- * 0600 or stricter; with an X-Wing seed that this build can use, the sealer gets the hybrid key
- * as by sp_sealer_set_hybrid_key()). Checks that the certificate certifies the key. Blocks on disk
+ * certificate's private key (PEM, P-256) and its sealing key file (any format of
+ * sp_seal_key_file_read(), mode 0600 or stricter; with an X-Wing seed that this build can use,
+ * the sealer gets the hybrid key as by sp_sealer_set_hybrid_key(); a file with an epoch sets
+ * the sealer's epoch). Checks that the certificate certifies the key. Blocks on disk
  * I/O. Returns 0 and *out (free with sp_sealer_free), SP_SEAL_ERR_KEY_FILE, _KEY_PERMS,
  * _KEY_MISMATCH, _KEY_TYPE, -ENOMEM.
  */
