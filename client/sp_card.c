@@ -569,7 +569,12 @@ int sp_card_seen_check(const char *path, const struct sp_card *c, int record)
 		r = sp_card_seen_line(line, n - 1, have.peer.token, &have.epoch, &have.issued_at);
 		if (r == 0 && CRYPTO_memcmp(have.peer.token, c->peer.token, SP_TOKEN_LEN) == 0) {
 			found = 1;
-			r = sp_card_supersedes(&have, c);
+			/* Only a lower epoch is refused: cards of one epoch carry the same keys, so
+			 * an earlier copy of the current card is still right to seal to. */
+			if (c->epoch < have.epoch)
+				r = SP_SEAL_ERR_CARD_STALE;
+			else if (sp_card_supersedes(&have, c) != 0)
+				record = 0; /* keep the later one on file */
 		}
 		lines++;
 	}

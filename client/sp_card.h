@@ -106,11 +106,12 @@ int sp_card_supersedes(const struct sp_card *have, const struct sp_card *got);
  * lines), so that a card older than one already used for that device is noticed rather than
  * silently sealed to.
  *
- * sp_card_seen_check(): 0 if the verified card c is at least as new (sp_card_supersedes) as the
- * one recorded for its token, or none is; then, with record, records c (the file is written
- * anew, mode 0600, and renamed into place). SP_SEAL_ERR_CARD_STALE if c is older (nothing
- * written). SP_SEAL_ERR_CARD_MALFORMED if the file has a line that does not parse, -ENOSPC if it
- * is full, -errno. A missing file is an empty one. Blocks on disk I/O.
+ * sp_card_seen_check(): 0 if the verified card c has at least the key epoch of the one recorded
+ * for its token, or none is recorded; then, with record, records c if it supersedes the record
+ * (sp_card_supersedes; the file is written anew, mode 0600, and renamed into place).
+ * SP_SEAL_ERR_CARD_STALE if c's epoch is lower (nothing written); an earlier card of the same
+ * epoch (the same keys) passes. SP_SEAL_ERR_CARD_MALFORMED if the file has a line that does not
+ * parse, -ENOSPC if it is full, -errno. A missing file is an empty one. Blocks on disk I/O.
  */
 #define SP_CARD_SEEN_MAX 65536
 int sp_card_seen_check(const char *path, const struct sp_card *c, int record);

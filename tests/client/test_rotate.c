@@ -541,6 +541,71 @@ static void test_card_epochs(void)
 	SP_CHECK_EQ_INT(sp_sealer_set_epoch(alice.s, 0), 0);
 }
 
+/* The cards-seen file: a lower epoch is refused, a higher one recorded, an earlier copy of the
+ * same epoch passes without replacing the record; a damaged file is refused. */
+static void test_cards_seen(void)
+{
+	char dir[] = "/tmp/sp-rotseen-XXXXXX", path[64], buf[512], hex[65];
+	struct sp_card c4, c5, c5early, other;
+	struct tc_dev bob;
+	struct stat st;
+	FILE *fp;
+	size_t n;
+
+	SP_CHECK(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/dev.cards", dir);
+	SP_CHECK_EQ_INT(sp_sealer_set_epoch(alice.s, 4), 0);
+	SP_CHECK_EQ_INT(rdev_card(alice.s, T, &c4), 0);
+	SP_CHECK_EQ_INT(sp_sealer_set_epoch(alice.s, 5), 0);
+	SP_CHECK_EQ_INT(rdev_card(alice.s, T + 10, &c5), 0);
+	SP_CHECK_EQ_INT(rdev_card(alice.s, T + 5, &c5early), 0);
+	SP_CHECK_EQ_INT(sp_sealer_set_epoch(alice.s, 0), 0);
+	if (tc_dev_make(&bob, "bob") != 0) {
+		SP_FAIL("cannot make bob");
+		return;
+	}
+	SP_CHECK_EQ_INT(rdev_card(bob.s, T, &other), 0);
+	/* Nothing recorded: any card passes; without record nothing is written. */
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &c5, 0), 0);
+	SP_CHECK(stat(path, &st) != 0);
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &c4, 1), 0);
+	SP_CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &other, 1), 0);
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &c5, 1), 0);
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &c4, 1), SP_SEAL_ERR_CARD_STALE);
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &c5early, 1), 0);
+	/* The file: one line per device, alice's with epoch 5 and the later issued_at. */
+	fp = fopen(path, "r");
+	n = fp != NULL ? fread(buf, 1, sizeof(buf) - 1, fp) : 0;
+	if (fp != NULL)
+		fclose(fp);
+	buf[n] = '\0';
+	sp_token_hex(c5.peer.token, hex);
+	SP_CHECK(strstr(buf, hex) != NULL);
+	{
+		char want[128];
+
+		snprintf(want, sizeof(want), "%s 5 %lld\n", hex, (long long)(T + 10));
+		SP_CHECK(strstr(buf, want) != NULL);
+	}
+	SP_CHECK_EQ_INT((int)(strchr(strchr(buf, '\n') + 1, '\n') - buf + 1), (int)n);
+	/* Damaged: refused, whatever the card. */
+	fp = fopen(path, "a");
+	SP_CHECK(fp != NULL);
+	if (fp != NULL) {
+		fputs("not a line\n", fp);
+		fclose(fp);
+	}
+	SP_CHECK_EQ_INT(sp_card_seen_check(path, &c5, 1), SP_SEAL_ERR_CARD_MALFORMED);
+	unlink(path);
+	rmdir(dir);
+	sp_card_clear(&c4);
+	sp_card_clear(&c5);
+	sp_card_clear(&c5early);
+	sp_card_clear(&other);
+	tc_dev_free(&bob);
+}
+
 int main(void)
 {
 	if (tc_dev_make(&alice, "alice") != 0) {
@@ -552,6 +617,7 @@ int main(void)
 	SP_RUN(test_schedule);
 	SP_RUN(test_epochs_in_envelopes);
 	SP_RUN(test_card_epochs);
+	SP_RUN(test_cards_seen);
 	tc_dev_free(&alice);
 	return sp_test_done();
 }
