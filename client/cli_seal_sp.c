@@ -119,9 +119,8 @@ int cli_seal_init(const char *cert_file, const char *key_file, char *path_out, s
                   char *err, size_t errlen)
 {
 	struct sp_sealer *s = NULL;
-	int e;
-
 	struct sp_seal_keyring k;
+	int e;
 
 	if (sibling(key_file, ".seal.key", path_out, pathlen) < 0) {
 		snprintf(err, errlen, "the key's path is too long");
