@@ -1526,6 +1526,15 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	if (d == NULL)
 		return SP_SEAL_ERR_SUITE;
 	hybrid = d->hpke.kem == SP_HPKE_KEM_MLKEM768_X25519;
+	/* A suite of a KEM this sealer has no key for is one it never announced. */
+	if (hybrid && s->xw == NULL) {
+		size_t i = 0;
+
+		while (i < s->nold && s->old[i].xw == NULL)
+			i++;
+		if (i == s->nold)
+			return SP_SEAL_ERR_SUITE;
+	}
 	enc_off = version == SP_SEAL_VERSION_EPOCH ? 7 : 3;
 	header_len = enc_off + d->enc_len;
 	if (env_len < header_len + SP_HPKE_NT + SP_SEAL_INNER_FIXED)
