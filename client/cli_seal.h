@@ -10,7 +10,9 @@
  * -EEXIST init found a sealing key already; -EBADMSG verification failed (a card whose
  * signature or token does not check, an envelope that does not open or whose sender is not
  * authentic); -ENOMSG the blob is not a sealed envelope; -ENOKEY an envelope but this device
- * has no sealing key; -ENOMEM. err (if errlen > 0) then holds one line.
+ * has no sealing key; -EKEYEXPIRED an envelope sealed to a sealing key this device has erased
+ * (rotated out past its grace period: it can never open); -ESTALE a card older than one used
+ * before for its device; -ENOMEM. err (if errlen > 0) then holds one line.
  */
 #ifndef CLI_SEAL_H
 #define CLI_SEAL_H
@@ -57,6 +59,36 @@ void cli_seal_free(cli_seal_t *s);
 
 /* Writes this device's contact card (JSON) to out. */
 int cli_seal_card_write(cli_seal_t *s, FILE *out, char *err, size_t errlen);
+
+/* This device's card (JSON, malloc'ed into *json). */
+int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen);
+
+/* Writes a card's JSON to path (a temporary file renamed into place). */
+int cli_card_write_file(const char *path, const char *json, char *err, size_t errlen);
+
+/*
+ * Rotation (PROTOCOL.md 13.11, sp_seal_keyring.h). The schedule and the grace period (seconds;
+ * every_s 0: never rotate by schedule); defaults weekly and 30 days.
+ */
+#define CLI_SEAL_ROTATE_DEFAULT_S (7u * 86400)   /* weekly */
+#define CLI_SEAL_GRACE_DEFAULT_S  (30u * 86400)  /* sealpushd's default max_ttl */
+#define CLI_SEAL_GRACE_MAX_S      (366u * 86400) /* the longest grace period accepted */
+void cli_seal_set_rotation(cli_seal_t *s, uint64_t every_s, uint64_t grace_s);
+
+/* The epoch of this device's current sealing key. */
+uint32_t cli_seal_epoch(const cli_seal_t *s);
+
+/*
+ * Rotates if due (force: now), erases the keys past their grace period, and loads the keys
+ * again if anything changed on disk (here or by another process). *rotated gets the new epoch
+ * (0: none), *erased how many keys were erased.
+ */
+int cli_seal_maintain(cli_seal_t *s, bool force, uint32_t *rotated, unsigned *erased, char *err,
+                      size_t errlen);
+
+/* Before sealing to a card: -ESTALE if it is older than the newest card used for its device
+ * (kept beside the key), else records it and returns 0. */
+int cli_seal_card_seen(cli_seal_t *s, const cli_card_t *card, char *err, size_t errlen);
 
 /* Reads and verifies a contact card file; -EBADMSG if it does not verify. */
 int cli_card_load(const char *path, cli_card_t **out, char *err, size_t errlen);

@@ -8,9 +8,13 @@
  * Files, all beside the device key KEY (e.g. phone.key):
  *	phone.seal.key     the sealing key (mode 0600), made by `sealpush init`: with the hybrid
  *	                   suite in the build an X25519 key and an X-Wing seed ("SEALPUSH SEALING
- *	                   KEY", PROTOCOL.md 13.10), else a PEM X25519 key; both load
+ *	                   KEY", PROTOCOL.md 13.10), else a PEM X25519 key; both load. Epoch 0.
+ *	phone.seal.key.d/  the keys of later epochs, N.key (sp_seal_keyring.h, 13.11): made by
+ *	                   rotation (`sealpush rotate`, `listen` on its schedule), erased once
+ *	                   past their grace period (phone.seal.key too)
  *	phone.replay       the replay cache of `sealpush listen` (saved after each message)
- * (a key file not ending in ".key" gets ".seal.key" / ".replay" appended instead).
+ *	phone.cards        the newest card seen per recipient (`send`; sp_card_seen_check)
+ * (a key file not ending in ".key" gets ".seal.key" / ".replay" / ".cards" appended instead).
  */
 #include "cli_seal.h"
 
@@ -20,16 +24,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sp_card.h"
 #include "sp_seal.h"
+#include "sp_seal_keyring.h"
 #include "sp_seal_replay.h"
 #include "sp_time.h"
+
+_Static_assert(CLI_SEAL_ROTATE_DEFAULT_S == SP_SEAL_ROTATE_DEFAULT_S &&
+                       CLI_SEAL_GRACE_DEFAULT_S == SP_SEAL_GRACE_DEFAULT_S &&
+                       CLI_SEAL_GRACE_MAX_S == SP_SEAL_GRACE_MAX_S,
+               "cli_seal.h and sp_seal_keyring.h agree");
 
 struct cli_seal {
 	struct sp_sealer *sealer;
 	struct sp_seal_replay *replay;
 	char replay_path[PATH_MAX];
+	char base[PATH_MAX]; /* the epoch-0 sealing key file: the keyring's name */
+	char cards_path[PATH_MAX];
+	char *cert_file, *key_file;
+	uint64_t every_s, grace_s;
 };
 
 struct cli_card {
@@ -67,7 +82,11 @@ static int map_err(int e)
 	case SP_SEAL_ERR_CARD_TOKEN:
 	case SP_SEAL_ERR_CARD_SIGNATURE:
 	case SP_SEAL_ERR_PEER_KEY:
+	case SP_SEAL_ERR_KEY_EPOCH:
+	case SP_SEAL_ERR_CARD_STALE:
 		return -EBADMSG;
+	case SP_SEAL_ERR_KEY_ERASED:
+		return -EKEYEXPIRED;
 	case SP_SEAL_ERR_KEY_FILE:
 	case SP_SEAL_ERR_KEY_PERMS:
 	case SP_SEAL_ERR_KEY_MISMATCH:
@@ -100,11 +119,18 @@ int cli_seal_init(const char *cert_file, const char *key_file, char *path_out, s
                   char *err, size_t errlen)
 {
 	struct sp_sealer *s = NULL;
+	struct sp_seal_keyring k;
 	int e;
 
 	if (sibling(key_file, ".seal.key", path_out, pathlen) < 0) {
 		snprintf(err, errlen, "the key's path is too long");
 		return -ENAMETOOLONG;
+	}
+	/* A device that rotated and erased its first key has its keys in the folder only. */
+	if (sp_seal_keyring_scan(path_out, &k) != -ENOENT) {
+		snprintf(err, errlen, "%s exists already (this device has sealing keys: %s.d/)",
+		         path_out, path_out);
+		return -EEXIST;
 	}
 	e = sp_seal_keygen_file(path_out);
 	if (e == -EEXIST) {
@@ -129,22 +155,33 @@ int cli_seal_init(const char *cert_file, const char *key_file, char *path_out, s
 int cli_seal_load(const char *cert_file, const char *key_file, cli_seal_t **out, char *err,
                   size_t errlen)
 {
-	char path[PATH_MAX];
-	struct stat st;
+	struct sp_seal_keyring k;
 	cli_seal_t *s;
 	int e;
 
 	*out = NULL;
-	if (sibling(key_file, ".seal.key", path, sizeof(path)) < 0)
-		return -ENAMETOOLONG;
-	if (stat(path, &st) < 0) {
-		snprintf(err, errlen, "no sealing key %s (run sealpush init)", path);
-		return -ENOENT;
-	}
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	e = sp_sealer_load(cert_file, key_file, path, &s->sealer);
+	s->every_s = SP_SEAL_ROTATE_DEFAULT_S;
+	s->grace_s = SP_SEAL_GRACE_DEFAULT_S;
+	s->cert_file = cert_file != NULL ? strdup(cert_file) : NULL;
+	s->key_file = strdup(key_file);
+	if ((cert_file != NULL && s->cert_file == NULL) || s->key_file == NULL) {
+		cli_seal_free(s);
+		return -ENOMEM;
+	}
+	if (sibling(key_file, ".seal.key", s->base, sizeof(s->base)) < 0 ||
+	    sibling(key_file, ".cards", s->cards_path, sizeof(s->cards_path)) < 0) {
+		cli_seal_free(s);
+		return -ENAMETOOLONG;
+	}
+	if (sp_seal_keyring_scan(s->base, &k) == -ENOENT) {
+		snprintf(err, errlen, "no sealing key %s (run sealpush init)", s->base);
+		cli_seal_free(s);
+		return -ENOENT;
+	}
+	e = sp_seal_keyring_load(cert_file, key_file, s->base, &s->sealer);
 	if (e == 0)
 		e = sp_seal_replay_new(0, &s->replay);
 	if (e == 0 && sibling(key_file, ".replay", s->replay_path, sizeof(s->replay_path)) == 0) {
@@ -153,7 +190,7 @@ int cli_seal_load(const char *cert_file, const char *key_file, cli_seal_t **out,
 			e = 0;
 	}
 	if (e < 0) {
-		errmsg(err, errlen, path, e);
+		errmsg(err, errlen, s->base, e);
 		cli_seal_free(s);
 		return map_err(e);
 	}
@@ -167,7 +204,123 @@ void cli_seal_free(cli_seal_t *s)
 		return;
 	sp_sealer_free(s->sealer);
 	sp_seal_replay_free(s->replay);
+	free(s->cert_file);
+	free(s->key_file);
 	free(s);
+}
+
+void cli_seal_set_rotation(cli_seal_t *s, uint64_t every_s, uint64_t grace_s)
+{
+	s->every_s = every_s;
+	s->grace_s = grace_s;
+}
+
+uint32_t cli_seal_epoch(const cli_seal_t *s)
+{
+	return sp_sealer_epoch(s->sealer);
+}
+
+/* Loads the keyring again (after a rotation or an erasure, here or by another process). */
+static int reload(cli_seal_t *s, char *err, size_t errlen)
+{
+	struct sp_sealer *n = NULL;
+	int e = sp_seal_keyring_load(s->cert_file, s->key_file, s->base, &n);
+
+	if (e < 0) {
+		errmsg(err, errlen, s->base, e);
+		return map_err(e);
+	}
+	sp_sealer_free(s->sealer);
+	s->sealer = n;
+	return 0;
+}
+
+int cli_seal_maintain(cli_seal_t *s, bool force, uint32_t *rotated, unsigned *erased, char *err,
+                      size_t errlen)
+{
+	int64_t now = (int64_t)(sp_time_wall_ms() / 1000);
+	struct sp_seal_keyring k;
+	uint32_t ep = 0;
+	unsigned n = 0;
+	int e;
+
+	*rotated = 0;
+	*erased = 0;
+	if (force) {
+		e = sp_seal_keyring_rotate(s->base, now, &ep);
+		if (e == 0)
+			e = sp_seal_keyring_expire(s->base, now, s->grace_s, &n);
+	} else {
+		e = sp_seal_keyring_maintain(s->base, now, s->every_s, s->grace_s, &ep, &n);
+	}
+	if (e < 0) {
+		errmsg(err, errlen, force ? "cannot rotate the sealing key" : "sealing keys", e);
+		return map_err(e);
+	}
+	*rotated = ep;
+	*erased = n;
+	/* Load again if anything changed, here or in another process (its rotation, its erasure).
+	 */
+	e = sp_seal_keyring_scan(s->base, &k);
+	if (e == 0 && ep == 0 && n == 0 && k.e[k.n - 1].epoch == sp_sealer_epoch(s->sealer) &&
+	    k.n - 1 == sp_sealer_old_keys(s->sealer))
+		return 0;
+	return reload(s, err, errlen);
+}
+
+int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen)
+{
+	int e = sp_card_make(s->sealer, (int64_t)(sp_time_wall_ms() / 1000), json);
+
+	if (e < 0) {
+		errmsg(err, errlen, "cannot make the card", e);
+		return map_err(e);
+	}
+	return 0;
+}
+
+int cli_card_write_file(const char *path, const char *json, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX + 8];
+	FILE *f;
+	int e;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (f == NULL || fprintf(f, "%s\n", json) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		e = -errno;
+		snprintf(err, errlen, "cannot write the card to %s: %s", tmp, strerror(errno));
+		if (f != NULL)
+			fclose(f);
+		unlink(tmp);
+		return e;
+	}
+	if (fclose(f) != 0 || rename(tmp, path) != 0) {
+		e = -errno;
+		snprintf(err, errlen, "cannot write the card to %s: %s", path, strerror(errno));
+		unlink(tmp);
+		return e;
+	}
+	return 0;
+}
+
+int cli_seal_card_seen(cli_seal_t *s, const cli_card_t *card, char *err, size_t errlen)
+{
+	int e = sp_card_seen_check(s->cards_path, &card->card, 1);
+	char hex[SP_TOKEN_HEX_LEN + 1];
+
+	if (e == 0)
+		return 0;
+	sp_token_hex(card->card.peer.token, hex);
+	if (e == SP_SEAL_ERR_CARD_STALE) {
+		snprintf(err, errlen,
+		         "the card of %s is older (key epoch %u) than one used before for it (%s): "
+		         "refusing to seal to an older key; get the device's current card",
+		         hex, (unsigned)card->card.epoch, s->cards_path);
+		return -ESTALE;
+	}
+	errmsg(err, errlen, s->cards_path, e);
+	return map_err(e);
 }
 
 int cli_seal_card_write(cli_seal_t *s, FILE *out, char *err, size_t errlen)
@@ -284,7 +437,7 @@ int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], cons
 	int e;
 
 	memset(out, 0, sizeof(*out));
-	if (len == 0 || blob[0] != SP_SEAL_VERSION)
+	if (len == 0 || (blob[0] != SP_SEAL_VERSION && blob[0] != SP_SEAL_VERSION_EPOCH))
 		return -ENOMSG; /* not an envelope: a raw message */
 	if (s == NULL) {
 		snprintf(err, errlen,
@@ -296,9 +449,26 @@ int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], cons
 	if (p == NULL)
 		return -ENOMEM;
 	e = sp_seal_open(s->sealer, s->replay, msg_id, blob, len, sp_time_wall_ms(), &p->m);
+	/* Sealed to a newer key: another process rotated; load the keys again and retry once. */
+	if (e == SP_SEAL_ERR_KEY_EPOCH && reload(s, err, errlen) == 0)
+		e = sp_seal_open(s->sealer, s->replay, msg_id, blob, len, sp_time_wall_ms(), &p->m);
 	if (e < 0) {
 		free(p);
-		errmsg(err, errlen, NULL, e);
+		if (e == SP_SEAL_ERR_KEY_ERASED || e == SP_SEAL_ERR_KEY_EPOCH) {
+			unsigned ep = (unsigned)((uint32_t)blob[3] << 24 | (uint32_t)blob[4] << 16 |
+			                         (uint32_t)blob[5] << 8 | blob[6]);
+
+			snprintf(err, errlen,
+			         "sealed to sealing key epoch %u, %s (this device is at "
+			         "epoch %u)",
+			         ep,
+			         e == SP_SEAL_ERR_KEY_ERASED
+			                 ? "erased after its grace period: it can never be opened"
+			                 : "which this device never had",
+			         (unsigned)sp_sealer_epoch(s->sealer));
+		} else {
+			errmsg(err, errlen, NULL, e);
+		}
 		return map_err(e);
 	}
 	memcpy(out->sender, p->m.sender, SEALPUSH_TOKEN_LEN);

@@ -89,6 +89,8 @@ static void usage(FILE *f)
 	        "                        answers a message that asks for a receipt with a sealed\n"
 	        "                        receipt, and prints the receipts it gets\n"
 	        "  verify-card FILE      check a contact card; prints its token\n"
+	        "  rotate                make a new sealing key now (next key epoch), erase the\n"
+	        "                        ones past their grace; prints the new contact card\n"
 	        "\n"
 	        "Global options (any position):\n"
 	        "  --server HOST:PORT    the relay            (config: server, env "
@@ -102,11 +104,18 @@ static void usage(FILE *f)
 	        "  --connect-timeout S   seconds to get connected (default 10)\n"
 	        "  --tls-groups LIST     TLS key exchange, OpenSSL syntax "
 	        "(default " SP_TLS_GROUPS_DEFAULT ")\n"
+	        "  --rotate-every D      rotate the sealing key this often (listen; default 7d;\n"
+	        "                        D: seconds or Ns/Nm/Nh/Nd/Nw; 0 never) (rotate_every)\n"
+	        "  --key-grace D         keep a rotated-out key this long, then erase it (default\n"
+	        "                        30d, the relay's default max_ttl) (key_grace)\n"
+	        "  --card-file FILE      listen and rotate write the new card there too "
+	        "(card_file)\n"
 	        "  -v, --verbose         connection events on stderr\n"
 	        "  -h, --help            this help;  -V, --version  the version\n"
 	        "A setting is taken from the command line, else the config file, else the\n"
 	        "environment. The config file has lines \"key = value\" (keys server, ca, cert, "
-	        "key;\n"
+	        "key,\n"
+	        "rotate_every, key_grace, card_file;\n"
 	        "'#' starts a comment); relative paths in it are relative to its directory.\n"
 	        "\n");
 	/* Two strings: C17 promises string literals of 4,095 characters only. */
@@ -141,7 +150,10 @@ static void usage(FILE *f)
 	        "  send printed; STATUS: received or read). A message that asks for a receipt\n"
 	        "  gets one after it is printed and before it is acknowledged; a receipt that\n"
 	        "  cannot be sent is reported on stderr and the message is kept as printed.\n"
-	        "  --count counts messages and receipts.\n"
+	        "  --count counts messages and receipts. listen rotates the sealing key when due\n"
+	        "  (--rotate-every) and prints the new card as \"card EPOCH JSON\" (--json:\n"
+	        "  \"kind\": \"card\"); a message sealed to a key erased since is reported and\n"
+	        "  acknowledged (it can never open).\n"
 	        "\n"
 	        "Exit status:\n"
 	        "  0 ok; 1 listen --timeout passed before --count messages (or, without --count,\n"
@@ -169,6 +181,7 @@ static void usage(FILE *f)
 
 typedef struct settings {
 	char *server, *ca, *cert, *key;
+	char *rotate_every, *key_grace, *card_file; /* sealing-key rotation (PROTOCOL.md 13.11) */
 } settings_t;
 
 static char *xstrdup(const char *s)
@@ -243,9 +256,15 @@ static int config_read(const char *path, bool must_exist, settings_t *s)
 			dst = &s->cert;
 		else if (strcmp(k, "key") == 0)
 			dst = &s->key;
-		else {
-			die_line("%s:%u: unknown key \"%s\" (known: server, ca, cert, key)", path,
-			         no, k);
+		else if (strcmp(k, "card_file") == 0)
+			dst = &s->card_file;
+		else if (strcmp(k, "rotate_every") == 0 || strcmp(k, "key_grace") == 0) {
+			dst = k[0] == 'r' ? &s->rotate_every : &s->key_grace;
+			is_path = false;
+		} else {
+			die_line("%s:%u: unknown key \"%s\" (known: server, ca, cert, key, "
+			         "rotate_every, key_grace, card_file)",
+			         path, no, k);
 			fclose(f);
 			return EXIT_CONFIG;
 		}
@@ -341,6 +360,10 @@ typedef struct run {
 	cli_seal_t *seal;
 	unsigned long count, got;
 	bool verify_failed;
+	/* Rotation (PROTOCOL.md 13.11): the timer that checks the schedule, where the new card
+	 * goes besides stdout. */
+	struct event *rotate_ev;
+	const char *card_file;
 	/* Receipts sent and not yet answered: the message each is for (slot = user - 1). The
 	 * slots are reused once none is outstanding, so this stays as small as the most receipts
 	 * in flight at once (at most the library's max_queued). */
@@ -576,6 +599,8 @@ static int seal_exit(int e)
 	case -ENOTSUP:
 		return EXIT_INTERNAL;
 	case -EBADMSG:
+	case -ESTALE:
+	case -EKEYEXPIRED:
 		return EXIT_VERIFY;
 	case -ENOENT:
 	case -EACCES:
@@ -739,6 +764,9 @@ static int run_loop(run_t *r, double timeout)
 		event_free(sigterm);
 	if (tmo)
 		event_free(tmo);
+	if (r->rotate_ev)
+		event_free(r->rotate_ev);
+	r->rotate_ev = NULL;
 	sp_client_free(r->c);
 	r->c = NULL;
 	event_base_free(r->base);
@@ -835,6 +863,16 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 			die_line("%s", err);
 			rc = seal_exit(e);
 			goto out;
+		}
+		/* A card older (lower key epoch) than one used before for that device is refused,
+		 * not silently sealed to (PROTOCOL.md 13.11). */
+		for (size_t i = 0; i < o->n_to; i++) {
+			e = cli_seal_card_seen(seal, cards[i], err, sizeof(err));
+			if (e < 0) {
+				die_line("--to %s: %s", o->to[i], err);
+				rc = e == -ESTALE ? EXIT_VERIFY : seal_exit(e);
+				goto out;
+			}
 		}
 	}
 	/* Raw: one SEND to everyone. Sealed: one envelope, so one SEND, per recipient. */
@@ -1120,7 +1158,10 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 		snprintf(sender, sizeof(sender), "unsealed");
 	} else {
 		/* It can never open: say so, and acknowledge it so that it does not come back. */
-		die_line("message %s failed verification: %s (dropped)", id, err);
+		if (e == -EKEYEXPIRED)
+			die_line("message %s cannot be opened: %s (dropped)", id, err);
+		else
+			die_line("message %s failed verification: %s (dropped)", id, err);
 		r->verify_failed = true;
 		sp_client_ack(c, m->msg_id);
 		return;
@@ -1142,16 +1183,169 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 		finish(r, 0);
 }
 
+/* ---- sealing-key rotation (PROTOCOL.md 13.11) ------------------------------------------ */
+
+/* A duration: N seconds, or N with a unit s, m, h, d, w; "never" is 0. */
+static int parse_duration(const char *what, const char *v, uint64_t max, uint64_t *out)
+{
+	static const struct {
+		char unit;
+		uint64_t s;
+	} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}};
+	uint64_t mul = 1;
+	unsigned long long n;
+	char *end;
+
+	if (strcmp(v, "never") == 0) {
+		*out = 0;
+		return 0;
+	}
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno == 0 && end != v && v[0] != '-' && *end != '\0' && end[1] == '\0') {
+		mul = 0;
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (*end == units[i].unit)
+				mul = units[i].s;
+		if (mul != 0)
+			end++;
+	}
+	if (errno || end == v || *end || v[0] == '-' || mul == 0 || n > max / mul) {
+		die_line("%s wants a duration (N seconds, or Ns Nm Nh Nd Nw; at most %llu s), got "
+		         "\"%s\"",
+		         what, (unsigned long long)max, v);
+		return EXIT_USAGE;
+	}
+	*out = n * mul;
+	return 0;
+}
+
+/* The schedule and grace period of the settings (defaults: weekly, 30 days). */
+static int rotation_settings(const settings_t *s, uint64_t *every, uint64_t *grace)
+{
+	int rc;
+
+	*every = CLI_SEAL_ROTATE_DEFAULT_S;
+	*grace = CLI_SEAL_GRACE_DEFAULT_S;
+	if (s->rotate_every != NULL &&
+	    (rc = parse_duration("rotate_every", s->rotate_every, 10u * 366 * 86400, every)))
+		return rc;
+	if (s->key_grace != NULL &&
+	    (rc = parse_duration("key_grace", s->key_grace, CLI_SEAL_GRACE_MAX_S, grace)))
+		return rc;
+	return 0;
+}
+
+/*
+ * Publishes this device's card after a rotation: into card_file if set, and, with line, on
+ * stdout as "card EPOCH JSON" (json: {"kind":"card","epoch":N,"card":{...}}); without line,
+ * the bare card (what `sealpush card` prints). Returns 0 or an exit code.
+ */
+static int publish_card(cli_seal_t *seal, const char *card_file, bool line, bool json)
+{
+	char err[512], *card = NULL;
+	int e = cli_seal_card_json(seal, &card, err, sizeof(err));
+
+	if (e == 0 && card_file != NULL)
+		e = cli_card_write_file(card_file, card, err, sizeof(err));
+	if (e < 0) {
+		free(card);
+		die_line("%s", err);
+		return e == -ENOMEM ? EXIT_INTERNAL : EXIT_IOERR;
+	}
+	if (!line) {
+		printf("%s\n", card);
+	} else if (json) {
+		json_t *c = json_loads(card, 0, NULL);
+		json_t *o = json_pack("{s:s, s:I, s:o?}", "kind", "card", "epoch",
+		                      (json_int_t)cli_seal_epoch(seal), "card", c);
+
+		if (o != NULL)
+			json_dumpf(o, stdout, JSON_COMPACT);
+		fputc('\n', stdout);
+		json_decref(o);
+	} else {
+		printf("card %u %s\n", (unsigned)cli_seal_epoch(seal), card);
+	}
+	free(card);
+	return fflush(stdout) != 0 || ferror(stdout) ? EXIT_IOERR : 0;
+}
+
+/* Rotates if due and erases what is past its grace; says what it did. Returns 0 or an exit
+ * code (a failure is also said). */
+static int rotate_step(run_t *r, bool force)
+{
+	char err[512];
+	uint32_t rotated;
+	unsigned erased;
+	int e = cli_seal_maintain(r->seal, force, &rotated, &erased, err, sizeof(err));
+
+	if (e < 0) {
+		die_line("%s", err);
+		return seal_exit(e);
+	}
+	if (erased > 0)
+		fprintf(stderr, "%s: erased %u sealing key%s past the grace period\n", prog, erased,
+		        erased == 1 ? "" : "s");
+	if (rotated == 0)
+		return 0;
+	fprintf(stderr, "%s: rotated the sealing key: epoch %u\n", prog, (unsigned)rotated);
+	return publish_card(r->seal, r->card_file, !force, r->json);
+}
+
+static void on_rotate_tick(evutil_socket_t fd, short what, void *arg)
+{
+	run_t *r = arg;
+
+	(void)fd;
+	(void)what;
+	/* A failure (disk full, say) is said and tried again at the next tick. */
+	(void)rotate_step(r, false);
+}
+
+/* The check interval: a quarter of the shorter period, 1 s to 60 s. */
+static double rotate_tick_s(uint64_t every, uint64_t grace)
+{
+	uint64_t m = every != 0 && every < grace ? every : grace;
+	double t = (double)m / 4;
+
+	return t < 1 ? 1 : t > 60 ? 60 : t;
+}
+
+static int cmd_rotate(const settings_t *s)
+{
+	run_t r = {.card_file = s->card_file};
+	uint64_t every, grace;
+	char err[512];
+	int rc, e;
+
+	if ((rc = need("rotate", s->key, "--key", "key", "SEALPUSH_KEY")) ||
+	    (rc = rotation_settings(s, &every, &grace)))
+		return rc;
+	e = cli_seal_load(s->cert, s->key, &r.seal, err, sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		return seal_exit(e);
+	}
+	cli_seal_set_rotation(r.seal, every, grace);
+	rc = rotate_step(&r, true);
+	cli_seal_free(r.seal);
+	return rc;
+}
+
 static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 {
-	run_t r = {.json = o->json, .count = o->count, .key_file = s->key};
+	run_t r = {
+	        .json = o->json, .count = o->count, .key_file = s->key, .card_file = s->card_file};
+	uint64_t every, grace;
 	char err[512];
 	int rc, e;
 
 	if ((rc = need("listen", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
 	    (rc = need("listen", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
 	    (rc = need("listen", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
-	    (rc = need("listen", s->key, "--key", "key", "SEALPUSH_KEY")))
+	    (rc = need("listen", s->key, "--key", "key", "SEALPUSH_KEY")) ||
+	    (rc = rotation_settings(s, &every, &grace)))
 		return rc;
 	if (cli_seal_available()) {
 		e = cli_seal_load(s->cert, s->key, &r.seal, err, sizeof(err));
@@ -1165,9 +1359,29 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 			        "be opened\n",
 			        prog);
 	}
+	/* Rotation: due now (a device that did not listen for a while), then on its schedule. */
+	if (r.seal != NULL) {
+		cli_seal_set_rotation(r.seal, every, grace);
+		if ((rc = rotate_step(&r, false)) != 0) {
+			cli_seal_free(r.seal);
+			return rc;
+		}
+	}
 	if ((rc = client_make(&r, s, o, false)) != 0) {
 		cli_seal_free(r.seal);
 		return rc;
+	}
+	if (r.seal != NULL) {
+		double t = rotate_tick_s(every, grace);
+		struct timeval tv = {.tv_sec = (time_t)t,
+		                     .tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+
+		r.rotate_ev = event_new(r.base, -1, EV_PERSIST, on_rotate_tick, &r);
+		if (r.rotate_ev == NULL || event_add(r.rotate_ev, &tv) != 0) {
+			die_line("cannot set up the rotation timer");
+			cli_seal_free(r.seal);
+			return EXIT_INTERNAL;
+		}
 	}
 	rc = run_loop(&r, o->has_timeout ? o->timeout : 0);
 	cli_seal_free(r.seal);
@@ -1319,6 +1533,9 @@ enum {
 	O_SUITE,
 	O_COUNT,
 	O_APP_SERVER_KEY,
+	O_ROTATE_EVERY,
+	O_KEY_GRACE,
+	O_CARD_FILE,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1408,6 +1625,9 @@ int main(int argc, char **argv)
 	        {"json", no_argument, NULL, O_JSON},
 	        {"count", required_argument, NULL, O_COUNT},
 	        {"app-server-key", required_argument, NULL, O_APP_SERVER_KEY},
+	        {"rotate-every", required_argument, NULL, O_ROTATE_EVERY},
+	        {"key-grace", required_argument, NULL, O_KEY_GRACE},
+	        {"card-file", required_argument, NULL, O_CARD_FILE},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
@@ -1416,7 +1636,7 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_APP_SERVER_KEY + 1] = {0};
+	bool seen[O_CARD_FILE + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
@@ -1443,6 +1663,18 @@ int main(int argc, char **argv)
 			break;
 		case O_CONFIG:
 			config = optarg;
+			break;
+		case O_ROTATE_EVERY:
+			free(s.rotate_every);
+			s.rotate_every = xstrdup(optarg);
+			break;
+		case O_KEY_GRACE:
+			free(s.key_grace);
+			s.key_grace = xstrdup(optarg);
+			break;
+		case O_CARD_FILE:
+			free(s.card_file);
+			s.card_file = xstrdup(optarg);
 			break;
 		case O_TLS_GROUPS:
 			o.tls_groups = optarg;
@@ -1542,13 +1774,13 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		die_line("no command given (init, token, card, send, listen, verify-card; "
+		die_line("no command given (init, token, card, send, listen, verify-card, rotate; "
 		         "sealpush --help)");
 		rc = EXIT_USAGE;
 		goto out;
 	}
 	cmd = argv[optind++];
-	if (!word_in(cmd, "init token card send listen verify-card subscribe unsubscribe "
+	if (!word_in(cmd, "init token card send listen verify-card rotate subscribe unsubscribe "
 	                  "subscriptions")) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
@@ -1584,6 +1816,8 @@ int main(int argc, char **argv)
 		rc = cmd_init(&s);
 	else if (strcmp(cmd, "card") == 0)
 		rc = cmd_card(&s);
+	else if (strcmp(cmd, "rotate") == 0)
+		rc = cmd_rotate(&s);
 	else if (strcmp(cmd, "verify-card") == 0)
 		rc = cmd_verify_card(argv[optind]);
 	else if (strcmp(cmd, "send") == 0)
@@ -1601,5 +1835,8 @@ out:
 	free(s.ca);
 	free(s.cert);
 	free(s.key);
+	free(s.rotate_every);
+	free(s.key_grace);
+	free(s.card_file);
 	return rc;
 }

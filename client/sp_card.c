@@ -5,9 +5,11 @@
 #include "sp_card.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -68,8 +70,8 @@ static int sp_unb64(const char *in, size_t max, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
-/* The signed bytes (13.8): v1 with one suite by id, v2 with the list by name. Returns a
- * malloc'd buffer and its length, or NULL. */
+/* The signed bytes (13.8): v1 with one suite by id, v2 and v3 with the list by name, v3 with
+ * the key epoch too (13.11). Returns a malloc'd buffer and its length, or NULL. */
 static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 {
 	size_t n = SP_CARD_LABEL_LEN + 1 + SP_TOKEN_LEN + 2 + c->spki_len + 4 + c->cert_len + 8;
@@ -83,6 +85,8 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 		for (size_t i = 0; i < c->nseal; i++)
 			n += 1 + strlen(c->seal[i].name) + 2 + c->seal[i].pub_len;
 	}
+	if (c->version == SP_CARD_VERSION)
+		n += 4;
 	buf = malloc(n);
 	if (buf == NULL)
 		return NULL;
@@ -122,10 +126,24 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 		memcpy(p, e->pub, e->pub_len);
 		p += e->pub_len;
 	}
+	if (c->version == SP_CARD_VERSION)
+		for (int i = 0; i < 4; i++)
+			*p++ = (uint8_t)(c->epoch >> (24 - 8 * i));
 	for (int i = 0; i < 8; i++)
 		*p++ = (uint8_t)(t >> (56 - 8 * i));
 	*len = n;
 	return buf;
+}
+
+int sp_card_supersedes(const struct sp_card *have, const struct sp_card *got)
+{
+	if (have == NULL || got == NULL ||
+	    CRYPTO_memcmp(have->peer.token, got->peer.token, SP_TOKEN_LEN) != 0)
+		return -EINVAL;
+	if (got->epoch > have->epoch ||
+	    (got->epoch == have->epoch && got->issued_at >= have->issued_at))
+		return 0;
+	return SP_SEAL_ERR_CARD_STALE;
 }
 
 void sp_card_clear(struct sp_card *c)
@@ -161,6 +179,7 @@ int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
 		if (!ok)
 			continue;
 		memcpy(out->token, token, SP_TOKEN_LEN);
+		out->epoch = c->epoch;
 		out->suite = e->suite;
 		out->pub_len = e->pub_len;
 		memcpy(out->pub, e->pub, e->pub_len);
@@ -186,7 +205,9 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 	int r = -ENOMEM, n;
 
 	if (s == NULL || json == NULL || issued_at < 0 ||
-	    (version != SP_CARD_VERSION_V1 && version != SP_CARD_VERSION))
+	    (version != SP_CARD_VERSION_V1 && version != SP_CARD_VERSION_V2 &&
+	     version != SP_CARD_VERSION) ||
+	    (version == SP_CARD_VERSION && sp_sealer_epoch(s) == 0))
 		return -EINVAL;
 	*json = NULL;
 	memset(&c, 0, sizeof(c));
@@ -204,6 +225,8 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 		c.seal[i].pub_len = peers[i].pub_len;
 	}
 	c.peer = peers[0];
+	c.epoch = version == SP_CARD_VERSION ? sp_sealer_epoch(s) : 0;
+	c.peer.epoch = c.epoch;
 	c.spki = (uint8_t *)(uintptr_t)sp_sealer_spki(s, &c.spki_len);
 	c.issued_at = issued_at;
 	if (sp_sealer_cert(s) != NULL) {
@@ -252,6 +275,9 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 		goto out;
 	if (cert64 != NULL && json_object_set_new(root, "cert", json_string(cert64)) != 0)
 		goto out;
+	if (version == SP_CARD_VERSION &&
+	    json_object_set_new(root, "epoch", json_integer((json_int_t)c.epoch)) != 0)
+		goto out;
 	*json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
 	r = *json != NULL ? 0 : -ENOMEM;
 out:
@@ -274,8 +300,9 @@ int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
 	if (s == NULL)
 		return -EINVAL;
 	return sp_card_make_version(s, issued_at,
-	                            sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1
-	                                    ? SP_CARD_VERSION
+	                            sp_sealer_epoch(s) > 0 ? SP_CARD_VERSION
+	                            : sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1
+	                                    ? SP_CARD_VERSION_V2
 	                                    : SP_CARD_VERSION_V1,
 	                            json);
 }
@@ -344,7 +371,9 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 {
 	static const char *const top_keys[] = {"v",    "token",     "spki", "cert",
 	                                       "seal", "issued_at", "sig",  NULL};
-	json_t *root = NULL, *seal, *v, *at;
+	static const char *const top_keys_v3[] = {"v",         "token", "spki",  "cert", "seal",
+	                                          "issued_at", "sig",   "epoch", NULL};
+	json_t *root = NULL, *seal, *v, *at, *ep;
 	EVP_PKEY *key = NULL;
 	EVP_MD_CTX *md = NULL;
 	X509 *cert = NULL;
@@ -367,6 +396,7 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	if (!json_is_integer(v))
 		goto out;
 	if (json_integer_value(v) != SP_CARD_VERSION_V1 &&
+	    json_integer_value(v) != SP_CARD_VERSION_V2 &&
 	    json_integer_value(v) != SP_CARD_VERSION) {
 		r = SP_SEAL_ERR_VERSION;
 		goto out;
@@ -378,8 +408,17 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	s_spki = sp_json_str(root, "spki");
 	s_cert = sp_json_str(root, "cert");
 	s_sig = sp_json_str(root, "sig");
-	if (!sp_json_only(root, top_keys) || !json_is_integer(at) || json_integer_value(at) < 0 ||
-	    s_token == NULL || s_spki == NULL || s_sig == NULL ||
+	ep = json_object_get(root, "epoch");
+	/* v3: the key epoch, 1 to 2^32 - 1 (versions 1 and 2 have no such member). */
+	if (out->version == SP_CARD_VERSION &&
+	    (!json_is_integer(ep) || json_integer_value(ep) < 1 ||
+	     json_integer_value(ep) > (json_int_t)UINT32_MAX))
+		goto out;
+	if (out->version == SP_CARD_VERSION)
+		out->epoch = (uint32_t)json_integer_value(ep);
+	if (!sp_json_only(root, out->version == SP_CARD_VERSION ? top_keys_v3 : top_keys) ||
+	    !json_is_integer(at) || json_integer_value(at) < 0 || s_token == NULL ||
+	    s_spki == NULL || s_sig == NULL ||
 	    (json_object_get(root, "cert") != NULL && s_cert == NULL))
 		goto out;
 	/* seal: one object in v1; an array of 1 to SP_CARD_SEAL_MAX of them in v2. */
@@ -455,5 +494,132 @@ out:
 	OPENSSL_free(cert_spki);
 	free(sig);
 	free(tbs);
+	return r;
+}
+
+/* ---- cards seen (13.11) ---- */
+
+/* A decimal of 1 to 19 digits, no sign, no leading zero (but "0"), into *v. */
+static int sp_seen_num(const char *p, size_t n, uint64_t max, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (n == 0 || n > 19 || (n > 1 && p[0] == '0'))
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -1;
+		x = x * 10 + (uint64_t)(p[i] - '0');
+	}
+	if (x > max)
+		return -1;
+	*v = x;
+	return 0;
+}
+
+int sp_card_seen_line(const char *line, size_t len, uint8_t token[SP_TOKEN_LEN], uint32_t *epoch,
+                      int64_t *issued_at)
+{
+	char hex[SP_TOKEN_HEX_LEN + 1];
+	const char *p, *sp;
+	uint64_t e, t;
+	size_t left;
+
+	if (line == NULL || token == NULL || epoch == NULL || issued_at == NULL)
+		return -EINVAL;
+	if (len < SP_TOKEN_HEX_LEN + 4 || line[SP_TOKEN_HEX_LEN] != ' ')
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	memcpy(hex, line, SP_TOKEN_HEX_LEN);
+	hex[SP_TOKEN_HEX_LEN] = '\0';
+	if (sp_token_parse_hex(hex, token) != 0)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	p = line + SP_TOKEN_HEX_LEN + 1;
+	left = len - SP_TOKEN_HEX_LEN - 1;
+	sp = memchr(p, ' ', left);
+	if (sp == NULL || sp_seen_num(p, (size_t)(sp - p), UINT32_MAX, &e) != 0 ||
+	    sp_seen_num(sp + 1, left - (size_t)(sp - p) - 1, INT64_MAX, &t) != 0)
+		return SP_SEAL_ERR_CARD_MALFORMED;
+	*epoch = (uint32_t)e;
+	*issued_at = (int64_t)t;
+	return 0;
+}
+
+int sp_card_seen_check(const char *path, const struct sp_card *c, int record)
+{
+	char line[SP_TOKEN_HEX_LEN + 48], tmp[4096], hex[SP_TOKEN_HEX_LEN + 1];
+	uint8_t tok[SP_TOKEN_LEN];
+	struct sp_card have;
+	FILE *in, *out = NULL;
+	size_t lines = 0, n;
+	int r = 0, found = 0, fd;
+
+	if (path == NULL || c == NULL)
+		return -EINVAL;
+	in = fopen(path, "r");
+	if (in == NULL && errno != ENOENT)
+		return -errno;
+	/* Check first, write only if asked and newer. */
+	while (in != NULL && r == 0 && fgets(line, sizeof(line), in) != NULL) {
+		n = strlen(line);
+		if (n == 0 || line[n - 1] != '\n') {
+			r = SP_SEAL_ERR_CARD_MALFORMED;
+			break;
+		}
+		memset(&have, 0, sizeof(have));
+		r = sp_card_seen_line(line, n - 1, have.peer.token, &have.epoch, &have.issued_at);
+		if (r == 0 && CRYPTO_memcmp(have.peer.token, c->peer.token, SP_TOKEN_LEN) == 0) {
+			found = 1;
+			/* Only a lower epoch is refused: cards of one epoch carry the same keys, so
+			 * an earlier copy of the current card is still right to seal to. */
+			if (c->epoch < have.epoch)
+				r = SP_SEAL_ERR_CARD_STALE;
+			else if (sp_card_supersedes(&have, c) != 0)
+				record = 0; /* keep the later one on file */
+		}
+		lines++;
+	}
+	if (r == 0 && in != NULL && ferror(in))
+		r = -EIO;
+	if (r == 0 && !found && lines >= SP_CARD_SEEN_MAX)
+		r = -ENOSPC;
+	if (r != 0 || !record) {
+		if (in != NULL)
+			fclose(in);
+		return r;
+	}
+	/* Write the file anew with c's line in place of (or after) its token's. */
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		r = -ENAMETOOLONG;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || (out = fdopen(fd, "w")) == NULL) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		goto out;
+	}
+	if (in != NULL)
+		rewind(in);
+	while (in != NULL && fgets(line, sizeof(line), in) != NULL) {
+		if (sp_card_seen_line(line, strlen(line) - 1, tok, &have.epoch, &have.issued_at) ==
+		            0 &&
+		    CRYPTO_memcmp(tok, c->peer.token, SP_TOKEN_LEN) == 0)
+			continue;
+		fputs(line, out);
+	}
+	sp_token_hex(c->peer.token, hex);
+	fprintf(out, "%s %u %lld\n", hex, (unsigned)c->epoch, (long long)c->issued_at);
+	if (fflush(out) != 0 || fsync(fileno(out)) != 0 || ferror(out))
+		r = -EIO;
+	if (fclose(out) != 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) != 0)
+		r = -errno;
+	if (r != 0)
+		unlink(tmp);
+out:
+	if (in != NULL)
+		fclose(in);
 	return r;
 }

@@ -19,10 +19,13 @@
 /*
  * Versions: 1 has one sealing suite ("seal": {suite, pub}); 2 lists up to SP_CARD_SEAL_MAX
  * ("seal": [{suite, pub}, ...], in the device's order of preference), so that a hybrid device
- * can offer MLKEM768-X25519 first and X25519 to senders without ML-KEM. Both verify here.
+ * can offer MLKEM768-X25519 first and X25519 to senders without ML-KEM; 3 is 2 with the key
+ * epoch of those keys ("epoch", >= 1, signed: PROTOCOL.md 13.11), made by a device that has
+ * rotated its sealing key. All three verify here.
  */
-#define SP_CARD_VERSION    2 /* the newest version this library reads and makes */
+#define SP_CARD_VERSION    3 /* the newest version this library reads and makes */
 #define SP_CARD_VERSION_V1 1
+#define SP_CARD_VERSION_V2 2
 #define SP_CARD_MAX_JSON   16384 /* the longest card text accepted */
 #define SP_CARD_CERT_MAX   8192  /* the largest certificate (DER) a card may carry */
 #define SP_CARD_SEAL_MAX   4     /* suites a v2 card lists at most */
@@ -50,18 +53,22 @@ struct sp_card {
 	uint8_t *cert; /* DER certificate, or NULL if the card carries none */
 	size_t cert_len;
 	int64_t issued_at; /* Unix seconds; of two valid cards for one token, the later wins */
+	uint32_t epoch;    /* the sealing keys' epoch (version 3; 0 in versions 1 and 2) */
 };
 
 /*
  * Makes the card of the sealer's device, issued at issued_at (Unix seconds, >= 0): compact JSON,
  * NUL-terminated, malloc'd into *json (the caller frees it). Carries the certificate if the
- * sealer has one, and the suites of sp_sealer_suites(): a v2 card if there are several (a
- * hybrid device: MLKEM768-X25519 first, then X25519), else a v1 card, which verifiers of
- * either version accept. Returns 0, -EINVAL, -ENOMEM, SP_SEAL_ERR_CRYPTO.
+ * sealer has one, and the suites of sp_sealer_suites(): a v3 card with the sealer's key epoch
+ * once it has one (sp_sealer_epoch() >= 1: it has rotated), else a v2 card if there are several
+ * suites (a hybrid device: MLKEM768-X25519 first, then X25519), else a v1 card, which verifiers
+ * of every version accept. Returns 0, -EINVAL, -ENOMEM, SP_SEAL_ERR_CRYPTO.
  */
 int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json);
 
-/* The same with the version chosen: 1 (the sealer's preferred suite alone) or 2. */
+/* The same with the version chosen: 1 (the sealer's preferred suite alone), 2, or 3 (the
+ * sealer must have an epoch, else -EINVAL). Versions 1 and 2 carry no epoch: senders then seal
+ * envelopes of version 1, which the device opens by trying its keys. */
 int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int version, char **json);
 
 /*
@@ -84,6 +91,35 @@ int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
  * *out is cleared.
  */
 int sp_card_parse(const char *json, size_t len, struct sp_card *out);
+
+/*
+ * Whether the verified card got may replace the verified card have of the same device (13.11):
+ * 0 if got's key epoch is higher, or equal with an issued_at at least as late; otherwise
+ * SP_SEAL_ERR_CARD_STALE (an older card, e.g. replayed by whoever carries cards: the caller
+ * keeps have). -EINVAL if the tokens differ.
+ */
+int sp_card_supersedes(const struct sp_card *have, const struct sp_card *got);
+
+/*
+ * What a sender has seen (13.11): a small file of the newest card seen per device, one line
+ * "TOKEN EPOCH ISSUED_AT" each (64 hex digits, decimal, decimal; at most SP_CARD_SEEN_MAX
+ * lines), so that a card older than one already used for that device is noticed rather than
+ * silently sealed to.
+ *
+ * sp_card_seen_check(): 0 if the verified card c has at least the key epoch of the one recorded
+ * for its token, or none is recorded; then, with record, records c if it supersedes the record
+ * (sp_card_supersedes; the file is written anew, mode 0600, and renamed into place).
+ * SP_SEAL_ERR_CARD_STALE if c's epoch is lower (nothing written); an earlier card of the same
+ * epoch (the same keys) passes. SP_SEAL_ERR_CARD_MALFORMED if the file has a line that does not
+ * parse, -ENOSPC if it is full, -errno. A missing file is an empty one. Blocks on disk I/O.
+ */
+#define SP_CARD_SEEN_MAX 65536
+int sp_card_seen_check(const char *path, const struct sp_card *c, int record);
+
+/* Parses one line of that file (without its newline): pure, no I/O. Returns 0 or
+ * SP_SEAL_ERR_CARD_MALFORMED. */
+int sp_card_seen_line(const char *line, size_t len, uint8_t token[SP_TOKEN_LEN], uint32_t *epoch,
+                      int64_t *issued_at);
 
 /* Frees what a card owns and zeroes it. Accepts NULL and cleared cards. */
 void sp_card_clear(struct sp_card *c);

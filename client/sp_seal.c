@@ -64,8 +64,17 @@ static const struct sp_seal_suite_def sp_seal_suites[] = {
 
 /* Sealing key files, v2 (sp_seal.h). */
 static const char sp_seal_key_pem_name[] = "SEALPUSH SEALING KEY";
-#define SP_SEAL_KEY_FILE_VERSION 1
-#define SP_SEAL_KEY_FILE_MAX     1024 /* the longest v2 body read */
+#define SP_SEAL_KEY_FILE_VERSION       1
+#define SP_SEAL_KEY_FILE_VERSION_EPOCH 2    /* with epoch and created_at (13.10) */
+#define SP_SEAL_KEY_FILE_MAX           1024 /* the longest v2 body read */
+
+/* An earlier sealing key (rotated out, 13.11), kept to open envelopes sealed to it. */
+struct sp_seal_oldkey {
+	uint32_t epoch;
+	EVP_PKEY *x; /* X25519 */
+	uint8_t pk[SP_HPKE_X25519_LEN];
+	struct sp_xwing_key *xw; /* NULL: none */
+};
 
 struct sp_sealer {
 	EVP_PKEY *sign_key;
@@ -75,7 +84,10 @@ struct sp_sealer {
 	size_t spki_len;
 	uint8_t token[SP_TOKEN_LEN];
 	uint8_t seal_pk[SP_HPKE_X25519_LEN];
-	struct sp_xwing_key *xw; /* the MLKEM768-X25519 key, expanded once; NULL: none */
+	struct sp_xwing_key *xw;    /* the MLKEM768-X25519 key, expanded once; NULL: none */
+	uint32_t epoch;             /* of the keys above (13.11) */
+	struct sp_seal_oldkey *old; /* earlier keys, newest first */
+	size_t nold;
 	uint16_t suite;
 	uint32_t skew_ms;
 	uint32_t pad;
@@ -223,6 +235,13 @@ const char *sp_seal_strerror(int err)
 		return "replay cache file is damaged or not a replay cache";
 	case SP_SEAL_ERR_CRYPTO:
 		return "cryptographic library failure";
+	case SP_SEAL_ERR_KEY_ERASED:
+		return "sealed to an earlier sealing key that this device has erased (rotated out "
+		       "past its grace period): it can never be opened";
+	case SP_SEAL_ERR_KEY_EPOCH:
+		return "sealed to a sealing key epoch newer than this device's";
+	case SP_SEAL_ERR_CARD_STALE:
+		return "contact card older than one already seen for this device (lower key epoch)";
 	default:
 		return err < 0 && err > -4096 ? strerror(-err) : "unknown error";
 	}
@@ -578,6 +597,11 @@ void sp_sealer_free(struct sp_sealer *s)
 	EVP_PKEY_free(s->sign_key);
 	EVP_PKEY_free(s->seal_key);
 	sp_xwing_key_free(s->xw);
+	for (size_t i = 0; i < s->nold; i++) {
+		EVP_PKEY_free(s->old[i].x);
+		sp_xwing_key_free(s->old[i].xw);
+	}
+	free(s->old);
 	X509_free(s->cert);
 	free(s->spki);
 	for (size_t i = 0; s->scheds != NULL && i < SP_SEAL_NSUITES; i++)
@@ -625,23 +649,44 @@ static int sp_read_pkey(const char *path, int check_perms, EVP_PKEY **out)
 	return *out != NULL ? 0 : SP_SEAL_ERR_KEY_FILE;
 }
 
-/*
- * Parses the body of a v2 sealing key file: the X25519 key into *x25519 and, if the file has
- * one, the X-Wing seed into seed (*has_seed = 1). Returns 0, SP_SEAL_ERR_KEY_FILE, -ENOMEM.
- */
-static int sp_seal_key_body(const uint8_t *b, size_t len, EVP_PKEY **x25519,
-                            uint8_t seed[SP_XWING_SEED_LEN], int *has_seed)
+void sp_seal_key_file_clear(struct sp_seal_key_file *k)
+{
+	if (k != NULL)
+		OPENSSL_cleanse(k, sizeof(*k));
+}
+
+int sp_seal_key_body_parse(const uint8_t *b, size_t len, struct sp_seal_key_file *out)
 {
 	size_t n, i, klen;
 	uint16_t kem;
+	int has_x = 0;
 
-	*x25519 = NULL;
-	*has_seed = 0;
-	if (len < 2 || b[0] != SP_SEAL_KEY_FILE_VERSION)
-		return SP_SEAL_ERR_KEY_FILE;
-	n = b[1];
-	b += 2;
-	len -= 2;
+	if (b == NULL || out == NULL)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (len < 2)
+		goto bad;
+	if (b[0] == SP_SEAL_KEY_FILE_VERSION) {
+		out->format = 2;
+		b++;
+		len--;
+	} else if (b[0] == SP_SEAL_KEY_FILE_VERSION_EPOCH) {
+		/* version, epoch (4), created_at (8), then as version 1 */
+		if (len < 1 + 4 + 8 + 1)
+			goto bad;
+		out->format = 3;
+		out->epoch = (uint32_t)sp_get_be(b + 1, 4);
+		out->created_at = (int64_t)sp_get_be(b + 5, 8);
+		if (out->epoch == 0 || out->created_at < 0)
+			goto bad;
+		b += 13;
+		len -= 13;
+	} else {
+		goto bad;
+	}
+	n = b[0];
+	b++;
+	len--;
 	for (i = 0; i < n; i++) {
 		if (len < 4)
 			goto bad;
@@ -650,64 +695,77 @@ static int sp_seal_key_body(const uint8_t *b, size_t len, EVP_PKEY **x25519,
 		if (len - 4 < klen)
 			goto bad;
 		if (kem == SP_HPKE_KEM_X25519_SHA256) {
-			if (*x25519 != NULL || klen != SP_HPKE_X25519_LEN)
+			if (has_x || klen != SP_HPKE_X25519_LEN)
 				goto bad;
-			*x25519 =
-			        EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, b + 4, klen);
-			if (*x25519 == NULL)
-				return -ENOMEM;
+			memcpy(out->x25519, b + 4, klen);
+			has_x = 1;
 		} else if (kem == SP_HPKE_KEM_MLKEM768_X25519) {
-			if (*has_seed || klen != SP_XWING_SEED_LEN)
+			if (out->has_seed || klen != SP_XWING_SEED_LEN)
 				goto bad;
-			memcpy(seed, b + 4, klen);
-			*has_seed = 1;
+			memcpy(out->seed, b + 4, klen);
+			out->has_seed = 1;
 		} /* another KEM: a later version's key, skipped */
 		b += 4 + klen;
 		len -= 4 + klen;
 	}
-	if (len == 0 && *x25519 != NULL)
+	if (len == 0 && has_x)
 		return 0;
 bad:
-	EVP_PKEY_free(*x25519);
-	*x25519 = NULL;
-	*has_seed = 0;
-	OPENSSL_cleanse(seed, SP_XWING_SEED_LEN);
+	sp_seal_key_file_clear(out);
 	return SP_SEAL_ERR_KEY_FILE;
 }
 
-/*
- * Reads a sealing key file of either format (sp_seal.h), mode 0600 or stricter: the X25519 key
- * into *x25519 and an X-Wing seed, if the file has one, into seed (*has_seed = 1).
- */
-static int sp_read_seal_key(const char *path, EVP_PKEY **x25519, uint8_t seed[SP_XWING_SEED_LEN],
-                            int *has_seed)
+int sp_seal_key_file_read(const char *path, struct sp_seal_key_file *out)
 {
 	FILE *fp = NULL;
 	char *name = NULL, *header = NULL;
 	unsigned char *data = NULL;
+	EVP_PKEY *x = NULL;
+	struct stat st;
 	long len = 0;
-	int r = sp_open_key_file(path, 1, &fp);
+	size_t xl = SP_HPKE_X25519_LEN;
+	int r;
 
-	*x25519 = NULL;
-	*has_seed = 0;
+	if (path == NULL || out == NULL)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	r = sp_open_key_file(path, 1, &fp);
 	if (r != 0)
 		return r;
+	if (fstat(fileno(fp), &st) != 0) {
+		fclose(fp);
+		return SP_SEAL_ERR_KEY_FILE;
+	}
 	if (PEM_read(fp, &name, &header, &data, &len) == 1 &&
 	    strcmp(name, sp_seal_key_pem_name) == 0) {
 		r = len > 0 && len <= SP_SEAL_KEY_FILE_MAX
-		            ? sp_seal_key_body(data, (size_t)len, x25519, seed, has_seed)
+		            ? sp_seal_key_body_parse(data, (size_t)len, out)
 		            : SP_SEAL_ERR_KEY_FILE;
 	} else {
-		/* v1: a PKCS#8 private key (its type is checked by the sealer). */
+		/* v1: a PKCS#8 private key, which must be X25519. */
 		rewind(fp);
-		*x25519 = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
-		r = *x25519 != NULL ? 0 : SP_SEAL_ERR_KEY_FILE;
+		x = PEM_read_PrivateKey(fp, NULL, NULL, NULL);
+		if (x == NULL)
+			r = SP_SEAL_ERR_KEY_FILE;
+		else if (!EVP_PKEY_is_a(x, "X25519"))
+			r = SP_SEAL_ERR_KEY_TYPE;
+		else if (!EVP_PKEY_get_raw_private_key(x, out->x25519, &xl) ||
+		         xl != SP_HPKE_X25519_LEN)
+			r = SP_SEAL_ERR_KEY_FILE;
+		else
+			out->format = 1;
 	}
+	/* Without an epoch record the key is as old as its file. */
+	if (r == 0 && out->format != 3)
+		out->created_at = (int64_t)st.st_mtime;
 	fclose(fp);
+	EVP_PKEY_free(x);
 	OPENSSL_free(name);
 	OPENSSL_free(header);
 	if (data != NULL)
 		OPENSSL_clear_free(data, (size_t)len);
+	if (r != 0)
+		sp_seal_key_file_clear(out);
 	return r;
 }
 
@@ -717,9 +775,10 @@ int sp_sealer_load(const char *cert_path, const char *key_path, const char *seal
 	EVP_PKEY *sign_key = NULL, *seal_key = NULL;
 	X509 *cert = NULL;
 	FILE *fp = NULL;
-	uint8_t seed[SP_XWING_SEED_LEN];
-	int r, has_seed = 0;
+	struct sp_seal_key_file k;
+	int r;
 
+	memset(&k, 0, sizeof(k));
 	if (key_path == NULL || seal_key_path == NULL || out == NULL)
 		return -EINVAL;
 	*out = NULL;
@@ -736,22 +795,92 @@ int sp_sealer_load(const char *cert_path, const char *key_path, const char *seal
 	}
 	r = sp_read_pkey(key_path, 0, &sign_key);
 	if (r == 0)
-		r = sp_read_seal_key(seal_key_path, &seal_key, seed, &has_seed);
+		r = sp_seal_key_file_read(seal_key_path, &k);
+	if (r == 0) {
+		seal_key = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, k.x25519,
+		                                           sizeof(k.x25519));
+		r = seal_key != NULL ? 0 : SP_SEAL_ERR_KEY_FILE;
+	}
 	if (r == 0)
 		r = sp_sealer_new(sign_key, cert, seal_key, out);
+	if (r == 0)
+		(*out)->epoch = k.epoch;
 	/* A seed this build cannot use leaves the sealer with its X25519 key alone. */
-	if (r == 0 && has_seed && sp_xwing_available()) {
-		r = sp_sealer_set_hybrid_key(*out, seed, sizeof(seed));
+	if (r == 0 && k.has_seed && sp_xwing_available()) {
+		r = sp_sealer_set_hybrid_key(*out, k.seed, sizeof(k.seed));
 		if (r != 0) {
 			sp_sealer_free(*out);
 			*out = NULL;
 		}
 	}
 out:
-	OPENSSL_cleanse(seed, sizeof(seed));
+	sp_seal_key_file_clear(&k);
 	EVP_PKEY_free(sign_key);
 	EVP_PKEY_free(seal_key);
 	X509_free(cert);
+	return r;
+}
+
+int sp_sealer_set_epoch(struct sp_sealer *s, uint32_t epoch)
+{
+	if (s == NULL || (s->nold > 0 && s->old[0].epoch >= epoch))
+		return -EINVAL;
+	s->epoch = epoch;
+	return 0;
+}
+
+uint32_t sp_sealer_epoch(const struct sp_sealer *s)
+{
+	return s->epoch;
+}
+
+size_t sp_sealer_old_keys(const struct sp_sealer *s)
+{
+	return s->nold;
+}
+
+int sp_sealer_add_old_key(struct sp_sealer *s, const struct sp_seal_key_file *k)
+{
+	struct sp_seal_oldkey o, *grown;
+	size_t len = SP_HPKE_X25519_LEN, i;
+	int r;
+
+	if (s == NULL || k == NULL || k->epoch >= s->epoch)
+		return -EINVAL;
+	for (i = 0; i < s->nold; i++)
+		if (s->old[i].epoch == k->epoch)
+			return -EINVAL;
+	if (s->nold >= SP_SEAL_OLD_KEYS_MAX)
+		return -ENOSPC;
+	memset(&o, 0, sizeof(o));
+	o.epoch = k->epoch;
+	o.x = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, k->x25519, sizeof(k->x25519));
+	if (o.x == NULL)
+		return SP_SEAL_ERR_CRYPTO;
+	r = SP_SEAL_ERR_CRYPTO;
+	if (!EVP_PKEY_get_raw_public_key(o.x, o.pk, &len) || len != sizeof(o.pk))
+		goto fail;
+	if (k->has_seed && sp_xwing_available()) {
+		r = sp_xwing_key_new(k->seed, &o.xw);
+		if (r != 0) {
+			r = r == -ENOMEM ? -ENOMEM : SP_SEAL_ERR_CRYPTO;
+			goto fail;
+		}
+	}
+	r = -ENOMEM;
+	grown = realloc(s->old, (s->nold + 1) * sizeof(*s->old));
+	if (grown == NULL)
+		goto fail;
+	s->old = grown;
+	/* Newest first. */
+	for (i = s->nold; i > 0 && s->old[i - 1].epoch < o.epoch; i--)
+		s->old[i] = s->old[i - 1];
+	s->old[i] = o;
+	s->nold++;
+	return 0;
+fail:
+	EVP_PKEY_free(o.x);
+	sp_xwing_key_free(o.xw);
 	return r;
 }
 
@@ -788,45 +917,68 @@ static int sp_seal_write_key_file(const char *path, EVP_PKEY *key, const uint8_t
 	return r;
 }
 
-int sp_seal_keygen_file_ex(const char *path, int hybrid)
+/* Makes a key file: v1 PEM (!hybrid, epoch 0), v2 body version 1 (hybrid, epoch 0) or v2 body
+ * version 2 (epoch >= 1, with created_at). */
+static int sp_seal_keygen(const char *path, int hybrid, uint32_t epoch, int64_t created_at)
 {
-	/* version, count, then (kem, length, key) for X25519 and for MLKEM768-X25519 */
-	uint8_t body[2 + 2 * (4 + 32)], *p = body, pk[SP_XWING_PK_LEN];
+	/* [version 2: epoch, created_at], version, count, then (kem, length, key) for X25519 and
+	 * for MLKEM768-X25519 */
+	uint8_t body[1 + 12 + 1 + 2 * (4 + 32)], *p = body, pk[SP_XWING_PK_LEN];
 	EVP_PKEY *key = NULL;
 	size_t len = SP_HPKE_X25519_LEN;
 	int r;
 
-	if (path == NULL)
+	if (path == NULL || created_at < 0)
 		return -EINVAL;
 	if (hybrid && !sp_xwing_available())
 		return SP_SEAL_ERR_SUITE;
 	key = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
 	if (key == NULL)
 		return SP_SEAL_ERR_CRYPTO;
-	if (!hybrid) {
+	if (!hybrid && epoch == 0) {
 		r = sp_seal_write_key_file(path, key, NULL, 0);
 		goto out;
 	}
-	*p++ = SP_SEAL_KEY_FILE_VERSION;
-	*p++ = 2;
+	if (epoch == 0) {
+		*p++ = SP_SEAL_KEY_FILE_VERSION;
+	} else {
+		*p++ = SP_SEAL_KEY_FILE_VERSION_EPOCH;
+		p = sp_put_u32(p, epoch);
+		p = sp_put_u64(p, (uint64_t)created_at);
+	}
+	*p++ = hybrid ? 2 : 1;
 	p = sp_put_u16(p, SP_HPKE_KEM_X25519_SHA256);
 	p = sp_put_u16(p, SP_HPKE_X25519_LEN);
 	r = SP_SEAL_ERR_CRYPTO;
 	if (!EVP_PKEY_get_raw_private_key(key, p, &len) || len != SP_HPKE_X25519_LEN)
 		goto out;
 	p += SP_HPKE_X25519_LEN;
-	p = sp_put_u16(p, SP_HPKE_KEM_MLKEM768_X25519);
-	p = sp_put_u16(p, SP_XWING_SEED_LEN);
-	/* GenerateKeyPair of the KEM: a random seed (checked to expand). */
-	if (sp_hpke_kem_generate_keypair(SP_HPKE_KEM_MLKEM768_X25519, p, SP_XWING_SEED_LEN, pk,
-	                                 sizeof(pk)) != 0)
-		goto out;
-	p += SP_XWING_SEED_LEN;
+	if (hybrid) {
+		p = sp_put_u16(p, SP_HPKE_KEM_MLKEM768_X25519);
+		p = sp_put_u16(p, SP_XWING_SEED_LEN);
+		/* GenerateKeyPair of the KEM: a random seed (checked to expand). */
+		if (sp_hpke_kem_generate_keypair(SP_HPKE_KEM_MLKEM768_X25519, p, SP_XWING_SEED_LEN,
+		                                 pk, sizeof(pk)) != 0)
+			goto out;
+		p += SP_XWING_SEED_LEN;
+	}
 	r = sp_seal_write_key_file(path, NULL, body, (size_t)(p - body));
 out:
 	OPENSSL_cleanse(body, sizeof(body));
 	EVP_PKEY_free(key);
 	return r;
+}
+
+int sp_seal_keygen_file_ex(const char *path, int hybrid)
+{
+	return sp_seal_keygen(path, hybrid, 0, 0);
+}
+
+int sp_seal_keygen_file_epoch(const char *path, int hybrid, uint32_t epoch, int64_t created_at)
+{
+	if (epoch == 0)
+		return -EINVAL;
+	return sp_seal_keygen(path, hybrid, epoch, created_at);
 }
 
 int sp_seal_keygen_file(const char *path)
@@ -889,6 +1041,7 @@ int sp_sealer_peer_suite(const struct sp_sealer *s, uint16_t suite, struct sp_se
 	out->suite = suite;
 	out->pub_len = d->pub_len;
 	memcpy(out->pub, pub, d->pub_len);
+	out->epoch = s->epoch;
 	return 0;
 }
 
@@ -984,8 +1137,9 @@ size_t sp_seal_max_payload_suite(const struct sp_sealer *s, uint16_t suite, size
 	if (d == NULL)
 		return 0;
 	sp_sealer_reply_key(s, d, &own);
-	overhead = 3 + d->enc_len + SP_HPKE_NT;
-	fixed = SP_SEAL_INNER_FIXED + s->spki_len + (reply_key ? 4 + own.pub_len : 0) + 4 + 1 +
+	/* At its longest: version 2, with the key epoch in the header and in the reply key. */
+	overhead = 7 + d->enc_len + SP_HPKE_NT;
+	fixed = SP_SEAL_INNER_FIXED + s->spki_len + (reply_key ? 8 + own.pub_len : 0) + 4 + 1 +
 	        SP_SEAL_P256_SIG_MAX;
 	if (max_blob > s->max_envelope)
 		max_blob = s->max_envelope;
@@ -1005,7 +1159,9 @@ size_t sp_seal_max_payload(const struct sp_sealer *s, size_t max_blob, int reply
 
 /* The fields the signature covers, in transcript order. */
 struct sp_seal_signed {
+	uint8_t version; /* 2: key_epoch and the reply key's epoch are covered */
 	uint16_t suite;
+	uint32_t key_epoch;
 	const uint8_t *enc;
 	size_t enc_len;
 	const uint8_t *msg_id;
@@ -1022,15 +1178,17 @@ struct sp_seal_signed {
 /* Feeds the transcript to a DigestSign or DigestVerify context. Returns 1 or 0. */
 static int sp_seal_transcript(EVP_MD_CTX *md, int sign, const struct sp_seal_signed *t)
 {
-	uint8_t head[SP_SEAL_SIG_LABEL_LEN + 3 + SP_SEAL_MSG_ID_LEN + 2 * SP_TOKEN_LEN + 1 + 8 + 4];
-	uint8_t reply[2 + 2 + SP_SEAL_PUB_MAX], plen[4], *p = head;
+	uint8_t head[SP_SEAL_SIG_LABEL_LEN + 7 + SP_SEAL_MSG_ID_LEN + 2 * SP_TOKEN_LEN + 1 + 8 + 4];
+	uint8_t reply[2 + 4 + 2 + SP_SEAL_PUB_MAX], plen[4], *p = head;
 	int (*update)(EVP_MD_CTX *, const void *, size_t) =
 	        sign ? EVP_DigestSignUpdate : EVP_DigestVerifyUpdate;
 
 	memcpy(p, sp_seal_sig_label, SP_SEAL_SIG_LABEL_LEN);
 	p += SP_SEAL_SIG_LABEL_LEN;
-	*p++ = SP_SEAL_VERSION;
+	*p++ = t->version;
 	p = sp_put_u16(p, t->suite);
+	if (t->version == SP_SEAL_VERSION_EPOCH)
+		p = sp_put_u32(p, t->key_epoch);
 	if (!update(md, head, (size_t)(p - head)) || !update(md, t->enc, t->enc_len))
 		return 0;
 	p = head;
@@ -1047,6 +1205,8 @@ static int sp_seal_transcript(EVP_MD_CTX *md, int sign, const struct sp_seal_sig
 		return 0;
 	if (t->reply != NULL) {
 		p = sp_put_u16(reply, t->reply->suite);
+		if (t->version == SP_SEAL_VERSION_EPOCH)
+			p = sp_put_u32(p, t->reply->epoch);
 		p = sp_put_u16(p, (uint16_t)t->reply->pub_len);
 		memcpy(p, t->reply->pub, t->reply->pub_len);
 		p += t->reply->pub_len;
@@ -1102,7 +1262,7 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	struct sp_hpke_sched *sched;
 	uint8_t *buf = NULL, *p;
 	size_t sig_len, inner_len, header_len, total, pad;
-	int r, has_reply = (flags & SP_SEAL_F_REPLY_KEY) != 0;
+	int r, has_reply = (flags & SP_SEAL_F_REPLY_KEY) != 0, v2;
 
 	if (s == NULL || to == NULL || m == NULL || env == NULL || env_len == NULL ||
 	    m->msg_id == NULL || (m->payload == NULL && m->payload_len > 0))
@@ -1117,7 +1277,9 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 		return SP_SEAL_ERR_SUITE;
 	if (to->pub_len != d->pub_len)
 		return SP_SEAL_ERR_PEER_KEY;
-	header_len = 3 + d->enc_len;
+	/* To a key with an epoch (a version 3 card, a version 2 reply key): version 2. */
+	v2 = to->epoch != 0;
+	header_len = (v2 ? 7 : 3) + d->enc_len;
 	/* Sizes first, in 64-bit arithmetic that cannot wrap for payloads below 2^32. */
 	if (m->payload_len > s->max_envelope)
 		return SP_SEAL_ERR_TOO_LARGE;
@@ -1148,7 +1310,9 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 		return r == -ENOMEM ? -ENOMEM : SP_SEAL_ERR_CRYPTO;
 
 	t = (struct sp_seal_signed){
+	        .version = v2 ? SP_SEAL_VERSION_EPOCH : SP_SEAL_VERSION,
 	        .suite = to->suite,
+	        .key_epoch = to->epoch,
 	        .enc = enc,
 	        .enc_len = d->enc_len,
 	        .msg_id = m->msg_id,
@@ -1165,8 +1329,8 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	if (r != 0)
 		goto out;
 
-	inner_len = SP_SEAL_INNER_FIXED + s->spki_len + (has_reply ? 4 + own.pub_len : 0) + 4 +
-	            m->payload_len + 1 + sig_len;
+	inner_len = SP_SEAL_INNER_FIXED + s->spki_len +
+	            (has_reply ? (v2 ? 8 : 4) + own.pub_len : 0) + 4 + m->payload_len + 1 + sig_len;
 	pad = sp_seal_bucket_pad(s, header_len + inner_len + SP_HPKE_NT);
 	inner_len += pad;
 	total = header_len + inner_len + SP_HPKE_NT;
@@ -1179,10 +1343,12 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 		r = -ENOMEM;
 		goto out;
 	}
-	/* Header: version, suite, enc. */
+	/* Header: version, suite, [key epoch], enc. */
 	p = buf;
-	*p++ = SP_SEAL_VERSION;
+	*p++ = t.version;
 	p = sp_put_u16(p, to->suite);
+	if (v2)
+		p = sp_put_u32(p, to->epoch);
 	memcpy(p, enc, d->enc_len);
 	p += d->enc_len;
 	/* Inner plaintext (13.4), sealed in place below. */
@@ -1196,6 +1362,8 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	p += s->spki_len;
 	if (has_reply) {
 		p = sp_put_u16(p, own.suite);
+		if (v2)
+			p = sp_put_u32(p, own.epoch);
 		p = sp_put_u16(p, (uint16_t)own.pub_len);
 		memcpy(p, own.pub, own.pub_len);
 		p += own.pub_len;
@@ -1333,10 +1501,13 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	uint8_t aad[SP_SEAL_HEADER_MAX + SP_SEAL_MSG_ID_LEN], ss[SP_XWING_SS_LEN];
 	struct sp_hpke_sched *sched;
 	const uint8_t *recipient, *sig, *q;
-	uint8_t *buf = NULL;
-	size_t header_len, inner_len, spki_len, sig_len;
+	uint8_t *buf = NULL, version;
+	struct sp_seal_oldkey cur;
+	const struct sp_seal_oldkey *cand[1 + SP_SEAL_OLD_KEYS_MAX];
+	size_t header_len, inner_len, spki_len, sig_len, enc_off, ncand = 0;
 	uint64_t life_ms;
-	int r, cached;
+	uint32_t key_epoch = 0;
+	int r, cached, hybrid;
 
 	if (out != NULL)
 		memset(out, 0, sizeof(*out));
@@ -1348,49 +1519,90 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 		return SP_SEAL_ERR_TOO_LARGE;
 	if (env_len < 3)
 		return SP_SEAL_ERR_MALFORMED;
-	if (env[0] != SP_SEAL_VERSION)
+	version = env[0];
+	if (version != SP_SEAL_VERSION && version != SP_SEAL_VERSION_EPOCH)
 		return SP_SEAL_ERR_VERSION;
 	d = sp_seal_suite((uint16_t)sp_get_be(env + 1, 2));
-	/* A suite of a KEM this sealer has no key for is one it never announced. */
-	if (d == NULL || (d->hpke.kem == SP_HPKE_KEM_MLKEM768_X25519 && s->xw == NULL))
+	if (d == NULL)
 		return SP_SEAL_ERR_SUITE;
-	header_len = 3 + d->enc_len;
+	hybrid = d->hpke.kem == SP_HPKE_KEM_MLKEM768_X25519;
+	/* A suite of a KEM this sealer has no key for is one it never announced. */
+	if (hybrid && s->xw == NULL) {
+		size_t i = 0;
+
+		while (i < s->nold && s->old[i].xw == NULL)
+			i++;
+		if (i == s->nold)
+			return SP_SEAL_ERR_SUITE;
+	}
+	enc_off = version == SP_SEAL_VERSION_EPOCH ? 7 : 3;
+	header_len = enc_off + d->enc_len;
 	if (env_len < header_len + SP_HPKE_NT + SP_SEAL_INNER_FIXED)
 		return SP_SEAL_ERR_MALFORMED;
+	/* The keys to try (13.11): the one of the named epoch; without one, every key held,
+	 * newest first. A key without the suite's KEM is one that never announced it. */
+	cur = (struct sp_seal_oldkey){s->epoch, s->seal_key, {0}, s->xw};
+	memcpy(cur.pk, s->seal_pk, sizeof(cur.pk));
+	if (version == SP_SEAL_VERSION_EPOCH) {
+		uint32_t e = (uint32_t)sp_get_be(env + 3, 4);
+
+		if (e == s->epoch)
+			cand[ncand++] = &cur;
+		for (size_t i = 0; ncand == 0 && i < s->nold; i++)
+			if (s->old[i].epoch == e)
+				cand[ncand++] = &s->old[i];
+		if (ncand == 0)
+			return e < s->epoch ? SP_SEAL_ERR_KEY_ERASED : SP_SEAL_ERR_KEY_EPOCH;
+		if (hybrid && cand[0]->xw == NULL)
+			return SP_SEAL_ERR_SUITE;
+	} else {
+		if (!hybrid || cur.xw != NULL)
+			cand[ncand++] = &cur;
+		for (size_t i = 0; i < s->nold; i++)
+			if (!hybrid || s->old[i].xw != NULL)
+				cand[ncand++] = &s->old[i];
+		if (ncand == 0)
+			return SP_SEAL_ERR_SUITE;
+	}
 
 	/* Decrypt (13.3): any change to the header, the ciphertext or the msg_id fails here. */
 	sched = &s->scheds[d - sp_seal_suites];
-	if (d->hpke.kem == SP_HPKE_KEM_X25519_SHA256) {
-		r = sp_hpke_sched_setup_r(sched, env + 3, s->seal_key, s->seal_pk, &hc, NULL);
-	} else {
-		/* ML-KEM rejects implicitly: a changed enc gives another secret (DECRYPT). */
-		r = sp_xwing_decap_key(s->xw, env + 3, ss);
-		if (r == 0)
-			r = sp_hpke_sched_ss(sched, ss, &hc, NULL);
-		OPENSSL_cleanse(ss, sizeof(ss));
-	}
-	if (r != 0) {
-		r = r == -EKEYREJECTED ? SP_SEAL_ERR_DECRYPT
-		    : r == -ENOMEM     ? -ENOMEM
-		                       : SP_SEAL_ERR_CRYPTO;
-		goto out;
-	}
 	inner_len = env_len - header_len - SP_HPKE_NT;
 	buf = malloc(inner_len);
-	if (buf == NULL) {
-		r = -ENOMEM;
-		goto out;
-	}
+	if (buf == NULL)
+		return -ENOMEM;
 	memcpy(aad, env, header_len);
 	memcpy(aad + header_len, msg_id, SP_SEAL_MSG_ID_LEN);
-	r = sp_hpke_open(&hc, aad, header_len + SP_SEAL_MSG_ID_LEN, env + header_len,
-	                 inner_len + SP_HPKE_NT, buf);
-	if (r != 0) {
-		r = r == -EBADMSG  ? SP_SEAL_ERR_DECRYPT
-		    : r == -ENOMEM ? -ENOMEM
-		                   : SP_SEAL_ERR_CRYPTO;
-		goto out;
+	r = SP_SEAL_ERR_DECRYPT;
+	for (size_t i = 0; i < ncand && r == SP_SEAL_ERR_DECRYPT; i++) {
+		const struct sp_seal_oldkey *k = cand[i];
+
+		sp_hpke_ctx_clear(&hc);
+		if (!hybrid) {
+			r = sp_hpke_sched_setup_r(sched, env + enc_off, k->x, k->pk, &hc, NULL);
+		} else {
+			/* ML-KEM rejects implicitly: a changed enc gives another secret (DECRYPT).
+			 */
+			r = sp_xwing_decap_key(k->xw, env + enc_off, ss);
+			if (r == 0)
+				r = sp_hpke_sched_ss(sched, ss, &hc, NULL);
+			OPENSSL_cleanse(ss, sizeof(ss));
+		}
+		if (r == 0) {
+			r = sp_hpke_open(&hc, aad, header_len + SP_SEAL_MSG_ID_LEN,
+			                 env + header_len, inner_len + SP_HPKE_NT, buf);
+			if (r == -EBADMSG)
+				r = -EKEYREJECTED;
+		}
+		if (r == 0)
+			key_epoch = k->epoch;
+		r = r == 0               ? 0
+		    : r == -EKEYREJECTED ? SP_SEAL_ERR_DECRYPT
+		    : r == -ENOMEM       ? -ENOMEM
+		                         : SP_SEAL_ERR_CRYPTO;
 	}
+	if (r != 0)
+		goto out;
 
 	/* Inner plaintext (13.4), every length checked against what is left. */
 	r = SP_SEAL_ERR_MALFORMED;
@@ -1413,9 +1625,13 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	if (out->flags & SP_SEAL_F_REPLY_KEY) {
 		const struct sp_seal_suite_def *rs;
 
-		if ((q = sp_rd_take(&rd, 4)) == NULL)
+		if ((q = sp_rd_take(&rd, version == SP_SEAL_VERSION_EPOCH ? 8 : 4)) == NULL)
 			goto out;
 		out->reply.suite = (uint16_t)sp_get_be(q, 2);
+		if (version == SP_SEAL_VERSION_EPOCH) {
+			out->reply.epoch = (uint32_t)sp_get_be(q + 2, 4);
+			q += 4;
+		}
 		out->reply.pub_len = (size_t)sp_get_be(q + 2, 2);
 		rs = sp_seal_suite(out->reply.suite);
 		if (rs == NULL) {
@@ -1462,8 +1678,10 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	if (out->has_reply)
 		memcpy(out->reply.token, out->sender, SP_TOKEN_LEN);
 	t = (struct sp_seal_signed){
+	        .version = version,
 	        .suite = d->id,
-	        .enc = env + 3,
+	        .key_epoch = version == SP_SEAL_VERSION_EPOCH ? (uint32_t)sp_get_be(env + 3, 4) : 0,
+	        .enc = env + enc_off,
 	        .enc_len = d->enc_len,
 	        .msg_id = msg_id,
 	        .recipient = recipient,
@@ -1500,6 +1718,8 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	}
 	memcpy(out->msg_id, msg_id, SP_SEAL_MSG_ID_LEN);
 	out->suite = d->id;
+	out->version = version;
+	out->key_epoch = key_epoch;
 	out->buf = buf;
 	out->buf_len = inner_len;
 	buf = NULL;

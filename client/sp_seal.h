@@ -23,6 +23,10 @@
  *    where the build has OpenSSL 3.5's ML-KEM) prefers suite 0x0101 and keeps its X25519 key;
  *    its card lists both (sp_card.h), and a sender seals with the first listed suite it
  *    implements (sp_card_parse() puts it in card.peer; sp_card_pick() chooses otherwise).
+ *  - Rotation (13.11): a device's keys have epochs; sp_seal_keyring.h rotates, keeps and erases
+ *    them and loads a sealer holding the current key and the earlier ones. sp_seal() names the
+ *    recipient's epoch in the envelope (version 2) when its card has one (version 3);
+ *    sp_seal_open() opens with the named key, or tries every key held for a version 1 envelope.
  *
  * A sealer is immutable after its setters have run and may then be shared by threads. Opened
  * messages and envelopes belong to the caller. Nothing here blocks except the functions that
@@ -39,8 +43,14 @@
 #include "sp_identity.h"
 #include "sp_seal_replay.h"
 
-/* Envelope format version (the first byte of every envelope). */
-#define SP_SEAL_VERSION 1
+/*
+ * Envelope format versions (the first byte of every envelope, PROTOCOL.md 13.1): 1 names no key
+ * (sealed to a card without a key epoch: the recipient tries the keys it holds), 2 names the
+ * recipient's key epoch in its header (sealed to a card of version 3, 13.11). sp_seal() writes
+ * 2 exactly when the recipient's peer data has an epoch (sp_seal_peer.epoch != 0); both open.
+ */
+#define SP_SEAL_VERSION       1
+#define SP_SEAL_VERSION_EPOCH 2
 
 /*
  * Suite registry (PROTOCOL.md 13.2): the u16 after the version byte. Each names an HPKE
@@ -64,15 +74,16 @@
 #define SP_SEAL_MSG_ID_LEN 16
 #define SP_SEAL_PUB_MAX    1216 /* largest sealing public key (Npk of 0x0101; 32 for 0x0001) */
 #define SP_SEAL_ENC_MAX    1120 /* largest HPKE encapsulation (Nenc of 0x0101; 32 for 0x0001) */
-#define SP_SEAL_HEADER_MAX (3 + SP_SEAL_ENC_MAX) /* version + suite + enc */
+#define SP_SEAL_HEADER_MAX (7 + SP_SEAL_ENC_MAX) /* version + suite + [key epoch] + enc */
 /*
  * Padding buckets: with a padding block B > 1 every envelope is SP_SEAL_BUCKET_BASE + k * B
  * bytes long, whatever its suite (51 = the header of an X25519 suite, 35, and the tag, 16: the
  * content of those is padded to multiples of B; a hybrid envelope's content is padded so that
  * the envelope lands on the same sizes).
  */
-#define SP_SEAL_BUCKET_BASE 51
-#define SP_SEAL_SPKI_MAX    512 /* largest sender SubjectPublicKeyInfo accepted */
+#define SP_SEAL_BUCKET_BASE  51
+#define SP_SEAL_SPKI_MAX     512 /* largest sender SubjectPublicKeyInfo accepted */
+#define SP_SEAL_OLD_KEYS_MAX 64  /* earlier sealing keys (rotated out) a sealer holds at most */
 
 /* Defaults of the sealer's settings (each has a setter). */
 #define SP_SEAL_SKEW_DEFAULT_MS      (5u * 60 * 1000)    /* clock skew allowed, each way */
@@ -118,17 +129,24 @@ enum sp_seal_err {
 	SP_SEAL_ERR_KEY_TYPE = -2020, /* a key of the wrong type (not P-256, not a sealing key) */
 	SP_SEAL_ERR_REPLAY_FILE = -2021, /* a replay cache file is not one, or is damaged */
 	SP_SEAL_ERR_CRYPTO = -2022,      /* OpenSSL failed unexpectedly */
+	SP_SEAL_ERR_KEY_ERASED = -2023,  /* sealed to an earlier key epoch, erased since (13.11) */
+	SP_SEAL_ERR_KEY_EPOCH = -2024,   /* sealed to a key epoch newer than the sealer's own */
+	SP_SEAL_ERR_CARD_STALE = -2025,  /* a card older than one already seen for its token */
 };
 
 /* A short English text for a code of this module or a negative errno. Never NULL. */
 const char *sp_seal_strerror(int err);
 
-/* What it takes to seal to someone: their token and sealing key (from a card or a message). */
+/*
+ * What it takes to seal to someone: their token and sealing key (from a card or a message), and
+ * the epoch of that key (13.11; 0: the card or reply key named none, the envelope is version 1).
+ */
 struct sp_seal_peer {
 	uint8_t token[SP_TOKEN_LEN];
 	uint16_t suite;
 	size_t pub_len;
 	uint8_t pub[SP_SEAL_PUB_MAX];
+	uint32_t epoch;
 };
 
 /*
@@ -170,9 +188,10 @@ int sp_seal_keygen_file_ex(const char *path, int hybrid);
 
 /*
  * Loads a device's identity: its certificate (PEM; NULL to run with the key alone), the
- * certificate's private key (PEM, P-256) and its sealing key file (either format above, mode
- * 0600 or stricter; with an X-Wing seed that this build can use, the sealer gets the hybrid key
- * as by sp_sealer_set_hybrid_key()). Checks that the certificate certifies the key. Blocks on disk
+ * certificate's private key (PEM, P-256) and its sealing key file (any format of
+ * sp_seal_key_file_read(), mode 0600 or stricter; with an X-Wing seed that this build can use,
+ * the sealer gets the hybrid key as by sp_sealer_set_hybrid_key(); a file with an epoch sets
+ * the sealer's epoch). Checks that the certificate certifies the key. Blocks on disk
  * I/O. Returns 0 and *out (free with sp_sealer_free), SP_SEAL_ERR_KEY_FILE, _KEY_PERMS,
  * _KEY_MISMATCH, _KEY_TYPE, -ENOMEM.
  */
@@ -196,6 +215,68 @@ int sp_sealer_set_hybrid_key(struct sp_sealer *s, const uint8_t *seed, size_t se
 
 /* 1 if the sealer holds an MLKEM768-X25519 key (it opens suite 0x0101), else 0. */
 int sp_sealer_has_hybrid_key(const struct sp_sealer *s);
+
+/*
+ * Key epochs (PROTOCOL.md 13.11). A sealer has one current sealing key, of epoch
+ * sp_sealer_epoch() (0 for the key `sealpush init` made, 1, 2, ... for each rotation), which
+ * its card announces and its reply keys carry, and up to SP_SEAL_OLD_KEYS_MAX earlier keys that
+ * it still opens envelopes with (a rotated device keeps them for a grace period, then erases
+ * them: sp_seal_keyring.h). An envelope of version 2 names the epoch it was sealed to:
+ * sp_seal_open() takes that key, and refuses an epoch below the current one that the sealer
+ * does not hold as SP_SEAL_ERR_KEY_ERASED, one above it as SP_SEAL_ERR_KEY_EPOCH. A version 1
+ * envelope names none: it is tried with the current key, then the earlier ones, newest first.
+ */
+
+/* The contents of a sealing key file (13.10), private key bytes included: wipe it with
+ * sp_seal_key_file_clear(). */
+struct sp_seal_key_file {
+	int format;         /* 1 PEM PKCS#8 (X25519); 2 v2 body version 1; 3 v2 body version 2 */
+	uint32_t epoch;     /* the key epoch (0 in formats 1 and 2) */
+	int64_t created_at; /* Unix seconds (format 3); formats 1 and 2: the file's mtime */
+	uint8_t x25519[32]; /* the X25519 private key */
+	int has_seed;       /* an MLKEM768-X25519 seed follows */
+	uint8_t seed[32];
+};
+
+/*
+ * Parses the base64-decoded body of a "SEALPUSH SEALING KEY" file (body versions 1 and 2,
+ * 13.10) into *out (format 2 or 3; created_at 0 for version 1). Pure: no I/O. Returns 0 or
+ * SP_SEAL_ERR_KEY_FILE (out wiped).
+ */
+int sp_seal_key_body_parse(const uint8_t *body, size_t len, struct sp_seal_key_file *out);
+
+/* Reads a sealing key file of any format (mode 0600 or stricter). Returns 0, SP_SEAL_ERR_KEY_FILE,
+ * SP_SEAL_ERR_KEY_PERMS, -ENOMEM. Blocks on disk I/O. */
+int sp_seal_key_file_read(const char *path, struct sp_seal_key_file *out);
+
+/*
+ * Makes a new sealing key of the given epoch (>= 1), created at created_at, and writes it to
+ * path as a v2 file of body version 2 (mode 0600, never over an existing file: -EEXIST; written
+ * and fsync'ed before it returns). hybrid: with an X-Wing seed (SP_SEAL_ERR_SUITE in a build
+ * without the hybrid suite). Returns 0, -errno, -EINVAL, SP_SEAL_ERR_CRYPTO.
+ */
+int sp_seal_keygen_file_epoch(const char *path, int hybrid, uint32_t epoch, int64_t created_at);
+
+/* Wipes the private key bytes of *k. Accepts NULL. */
+void sp_seal_key_file_clear(struct sp_seal_key_file *k);
+
+/* Sets the epoch of the sealer's current key (what its cards and reply keys carry). Must be
+ * above every earlier key it holds (-EINVAL otherwise). */
+int sp_sealer_set_epoch(struct sp_sealer *s, uint32_t epoch);
+
+/* The epoch of the sealer's current key. */
+uint32_t sp_sealer_epoch(const struct sp_sealer *s);
+
+/*
+ * Gives the sealer an earlier key (epoch below the current one, not held yet) to open envelopes
+ * sealed to it; its X-Wing seed is used if this build has the hybrid suite. Returns 0, -EINVAL
+ * (epoch not below the current, or held already), -ENOSPC (SP_SEAL_OLD_KEYS_MAX held),
+ * SP_SEAL_ERR_CRYPTO, -ENOMEM.
+ */
+int sp_sealer_add_old_key(struct sp_sealer *s, const struct sp_seal_key_file *k);
+
+/* How many earlier keys the sealer holds. */
+size_t sp_sealer_old_keys(const struct sp_sealer *s);
 
 /* Frees a sealer and wipes its keys. Accepts NULL. */
 void sp_sealer_free(struct sp_sealer *s);
@@ -343,6 +424,8 @@ struct sp_seal_opened {
 	struct sp_seal_peer reply;
 	uint8_t *buf; /* owns sender_spki and payload */
 	size_t buf_len;
+	uint8_t version;    /* the envelope's version (1 or 2) */
+	uint32_t key_epoch; /* the epoch of this sealer's key that opened it */
 };
 
 /*

@@ -124,8 +124,8 @@ static void test_empty_and_large_payloads(void)
 	free(env);
 	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 50, 0), 0);
 	/* The figures PROTOCOL.md 13.4 gives. */
-	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 0), 15913);
-	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 1), 15877);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 0), 15909);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 1), 15869);
 }
 
 static void test_padding(void)
@@ -251,6 +251,8 @@ static void test_wrong_key_and_redirects(void)
 /* ---- an independent encoder, from PROTOCOL.md 13 ---- */
 
 struct tb {
+	uint8_t version;    /* 0: 1; 2: version 2 with key_epoch (13.1, 13.11) */
+	uint32_t key_epoch; /* version 2: the epoch named in the header */
 	uint16_t suite;
 	const uint8_t *pub;       /* recipient sealing key */
 	const uint8_t *recipient; /* token inside */
@@ -288,15 +290,18 @@ static size_t tb_build(const struct tb *b, uint8_t *out, size_t cap)
 	static const struct sp_hpke_suite chacha = {0x0020, 0x0001, 0x0003};
 	static const struct sp_hpke_suite aes = {0x0020, 0x0001, 0x0001};
 	uint8_t tr[4096], inner[4096], sig[128], sender[32], aad[64], *p;
-	size_t sig_len = sizeof(sig), inner_len;
+	size_t sig_len = sizeof(sig), inner_len, hl = b->version == 2 ? 39 : 35;
+	int v2 = b->version == 2;
 	struct sp_hpke_ctx c;
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 
 	EVP_Digest(b->spki, b->spki_len, sender, NULL, EVP_sha256(), NULL);
 	/* Header. */
 	p = out;
-	*p++ = 1;
+	*p++ = v2 ? 2 : 1;
 	be(&p, b->suite, 2);
+	if (v2)
+		be(&p, b->key_epoch, 4);
 	if (sp_hpke_setup_base_s(b->suite == 1 ? &chacha : &aes, b->pub,
 	                         (const uint8_t *)"sealpush/1 envelope", 19, NULL, 0, p, &c,
 	                         NULL) != 0)
@@ -308,9 +313,11 @@ static size_t tb_build(const struct tb *b, uint8_t *out, size_t cap)
 		uint8_t *t = tr;
 
 		put(&t, "sealpush/1 signed message", 26);
-		*t++ = 1;
+		*t++ = v2 ? 2 : 1;
 		be(&t, b->suite, 2);
-		put(&t, out + 3, 32);
+		if (v2)
+			be(&t, b->key_epoch, 4);
+		put(&t, out + hl - 32, 32);
 		put(&t, b->msg_id, 16);
 		put(&t, b->sig_recipient ? b->sig_recipient : b->recipient, 32);
 		put(&t, sender, 32);
@@ -319,6 +326,8 @@ static size_t tb_build(const struct tb *b, uint8_t *out, size_t cap)
 		be(&t, b->ttl, 4);
 		if (b->reply) {
 			be(&t, b->reply->suite, 2);
+			if (v2)
+				be(&t, b->reply->epoch, 4);
 			be(&t, b->reply->pub_len, 2);
 			put(&t, b->reply->pub, b->reply->pub_len);
 		}
@@ -342,6 +351,8 @@ static size_t tb_build(const struct tb *b, uint8_t *out, size_t cap)
 		put(&q, b->spki, b->spki_len);
 		if (b->reply) {
 			be(&q, b->reply->suite, 2);
+			if (v2)
+				be(&q, b->reply->epoch, 4);
 			be(&q, b->reply->pub_len, 2);
 			put(&q, b->reply->pub, b->reply->pub_len);
 		}
@@ -353,13 +364,13 @@ static size_t tb_build(const struct tb *b, uint8_t *out, size_t cap)
 		q += b->pad;
 		inner_len = (size_t)(q - inner);
 	}
-	if (35 + inner_len + 16 > cap)
+	if (hl + inner_len + 16 > cap)
 		return 0;
-	memcpy(aad, out, 35);
-	memcpy(aad + 35, b->msg_id, 16);
-	if (sp_hpke_seal(&c, aad, 51, inner, inner_len, p) != 0)
+	memcpy(aad, out, hl);
+	memcpy(aad + hl, b->msg_id, 16);
+	if (sp_hpke_seal(&c, aad, hl + 16, inner, inner_len, p) != 0)
 		return 0;
-	return 35 + inner_len + 16;
+	return hl + inner_len + 16;
 }
 
 /* A builder preset: Alice to Bob, honest. */
@@ -1254,10 +1265,10 @@ static void test_hybrid_max_payload(void)
 	size_t len;
 
 	/* 16,384-byte blobs: 1,139 bytes of header and tag, a 1,220-byte hybrid reply key. */
-	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 0), 14825);
-	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 1), 13605);
-	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(alice.s, SP_SEAL_SUITE_HYBRID, 16384, 1), 14789);
-	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(dora.s, SP_SEAL_SUITE_DEFAULT, 16384, 1), 15877);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 0), 14821);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 1), 13597);
+	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(alice.s, SP_SEAL_SUITE_HYBRID, 16384, 1), 14781);
+	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(dora.s, SP_SEAL_SUITE_DEFAULT, 16384, 1), 15869);
 	m.payload_len = sp_seal_max_payload(dora.s, 16384, 1);
 	SP_CHECK_EQ_INT(sp_seal(dora.s, &erin.peer, &m, &env, &len), 0);
 	SP_CHECK(len <= 16384);
@@ -1330,9 +1341,65 @@ static void test_key_files(void)
 	rmdir(dir);
 }
 
+/* Envelope version 2 (PROTOCOL.md 13.1, 13.4, 13.5, 13.11) from the independent encoder:
+ * bob at key epoch 5 opens it, with the reply key's epoch; another epoch does not open. */
+static void test_version2_independent(void)
+{
+	struct tb b = tb_honest();
+	struct sp_seal_peer reply = alice.peer;
+	struct sp_seal_opened o;
+	uint8_t env[4096];
+	size_t len;
+
+	SP_CHECK_EQ_INT(sp_sealer_set_epoch(bob.s, 5), 0);
+	reply.epoch = 3;
+	b.version = 2;
+	b.key_epoch = 5;
+	b.flags = SP_SEAL_F_RECEIPT_WANTED | SP_SEAL_F_REPLY_KEY;
+	b.reply = &reply;
+	len = tb_build(&b, env, sizeof(env));
+	SP_CHECK(len > 0);
+	SP_CHECK_EQ_INT(sp_seal_open(bob.s, NULL, mid1, env, len, t0, &o), 0);
+	SP_CHECK_EQ_INT(o.version, 2);
+	SP_CHECK_EQ_INT(o.key_epoch, 5);
+	SP_CHECK(o.has_reply);
+	SP_CHECK_EQ_INT(o.reply.epoch, 3);
+	SP_CHECK_MEM(o.payload, hello, sizeof(hello));
+	sp_seal_opened_clear(&o);
+	/* The same bytes under epoch 4 (below: not held) and 6 (above). */
+	b.key_epoch = 4;
+	len = tb_build(&b, env, sizeof(env));
+	SP_CHECK_EQ_INT(sp_seal_open(bob.s, NULL, mid1, env, len, t0, &o), SP_SEAL_ERR_KEY_ERASED);
+	b.key_epoch = 6;
+	len = tb_build(&b, env, sizeof(env));
+	SP_CHECK_EQ_INT(sp_seal_open(bob.s, NULL, mid1, env, len, t0, &o), SP_SEAL_ERR_KEY_EPOCH);
+	/* Without a reply key: the epoch in the header alone. */
+	b.key_epoch = 5;
+	b.reply = NULL;
+	b.flags = 0;
+	len = tb_build(&b, env, sizeof(env));
+	SP_CHECK_EQ_INT(sp_seal_open(bob.s, NULL, mid1, env, len, t0, &o), 0);
+	sp_seal_opened_clear(&o);
+	/* What the library seals to bob at epoch 5 is that layout too: version 2, epoch 5. */
+	{
+		struct sp_seal_peer to;
+		uint8_t *e;
+
+		sp_sealer_peer(bob.s, &to);
+		e = seal_msg(&alice, &to, mid1, 0, 60, t0, &len);
+		if (e != NULL) {
+			SP_CHECK_EQ_INT(e[0], 2);
+			SP_CHECK_EQ_INT(e[3] << 24 | e[4] << 16 | e[5] << 8 | e[6], 5);
+			SP_CHECK_EQ_INT((len - SP_SEAL_BUCKET_BASE) % SP_SEAL_PAD_DEFAULT, 0);
+		}
+		free(e);
+	}
+	SP_CHECK_EQ_INT(sp_sealer_set_epoch(bob.s, 0), 0);
+}
+
 static void test_strerror_distinct(void)
 {
-	for (int a = SP_SEAL_ERR_CRYPTO; a <= SP_SEAL_ERR_MALFORMED; a++) {
+	for (int a = SP_SEAL_ERR_CARD_STALE; a <= SP_SEAL_ERR_MALFORMED; a++) {
 		const char *sa = sp_seal_strerror(a);
 
 		SP_CHECK(sa != NULL && strcmp(sa, "unknown error") != 0);
@@ -1389,6 +1456,7 @@ int main(void)
 		for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 			sp_test_skip(names[i], "no MLKEM768-X25519 in this build (OpenSSL < 3.5)");
 	}
+	SP_RUN(test_version2_independent);
 	SP_RUN(test_strerror_distinct);
 	tc_dev_free(&alice);
 	tc_dev_free(&bob);

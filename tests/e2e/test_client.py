@@ -1393,6 +1393,137 @@ def _(t):
     t.expect_rc(r, EX_TIMEOUT, "nothing left after the ACK")
 
 
+# ---------------------------------------------------------------------------------------
+# sealing-key rotation (issue 13 part 5, PROTOCOL.md 13.11): fresh devices of their own, so
+# that the rotations do not touch the keys and cards of the tests above
+
+def rotation_dev(t, name):
+    """A new device with a sealing key; returns (device, its first card's path)."""
+    dev = t.h.pki.device(name)
+    t.expect_rc(t.cli("init", "--cert", dev.crt, "--key", dev.key), EX_OK, "init %s" % name)
+    r = t.cli("card", "--cert", dev.crt, "--key", dev.key)
+    t.expect_rc(r, EX_OK, "card %s" % name)
+    path = os.path.join(t.h.root, name + ".card0")
+    with open(path, "w") as f:
+        f.write(r.out)
+    return dev, path
+
+
+def write_card(t, name, text):
+    path = os.path.join(t.h.root, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+@test("rotation: messages sealed before `sealpush rotate` open in the grace period; after it "
+      "the erased keys' files are gone and a message sealed to one is reported as such, "
+      "acknowledged, exit 65; an older card is refused by the sender", timeout=90)
+def _(t):
+    d = t.daemon()
+    a, _ = rotation_dev(t, "rot-alice")
+    b, card0 = rotation_dev(t, "rot-bob")
+    ida = ["--cert", a.crt, "--key", a.key, "--ca", t.h.pki.ca_crt,
+           "--server", "%s:%d" % (LOOPBACK, d.port)]
+    idb = ["--cert", b.crt, "--key", b.key, "--ca", t.h.pki.ca_crt,
+           "--server", "%s:%d" % (LOOPBACK, d.port)]
+    base = b.key[:-len(".key")] + ".seal.key"
+
+    def send(card, text):
+        r = t.cli("send", *ida, "--to", card, "--message", text, "--json")
+        t.expect_rc(r, EX_OK, "send %r" % text)
+        res = json.loads(r.out)["results"]
+        if [x["status"] for x in res] != ["QUEUED"]:
+            fail("send %r: %r, want QUEUED (bob is offline)" % (text, res))
+        return res[0]["msg_id"]
+    m0 = send(card0, "sealed to epoch 0")
+    # rotate: the new card (version 3, epoch 1) on stdout and in --card-file
+    cf = os.path.join(t.h.root, "rot-bob.current")
+    r = t.cli("rotate", "--cert", b.crt, "--key", b.key, "--card-file", cf)
+    t.expect_rc(r, EX_OK, "rotate")
+    c1 = json.loads(r.out)
+    if (c1["v"], c1["epoch"]) != (3, 1) or c1 != json.load(open(cf)):
+        fail("rotate printed %r (want a v3 card of epoch 1, the same as in --card-file)" % c1)
+    if "epoch 1" not in r.err:
+        fail("rotate said %r on stderr, want the new epoch" % r.err)
+    card1 = write_card(t, "rot-bob.card1", r.out)
+    m1 = send(card1, "sealed to epoch 1")
+    # the grace period: both open, each with its key
+    r = t.cli("listen", *idb, "--json", "--count", "2", "--timeout", "15")
+    t.expect_rc(r, EX_OK, "listen in the grace period")
+    got = [(o["msg_id"], o["payload"]) for o in map(json.loads, r.out.splitlines())]
+    if got != [(m0, "sealed to epoch 0"), (m1, "sealed to epoch 1")]:
+        fail("listen in the grace period printed %r" % got)
+    # alice has used the epoch-1 card: the epoch-0 card is now older than what she has seen
+    r = t.cli("send", *ida, "--to", card0, "--message", "to the old key")
+    t.expect_rc(r, EX_VERIFY, "send to an older card", r"older \(key epoch 0\)")
+    m2 = send(card1, "sealed to epoch 1, opened after its erasure")
+    # rotate with no grace: epochs 0 and 1 are erased, their files gone
+    r = t.cli("rotate", "--cert", b.crt, "--key", b.key, "--key-grace", "0")
+    t.expect_rc(r, EX_OK, "rotate --key-grace 0")
+    if not re.search(r"erased 2 sealing keys", r.err) or json.loads(r.out)["epoch"] != 2:
+        fail("rotate --key-grace 0: %r" % r)
+    for gone in (base, os.path.join(base + ".d", "1.key")):
+        if os.path.exists(gone):
+            fail("%s is still on disk after its erasure" % gone)
+    if sorted(os.listdir(base + ".d")) != ["2.key"]:
+        fail("keys left: %r, want 2.key only" % os.listdir(base + ".d"))
+    r = t.cli("listen", *idb, "--timeout", "3")
+    t.expect_rc(r, EX_VERIFY, "listen: a message sealed to an erased key",
+                r"message %s cannot be opened: sealed to sealing key epoch 1, erased after "
+                r"its grace period: it can never be opened" % m2)
+    if r.out:
+        fail("listen printed %r for a message it cannot open" % r.out)
+    # acknowledged: it does not come back
+    r = t.cli("listen", *idb, "--timeout", "1")
+    t.expect_rc(r, EX_TIMEOUT, "nothing left after the refusal was acknowledged")
+    # and the newest card works
+    card2 = write_card(t, "rot-bob.card2", t.cli("card", "--cert", b.crt, "--key", b.key).out)
+    send(card2, "sealed to epoch 2")
+    r = t.cli("listen", *idb, "--count", "1", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "listen epoch 2")
+    if not r.out.endswith(" sealed to epoch 2\n"):
+        fail("listen printed %r" % r.out)
+
+
+@test("rotation: a running listen rotates by itself when due (--rotate-every 2s), prints the "
+      "new card and writes it to --card-file, opens messages sealed to it, and erases the "
+      "earlier key after --key-grace", timeout=90)
+def _(t):
+    d = t.daemon()
+    a, _ = rotation_dev(t, "rot-carol")
+    b, card0 = rotation_dev(t, "rot-dave")
+    base = b.key[:-len(".key")] + ".seal.key"
+    cf = os.path.join(t.h.root, "rot-dave.current")
+    lp = t.cli_bg("listen", "-v", "--json", "--cert", b.crt, "--key", b.key, "--ca",
+                  t.h.pki.ca_crt, "--server", "%s:%d" % (LOOPBACK, d.port),
+                  "--rotate-every", "2s", "--key-grace", "5s", "--card-file", cf,
+                  "--timeout", "40")
+    lp.wait_err(r"connected to 127\.0\.0\.1", 10)
+    o = json.loads(lp.expect(r'"kind":"card"', 10).string)
+    if o["epoch"] != 1 or o["card"]["epoch"] != 1 or o["card"] != json.load(open(cf)):
+        fail("listen printed %r, want the card of epoch 1 (and the same in --card-file)" % o)
+    lp.wait_err(r"rotated the sealing key: epoch 1", 5)
+    r = t.cli("send", "--cert", a.crt, "--key", a.key, "--ca", t.h.pki.ca_crt,
+              "--server", "%s:%d" % (LOOPBACK, d.port), "--to", cf, "--message", "to epoch 1",
+              "--json")
+    t.expect_rc(r, EX_OK, "send to the new card")
+    mid = json.loads(r.out)["results"][0]["msg_id"]
+    o = json.loads(lp.expect(r'"kind":"message"', 10, skip=r'"kind":"card"').string)
+    if (o["msg_id"], o["payload"], o["sender"]) != (mid, "to epoch 1", a.token.hex()):
+        fail("listen printed %r" % o)
+    # the epoch-0 key was retired when epoch 1 was made: erased 5 s later
+    lp.wait_err(r"erased \d+ sealing keys? past the grace period", 15)
+    if os.path.exists(base):
+        fail("%s is still on disk past its grace period" % base)
+    lp.expect(r'"kind":"card"', 10, skip=r'"kind":"message"')  # it keeps rotating
+    lp.kill()
+    epochs = sorted(int(n.split(".")[0]) for n in os.listdir(base + ".d"))
+    if not epochs or epochs[-1] < 2:
+        fail("keys on disk: %r, want epoch 2 or later" % epochs)
+    t.note("epochs on disk after the run: %r" % epochs)
+
+
 def main():
     global CLI, PROBE
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -54,25 +54,30 @@ static uint8_t *seal_inner(uint8_t sel, const uint8_t *msg_id, const uint8_t *in
 	        {SP_HPKE_KEM_X25519_SHA256, SP_HPKE_KDF_HKDF_SHA256, SP_HPKE_AEAD_AES128GCM}};
 	uint16_t suite =
 	        (sel & 1) ? SP_SEAL_SUITE_X25519_AES128GCM : SP_SEAL_SUITE_X25519_CHACHA20POLY1305;
-	uint8_t aad[3 + 32 + 16], *env;
+	size_t hl = (sel & 2) ? 39 : 35; /* version 2 names the key epoch */
+	uint8_t aad[39 + 16], *env;
 	struct sp_hpke_ctx c;
 
-	env = malloc(3 + 32 + len + SP_HPKE_NT);
+	env = malloc(hl + len + SP_HPKE_NT);
 	if (env == NULL)
 		return NULL;
-	env[0] = SP_SEAL_VERSION;
+	env[0] = (sel & 2) ? SP_SEAL_VERSION_EPOCH : SP_SEAL_VERSION;
 	env[1] = (uint8_t)(suite >> 8);
 	env[2] = (uint8_t)suite;
+	if (sel & 2) {
+		env[3] = env[4] = env[5] = 0;
+		env[6] = FZ_RCPT_EPOCH;
+	}
 	if (sp_hpke_setup_base_s(&suites[sel & 1], rcpt.peer.pub, (const uint8_t *)FZ_INFO,
-	                         strlen(FZ_INFO), fz_ikm_e, sizeof(fz_ikm_e) - 1, env + 3, &c,
+	                         strlen(FZ_INFO), fz_ikm_e, sizeof(fz_ikm_e) - 1, env + hl - 32, &c,
 	                         NULL) != 0)
 		fail("sp_hpke_setup_base_s");
-	memcpy(aad, env, 35);
-	memcpy(aad + 35, msg_id, 16);
-	if (sp_hpke_seal(&c, aad, sizeof(aad), inner, len, env + 35) != 0)
+	memcpy(aad, env, hl);
+	memcpy(aad + hl, msg_id, 16);
+	if (sp_hpke_seal(&c, aad, hl + 16, inner, len, env + hl) != 0)
 		fail("sp_hpke_seal");
 	sp_hpke_ctx_clear(&c);
-	*env_len = 35 + len + SP_HPKE_NT;
+	*env_len = hl + len + SP_HPKE_NT;
 	return env;
 }
 
@@ -85,8 +90,9 @@ static void check_refusal(int r, const struct sp_seal_opened *o)
 {
 	static const struct sp_seal_opened zero;
 
-	if (!(r <= SP_SEAL_ERR_MALFORMED && r >= SP_SEAL_ERR_CRYPTO) && r != -ENOMEM)
+	if (!(r <= SP_SEAL_ERR_MALFORMED && r >= SP_SEAL_ERR_KEY_EPOCH) && r != -ENOMEM)
 		fail("unknown error code");
+
 	if (r == SP_SEAL_ERR_CRYPTO)
 		fail("OpenSSL failed on an input (should be a refusal by name)");
 	if (memcmp(o, &zero, sizeof(zero)) != 0)
@@ -104,8 +110,20 @@ static void check_accepted(const struct sp_seal_opened *o, struct sp_seal_replay
 		fail("EVP_Digest");
 	if (memcmp(token, o->sender, 32) != 0)
 		fail("sender token is not SHA-256 of the sender SPKI");
-	if (o->buf == NULL || o->buf_len != env_len - 35 - SP_HPKE_NT)
+	size_t enc_len = 0;
+
+	if (sp_seal_suite_info(o->suite, &enc_len, NULL, NULL) != 0 || o->version != env[0] ||
+	    o->buf_len !=
+	            env_len - (o->version == SP_SEAL_VERSION_EPOCH ? 7 : 3) - enc_len - SP_HPKE_NT)
 		fail("opened buffer is not the envelope's content");
+	if (o->buf == NULL)
+		fail("no opened buffer");
+	if (o->version == SP_SEAL_VERSION_EPOCH
+	            ? o->key_epoch != get_be(env + 3, 4)
+	            : o->key_epoch != FZ_RCPT_EPOCH && o->key_epoch != FZ_RCPT_OLD_EPOCH)
+		fail("opened with a key of another epoch than the envelope names");
+	if ((!o->has_reply || o->version == SP_SEAL_VERSION) && o->reply.epoch != 0)
+		fail("a reply epoch without a reply key, or in a version 1 envelope");
 	if (!inside(o->sender_spki, o->sender_spki_len, o->buf, o->buf_len) ||
 	    !inside(o->payload, o->payload_len, o->buf, o->buf_len))
 		fail("SPKI or payload outside the opened buffer");
@@ -159,7 +177,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r;
 
 	if (!ready) {
-		if (fz_dev_load(&rcpt, fz_rcpt_sign_pem, fz_rcpt_seal_pem) != 0)
+		if (fz_dev_load(&rcpt, fz_rcpt_sign_pem, fz_rcpt_seal_pem) != 0 ||
+		    fz_rcpt_rotate(&rcpt) != 0)
 			fail("cannot load the recipient");
 		verbose = getenv("FUZZ_SEAL_OPEN_VERBOSE") != NULL;
 		ready = 1;

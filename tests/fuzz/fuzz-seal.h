@@ -5,8 +5,14 @@
  *
  * Input layout: byte 0 mode (bit 0: 0 = the rest is an envelope as delivered, 1 = the rest is
  * an inner plaintext that the target seals itself), byte 1 suite selector for mode 1 (bit 0:
- * 0 = 0x0001 ChaCha20Poly1305, 1 = 0x0002 AES-128-GCM), bytes 2-17 the DELIVER's msg_id, bytes
- * 18-25 the recipient's clock (ms, big-endian), then the body.
+ * 0 = 0x0001 ChaCha20Poly1305, 1 = 0x0002 AES-128-GCM; bit 1: an envelope of version 2 naming
+ * the recipient's key epoch FZ_RCPT_EPOCH, else version 1), bytes 2-17 the DELIVER's msg_id,
+ * bytes 18-25 the recipient's clock (ms, big-endian), then the body.
+ *
+ * The recipient has rotated (PROTOCOL.md 13.11): its current key (epoch FZ_RCPT_EPOCH, 3) is
+ * fz_rcpt_seal_pem, it still holds the key of epoch FZ_RCPT_OLD_EPOCH (2, fz_rcpt_old_seal_pem),
+ * epochs 0 and 1 are erased; where the build has the hybrid suite, its current key has an
+ * MLKEM768-X25519 seed too (fz_rcpt_xwing_seed), but it prefers X25519 (its peer is X25519).
  */
 #ifndef FUZZ_SEAL_H
 #define FUZZ_SEAL_H
@@ -40,6 +46,16 @@ static const char fz_rcpt_seal_pem[] =
         "-----BEGIN PRIVATE KEY-----\n"
         "MC4CAQAwBQYDK2VuBCIEIAiwGtNp2rGfVmp2VI8YJDwlh4y+4QPMDSwsnIge1PR5\n"
         "-----END PRIVATE KEY-----\n";
+static const char fz_rcpt_old_seal_pem[] =
+        "-----BEGIN PRIVATE KEY-----\n"
+        "MC4CAQAwBQYDK2VuBCIEIEgMqP6xdkjZpvEfTANrFz10ZzREaswo8iDP+4rlHkFk\n"
+        "-----END PRIVATE KEY-----\n";
+static const uint8_t fz_rcpt_xwing_seed[32] = {0xdf, 0x26, 0x72, 0x12, 0x37, 0xe8, 0xdf, 0x98,
+                                               0x33, 0xcf, 0x6a, 0xdc, 0xf1, 0xb8, 0x5a, 0x86,
+                                               0xb7, 0x0f, 0x5e, 0xb6, 0xff, 0x6e, 0x52, 0xc2,
+                                               0x67, 0x68, 0x50, 0xe1, 0xe2, 0x3d, 0x19, 0x02};
+#define FZ_RCPT_EPOCH     3
+#define FZ_RCPT_OLD_EPOCH 2
 static const char fz_sender_sign_pem[] =
         "-----BEGIN PRIVATE KEY-----\n"
         "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg1dHf4gMas5XCYPST\n"
@@ -88,6 +104,29 @@ static inline int fz_dev_load(struct fz_dev *d, const char *sign_pem, const char
 		return -1;
 	sp_sealer_peer(d->s, &d->peer);
 	return 0;
+}
+
+/* Makes d (loaded as the recipient) the rotated recipient described above. Returns 0 or -1. */
+static inline int fz_rcpt_rotate(struct fz_dev *d)
+{
+	struct sp_seal_key_file k;
+	EVP_PKEY *old = fz_pem_key(fz_rcpt_old_seal_pem);
+	size_t len = sizeof(k.x25519);
+	int r = -1;
+
+	memset(&k, 0, sizeof(k));
+	k.epoch = FZ_RCPT_OLD_EPOCH;
+	if (old != NULL && EVP_PKEY_get_raw_private_key(old, k.x25519, &len) &&
+	    sp_sealer_set_epoch(d->s, FZ_RCPT_EPOCH) == 0 && sp_sealer_add_old_key(d->s, &k) == 0)
+		r = 0;
+	if (r == 0 && sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID) &&
+	    (sp_sealer_set_hybrid_key(d->s, fz_rcpt_xwing_seed, sizeof(fz_rcpt_xwing_seed)) != 0 ||
+	     sp_sealer_set_suite(d->s, SP_SEAL_SUITE_DEFAULT) != 0))
+		r = -1;
+	if (r == 0)
+		sp_sealer_peer(d->s, &d->peer);
+	EVP_PKEY_free(old);
+	return r;
 }
 
 static inline void fz_dev_free(struct fz_dev *d)

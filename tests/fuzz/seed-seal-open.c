@@ -10,6 +10,10 @@
  * another sender, misdirected, sealed to another key), plus truncations, corruptions and clocks
  * outside the window. Mode 1 seeds are inner plaintexts signed the way sp_seal() signs them, for
  * the enc the target's fixed ephemeral key gives, valid and broken in one field each.
+ * The recipient has rotated (fuzz-seal.h): envelopes of version 1 (no epoch) and version 2
+ * (its current epoch, its earlier one, an erased one, a newer one) are both written, and, where
+ * the build has the hybrid suite, hybrid (0x0101) envelopes of both versions too (run it in a
+ * Debian 13 build for those).
  * ECDSA signatures are randomized, so each run writes new files; commit one run's.
  */
 #include "fuzz-seal.h"
@@ -119,6 +123,7 @@ static void wire(struct fz_dev *from, const struct sp_seal_peer *to, uint8_t fla
 
 /* The fields of an inner plaintext for mode 1. */
 struct inner {
+	uint8_t version; /* 0 or 1: version 1; 2: version 2, naming FZ_RCPT_EPOCH */
 	uint16_t suite;
 	uint8_t flags;
 	uint64_t sent_at;
@@ -145,8 +150,10 @@ static size_t sign(const struct inner *in, const uint8_t *enc, uint8_t *sig)
 
 	EVP_Digest(in->spki, in->spki_len, sender_tok, NULL, EVP_sha256(), NULL);
 	t = put(t, "sealpush/1 signed message", 26);
-	*t++ = SP_SEAL_VERSION;
+	*t++ = in->version == 2 ? SP_SEAL_VERSION_EPOCH : SP_SEAL_VERSION;
 	t = put_be(t, in->suite, 2);
+	if (in->version == 2)
+		t = put_be(t, FZ_RCPT_EPOCH, 4);
 	t = put(t, enc, 32);
 	t = put(t, mid, 16);
 	t = put(t, in->recipient, 32);
@@ -156,6 +163,8 @@ static size_t sign(const struct inner *in, const uint8_t *enc, uint8_t *sig)
 	t = put_be(t, in->ttl, 4);
 	if (in->reply != NULL) {
 		t = put_be(t, in->reply->suite, 2);
+		if (in->version == 2)
+			t = put_be(t, in->reply->epoch, 4);
 		t = put_be(t, in->reply->pub_len, 2);
 		t = put(t, in->reply->pub, in->reply->pub_len);
 	}
@@ -185,6 +194,8 @@ static void sealed(const struct inner *in)
 	q = put(q, in->spki, in->spki_len);
 	if (in->reply != NULL) {
 		q = put_be(q, in->reply->suite, 2);
+		if (in->version == 2)
+			q = put_be(q, in->reply->epoch, 4);
 		q = put_be(q, in->reply->pub_len, 2);
 		q = put(q, in->reply->pub, in->reply->pub_len);
 	}
@@ -194,8 +205,9 @@ static void sealed(const struct inner *in)
 	q = put(q, sig, sig_len);
 	memset(q, in->pad_byte, in->pad);
 	q += in->pad;
-	emit(FZ_MODE_SEAL, in->suite == SP_SEAL_SUITE_X25519_AES128GCM, mid, FZ_T0, buf,
-	     (size_t)(q - buf));
+	emit(FZ_MODE_SEAL,
+	     (uint8_t)((in->suite == SP_SEAL_SUITE_X25519_AES128GCM) | (in->version == 2) << 1),
+	     mid, FZ_T0, buf, (size_t)(q - buf));
 }
 
 int main(int argc, char **argv)
@@ -217,12 +229,52 @@ int main(int argc, char **argv)
 	}
 	dir = argv[1];
 	if (fz_dev_load(&rcpt, fz_rcpt_sign_pem, fz_rcpt_seal_pem) != 0 ||
+	    fz_rcpt_rotate(&rcpt) != 0 ||
 	    fz_dev_load(&sender, fz_sender_sign_pem, fz_sender_seal_pem) != 0 ||
 	    fz_dev_load(&other, fz_other_sign_pem, fz_other_seal_pem) != 0)
 		die("cannot load the test identities");
 	memset(big, 0x42, sizeof(big));
 
-	/* Mode 0: real envelopes. */
+	/* Mode 0: envelopes of version 2 (13.11): to the current epoch (with variants), to the
+	 * earlier one still held, to an erased one and a newer one, with a reply key carrying
+	 * the sender's epoch. Then version 1 (rcpt's peer without its epoch) as before. */
+	wire(&sender, &rcpt.peer, 0, hello, sizeof(hello), 1);
+	{
+		struct sp_seal_peer old = rcpt.peer;
+		EVP_PKEY *k = fz_pem_key(fz_rcpt_old_seal_pem);
+		size_t len = sizeof(old.pub);
+
+		if (k == NULL || !EVP_PKEY_get_raw_public_key(k, old.pub, &len))
+			die("the old key");
+		EVP_PKEY_free(k);
+		old.epoch = FZ_RCPT_OLD_EPOCH;
+		wire(&sender, &old, SP_SEAL_F_RECEIPT_WANTED, hello, sizeof(hello), 0);
+		old.epoch = FZ_RCPT_OLD_EPOCH - 1; /* erased */
+		wire(&sender, &old, 0, hello, sizeof(hello), 0);
+		old = rcpt.peer;
+		old.epoch = FZ_RCPT_EPOCH + 1; /* newer than the recipient's */
+		wire(&sender, &old, 0, hello, sizeof(hello), 0);
+	}
+	if (sp_sealer_set_epoch(sender.s, 9) != 0)
+		die("set_epoch");
+	sp_sealer_peer(sender.s, &sender.peer);
+	wire(&sender, &rcpt.peer, SP_SEAL_F_RECEIPT_WANTED, big, 100, 0);
+	/* The hybrid suite, both versions (only where the build has it). */
+	if (sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID)) {
+		struct sp_seal_peer h;
+
+		if (sp_sealer_peer_suite(rcpt.s, SP_SEAL_SUITE_HYBRID, &h) != 0)
+			die("hybrid peer");
+		wire(&sender, &h, SP_SEAL_F_RECEIPT_WANTED, hello, sizeof(hello), 1);
+		h.epoch = 0;
+		wire(&sender, &h, 0, big, 1500, 0);
+	}
+	if (sp_sealer_set_epoch(sender.s, 0) != 0)
+		die("set_epoch");
+	sp_sealer_peer(sender.s, &sender.peer);
+	rcpt.peer.epoch = 0;
+
+	/* Mode 0: real envelopes of version 1. */
 	wire(&sender, &rcpt.peer, 0, hello, sizeof(hello), 1);
 	rcpt.peer.suite = SP_SEAL_SUITE_X25519_AES128GCM;
 	wire(&sender, &rcpt.peer, SP_SEAL_F_RECEIPT_WANTED, big, 256, 1);
@@ -269,6 +321,23 @@ int main(int argc, char **argv)
 	        .pad = 7,
 	};
 	sealed(&base);
+	/* Version 2: valid, with a reply key carrying an epoch, and broken. */
+	in = base;
+	in.version = 2;
+	sealed(&in);
+	{
+		struct sp_seal_peer rp = sender.peer;
+
+		rp.epoch = 5;
+		in.flags = SP_SEAL_F_RECEIPT_WANTED | SP_SEAL_F_REPLY_KEY;
+		in.reply = &rp;
+		sealed(&in);
+		in.pad_byte = 0x01;
+		sealed(&in);
+		in.pad_byte = 0;
+		in.payload_len_delta = 4;
+		sealed(&in);
+	}
 	in = base;
 	in.suite = SP_SEAL_SUITE_X25519_AES128GCM;
 	in.flags = SP_SEAL_F_RECEIPT_WANTED | SP_SEAL_F_REPLY_KEY;
