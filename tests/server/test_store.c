@@ -532,6 +532,48 @@ static void test_order(void)
 	}
 }
 
+/* The counter goes back under a connected device's cursor: a promoted replica that had not
+ * got the last writes, or a Redis restarted from an older AOF. What is stored afterwards must
+ * still come after that cursor, all of it. */
+static void test_counter_back(void)
+{
+	uint8_t token[32], id[16];
+	uint64_t seqs[3], cursor;
+	char hex[65];
+	struct result r;
+
+	new_token(token);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", token[i]);
+	for (unsigned i = 0; i < 3; i++) {
+		make_id(id, 40 + i);
+		SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, &seqs[i]),
+		                SP_STORE_STORED);
+	}
+	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 3);
+	cursor = r.items[2].seq;
+	/* the replica had only the first: the last two and the counter past them are gone */
+	for (unsigned i = 1; i < 3; i++) {
+		make_id(id, 40 + i);
+		freeReplyObject(raw("ZREM sp:{%s}:q %b", hex, id, (size_t)16));
+		freeReplyObject(raw("ZREM sp:{%s}:e %b", hex, id, (size_t)16));
+		freeReplyObject(raw("HDEL sp:{%s}:m %b", hex, id, (size_t)16));
+	}
+	freeReplyObject(raw("HSET sp:{%s}:s seq %llu", hex, (unsigned long long)seqs[0]));
+	for (unsigned i = 0; i < 5; i++) {
+		make_id(id, 50 + i);
+		SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL),
+		                SP_STORE_STORED);
+	}
+	SP_CHECK_EQ_INT(fetch(st, token, cursor, 10, &r), SP_STORE_OK);
+	SP_CHECK_EQ_INT(r.n, 5);
+	for (unsigned i = 0; i < r.n && i < 5; i++) {
+		make_id(id, 50 + i);
+		SP_CHECK_MEM(r.items[i].id, id, 16);
+	}
+}
+
 static void test_paging(void)
 {
 	uint8_t token[32], id[16];
@@ -1401,6 +1443,7 @@ int main(void)
 	SP_RUN(test_bad_arguments);
 	SP_RUN(test_order);
 	SP_RUN(test_paging);
+	SP_RUN(test_counter_back);
 	SP_RUN(test_duplicate);
 	SP_RUN(test_collapse);
 	SP_RUN(test_caps);
