@@ -107,6 +107,7 @@ struct sp_cluster {
 	struct fwd *head, *tail; /* custody, oldest first (deadlines in order) */
 	uint64_t written;        /* worker 0: the expiry of the last lease Redis took (wall ms) */
 	unsigned lapses_seen;    /* srv->cluster_lapses when this worker last re-checked */
+	uint64_t downs_seen;     /* sp_store_downs(w->store) when this worker last re-checked */
 	struct event *ev_announce;
 };
 
@@ -778,7 +779,8 @@ void sp_cluster_renew(sp_conn_t *c, bool recheck)
  * relay), and a device that connected elsewhere may have had its REPLACE record lost. So
  * once the renewed lease is known everywhere, every connected device's presence is checked
  * again: still ours, it reads its queue; held by a live connection elsewhere, it goes as
- * replaced. One script call per device, once. */
+ * replaced. One script call per device, once. The same after every Redis outage of this
+ * worker's store (on_lease): a presence write or a KICK may have been lost in it. */
 static void recheck_all(sp_cluster_t *cl)
 {
 	sp_worker_t *w = cl->w;
@@ -1218,6 +1220,13 @@ static void on_lease(evutil_socket_t fd, short what, void *arg)
 			                     hsetl, on_lease_written, lw) < 0)
 				free(lw);
 		}
+	}
+	/* Back from a Redis outage: what this worker wrote or was told meanwhile may be lost (a
+	 * presence write, a KICK that could not be appended), so its devices are re-checked too,
+	 * at once (the others saw its lease live). */
+	if (sp_store_downs(w->store) != cl->downs_seen && sp_store_up(w->store)) {
+		cl->downs_seen = sp_store_downs(w->store);
+		recheck_all(cl);
 	}
 	if (w->announcing || atomic_load(&w->srv->cluster_lapses) != cl->lapses_seen) {
 		struct timeval tv = {0, ANNOUNCE_MS * 1000};

@@ -431,6 +431,7 @@ struct sp_store {
 	uint64_t next_connect;
 	uint64_t backoff_ms;
 	uint64_t connects;
+	uint64_t downs; /* times the store went from up to down (sp_store_downs) */
 	uint64_t rng;
 	int in_cb;          /* nesting depth of user callbacks, for sp_store_free's check */
 	uint64_t ping_sent; /* an idle-check PING is out since then (mono ms), or 0 */
@@ -559,6 +560,11 @@ void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out)
 int sp_store_up(const sp_store_t *s)
 {
 	return s && atomic_load_explicit(&s->up, memory_order_relaxed) ? 1 : 0;
+}
+
+uint64_t sp_store_downs(const sp_store_t *s)
+{
+	return s->downs;
 }
 
 /* ---- answering requests ------------------------------------------------------------------ */
@@ -759,8 +765,10 @@ static void link_lost(sp_store_t *s, const char *why)
 {
 	uint64_t half = s->backoff_ms / 2;
 
-	if (s->up)
+	if (s->up) {
 		SP_LOG(SP_LOG_WARN, "store_down", "msg=\"%s\"", why);
+		s->downs++;
+	}
 	s->ac = NULL;
 	s->up = false;
 	s->loaded = 0;
@@ -942,6 +950,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			       (unsigned long long)s->connects);
 		} else if (!up && s->up) {
 			SP_LOG(SP_LOG_WARN, "store_down", "msg=\"%s\"", sp_rcluster_error(s->rc));
+			s->downs++;
 		}
 		s->up = up;
 		cluster_counters(s);

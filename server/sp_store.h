@@ -116,6 +116,8 @@ void sp_store_free(sp_store_t *s);
 
 /* 1 if connected and the scripts are loaded, else 0. Any thread (a relaxed read). */
 int sp_store_up(const sp_store_t *s);
+/* How many times the store has gone down (up to down) so far; on the store's thread. */
+uint64_t sp_store_downs(const sp_store_t *s);
 
 /* Copies the counters into *out. Any thread, relaxed reads. */
 void sp_store_counters(const sp_store_t *s, sp_store_counters_t *out);
