@@ -2,20 +2,27 @@
  * sp_dirlog.c: the directory's transparency log in Redis (see sp_dirlog.h, PROTOCOL.md 15.5).
  *
  * Keys, all with the hash tag {dir} (one Redis Cluster slot):
- *   sp:{dir}:size           string: the number of leaves
- *   sp:{dir}:sth            string: the latest signed tree head (wire form)
- *   sp:{dir}:node           hash: "LEVEL:INDEX" -> 32-byte hash of that perfect node (level 0:
- *                           the leaf hashes)
- *   sp:{dir}:leaf           hash: "INDEX" -> the leaf's bytes (a log entry)
- *   sp:{dir}:handle         hash: handle -> index of its latest entry
- *   sp:{dir}:tok            hash: device token (32 bytes) -> the handle whose card lists it
- *   sp:{dir}:htok           hash: handle -> the tokens of its latest card, concatenated
- *   sp:{dir}:ukey           hash: handle -> SHA-256 of its user key's SPKI
- *   sp:{dir}:iat            hash: handle -> issued_at of its latest card
- *   sp:{dir}:hist:HANDLE    list: every index of the handle's entries, in order
+ *   sp:{dir}:size      string: the number of leaves
+ *   sp:{dir}:sth       string: the latest signed tree head (wire form)
+ *   sp:{dir}:node      hash: "LEVEL:INDEX" -> 32-byte hash of that perfect node (level 0: the
+ *                      leaf hashes)
+ *   sp:{dir}:leaf      hash: "INDEX" -> the leaf's bytes (a log entry)
+ *   sp:{dir}:handle    hash: handle -> index of its latest entry
+ *   sp:{dir}:tok       hash: device token (32 bytes) -> the handle whose card lists it
+ *   sp:{dir}:htok      hash: handle -> the tokens of its latest card, concatenated
+ *   sp:{dir}:hist      hash: handle -> every index of its entries, "I,J,...,"
+ *   sp:{dir}:ukey      hash: handle -> SHA-256 of its user key's SPKI
+ *   sp:{dir}:iat       hash: handle -> issued_at of its latest card
  *
- * An op is one request's state machine; each step is one sp_store_command whose callback moves
- * it on. Appends of one sp_dirlog_t wait in a queue and run one at a time.
+ * Appends. They wait in one queue per sp_dirlog_t. A batch is the first (up to BATCH_MAX)
+ * appends of the queue: GET the size n; compute every node the batch completes and the root of
+ * n + k, reading the older nodes they need (one HMGET: a first pass notes them all); sign one
+ * head for n + k; one script checks every entry (in order, as the earlier ones of the batch
+ * leave the directory) and writes them all, or nothing if the size moved (retry after a random
+ * back-off) or an entry is refused (that one is answered, the rest go again at once).
+ *
+ * Lookups and head requests are ops of their own (struct op), each with one request out at a
+ * time, moved on by on_reply().
  */
 #include <errno.h>
 #include <event2/event.h>
@@ -37,58 +44,95 @@
 #define K_HANDLE  "sp:{dir}:handle"
 #define K_TOK     "sp:{dir}:tok"
 #define K_HTOK    "sp:{dir}:htok"
+#define K_HIST    "sp:{dir}:hist"
 #define K_UKEY    "sp:{dir}:ukey"
 #define K_IAT     "sp:{dir}:iat"
-#define K_HIST    "sp:{dir}:hist:"
 
 #define H         SP_MERKLE_HASH_LEN
-#define CACHE_MAX 160 /* nodes one op may read: a proof of a 2^63 tree needs < 130 */
+#define BATCH_MAX 24 /* appends per script: 16 + 2 per entry arguments, at most SP_STORE_MAX_ARGS  \
+	              */
+#define META_MAX                                                                                   \
+	(1 + SP_DIRLOG_HANDLE_MAX + 32 + 8 + 1 + 32 * SP_DIRLOG_MAX_DEVICES + 1 +                  \
+	 SP_MERKLE_MAX_PROOF * (1 + H))
 
-/* The append script: KEYS size sth node leaf handle tok htok hist ukey iat; ARGV n, entry,
- * head, handle, ukey, tokens (32 bytes each, concatenated), issued_at, nodes (level u8 ||
- * hash, concatenated; node index n >> level). Returns {1, n} when written; {0, size} when the
- * size is not n (retry); {-1} the handle has another user key; {-2} a token is another
- * handle's; {-3} issued_at not later than the handle's last. */
+/* The append script. KEYS size sth node leaf handle tok htok hist ukey iat; ARGV n, k, head,
+ * then per entry its bytes and its meta: handle_len u8 | handle | ukey[32] | issued_at u64 |
+ * n_tokens u8 | tokens | nodes (level u8 | hash[32] each; node index (n + j) >> level).
+ * Returns {1, n} when all k are written; {0, size} when the size is not n; {-1, j} entry j's
+ * handle has another user key; {-2, j} one of its tokens is another handle's; {-3, j} its
+ * issued_at is not later than the handle's last. Nothing is written unless all pass. */
 static const char lua_append[] =
         "local n = tonumber(ARGV[1])\n"
+        "local k = tonumber(ARGV[2])\n"
         "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
         "if cur ~= n then return {0, cur} end\n"
-        "local h = ARGV[4]\n"
-        "local uk = redis.call('HGET', KEYS[9], h)\n"
-        "if uk and uk ~= ARGV[5] then return {-1, cur} end\n"
-        "local iat = redis.call('HGET', KEYS[10], h)\n"
-        "if iat and tonumber(iat) >= tonumber(ARGV[7]) then return {-3, cur} end\n"
-        "local toks = ARGV[6]\n"
-        "local new = {}\n"
-        "for i = 1, #toks, 32 do\n"
-        "  local t = string.sub(toks, i, i + 31)\n"
-        "  local o = redis.call('HGET', KEYS[6], t)\n"
-        "  if o and o ~= h then return {-2, cur} end\n"
-        "  new[t] = true\n"
+        "local E = {}\n"
+        "for j = 1, k do\n"
+        "  local m = ARGV[3 + 2 * j]\n"
+        "  local hl = string.byte(m, 1)\n"
+        "  local e = {entry = ARGV[2 + 2 * j], h = string.sub(m, 2, 1 + hl)}\n"
+        "  local p = 2 + hl\n"
+        "  e.uk = string.sub(m, p, p + 31)\n"
+        "  p = p + 32\n"
+        "  local iat = 0\n"
+        "  for q = 0, 7 do iat = iat * 256 + string.byte(m, p + q) end\n"
+        "  e.iat = iat\n"
+        "  p = p + 8\n"
+        "  local nt = string.byte(m, p)\n"
+        "  e.toks = string.sub(m, p + 1, p + 32 * nt)\n"
+        "  e.nodes = string.sub(m, p + 1 + 32 * nt)\n"
+        "  E[j] = e\n"
         "end\n"
-        "local old = redis.call('HGET', KEYS[7], h)\n"
-        "if old then\n"
-        "  for i = 1, #old, 32 do\n"
-        "    local t = string.sub(old, i, i + 31)\n"
-        "    if not new[t] then redis.call('HDEL', KEYS[6], t) end\n"
+        "local uk, iv, owner, htok = {}, {}, {}, {}\n"
+        "for j = 1, k do\n"
+        "  local e = E[j]\n"
+        "  local h = e.h\n"
+        "  if uk[h] == nil then uk[h] = redis.call('HGET', KEYS[9], h) or false end\n"
+        "  if uk[h] and uk[h] ~= e.uk then return {-1, j} end\n"
+        "  if iv[h] == nil then iv[h] = tonumber(redis.call('HGET', KEYS[10], h) or '-1') end\n"
+        "  if iv[h] >= e.iat then return {-3, j} end\n"
+        "  if htok[h] == nil then htok[h] = redis.call('HGET', KEYS[7], h) or '' end\n"
+        "  local new = {}\n"
+        "  for i = 1, #e.toks, 32 do\n"
+        "    local t = string.sub(e.toks, i, i + 31)\n"
+        "    if owner[t] == nil then owner[t] = redis.call('HGET', KEYS[6], t) or false end\n"
+        "    if owner[t] and owner[t] ~= h then return {-2, j} end\n"
+        "    new[t] = true\n"
+        "  end\n"
+        "  for i = 1, #htok[h], 32 do\n"
+        "    local t = string.sub(htok[h], i, i + 31)\n"
+        "    if not new[t] then owner[t] = false end\n"
+        "  end\n"
+        "  for t in pairs(new) do owner[t] = h end\n"
+        "  htok[h] = e.toks\n"
+        "  uk[h] = e.uk\n"
+        "  iv[h] = e.iat\n"
+        "end\n"
+        "for j = 1, k do\n"
+        "  local e = E[j]\n"
+        "  local h = e.h\n"
+        "  local idx = n + j - 1\n"
+        "  local s = string.format('%d', idx)\n"
+        "  local old = redis.call('HGET', KEYS[7], h)\n"
+        "  if old then\n"
+        "    for i = 1, #old, 32 do redis.call('HDEL', KEYS[6], string.sub(old, i, i + 31)) end\n"
+        "  end\n"
+        "  for i = 1, #e.toks, 32 do redis.call('HSET', KEYS[6], string.sub(e.toks, i, i + 31), h) "
+        "end\n"
+        "  redis.call('HSET', KEYS[7], h, e.toks)\n"
+        "  redis.call('HSET', KEYS[9], h, e.uk)\n"
+        "  redis.call('HSET', KEYS[10], h, string.format('%d', e.iat))\n"
+        "  redis.call('HSET', KEYS[5], h, s)\n"
+        "  redis.call('HSET', KEYS[8], h, (redis.call('HGET', KEYS[8], h) or '') .. s .. ',')\n"
+        "  redis.call('HSET', KEYS[4], s, e.entry)\n"
+        "  for i = 1, #e.nodes, 33 do\n"
+        "    local lv = string.byte(e.nodes, i)\n"
+        "    redis.call('HSET', KEYS[3], string.format('%d:%d', lv, math.floor(idx / (2 ^ lv))),\n"
+        "               string.sub(e.nodes, i + 1, i + 32))\n"
         "  end\n"
         "end\n"
-        "for t in pairs(new) do redis.call('HSET', KEYS[6], t, h) end\n"
-        "redis.call('HSET', KEYS[7], h, toks)\n"
-        "redis.call('HSET', KEYS[9], h, ARGV[5])\n"
-        "redis.call('HSET', KEYS[10], h, ARGV[7])\n"
-        "redis.call('HSET', KEYS[5], h, ARGV[1])\n"
-        "redis.call('RPUSH', KEYS[8], ARGV[1])\n"
-        "redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])\n"
-        "local nodes = ARGV[8]\n"
-        "for i = 1, #nodes, 33 do\n"
-        "  local lv = string.byte(nodes, i)\n"
-        "  local idx = math.floor(n / (2 ^ lv))\n"
-        "  redis.call('HSET', KEYS[3], string.format('%d:%d', lv, idx),\n"
-        "             string.sub(nodes, i + 1, i + 32))\n"
-        "end\n"
         "redis.call('SET', KEYS[2], ARGV[3])\n"
-        "redis.call('SET', KEYS[1], string.format('%d', n + 1))\n"
+        "redis.call('SET', KEYS[1], string.format('%d', n + k))\n"
         "return {1, n}\n";
 
 /* The lookup script: KEYS sth handle tok leaf; ARGV mode ("h" or "t"), handle or token.
@@ -104,12 +148,21 @@ static const char lua_lookup[] =
         "return {1, i, redis.call('HGET', KEYS[4], i), redis.call('GET', KEYS[1])}\n";
 
 enum { OP_APPEND, OP_LOOKUP, OP_HEAD };
-enum { ST_SIZE, ST_APPEND_NODES, ST_ROOT_NODES, ST_WRITE, ST_LOOKUP, ST_PROOF_NODES, ST_HEAD };
+enum { ST_SIZE, ST_NODES, ST_WRITE, ST_LOOKUP, ST_PROOF_NODES, ST_HEAD };
 
 struct cnode {
 	uint8_t level, have;
 	uint64_t index;
 	uint8_t hash[H];
+};
+
+/* Nodes one computation has read (or made), and how many it found missing. Nodes below
+ * `complete` leaves can be read from Redis; any other must be made by the computation. */
+struct ncache {
+	unsigned n, cap, missing;
+	uint64_t complete;
+	struct cnode *v;
+	sp_dirlog_counters_t *c;
 };
 
 struct op {
@@ -119,43 +172,38 @@ struct op {
 	void *arg;
 	struct op *next; /* append queue */
 	/* append */
-	char handle[SP_DIRLOG_HANDLE_MAX];
-	size_t handle_len;
-	uint8_t ukey[32];
-	uint8_t *tokens; /* n_tokens * 32 */
-	size_t n_tokens;
-	uint64_t issued_at;
 	uint8_t *entry;
 	size_t entry_len;
+	uint8_t meta[META_MAX];
+	size_t meta_len, meta_nodes; /* meta_nodes: where the nodes start in meta */
 	uint8_t leaf_hash[H];
-	unsigned attempts;
-	uint64_t size;
-	unsigned n_new;
-	unsigned new_levels[SP_MERKLE_MAX_PROOF];
-	uint8_t new_hashes[SP_MERKLE_MAX_PROOF][H];
 	/* lookup, head */
-	int by_token;
-	uint8_t token[32];
 	uint64_t old_size;
 	sp_dirlog_answer_t ans;
 	uint8_t head[SP_DIRLOG_HEAD_MAX];
 	size_t head_len;
 	uint8_t *lentry;
-	/* nodes read so far, and which ones a walk found missing */
-	unsigned n_cache;
-	unsigned n_missing;
-	struct cnode cache[CACHE_MAX];
+	struct ncache nc;
 };
 
 struct sp_dirlog {
 	sp_store_t *store;
-	struct event *retry_ev; /* the running append waits out its back-off */
-	uint64_t rng;
 	EVP_PKEY *key;
 	sp_dirlog_limits_t lim;
-	struct op *q_head, *q_tail; /* appends: the head is running */
+	struct event *retry_ev; /* the batch waits out its back-off */
+	uint64_t rng;
+	struct op *q_head, *q_tail; /* appends in call order; the first ones form the batch */
 	size_t q_len;
-	unsigned live; /* ops with a store request out */
+	/* the batch */
+	int b_state;
+	int b_out; /* 1 while a batch request is out in the store */
+	unsigned b_n, b_attempts;
+	uint64_t b_size;
+	struct op *b_ops[BATCH_MAX];
+	uint8_t b_head[SP_DIRLOG_HEAD_MAX];
+	size_t b_head_len;
+	struct ncache b_nc;
+	unsigned live; /* requests out in the store (ops and the batch) */
 	int closing;
 	sp_dirlog_counters_t c;
 };
@@ -316,82 +364,133 @@ int sp_dirlog_entry_parse(const uint8_t *p, size_t len, const char **handle, siz
 
 /* ---- the node cache ---------------------------------------------------------------------- */
 
-static struct cnode *cache_find(struct op *o, unsigned level, uint64_t index)
+static struct cnode *cache_find(struct ncache *nc, unsigned level, uint64_t index)
 {
-	for (unsigned i = 0; i < o->n_cache; i++)
-		if (o->cache[i].level == level && o->cache[i].index == index)
-			return &o->cache[i];
+	for (unsigned i = 0; i < nc->n; i++)
+		if (nc->v[i].level == level && nc->v[i].index == index)
+			return &nc->v[i];
 	return NULL;
 }
 
-static void cache_put(struct op *o, unsigned level, uint64_t index, const uint8_t hash[H])
+static struct cnode *cache_add(struct ncache *nc, unsigned level, uint64_t index)
 {
-	struct cnode *c = cache_find(o, level, index);
+	struct cnode *c;
 
-	if (c == NULL && o->n_cache < CACHE_MAX) {
-		c = &o->cache[o->n_cache++];
-		c->level = (uint8_t)level;
-		c->index = index;
+	if (nc->n == nc->cap) {
+		unsigned cap = nc->cap ? nc->cap * 2 : 64;
+		void *p = cap <= 4096 ? realloc(nc->v, cap * sizeof(*nc->v)) : NULL;
+
+		if (p == NULL)
+			return NULL;
+		nc->v = p;
+		nc->cap = cap;
 	}
-	if (c != NULL) {
-		memcpy(c->hash, hash, H);
-		c->have = 1;
-	}
+	c = &nc->v[nc->n++];
+	c->level = (uint8_t)level;
+	c->index = index;
+	c->have = 0;
+	return c;
+}
+
+static int cache_put(struct ncache *nc, unsigned level, uint64_t index, const uint8_t hash[H])
+{
+	struct cnode *c = cache_find(nc, level, index);
+
+	if (c == NULL && (c = cache_add(nc, level, index)) == NULL)
+		return -1;
+	memcpy(c->hash, hash, H);
+	c->have = 1;
+	return 0;
 }
 
 static int cache_get(void *ctx, unsigned level, uint64_t index, uint8_t out[H])
 {
-	struct op *o = ctx;
-	struct cnode *c = cache_find(o, level, index);
+	struct ncache *nc = ctx;
+	struct cnode *c = cache_find(nc, level, index);
 
 	if (c != NULL && c->have) {
 		memcpy(out, c->hash, H);
 		return 0;
 	}
+	if (level >= 64 || index >= (nc->complete >> level) || (index + 1) << level > nc->complete)
+		return SP_MERKLE_EINVAL; /* not stored yet: the computation should have made it */
 	if (c == NULL) {
-		if (o->n_cache >= CACHE_MAX)
+		if (cache_add(nc, level, index) == NULL)
 			return SP_MERKLE_EINVAL;
-		c = &o->cache[o->n_cache++];
-		c->level = (uint8_t)level;
-		c->index = index;
-		c->have = 0;
-		o->n_missing++;
+		nc->missing++;
 	}
 	return SP_MERKLE_NEED;
 }
 
-/* ---- ops --------------------------------------------------------------------------------- */
+static void cache_reset(struct ncache *nc, uint64_t complete)
+{
+	nc->n = 0;
+	nc->missing = 0;
+	nc->complete = complete;
+}
+
+/* HMGET of the missing nodes (at most SP_STORE_MAX_ARGS - 2 at a time; a computation that
+ * needs more asks again). Fills argv/lens/names; returns argc. */
+static int missing_command(struct ncache *nc, const char **argv, size_t *lens, char (*names)[32])
+{
+	int argc = 2;
+
+	argv[0] = "HMGET";
+	lens[0] = 5;
+	argv[1] = K_NODE;
+	lens[1] = sizeof(K_NODE) - 1;
+	for (unsigned i = 0; i < nc->n && argc < SP_STORE_MAX_ARGS; i++) {
+		if (nc->v[i].have)
+			continue;
+		lens[argc] = (size_t)snprintf(names[argc], 32, "%u:%" PRIu64, nc->v[i].level,
+		                              nc->v[i].index);
+		argv[argc] = names[argc];
+		argc++;
+	}
+	return argc;
+}
+
+/* Stores an HMGET answer in the cache, in the order missing_command asked. -1 if a node is
+ * absent (the log is damaged) or the reply is not what was asked. */
+static int take_nodes(struct ncache *nc, const redisReply *r)
+{
+	size_t k = 0;
+
+	if (r->type != REDIS_REPLY_ARRAY)
+		return -1;
+	for (unsigned i = 0; i < nc->n && k < r->elements; i++) {
+		if (nc->v[i].have)
+			continue;
+		if (r->element[k]->type != REDIS_REPLY_STRING || r->element[k]->len != H)
+			return -1;
+		memcpy(nc->v[i].hash, r->element[k]->str, H);
+		nc->v[i].have = 1;
+		k++;
+	}
+	nc->c->node_reads += k;
+	nc->missing = 0;
+	return k == r->elements && k > 0 ? 0 : -1;
+}
+
+/* ---- answering --------------------------------------------------------------------------- */
 
 static void op_free(struct op *o)
 {
 	if (o == NULL)
 		return;
-	free(o->tokens);
 	free(o->entry);
 	free(o->lentry);
+	free(o->nc.v);
 	free(o);
 }
 
-static void queue_next(sp_dirlog_t *d);
-
-/* Answers an op and frees it. For the running append, starts the next one. */
-static void op_finish(struct op *o, int status)
+static void count_status(sp_dirlog_t *d, int kind, int status)
 {
-	sp_dirlog_t *d = o->d;
-
-	o->ans.status = status;
-	if (status != SP_DIRLOG_OK) {
-		o->ans.head = NULL;
-		o->ans.head_len = 0;
-		o->ans.entry = NULL;
-		o->ans.entry_len = 0;
-		o->ans.proof_count = 0;
-	}
 	switch (status) {
 	case SP_DIRLOG_OK:
-		if (o->kind == OP_APPEND)
+		if (kind == OP_APPEND)
 			d->c.appends++;
-		else if (o->kind == OP_LOOKUP)
+		else if (kind == OP_LOOKUP)
 			d->c.lookups++;
 		else
 			d->c.heads++;
@@ -407,18 +506,288 @@ static void op_finish(struct op *o, int status)
 	default:
 		d->c.failures++;
 	}
+}
+
+/* Answers an op (any kind) and frees it; an append must already be out of the queue. */
+static void op_finish(struct op *o, int status)
+{
+	o->ans.status = status;
+	if (status != SP_DIRLOG_OK) {
+		o->ans.head = NULL;
+		o->ans.head_len = 0;
+		o->ans.entry = NULL;
+		o->ans.entry_len = 0;
+		o->ans.proof_count = 0;
+	}
+	count_status(o->d, o->kind, status);
 	o->cb(&o->ans, o->arg);
-	if (o->kind == OP_APPEND) {
-		d->q_head = o->next;
-		if (d->q_head == NULL)
-			d->q_tail = NULL;
-		d->q_len--;
-		op_free(o);
-		queue_next(d);
+	op_free(o);
+}
+
+static void queue_unlink(sp_dirlog_t *d, struct op *o)
+{
+	struct op **pp = &d->q_head, *prev = NULL;
+
+	while (*pp != NULL && *pp != o) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (*pp == NULL)
+		return;
+	*pp = o->next;
+	if (d->q_tail == o)
+		d->q_tail = prev;
+	o->next = NULL;
+	d->q_len--;
+}
+
+static void dirlog_release(sp_dirlog_t *d)
+{
+	event_free(d->retry_ev);
+	EVP_PKEY_free(d->key);
+	free(d->b_nc.v);
+	free(d);
+}
+
+/* ---- appends ----------------------------------------------------------------------------- */
+
+static void on_batch_reply(int status, const redisReply *reply, void *arg);
+static void batch_start(sp_dirlog_t *d);
+
+static int batch_send(sp_dirlog_t *d, int argc, const char *const *argv, const size_t *lens)
+{
+	if (d->closing || sp_store_command(d->store, K_SIZE, sizeof(K_SIZE) - 1, argc, argv, lens,
+	                                   on_batch_reply, d) < 0)
+		return -1;
+	d->live++;
+	d->b_out = 1;
+	return 0;
+}
+
+/* Answers every append of the batch with status (OK: each its index and the batch's head). */
+static void batch_finish(sp_dirlog_t *d, int status)
+{
+	for (unsigned i = 0; i < d->b_n; i++) {
+		struct op *o = d->b_ops[i];
+
+		queue_unlink(d, o);
+		if (status == SP_DIRLOG_OK) {
+			o->ans.index = d->b_size + i;
+			o->ans.head = d->b_head;
+			o->ans.head_len = d->b_head_len;
+		}
+		op_finish(o, status);
+	}
+	d->b_n = 0;
+	d->b_attempts = 0;
+}
+
+static void batch_fail(sp_dirlog_t *d, int status)
+{
+	batch_finish(d, status);
+	batch_start(d);
+}
+
+/* Computes the batch's nodes and root; fetches the old nodes it lacks; then writes. */
+static void batch_compute(sp_dirlog_t *d)
+{
+	static char names[SP_STORE_MAX_ARGS][32];
+	const char *argv[SP_STORE_MAX_ARGS];
+	size_t lens[SP_STORE_MAX_ARGS];
+	uint8_t root[H];
+	char n_str[24], k_str[8];
+	int need = 0, r, argc;
+
+	d->b_nc.missing = 0;
+	for (unsigned i = 0; i < d->b_n; i++) {
+		struct op *o = d->b_ops[i];
+		uint64_t idx = d->b_size + i;
+		unsigned levels[SP_MERKLE_MAX_PROOF], cnt = 0;
+		uint8_t hashes[SP_MERKLE_MAX_PROOF][H];
+		uint8_t *p = o->meta + o->meta_nodes;
+
+		r = sp_merkle_append(idx, o->leaf_hash, cache_get, &d->b_nc, levels, hashes, &cnt);
+		if (r == SP_MERKLE_NEED)
+			need = 1;
+		else if (r < 0)
+			goto fail;
+		for (unsigned j = 0; j < cnt; j++) {
+			if (cache_put(&d->b_nc, levels[j], idx >> levels[j], hashes[j]) < 0)
+				goto fail;
+			*p++ = (uint8_t)levels[j];
+			memcpy(p, hashes[j], H);
+			p += H;
+		}
+		o->meta_len = (size_t)(p - o->meta);
+	}
+	r = sp_merkle_root(d->b_size + d->b_n, cache_get, &d->b_nc, root);
+	if (r == SP_MERKLE_NEED)
+		need = 1;
+	else if (r < 0)
+		goto fail;
+	if (need) {
+		argc = missing_command(&d->b_nc, argv, lens, names);
+		d->b_state = ST_NODES;
+		if (batch_send(d, argc, argv, lens) < 0)
+			batch_fail(d, SP_DIRLOG_UNAVAILABLE);
+		return;
+	}
+	d->b_head_len = head_sign(d->key, d->b_size + d->b_n, sp_time_wall_ms(), root, d->b_head);
+	if (d->b_head_len == 0)
+		goto fail;
+	snprintf(n_str, sizeof(n_str), "%" PRIu64, d->b_size);
+	snprintf(k_str, sizeof(k_str), "%u", d->b_n);
+	argv[0] = "EVAL", lens[0] = 4;
+	argv[1] = lua_append, lens[1] = sizeof(lua_append) - 1;
+	argv[2] = "10", lens[2] = 2;
+	argv[3] = K_SIZE, lens[3] = sizeof(K_SIZE) - 1;
+	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
+	argv[5] = K_NODE, lens[5] = sizeof(K_NODE) - 1;
+	argv[6] = K_LEAF, lens[6] = sizeof(K_LEAF) - 1;
+	argv[7] = K_HANDLE, lens[7] = sizeof(K_HANDLE) - 1;
+	argv[8] = K_TOK, lens[8] = sizeof(K_TOK) - 1;
+	argv[9] = K_HTOK, lens[9] = sizeof(K_HTOK) - 1;
+	argv[10] = K_HIST, lens[10] = sizeof(K_HIST) - 1;
+	argv[11] = K_UKEY, lens[11] = sizeof(K_UKEY) - 1;
+	argv[12] = K_IAT, lens[12] = sizeof(K_IAT) - 1;
+	argv[13] = n_str, lens[13] = strlen(n_str);
+	argv[14] = k_str, lens[14] = strlen(k_str);
+	argv[15] = (const char *)d->b_head, lens[15] = d->b_head_len;
+	argc = 16;
+	for (unsigned i = 0; i < d->b_n; i++) {
+		argv[argc] = (const char *)d->b_ops[i]->entry;
+		lens[argc++] = d->b_ops[i]->entry_len;
+		argv[argc] = (const char *)d->b_ops[i]->meta;
+		lens[argc++] = d->b_ops[i]->meta_len;
+	}
+	d->b_state = ST_WRITE;
+	if (batch_send(d, argc, argv, lens) < 0)
+		batch_fail(d, SP_DIRLOG_UNAVAILABLE);
+	return;
+fail:
+	batch_fail(d, SP_DIRLOG_ERROR);
+}
+
+/* Starts a batch from the head of the queue, unless one is running or nothing waits. */
+static void batch_start(sp_dirlog_t *d)
+{
+	static const char *argv[] = {"GET", K_SIZE};
+	static const size_t lens[] = {3, sizeof(K_SIZE) - 1};
+	struct op *o = d->q_head;
+
+	if (d->closing || d->b_out || d->b_n > 0 || o == NULL || evtimer_pending(d->retry_ev, NULL))
+		return;
+	while (o != NULL && d->b_n < BATCH_MAX) {
+		d->b_ops[d->b_n++] = o;
+		o = o->next;
+	}
+	d->b_attempts++;
+	d->b_state = ST_SIZE;
+	if (batch_send(d, 2, argv, lens) < 0)
+		batch_finish(d, SP_DIRLOG_UNAVAILABLE); /* closing: nothing else will start */
+}
+
+/* Goes again with the same appends (after a lost race, or without one refused entry). */
+static void batch_again(sp_dirlog_t *d, int backoff)
+{
+	struct timeval tv = {0, 0};
+	uint64_t us;
+
+	if (d->b_attempts >= d->lim.max_retries) {
+		batch_fail(d, SP_DIRLOG_BUSY);
+		return;
+	}
+	d->b_n = 0; /* batch_start takes them (and any that came since) again from the queue */
+	if (!backoff) {
+		batch_start(d);
+		return;
+	}
+	/* Lost to another writer: back off a random 0..attempts ms, so that writers in step do
+	 * not collide again at once. */
+	d->c.append_retries++;
+	d->rng = d->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+	us = (d->rng >> 33) % (1000ULL * d->b_attempts + 1);
+	tv.tv_usec = (suseconds_t)us;
+	evtimer_add(d->retry_ev, &tv);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	batch_start(arg);
+}
+
+static void got_batch_write(sp_dirlog_t *d, const redisReply *r)
+{
+	long long v, j;
+
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER) {
+		batch_fail(d, SP_DIRLOG_ERROR);
+		return;
+	}
+	v = r->element[0]->integer;
+	j = r->element[1]->integer;
+	if (v == 1) {
+		batch_finish(d, SP_DIRLOG_OK);
+		batch_start(d);
+	} else if (v == 0) {
+		batch_again(d, 1);
+	} else if (j >= 1 && j <= d->b_n) {
+		struct op *o = d->b_ops[j - 1];
+
+		queue_unlink(d, o);
+		op_finish(o, v == -1   ? SP_DIRLOG_KEY_CHANGED
+		             : v == -2 ? SP_DIRLOG_TOKEN_TAKEN
+		                       : SP_DIRLOG_STALE);
+		batch_again(d, 0);
 	} else {
-		op_free(o);
+		batch_fail(d, SP_DIRLOG_ERROR);
 	}
 }
+
+static void on_batch_reply(int status, const redisReply *reply, void *arg)
+{
+	sp_dirlog_t *d = arg;
+
+	d->live--;
+	d->b_out = 0;
+	if (d->closing || status == SP_STORE_UNAVAILABLE) {
+		batch_finish(d, SP_DIRLOG_UNAVAILABLE);
+		if (!d->closing)
+			batch_start(d);
+	} else if (status != SP_STORE_OK || reply == NULL) {
+		if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+			SP_LOG(SP_LOG_WARN, "dirlog_error", "reply=\"%.*s\"",
+			       (int)(reply->len > 200 ? 200 : reply->len), reply->str);
+		batch_fail(d, SP_DIRLOG_ERROR);
+	} else if (d->b_state == ST_SIZE) {
+		if (reply->type == REDIS_REPLY_NIL) {
+			d->b_size = 0;
+		} else if (reply->type == REDIS_REPLY_STRING) {
+			d->b_size = strtoull(reply->str, NULL, 10);
+		} else {
+			batch_fail(d, SP_DIRLOG_ERROR);
+			goto out;
+		}
+		cache_reset(&d->b_nc, d->b_size);
+		batch_compute(d);
+	} else if (d->b_state == ST_NODES) {
+		if (take_nodes(&d->b_nc, reply) < 0)
+			batch_fail(d, SP_DIRLOG_ERROR);
+		else
+			batch_compute(d);
+	} else {
+		got_batch_write(d, reply);
+	}
+out:
+	if (d->closing && d->live == 0)
+		dirlog_release(d);
+}
+
+/* ---- lookups and heads ------------------------------------------------------------------- */
 
 static void on_reply(int status, const redisReply *reply, void *arg);
 
@@ -434,223 +803,26 @@ static int op_try_send(struct op *o, int argc, const char *const *argv, const si
 	return 0;
 }
 
-/* The same from a store callback: a failure answers the op UNAVAILABLE. */
-static void op_send(struct op *o, int argc, const char *const *argv, const size_t *lens)
-{
-	if (op_try_send(o, argc, argv, lens) < 0)
-		op_finish(o, SP_DIRLOG_UNAVAILABLE);
-}
-
-/* HMGETs every node the last walk found missing. */
-static void fetch_missing(struct op *o, int next_state)
-{
-	const char *argv[SP_STORE_MAX_ARGS];
-	size_t lens[SP_STORE_MAX_ARGS];
-	char names[SP_STORE_MAX_ARGS][32];
-	int argc = 2;
-
-	argv[0] = "HMGET";
-	lens[0] = 5;
-	argv[1] = K_NODE;
-	lens[1] = sizeof(K_NODE) - 1;
-	for (unsigned i = 0; i < o->n_cache && argc < SP_STORE_MAX_ARGS; i++) {
-		if (o->cache[i].have)
-			continue;
-		lens[argc] = (size_t)snprintf(names[argc], sizeof(names[argc]), "%u:%" PRIu64,
-		                              o->cache[i].level, o->cache[i].index);
-		argv[argc] = names[argc];
-		argc++;
-	}
-	o->state = next_state;
-	op_send(o, argc, argv, lens);
-}
-
-/* Stores the HMGET answer in the cache, in the order fetch_missing asked. -1 if a node is
- * absent (the log is damaged) or the reply is not what was asked. */
-static int take_nodes(struct op *o, const redisReply *r)
-{
-	size_t k = 0;
-
-	if (r->type != REDIS_REPLY_ARRAY)
-		return -1;
-	for (unsigned i = 0; i < o->n_cache; i++) {
-		if (o->cache[i].have)
-			continue;
-		if (k >= r->elements || r->element[k]->type != REDIS_REPLY_STRING ||
-		    r->element[k]->len != H)
-			return -1;
-		memcpy(o->cache[i].hash, r->element[k]->str, H);
-		o->cache[i].have = 1;
-		k++;
-	}
-	o->d->c.node_reads += k;
-	o->n_missing = 0;
-	return k == r->elements ? 0 : -1;
-}
-
-static int append_try_start(struct op *o)
-{
-	static const char *argv[] = {"GET", K_SIZE};
-	static const size_t lens[] = {3, sizeof(K_SIZE) - 1};
-
-	o->state = ST_SIZE;
-	o->n_cache = 0;
-	o->n_missing = 0;
-	o->attempts++;
-	return op_try_send(o, 2, argv, lens);
-}
-
-static void append_start(struct op *o)
-{
-	if (append_try_start(o) < 0)
-		op_finish(o, SP_DIRLOG_UNAVAILABLE);
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-	sp_dirlog_t *d = arg;
-
-	(void)fd;
-	(void)what;
-	if (d->q_head != NULL)
-		append_start(d->q_head);
-}
-
-static void queue_next(sp_dirlog_t *d)
-{
-	if (d->q_head != NULL && !d->closing)
-		append_start(d->q_head);
-}
-
-/* Computes the new nodes, then the new root; fetches what is missing; then writes. */
-static void append_compute(struct op *o)
-{
-	uint8_t root[H], head[SP_DIRLOG_HEAD_MAX], nodes[SP_MERKLE_MAX_PROOF * (1 + H)];
-	char n_str[24], iat_str[24], hist[sizeof(K_HIST) + SP_DIRLOG_HANDLE_MAX];
-	const char *argv[21];
-	size_t lens[21], head_len, nodes_len = 0;
-	int r;
-
-	if (o->state == ST_SIZE || o->state == ST_APPEND_NODES) {
-		r = sp_merkle_append(o->size, o->leaf_hash, cache_get, o, o->new_levels,
-		                     o->new_hashes, &o->n_new);
-		if (r == SP_MERKLE_NEED) {
-			fetch_missing(o, ST_APPEND_NODES);
-			return;
-		}
-		if (r < 0) {
-			op_finish(o, SP_DIRLOG_ERROR);
-			return;
-		}
-		for (unsigned i = 0; i < o->n_new; i++)
-			cache_put(o, o->new_levels[i], o->size >> o->new_levels[i],
-			          o->new_hashes[i]);
-	}
-	r = sp_merkle_root(o->size + 1, cache_get, o, root);
-	if (r == SP_MERKLE_NEED) {
-		fetch_missing(o, ST_ROOT_NODES);
-		return;
-	}
-	if (r < 0) {
-		op_finish(o, SP_DIRLOG_ERROR);
-		return;
-	}
-	head_len = head_sign(o->d->key, o->size + 1, sp_time_wall_ms(), root, head);
-	if (head_len == 0) {
-		op_finish(o, SP_DIRLOG_ERROR);
-		return;
-	}
-	memcpy(o->head, head, head_len);
-	o->head_len = head_len;
-	for (unsigned i = 0; i < o->n_new; i++) {
-		nodes[nodes_len++] = (uint8_t)o->new_levels[i];
-		memcpy(nodes + nodes_len, o->new_hashes[i], H);
-		nodes_len += H;
-	}
-	snprintf(n_str, sizeof(n_str), "%" PRIu64, o->size);
-	snprintf(iat_str, sizeof(iat_str), "%" PRIu64, o->issued_at);
-	memcpy(hist, K_HIST, sizeof(K_HIST) - 1);
-	memcpy(hist + sizeof(K_HIST) - 1, o->handle, o->handle_len);
-	argv[0] = "EVAL", lens[0] = 4;
-	argv[1] = lua_append, lens[1] = sizeof(lua_append) - 1;
-	argv[2] = "10", lens[2] = 2;
-	argv[3] = K_SIZE, lens[3] = sizeof(K_SIZE) - 1;
-	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
-	argv[5] = K_NODE, lens[5] = sizeof(K_NODE) - 1;
-	argv[6] = K_LEAF, lens[6] = sizeof(K_LEAF) - 1;
-	argv[7] = K_HANDLE, lens[7] = sizeof(K_HANDLE) - 1;
-	argv[8] = K_TOK, lens[8] = sizeof(K_TOK) - 1;
-	argv[9] = K_HTOK, lens[9] = sizeof(K_HTOK) - 1;
-	argv[10] = hist, lens[10] = sizeof(K_HIST) - 1 + o->handle_len;
-	argv[11] = K_UKEY, lens[11] = sizeof(K_UKEY) - 1;
-	argv[12] = K_IAT, lens[12] = sizeof(K_IAT) - 1;
-	argv[13] = n_str, lens[13] = strlen(n_str);
-	argv[14] = (const char *)o->entry, lens[14] = o->entry_len;
-	argv[15] = (const char *)o->head, lens[15] = o->head_len;
-	argv[16] = o->handle, lens[16] = o->handle_len;
-	argv[17] = (const char *)o->ukey, lens[17] = 32;
-	argv[18] = (const char *)o->tokens, lens[18] = o->n_tokens * 32;
-	argv[19] = iat_str, lens[19] = strlen(iat_str);
-	argv[20] = (const char *)nodes, lens[20] = nodes_len;
-	o->state = ST_WRITE;
-	op_send(o, 21, argv, lens);
-}
-
-static void got_write(struct op *o, const redisReply *r)
-{
-	long long v;
-
-	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-	    r->element[0]->type != REDIS_REPLY_INTEGER) {
-		op_finish(o, SP_DIRLOG_ERROR);
-		return;
-	}
-	v = r->element[0]->integer;
-	if (v == 1) {
-		o->ans.index = o->size;
-		o->ans.head = o->head;
-		o->ans.head_len = o->head_len;
-		op_finish(o, SP_DIRLOG_OK);
-	} else if (v == 0) {
-		if (o->attempts >= o->d->lim.max_retries) {
-			op_finish(o, SP_DIRLOG_BUSY);
-			return;
-		}
-		sp_dirlog_t *d = o->d;
-		/* Lost to another writer: back off a random 0..attempts ms, so that two relays
-		 * in step do not collide again at once. */
-		struct timeval tv;
-		uint64_t us;
-
-		d->c.append_retries++;
-		d->rng = d->rng * 6364136223846793005ULL + 1442695040888963407ULL;
-		us = (d->rng >> 33) % (1000ULL * o->attempts + 1);
-		tv.tv_sec = 0;
-		tv.tv_usec = (suseconds_t)us;
-		evtimer_add(d->retry_ev, &tv);
-	} else {
-		op_finish(o, v == -1   ? SP_DIRLOG_KEY_CHANGED
-		             : v == -2 ? SP_DIRLOG_TOKEN_TAKEN
-		                       : SP_DIRLOG_STALE);
-	}
-}
-
-/* Lookup and head: the proof against the head in o->head, once nodes are in the cache. */
+/* The proof against the head in o->head, once its nodes are in the cache. */
 static void proof_compute(struct op *o)
 {
+	static char names[SP_STORE_MAX_ARGS][32];
+	const char *argv[SP_STORE_MAX_ARGS];
+	size_t lens[SP_STORE_MAX_ARGS];
 	sp_dirlog_head_t h;
-	int r;
+	int r, argc;
 
 	if (sp_dirlog_head_parse(o->head, o->head_len, &h) < 0) {
 		op_finish(o, SP_DIRLOG_ERROR);
 		return;
 	}
+	o->nc.complete = h.size;
 	if (o->kind == OP_LOOKUP) {
 		if (o->ans.index >= h.size) {
 			op_finish(o, SP_DIRLOG_ERROR);
 			return;
 		}
-		r = sp_merkle_inclusion_proof(o->ans.index, h.size, cache_get, o, o->ans.proof,
+		r = sp_merkle_inclusion_proof(o->ans.index, h.size, cache_get, &o->nc, o->ans.proof,
 		                              &o->ans.proof_count);
 	} else if (o->old_size == 0) {
 		r = 0;
@@ -659,11 +831,14 @@ static void proof_compute(struct op *o)
 		op_finish(o, SP_DIRLOG_NOT_FOUND);
 		return;
 	} else {
-		r = sp_merkle_consistency_proof(o->old_size, h.size, cache_get, o, o->ans.proof,
-		                                &o->ans.proof_count);
+		r = sp_merkle_consistency_proof(o->old_size, h.size, cache_get, &o->nc,
+		                                o->ans.proof, &o->ans.proof_count);
 	}
 	if (r == SP_MERKLE_NEED) {
-		fetch_missing(o, ST_PROOF_NODES);
+		argc = missing_command(&o->nc, argv, lens, names);
+		o->state = ST_PROOF_NODES;
+		if (op_try_send(o, argc, argv, lens) < 0)
+			op_finish(o, SP_DIRLOG_UNAVAILABLE);
 		return;
 	}
 	if (r < 0) {
@@ -729,55 +904,22 @@ static void on_reply(int status, const redisReply *reply, void *arg)
 			SP_LOG(SP_LOG_WARN, "dirlog_error", "reply=\"%.*s\"",
 			       (int)(reply->len > 200 ? 200 : reply->len), reply->str);
 		op_finish(o, SP_DIRLOG_ERROR);
-	} else {
-		switch (o->state) {
-		case ST_SIZE:
-			if (reply->type == REDIS_REPLY_NIL) {
-				o->size = 0;
-			} else if (reply->type == REDIS_REPLY_STRING) {
-				o->size = strtoull(reply->str, NULL, 10);
-			} else {
-				op_finish(o, SP_DIRLOG_ERROR);
-				break;
-			}
-			append_compute(o);
-			break;
-		case ST_APPEND_NODES:
-		case ST_ROOT_NODES:
-			if (take_nodes(o, reply) < 0)
-				op_finish(o, SP_DIRLOG_ERROR);
-			else
-				append_compute(o);
-			break;
-		case ST_WRITE:
-			got_write(o, reply);
-			break;
-		case ST_LOOKUP:
-			got_lookup(o, reply);
-			break;
-		case ST_HEAD:
-			if (reply->type == REDIS_REPLY_NIL)
-				op_finish(o, SP_DIRLOG_NOT_FOUND);
-			else if (take_head(o, reply) < 0)
-				op_finish(o, SP_DIRLOG_ERROR);
-			else
-				proof_compute(o);
-			break;
-		case ST_PROOF_NODES:
-			if (take_nodes(o, reply) < 0)
-				op_finish(o, SP_DIRLOG_ERROR);
-			else
-				proof_compute(o);
-			break;
-		default:
+	} else if (o->state == ST_LOOKUP) {
+		got_lookup(o, reply);
+	} else if (o->state == ST_HEAD) {
+		if (reply->type == REDIS_REPLY_NIL)
+			op_finish(o, SP_DIRLOG_NOT_FOUND);
+		else if (take_head(o, reply) < 0)
 			op_finish(o, SP_DIRLOG_ERROR);
-		}
+		else
+			proof_compute(o);
+	} else if (take_nodes(&o->nc, reply) < 0) {
+		op_finish(o, SP_DIRLOG_ERROR);
+	} else {
+		proof_compute(o);
 	}
-	if (d->closing && d->live == 0) {
-		event_free(d->retry_ev);
-		EVP_PKEY_free(d->key);
-		free(d);
-	}
+	if (d->closing && d->live == 0)
+		dirlog_release(d);
 }
 
 /* ---- the API ----------------------------------------------------------------------------- */
@@ -807,53 +949,39 @@ sp_dirlog_t *sp_dirlog_new(struct event_base *base, sp_store_t *store, EVP_PKEY 
 	d->rng = (uint64_t)(uintptr_t)d ^ sp_time_mono_ms();
 	d->store = store;
 	d->key = log_key;
+	d->b_nc.c = &d->c;
 	return d;
 }
 
 void sp_dirlog_free(sp_dirlog_t *d)
 {
 	struct op *o, *next;
+	int out;
 
 	if (d == NULL)
 		return;
 	d->closing = 1;
-	/* An append waiting out its back-off has no request out: it is answered now. */
-	if (d->q_head != NULL && evtimer_pending(d->retry_ev, NULL)) {
-		evtimer_del(d->retry_ev);
-		d->q_head->ans.status = SP_DIRLOG_UNAVAILABLE;
-		d->c.failures++;
-		d->q_head->cb(&d->q_head->ans, d->q_head->arg);
-		o = d->q_head;
-		d->q_head = o->next;
-		op_free(o);
-		while ((o = d->q_head) != NULL) {
-			d->q_head = o->next;
-			o->ans.status = SP_DIRLOG_UNAVAILABLE;
-			d->c.failures++;
-			o->cb(&o->ans, o->arg);
-			op_free(o);
-		}
-	}
-	/* The queue's head is running (it has a request out) and is answered when the store gives
-	 * that request back, as lookups are; the appends behind it are answered now. */
-	o = d->q_head != NULL ? d->q_head->next : NULL;
-	if (d->q_head != NULL) {
-		d->q_head->next = NULL;
-		d->q_tail = d->q_head;
-	}
+	evtimer_del(d->retry_ev);
+	/* Appends of a batch with a request out are answered when the store gives it back; all
+	 * the others now. */
+	out = d->b_out;
+	o = d->q_head;
 	while (o != NULL) {
+		int in_batch = 0;
+
 		next = o->next;
-		o->ans.status = SP_DIRLOG_UNAVAILABLE;
-		d->c.failures++;
-		o->cb(&o->ans, o->arg);
-		op_free(o);
+		for (unsigned i = 0; out && i < d->b_n; i++)
+			in_batch |= d->b_ops[i] == o;
+		if (!in_batch) {
+			queue_unlink(d, o);
+			op_finish(o, SP_DIRLOG_UNAVAILABLE);
+		}
 		o = next;
 	}
-	if (d->live == 0) {
-		event_free(d->retry_ev);
-		EVP_PKEY_free(d->key);
-		free(d);
-	}
+	if (!out)
+		d->b_n = 0;
+	if (d->live == 0)
+		dirlog_release(d);
 }
 
 static struct op *op_new(sp_dirlog_t *d, int kind, sp_dirlog_cb cb, void *arg)
@@ -869,6 +997,7 @@ static struct op *op_new(sp_dirlog_t *d, int kind, sp_dirlog_cb cb, void *arg)
 	o->kind = kind;
 	o->cb = cb;
 	o->arg = arg;
+	o->nc.c = &d->c;
 	return o;
 }
 
@@ -878,41 +1007,49 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
                      void *arg)
 {
 	struct op *o;
+	uint8_t *p;
 
 	if (d == NULL || handle == NULL || handle_len == 0 || handle_len > SP_DIRLOG_HANDLE_MAX ||
 	    ukey_fp == NULL || tokens == NULL || n_tokens == 0 ||
 	    n_tokens > SP_DIRLOG_MAX_DEVICES || entry == NULL || entry_len == 0 || cb == NULL ||
 	    issued_at > (UINT64_C(1) << 53))
 		return -EINVAL;
+	if (d->closing)
+		return -ESHUTDOWN;
 	if (d->q_len >= d->lim.max_queue)
 		return -EBUSY;
 	o = op_new(d, OP_APPEND, cb, arg);
 	if (o == NULL)
-		return d->closing ? -ESHUTDOWN : -ENOMEM;
-	o->tokens = malloc(n_tokens * 32);
+		return -ENOMEM;
 	o->entry = malloc(entry_len);
-	if (o->tokens == NULL || o->entry == NULL ||
-	    sp_merkle_leaf_hash(entry, entry_len, o->leaf_hash) < 0) {
+	if (o->entry == NULL || sp_merkle_leaf_hash(entry, entry_len, o->leaf_hash) < 0) {
 		op_free(o);
 		return -ENOMEM;
 	}
-	memcpy(o->handle, handle, handle_len);
-	o->handle_len = handle_len;
-	memcpy(o->ukey, ukey_fp, 32);
-	memcpy(o->tokens, tokens, n_tokens * 32);
-	o->n_tokens = n_tokens;
-	o->issued_at = issued_at;
 	memcpy(o->entry, entry, entry_len);
 	o->entry_len = entry_len;
+	p = o->meta;
+	*p++ = (uint8_t)handle_len;
+	memcpy(p, handle, handle_len);
+	p += handle_len;
+	memcpy(p, ukey_fp, 32);
+	p += 32;
+	put_u64(p, issued_at);
+	p += 8;
+	*p++ = (uint8_t)n_tokens;
+	memcpy(p, tokens, n_tokens * 32);
+	p += n_tokens * 32;
+	o->meta_nodes = o->meta_len = (size_t)(p - o->meta);
 	if (d->q_tail != NULL)
 		d->q_tail->next = o;
 	else
 		d->q_head = o;
 	d->q_tail = o;
 	d->q_len++;
-	if (d->q_head == o && append_try_start(o) < 0) {
-		d->q_head = d->q_tail = NULL;
-		d->q_len = 0;
+	batch_start(d);
+	if (d->q_head == o && d->b_n == 0) {
+		/* The store refused the first request (it is closing): the append is not taken. */
+		queue_unlink(d, o);
 		op_free(o);
 		return -EAGAIN;
 	}
@@ -932,6 +1069,7 @@ int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, cons
 	o = op_new(d, OP_LOOKUP, cb, arg);
 	if (o == NULL)
 		return -ENOMEM;
+	cache_reset(&o->nc, 0);
 	argv[0] = "EVAL", lens[0] = 4;
 	argv[1] = lua_lookup, lens[1] = sizeof(lua_lookup) - 1;
 	argv[2] = "4", lens[2] = 1;
@@ -957,6 +1095,7 @@ int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, sp_dirlog_cb cb, void *arg
 
 	if (o == NULL)
 		return -ENOMEM;
+	cache_reset(&o->nc, 0);
 	o->old_size = old_size;
 	o->state = ST_HEAD;
 	if (op_try_send(o, 2, argv, lens) < 0) {

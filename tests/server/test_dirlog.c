@@ -421,6 +421,21 @@ static void test_refusals_and_removal(void)
 	/* ... and the removed device may now join another user. */
 	SP_CHECK_EQ_INT(append_sync(dlog1, "bob", 3, 2, 1, 400, ukey_b, &r), SP_DIRLOG_OK);
 	SP_CHECK(check_tree_against_redis() == 4);
+	/* Three appends in one batch, the middle one refused: the others are written, in order,
+	 * and the batch's check sees the first one (carol's device 40 is hers from then on). */
+	{
+		struct res a, b, c;
+
+		SP_CHECK(append_async(dlog1, "carol", 1, 40, 1, 10, ukey_a, &a) == 0);
+		SP_CHECK(append_async(dlog1, "dave", 1, 40, 1, 10, ukey_b, &b) == 0);
+		SP_CHECK(append_async(dlog1, "carol", 2, 40, 2, 20, ukey_a, &c) == 0);
+		SP_CHECK(run_until(&c.done, 5000) && a.done && b.done);
+		SP_CHECK_EQ_INT(a.status, SP_DIRLOG_OK);
+		SP_CHECK_EQ_INT(b.status, SP_DIRLOG_TOKEN_TAKEN);
+		SP_CHECK_EQ_INT(c.status, SP_DIRLOG_OK);
+		SP_CHECK_EQ_INT(c.index, a.index + 1);
+		SP_CHECK(check_tree_against_redis() == 6);
+	}
 }
 
 #define RACE_N 150
