@@ -37,20 +37,21 @@
 #include "sp_log.h"
 #include "sp_time.h"
 
-#define K_SIZE    "sp:{dir}:size"
-#define K_STH     "sp:{dir}:sth"
-#define K_NODE    "sp:{dir}:node"
-#define K_LEAF    "sp:{dir}:leaf"
-#define K_HANDLE  "sp:{dir}:handle"
-#define K_TOK     "sp:{dir}:tok"
-#define K_HTOK    "sp:{dir}:htok"
-#define K_HIST    "sp:{dir}:hist"
-#define K_UKEY    "sp:{dir}:ukey"
-#define K_IAT     "sp:{dir}:iat"
+#define K_SIZE   "sp:{dir}:size"
+#define K_STH    "sp:{dir}:sth"
+#define K_NODE   "sp:{dir}:node"
+#define K_LEAF   "sp:{dir}:leaf"
+#define K_HANDLE "sp:{dir}:handle"
+#define K_TOK    "sp:{dir}:tok"
+#define K_HTOK   "sp:{dir}:htok"
+#define K_HIST   "sp:{dir}:hist"
+#define K_UKEY   "sp:{dir}:ukey"
+#define K_IAT    "sp:{dir}:iat"
 
-#define H         SP_MERKLE_HASH_LEN
-#define BATCH_MAX 24 /* appends per script: 16 + 2 per entry arguments, at most SP_STORE_MAX_ARGS  \
-	              */
+#define H        SP_MERKLE_HASH_LEN
+#define BATCH_MAX                                                                                  \
+	24 /* appends per script: 16 + 2 per entry arguments, at most SP_STORE_MAX_ARGS            \
+	    */
 #define META_MAX                                                                                   \
 	(1 + SP_DIRLOG_HANDLE_MAX + 32 + 8 + 1 + 32 * SP_DIRLOG_MAX_DEVICES + 1 +                  \
 	 SP_MERKLE_MAX_PROOF * (1 + H))
@@ -824,6 +825,15 @@ static void proof_compute(struct op *o)
 		}
 		r = sp_merkle_inclusion_proof(o->ans.index, h.size, cache_get, &o->nc, o->ans.proof,
 		                              &o->ans.proof_count);
+		if (o->old_size > h.size)
+			o->old_size = 0;
+		if (o->old_size > 0) {
+			int rc = sp_merkle_consistency_proof(o->old_size, h.size, cache_get, &o->nc,
+			                                     o->ans.cproof, &o->ans.cproof_count);
+
+			if (r == 0 || (r == SP_MERKLE_NEED && rc < 0 && rc != SP_MERKLE_NEED))
+				r = rc;
+		}
 	} else if (o->old_size == 0) {
 		r = 0;
 		o->ans.proof_count = 0;
@@ -1057,7 +1067,7 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
 }
 
 int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
-                     sp_dirlog_cb cb, void *arg)
+                     uint64_t old_size, sp_dirlog_cb cb, void *arg)
 {
 	const char *argv[9];
 	size_t lens[9];
@@ -1070,6 +1080,7 @@ int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, cons
 	if (o == NULL)
 		return -ENOMEM;
 	cache_reset(&o->nc, 0);
+	o->old_size = old_size;
 	argv[0] = "EVAL", lens[0] = 4;
 	argv[1] = lua_lookup, lens[1] = sizeof(lua_lookup) - 1;
 	argv[2] = "4", lens[2] = 1;

@@ -124,6 +124,9 @@ typedef struct sp_dirlog_answer {
 	uint64_t old_size; /* head: the size the consistency proof starts from (0: no proof) */
 	uint8_t proof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN]; /* lookup: inclusion; head: cons. */
 	unsigned proof_count;
+	/* lookup with an old_size: the consistency proof from it to the same head */
+	uint8_t cproof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
+	unsigned cproof_count;
 } sp_dirlog_answer_t;
 
 typedef void (*sp_dirlog_cb)(const sp_dirlog_answer_t *a, void *arg);
@@ -144,9 +147,11 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
                      void *arg);
 
 /* The latest card of a handle (token NULL) or of the handle listing device token (handle
- * NULL), with its inclusion proof in the current head. Returns as sp_dirlog_append. */
+ * NULL), with its inclusion proof in the current head and, with 0 < old_size <= the head's
+ * size, the consistency proof from old_size to that same head (an old_size past it: answered
+ * without one, old_size 0 in the answer). Returns as sp_dirlog_append. */
 int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
-                     sp_dirlog_cb cb, void *arg);
+                     uint64_t old_size, sp_dirlog_cb cb, void *arg);
 
 /* The current head and, with 0 < old_size <= its size, the consistency proof from old_size
  * (an old_size past the head, or no head yet: NOT_FOUND). Returns as sp_dirlog_append. */

@@ -189,6 +189,8 @@ struct res {
 	size_t head_len;
 	uint8_t proof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
 	unsigned count;
+	uint8_t cproof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
+	unsigned ccount;
 };
 
 static void res_cb(const sp_dirlog_answer_t *a, void *arg)
@@ -207,6 +209,8 @@ static void res_cb(const sp_dirlog_answer_t *a, void *arg)
 		memcpy(r->head, a->head, r->head_len);
 	r->count = a->proof_count;
 	memcpy(r->proof, a->proof, sizeof(r->proof));
+	r->ccount = a->cproof_count;
+	memcpy(r->cproof, a->cproof, sizeof(r->cproof));
 	r->done++;
 }
 
@@ -258,7 +262,7 @@ static int lookup_sync(sp_dirlog_t *d, const char *handle, const uint8_t *token,
 
 	memset(r, 0, sizeof(*r));
 	in_request = true;
-	rc = sp_dirlog_lookup(d, handle, handle ? strlen(handle) : 0, token, res_cb, r);
+	rc = sp_dirlog_lookup(d, handle, handle ? strlen(handle) : 0, token, 0, res_cb, r);
 	in_request = false;
 	if (rc < 0 || !run_until(&r->done, 5000))
 		return -1;
@@ -509,6 +513,21 @@ static void test_concurrent_relays(void)
 				SP_FAIL("a consistency proof verified against the wrong old root");
 		}
 		SP_CHECK_EQ_INT(head_sync(dlog1, hf.size + 1, &c), SP_DIRLOG_NOT_FOUND);
+		/* A lookup that brings the consistency proof from an old head along. */
+		{
+			struct res l = {0};
+			sp_dirlog_head_t hl;
+
+			SP_CHECK(sp_dirlog_head_parse(r1[3].head, r1[3].head_len, &hi) == 0);
+			SP_CHECK(sp_dirlog_lookup(dlog2, "r1-5", 4, NULL, hi.size, res_cb, &l) ==
+			         0);
+			SP_CHECK(run_until(&l.done, 5000));
+			SP_CHECK(lookup_verifies(&l, &hl));
+			SP_CHECK_EQ_INT(l.old_size, hi.size);
+			SP_CHECK(sp_merkle_verify_consistency(hi.size, hl.size, hi.root, hl.root,
+			                                      (const uint8_t *)l.cproof,
+			                                      l.ccount) == 0);
+		}
 	}
 }
 
