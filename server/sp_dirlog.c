@@ -136,17 +136,33 @@ static const char lua_append[] =
         "redis.call('SET', KEYS[1], string.format('%d', n + k))\n"
         "return {1, n}\n";
 
-/* The lookup script: KEYS sth handle tok leaf; ARGV mode ("h" or "t"), handle or token.
- * Returns {0} (none) or {1, index, entry, head}, read together. */
+/* The requester's rate check, first in the lookup and head scripts: KEYS[1] its counter,
+ * ARGV[1] the limit (0: none), ARGV[2] the window in ms. */
+#define LUA_RATE                                                                                   \
+	"local lim = tonumber(ARGV[1])\n"                                                          \
+	"if lim > 0 then\n"                                                                        \
+	"  local n = redis.call('INCR', KEYS[1])\n"                                                \
+	"  if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"                           \
+	"  if n > lim then return {-1, redis.call('PTTL', KEYS[1])} end\n"                         \
+	"end\n"
+
+/* The lookup script: KEYS rate sth handle tok leaf; ARGV limit, window, mode ("h" or "t"),
+ * handle or token. Returns {-1, ms} (over the rate), {0} (none) or {1, index, entry, head},
+ * read together. */
 static const char lua_lookup[] =
-        "local h = ARGV[2]\n"
-        "if ARGV[1] == 't' then\n"
-        "  h = redis.call('HGET', KEYS[3], ARGV[2])\n"
-        "  if not h then return {0} end\n"
-        "end\n"
-        "local i = redis.call('HGET', KEYS[2], h)\n"
-        "if not i then return {0} end\n"
-        "return {1, i, redis.call('HGET', KEYS[4], i), redis.call('GET', KEYS[1])}\n";
+        LUA_RATE "local h = ARGV[4]\n"
+                 "if ARGV[3] == 't' then\n"
+                 "  h = redis.call('HGET', KEYS[4], ARGV[4])\n"
+                 "  if not h then return {0} end\n"
+                 "end\n"
+                 "local i = redis.call('HGET', KEYS[3], h)\n"
+                 "if not i then return {0} end\n"
+                 "return {1, i, redis.call('HGET', KEYS[5], i), redis.call('GET', KEYS[2])}\n";
+
+/* The head script: KEYS rate sth; ARGV limit, window. Returns {-1, ms}, {0} or {1, head}. */
+static const char lua_head[] = LUA_RATE "local h = redis.call('GET', KEYS[2])\n"
+                                        "if not h then return {0} end\n"
+                                        "return {1, h}\n";
 
 enum { OP_APPEND, OP_LOOKUP, OP_HEAD };
 enum { ST_SIZE, ST_NODES, ST_WRITE, ST_LOOKUP, ST_PROOF_NODES, ST_HEAD };
@@ -211,10 +227,11 @@ struct sp_dirlog {
 
 const char *sp_dirlog_status_name(int status)
 {
-	static const char *const names[] = {"ok",    "not found", "key changed", "token taken",
-	                                    "stale", "busy",      "unavailable", "error"};
+	static const char *const names[] = {"ok",          "not found", "key changed",
+	                                    "token taken", "stale",     "busy",
+	                                    "unavailable", "error",     "limited"};
 
-	return status >= 0 && status <= SP_DIRLOG_ERROR ? names[status] : "unknown";
+	return status >= 0 && status <= SP_DIRLOG_LIMITED ? names[status] : "unknown";
 }
 
 const char *sp_dirlog_script(const char *name)
@@ -223,6 +240,8 @@ const char *sp_dirlog_script(const char *name)
 		return lua_append;
 	if (strcmp(name, "lookup") == 0)
 		return lua_lookup;
+	if (strcmp(name, "head") == 0)
+		return lua_head;
 	return NULL;
 }
 
@@ -230,6 +249,8 @@ void sp_dirlog_limits_default(sp_dirlog_limits_t *lim)
 {
 	lim->max_retries = 64;
 	lim->max_queue = 1024;
+	lim->lookup_limit = 60;
+	lim->lookup_window_ms = 60000;
 }
 
 void sp_dirlog_counters(const sp_dirlog_t *d, sp_dirlog_counters_t *out)
@@ -498,6 +519,9 @@ static void count_status(sp_dirlog_t *d, int kind, int status)
 		break;
 	case SP_DIRLOG_NOT_FOUND:
 		d->c.not_found++;
+		break;
+	case SP_DIRLOG_LIMITED:
+		d->c.limited++;
 		break;
 	case SP_DIRLOG_KEY_CHANGED:
 	case SP_DIRLOG_TOKEN_TAKEN:
@@ -870,6 +894,37 @@ static int take_head(struct op *o, const redisReply *r)
 	return 0;
 }
 
+/* {-1, ms}: the requester is over its rate. Answers the op and returns 1 then. */
+static int rate_refused(struct op *o, const redisReply *r)
+{
+	long long ms;
+
+	if (r->element[0]->integer != -1)
+		return 0;
+	ms = r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER ? r->element[1]->integer
+	                                                                    : 0;
+	o->ans.retry_after_ms = ms > 0 ? (uint32_t)(ms > UINT32_MAX ? UINT32_MAX : ms) : 1;
+	op_finish(o, SP_DIRLOG_LIMITED);
+	return 1;
+}
+
+static void got_head(struct op *o, const redisReply *r)
+{
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER) {
+		op_finish(o, SP_DIRLOG_ERROR);
+		return;
+	}
+	if (rate_refused(o, r))
+		return;
+	if (r->element[0]->integer == 0)
+		op_finish(o, SP_DIRLOG_NOT_FOUND);
+	else if (r->elements != 2 || take_head(o, r->element[1]) < 0)
+		op_finish(o, SP_DIRLOG_ERROR);
+	else
+		proof_compute(o);
+}
+
 static void got_lookup(struct op *o, const redisReply *r)
 {
 	const redisReply *e;
@@ -879,6 +934,8 @@ static void got_lookup(struct op *o, const redisReply *r)
 		op_finish(o, SP_DIRLOG_ERROR);
 		return;
 	}
+	if (rate_refused(o, r))
+		return;
 	if (r->element[0]->integer == 0) {
 		op_finish(o, SP_DIRLOG_NOT_FOUND);
 		return;
@@ -917,12 +974,7 @@ static void on_reply(int status, const redisReply *reply, void *arg)
 	} else if (o->state == ST_LOOKUP) {
 		got_lookup(o, reply);
 	} else if (o->state == ST_HEAD) {
-		if (reply->type == REDIS_REPLY_NIL)
-			op_finish(o, SP_DIRLOG_NOT_FOUND);
-		else if (take_head(o, reply) < 0)
-			op_finish(o, SP_DIRLOG_ERROR);
-		else
-			proof_compute(o);
+		got_head(o, reply);
 	} else if (take_nodes(&o->nc, reply) < 0) {
 		op_finish(o, SP_DIRLOG_ERROR);
 	} else {
@@ -1066,11 +1118,28 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
 	return 0;
 }
 
-int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
-                     uint64_t old_size, sp_dirlog_cb cb, void *arg)
+/* The requester's counter key and the limit and window as text. */
+static void rate_args(sp_dirlog_t *d, const uint8_t *requester, char key[96], char lim[16],
+                      char win[16])
 {
-	const char *argv[9];
-	size_t lens[9];
+	static const char hex[] = "0123456789abcdef";
+	int n = snprintf(key, 96, "sp:{dir}:rl:");
+
+	for (int i = 0; i < 32; i++) {
+		key[n++] = hex[requester ? requester[i] >> 4 : 0];
+		key[n++] = hex[requester ? requester[i] & 15 : 0];
+	}
+	key[n] = '\0';
+	snprintf(lim, 16, "%u", requester ? d->lim.lookup_limit : 0);
+	snprintf(win, 16, "%u", d->lim.lookup_window_ms ? d->lim.lookup_window_ms : 1);
+}
+
+int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
+                     uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb, void *arg)
+{
+	const char *argv[12];
+	size_t lens[12];
+	char rkey[96], lim[16], win[16];
 	struct op *o;
 
 	if ((handle == NULL) == (token == NULL) ||
@@ -1081,35 +1150,49 @@ int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, cons
 		return -ENOMEM;
 	cache_reset(&o->nc, 0);
 	o->old_size = old_size;
+	rate_args(d, requester, rkey, lim, win);
 	argv[0] = "EVAL", lens[0] = 4;
 	argv[1] = lua_lookup, lens[1] = sizeof(lua_lookup) - 1;
-	argv[2] = "4", lens[2] = 1;
-	argv[3] = K_STH, lens[3] = sizeof(K_STH) - 1;
-	argv[4] = K_HANDLE, lens[4] = sizeof(K_HANDLE) - 1;
-	argv[5] = K_TOK, lens[5] = sizeof(K_TOK) - 1;
-	argv[6] = K_LEAF, lens[6] = sizeof(K_LEAF) - 1;
-	argv[7] = token != NULL ? "t" : "h", lens[7] = 1;
-	argv[8] = token != NULL ? (const char *)token : handle, lens[8] = token ? 32 : handle_len;
+	argv[2] = "5", lens[2] = 1;
+	argv[3] = rkey, lens[3] = strlen(rkey);
+	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
+	argv[5] = K_HANDLE, lens[5] = sizeof(K_HANDLE) - 1;
+	argv[6] = K_TOK, lens[6] = sizeof(K_TOK) - 1;
+	argv[7] = K_LEAF, lens[7] = sizeof(K_LEAF) - 1;
+	argv[8] = lim, lens[8] = strlen(lim);
+	argv[9] = win, lens[9] = strlen(win);
+	argv[10] = token != NULL ? "t" : "h", lens[10] = 1;
+	argv[11] = token != NULL ? (const char *)token : handle, lens[11] = token ? 32 : handle_len;
 	o->state = ST_LOOKUP;
-	if (op_try_send(o, 9, argv, lens) < 0) {
+	if (op_try_send(o, 12, argv, lens) < 0) {
 		op_free(o);
 		return -EAGAIN;
 	}
 	return 0;
 }
 
-int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, sp_dirlog_cb cb, void *arg)
+int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb,
+                   void *arg)
 {
-	static const char *argv[] = {"GET", K_STH};
-	static const size_t lens[] = {3, sizeof(K_STH) - 1};
+	const char *argv[7];
+	size_t lens[7];
+	char rkey[96], lim[16], win[16];
 	struct op *o = op_new(d, OP_HEAD, cb, arg);
 
 	if (o == NULL)
 		return -ENOMEM;
 	cache_reset(&o->nc, 0);
 	o->old_size = old_size;
+	rate_args(d, requester, rkey, lim, win);
+	argv[0] = "EVAL", lens[0] = 4;
+	argv[1] = lua_head, lens[1] = sizeof(lua_head) - 1;
+	argv[2] = "2", lens[2] = 1;
+	argv[3] = rkey, lens[3] = strlen(rkey);
+	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
+	argv[5] = lim, lens[5] = strlen(lim);
+	argv[6] = win, lens[6] = strlen(win);
 	o->state = ST_HEAD;
-	if (op_try_send(o, 2, argv, lens) < 0) {
+	if (op_try_send(o, 7, argv, lens) < 0) {
 		op_free(o);
 		return -EAGAIN;
 	}

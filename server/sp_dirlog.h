@@ -45,6 +45,7 @@ enum {
 	SP_DIRLOG_BUSY,        /* append: still conflicting after max_retries */
 	SP_DIRLOG_UNAVAILABLE, /* the store is down or timed out */
 	SP_DIRLOG_ERROR,       /* Redis answered something unexpected, or signing failed */
+	SP_DIRLOG_LIMITED,     /* lookup, head: the requester is over its lookup rate */
 };
 
 const char *sp_dirlog_status_name(int status);
@@ -83,11 +84,14 @@ int sp_dirlog_entry_parse(const uint8_t *p, size_t len, const char **handle, siz
                           const uint8_t **card, size_t *card_len);
 
 typedef struct sp_dirlog_limits {
-	uint32_t max_retries; /* append attempts before BUSY (>= 1) */
-	uint32_t max_queue;   /* appends waiting in one sp_dirlog_t; more are refused -EBUSY */
+	uint32_t max_retries;      /* append attempts before BUSY (>= 1) */
+	uint32_t max_queue;        /* appends waiting in one sp_dirlog_t; more are refused -EBUSY */
+	uint32_t lookup_limit;     /* lookups and head requests per requester and window; 0 = any */
+	uint32_t lookup_window_ms; /* the window (a fixed window in Redis, shared by all relays) */
 } sp_dirlog_limits_t;
 
-void sp_dirlog_limits_default(sp_dirlog_limits_t *lim); /* 64 attempts, 1024 queued */
+/* 64 attempts, 1024 queued, 60 lookups per requester per 60 s. */
+void sp_dirlog_limits_default(sp_dirlog_limits_t *lim);
 
 typedef struct sp_dirlog_counters {
 	uint64_t appends;        /* appends answered OK */
@@ -98,6 +102,7 @@ typedef struct sp_dirlog_counters {
 	uint64_t heads;          /* head requests answered OK */
 	uint64_t node_reads;     /* tree nodes read from Redis for proofs and appends */
 	uint64_t failures;       /* requests answered UNAVAILABLE, ERROR or BUSY */
+	uint64_t limited;        /* lookups and head requests answered LIMITED */
 } sp_dirlog_counters_t;
 
 /*
@@ -122,6 +127,7 @@ typedef struct sp_dirlog_answer {
 	const uint8_t *head; /* OK: the head (wire form) the proof is against */
 	size_t head_len;
 	uint64_t old_size; /* head: the size the consistency proof starts from (0: no proof) */
+	uint32_t retry_after_ms; /* LIMITED: when the requester's window ends */
 	uint8_t proof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN]; /* lookup: inclusion; head: cons. */
 	unsigned proof_count;
 	/* lookup with an old_size: the consistency proof from it to the same head */
@@ -151,11 +157,16 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
  * size, the consistency proof from old_size to that same head (an old_size past it: answered
  * without one, old_size 0 in the answer). Returns as sp_dirlog_append. */
 int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
-                     uint64_t old_size, sp_dirlog_cb cb, void *arg);
+                     uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb, void *arg);
 
 /* The current head and, with 0 < old_size <= its size, the consistency proof from old_size
- * (an old_size past the head, or no head yet: NOT_FOUND). Returns as sp_dirlog_append. */
-int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, sp_dirlog_cb cb, void *arg);
+ * (an old_size past the head, or no head yet: NOT_FOUND). Returns as sp_dirlog_append.
+ *
+ * Both count against `requester` (a device token; NULL: not limited): more than lookup_limit
+ * in one lookup_window_ms window, on all relays together, is answered LIMITED with
+ * retry_after_ms. The count lives in Redis (sp:{dir}:rl:TOKEN, expiring with the window). */
+int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb,
+                   void *arg);
 
 /* The Lua source of "append" or "lookup" (tests and tools), or NULL. */
 const char *sp_dirlog_script(const char *name);

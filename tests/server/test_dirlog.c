@@ -262,7 +262,7 @@ static int lookup_sync(sp_dirlog_t *d, const char *handle, const uint8_t *token,
 
 	memset(r, 0, sizeof(*r));
 	in_request = true;
-	rc = sp_dirlog_lookup(d, handle, handle ? strlen(handle) : 0, token, 0, res_cb, r);
+	rc = sp_dirlog_lookup(d, handle, handle ? strlen(handle) : 0, token, 0, NULL, res_cb, r);
 	in_request = false;
 	if (rc < 0 || !run_until(&r->done, 5000))
 		return -1;
@@ -275,7 +275,7 @@ static int head_sync(sp_dirlog_t *d, uint64_t old_size, struct res *r)
 
 	memset(r, 0, sizeof(*r));
 	in_request = true;
-	rc = sp_dirlog_head(d, old_size, res_cb, r);
+	rc = sp_dirlog_head(d, old_size, NULL, res_cb, r);
 	in_request = false;
 	if (rc < 0 || !run_until(&r->done, 5000))
 		return -1;
@@ -519,8 +519,8 @@ static void test_concurrent_relays(void)
 			sp_dirlog_head_t hl;
 
 			SP_CHECK(sp_dirlog_head_parse(r1[3].head, r1[3].head_len, &hi) == 0);
-			SP_CHECK(sp_dirlog_lookup(dlog2, "r1-5", 4, NULL, hi.size, res_cb, &l) ==
-			         0);
+			SP_CHECK(sp_dirlog_lookup(dlog2, "r1-5", 4, NULL, hi.size, NULL, res_cb,
+			                          &l) == 0);
 			SP_CHECK(run_until(&l.done, 5000));
 			SP_CHECK(lookup_verifies(&l, &hl));
 			SP_CHECK_EQ_INT(l.old_size, hi.size);
@@ -555,6 +555,50 @@ static void test_tampered_leaf_detected(void)
 	if (x)
 		freeReplyObject(x);
 	SP_CHECK(check_tree_against_redis() > 0);
+}
+
+/* Lookups and head requests count against the requester, on every log sharing the Redis. */
+static void test_rate_limit(void)
+{
+	sp_dirlog_limits_t lim;
+	sp_dirlog_t *a, *b;
+	uint8_t dev1[32], dev2[32];
+	struct res r;
+
+	sp_dirlog_limits_default(&lim);
+	lim.lookup_limit = 3;
+	lim.lookup_window_ms = 700;
+	a = sp_dirlog_new(base, st1, log_key, &lim);
+	b = sp_dirlog_new(base, st2, log_key, &lim);
+	token_of(dev1, 901);
+	token_of(dev2, 902);
+	for (int i = 0; i < 2; i++) {
+		memset(&r, 0, sizeof(r));
+		SP_CHECK(sp_dirlog_lookup(i ? b : a, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
+		SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	}
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_head(b, 0, dev1, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_lookup(a, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000));
+	SP_CHECK_EQ_INT(r.status, SP_DIRLOG_LIMITED);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_lookup(a, "alice", 5, NULL, 0, dev2, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	sleep_ms(800);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_lookup(b, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	{
+		sp_dirlog_counters_t c;
+
+		sp_dirlog_counters(a, &c);
+		SP_CHECK_EQ_INT(c.limited, 1);
+	}
+	sp_dirlog_free(a);
+	sp_dirlog_free(b);
 }
 
 static void test_store_down(void)
@@ -603,6 +647,7 @@ int main(void)
 	SP_RUN(test_refusals_and_removal);
 	SP_RUN(test_concurrent_relays);
 	SP_RUN(test_tampered_leaf_detected);
+	SP_RUN(test_rate_limit);
 	SP_RUN(test_store_down);
 	sp_dirlog_free(dlog1);
 	sp_dirlog_free(dlog2);
