@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 
 #include "cli_seal.h"
+#include "cli_dir.h"
 #include "cli_webpush.h"
 #include "sp_b64.h"
 #include "sealpush.h"
@@ -89,6 +90,20 @@ static void usage(FILE *f)
 	        "                        answers a message that asks for a receipt with a sealed\n"
 	        "                        receipt, and prints the receipts it gets\n"
 	        "  verify-card FILE      check a contact card; prints its token\n"
+	        "  user init HANDLE      make this device's user key (KEY.user.key) and publish\n"
+	        "                        a user card for HANDLE listing this device (the key\n"
+	        "                        directory, PROTOCOL.md 15)\n"
+	        "  device add CARD_FILE  add a device (its contact card) to the user's card;\n"
+	        "                        on the device that holds the user key\n"
+	        "  device remove TOKEN   take a device out of the user's card\n"
+	        "  device list [HANDLE|TOKEN]  a user's devices, verified (default: our own)\n"
+	        "  log-head              the directory log's signed head, checked against the\n"
+	        "                        last one seen (KEY.dirhead); prints size, root and a\n"
+	        "                        fingerprint to compare out of band\n"
+	        "  audit                 check that the directory's card for our handle is the\n"
+	        "                        one this device published; warns loudly otherwise\n"
+	        "  Directory answers are verified with the log's certificate: $SEALPUSH_LOG_CERT,\n"
+	        "  else log.crt beside the CA file.\n"
 	        "\n"
 	        "Global options (any position):\n"
 	        "  --server HOST:PORT    the relay            (config: server, env "
@@ -1549,7 +1564,8 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	if (!word_in(cmd, "init token card send listen verify-card subscribe unsubscribe "
-	                  "subscriptions")) {
+	                  "subscriptions") &&
+	    !cli_dir_is_command(cmd)) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
 		goto out;
@@ -1571,14 +1587,24 @@ int main(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if (strcmp(cmd, "verify-card") != 0 && strcmp(cmd, "unsubscribe") != 0 && optind != argc) {
+	if (strcmp(cmd, "verify-card") != 0 && strcmp(cmd, "unsubscribe") != 0 &&
+	    !cli_dir_is_command(cmd) && optind != argc) {
 		die_line("unexpected argument \"%s\"", argv[optind]);
 		rc = EXIT_USAGE;
 		goto out;
 	}
 	if ((rc = settings_resolve(&s, config)) != 0)
 		goto out;
-	if (strcmp(cmd, "token") == 0)
+	if (cli_dir_is_command(cmd)) {
+		cli_dir_settings_t ds = {.server = s.server,
+		                         .ca = s.ca,
+		                         .cert = s.cert,
+		                         .key = s.key,
+		                         .connect_timeout = o.connect_timeout,
+		                         .tls_groups = o.tls_groups};
+
+		rc = cli_dir_main(&ds, cmd, argc - optind, argv + optind);
+	} else if (strcmp(cmd, "token") == 0)
 		rc = cmd_token(&s);
 	else if (strcmp(cmd, "init") == 0)
 		rc = cmd_init(&s);

@@ -641,6 +641,87 @@ def t_rate_limit(t):
     expect_status(t.lookup(b1, handle="alice"), w.S_DELIVERED, "after the window")
 
 
+def cli(t, who, *args, expect=0):
+    dev = t.h.pki[who]
+    env = dict(os.environ, SEALPUSH_LOG_CERT=t.h.pki["log"].crt)
+    r = subprocess.run([OPTS.sealpush, "--server", "127.0.0.1:%d" % t.d.port, "--ca",
+                        t.h.pki.ca_crt, "--cert", dev.crt, "--key", dev.key] + list(args),
+                       capture_output=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    if expect is not None and r.returncode != expect:
+        fail("sealpush %s (%s): exit %d, want %d: %s%s" % (" ".join(args), who, r.returncode,
+                                                         expect, out, err))
+    return out, err
+
+
+@test("the CLI: user init, device add / list / remove, log-head, audit; a rewritten log and "
+      "a card under another user key are caught", timeout=180)
+def t_cli(t):
+    t.relay()
+    for who in ("dave", "alice2", "bob"):
+        t.device_card(who)  # sealpush init: their sealing keys
+    # dave's device starts the user "dave" (a fresh key file: no earlier user key).
+    for suffix in (".user.key", ".user.handle", ".user.card", ".dirhead"):
+        p = t.h.pki["dave"].key[:-4] + suffix
+        if os.path.exists(p):
+            os.unlink(p)
+    for suffix in (".dirhead",):
+        p = t.h.pki["bob"].key[:-4] + suffix
+        if os.path.exists(p):
+            os.unlink(p)
+    out, _ = cli(t, "dave", "user", "init", "dave")
+    t.notes.append(out.strip())
+    card_file = os.path.join(t.tmp, "alice2-contact.json")
+    with open(card_file, "w") as f:
+        json.dump(t.device_card("alice2"), f)
+    cli(t, "dave", "device", "add", card_file)
+    out, _ = cli(t, "bob", "device", "list", "dave")
+    toks = [t.h.pki[n].token.hex() for n in ("dave", "alice2")]
+    if not all(x in out for x in toks):
+        fail("device list lacks a device: %s" % out)
+    out, _ = cli(t, "bob", "device", "list", toks[1])
+    if "user dave" not in out:
+        fail("lookup by token: %s" % out)
+    out, _ = cli(t, "bob", "log-head")
+    if not out.startswith("size 2\n") or "fingerprint " not in out:
+        fail("log-head: %r" % out)
+    cli(t, "dave", "device", "remove", toks[1])
+    out, _ = cli(t, "bob", "device", "list", "dave")
+    if toks[1] in out or toks[0] not in out:
+        fail("after remove: %s" % out)
+    out, _ = cli(t, "bob", "log-head")
+    if not out.startswith("size 3\n"):
+        fail("log-head after the removal: %r" % out)
+    out, _ = cli(t, "dave", "audit")
+    if "audit ok" not in out:
+        fail("audit: %r" % out)
+    # The operator replaces dave's card with one of its own user key (carol's device), in a
+    # log it rebuilds and signs with the log key: a fork for everyone who kept a head.
+    carol_key = t.keys.new_key()
+    entries = []
+    for at in (5, 6, 7, 8):
+        forged = make_ucard(t.keys, carol_key, "dave", [t.device_card("carol")], at)
+        entries.append(b"sealpush/1 log entry\x00" + bytes([4]) + b"dave" +
+                       struct.pack(">I", len(forged)) + forged)
+    r = RedisRaw(t.h.redis)
+    r.command("DEL", *["sp:{dir}:" + k for k in ("size", "sth", "node", "leaf", "handle", "tok",
+                                                  "htok", "hist", "ukey", "iat")])
+    write_log(t, entries)
+    _, err = cli(t, "bob", "log-head", expect=65)
+    if "WARNING" not in err or "forked" not in err:
+        fail("log-head after a rewrite: %r" % err)
+    _, err = cli(t, "dave", "audit", expect=65)
+    if "WARNING" not in err:
+        fail("audit after a rewrite: %r" % err)
+    # A device that never saw a head (its head file gone) is not told of a fork, but audit
+    # still sees that the card is not under dave's user key.
+    os.unlink(t.h.pki["dave"].key[:-4] + ".dirhead")
+    _, err = cli(t, "dave", "audit", expect=65)
+    if "ANOTHER user key" not in err:
+        fail("audit of a card under another key: %r" % err)
+    t.notes.append("audit: %s" % err.strip().splitlines()[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))

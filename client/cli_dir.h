@@ -1,0 +1,24 @@
+/*
+ * cli_dir: the sealpush CLI's key directory commands (PROTOCOL.md 15): user init, device
+ * add/remove/list, log-head, audit. Each connects once (SEND_ONLY), verifies every answer with
+ * sp_dir before it believes it, and keeps the last tree head seen beside the key
+ * (KEY.dirhead), checking each newer one against it. The user key is KEY.user.key (made by
+ * `user init` on the user's first device), the handle KEY.user.handle, the last card this
+ * device published KEY.user.card (audit compares the directory with it). The log's
+ * certificate is $SEALPUSH_LOG_CERT, else log.crt beside the CA file.
+ */
+#ifndef CLI_DIR_H
+#define CLI_DIR_H
+
+typedef struct cli_dir_settings {
+	const char *server, *ca, *cert, *key;
+	double connect_timeout;
+	const char *tls_groups;
+} cli_dir_settings_t;
+
+/* Whether cmd is one of the directory's commands. */
+int cli_dir_is_command(const char *cmd);
+/* Runs cmd with its arguments args[0..n); returns the process exit status. */
+int cli_dir_main(const cli_dir_settings_t *s, const char *cmd, int n, char **args);
+
+#endif
