@@ -742,6 +742,110 @@ out:
 	return rc;
 }
 
+/* Appends the device cards of c (but skip's) to the folder dir as files. */
+static int add_cards(const sp_ucard_t *c, const uint8_t *skip, const char *dir, char ***paths,
+                     size_t *n)
+{
+	for (size_t i = 0; i < c->n_devices; i++) {
+		char path[512], **p;
+		bool dup = false;
+
+		if (skip != NULL && memcmp(c->dev[i].token, skip, 32) == 0)
+			continue;
+		for (size_t k = 0; k < *n; k++) {
+			char *t = read_text((*paths)[k]);
+
+			dup |= t != NULL && strcmp(t, c->dev[i].card) == 0;
+			free(t);
+		}
+		if (dup)
+			continue;
+		snprintf(path, sizeof(path), "%s/%zu.card", dir, *n);
+		p = realloc(*paths, (*n + 1) * sizeof(**paths));
+		if (p == NULL)
+			return CX_INTERNAL;
+		*paths = p;
+		if (write_private(path, c->dev[i].card) < 0 ||
+		    ((*paths)[*n] = strdup(path)) == NULL) {
+			say("cannot write %s", path);
+			return CX_IOERR;
+		}
+		(*n)++;
+	}
+	return CX_OK;
+}
+
+int cli_dir_resolve(const cli_dir_settings_t *s, const char *handle, char *dir, size_t dirlen,
+                    char ***paths, size_t *n)
+{
+	const char *tmp = getenv("TMPDIR");
+	char *mine = NULL, hpath[4096];
+	EVP_PKEY *lk = NULL;
+	sp_ucard_t c = {0}, own = {0};
+	struct sess x = {0};
+	uint8_t self[32];
+	int rc, status = 0;
+
+	*paths = NULL;
+	*n = 0;
+	dir[0] = '\0';
+	if (s->server == NULL || s->ca == NULL || s->cert == NULL || s->key == NULL) {
+		say("send --to-user needs --server, --ca, --cert and --key");
+		return CX_USAGE;
+	}
+	snprintf(dir, dirlen, "%s/sealpush-to-user-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	if (mkdtemp(dir) == NULL) {
+		say("cannot make a temporary folder: %s", strerror(errno));
+		dir[0] = '\0';
+		return CX_IOERR;
+	}
+	if ((lk = log_key(s)) == NULL) {
+		rc = CX_NOINPUT;
+		goto out;
+	}
+	path_of(hpath, sizeof(hpath), s->key, ".user.handle");
+	mine = access(hpath, R_OK) == 0 ? read_text(hpath) : NULL;
+	if ((rc = sess_open(&x, s)) != CX_OK ||
+	    (rc = verified_lookup(&x, lk, handle, NULL, &c, &status)) != CX_OK)
+		goto out;
+	if (status != SEALPUSH_ST_DELIVERED) {
+		refused(&x.a);
+		rc = CX_REFUSED;
+		goto out;
+	}
+	sp_client_token(x.c) != NULL ? memcpy(self, sp_client_token(x.c), 32) : memset(self, 0, 32);
+	if ((rc = add_cards(&c, self, dir, paths, n)) != CX_OK)
+		goto out;
+	if (mine != NULL && strcmp(mine, handle) != 0) {
+		if ((rc = verified_lookup(&x, lk, mine, NULL, &own, &status)) != CX_OK)
+			goto out;
+		if (status == SEALPUSH_ST_DELIVERED && (rc = add_cards(&own, self, dir, paths, n)))
+			goto out;
+	}
+	if (*n == 0) {
+		say("%s has no device to send to", handle);
+		rc = CX_USAGE;
+	}
+out:
+	sess_close(&x);
+	sp_ucard_clear(&c);
+	sp_ucard_clear(&own);
+	EVP_PKEY_free(lk);
+	free(mine);
+	return rc;
+}
+
+void cli_dir_resolve_free(const char *dir, char **paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unlink(paths[i]);
+		free(paths[i]);
+	}
+	free(paths);
+	if (dir != NULL && dir[0] != '\0')
+		rmdir(dir);
+}
+
 int cli_dir_is_command(const char *cmd)
 {
 	return strcmp(cmd, "user") == 0 || strcmp(cmd, "device") == 0 ||

@@ -10,6 +10,8 @@
 #ifndef CLI_DIR_H
 #define CLI_DIR_H
 
+#include <stddef.h>
+
 typedef struct cli_dir_settings {
 	const char *server, *ca, *cert, *key;
 	double connect_timeout;
@@ -20,5 +22,16 @@ typedef struct cli_dir_settings {
 int cli_dir_is_command(const char *cmd);
 /* Runs cmd with its arguments args[0..n); returns the process exit status. */
 int cli_dir_main(const cli_dir_settings_t *s, const char *cmd, int n, char **args);
+
+/*
+ * send --to-user: looks handle up (verified, as device list does) and, if this device has a
+ * user (KEY.user.handle), its own user too; writes each device card, but this device's own, to
+ * a file in a fresh temporary folder (its path into dir), and returns the paths (*paths,
+ * malloc'd). Returns 0 or an exit status (reported). Free with cli_dir_resolve_free.
+ */
+int cli_dir_resolve(const cli_dir_settings_t *s, const char *handle, char *dir, size_t dirlen,
+                    char ***paths, size_t *n);
+/* Removes the files and the folder, frees the paths. */
+void cli_dir_resolve_free(const char *dir, char **paths, size_t n);
 
 #endif

@@ -90,6 +90,8 @@ static void usage(FILE *f)
 	        "                        answers a message that asks for a receipt with a sealed\n"
 	        "                        receipt, and prints the receipts it gets\n"
 	        "  verify-card FILE      check a contact card; prints its token\n"
+	        "  send --to-user HANDLE ...  seal to every verified device of HANDLE (and of\n"
+	        "                        our own user's other devices), one SEND each\n"
 	        "  user init HANDLE      make this device's user key (KEY.user.key) and publish\n"
 	        "                        a user card for HANDLE listing this device (the key\n"
 	        "                        directory, PROTOCOL.md 15)\n"
@@ -614,6 +616,7 @@ typedef struct cmd_opts {
 	double connect_timeout;
 	const char *tls_groups;     /* NULL: the library's default */
 	const char *app_server_key; /* subscribe: base64url P-256 point */
+	const char *to_user;        /* send --to-user: a handle of the key directory */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -1334,6 +1337,7 @@ enum {
 	O_SUITE,
 	O_COUNT,
 	O_APP_SERVER_KEY,
+	O_TO_USER,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1356,6 +1360,7 @@ static const struct {
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
+        {O_TO_USER, "--to-user", "send"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1410,6 +1415,7 @@ int main(int argc, char **argv)
 	        {"connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT},
 	        {"tls-groups", required_argument, NULL, O_TLS_GROUPS},
 	        {"to", required_argument, NULL, O_TO},
+	        {"to-user", required_argument, NULL, O_TO_USER},
 	        {"message", required_argument, NULL, O_MESSAGE},
 	        {"file", required_argument, NULL, O_FILE},
 	        {"ttl", required_argument, NULL, O_TTL},
@@ -1431,13 +1437,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_APP_SERVER_KEY + 1] = {0};
+	bool seen[O_TO_USER + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_APP_SERVER_KEY)
+		if (ch >= O_SERVER && ch <= O_TO_USER)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1534,6 +1540,9 @@ int main(int argc, char **argv)
 		case O_APP_SERVER_KEY:
 			o.app_server_key = optarg;
 			break;
+		case O_TO_USER:
+			o.to_user = optarg;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -1612,7 +1621,30 @@ int main(int argc, char **argv)
 		rc = cmd_card(&s);
 	else if (strcmp(cmd, "verify-card") == 0)
 		rc = cmd_verify_card(argv[optind]);
-	else if (strcmp(cmd, "send") == 0)
+	else if (strcmp(cmd, "send") == 0 && o.to_user != NULL) {
+		/* The user's verified devices, and our own user's other devices, as card files. */
+		cli_dir_settings_t ds = {.server = s.server,
+		                         .ca = s.ca,
+		                         .cert = s.cert,
+		                         .key = s.key,
+		                         .connect_timeout = o.connect_timeout,
+		                         .tls_groups = o.tls_groups};
+		char dir[256], **paths = NULL;
+		size_t n = 0;
+
+		rc = cli_dir_resolve(&ds, o.to_user, dir, sizeof(dir), &paths, &n);
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			if (o.n_to == MAX_TO) {
+				die_line("at most %d recipients", MAX_TO);
+				rc = EXIT_USAGE;
+				break;
+			}
+			o.to[o.n_to++] = paths[i];
+		}
+		if (rc == 0)
+			rc = cmd_send(&s, &o);
+		cli_dir_resolve_free(dir, paths, n);
+	} else if (strcmp(cmd, "send") == 0)
 		rc = cmd_send(&s, &o);
 	else if (strcmp(cmd, "subscribe") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_NEW, NULL);

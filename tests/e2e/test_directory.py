@@ -722,6 +722,70 @@ def t_cli(t):
     t.notes.append("audit: %s" % err.strip().splitlines()[0])
 
 
+@test("two users with two devices each talk with send --to-user: every device of both ends up "
+      "with the conversation", timeout=180)
+def t_to_user(t):
+    t.relay()
+    for who in ("alice", "alice2", "bob", "bob2"):
+        t.device_card(who)
+        for suffix in (".user.key", ".user.handle", ".user.card", ".dirhead"):
+            p = t.h.pki[who].key[:-4] + suffix
+            if os.path.exists(p):
+                os.unlink(p)
+    cli(t, "alice", "user", "init", "ann")
+    cli(t, "bob", "user", "init", "ben")
+    for owner, dev in (("alice", "alice2"), ("bob", "bob2")):
+        path = os.path.join(t.tmp, dev + "-contact.json")
+        with open(path, "w") as f:
+            json.dump(t.device_card(dev), f)
+        cli(t, owner, "device", "add", path)
+    # The second devices learn whose they are (send --to-user copies to our user's others).
+    for dev, handle in (("alice2", "ann"), ("bob2", "ben")):
+        with open(t.h.pki[dev].key[:-4] + ".user.handle", "w") as f:
+            f.write(handle + "\n")
+    want = {"alice": 1, "alice2": 2, "bob": 1, "bob2": 2}
+    env = dict(os.environ, SEALPUSH_LOG_CERT=t.h.pki["log"].crt)
+    listeners = {}
+    for who, count in want.items():
+        dev = t.h.pki[who]
+        listeners[who] = subprocess.Popen(
+            [OPTS.sealpush, "--server", "127.0.0.1:%d" % t.d.port, "--ca", t.h.pki.ca_crt,
+             "--cert", dev.crt, "--key", dev.key, "listen", "--count", str(count),
+             "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    time.sleep(1.0)
+    out, _ = cli(t, "alice", "send", "--to-user", "ben", "--message", "hello ben, from ann")
+    t.notes.append("ann -> ben: " + " | ".join(out.strip().splitlines()))
+    if len(out.strip().splitlines()) != 3:
+        fail("ann's message went to %d devices, want 3 (ben's two, ann's other)" % (
+            len(out.strip().splitlines())))
+    out, _ = cli(t, "bob", "send", "--to-user", "ann", "--message", "hello ann, from ben")
+    if len(out.strip().splitlines()) != 3:
+        fail("ben's message went to %d devices, want 3" % len(out.strip().splitlines()))
+    got = {}
+    for who, p in listeners.items():
+        try:
+            o, e = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            o, e = p.communicate()
+        got[who] = o.decode()
+        if p.returncode != 0:
+            fail("%s's listen exited %d: %s" % (who, p.returncode, e.decode()))
+    expect = {"alice": ["hello ann, from ben"],
+              "alice2": ["hello ben, from ann", "hello ann, from ben"],
+              "bob": ["hello ben, from ann"],
+              "bob2": ["hello ben, from ann", "hello ann, from ben"]}
+    for who, texts in expect.items():
+        for text in texts:
+            if text not in got[who]:
+                fail("%s did not get %r: %r" % (who, text, got[who]))
+    # The removed device gets no new messages.
+    cli(t, "bob", "device", "remove", t.h.pki["bob2"].token.hex())
+    out, _ = cli(t, "alice", "send", "--to-user", "ben", "--message", "after the removal")
+    if t.h.pki["bob2"].token.hex() in out or len(out.strip().splitlines()) != 2:
+        fail("a send after bob2's removal went to: %r" % out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
