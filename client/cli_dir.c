@@ -835,6 +835,46 @@ out:
 	return rc;
 }
 
+int cli_dir_user_of(const cli_dir_settings_t *s, const uint8_t token[32], char out[65])
+{
+	static struct {
+		uint8_t token[32];
+		char handle[65];
+	} cache[64];
+	static size_t n_cache, next;
+	EVP_PKEY *lk;
+	sp_ucard_t c = {0};
+	struct sess x = {0};
+	int rc, status = 0;
+
+	for (size_t i = 0; i < n_cache; i++)
+		if (memcmp(cache[i].token, token, 32) == 0) {
+			memcpy(out, cache[i].handle, 65);
+			return 0;
+		}
+	if ((lk = log_key(s)) == NULL)
+		return -1;
+	out[0] = '\0';
+	rc = sess_open(&x, s);
+	if (rc == CX_OK)
+		rc = verified_lookup(&x, lk, NULL, token, &c, &status);
+	if (rc == CX_OK && status == SEALPUSH_ST_DELIVERED)
+		snprintf(out, 65, "%s", c.handle);
+	else if (rc == CX_OK && status != SEALPUSH_ST_BAD_DEVICE_TOKEN)
+		rc = CX_REFUSED;
+	sess_close(&x);
+	sp_ucard_clear(&c);
+	EVP_PKEY_free(lk);
+	if (rc != CX_OK)
+		return -1;
+	memcpy(cache[next].token, token, 32);
+	memcpy(cache[next].handle, out, 65);
+	next = (next + 1) % 64;
+	if (n_cache < 64)
+		n_cache++;
+	return 0;
+}
+
 void cli_dir_resolve_free(const char *dir, char **paths, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {

@@ -11,6 +11,7 @@
 #define CLI_DIR_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct cli_dir_settings {
 	const char *server, *ca, *cert, *key;
@@ -31,6 +32,10 @@ int cli_dir_main(const cli_dir_settings_t *s, const char *cmd, int n, char **arg
  */
 int cli_dir_resolve(const cli_dir_settings_t *s, const char *handle, char *dir, size_t dirlen,
                     char ***paths, size_t *n);
+/* listen --users: the verified handle whose card lists token (out: NUL-terminated, or "" when
+ * the directory has none); answers are cached for the process. Returns 0 or -1 (reported). */
+int cli_dir_user_of(const cli_dir_settings_t *s, const uint8_t token[32], char out[65]);
+
 /* Removes the files and the folder, frees the paths. */
 void cli_dir_resolve_free(const char *dir, char **paths, size_t n);
 

@@ -90,6 +90,8 @@ static void usage(FILE *f)
 	        "                        answers a message that asks for a receipt with a sealed\n"
 	        "                        receipt, and prints the receipts it gets\n"
 	        "  verify-card FILE      check a contact card; prints its token\n"
+	        "  listen --users        also name each sender's user, from the directory\n"
+	        "                        (verified): HANDLE:TOKEN\n"
 	        "  send --to-user HANDLE ...  seal to every verified device of HANDLE (and of\n"
 	        "                        our own user's other devices), one SEND each\n"
 	        "  user init HANDLE      make this device's user key (KEY.user.key) and publish\n"
@@ -370,6 +372,8 @@ typedef struct run {
 	uint8_t wp_key[65];
 	uint8_t wp_sub[16];
 	const char *key_file;
+	/* listen --users */
+	const cli_dir_settings_t *dir;
 } run_t;
 
 static int exit_for_cause(int cause, unsigned code)
@@ -617,6 +621,7 @@ typedef struct cmd_opts {
 	const char *tls_groups;     /* NULL: the library's default */
 	const char *app_server_key; /* subscribe: base64url P-256 point */
 	const char *to_user;        /* send --to-user: a handle of the key directory */
+	bool users;                 /* listen --users: name the sender's user (directory) */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -1020,9 +1025,16 @@ static int print_delivery(run_t *r, const sp_client_message_t *m, const char *id
                           const char *sender, bool sealed, const cli_opened_t *op,
                           const uint8_t *text, size_t text_len)
 {
-	char for_id[2 * SEALPUSH_MSG_ID_LEN + 1], sbuf[16];
+	char for_id[2 * SEALPUSH_MSG_ID_LEN + 1], sbuf[16], user[65] = "", named[64 + 1 + 65];
 	const char *status = NULL;
 
+	/* listen --users: "HANDLE:TOKEN" (or "-:TOKEN"), the user as the directory, verified,
+	 * names the sending device. */
+	if (sealed && r->dir != NULL && cli_dir_user_of(r->dir, op->sender, user) == 0) {
+		snprintf(named, sizeof(named), "%s:%s", user[0] ? user : "-", sender);
+		if (!r->json)
+			sender = named;
+	}
 	if (sealed && op->is_receipt) {
 		hex_id(op->receipt_for, for_id);
 		status = cli_receipt_status_name(op->receipt_status, sbuf);
@@ -1046,6 +1058,8 @@ static int print_delivery(run_t *r, const sp_client_message_t *m, const char *id
 				                                 m->collapse_id_len));
 			if (o != NULL && sealed && op->wants_receipt)
 				json_object_set_new(o, "receipt_wanted", json_true());
+			if (o != NULL && user[0] != '\0')
+				json_object_set_new(o, "user", json_string(user));
 			if (o != NULL && p != NULL) {
 				json_object_set_new(o, "payload", p);
 			} else if (o != NULL) {
@@ -1163,9 +1177,17 @@ static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg)
 static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 {
 	run_t r = {.json = o->json, .count = o->count, .key_file = s->key};
+	cli_dir_settings_t ds = {.server = s->server,
+	                         .ca = s->ca,
+	                         .cert = s->cert,
+	                         .key = s->key,
+	                         .connect_timeout = o->connect_timeout,
+	                         .tls_groups = o->tls_groups};
 	char err[512];
 	int rc, e;
 
+	if (o->users)
+		r.dir = &ds;
 	if ((rc = need("listen", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
 	    (rc = need("listen", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
 	    (rc = need("listen", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
@@ -1338,6 +1360,7 @@ enum {
 	O_COUNT,
 	O_APP_SERVER_KEY,
 	O_TO_USER,
+	O_USERS,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1361,6 +1384,7 @@ static const struct {
         {O_COUNT, "--count", "listen"},
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
         {O_TO_USER, "--to-user", "send"},
+        {O_USERS, "--users", "listen"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1416,6 +1440,7 @@ int main(int argc, char **argv)
 	        {"tls-groups", required_argument, NULL, O_TLS_GROUPS},
 	        {"to", required_argument, NULL, O_TO},
 	        {"to-user", required_argument, NULL, O_TO_USER},
+	        {"users", no_argument, NULL, O_USERS},
 	        {"message", required_argument, NULL, O_MESSAGE},
 	        {"file", required_argument, NULL, O_FILE},
 	        {"ttl", required_argument, NULL, O_TTL},
@@ -1437,13 +1462,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_TO_USER + 1] = {0};
+	bool seen[O_USERS + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_TO_USER)
+		if (ch >= O_SERVER && ch <= O_USERS)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1542,6 +1567,9 @@ int main(int argc, char **argv)
 			break;
 		case O_TO_USER:
 			o.to_user = optarg;
+			break;
+		case O_USERS:
+			o.users = true;
 			break;
 		case 'v':
 			verbose = 1;

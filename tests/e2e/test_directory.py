@@ -751,7 +751,8 @@ def t_to_user(t):
         listeners[who] = subprocess.Popen(
             [OPTS.sealpush, "--server", "127.0.0.1:%d" % t.d.port, "--ca", t.h.pki.ca_crt,
              "--cert", dev.crt, "--key", dev.key, "listen", "--count", str(count),
-             "--timeout", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             "--timeout", "60"] + (["--users"] if who == "bob" else []),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     time.sleep(1.0)
     out, _ = cli(t, "alice", "send", "--to-user", "ben", "--message", "hello ben, from ann")
     t.notes.append("ann -> ben: " + " | ".join(out.strip().splitlines()))
@@ -779,6 +780,9 @@ def t_to_user(t):
         for text in texts:
             if text not in got[who]:
                 fail("%s did not get %r: %r" % (who, text, got[who]))
+    # listen --users names the sender's user, as the directory (verified) says.
+    if "ann:%s " % t.h.pki["alice"].token.hex() not in got["bob"]:
+        fail("bob's listen --users does not name ann: %r" % got["bob"])
     # The removed device gets no new messages.
     cli(t, "bob", "device", "remove", t.h.pki["bob2"].token.hex())
     out, _ = cli(t, "alice", "send", "--to-user", "ben", "--message", "after the removal")
