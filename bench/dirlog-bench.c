@@ -7,7 +7,7 @@
  *
  * URL as sp_store_new takes it ("unix:/path/redis.sock"). WRITERS stores, each with its own log
  * (as separate workers or relays would have), append ENTRIES entries together, each a new
- * handle with one device, ENTRY_BYTES (default 700) long, keeping 64 appends queued each. Then
+ * handle with one device, ENTRY_BYTES (default 700) long, keeping 256 appends queued each. Then
  * LOOKUPS (default 10000) lookups of random handles, one at a time, each verified as a client
  * does (head signature with the log key, RFC 9162 inclusion proof). Expects an empty Redis.
  */
@@ -23,7 +23,7 @@
 #include "sp_time.h"
 
 #define MAX_WRITERS 16
-#define DEPTH       64
+#define DEPTH       256
 
 static struct event_base *base;
 static EVP_PKEY *key;

@@ -37,27 +37,26 @@
 #include "sp_log.h"
 #include "sp_time.h"
 
-#define K_SIZE   "sp:{dir}:size"
-#define K_STH    "sp:{dir}:sth"
-#define K_NODE   "sp:{dir}:node"
-#define K_LEAF   "sp:{dir}:leaf"
-#define K_HANDLE "sp:{dir}:handle"
-#define K_TOK    "sp:{dir}:tok"
-#define K_HTOK   "sp:{dir}:htok"
-#define K_HIST   "sp:{dir}:hist"
-#define K_UKEY   "sp:{dir}:ukey"
-#define K_IAT    "sp:{dir}:iat"
+#define K_SIZE    "sp:{dir}:size"
+#define K_STH     "sp:{dir}:sth"
+#define K_NODE    "sp:{dir}:node"
+#define K_LEAF    "sp:{dir}:leaf"
+#define K_HANDLE  "sp:{dir}:handle"
+#define K_TOK     "sp:{dir}:tok"
+#define K_HTOK    "sp:{dir}:htok"
+#define K_HIST    "sp:{dir}:hist"
+#define K_UKEY    "sp:{dir}:ukey"
+#define K_IAT     "sp:{dir}:iat"
 
-#define H        SP_MERKLE_HASH_LEN
-#define BATCH_MAX                                                                                  \
-	24 /* appends per script: 16 + 2 per entry arguments, at most SP_STORE_MAX_ARGS            \
-	    */
+#define H         SP_MERKLE_HASH_LEN
+#define BATCH_MAX 128 /* appends per script */
 #define META_MAX                                                                                   \
 	(1 + SP_DIRLOG_HANDLE_MAX + 32 + 8 + 1 + 32 * SP_DIRLOG_MAX_DEVICES + 1 +                  \
 	 SP_MERKLE_MAX_PROOF * (1 + H))
 
 /* The append script. KEYS size sth node leaf handle tok htok hist ukey iat; ARGV n, k, head,
- * then per entry its bytes and its meta: handle_len u8 | handle | ukey[32] | issued_at u64 |
+ * and the batch: per entry entry_len u32 | entry | meta_len u16 | meta, where the meta is
+ * handle_len u8 | handle | ukey[32] | issued_at u64 |
  * n_tokens u8 | tokens | nodes (level u8 | hash[32] each; node index (n + j) >> level).
  * Returns {1, n} when all k are written; {0, size} when the size is not n; {-1, j} entry j's
  * handle has another user key; {-2, j} one of its tokens is another handle's; {-3, j} its
@@ -68,10 +67,18 @@ static const char lua_append[] =
         "local cur = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
         "if cur ~= n then return {0, cur} end\n"
         "local E = {}\n"
+        "local b = ARGV[4]\n"
+        "local q = 1\n"
         "for j = 1, k do\n"
-        "  local m = ARGV[3 + 2 * j]\n"
+        "  local b1, b2, b3, b4 = string.byte(b, q, q + 3)\n"
+        "  local el = ((b1 * 256 + b2) * 256 + b3) * 256 + b4\n"
+        "  local entry = string.sub(b, q + 4, q + 3 + el)\n"
+        "  q = q + 4 + el\n"
+        "  local m1, m2 = string.byte(b, q, q + 1)\n"
+        "  local m = string.sub(b, q + 2, q + 1 + m1 * 256 + m2)\n"
+        "  q = q + 2 + m1 * 256 + m2\n"
         "  local hl = string.byte(m, 1)\n"
-        "  local e = {entry = ARGV[2 + 2 * j], h = string.sub(m, 2, 1 + hl)}\n"
+        "  local e = {entry = entry, h = string.sub(m, 2, 1 + hl)}\n"
         "  local p = 2 + hl\n"
         "  e.uk = string.sub(m, p, p + 31)\n"
         "  p = p + 32\n"
@@ -217,6 +224,7 @@ struct sp_dirlog {
 	unsigned b_n, b_attempts;
 	uint64_t b_size;
 	struct op *b_ops[BATCH_MAX];
+	uint8_t *b_blob; /* the entries and metas of the batch, as the script takes them */
 	uint8_t b_head[SP_DIRLOG_HEAD_MAX];
 	size_t b_head_len;
 	struct ncache b_nc;
@@ -571,6 +579,7 @@ static void dirlog_release(sp_dirlog_t *d)
 	event_free(d->retry_ev);
 	EVP_PKEY_free(d->key);
 	free(d->b_nc.v);
+	free(d->b_blob);
 	free(d);
 }
 
@@ -678,12 +687,33 @@ static void batch_compute(sp_dirlog_t *d)
 	argv[13] = n_str, lens[13] = strlen(n_str);
 	argv[14] = k_str, lens[14] = strlen(k_str);
 	argv[15] = (const char *)d->b_head, lens[15] = d->b_head_len;
-	argc = 16;
-	for (unsigned i = 0; i < d->b_n; i++) {
-		argv[argc] = (const char *)d->b_ops[i]->entry;
-		lens[argc++] = d->b_ops[i]->entry_len;
-		argv[argc] = (const char *)d->b_ops[i]->meta;
-		lens[argc++] = d->b_ops[i]->meta_len;
+	{
+		size_t total = 0;
+		uint8_t *p;
+
+		for (unsigned i = 0; i < d->b_n; i++)
+			total += 4 + d->b_ops[i]->entry_len + 2 + d->b_ops[i]->meta_len;
+		free(d->b_blob);
+		d->b_blob = p = malloc(total ? total : 1);
+		if (p == NULL)
+			goto fail;
+		for (unsigned i = 0; i < d->b_n; i++) {
+			const struct op *o = d->b_ops[i];
+
+			*p++ = (uint8_t)(o->entry_len >> 24);
+			*p++ = (uint8_t)(o->entry_len >> 16);
+			*p++ = (uint8_t)(o->entry_len >> 8);
+			*p++ = (uint8_t)o->entry_len;
+			memcpy(p, o->entry, o->entry_len);
+			p += o->entry_len;
+			*p++ = (uint8_t)(o->meta_len >> 8);
+			*p++ = (uint8_t)o->meta_len;
+			memcpy(p, o->meta, o->meta_len);
+			p += o->meta_len;
+		}
+		argv[16] = (const char *)d->b_blob;
+		lens[16] = total;
+		argc = 17;
 	}
 	d->b_state = ST_WRITE;
 	if (batch_send(d, argc, argv, lens) < 0)
