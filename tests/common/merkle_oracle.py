@@ -70,7 +70,14 @@ def main():
     seed = args.seed if args.seed is not None else random.randrange(1 << 32)
     print(f"# seed {seed}")
     rnd = random.Random(seed)
-    leaves = [rnd.randbytes(rnd.randrange(0, 65)) for _ in range(args.max)]
+    # Distinct leaves (an empty one once), so that a proof for one leaf cannot also be a
+    # proof for an identical neighbour.
+    leaves, seen = [], set()
+    while len(leaves) < args.max:
+        d = rnd.randbytes(rnd.randrange(0, 65))
+        if d not in seen:
+            seen.add(d)
+            leaves.append(d)
     t = Tree(leaves)
 
     cmds, expect, what = [], [], []
