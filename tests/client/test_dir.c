@@ -28,7 +28,7 @@ static size_t head_of(EVP_PKEY *k, struct merkle_mem *m, uint64_t n, uint8_t *ou
 	SP_CHECK(sp_merkle_root(n, merkle_mem_get, m, root) == 0);
 	for (int i = 0; i < 8; i++) {
 		out[i] = (uint8_t)(n >> (56 - 8 * i));
-		out[8 + i] = (uint8_t)(1234567 >> (56 - 8 * i));
+		out[8 + i] = (uint8_t)(UINT64_C(1234567) >> (56 - 8 * i));
 	}
 	memcpy(out + 16, root, 32);
 	memcpy(tbs, "sealpush/1 tree head", 21);
