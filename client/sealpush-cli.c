@@ -26,6 +26,7 @@
 #include <openssl/rand.h>
 
 #include "cli_seal.h"
+#include "cli_dir.h"
 #include "cli_webpush.h"
 #include "sp_b64.h"
 #include "sealpush.h"
@@ -91,6 +92,24 @@ static void usage(FILE *f)
 	        "  verify-card FILE      check a contact card; prints its token\n"
 	        "  rotate                make a new sealing key now (next key epoch), erase the\n"
 	        "                        ones past their grace; prints the new contact card\n"
+	        "  listen --users        also name each sender's user, from the directory\n"
+	        "                        (verified): HANDLE:TOKEN\n"
+	        "  send --to-user HANDLE ...  seal to every verified device of HANDLE (and of\n"
+	        "                        our own user's other devices), one SEND each\n"
+	        "  user init HANDLE      make this device's user key (KEY.user.key) and publish\n"
+	        "                        a user card for HANDLE listing this device (the key\n"
+	        "                        directory, PROTOCOL.md 15)\n"
+	        "  device add CARD_FILE  add a device (its contact card) to the user's card;\n"
+	        "                        on the device that holds the user key\n"
+	        "  device remove TOKEN   take a device out of the user's card\n"
+	        "  device list [HANDLE|TOKEN]  a user's devices, verified (default: our own)\n"
+	        "  log-head              the directory log's signed head, checked against the\n"
+	        "                        last one seen (KEY.dirhead); prints size, root and a\n"
+	        "                        fingerprint to compare out of band\n"
+	        "  audit                 check that the directory's card for our handle is the\n"
+	        "                        one this device published; warns loudly otherwise\n"
+	        "  Directory answers are verified with the log's certificate: $SEALPUSH_LOG_CERT,\n"
+	        "  else log.crt beside the CA file.\n"
 	        "\n"
 	        "Global options (any position):\n"
 	        "  --server HOST:PORT    the relay            (config: server, env "
@@ -376,6 +395,8 @@ typedef struct run {
 	uint8_t wp_key[65];
 	uint8_t wp_sub[16];
 	const char *key_file;
+	/* listen --users */
+	const cli_dir_settings_t *dir;
 } run_t;
 
 static int exit_for_cause(int cause, unsigned code)
@@ -624,6 +645,8 @@ typedef struct cmd_opts {
 	double connect_timeout;
 	const char *tls_groups;     /* NULL: the library's default */
 	const char *app_server_key; /* subscribe: base64url P-256 point */
+	const char *to_user;        /* send --to-user: a handle of the key directory */
+	bool users;                 /* listen --users: name the sender's user (directory) */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -1040,9 +1063,16 @@ static int print_delivery(run_t *r, const sp_client_message_t *m, const char *id
                           const char *sender, bool sealed, const cli_opened_t *op,
                           const uint8_t *text, size_t text_len)
 {
-	char for_id[2 * SEALPUSH_MSG_ID_LEN + 1], sbuf[16];
+	char for_id[2 * SEALPUSH_MSG_ID_LEN + 1], sbuf[16], user[65] = "", named[64 + 1 + 65];
 	const char *status = NULL;
 
+	/* listen --users: "HANDLE:TOKEN" (or "-:TOKEN"), the user as the directory, verified,
+	 * names the sending device. */
+	if (sealed && r->dir != NULL && cli_dir_user_of(r->dir, op->sender, user) == 0) {
+		snprintf(named, sizeof(named), "%s:%s", user[0] ? user : "-", sender);
+		if (!r->json)
+			sender = named;
+	}
 	if (sealed && op->is_receipt) {
 		hex_id(op->receipt_for, for_id);
 		status = cli_receipt_status_name(op->receipt_status, sbuf);
@@ -1066,6 +1096,8 @@ static int print_delivery(run_t *r, const sp_client_message_t *m, const char *id
 				                                 m->collapse_id_len));
 			if (o != NULL && sealed && op->wants_receipt)
 				json_object_set_new(o, "receipt_wanted", json_true());
+			if (o != NULL && user[0] != '\0')
+				json_object_set_new(o, "user", json_string(user));
 			if (o != NULL && p != NULL) {
 				json_object_set_new(o, "payload", p);
 			} else if (o != NULL) {
@@ -1338,9 +1370,17 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 	run_t r = {
 	        .json = o->json, .count = o->count, .key_file = s->key, .card_file = s->card_file};
 	uint64_t every, grace;
+	cli_dir_settings_t ds = {.server = s->server,
+	                         .ca = s->ca,
+	                         .cert = s->cert,
+	                         .key = s->key,
+	                         .connect_timeout = o->connect_timeout,
+	                         .tls_groups = o->tls_groups};
 	char err[512];
 	int rc, e;
 
+	if (o->users)
+		r.dir = &ds;
 	if ((rc = need("listen", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
 	    (rc = need("listen", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
 	    (rc = need("listen", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
@@ -1536,6 +1576,8 @@ enum {
 	O_ROTATE_EVERY,
 	O_KEY_GRACE,
 	O_CARD_FILE,
+	O_TO_USER,
+	O_USERS,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1558,6 +1600,8 @@ static const struct {
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
+        {O_TO_USER, "--to-user", "send"},
+        {O_USERS, "--users", "listen"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1612,6 +1656,8 @@ int main(int argc, char **argv)
 	        {"connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT},
 	        {"tls-groups", required_argument, NULL, O_TLS_GROUPS},
 	        {"to", required_argument, NULL, O_TO},
+	        {"to-user", required_argument, NULL, O_TO_USER},
+	        {"users", no_argument, NULL, O_USERS},
 	        {"message", required_argument, NULL, O_MESSAGE},
 	        {"file", required_argument, NULL, O_FILE},
 	        {"ttl", required_argument, NULL, O_TTL},
@@ -1636,13 +1682,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_CARD_FILE + 1] = {0};
+	bool seen[O_USERS + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_APP_SERVER_KEY)
+		if (ch >= O_SERVER && ch <= O_USERS)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1751,6 +1797,12 @@ int main(int argc, char **argv)
 		case O_APP_SERVER_KEY:
 			o.app_server_key = optarg;
 			break;
+		case O_TO_USER:
+			o.to_user = optarg;
+			break;
+		case O_USERS:
+			o.users = true;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -1781,7 +1833,8 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	if (!word_in(cmd, "init token card send listen verify-card rotate subscribe unsubscribe "
-	                  "subscriptions")) {
+	                  "subscriptions") &&
+	    !cli_dir_is_command(cmd)) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
 		goto out;
@@ -1803,14 +1856,24 @@ int main(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
-	if (strcmp(cmd, "verify-card") != 0 && strcmp(cmd, "unsubscribe") != 0 && optind != argc) {
+	if (strcmp(cmd, "verify-card") != 0 && strcmp(cmd, "unsubscribe") != 0 &&
+	    !cli_dir_is_command(cmd) && optind != argc) {
 		die_line("unexpected argument \"%s\"", argv[optind]);
 		rc = EXIT_USAGE;
 		goto out;
 	}
 	if ((rc = settings_resolve(&s, config)) != 0)
 		goto out;
-	if (strcmp(cmd, "token") == 0)
+	if (cli_dir_is_command(cmd)) {
+		cli_dir_settings_t ds = {.server = s.server,
+		                         .ca = s.ca,
+		                         .cert = s.cert,
+		                         .key = s.key,
+		                         .connect_timeout = o.connect_timeout,
+		                         .tls_groups = o.tls_groups};
+
+		rc = cli_dir_main(&ds, cmd, argc - optind, argv + optind);
+	} else if (strcmp(cmd, "token") == 0)
 		rc = cmd_token(&s);
 	else if (strcmp(cmd, "init") == 0)
 		rc = cmd_init(&s);
@@ -1820,7 +1883,30 @@ int main(int argc, char **argv)
 		rc = cmd_rotate(&s);
 	else if (strcmp(cmd, "verify-card") == 0)
 		rc = cmd_verify_card(argv[optind]);
-	else if (strcmp(cmd, "send") == 0)
+	else if (strcmp(cmd, "send") == 0 && o.to_user != NULL) {
+		/* The user's verified devices, and our own user's other devices, as card files. */
+		cli_dir_settings_t ds = {.server = s.server,
+		                         .ca = s.ca,
+		                         .cert = s.cert,
+		                         .key = s.key,
+		                         .connect_timeout = o.connect_timeout,
+		                         .tls_groups = o.tls_groups};
+		char dir[256], **paths = NULL;
+		size_t n = 0;
+
+		rc = cli_dir_resolve(&ds, o.to_user, dir, sizeof(dir), &paths, &n);
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			if (o.n_to == MAX_TO) {
+				die_line("at most %d recipients", MAX_TO);
+				rc = EXIT_USAGE;
+				break;
+			}
+			o.to[o.n_to++] = paths[i];
+		}
+		if (rc == 0)
+			rc = cmd_send(&s, &o);
+		cli_dir_resolve_free(dir, paths, n);
+	} else if (strcmp(cmd, "send") == 0)
 		rc = cmd_send(&s, &o);
 	else if (strcmp(cmd, "subscribe") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_NEW, NULL);

@@ -200,12 +200,34 @@ typedef struct sp_client_subscription {
 	size_t reason_len;
 } sp_client_subscription_t;
 
+/* The relay's answer to sp_client_dir_publish() or sp_client_dir_lookup() (a DIR_ANSWER frame,
+ * PROTOCOL.md 15.6), not yet verified: check it with sp_dir_verify() (sp_dir.h) before using
+ * anything in it. Pointers are valid during the callback only; absent fields are NULL / 0. */
+typedef struct sp_client_dir_answer {
+	const uint8_t *req_id; /* SEALPUSH_MSG_ID_LEN bytes: what the request call gave */
+	uint8_t status;        /* SEALPUSH_ST_DELIVERED (0) when done, else a refusal */
+	const uint8_t *entry;  /* the log entry (15.2) */
+	size_t entry_len;
+	bool has_index;
+	uint64_t index;      /* its leaf index */
+	const uint8_t *head; /* the signed tree head (15.3) */
+	size_t head_len;
+	const uint8_t *inclusion; /* wire proofs (15.4) */
+	size_t inclusion_len;
+	const uint8_t *consistency;
+	size_t consistency_len;
+	uint32_t retry_after_ms;
+	const char *reason; /* refusals: the relay's reason (untrusted text), or NULL */
+	size_t reason_len;
+} sp_client_dir_answer_t;
+
 typedef struct sp_client_callbacks {
 	void (*event)(sp_client_t *c, const sp_client_event_t *ev, void *arg);
 	void (*result)(sp_client_t *c, const sp_client_result_t *r, void *arg);
 	void (*message)(sp_client_t *c, const sp_client_message_t *m, void *arg);
 	void *arg;
 	void (*subscription)(sp_client_t *c, const sp_client_subscription_t *s, void *arg);
+	void (*dir_answer)(sp_client_t *c, const sp_client_dir_answer_t *a, void *arg);
 } sp_client_callbacks_t;
 
 enum { SP_CLIENT_RESEND_RETRY = 0, SP_CLIENT_RESEND_FAIL = 1 };
@@ -328,6 +350,19 @@ int sp_client_reconnect(sp_client_t *c);
 enum { SP_CLIENT_SUB_NEW = 0, SP_CLIENT_SUB_REMOVE = 1, SP_CLIENT_SUB_LIST = 2 };
 int sp_client_subscribe(sp_client_t *c, int op, const uint8_t *app_key, const uint8_t *sub_id,
                         uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
+
+/*
+ * The key directory (PROTOCOL.md 15.6), while connected to a relay whose WELCOME said it has
+ * one. Publish a user card (JSON, sp_dir_card_make), or look up a handle (token NULL) or a
+ * device token (handle NULL), or with head_only just the log's head; tree_size (0: none) is the
+ * size of the head the caller kept, for a consistency proof. Writes the request id to req_id;
+ * the answer comes to the dir_answer callback. Returns 0, -EAGAIN (not connected), -ENOTSUP
+ * (no directory), -EINVAL, -ENOMEM. A request whose connection ends gets no answer.
+ */
+int sp_client_dir_publish(sp_client_t *c, const char *card, size_t len,
+                          uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
+int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *token,
+                         uint64_t tree_size, bool head_only, uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
 
 /*
  * Closes cleanly: takes no new sends, waits (up to close_timeout_ms) for the answers owed to

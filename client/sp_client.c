@@ -932,6 +932,33 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 			c->cb.subscription(c, &s, c->cb.arg);
 		}
 		return c->dead ? -1 : 0;
+	case SP_DIR_ANSWER:
+		if (c->cstate != C_READY)
+			break;
+		if (c->cb.dir_answer != NULL) {
+			sp_client_dir_answer_t a = {.req_id = f->msg_id, .status = f->status};
+
+			if (f->fields & SP_BIT(SP_F_DIR_ENTRY))
+				a.entry = f->dir_entry, a.entry_len = f->dir_entry_len;
+			if (f->fields & SP_BIT(SP_F_LEAF_INDEX)) {
+				a.has_index = true;
+				for (int i = 0; i < 8; i++)
+					a.index = a.index << 8 | f->leaf_index[i];
+			}
+			if (f->fields & SP_BIT(SP_F_TREE_HEAD))
+				a.head = f->tree_head, a.head_len = f->tree_head_len;
+			if (f->fields & SP_BIT(SP_F_INCLUSION))
+				a.inclusion = f->inclusion, a.inclusion_len = f->inclusion_len;
+			if (f->fields & SP_BIT(SP_F_CONSISTENCY))
+				a.consistency = f->consistency,
+				a.consistency_len = f->consistency_len;
+			if (f->fields & SP_BIT(SP_F_RETRY_AFTER))
+				a.retry_after_ms = f->retry_after;
+			if (f->fields & SP_BIT(SP_F_REASON))
+				a.reason = (const char *)f->reason, a.reason_len = f->reason_len;
+			c->cb.dir_answer(c, &a, c->cb.arg);
+		}
+		return c->dead ? -1 : 0;
 	default:
 		break;
 	}
@@ -1678,6 +1705,68 @@ int sp_client_subscribe(sp_client_t *c, int op, const uint8_t *app_key, const ui
 	} else if (app_key) {
 		f.fields |= SP_BIT(SP_F_APP_KEY);
 		f.app_key = app_key;
+	}
+	if (out_frame(c, &f) < 0)
+		return -ENOMEM;
+	kick(c);
+	return 0;
+}
+
+int sp_client_dir_publish(sp_client_t *c, const char *card, size_t len,
+                          uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	sp_frame_t f = {.type = SP_DIR_PUBLISH,
+	                .fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_DIR_CARD)};
+
+	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
+		return -EAGAIN;
+	if (!(c->caps & SP_CAP_DIRECTORY))
+		return -ENOTSUP;
+	if (card == NULL || len == 0 || len > SP_DIR_CARD_MAX)
+		return -EINVAL;
+	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
+		return -ENOMEM;
+	f.msg_id = req_id;
+	f.dir_card = (const uint8_t *)card;
+	f.dir_card_len = (uint32_t)len;
+	if (out_frame(c, &f) < 0)
+		return -ENOMEM;
+	kick(c);
+	return 0;
+}
+
+int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *token,
+                         uint64_t tree_size, bool head_only, uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	sp_frame_t f = {.type = SP_DIR_LOOKUP, .fields = SP_BIT(SP_F_MSG_ID)};
+	uint8_t size[8];
+
+	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
+		return -EAGAIN;
+	if (!(c->caps & SP_CAP_DIRECTORY))
+		return -ENOTSUP;
+	if (!head_only && (handle == NULL) == (token == NULL))
+		return -EINVAL;
+	if (handle != NULL && (strlen(handle) == 0 || strlen(handle) > SP_DIR_HANDLE_MAX))
+		return -EINVAL;
+	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
+		return -ENOMEM;
+	f.msg_id = req_id;
+	if (head_only) {
+		f.flags = SP_DIR_LOOKUP_HEAD;
+	} else if (handle != NULL) {
+		f.fields |= SP_BIT(SP_F_HANDLE);
+		f.handle = (const uint8_t *)handle;
+		f.handle_len = (uint32_t)strlen(handle);
+	} else {
+		f.fields |= SP_BIT(SP_F_TOKEN);
+		f.token = token;
+	}
+	if (tree_size > 0) {
+		for (int i = 0; i < 8; i++)
+			size[i] = (uint8_t)(tree_size >> (56 - 8 * i));
+		f.fields |= SP_BIT(SP_F_TREE_SIZE);
+		f.tree_size = size;
 	}
 	if (out_frame(c, &f) < 0)
 		return -ENOMEM;

@@ -83,6 +83,18 @@ static const struct field_desc field_desc[SP_FIELD_ID_MAX + 1] = {
         [SP_F_STATUS] = F_INT("status", K_U8, 0, UINT8_MAX, status, R_NONE),
         [SP_F_SUB_IDS] = F_VAR("sub_ids", SP_SUB_ID_LEN, SP_SUB_ID_LEN,
                                SP_SUB_ID_LEN *SP_MAX_RECIPIENTS_V1, sub_ids, n_sub_ids, R_NONE),
+        [SP_F_DIR_CARD] = F_VAR("dir_card", 1, 1, SP_DIR_CARD_MAX, dir_card, dir_card_len, R_NONE),
+        [SP_F_HANDLE] = F_VAR("handle", 1, 1, SP_DIR_HANDLE_MAX, handle, handle_len, R_PRINTABLE),
+        [SP_F_TREE_SIZE] = F_FIXED("tree_size", SP_DIR_U64_LEN, tree_size),
+        [SP_F_DIR_ENTRY] =
+                F_VAR("dir_entry", 1, 1, SP_DIR_ENTRY_MAX, dir_entry, dir_entry_len, R_NONE),
+        [SP_F_LEAF_INDEX] = F_FIXED("leaf_index", SP_DIR_U64_LEN, leaf_index),
+        [SP_F_TREE_HEAD] = F_VAR("tree_head", 1, SP_DIR_HEAD_MIN, SP_DIR_HEAD_MAX, tree_head,
+                                 tree_head_len, R_NONE),
+        [SP_F_INCLUSION] =
+                F_VAR("inclusion", 1, 1, SP_DIR_PROOF_MAX, inclusion, inclusion_len, R_NONE),
+        [SP_F_CONSISTENCY] =
+                F_VAR("consistency", 1, 1, SP_DIR_PROOF_MAX, consistency, consistency_len, R_NONE),
 };
 
 struct frame_desc {
@@ -126,6 +138,13 @@ static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
                              B(MSG_ID) | B(STATUS) | B(SUB_ID) | B(APP_KEY) | B(ENDPOINT) |
                                      B(SUB_IDS) | B(REASON),
                              B(MSG_ID) | B(STATUS), 0},
+        [SP_DIR_PUBLISH] = {"DIR_PUBLISH", B(MSG_ID) | B(DIR_CARD), B(MSG_ID) | B(DIR_CARD), 0},
+        [SP_DIR_LOOKUP] = {"DIR_LOOKUP", B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE), B(MSG_ID),
+                           SP_DIR_LOOKUP_HEAD},
+        [SP_DIR_ANSWER] = {"DIR_ANSWER",
+                           B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
+                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
+                           B(MSG_ID) | B(STATUS), 0},
 };
 
 #undef B

@@ -55,8 +55,11 @@ enum sp_frame_type {
 	SP_ERROR = 0x0A,
 	SP_SUBSCRIBE = 0x0B,    /* C to S: Web Push subscriptions (PROTOCOL.md 14.5) */
 	SP_SUBSCRIPTION = 0x0C, /* S to C: the answer */
+	SP_DIR_PUBLISH = 0x0D,  /* C to S: publish a user card in the key directory (15.6) */
+	SP_DIR_LOOKUP = 0x0E,   /* C to S: a card by handle or token, or the log's head */
+	SP_DIR_ANSWER = 0x0F,   /* S to C: the answer to either, with proofs */
 };
-#define SP_FRAME_TYPE_MAX 0x0C
+#define SP_FRAME_TYPE_MAX 0x0F
 
 /* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
  * decoding (receivers ignore them) and when encoding (senders send them as zero). */
@@ -65,13 +68,23 @@ enum sp_frame_type {
 #define SP_ERROR_CLOSING    0x01 /* ERROR: the sender closes the connection after this frame */
 #define SP_SUBSCRIBE_REMOVE 0x01 /* SUBSCRIBE: remove the subscription sub_id */
 #define SP_SUBSCRIBE_LIST   0x02 /* SUBSCRIBE: list the device's subscriptions */
+#define SP_DIR_LOOKUP_HEAD  0x01 /* DIR_LOOKUP: only the head (and a consistency proof) */
 
 /* WELCOME capabilities bits. */
-#define SP_CAP_WEBPUSH  0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
+#define SP_CAP_WEBPUSH    0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
+#define SP_CAP_DIRECTORY  0x02 /* the relay has a key directory: DIR_PUBLISH, DIR_LOOKUP */
 
-#define SP_APP_KEY_LEN  65 /* an application server key: an uncompressed P-256 point */
-#define SP_SUB_ID_LEN   16
-#define SP_ENDPOINT_MAX 512
+#define SP_APP_KEY_LEN    65 /* an application server key: an uncompressed P-256 point */
+#define SP_SUB_ID_LEN     16
+#define SP_ENDPOINT_MAX   512
+
+#define SP_DIR_CARD_MAX   65536                  /* a user card's JSON text */
+#define SP_DIR_ENTRY_MAX  (SP_DIR_CARD_MAX + 90) /* a log entry: label, handle, card */
+#define SP_DIR_HANDLE_MAX 64
+#define SP_DIR_U64_LEN    8  /* tree_size, leaf_index: u64 big-endian as 8 bytes */
+#define SP_DIR_HEAD_MIN   50 /* a signed tree head: 50 bytes and its signature */
+#define SP_DIR_HEAD_MAX   256
+#define SP_DIR_PROOF_MAX  2049 /* a proof: count u8 and at most 64 hashes */
 
 /* Field ids. 0x80..0xFF are "critical": a receiver that does not know one rejects the frame. */
 enum sp_field_id {
@@ -106,8 +119,16 @@ enum sp_field_id {
 	SP_F_ENDPOINT = 0x1D,
 	SP_F_STATUS = 0x1E,
 	SP_F_SUB_IDS = 0x1F,
+	SP_F_DIR_CARD = 0x20,    /* DIR_PUBLISH: the user card (JSON) */
+	SP_F_HANDLE = 0x21,      /* DIR_LOOKUP: the handle looked up */
+	SP_F_TREE_SIZE = 0x22,   /* DIR_LOOKUP: the size of the last head the client holds */
+	SP_F_DIR_ENTRY = 0x23,   /* DIR_ANSWER: the log entry (leaf bytes) */
+	SP_F_LEAF_INDEX = 0x24,  /* DIR_ANSWER: its index in the log */
+	SP_F_TREE_HEAD = 0x25,   /* DIR_ANSWER: the signed tree head */
+	SP_F_INCLUSION = 0x26,   /* DIR_ANSWER: the entry's inclusion proof in that head */
+	SP_F_CONSISTENCY = 0x27, /* DIR_ANSWER: consistency proof from tree_size to the head */
 };
-#define SP_FIELD_ID_MAX   0x1F
+#define SP_FIELD_ID_MAX   0x27
 #define SP_FIELD_CRITICAL 0x80
 #define SP_BIT(id)        ((uint64_t)1 << (id))
 
@@ -187,6 +208,20 @@ typedef struct sp_frame {
 	const uint8_t *app_key;  /* SP_APP_KEY_LEN bytes */
 	const uint8_t *endpoint; /* endpoint_len bytes, printable ASCII */
 	const uint8_t *sub_ids;  /* n_sub_ids * SP_SUB_ID_LEN bytes */
+	const uint8_t *dir_card; /* directory (15.6): byte strings, lengths below */
+	const uint8_t *handle;
+	const uint8_t *tree_size;  /* SP_DIR_U64_LEN bytes */
+	const uint8_t *leaf_index; /* SP_DIR_U64_LEN bytes */
+	const uint8_t *dir_entry;
+	const uint8_t *tree_head;
+	const uint8_t *inclusion;
+	const uint8_t *consistency;
+	uint32_t dir_card_len;
+	uint32_t handle_len;
+	uint32_t dir_entry_len;
+	uint32_t tree_head_len;
+	uint32_t inclusion_len;
+	uint32_t consistency_len;
 	uint32_t endpoint_len;
 	uint32_t n_sub_ids;
 	uint32_t n_recipients;

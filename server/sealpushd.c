@@ -23,6 +23,7 @@
 
 #include "sp_admin.h"
 #include "sp_config.h"
+#include "sp_directory.h"
 #include "sp_frame.h"
 #include "sp_log.h"
 #include "sp_tls.h"
@@ -125,6 +126,19 @@ static const sp_option_t options[] = {
                            "time a provider connection may stay without requests"),
         SP_OPTION_BOOL(C, provider_require_key, false,
                        "refuse Web Push subscriptions without an application server key"),
+        SP_OPTION_STRING(C, directory_log_key, NULL,
+                         "key directory (PROTOCOL.md 15): the P-256 private key (PEM) that signs "
+                         "the transparency log's heads; off if unset (needs redis)"),
+        SP_OPTION_STRING(C, directory_handle_pattern, "",
+                         "POSIX extended regex every published handle must match; empty = any "
+                         "valid handle"),
+        SP_OPTION_INT(C, directory_lookup_limit, 60, 0, 100000000,
+                      "directory lookups (and head requests) per device per window, counted "
+                      "in Redis over all relays; 0 = unlimited"),
+        SP_OPTION_DURATION(C, directory_lookup_window, 60000, 1000, 86400000,
+                           "the window of directory_lookup_limit"),
+        SP_OPTION_INT(C, directory_max_queue, 1024, 1, 1000000,
+                      "directory changes waiting for the log, per worker; more get TRY_LATER"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(
@@ -398,6 +412,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_cfg;
 	}
+	if (sp_directory_setup(&srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sealpushd: %s\n", err);
+		goto out_tls;
+	}
 	if (srv.cfg.check_config) {
 		sp_config_dump_json(options, N_OPTIONS, &srv.cfg, stdout);
 		fprintf(stderr, "sealpushd: configuration OK\n");
@@ -468,6 +486,7 @@ out_base:
 out_registry:
 	sp_registry_destroy(&srv.registry);
 out_tls:
+	sp_directory_teardown(&srv);
 	sp_tls_stop(&srv);
 out_cfg:
 	sp_config_free(options, N_OPTIONS, &srv.cfg);

@@ -227,6 +227,17 @@ static const struct family families[] = {
          SP_PROVIDER_STATUS_LABELS, "status", L_TABLE,
          (const char *const[]){"201", "400", "401", "403", "404", "405", "408", "410", "411", "413",
                                "415", "429", "431", "500", "503"}},
+        {"sealpush_directory_publishes_total", "counter",
+         "Key directory DIR_PUBLISH answers, by result.", SP_M_DIR_PUBLISH, 4, "result", L_TABLE,
+         (const char *const[]){"ok", "refused", "invalid", "failed"}},
+        {"sealpush_directory_lookups_total", "counter",
+         "Key directory DIR_LOOKUP answers (head requests included), by result.", SP_M_DIR_LOOKUP,
+         4, "result", L_TABLE, (const char *const[]){"found", "not_found", "limited", "failed"}},
+        {"sealpush_directory_log_total", "counter",
+         "The transparency log's own counters (sp_dirlog.h), by kind.", SP_M_DIR_LOG, 9, "kind",
+         L_TABLE,
+         (const char *const[]){"appends", "append_retries", "refused", "lookups", "not_found",
+                               "heads", "node_reads", "failures", "limited"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

@@ -14,6 +14,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "sp_frame.h"
 #include <stdio.h>
 
 #include "sp_tlsgroup.h"
@@ -93,7 +95,7 @@ enum sp_conn_state_label {
 	SP_STATE_COUNT
 };
 
-#define SP_FRAME_LABELS  13 /* index 0: unknown type, 1..12: the v1 types */
+#define SP_FRAME_LABELS  (SP_FRAME_TYPE_MAX + 1) /* index 0: unknown type, then the v1 types */
 #define SP_STATUS_LABELS 13
 #define SP_ERROR_LABELS  17
 
@@ -167,6 +169,12 @@ enum sp_metric {
 	SP_M_PROVIDER_REFUSED_LAST = SP_M_PROVIDER_REFUSED + SP_PROVIDER_LIMIT_COUNT - 1,
 	SP_M_PROVIDER_RESPONSES, /* by HTTP status */
 	SP_M_PROVIDER_RESPONSES_LAST = SP_M_PROVIDER_RESPONSES + SP_PROVIDER_STATUS_LABELS - 1,
+	SP_M_DIR_PUBLISH, /* DIR_PUBLISH answers: ok, refused (by the log), invalid, failed */
+	SP_M_DIR_PUBLISH_LAST = SP_M_DIR_PUBLISH + 3,
+	SP_M_DIR_LOOKUP, /* DIR_LOOKUP answers: found, not_found, limited, failed */
+	SP_M_DIR_LOOKUP_LAST = SP_M_DIR_LOOKUP + 3,
+	SP_M_DIR_LOG, /* the log's counters (sp_dirlog_counters_t), copied by the tick */
+	SP_M_DIR_LOG_LAST = SP_M_DIR_LOG + 8,
 	SP_M_COUNT
 };
 

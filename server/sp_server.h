@@ -22,9 +22,12 @@
 #define SP_SERVER_H
 
 #include <stdatomic.h>
+#include <regex.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+
+#include <openssl/types.h>
 
 #include "sp_metrics.h"
 #include "sp_registry.h"
@@ -89,6 +92,12 @@ typedef struct sp_server_config {
 	int64_t provider_request_timeout; /* ms for a request's headers and body */
 	int64_t provider_idle_timeout;    /* ms a connection may stay without requests */
 	bool provider_require_key; /* refuse subscriptions without an application server key */
+	/* The key directory (sp_directory.h); off unless directory_log_key is set. */
+	char *directory_log_key;         /* PEM P-256 private key that signs the log's heads */
+	char *directory_handle_pattern;  /* POSIX ERE a handle must match; "" = any valid one */
+	int64_t directory_lookup_limit;  /* lookups per device per window, all relays; 0 = any */
+	int64_t directory_lookup_window; /* ms */
+	int64_t directory_max_queue;     /* directory changes waiting per worker */
 	bool help;
 	bool version;
 	bool check_config;
@@ -128,6 +137,10 @@ struct sp_server {
 	atomic_bool stopping; /* teardown: store callbacks touch nothing */
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
 	sp_metrics_t metrics; /* main thread's own counters (reloads) */
+
+	EVP_PKEY *dir_key; /* the directory's log key (sp_directory.h), or NULL: no directory */
+	regex_t dir_re;
+	bool dir_re_set;
 };
 
 #endif

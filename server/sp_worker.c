@@ -40,6 +40,7 @@
 #include "sp_conn.h"
 #include "sp_log.h"
 #include "sp_msg.h"
+#include "sp_directory.h"
 #include "sp_provider.h"
 #include "sp_router.h"
 #include "sp_session.h"
@@ -361,6 +362,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	sp_provider_tick(w);
 	store_counters(w);
+	sp_directory_counters(w);
 	sp_worker_after(w);
 }
 
@@ -523,6 +525,8 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	evconnlistener_set_error_cb(w->listener, on_accept_error);
 	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->now = sp_now_ms();
+	if (sp_directory_start(w, err, errlen) < 0)
+		return -1;
 	return sp_provider_start(w, err, errlen);
 nomem:
 	snprintf(err, errlen, "out of memory");
@@ -647,6 +651,7 @@ void sp_workers_join(sp_server_t *srv)
 	 * touch nothing (the messages they name are freed with their owners below). */
 	atomic_store(&srv->stopping, true);
 	for (int i = 0; i < srv->n_workers; i++) {
+		sp_directory_stop(&srv->workers[i]); /* before its store, whose requests it has */
 		sp_store_free(srv->workers[i].store);
 		srv->workers[i].store = NULL;
 	}

@@ -115,6 +115,7 @@ struct sp_worker {
 	sp_tio_env_t tio_env;  /* the three above and the TLS context, for the transports */
 
 	struct sp_provider *provider; /* the Web Push door (sp_provider.h), or NULL */
+	struct sp_dirlog *dirlog;     /* the key directory's log (sp_directory.h), or NULL */
 	sp_metrics_t metrics;
 };
 

@@ -73,14 +73,14 @@ case "$requires" in
 	not_ok "sealpush.pc requires openssl and libevent_core"
 	;;
 esac
-for h in sealpush.h sealpush/sp_seal.h sealpush/sp_card.h sealpush/sp_seal_replay.h sealpush/sp_identity.h; do
+for h in sealpush.h sealpush/sp_seal.h sealpush/sp_card.h sealpush/sp_seal_replay.h sealpush/sp_identity.h sealpush/sp_dir.h sealpush/sp_ucard.h; do
 	[ -f "$work/root$prefix/include/$h" ] || {
 		echo "missing $h" >"$work/log"
 		not_ok "public headers are installed"
 		finish
 	}
 done
-ok "public headers are installed (sealpush.h, sealpush/sp_seal.h, sp_card.h, sp_seal_replay.h, sp_identity.h)"
+ok "public headers are installed (sealpush.h, sealpush/sp_seal.h, sp_card.h, sp_seal_replay.h, sp_identity.h, sp_dir.h, sp_ucard.h)"
 
 san=
 [ "$sanitize" != none ] && [ -n "$sanitize" ] && san="-fsanitize=$sanitize"
@@ -108,7 +108,7 @@ fi
 if command -v nm >/dev/null 2>&1; then
 	so=$(ls "$libdir"/libsealpush.so.*.*.* | head -n 1)
 	nm -D --defined-only "$so" | awk '$2 ~ /^[TDBR]$/ {print $3}' >"$work/syms"
-	bad=$(grep -v -E '^(sp_client_|sp_seal$|sp_seal_|sp_sealer_|sp_card_|sp_token_|sp_wp_)' "$work/syms" | tr '\n' ' ')
+	bad=$(grep -v -E '^(sp_client_|sp_seal$|sp_seal_|sp_sealer_|sp_card_|sp_token_|sp_wp_|sp_dir_|sp_ucard_)' "$work/syms" | tr '\n' ' ')
 	have=$(grep -c -E '^(sp_seal|sp_sealer_new|sp_card_parse|sp_seal_open|sp_client_new)$' "$work/syms")
 	if [ -z "$bad" ] && [ "$have" -eq 5 ]; then
 		ok "the shared library exports $(wc -l <"$work/syms") symbols, only the public API"

@@ -42,10 +42,10 @@ import time
 # --- registry (PROTOCOL.md sections 3, 4, 5, 9) ---
 
 (HELLO, WELCOME, SEND, SEND_RESULT, DELIVER, ACK, PING, PONG, GOAWAY, ERROR, SUBSCRIBE,
- SUBSCRIPTION) = range(1, 13)
+ SUBSCRIPTION, DIR_PUBLISH, DIR_LOOKUP, DIR_ANSWER) = range(1, 16)
 TYPE_NAMES = {1: "HELLO", 2: "WELCOME", 3: "SEND", 4: "SEND_RESULT", 5: "DELIVER", 6: "ACK",
               7: "PING", 8: "PONG", 9: "GOAWAY", 10: "ERROR", 11: "SUBSCRIBE",
-              12: "SUBSCRIPTION"}
+              12: "SUBSCRIPTION", 13: "DIR_PUBLISH", 14: "DIR_LOOKUP", 15: "DIR_ANSWER"}
 TYPES = {v: k for k, v in TYPE_NAMES.items()}
 
 # Flags (per frame type).
@@ -54,9 +54,11 @@ STORED = 0x01     # DELIVER
 CLOSING = 0x01    # ERROR
 REMOVE = 0x01     # SUBSCRIBE
 LIST = 0x02       # SUBSCRIBE
+LOOKUP_HEAD = 0x01  # DIR_LOOKUP
 DEFINED_FLAGS = {HELLO: SEND_ONLY, DELIVER: STORED, ERROR: CLOSING,
-                 SUBSCRIBE: REMOVE | LIST}  # others: none
+                 SUBSCRIBE: REMOVE | LIST, DIR_LOOKUP: LOOKUP_HEAD}  # others: none
 CAP_WEBPUSH = 0x01  # WELCOME capabilities: the relay has a Web Push door (section 14)
+CAP_DIRECTORY = 0x02  # WELCOME capabilities: the relay has a key directory (section 15)
 
 HEADER_LEN = 6
 V1_MAX_FRAME = 1 << 24       # no frame is ever longer in v1
@@ -116,6 +118,14 @@ FIELDS = {
     0x1D: ("endpoint", "agent", 1, 512),
     0x1E: ("status", "u8", 0, 0xFF),
     0x1F: ("sub_ids", "array", 16, None),
+    0x20: ("dir_card", "bytes", 1, 65536),
+    0x21: ("handle", "agent", 1, 64),
+    0x22: ("tree_size", "bytes", 8, 8),
+    0x23: ("dir_entry", "bytes", 1, 65536 + 90),
+    0x24: ("leaf_index", "bytes", 8, 8),
+    0x25: ("tree_head", "bytes", 50, 256),
+    0x26: ("inclusion", "bytes", 1, 2049),
+    0x27: ("consistency", "bytes", 1, 2049),
 }
 FIELD_IDS = {v[0]: k for k, v in FIELDS.items()}
 MAX_ITEMS = 65535  # recipients, results, msg_ids
@@ -135,6 +145,10 @@ FRAME_FIELDS = {
     ERROR: ({"code"}, {"reason", "msg_id", "frame_type"}),
     SUBSCRIBE: ({"msg_id"}, {"sub_id", "app_key"}),
     SUBSCRIPTION: ({"msg_id", "status"}, {"sub_id", "app_key", "endpoint", "sub_ids", "reason"}),
+    DIR_PUBLISH: ({"msg_id", "dir_card"}, set()),
+    DIR_LOOKUP: ({"msg_id"}, {"handle", "token", "tree_size"}),
+    DIR_ANSWER: ({"msg_id", "status"}, {"dir_entry", "leaf_index", "tree_head", "inclusion",
+                                        "consistency", "retry_after", "reason"}),
 }
 
 

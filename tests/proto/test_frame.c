@@ -64,6 +64,14 @@ static const struct field_info field_info[SP_FIELD_ID_MAX + 1] = {
         [SP_F_STATUS] = {"status", K_INT, 1},
         [SP_F_SUB_IDS] = {"sub_ids", K_ARRAY, 16},
         [SP_F_AGENT] = {"agent", K_VAR, 0},
+        [SP_F_DIR_CARD] = {"dir_card", K_VAR, 0},
+        [SP_F_HANDLE] = {"handle", K_VAR, 0},
+        [SP_F_TREE_SIZE] = {"tree_size", K_FIXED, 8},
+        [SP_F_DIR_ENTRY] = {"dir_entry", K_VAR, 0},
+        [SP_F_LEAF_INDEX] = {"leaf_index", K_FIXED, 8},
+        [SP_F_TREE_HEAD] = {"tree_head", K_VAR, 0},
+        [SP_F_INCLUSION] = {"inclusion", K_VAR, 0},
+        [SP_F_CONSISTENCY] = {"consistency", K_VAR, 0},
 };
 
 #define B(id) SP_BIT(SP_F_##id)
@@ -107,6 +115,13 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
                              B(MSG_ID) | B(STATUS) | B(SUB_ID) | B(APP_KEY) | B(ENDPOINT) |
                                      B(SUB_IDS) | B(REASON),
                              B(MSG_ID) | B(STATUS), 0},
+        [SP_DIR_PUBLISH] = {"DIR_PUBLISH", B(MSG_ID) | B(DIR_CARD), B(MSG_ID) | B(DIR_CARD), 0},
+        [SP_DIR_LOOKUP] = {"DIR_LOOKUP", B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE), B(MSG_ID),
+                           SP_DIR_LOOKUP_HEAD},
+        [SP_DIR_ANSWER] = {"DIR_ANSWER",
+                           B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
+                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
+                           B(MSG_ID) | B(STATUS), 0},
 };
 
 #undef B
@@ -281,6 +296,30 @@ static void get_bytes(const sp_frame_t *f, unsigned id, const uint8_t **p, uint3
 		break;
 	case SP_F_AGENT:
 		*p = f->agent, *n = f->agent_len;
+		break;
+	case SP_F_DIR_CARD:
+		*p = f->dir_card, *n = f->dir_card_len;
+		break;
+	case SP_F_HANDLE:
+		*p = f->handle, *n = f->handle_len;
+		break;
+	case SP_F_TREE_SIZE:
+		*p = f->tree_size, *n = SP_DIR_U64_LEN;
+		break;
+	case SP_F_LEAF_INDEX:
+		*p = f->leaf_index, *n = SP_DIR_U64_LEN;
+		break;
+	case SP_F_DIR_ENTRY:
+		*p = f->dir_entry, *n = f->dir_entry_len;
+		break;
+	case SP_F_TREE_HEAD:
+		*p = f->tree_head, *n = f->tree_head_len;
+		break;
+	case SP_F_INCLUSION:
+		*p = f->inclusion, *n = f->inclusion_len;
+		break;
+	case SP_F_CONSISTENCY:
+		*p = f->consistency, *n = f->consistency_len;
 		break;
 	default:
 		*p = NULL, *n = 0;
@@ -1073,6 +1112,8 @@ static const uint8_t reason[] = "going away";
 static const uint8_t agent[] = "libsealpush/0.1";
 static const uint8_t endpoint[] = "https://push.example.org/push/AAAA";
 static uint8_t sub_id[16], app_key[65], sub_ids[32];
+static const uint8_t dir_card[] = "{\"v\":1}";
+static uint8_t dir_u64[8], dir_head[120], dir_proof[65];
 
 /* Every field set to a valid value; fields = what the type allows. */
 static void fill_all(sp_frame_t *f, uint8_t type)
@@ -1107,6 +1148,18 @@ static void fill_all(sp_frame_t *f, uint8_t type)
 	f->app_key = app_key;
 	f->endpoint = endpoint, f->endpoint_len = (uint32_t)(sizeof(endpoint) - 1);
 	f->sub_ids = sub_ids, f->n_sub_ids = 2;
+	memset(dir_u64, 0x01, sizeof(dir_u64));
+	memset(dir_head, 0x48, sizeof(dir_head));
+	memset(dir_proof, 0x2a, sizeof(dir_proof));
+	dir_proof[0] = 2;
+	f->dir_card = dir_card, f->dir_card_len = (uint32_t)(sizeof(dir_card) - 1);
+	f->handle = (const uint8_t *)"alice", f->handle_len = 5;
+	f->tree_size = dir_u64;
+	f->leaf_index = dir_u64;
+	f->dir_entry = dir_card, f->dir_entry_len = (uint32_t)(sizeof(dir_card) - 1);
+	f->tree_head = dir_head, f->tree_head_len = (uint32_t)sizeof(dir_head);
+	f->inclusion = dir_proof, f->inclusion_len = (uint32_t)sizeof(dir_proof);
+	f->consistency = dir_proof, f->consistency_len = (uint32_t)sizeof(dir_proof);
 	f->status = 0x17;
 	f->ttl = 86400;
 	f->capabilities = 0x80000001u;
@@ -1413,7 +1466,7 @@ static void test_encode_null_pointer(void)
 
 static void test_encode_unknown_type(void)
 {
-	static const unsigned types[] = {0x00, 0x0D, 0x0E, 0x7F, 0x80, 0xFF};
+	static const unsigned types[] = {0x00, 0x10, 0x13, 0x7F, 0x80, 0xFF};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		sp_frame_t f;
@@ -1451,8 +1504,8 @@ static void test_encode_too_large(void)
 
 static void test_names(void)
 {
-	static const unsigned bad_types[] = {0, 0x0D, 0x0E, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
-	static const unsigned bad_fields[] = {0, 0x20, 0x21, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_types[] = {0, 0x10, 0x13, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_fields[] = {0, 0x30, 0x31, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
 	static const unsigned bad_errors[] = {0, 18, 19, 255, 999, UINT_MAX};
 	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1B, 0x20, 0xFF, 0x100, UINT_MAX};
 

@@ -1,0 +1,660 @@
+/*
+ * test_dirlog: the directory's transparency log (server/sp_dirlog.c) against a real
+ * redis-server started by the test (a unix socket in a fresh temporary directory, no
+ * persistence; killed at exit). Two stores with a log each stand for two relays appending to one
+ * log at once. Every head is checked with the log key, every proof with common/sp_merkle, and
+ * the root against one recomputed from the leaves Redis holds. Without redis-server on PATH
+ * the Redis cases are skipped.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/merkle_mem.h"
+#include "sp_dirlog.h"
+#include "sp_store.h"
+#include "sp_test.h"
+
+static char dir[64];
+static char sock_path[128];
+static char log_path[128];
+static pid_t redis_pid = -1;
+static redisContext *raw_ctx;
+static struct event_base *base;
+static struct event *ev_poll;
+static char url[160];
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void redis_kill(int sig)
+{
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGCONT);
+		kill(redis_pid, sig);
+		waitpid(redis_pid, NULL, 0);
+		redis_pid = -1;
+	}
+}
+
+static void cleanup(void)
+{
+	if (raw_ctx)
+		redisFree(raw_ctx);
+	raw_ctx = NULL;
+	redis_kill(SIGKILL);
+	if (dir[0]) {
+		unlink(sock_path);
+		unlink(log_path);
+		rmdir(dir);
+		dir[0] = '\0';
+	}
+}
+
+static void print_redis_log(void)
+{
+	FILE *f = fopen(log_path, "r");
+	char line[512];
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		printf("# redis: %s", line);
+	fclose(f);
+}
+
+/* Starts redis-server ($REDIS_SERVER if set, e.g. valkey-server) on sock_path and waits until
+ * it answers PING. 0, or -1 (not found or not ready within 10 s). */
+static int redis_start(void)
+{
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	uint64_t until;
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDWR);
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(127);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+		}
+		const char *server = getenv("REDIS_SERVER"); /* e.g. valkey-server */
+
+		if (!server || !server[0])
+			server = "redis-server";
+		execlp(server, server, "--port", "0", "--unixsocket", sock_path, "--unixsocketperm",
+		       "700", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile",
+		       log_path, "--daemonize", "no", (char *)NULL);
+		_exit(127);
+	}
+	redis_pid = pid;
+	until = mono_ms() + 10000;
+	while (mono_ms() < until) {
+		int wstatus;
+		redisContext *c;
+
+		if (waitpid(pid, &wstatus, WNOHANG) == pid) {
+			redis_pid = -1;
+			return -1;
+		}
+		c = redisConnectUnix(sock_path);
+		if (c && !c->err) {
+			redisReply *r = redisCommand(c, "PING");
+			bool ok = r && r->type == REDIS_REPLY_STATUS;
+
+			if (r)
+				freeReplyObject(r);
+			if (ok) {
+				if (raw_ctx)
+					redisFree(raw_ctx);
+				raw_ctx = c;
+				return 0;
+			}
+		}
+		if (c)
+			redisFree(c);
+		sleep_ms(20);
+	}
+	print_redis_log();
+	return -1;
+}
+
+static void on_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* Runs the loop until *flag is non-zero or ms passed; returns whether *flag got set. */
+static bool run_until(const int *flag, unsigned ms)
+{
+	uint64_t until = mono_ms() + ms;
+
+	while (!*flag && mono_ms() < until)
+		event_base_loop(base, EVLOOP_ONCE);
+	return *flag != 0;
+}
+
+static bool wait_up(sp_store_t *s, unsigned ms)
+{
+	uint64_t until = mono_ms() + ms;
+
+	while (!sp_store_up(s) && mono_ms() < until)
+		event_base_loop(base, EVLOOP_ONCE);
+	return sp_store_up(s);
+}
+
+/* ---- synchronous wrappers ---------------------------------------------------------------- */
+
+static EVP_PKEY *log_key;
+static bool in_request;
+
+struct res {
+	int done, early, status;
+	uint64_t index, old_size;
+	uint8_t entry[4096];
+	size_t entry_len;
+	uint8_t head[SP_DIRLOG_HEAD_MAX];
+	size_t head_len;
+	uint8_t proof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
+	unsigned count;
+	uint8_t cproof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
+	unsigned ccount;
+};
+
+static void res_cb(const sp_dirlog_answer_t *a, void *arg)
+{
+	struct res *r = arg;
+
+	r->early |= in_request;
+	r->status = a->status;
+	r->index = a->index;
+	r->old_size = a->old_size;
+	r->entry_len = a->entry_len <= sizeof(r->entry) ? a->entry_len : 0;
+	if (a->entry != NULL)
+		memcpy(r->entry, a->entry, r->entry_len);
+	r->head_len = a->head_len <= sizeof(r->head) ? a->head_len : 0;
+	if (a->head != NULL)
+		memcpy(r->head, a->head, r->head_len);
+	r->count = a->proof_count;
+	memcpy(r->proof, a->proof, sizeof(r->proof));
+	r->ccount = a->cproof_count;
+	memcpy(r->cproof, a->cproof, sizeof(r->cproof));
+	r->done++;
+}
+
+static void token_of(uint8_t t[32], unsigned n)
+{
+	memset(t, 0, 32);
+	t[0] = 0x7d;
+	t[30] = (uint8_t)(n >> 8);
+	t[31] = (uint8_t)n;
+}
+
+static size_t entry_of(uint8_t *out, const char *handle, unsigned serial)
+{
+	char card[96];
+	int n = snprintf(card, sizeof(card), "{\"card\":%u,\"handle\":\"%s\"}", serial, handle);
+
+	return sp_dirlog_entry_build(out, handle, strlen(handle), (const uint8_t *)card, (size_t)n);
+}
+
+/* Starts an append of handle's card number serial listing tokens [t0, t0 + nt). */
+static int append_async(sp_dirlog_t *d, const char *handle, unsigned serial, unsigned t0,
+                        unsigned nt, uint64_t iat, const uint8_t ukey[32], struct res *r)
+{
+	uint8_t toks[8][32], entry[512];
+	size_t len = entry_of(entry, handle, serial);
+	int rc;
+
+	for (unsigned i = 0; i < nt; i++)
+		token_of(toks[i], t0 + i);
+	memset(r, 0, sizeof(*r));
+	in_request = true;
+	rc = sp_dirlog_append(d, handle, strlen(handle), ukey, (const uint8_t(*)[32])toks, nt, iat,
+	                      entry, len, res_cb, r);
+	in_request = false;
+	return rc;
+}
+
+static int append_sync(sp_dirlog_t *d, const char *handle, unsigned serial, unsigned t0,
+                       unsigned nt, uint64_t iat, const uint8_t ukey[32], struct res *r)
+{
+	if (append_async(d, handle, serial, t0, nt, iat, ukey, r) < 0 || !run_until(&r->done, 5000))
+		return -1;
+	return r->status;
+}
+
+static int lookup_sync(sp_dirlog_t *d, const char *handle, const uint8_t *token, struct res *r)
+{
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	in_request = true;
+	rc = sp_dirlog_lookup(d, handle, handle ? strlen(handle) : 0, token, 0, NULL, res_cb, r);
+	in_request = false;
+	if (rc < 0 || !run_until(&r->done, 5000))
+		return -1;
+	return r->status;
+}
+
+static int head_sync(sp_dirlog_t *d, uint64_t old_size, struct res *r)
+{
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	in_request = true;
+	rc = sp_dirlog_head(d, old_size, NULL, res_cb, r);
+	in_request = false;
+	if (rc < 0 || !run_until(&r->done, 5000))
+		return -1;
+	return r->status;
+}
+
+/* Checks a lookup answer as a client would: head signature, inclusion of the entry. */
+static bool lookup_verifies(const struct res *r, sp_dirlog_head_t *h)
+{
+	uint8_t leaf[SP_MERKLE_HASH_LEN];
+
+	return sp_dirlog_head_parse(r->head, r->head_len, h) == 0 &&
+	       sp_dirlog_head_verify(h, log_key) == 0 &&
+	       sp_merkle_leaf_hash(r->entry, r->entry_len, leaf) == 0 &&
+	       sp_merkle_verify_inclusion(r->index, h->size, leaf, (const uint8_t *)r->proof,
+	                                  r->count, h->root) == 0;
+}
+
+/* Rebuilds the tree from the leaves Redis holds and compares its root with the head's. Returns
+ * the number of leaves, or -1. */
+static long check_tree_against_redis(void)
+{
+	struct merkle_mem m = {0};
+	redisReply *r = redisCommand(raw_ctx, "GET sp:{dir}:sth");
+	sp_dirlog_head_t h;
+	uint8_t root[SP_MERKLE_HASH_LEN];
+	long n = -1;
+
+	if (r == NULL || r->type != REDIS_REPLY_STRING ||
+	    sp_dirlog_head_parse((const uint8_t *)r->str, r->len, &h) < 0 ||
+	    sp_dirlog_head_verify(&h, log_key) < 0)
+		goto out;
+	for (uint64_t i = 0; i < h.size; i++) {
+		redisReply *l =
+		        redisCommand(raw_ctx, "HGET sp:{dir}:leaf %llu", (unsigned long long)i);
+		int ok = l && l->type == REDIS_REPLY_STRING &&
+		         merkle_mem_append(&m, (const uint8_t *)l->str, l->len) == 0;
+
+		if (l)
+			freeReplyObject(l);
+		if (!ok)
+			goto out;
+	}
+	if (sp_merkle_root(h.size, merkle_mem_get, &m, root) == 0 && memcmp(root, h.root, 32) == 0)
+		n = (long)h.size;
+out:
+	if (r)
+		freeReplyObject(r);
+	merkle_mem_free(&m);
+	return n;
+}
+
+static sp_store_t *store_new(void)
+{
+	sp_store_limits_t lim;
+	char err[256];
+	sp_store_t *s;
+
+	sp_store_limits_default(&lim);
+	s = sp_store_new(base, url, &lim, err, sizeof(err));
+	if (s == NULL)
+		printf("# store: %s\n", err);
+	else if (!wait_up(s, 5000))
+		printf("# store did not come up\n");
+	return s;
+}
+
+static sp_store_t *st1, *st2;
+static sp_dirlog_t *dlog1, *dlog2;
+static const uint8_t ukey_a[32] = {0xaa}, ukey_b[32] = {0xbb};
+
+/* ---- cases ------------------------------------------------------------------------------- */
+
+static void test_formats(void)
+{
+	uint8_t e[256];
+	const char *h;
+	const uint8_t *c;
+	size_t hl, cl, len = entry_of(e, "alice", 1);
+
+	SP_CHECK(len > 0);
+	SP_CHECK(sp_dirlog_entry_parse(e, len, &h, &hl, &c, &cl) == 0);
+	SP_CHECK(hl == 5 && memcmp(h, "alice", 5) == 0);
+	SP_CHECK(cl == len - 26 - 5);
+	SP_CHECK(sp_dirlog_entry_parse(e, len - 1, &h, &hl, &c, &cl) == -EBADMSG);
+	e[0] ^= 1;
+	SP_CHECK(sp_dirlog_entry_parse(e, len, &h, &hl, &c, &cl) == -EBADMSG);
+	SP_CHECK(sp_dirlog_entry_build(e, "", 0, (const uint8_t *)"x", 1) == 0);
+}
+
+static void test_empty(void)
+{
+	struct res r;
+
+	SP_CHECK_EQ_INT(head_sync(dlog1, 0, &r), SP_DIRLOG_NOT_FOUND);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "nobody", NULL, &r), SP_DIRLOG_NOT_FOUND);
+	SP_CHECK(!r.early);
+}
+
+static void test_append_and_lookup(void)
+{
+	struct res r, l;
+	sp_dirlog_head_t h;
+	uint8_t tok[32], e[512];
+
+	SP_CHECK_EQ_INT(append_sync(dlog1, "alice", 1, 1, 2, 100, ukey_a, &r), SP_DIRLOG_OK);
+	SP_CHECK(!r.early);
+	SP_CHECK_EQ_INT(r.index, 0);
+	SP_CHECK_EQ_INT(append_sync(dlog1, "bob", 1, 10, 1, 100, ukey_b, &r), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(r.index, 1);
+	SP_CHECK(sp_dirlog_head_parse(r.head, r.head_len, &h) == 0 && h.size == 2);
+	SP_CHECK(sp_dirlog_head_verify(&h, log_key) == 0);
+	SP_CHECK_EQ_INT(lookup_sync(dlog2, "alice", NULL, &l), SP_DIRLOG_OK);
+	SP_CHECK(lookup_verifies(&l, &h));
+	SP_CHECK_EQ_INT(l.entry_len, entry_of(e, "alice", 1));
+	SP_CHECK_MEM(l.entry, e, l.entry_len);
+	token_of(tok, 2);
+	SP_CHECK_EQ_INT(lookup_sync(dlog2, NULL, tok, &l), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(l.index, 0);
+	SP_CHECK(lookup_verifies(&l, &h));
+	token_of(tok, 3);
+	SP_CHECK_EQ_INT(lookup_sync(dlog2, NULL, tok, &l), SP_DIRLOG_NOT_FOUND);
+	/* A tampered answer does not verify: another entry at the same index. */
+	SP_CHECK_EQ_INT(lookup_sync(dlog2, "bob", NULL, &l), SP_DIRLOG_OK);
+	SP_CHECK(lookup_verifies(&l, &h));
+	l.entry[l.entry_len - 2] ^= 1;
+	SP_CHECK(!lookup_verifies(&l, &h));
+}
+
+static void test_refusals_and_removal(void)
+{
+	struct res r, l;
+	uint8_t tok[32];
+
+	/* alice's handle keeps alice's user key; bob cannot list alice's device; no replays. */
+	SP_CHECK_EQ_INT(append_sync(dlog1, "alice", 2, 1, 2, 200, ukey_b, &r),
+	                SP_DIRLOG_KEY_CHANGED);
+	SP_CHECK_EQ_INT(append_sync(dlog1, "bob", 2, 1, 1, 200, ukey_b, &r), SP_DIRLOG_TOKEN_TAKEN);
+	SP_CHECK_EQ_INT(append_sync(dlog1, "alice", 2, 1, 2, 100, ukey_a, &r), SP_DIRLOG_STALE);
+	/* alice removes device 2: it stops resolving; device 1 still does, to the new card. */
+	SP_CHECK_EQ_INT(append_sync(dlog1, "alice", 3, 1, 1, 300, ukey_a, &r), SP_DIRLOG_OK);
+	token_of(tok, 2);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, NULL, tok, &l), SP_DIRLOG_NOT_FOUND);
+	token_of(tok, 1);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, NULL, tok, &l), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(l.index, r.index);
+	/* ... and the removed device may now join another user. */
+	SP_CHECK_EQ_INT(append_sync(dlog1, "bob", 3, 2, 1, 400, ukey_b, &r), SP_DIRLOG_OK);
+	SP_CHECK(check_tree_against_redis() == 4);
+	/* Three appends in one batch, the middle one refused: the others are written, in order,
+	 * and the batch's check sees the first one (carol's device 40 is hers from then on). */
+	{
+		struct res a, b, c;
+
+		SP_CHECK(append_async(dlog1, "carol", 1, 40, 1, 10, ukey_a, &a) == 0);
+		SP_CHECK(append_async(dlog1, "dave", 1, 40, 1, 10, ukey_b, &b) == 0);
+		SP_CHECK(append_async(dlog1, "carol", 2, 40, 2, 20, ukey_a, &c) == 0);
+		SP_CHECK(run_until(&c.done, 5000) && a.done && b.done);
+		SP_CHECK_EQ_INT(a.status, SP_DIRLOG_OK);
+		SP_CHECK_EQ_INT(b.status, SP_DIRLOG_TOKEN_TAKEN);
+		SP_CHECK_EQ_INT(c.status, SP_DIRLOG_OK);
+		SP_CHECK_EQ_INT(c.index, a.index + 1);
+		SP_CHECK(check_tree_against_redis() == 6);
+	}
+}
+
+#define RACE_N 150
+
+/* Two relays append at once, several appends queued in each; one tree comes out. */
+static void test_concurrent_relays(void)
+{
+	static struct res r1[RACE_N], r2[RACE_N];
+	sp_dirlog_counters_t c1, c2;
+	uint64_t before;
+	struct res h0;
+	int all = 0;
+
+	SP_CHECK_EQ_INT(head_sync(dlog1, 0, &h0), SP_DIRLOG_OK);
+	before = (uint64_t)check_tree_against_redis();
+	for (unsigned i = 0; i < RACE_N; i++) {
+		char ha[16], hb[16];
+
+		snprintf(ha, sizeof(ha), "r1-%u", i);
+		snprintf(hb, sizeof(hb), "r2-%u", i);
+		SP_CHECK(append_async(dlog1, ha, i, 1000 + i, 1, 1, ukey_a, &r1[i]) == 0);
+		SP_CHECK(append_async(dlog2, hb, i, 2000 + i, 1, 1, ukey_b, &r2[i]) == 0);
+	}
+	for (uint64_t until = mono_ms() + 30000; mono_ms() < until && !all;) {
+		event_base_loop(base, EVLOOP_ONCE);
+		all = 1;
+		for (unsigned i = 0; i < RACE_N; i++)
+			all &= r1[i].done && r2[i].done;
+	}
+	SP_CHECK(all);
+	{
+		static uint8_t seen[2 * RACE_N + 16];
+
+		for (unsigned i = 0; i < RACE_N; i++) {
+			SP_CHECK_EQ_INT(r1[i].status, SP_DIRLOG_OK);
+			SP_CHECK_EQ_INT(r2[i].status, SP_DIRLOG_OK);
+			if (r1[i].index - before < sizeof(seen))
+				seen[r1[i].index - before]++;
+			if (r2[i].index - before < sizeof(seen))
+				seen[r2[i].index - before]++;
+			if (i > 0 && r1[i].index <= r1[i - 1].index)
+				SP_FAIL("relay 1's appends out of call order at %u", i);
+		}
+		for (unsigned i = 0; i < 2 * RACE_N; i++)
+			if (seen[i] != 1)
+				SP_FAIL("leaf %u was given to %u appends", i + (unsigned)before,
+				        seen[i]);
+	}
+	SP_CHECK_EQ_INT(check_tree_against_redis(), (long)before + 2 * RACE_N);
+	sp_dirlog_counters(dlog1, &c1);
+	sp_dirlog_counters(dlog2, &c2);
+	printf("# %llu + %llu appends lost a race and were retried\n",
+	       (unsigned long long)c1.append_retries, (unsigned long long)c2.append_retries);
+	/* Every head each relay saw is consistent with the final one. */
+	{
+		struct res fin, c;
+		sp_dirlog_head_t hf, hi;
+
+		SP_CHECK_EQ_INT(head_sync(dlog2, 0, &fin), SP_DIRLOG_OK);
+		SP_CHECK(sp_dirlog_head_parse(fin.head, fin.head_len, &hf) == 0);
+		for (unsigned i = 0; i < RACE_N; i += 7) {
+			SP_CHECK(sp_dirlog_head_parse(r1[i].head, r1[i].head_len, &hi) == 0);
+			SP_CHECK(sp_dirlog_head_verify(&hi, log_key) == 0);
+			SP_CHECK_EQ_INT(head_sync(dlog1, hi.size, &c), SP_DIRLOG_OK);
+			SP_CHECK(sp_merkle_verify_consistency(hi.size, hf.size, hi.root, hf.root,
+			                                      (const uint8_t *)c.proof,
+			                                      c.count) == 0);
+			if (hi.size < hf.size &&
+			    sp_merkle_verify_consistency(hi.size, hf.size, hf.root, hf.root,
+			                                 (const uint8_t *)c.proof, c.count) == 0)
+				SP_FAIL("a consistency proof verified against the wrong old root");
+		}
+		SP_CHECK_EQ_INT(head_sync(dlog1, hf.size + 1, &c), SP_DIRLOG_NOT_FOUND);
+		/* A lookup that brings the consistency proof from an old head along. */
+		{
+			struct res l = {0};
+			sp_dirlog_head_t hl;
+
+			SP_CHECK(sp_dirlog_head_parse(r1[3].head, r1[3].head_len, &hi) == 0);
+			SP_CHECK(sp_dirlog_lookup(dlog2, "r1-5", 4, NULL, hi.size, NULL, res_cb,
+			                          &l) == 0);
+			SP_CHECK(run_until(&l.done, 5000));
+			SP_CHECK(lookup_verifies(&l, &hl));
+			SP_CHECK_EQ_INT(l.old_size, hi.size);
+			SP_CHECK(sp_merkle_verify_consistency(hi.size, hl.size, hi.root, hl.root,
+			                                      (const uint8_t *)l.cproof,
+			                                      l.ccount) == 0);
+		}
+	}
+}
+
+/* A malicious operator rewrites a leaf in Redis: the proof the relay serves for it stops
+ * verifying, and the signed root no longer matches the leaves. */
+static void test_tampered_leaf_detected(void)
+{
+	struct res l, before;
+	sp_dirlog_head_t h0, h1;
+	redisReply *x;
+
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &before), SP_DIRLOG_OK);
+	SP_CHECK(lookup_verifies(&before, &h0));
+	x = redisCommand(raw_ctx, "HSET sp:{dir}:leaf %llu %b", (unsigned long long)before.index,
+	                 "forged", (size_t)6);
+	if (x)
+		freeReplyObject(x);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &l), SP_DIRLOG_OK);
+	SP_CHECK(!lookup_verifies(&l, &h1));
+	/* The signed root no longer matches the leaves: an auditor who rebuilds the tree sees it.
+	 */
+	SP_CHECK(check_tree_against_redis() < 0);
+	x = redisCommand(raw_ctx, "HSET sp:{dir}:leaf %llu %b", (unsigned long long)before.index,
+	                 before.entry, before.entry_len);
+	if (x)
+		freeReplyObject(x);
+	SP_CHECK(check_tree_against_redis() > 0);
+}
+
+/* Lookups and head requests count against the requester, on every log sharing the Redis. */
+static void test_rate_limit(void)
+{
+	sp_dirlog_limits_t lim;
+	sp_dirlog_t *a, *b;
+	uint8_t dev1[32], dev2[32];
+	struct res r;
+
+	sp_dirlog_limits_default(&lim);
+	lim.lookup_limit = 3;
+	lim.lookup_window_ms = 700;
+	a = sp_dirlog_new(base, st1, log_key, &lim);
+	b = sp_dirlog_new(base, st2, log_key, &lim);
+	token_of(dev1, 901);
+	token_of(dev2, 902);
+	for (int i = 0; i < 2; i++) {
+		memset(&r, 0, sizeof(r));
+		SP_CHECK(sp_dirlog_lookup(i ? b : a, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
+		SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	}
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_head(b, 0, dev1, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_lookup(a, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000));
+	SP_CHECK_EQ_INT(r.status, SP_DIRLOG_LIMITED);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_lookup(a, "alice", 5, NULL, 0, dev2, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	sleep_ms(800);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_lookup(b, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
+	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	{
+		sp_dirlog_counters_t c;
+
+		sp_dirlog_counters(a, &c);
+		SP_CHECK_EQ_INT(c.limited, 1);
+	}
+	sp_dirlog_free(a);
+	sp_dirlog_free(b);
+}
+
+static void test_store_down(void)
+{
+	struct res r;
+
+	redis_kill(SIGKILL);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &r), SP_DIRLOG_UNAVAILABLE);
+	SP_CHECK(append_sync(dlog1, "alice", 9, 1, 1, 900, ukey_a, &r) == SP_DIRLOG_UNAVAILABLE ||
+	         r.status == SP_DIRLOG_UNAVAILABLE);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(dir, sizeof(dir), "/tmp/sp-dirlog-XXXXXX");
+	if (!mkdtemp(dir)) {
+		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+		return 1;
+	}
+	snprintf(sock_path, sizeof(sock_path), "%s/redis.sock", dir);
+	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
+	snprintf(url, sizeof(url), "unix:%s", sock_path);
+	atexit(cleanup);
+	log_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	SP_RUN(test_formats);
+	if (redis_start() < 0) {
+		printf("# redis-server not found or not starting: skipping the log cases\n");
+		sp_test_skip("test_dirlog_redis", "no redis-server");
+		return sp_test_done();
+	}
+	base = event_base_new();
+	ev_poll = event_new(base, -1, EV_PERSIST, on_poll, NULL);
+	event_add(ev_poll, &(struct timeval){0, 10000});
+	st1 = store_new();
+	st2 = store_new();
+	dlog1 = sp_dirlog_new(base, st1, log_key, NULL);
+	dlog2 = sp_dirlog_new(base, st2, log_key, NULL);
+	if (!st1 || !st2 || !dlog1 || !dlog2) {
+		printf("Bail out! no store or log\n");
+		return 1;
+	}
+	SP_RUN(test_empty);
+	SP_RUN(test_append_and_lookup);
+	SP_RUN(test_refusals_and_removal);
+	SP_RUN(test_concurrent_relays);
+	SP_RUN(test_tampered_leaf_detected);
+	SP_RUN(test_rate_limit);
+	SP_RUN(test_store_down);
+	sp_dirlog_free(dlog1);
+	sp_dirlog_free(dlog2);
+	sp_store_free(st1);
+	sp_store_free(st2);
+	event_free(ev_poll);
+	event_base_free(base);
+	EVP_PKEY_free(log_key);
+	return sp_test_done();
+}
