@@ -125,6 +125,13 @@ static const sp_option_t options[] = {
                            "time a provider connection may stay without requests"),
         SP_OPTION_BOOL(C, provider_require_key, false,
                        "refuse Web Push subscriptions without an application server key"),
+        SP_OPTION_INT(C, provider_cache_entries, 4096, 0, 1 << 24,
+                      "capability records each worker keeps, so a busy subscription is not "
+                      "read from Redis at every push; 0 = read every time"),
+        SP_OPTION_DURATION(C, provider_cache_ttl, 2000, 1, 3600000,
+                           "how long a cached capability record is used: a subscription "
+                           "removed through another relay is refused here this much later at "
+                           "most (through this relay: at once)"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(

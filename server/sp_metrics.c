@@ -213,12 +213,19 @@ static const struct family families[] = {
          "Provider door refusals and cuts, by the limit that caused them.", SP_M_PROVIDER_REFUSED,
          SP_PROVIDER_LIMIT_COUNT, "limit", L_TABLE,
          (const char *const[]){"connections", "streams", "header_bytes", "body_bytes",
-                               "request_timeout", "idle_timeout", "handshake_timeout", "output"}},
+                               "request_timeout", "idle_timeout", "handshake_timeout", "output",
+                               "subscriptions"}},
         {"sealpush_provider_responses_total", "counter",
          "Provider door (Web Push) responses, by HTTP status.", SP_M_PROVIDER_RESPONSES,
          SP_PROVIDER_STATUS_LABELS, "status", L_TABLE,
          (const char *const[]){"201", "400", "401", "403", "404", "405", "408", "410", "411", "413",
                                "415", "429", "431", "500", "503"}},
+        {"sealpush_provider_cache_total", "counter",
+         "Capability look-ups of the provider door answered by the workers' caches (hit) or "
+         "not (miss); records dropped as too old or older than a removal (stale), or evicted "
+         "for room (evicted).",
+         SP_M_PROVIDER_CACHE, 4, "result", L_TABLE,
+         (const char *const[]){"hit", "miss", "stale", "evicted"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

@@ -36,6 +36,7 @@
 #include "sp_time.h"
 #include "sp_vapid.h"
 #include "sp_webpush.h"
+#include "sp_wpcache.h"
 
 #define OUT_MAX        (256 * 1024)
 #define READ_CHUNK     16384
@@ -113,7 +114,8 @@ typedef struct preq {
 	uint8_t *body;
 	size_t body_len;
 	uint8_t cap_hash[32];
-	int vapid; /* 0 ok, else -SP_VAPID_* */
+	uint64_t epoch; /* the removal epoch when the look-up was sent (sp_wpcache.h) */
+	int vapid;      /* 0 ok, else -SP_VAPID_* */
 	uint8_t vapid_key[SP_VAPID_KEY_LEN];
 	sp_msg_t *msg;
 	/* The answer. */
@@ -142,6 +144,8 @@ struct sp_provider {
 	nghttp2_session_callbacks *cbs;
 	char origin[256];
 	size_t origin_len;
+	sp_wpcache_t cache;
+	uint64_t cache_seen[4]; /* cache counters already added to the metrics */
 };
 
 static void pc_flush(pconn_t *pc);
@@ -544,6 +548,40 @@ static void route(preq_t *r, const uint8_t *token, const uint8_t *sub)
 	sp_worker_after(w);
 }
 
+static void cache_metrics(sp_provider_t *pv)
+{
+	const uint64_t now[4] = {pv->cache.hits, pv->cache.misses, pv->cache.stale,
+	                         pv->cache.evictions};
+
+	for (unsigned i = 0; i < 4; i++) {
+		if (now[i] != pv->cache_seen[i])
+			sp_metric_add(&pv->w->metrics, SP_M_PROVIDER_CACHE + i,
+			              (int64_t)(now[i] - pv->cache_seen[i]));
+		pv->cache_seen[i] = now[i];
+	}
+}
+
+/* The subscription's record is known (from Redis or the cache): its key, then the route. */
+static void admit(preq_t *r, const uint8_t *token, const uint8_t *sub, const uint8_t *ask)
+{
+	sp_worker_t *w = r->pc->pv->w;
+
+	if (ask) {
+		if (r->vapid == -SP_VAPID_ABSENT) {
+			answer(r, 401, "this subscription needs vapid authorization");
+			return;
+		}
+		if (memcmp(ask, r->vapid_key, SP_VAPID_KEY_LEN) != 0) {
+			answer(r, 403, "not the application server key of this subscription");
+			return;
+		}
+	} else if (w->srv->cfg.provider_require_key) {
+		answer(r, 403, "unrestricted subscriptions are refused here");
+		return;
+	}
+	route(r, token, sub);
+}
+
 static const redisReply *hfield(const redisReply *rep, const char *name)
 {
 	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
@@ -596,20 +634,12 @@ static void on_lookup(redisAsyncContext *ac, void *reply, void *arg)
 		answer(r, 500, "a malformed subscription record");
 		return;
 	}
-	if (ask) {
-		if (r->vapid == -SP_VAPID_ABSENT) {
-			answer(r, 401, "this subscription needs vapid authorization");
-			return;
-		}
-		if (memcmp(ask->str, r->vapid_key, SP_VAPID_KEY_LEN) != 0) {
-			answer(r, 403, "not the application server key of this subscription");
-			return;
-		}
-	} else if (w->srv->cfg.provider_require_key) {
-		answer(r, 403, "unrestricted subscriptions are refused here");
-		return;
-	}
-	route(r, (const uint8_t *)tok->str, (const uint8_t *)sub->str);
+	sp_wpcache_put(&r->pc->pv->cache, r->cap_hash, (const uint8_t *)tok->str,
+	               (const uint8_t *)sub->str, ask ? (const uint8_t *)ask->str : NULL, w->now,
+	               r->epoch, atomic_load(&w->srv->wp_epoch));
+	cache_metrics(r->pc->pv);
+	admit(r, (const uint8_t *)tok->str, (const uint8_t *)sub->str,
+	      ask ? (const uint8_t *)ask->str : NULL);
 }
 
 static void redis_connect(sp_provider_t *pv);
@@ -663,6 +693,7 @@ static void req_complete(preq_t *r)
 	pconn_t *pc = r->pc;
 	sp_provider_t *pv = pc->pv;
 	const char *why = NULL;
+	const sp_wpcache_rec_t *rec;
 	char key[128];
 
 	if (r->phase >= RQ_LOOKUP)
@@ -709,6 +740,13 @@ static void req_complete(preq_t *r)
 	                          (int64_t)(sp_time_wall_ms() / 1000), r->vapid_key, &why);
 	if (r->vapid < 0 && r->vapid != -SP_VAPID_ABSENT) {
 		answer(r, 403, why);
+		return;
+	}
+	r->epoch = atomic_load(&pv->w->srv->wp_epoch);
+	rec = sp_wpcache_get(&pv->cache, r->cap_hash, pv->w->now, r->epoch);
+	cache_metrics(pv);
+	if (rec) {
+		admit(r, rec->token, rec->sub, rec->has_ask ? rec->ask : NULL);
 		return;
 	}
 	if (!pv->ac || !pv->redis_up) {
@@ -1369,6 +1407,7 @@ struct subop {
 	uint8_t hash[32];
 	int pending; /* replies still to come */
 	bool failed;
+	bool removing; /* REMOVE: the capability caches must forget it (sp_wpcache.h) */
 };
 
 static void hex_of(char *out, const uint8_t *p, size_t n)
@@ -1448,6 +1487,11 @@ static void on_sub_write(redisAsyncContext *ac, void *reply, void *arg)
 		op->failed = true;
 	if (--op->pending > 0)
 		return;
+	if (op->removing && !op->failed) {
+		/* before the answer: no push that starts after it uses a cached record */
+		atomic_fetch_add(&w->srv->wp_epoch, 1);
+		sp_wpcache_drop(&op->pv->cache, op->hash);
+	}
 	if (!atomic_load(&w->srv->stopping)) {
 		w->now = sp_now_ms();
 		if (op->failed)
@@ -1525,6 +1569,7 @@ static void on_unsub_find(redisAsyncContext *ac, void *reply, void *arg)
 	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
 	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
 	op->cap[0] = '\0';
+	op->removing = true;
 	op->pending = 5;
 	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_cap);
 	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s gone 1", k_cap);
@@ -1734,6 +1779,9 @@ int sp_provider_start(sp_worker_t *w, char *err, size_t errlen)
 	pv->ev_reap = event_new(w->base, -1, 0, on_reap, pv);
 	if (!pv->ev_reap)
 		goto nomem;
+	if (sp_wpcache_init(&pv->cache, (uint32_t)cfg->provider_cache_entries,
+	                    (uint64_t)cfg->provider_cache_ttl) < 0)
+		goto nomem;
 	if (cfg->redis && cfg->redis[0]) {
 		if (sp_parse_redis_url(cfg->redis, pv->rhost, sizeof(pv->rhost), &pv->rport,
 		                       pv->rpath, sizeof(pv->rpath)) < 0) {
@@ -1879,6 +1927,7 @@ void sp_provider_free(sp_worker_t *w)
 	if (pv->cbs)
 		nghttp2_session_callbacks_del(pv->cbs);
 	SSL_CTX_free(pv->ctx);
+	sp_wpcache_free(&pv->cache);
 	free(pv);
 	w->provider = NULL;
 }

@@ -88,7 +88,9 @@ typedef struct sp_server_config {
 	int64_t provider_max_body;        /* body bytes per request (>= 4096, RFC 8030 7.2) */
 	int64_t provider_request_timeout; /* ms for a request's headers and body */
 	int64_t provider_idle_timeout;    /* ms a connection may stay without requests */
-	bool provider_require_key; /* refuse subscriptions without an application server key */
+	bool provider_require_key;      /* refuse subscriptions without an application server key */
+	int64_t provider_cache_entries; /* capability records cached per worker; 0 = none */
+	int64_t provider_cache_ttl;     /* ms a cached record is used (cross-relay removals) */
 	bool help;
 	bool version;
 	bool check_config;
@@ -122,6 +124,9 @@ struct sp_server {
 	atomic_int workers_done; /* workers that left their loop */
 	atomic_bool listeners_up;
 	atomic_bool stopping; /* teardown: store callbacks touch nothing */
+	/* Web Push: bumped when a subscription is removed here; the workers' capability caches
+	 * drop every record read before (sp_wpcache.h). */
+	_Atomic uint64_t wp_epoch;
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
 	sp_metrics_t metrics; /* main thread's own counters (reloads) */
 };

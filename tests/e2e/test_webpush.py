@@ -603,6 +603,52 @@ def t_subscribe_refusals(t):
     t.eq(sub_req(c2)["status"], w.S_FORBIDDEN, "no door")
 
 
+@test("cache: pushes to a busy subscription are answered from the workers' capability caches "
+      "(counted); a REMOVE through this relay is 410 at once on every worker; a removal made "
+      "by another relay (written straight into Redis) is 410 here within provider_cache_ttl")
+def t_cache(t):
+    def door_sub(ttl):
+        t.relay(provider_cache_ttl=ttl)
+        c = Client(t.d, t.h.pki["carol"])
+        c.connect()
+        c.hello(flags=w.SEND_ONLY)  # no receiver: pushes are queued (201 without an ACK)
+        t.h.track_client(c)
+        f = sub_req(c)
+        return c, f["endpoint"].decode().rsplit("/", 1)[1], f["sub_id"]
+
+    def warm(cap):
+        # each curl is a new connection: SO_REUSEPORT spreads them over both workers
+        for i in range(10):
+            r = t.push(cap, http=HTTPS[i % 2])
+            t.eq(r.status, 201, "warm-up push %d %r" % (i, r))
+
+    c, cap, sub = door_sub("60s")
+    warm(cap)
+    hits = t.metric('sealpush_provider_cache_total{result="hit"}')
+    t.check(hits >= 6, "cache hits %r after 10 pushes to one subscription" % hits)
+    t.eq(sub_req(c, flags=w.REMOVE, sub_id=sub)["status"], 0, "REMOVE")
+    for i in range(8):
+        r = t.push(cap, http=HTTPS[i % 2])
+        t.eq(r.status, 410, "push %d right after REMOVE through this relay %r" % (i, r))
+    t.check(t.metric('sealpush_provider_cache_total{result="stale"}') >= 1, "stale counted")
+    t.d.stop()
+    # another relay's REMOVE: the same writes, but not through this relay's epoch
+    c, cap2, _ = door_sub("1500ms")
+    warm(cap2)
+    kh = hashlib.sha256(base64.urlsafe_b64decode(cap2 + "=")).hexdigest()
+    t.h.redis.command("DEL", "sp:wp:cap:" + kh)
+    t.h.redis.command("HSET", "sp:wp:cap:" + kh, "gone", "1")
+    gone_at = time.monotonic()
+    seen = []
+    while time.monotonic() - gone_at < 1.5 + 0.3:
+        seen.append(t.push(cap2, http=HTTPS[len(seen) % 2]).status)
+    t.check(set(seen) <= {201, 410}, "statuses %r" % seen)
+    for i in range(6):
+        t.eq(t.push(cap2, http=HTTPS[i % 2]).status, 410, "after provider_cache_ttl (%d)" % i)
+    t.note("another relay's removal: %d of %d pushes in the first 1.8 s answered 201 (cached)" %
+           (seen.count(201), len(seen)))
+
+
 @test("door: SIGHUP after the server certificate is rotated: new door connections get the "
       "new certificate (verified against the CA), and the door keeps answering")
 def t_door_reload(t):
