@@ -214,7 +214,7 @@ static const struct family families[] = {
          SP_PROVIDER_LIMIT_COUNT, "limit", L_TABLE,
          (const char *const[]){"connections", "streams", "header_bytes", "body_bytes",
                                "request_timeout", "idle_timeout", "handshake_timeout", "output",
-                               "subscriptions"}},
+                               "subscriptions", "store_timeout"}},
         {"sealpush_provider_responses_total", "counter",
          "Provider door (Web Push) responses, by HTTP status.", SP_M_PROVIDER_RESPONSES,
          SP_PROVIDER_STATUS_LABELS, "status", L_TABLE,

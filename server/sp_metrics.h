@@ -80,6 +80,7 @@ enum sp_provider_limit {
 	SP_PROVIDER_LIMIT_HANDSHAKE_TIMEOUT,
 	SP_PROVIDER_LIMIT_OUTPUT,
 	SP_PROVIDER_LIMIT_SUBSCRIPTIONS, /* a SUBSCRIBE past provider_max_subscriptions */
+	SP_PROVIDER_LIMIT_STORE_TIMEOUT, /* the door's Redis gave no answer within store_timeout */
 	SP_PROVIDER_LIMIT_COUNT
 };
 #define SP_PROVIDER_STATUS_LABELS 15 /* HTTP statuses the door answers (sp_provider.c) */

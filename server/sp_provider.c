@@ -139,6 +139,8 @@ struct sp_provider {
 	char rhost[256];
 	char rpath[256];
 	uint16_t rport;
+	uint32_t redis_out;      /* commands sent, not answered yet */
+	uint64_t redis_progress; /* when the last answer came (or the first of redis_out went) */
 	pconn_t *conns;
 	pconn_t *reap;
 	pconn_t *dirty;
@@ -156,6 +158,8 @@ struct sp_provider {
 
 static void pc_flush(pconn_t *pc);
 static void pc_finish(pconn_t *pc);
+static void redis_sent(sp_provider_t *pv);
+static void redis_got(redisAsyncContext *ac);
 static void h1_process(pconn_t *pc);
 static void req_complete(preq_t *r);
 
@@ -632,7 +636,7 @@ static void on_lookup(redisAsyncContext *ac, void *reply, void *arg)
 	const redisReply *tok, *sub, *ask, *gone;
 	sp_worker_t *w;
 
-	(void)ac;
+	redis_got(ac);
 	if (r->detached) {
 		req_free(r);
 		return;
@@ -673,6 +677,47 @@ static void on_lookup(redisAsyncContext *ac, void *reply, void *arg)
 }
 
 static void redis_connect(sp_provider_t *pv);
+
+/* Every command sent is counted until its callback runs (with a reply, or NULL when the
+ * connection goes), so the tick can tell a Redis that stopped answering (redis_check). */
+static void redis_sent(sp_provider_t *pv)
+{
+	if (pv->redis_out++ == 0)
+		pv->redis_progress = sp_now_ms();
+}
+
+static void redis_got(redisAsyncContext *ac)
+{
+	sp_provider_t *pv = ac->data;
+
+	if (pv->redis_out)
+		pv->redis_out--;
+	pv->redis_progress = sp_now_ms();
+}
+
+/* From the tick: commands are out and nothing came back for store_timeout: the connection is
+ * dropped, which answers each of them at once (on_lookup: 503; subscriptions: TRY_LATER),
+ * and made again after REDIS_RETRY_MS. Without this a stopped Redis left pushes and
+ * SUBSCRIBEs unanswered for as long as it stayed stopped. */
+static void redis_check(sp_provider_t *pv)
+{
+	const sp_server_config_t *cfg = &pv->w->srv->cfg;
+	redisAsyncContext *ac = pv->ac;
+
+	if (!ac || !pv->redis_out || pv->w->now < pv->redis_progress ||
+	    pv->w->now - pv->redis_progress <= (uint64_t)cfg->store_timeout)
+		return;
+	SP_LOG(SP_LOG_WARN, "provider_store_timeout",
+	       "worker=%d pending=%u msg=\"no answer from Redis within store_timeout; "
+	       "reconnecting\"",
+	       pv->w->id, pv->redis_out);
+	count_refusal(pv, SP_PROVIDER_LIMIT_STORE_TIMEOUT);
+	pv->ac = NULL;
+	pv->redis_up = false;
+	redisAsyncFree(ac); /* runs every pending callback with no reply */
+	pv->redis_out = 0;
+	pv->redis_retry = sp_now_ms() + REDIS_RETRY_MS;
+}
 
 static void on_redis_connect(const redisAsyncContext *ac, int status)
 {
@@ -790,6 +835,7 @@ static void req_complete(preq_t *r)
 		answer(r, 503, "the subscription store is unavailable");
 		return;
 	}
+	redis_sent(pv);
 	r->phase = RQ_LOOKUP;
 }
 
@@ -1425,20 +1471,28 @@ static void on_provider_accept(struct evconnlistener *l, evutil_socket_t fd, str
 #define SUBS_MAX    256          /* subscriptions per device */
 #define GONE_KEEP_S (30 * 86400) /* a removed capability answers 410 this long */
 
-struct subop {
-	sp_provider_t *pv;
-	sp_connref_t ref;
-	uint8_t msg_id[SP_MSG_ID_LEN];
-	uint8_t token[SP_TOKEN_LEN];
-	uint8_t sub[SP_WP_SUB_ID_LEN];
-	uint8_t key[SP_VAPID_KEY_LEN];
-	bool has_key;
-	char cap[SP_WP_CAP_CHARS + 1];
-	uint8_t hash[32];
-	int pending; /* replies still to come */
-	bool failed;
-	bool removing; /* REMOVE: the capability caches must forget it (sp_wpcache.h) */
-};
+/* SUBSCRIBE's writes in one command, so that a subscription is written whole or not at all
+ * (no id listed without its capability after a failure half way) and two SUBSCRIBEs cannot
+ * both pass the limit. KEYS: the device's set, the subscription's hash, the capability's
+ * record; ARGV: limit, capability hash, hex sub id, token, sub id, [app key]. 1 written, 0 at
+ * the limit. (The door speaks to one Redis, not Redis Cluster: the keys may span slots.) */
+static const char SUB_SCRIPT[] =
+        "if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end "
+        "redis.call('HSET', KEYS[2], 'cap', ARGV[2]) "
+        "redis.call('SADD', KEYS[1], ARGV[3]) "
+        "if ARGV[6] then "
+        "redis.call('HSET', KEYS[3], 'token', ARGV[4], 'sub', ARGV[5], 'ask', ARGV[6]) "
+        "else redis.call('HSET', KEYS[3], 'token', ARGV[4], 'sub', ARGV[5]) end "
+        "return 1";
+
+/* REMOVE's writes in one command. KEYS: the capability's record, the subscription's hash,
+ * the device's set; ARGV: seconds the record answers 410, hex sub id. */
+static const char UNSUB_SCRIPT[] = "redis.call('DEL', KEYS[1]) "
+                                   "redis.call('HSET', KEYS[1], 'gone', '1') "
+                                   "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+                                   "redis.call('DEL', KEYS[2]) "
+                                   "redis.call('SREM', KEYS[3], ARGV[2]) "
+                                   "return 1";
 
 static int unhex(const char *s, size_t n, uint8_t *out, size_t cap)
 {
@@ -1453,6 +1507,18 @@ static int unhex(const char *s, size_t n, uint8_t *out, size_t cap)
 	}
 	return 0;
 }
+
+struct subop {
+	sp_provider_t *pv;
+	sp_connref_t ref;
+	uint8_t msg_id[SP_MSG_ID_LEN];
+	uint8_t token[SP_TOKEN_LEN];
+	uint8_t sub[SP_WP_SUB_ID_LEN];
+	uint8_t key[SP_VAPID_KEY_LEN];
+	bool has_key;
+	char cap[SP_WP_CAP_CHARS + 1];
+	uint8_t hash[32];
+};
 
 /* Answers SUBSCRIPTION to the connection of op (if it is still there). */
 static void sub_answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, uint8_t status,
@@ -1496,79 +1562,86 @@ static void sub_answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, 
 	sp_worker_after(w);
 }
 
-static bool reply_ok(const redisReply *r)
-{
-	return r && r->type != REDIS_REPLY_ERROR;
-}
-
-static void on_sub_write(redisAsyncContext *ac, void *reply, void *arg)
-{
-	struct subop *op = arg;
-	sp_worker_t *w = op->pv->w;
-
-	(void)ac;
-	if (!reply_ok(reply))
-		op->failed = true;
-	if (--op->pending > 0)
-		return;
-	if (op->removing && !op->failed) {
-		/* before the answer: no push that starts after it uses a cached record */
-		atomic_fetch_add(&w->srv->wp_epoch, 1);
-		sp_wpcache_drop(&op->pv->cache, op->hash);
-	}
-	if (!atomic_load(&w->srv->stopping)) {
-		w->now = sp_now_ms();
-		if (op->failed)
-			sub_answer(w, op->ref, op->msg_id, SP_ST_TRY_LATER, "the store failed",
-			           NULL, NULL, 0);
-		else
-			sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, op, NULL, 0);
-	}
-	free(op);
-}
-
+/* Every way a subscription request ends without success goes through here: it is answered
+ * (unless the relay is being torn down) and freed. */
 static void sub_fail(struct subop *op, uint8_t status, const char *why)
 {
 	sp_worker_t *w = op->pv->w;
 
-	if (!atomic_load(&w->srv->stopping))
+	if (!atomic_load(&w->srv->stopping)) {
+		w->now = sp_now_ms();
 		sub_answer(w, op->ref, op->msg_id, status, why, NULL, NULL, 0);
+	}
 	free(op);
 }
 
-/* SCARD came back: under the limit, write the subscription (device keys first, so a
- * capability never names a device that does not list it). */
-static void on_sub_count(redisAsyncContext *ac, void *reply, void *arg)
+static void sub_ok(struct subop *op, const uint8_t *ids, uint32_t n_ids)
+{
+	sp_worker_t *w = op->pv->w;
+
+	if (!atomic_load(&w->srv->stopping)) {
+		w->now = sp_now_ms();
+		sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, ids ? NULL : op, ids,
+		           n_ids);
+	}
+	free(op);
+}
+
+/* Sends one command for op; if hiredis cannot take it (the connection is going, or no
+ * memory), op is answered TRY_LATER at once. Returns 0 if the command is out. */
+static int sub_send(struct subop *op, redisCallbackFn *fn, int argc, const char **argv,
+                    const size_t *lens)
+{
+	sp_provider_t *pv = op->pv;
+
+	if (!pv->ac || !pv->redis_up ||
+	    redisAsyncCommandArgv(pv->ac, fn, op, argc, argv, lens) != REDIS_OK) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+		return -1;
+	}
+	redis_sent(pv);
+	return 0;
+}
+
+static void sub_keys(const struct subop *op, char *k_subs, char *k_sub, char *subhex)
+{
+	hex_into(subhex, op->sub, SP_WP_SUB_ID_LEN);
+	sp_wp_key_subs(k_subs, 128, op->token);
+	snprintf(k_sub, 160, "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+}
+
+static void on_sub_written(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct subop *op = arg;
 	const redisReply *r = reply;
-	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
 
-	(void)ac;
-	if (!r || r->type != REDIS_REPLY_INTEGER || !op->pv->ac) {
-		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+	redis_got(ac);
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store failed");
 		return;
 	}
-	if (r->integer >= SUBS_MAX) {
+	if (r->integer == 0) {
+		count_refusal(op->pv, SP_PROVIDER_LIMIT_SUBSCRIPTIONS);
 		sub_fail(op, SP_ST_QUOTA_EXCEEDED, "too many subscriptions for this device");
 		return;
 	}
-	hex_into(subhex, op->sub, sizeof(op->sub));
-	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
-	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
-	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
-	op->pending = 3;
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s cap %b", k_sub, op->hash,
-	                  (size_t)32);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "SADD %s %s", k_subs, subhex);
-	if (op->has_key)
-		redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s token %b sub %b ask %b",
-		                  k_cap, op->token, (size_t)SP_TOKEN_LEN, op->sub,
-		                  (size_t)SP_WP_SUB_ID_LEN, op->key, (size_t)SP_VAPID_KEY_LEN);
-	else
-		redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s token %b sub %b", k_cap,
-		                  op->token, (size_t)SP_TOKEN_LEN, op->sub,
-		                  (size_t)SP_WP_SUB_ID_LEN);
+	sub_ok(op, NULL, 0);
+}
+
+static void on_unsub_written(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct subop *op = arg;
+	const redisReply *r = reply;
+
+	redis_got(ac);
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store failed");
+		return;
+	}
+	/* before the answer: no push that starts after it uses a cached record */
+	atomic_fetch_add(&op->pv->w->srv->wp_epoch, 1);
+	sp_wpcache_drop(&op->pv->cache, op->hash);
+	sub_ok(op, NULL, 0);
 }
 
 /* HGET of the subscription's capability hash came back: mark it gone, drop the device's. */
@@ -1576,10 +1649,12 @@ static void on_unsub_find(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct subop *op = arg;
 	const redisReply *r = reply;
-	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1], keep[16];
+	const char *argv[8];
+	size_t lens[8];
 
-	(void)ac;
-	if (!r || r->type == REDIS_REPLY_ERROR || !op->pv->ac) {
+	redis_got(ac);
+	if (!r || r->type == REDIS_REPLY_ERROR) {
 		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
 		return;
 	}
@@ -1588,29 +1663,31 @@ static void on_unsub_find(redisAsyncContext *ac, void *reply, void *arg)
 		return;
 	}
 	memcpy(op->hash, r->str, 32);
-	hex_into(subhex, op->sub, sizeof(op->sub));
-	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
-	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+	sub_keys(op, k_subs, k_sub, subhex);
 	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
+	snprintf(keep, sizeof(keep), "%d", GONE_KEEP_S);
 	op->cap[0] = '\0';
-	op->removing = true;
-	op->pending = 5;
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_cap);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s gone 1", k_cap);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "EXPIRE %s %d", k_cap, GONE_KEEP_S);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_sub);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "SREM %s %s", k_subs, subhex);
+	argv[0] = "EVAL";
+	argv[1] = UNSUB_SCRIPT;
+	argv[2] = "3";
+	argv[3] = k_cap;
+	argv[4] = k_sub;
+	argv[5] = k_subs;
+	argv[6] = keep;
+	argv[7] = subhex;
+	for (unsigned i = 0; i < 8; i++)
+		lens[i] = strlen(argv[i]);
+	sub_send(op, on_unsub_written, 8, argv, lens);
 }
 
 static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct subop *op = arg;
 	const redisReply *r = reply;
-	sp_worker_t *w = op->pv->w;
 	uint8_t *ids;
 	uint32_t n = 0;
 
-	(void)ac;
+	redis_got(ac);
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
 		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
 		return;
@@ -1628,12 +1705,8 @@ static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
 		            0)
 			n++;
 	}
-	if (!atomic_load(&w->srv->stopping)) {
-		w->now = sp_now_ms();
-		sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, NULL, ids, n);
-	}
+	sub_ok(op, ids, n);
 	free(ids);
-	free(op);
 }
 
 void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
@@ -1641,16 +1714,14 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 	sp_worker_t *w = c->w;
 	sp_provider_t *pv = w->provider;
 	struct subop *op;
-	char key[160], k_subs[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1], max[16];
+	const char *argv[12];
+	size_t lens[12];
+	int n = 0;
 
 	if (!pv) {
 		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_FORBIDDEN,
 		           "this relay has no Web Push door", NULL, NULL, 0);
-		return;
-	}
-	if (!pv->ac || !pv->redis_up) {
-		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_TRY_LATER,
-		           "the store is unavailable", NULL, NULL, 0);
 		return;
 	}
 	op = calloc(1, sizeof(*op));
@@ -1663,9 +1734,13 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 	op->ref = sp_conn_ref(c);
 	memcpy(op->msg_id, f->msg_id, SP_MSG_ID_LEN);
 	memcpy(op->token, c->token, SP_TOKEN_LEN);
-	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
 	if (f->flags & SP_SUBSCRIBE_LIST) {
-		redisAsyncCommand(pv->ac, on_sub_list, op, "SMEMBERS %s", k_subs);
+		sub_keys(op, k_subs, k_sub, subhex);
+		argv[0] = "SMEMBERS";
+		argv[1] = k_subs;
+		lens[0] = 8;
+		lens[1] = strlen(k_subs);
+		sub_send(op, on_sub_list, 2, argv, lens);
 		return;
 	}
 	if (f->flags & SP_SUBSCRIBE_REMOVE) {
@@ -1674,9 +1749,13 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 			return;
 		}
 		memcpy(op->sub, f->sub_id, SP_WP_SUB_ID_LEN);
-		hex_into(subhex, op->sub, sizeof(op->sub));
-		snprintf(key, sizeof(key), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
-		redisAsyncCommand(pv->ac, on_unsub_find, op, "HGET %s cap", key);
+		sub_keys(op, k_subs, k_sub, subhex);
+		argv[0] = "HGET";
+		argv[1] = k_sub;
+		argv[2] = "cap";
+		for (unsigned i = 0; i < 3; i++)
+			lens[i] = strlen(argv[i]);
+		sub_send(op, on_unsub_find, 3, argv, lens);
 		return;
 	}
 	if (f->fields & SP_BIT(SP_F_APP_KEY)) {
@@ -1695,7 +1774,25 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 		sub_fail(op, SP_ST_INTERNAL_ERROR, "no randomness");
 		return;
 	}
-	redisAsyncCommand(pv->ac, on_sub_count, op, "SCARD %s", k_subs);
+	sub_keys(op, k_subs, k_sub, subhex);
+	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
+	snprintf(max, sizeof(max), "%d", SUBS_MAX);
+#define ARG(p, l) (argv[n] = (const char *)(p), lens[n++] = (l))
+	ARG("EVAL", 4);
+	ARG(SUB_SCRIPT, sizeof(SUB_SCRIPT) - 1);
+	ARG("3", 1);
+	ARG(k_subs, strlen(k_subs));
+	ARG(k_sub, strlen(k_sub));
+	ARG(k_cap, strlen(k_cap));
+	ARG(max, strlen(max));
+	ARG(op->hash, 32);
+	ARG(subhex, strlen(subhex));
+	ARG(op->token, SP_TOKEN_LEN);
+	ARG(op->sub, SP_WP_SUB_ID_LEN);
+	if (op->has_key)
+		ARG(op->key, SP_VAPID_KEY_LEN);
+#undef ARG
+	sub_send(op, on_sub_written, n, argv, lens);
 }
 
 bool sp_provider_enabled(const sp_worker_t *w)
@@ -1861,6 +1958,7 @@ void sp_provider_tick(sp_worker_t *w)
 
 	if (!pv)
 		return;
+	redis_check(pv);
 	if (!pv->ac && cfg->redis && cfg->redis[0] && w->now >= pv->redis_retry)
 		redis_connect(pv);
 	for (pconn_t *pc = pv->conns, *next; pc; pc = next) {

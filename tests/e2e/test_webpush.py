@@ -603,6 +603,61 @@ def t_subscribe_refusals(t):
     t.eq(sub_req(c2)["status"], w.S_FORBIDDEN, "no door")
 
 
+@test("subscriptions: with Redis stopped (SIGSTOP) every SUBSCRIBE, REMOVE and LIST is answered "
+      "TRY_LATER and a push 503 within store_timeout (counted); with Redis killed at once; "
+      "both work again when Redis is back")
+def t_store_down(t):
+    t.relay(store_timeout="500ms")
+    c = Client(t.d, t.h.pki["bob"])
+    c.connect()
+    c.hello(flags=w.SEND_ONLY)
+    t.h.track_client(c)
+    f = sub_req(c)
+    t.eq(f["status"], 0, "subscribe with Redis up %r" % f)
+    cap, sub = f["endpoint"].decode().rsplit("/", 1)[1], f["sub_id"]
+
+    def all_three(timeout):
+        reqs = {}
+        for flags, fields in ((0, {}), (w.LIST, {}), (w.REMOVE, {"sub_id": sub})):
+            mid = os.urandom(16)
+            reqs[mid] = flags
+            c.send_frame(w.SUBSCRIBE, dict(fields, msg_id=mid), flags=flags)
+        got = {}
+        end = time.monotonic() + timeout
+        while len(got) < 3 and time.monotonic() < end:
+            fr = c.expect(w.SUBSCRIPTION, timeout=max(0.1, end - time.monotonic()))
+            got[fr["msg_id"]] = fr["status"]
+        t.eq(sorted(got), sorted(reqs), "every request answered (%r)" % got)
+        return got
+
+    pid = t.h.redis.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        got = all_three(5)
+        took = time.monotonic() - t0
+        t.eq(set(got.values()), {w.S_TRY_LATER}, "statuses with Redis stopped")
+        t.check(took < 3, "answered after %.1f s (store_timeout 0.5 s)" % took)
+        r = t.push(cap, timeout=8)
+        t.eq(r.status, 503, "push with Redis stopped %r" % r)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t.check(t.metric('sealpush_provider_refusals_total{limit="store_timeout"}') >= 1,
+            "store timeouts counted")
+    t.h.redis.proc.kill()
+    t.h.redis.proc.wait()
+    got = all_three(5)
+    t.eq(set(got.values()), {w.S_TRY_LATER}, "statuses with Redis gone")
+    t.eq(t.push(cap).status, 503, "push with Redis gone")
+    t.h.redis.start()
+    end = time.monotonic() + 10
+    st = None
+    while time.monotonic() < end and st != 0:
+        time.sleep(0.3)
+        st = sub_req(c)["status"]
+    t.eq(st, 0, "SUBSCRIBE once Redis is back")
+
+
 @test("cache: pushes to a busy subscription are answered from the workers' capability caches "
       "(counted); a REMOVE through this relay is 410 at once on every worker; a removal made "
       "by another relay (written straight into Redis) is 410 here within provider_cache_ttl")
