@@ -125,6 +125,9 @@ static const sp_option_t options[] = {
                            "time a provider connection may stay without requests"),
         SP_OPTION_BOOL(C, provider_require_key, false,
                        "refuse Web Push subscriptions without an application server key"),
+        SP_OPTION_INT(C, provider_max_subscriptions, 256, 1, 4096,
+                      "Web Push subscriptions a device may hold; a SUBSCRIBE past it is "
+                      "refused (QUOTA_EXCEEDED)"),
         SP_OPTION_INT(C, provider_cache_entries, 4096, 0, 1 << 24,
                       "capability records each worker keeps, so a busy subscription is not "
                       "read from Redis at every push; 0 = read every time"),

@@ -1468,7 +1468,7 @@ static void on_provider_accept(struct evconnlistener *l, evutil_socket_t fd, str
 
 /* ---- subscriptions (SUBSCRIBE over a device's connection, PROTOCOL.md 14.5) ---------------- */
 
-#define SUBS_MAX    256          /* subscriptions per device */
+#define LIST_MAX    4096         /* ids a LIST answers: provider_max_subscriptions at most */
 #define GONE_KEEP_S (30 * 86400) /* a removed capability answers 410 this long */
 
 /* SUBSCRIBE's writes in one command, so that a subscription is written whole or not at all
@@ -1697,7 +1697,7 @@ static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
 		sub_fail(op, SP_ST_INTERNAL_ERROR, "out of memory");
 		return;
 	}
-	for (size_t i = 0; i < r->elements && n < SUBS_MAX; i++) {
+	for (size_t i = 0; i < r->elements && n < LIST_MAX; i++) {
 		const redisReply *e = r->element[i];
 
 		if (e->type == REDIS_REPLY_STRING &&
@@ -1776,7 +1776,7 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 	}
 	sub_keys(op, k_subs, k_sub, subhex);
 	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
-	snprintf(max, sizeof(max), "%d", SUBS_MAX);
+	snprintf(max, sizeof(max), "%lld", (long long)w->srv->cfg.provider_max_subscriptions);
 #define ARG(p, l) (argv[n] = (const char *)(p), lens[n++] = (l))
 	ARG("EVAL", 4);
 	ARG(SUB_SCRIPT, sizeof(SUB_SCRIPT) - 1);

@@ -88,9 +88,10 @@ typedef struct sp_server_config {
 	int64_t provider_max_body;        /* body bytes per request (>= 4096, RFC 8030 7.2) */
 	int64_t provider_request_timeout; /* ms for a request's headers and body */
 	int64_t provider_idle_timeout;    /* ms a connection may stay without requests */
-	bool provider_require_key;      /* refuse subscriptions without an application server key */
-	int64_t provider_cache_entries; /* capability records cached per worker; 0 = none */
-	int64_t provider_cache_ttl;     /* ms a cached record is used (cross-relay removals) */
+	bool provider_require_key; /* refuse subscriptions without an application server key */
+	int64_t provider_max_subscriptions; /* per device */
+	int64_t provider_cache_entries;     /* capability records cached per worker; 0 = none */
+	int64_t provider_cache_ttl;         /* ms a cached record is used (cross-relay removals) */
 	bool help;
 	bool version;
 	bool check_config;

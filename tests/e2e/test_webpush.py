@@ -603,6 +603,31 @@ def t_subscribe_refusals(t):
     t.eq(sub_req(c2)["status"], w.S_FORBIDDEN, "no door")
 
 
+@test("subscriptions: provider_max_subscriptions per device: past it QUOTA_EXCEEDED (counted), "
+      "also for SUBSCRIBEs sent at once; a REMOVE makes room")
+def t_sub_limit(t):
+    t.relay(provider_max_subscriptions=3)
+    c = t.client("alice")
+    mids = [os.urandom(16) for _ in range(5)]
+    for mid in mids:  # all at once: the limit is checked in the same Redis step as the write
+        c.send_frame(w.SUBSCRIBE, {"msg_id": mid})
+    got = {}
+    for _ in mids:
+        f = c.expect(w.SUBSCRIPTION, timeout=10)
+        got[f["msg_id"]] = f
+    t.eq(sorted(got), sorted(mids), "every SUBSCRIBE answered")
+    ok = [f for f in got.values() if f["status"] == 0]
+    t.eq(len(ok), 3, "subscriptions made %r" % [f["status"] for f in got.values()])
+    t.eq(sorted(f["status"] for f in got.values() if f["status"]), [w.S_QUOTA_EXCEEDED] * 2,
+         "the two past the limit")
+    t.eq(len(sub_req(c, flags=w.LIST)["sub_ids"]), 3, "LIST")
+    t.eq(t.metric('sealpush_provider_refusals_total{limit="subscriptions"}'), 2, "counted")
+    t.eq(sub_req(c)["status"], w.S_QUOTA_EXCEEDED, "still full")
+    t.eq(sub_req(c, flags=w.REMOVE, sub_id=ok[0]["sub_id"])["status"], 0, "REMOVE")
+    t.eq(sub_req(c)["status"], 0, "room again after a REMOVE")
+    t.eq(t.metric('sealpush_provider_refusals_total{limit="subscriptions"}'), 3, "counted")
+
+
 @test("subscriptions: with Redis stopped (SIGSTOP) every SUBSCRIBE, REMOVE and LIST is answered "
       "TRY_LATER and a push 503 within store_timeout (counted); with Redis killed at once; "
       "both work again when Redis is back")
