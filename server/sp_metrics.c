@@ -226,6 +226,11 @@ static const struct family families[] = {
          "for room (evicted).",
          SP_M_PROVIDER_CACHE, 4, "result", L_TABLE,
          (const char *const[]){"hit", "miss", "stale", "evicted"}},
+        {"sealpush_provider_vapid_total", "counter",
+         "VAPID headers of the provider door verified with ES256 (verified, failures "
+         "included), or found verified before on the same connection (remembered).",
+         SP_M_PROVIDER_VAPID, 2, "result", L_TABLE,
+         (const char *const[]){"verified", "remembered"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

@@ -169,6 +169,8 @@ enum sp_metric {
 	SP_M_PROVIDER_RESPONSES_LAST = SP_M_PROVIDER_RESPONSES + SP_PROVIDER_STATUS_LABELS - 1,
 	SP_M_PROVIDER_CACHE, /* capability cache (sp_wpcache.h): hit, miss, stale, evicted */
 	SP_M_PROVIDER_CACHE_LAST = SP_M_PROVIDER_CACHE + 3,
+	SP_M_PROVIDER_VAPID, /* VAPID headers verified (ES256), or taken from the memo */
+	SP_M_PROVIDER_VAPID_LAST = SP_M_PROVIDER_VAPID + 1,
 	SP_M_COUNT
 };
 

@@ -44,6 +44,7 @@
 #define REDIS_RETRY_MS 1000
 #define RETRY_AFTER_S  1
 #define RAND_POOL      4096 /* random bytes drawn at once for message ids */
+#define VAPID_MEMO     2    /* verified VAPID headers remembered per connection */
 
 /* nghttp2 >= 1.61 prefers the *2 functions (nghttp2_ssize); older ones have only these. */
 #if NGHTTP2_VERSION_NUM >= 0x013d00
@@ -66,6 +67,16 @@ enum { RQ_HEADERS, RQ_BODY, RQ_LOOKUP, RQ_ROUTED, RQ_ANSWERED };
 static atomic_int n_open; /* provider connections, all workers */
 
 struct preq;
+
+/* A VAPID header that verified on this connection, remembered until its JWT's exp: app
+ * servers reuse one JWT for many pushes, and an ES256 verification costs more than all the
+ * rest of a push. Holds at most provider_max_header bytes (the header's own limit). */
+typedef struct vmemo {
+	char *auth; /* the whole header value; NULL: empty */
+	size_t len;
+	int64_t exp; /* unix seconds */
+	uint8_t key[SP_VAPID_KEY_LEN];
+} vmemo_t;
 
 typedef struct pconn {
 	sp_provider_t *pv;
@@ -90,6 +101,8 @@ typedef struct pconn {
 	struct preq *h1; /* HTTP/1.1: the request being read or answered */
 	struct preq *reqs;
 	uint32_t n_reqs;
+	vmemo_t vapid[VAPID_MEMO];
+	unsigned vapid_next; /* the slot the next verified header takes */
 } pconn_t;
 
 typedef struct preq {
@@ -762,6 +775,46 @@ static void redis_connect(sp_provider_t *pv)
 	pv->ac = ac;
 }
 
+/* sp_vapid_check through the connection's memo: a header that verified here before and whose
+ * exp is still ahead is taken as it was (exp was checked against 24 h when it verified). */
+static int vapid_check(pconn_t *pc, preq_t *r, const char **why)
+{
+	int64_t now = (int64_t)(sp_time_wall_ms() / 1000), exp = 0;
+	vmemo_t *m;
+	int rc;
+
+	for (unsigned i = 0; i < VAPID_MEMO && r->auth; i++) {
+		m = &pc->vapid[i];
+		if (!m->auth || m->len != r->auth_len || memcmp(m->auth, r->auth, r->auth_len) != 0)
+			continue;
+		if (m->exp <= now) {
+			free(m->auth);
+			m->auth = NULL;
+			break;
+		}
+		memcpy(r->vapid_key, m->key, SP_VAPID_KEY_LEN);
+		sp_metric_inc(&pc->pv->w->metrics, SP_M_PROVIDER_VAPID + 1);
+		return 0;
+	}
+	rc = sp_vapid_check(r->auth, r->auth_len, pc->pv->origin, now, r->vapid_key, &exp, why);
+	if (rc == -SP_VAPID_ABSENT)
+		return rc;
+	sp_metric_inc(&pc->pv->w->metrics, SP_M_PROVIDER_VAPID);
+	if (rc < 0)
+		return rc;
+	m = &pc->vapid[pc->vapid_next];
+	pc->vapid_next = (pc->vapid_next + 1) % VAPID_MEMO;
+	free(m->auth);
+	m->auth = malloc(r->auth_len);
+	if (m->auth) {
+		memcpy(m->auth, r->auth, r->auth_len);
+		m->len = r->auth_len;
+		m->exp = exp;
+		memcpy(m->key, r->vapid_key, SP_VAPID_KEY_LEN);
+	}
+	return 0;
+}
+
 /* Headers and body are in: the checks that need no Redis, then the look-up. */
 static void req_complete(preq_t *r)
 {
@@ -811,8 +864,7 @@ static void req_complete(preq_t *r)
 			return;
 		}
 	}
-	r->vapid = sp_vapid_check(r->auth, r->auth_len, pv->origin,
-	                          (int64_t)(sp_time_wall_ms() / 1000), r->vapid_key, &why);
+	r->vapid = vapid_check(pc, r, &why);
 	if (r->vapid < 0 && r->vapid != -SP_VAPID_ABSENT) {
 		answer(r, 403, why);
 		return;
@@ -1210,6 +1262,8 @@ static void pc_free(pconn_t *pc)
 	SSL_free(pc->ssl);
 	free(pc->out);
 	free(pc->in);
+	for (unsigned i = 0; i < VAPID_MEMO; i++)
+		free(pc->vapid[i].auth);
 	free(pc);
 }
 

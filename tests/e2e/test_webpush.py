@@ -343,6 +343,47 @@ def t_vapid(t):
     t.eq(t.push(ucap, extra=[other.header(t.origin)]).status, 201, "unrestricted, any key")
 
 
+@test("VAPID: a header that verified is remembered on its connection (counted: one ES256 "
+      "verification for five pushes) until its JWT's exp, then refused (403)")
+def t_vapid_memo(t):
+    t.relay()
+    app = Vapid(t.h.root)
+    cap, _ = t.subscribe("carol", ask=app.pub)
+    exp = int(time.time()) + 3
+    hdr = app.header(t.origin, exp=exp)
+    ctx = ssl.create_default_context(cafile=t.h.pki.ca_crt)
+    ctx.set_alpn_protocols(["http/1.1"])
+    s_ = ctx.wrap_socket(socket.create_connection((LOOPBACK, t.pport), timeout=10),
+                         server_hostname=LOOPBACK)
+    buf = [b""]
+
+    def one():
+        body = fake_body(40)
+        s_.sendall(("POST /push/%s HTTP/1.1\r\nHost: x\r\nTTL: 60\r\n%s\r\n"
+                    "Content-Encoding: aes128gcm\r\nContent-Length: %d\r\n\r\n" % (
+                        cap, hdr, len(body))).encode() + body)
+        while b"\r\n\r\n" not in buf[0]:
+            d = s_.recv(65536)
+            if not d:
+                fail("the door closed the connection")
+            buf[0] += d
+        head, rest = buf[0].split(b"\r\n\r\n", 1)
+        n = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                 if ln.lower().startswith(b"content-length:")][0])
+        while len(rest) < n:
+            rest += s_.recv(65536)
+        buf[0] = rest[n:]
+        return int(head.split(b" ")[1])
+
+    for i in range(5):
+        t.eq(one(), 201, "push %d" % i)
+    t.eq(t.metric('sealpush_provider_vapid_total{result="verified"}'), 1, "verified once")
+    t.eq(t.metric('sealpush_provider_vapid_total{result="remembered"}'), 4, "remembered")
+    time.sleep(max(0, exp - time.time()) + 1.1)
+    t.eq(one(), 403, "the same header after its exp")
+    s_.close()
+
+
 @test("VAPID: provider_require_key refuses pushes to unrestricted subscriptions (403)")
 def t_require_key(t):
     t.relay(provider_require_key=True)
