@@ -85,8 +85,17 @@ PY
 )
 	H+=(-H "authorization: $AUTH")
 fi
+# CPU time (user + system, all threads) of a process, in clock ticks
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+RPID=$(cat "$W/redis/pid")
 echo "== throughput: h2load -n $N -c 1 -m 100 (one connection, 100 streams)"
-h2load -n "$N" -c 1 -m 100 -d "$W/body" "${H[@]}" -i "$W/uris" | tee "$W/tput.txt"
+c0=$(cpu "$DPID"); b0=$(cpu "$BPID"); r0=$(cpu "$RPID")
+TIMEFORMAT='h2load CPU: user %U s, system %S s, elapsed %R s'
+time h2load -n "$N" -c 1 -m 100 -d "$W/body" "${H[@]}" -i "$W/uris" >"$W/tput.txt"
+cat "$W/tput.txt"
+c1=$(cpu "$DPID"); b1=$(cpu "$BPID"); r1=$(cpu "$RPID")
+awk -v d=$((c1 - c0)) -v b=$((b1 - b0)) -v r=$((r1 - r0)) -v n="$N" -v hz="$(getconf CLK_TCK)" \
+	'BEGIN {printf "CPU per push: relay %.1f us, devices (sealpush-bench) %.1f us, redis %.1f us\n", d * 1e6 / hz / n, b * 1e6 / hz / n, r * 1e6 / hz / n}'
 rm -f "$W/lat.log"
 echo "== latency at $RPS/s: h2load -c 1 -m 100 --rps $RPS -D 10 --warm-up-time 2"
 h2load -c 1 -m 100 --rps "$RPS" -D 10 --warm-up-time 2 -d "$W/body" "${H[@]}" -i "$W/uris" \
