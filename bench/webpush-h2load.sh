@@ -5,7 +5,8 @@
 # --register: bench-r0..99), 100 subscriptions round robin (h2load -i). A 201 means the
 # device's ACK came back (live delivery, the SEND path). Then the same at a fixed rate
 # (--rps) for latency. Prints h2load's summaries; leaves its files in $W (default
-# /tmp/wp-bench).
+# /tmp/wp-bench). VAPID=1 adds an Authorization: vapid header (one ES256 JWT for the whole
+# run, as app servers reuse theirs; made here with the openssl CLI).
 set -eu
 BUILD=${1:?usage: bench/webpush-h2load.sh BUILD [N] [RPS]}
 N=${2:-300000}
@@ -61,8 +62,40 @@ sleep 3 # the 100 devices registered
 { head -c 16 /dev/urandom; printf '\x00\x00\x10\x00\x41\x04'; head -c 64 /dev/urandom
   head -c 4010 /dev/urandom; } >"$W/body"
 H=(-H 'ttl: 60' -H 'content-encoding: aes128gcm' -H 'urgency: high')
+if [ "${VAPID:-0}" = 1 ]; then
+	[ -f "$W/vapid.pem" ] || openssl ecparam -genkey -name prime256v1 -noout -out "$W/vapid.pem"
+	AUTH=$(python3 - "$W/vapid.pem" "https://127.0.0.1:$PPORT" <<'PY'
+import base64, json, subprocess, sys, time
+pem, aud = sys.argv[1], sys.argv[2]
+b = lambda x: base64.urlsafe_b64encode(x).rstrip(b"=").decode()
+pub = subprocess.run(["openssl", "ec", "-in", pem, "-pubout", "-outform", "DER"],
+                     capture_output=True, check=True).stdout[-65:]
+inp = "%s.%s" % (b(json.dumps({"typ": "JWT", "alg": "ES256"}).encode()),
+                 b(json.dumps({"aud": aud, "exp": int(time.time()) + 43200,
+                               "sub": "mailto:bench@example.org"}).encode()))
+der = subprocess.run(["openssl", "dgst", "-sha256", "-sign", pem], input=inp.encode(),
+                     capture_output=True, check=True).stdout
+i = 2 if der[1] < 0x80 else 3
+r = der[i + 2:i + 2 + der[i + 1]]
+j = i + 2 + der[i + 1]
+s = der[j + 2:j + 2 + der[j + 1]]
+sig = r[-32:].rjust(32, b"\0") + s[-32:].rjust(32, b"\0")
+print("vapid t=%s.%s, k=%s" % (inp, b(sig), b(pub)))
+PY
+)
+	H+=(-H "authorization: $AUTH")
+fi
+# CPU time (user + system, all threads) of a process, in clock ticks
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+RPID=$(cat "$W/redis/pid")
 echo "== throughput: h2load -n $N -c 1 -m 100 (one connection, 100 streams)"
-h2load -n "$N" -c 1 -m 100 -d "$W/body" "${H[@]}" -i "$W/uris" | tee "$W/tput.txt"
+c0=$(cpu "$DPID"); b0=$(cpu "$BPID"); r0=$(cpu "$RPID")
+TIMEFORMAT='h2load CPU: user %U s, system %S s, elapsed %R s'
+time h2load -n "$N" -c 1 -m 100 -d "$W/body" "${H[@]}" -i "$W/uris" >"$W/tput.txt"
+cat "$W/tput.txt"
+c1=$(cpu "$DPID"); b1=$(cpu "$BPID"); r1=$(cpu "$RPID")
+awk -v d=$((c1 - c0)) -v b=$((b1 - b0)) -v r=$((r1 - r0)) -v n="$N" -v hz="$(getconf CLK_TCK)" \
+	'BEGIN {printf "CPU per push: relay %.1f us, devices (sealpush-bench) %.1f us, redis %.1f us\n", d * 1e6 / hz / n, b * 1e6 / hz / n, r * 1e6 / hz / n}'
 rm -f "$W/lat.log"
 echo "== latency at $RPS/s: h2load -c 1 -m 100 --rps $RPS -D 10 --warm-up-time 2"
 h2load -c 1 -m 100 --rps "$RPS" -D 10 --warm-up-time 2 -d "$W/body" "${H[@]}" -i "$W/uris" \

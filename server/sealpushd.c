@@ -139,6 +139,16 @@ static const sp_option_t options[] = {
                            "the window of directory_lookup_limit"),
         SP_OPTION_INT(C, directory_max_queue, 1024, 1, 1000000,
                       "directory changes waiting for the log, per worker; more get TRY_LATER"),
+        SP_OPTION_INT(C, provider_max_subscriptions, 256, 1, 4096,
+                      "Web Push subscriptions a device may hold; a SUBSCRIBE past it is "
+                      "refused (QUOTA_EXCEEDED)"),
+        SP_OPTION_INT(C, provider_cache_entries, 4096, 0, 1 << 24,
+                      "capability records each worker keeps, so a busy subscription is not "
+                      "read from Redis at every push; 0 = read every time"),
+        SP_OPTION_DURATION(C, provider_cache_ttl, 2000, 1, 3600000,
+                           "how long a cached capability record is used: a subscription "
+                           "removed through another relay is refused here this much later at "
+                           "most (through this relay: at once)"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(

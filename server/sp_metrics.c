@@ -221,7 +221,8 @@ static const struct family families[] = {
          "Provider door refusals and cuts, by the limit that caused them.", SP_M_PROVIDER_REFUSED,
          SP_PROVIDER_LIMIT_COUNT, "limit", L_TABLE,
          (const char *const[]){"connections", "streams", "header_bytes", "body_bytes",
-                               "request_timeout", "idle_timeout", "handshake_timeout", "output"}},
+                               "request_timeout", "idle_timeout", "handshake_timeout", "output",
+                               "subscriptions", "store_timeout"}},
         {"sealpush_provider_responses_total", "counter",
          "Provider door (Web Push) responses, by HTTP status.", SP_M_PROVIDER_RESPONSES,
          SP_PROVIDER_STATUS_LABELS, "status", L_TABLE,
@@ -238,6 +239,17 @@ static const struct family families[] = {
          L_TABLE,
          (const char *const[]){"appends", "append_retries", "refused", "lookups", "not_found",
                                "heads", "node_reads", "failures", "limited"}},
+        {"sealpush_provider_cache_total", "counter",
+         "Capability look-ups of the provider door answered by the workers' caches (hit) or "
+         "not (miss); records dropped as too old or older than a removal (stale), or evicted "
+         "for room (evicted).",
+         SP_M_PROVIDER_CACHE, 4, "result", L_TABLE,
+         (const char *const[]){"hit", "miss", "stale", "evicted"}},
+        {"sealpush_provider_vapid_total", "counter",
+         "VAPID headers of the provider door verified with ES256 (verified, failures "
+         "included), or found verified before on the same connection (remembered).",
+         SP_M_PROVIDER_VAPID, 2, "result", L_TABLE,
+         (const char *const[]){"verified", "remembered"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

@@ -81,6 +81,8 @@ enum sp_provider_limit {
 	SP_PROVIDER_LIMIT_IDLE_TIMEOUT,
 	SP_PROVIDER_LIMIT_HANDSHAKE_TIMEOUT,
 	SP_PROVIDER_LIMIT_OUTPUT,
+	SP_PROVIDER_LIMIT_SUBSCRIPTIONS, /* a SUBSCRIBE past provider_max_subscriptions */
+	SP_PROVIDER_LIMIT_STORE_TIMEOUT, /* the door's Redis gave no answer within store_timeout */
 	SP_PROVIDER_LIMIT_COUNT
 };
 #define SP_PROVIDER_STATUS_LABELS 15 /* HTTP statuses the door answers (sp_provider.c) */
@@ -175,6 +177,10 @@ enum sp_metric {
 	SP_M_DIR_LOOKUP_LAST = SP_M_DIR_LOOKUP + 3,
 	SP_M_DIR_LOG, /* the log's counters (sp_dirlog_counters_t), copied by the tick */
 	SP_M_DIR_LOG_LAST = SP_M_DIR_LOG + 8,
+	SP_M_PROVIDER_CACHE, /* capability cache (sp_wpcache.h): hit, miss, stale, evicted */
+	SP_M_PROVIDER_CACHE_LAST = SP_M_PROVIDER_CACHE + 3,
+	SP_M_PROVIDER_VAPID, /* VAPID headers verified (ES256), or taken from the memo */
+	SP_M_PROVIDER_VAPID_LAST = SP_M_PROVIDER_VAPID + 1,
 	SP_M_COUNT
 };
 

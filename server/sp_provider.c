@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -36,11 +37,15 @@
 #include "sp_time.h"
 #include "sp_vapid.h"
 #include "sp_webpush.h"
+#include "sp_wpcache.h"
 
 #define OUT_MAX        (256 * 1024)
 #define READ_CHUNK     16384
+#define READ_AHEAD     (64 * 1024) /* TLS read buffer of a door connection (read-ahead) */
 #define REDIS_RETRY_MS 1000
 #define RETRY_AFTER_S  1
+#define RAND_POOL      4096 /* random bytes drawn at once for message ids */
+#define VAPID_MEMO     2    /* verified VAPID headers remembered per connection */
 
 /* nghttp2 >= 1.61 prefers the *2 functions (nghttp2_ssize); older ones have only these. */
 #if NGHTTP2_VERSION_NUM >= 0x013d00
@@ -63,6 +68,16 @@ enum { RQ_HEADERS, RQ_BODY, RQ_LOOKUP, RQ_ROUTED, RQ_ANSWERED };
 static atomic_int n_open; /* provider connections, all workers */
 
 struct preq;
+
+/* A VAPID header that verified on this connection, remembered until its JWT's exp: app
+ * servers reuse one JWT for many pushes, and an ES256 verification costs more than all the
+ * rest of a push. Holds at most provider_max_header bytes (the header's own limit). */
+typedef struct vmemo {
+	char *auth; /* the whole header value; NULL: empty */
+	size_t len;
+	int64_t exp; /* unix seconds */
+	uint8_t key[SP_VAPID_KEY_LEN];
+} vmemo_t;
 
 typedef struct pconn {
 	sp_provider_t *pv;
@@ -87,6 +102,8 @@ typedef struct pconn {
 	struct preq *h1; /* HTTP/1.1: the request being read or answered */
 	struct preq *reqs;
 	uint32_t n_reqs;
+	vmemo_t vapid[VAPID_MEMO];
+	unsigned vapid_next; /* the slot the next verified header takes */
 } pconn_t;
 
 typedef struct preq {
@@ -113,7 +130,8 @@ typedef struct preq {
 	uint8_t *body;
 	size_t body_len;
 	uint8_t cap_hash[32];
-	int vapid; /* 0 ok, else -SP_VAPID_* */
+	uint64_t epoch; /* the removal epoch when the look-up was sent (sp_wpcache.h) */
+	int vapid;      /* 0 ok, else -SP_VAPID_* */
 	uint8_t vapid_key[SP_VAPID_KEY_LEN];
 	sp_msg_t *msg;
 	/* The answer. */
@@ -135,6 +153,8 @@ struct sp_provider {
 	char rhost[256];
 	char rpath[256];
 	uint16_t rport;
+	uint32_t redis_out;      /* commands sent, not answered yet */
+	uint64_t redis_progress; /* when the last answer came (or the first of redis_out went) */
 	pconn_t *conns;
 	pconn_t *reap;
 	pconn_t *dirty;
@@ -142,10 +162,18 @@ struct sp_provider {
 	nghttp2_session_callbacks *cbs;
 	char origin[256];
 	size_t origin_len;
+	sp_wpcache_t cache;
+	uint64_t cache_seen[4]; /* cache counters already added to the metrics */
+	/* Message ids come from here: RAND_bytes per push cost 6% of the door's CPU (most of
+	 * it OpenSSL's getpid() fork check), one draw per 256 pushes does not. */
+	uint8_t rand_pool[RAND_POOL];
+	size_t rand_left;
 };
 
 static void pc_flush(pconn_t *pc);
 static void pc_finish(pconn_t *pc);
+static void redis_sent(sp_provider_t *pv);
+static void redis_got(redisAsyncContext *ac);
 static void h1_process(pconn_t *pc);
 static void req_complete(preq_t *r);
 
@@ -487,6 +515,31 @@ void sp_provider_result(sp_worker_t *w, sp_node_t *n)
 	}
 }
 
+/* n <= RAND_POOL fresh random bytes from the worker's pool; -1 if the generator failed. */
+static int pool_rand(sp_provider_t *pv, uint8_t *out, size_t n)
+{
+	if (pv->rand_left < n) {
+		if (RAND_bytes(pv->rand_pool, RAND_POOL) != 1)
+			return -1;
+		pv->rand_left = RAND_POOL;
+	}
+	memcpy(out, pv->rand_pool + RAND_POOL - pv->rand_left, n);
+	OPENSSL_cleanse(pv->rand_pool + RAND_POOL - pv->rand_left, n); /* used once */
+	pv->rand_left -= n;
+	return 0;
+}
+
+static void hex_into(char *out, const uint8_t *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
 static void route(preq_t *r, const uint8_t *token, const uint8_t *sub)
 {
 	sp_worker_t *w = r->pc->pv->w;
@@ -505,7 +558,7 @@ static void route(preq_t *r, const uint8_t *token, const uint8_t *sub)
 		answer(r, 500, "out of memory");
 		return;
 	}
-	if (RAND_bytes(msg->msg_id, SP_MSG_ID_LEN) != 1) {
+	if (pool_rand(r->pc->pv, msg->msg_id, SP_MSG_ID_LEN) < 0) {
 		sp_msg_free(w, msg);
 		answer(r, 500, "no randomness");
 		return;
@@ -534,14 +587,47 @@ static void route(preq_t *r, const uint8_t *token, const uint8_t *sub)
 		memcpy(msg->blob + SP_WP_BLOB_HEADER, r->body, r->body_len);
 	free(r->body);
 	r->body = NULL;
-	for (unsigned i = 0; i < SP_MSG_ID_LEN; i++)
-		snprintf(idhex + 2 * i, 3, "%02x", msg->msg_id[i]);
+	hex_into(idhex, msg->msg_id, SP_MSG_ID_LEN);
 	snprintf(r->loc, sizeof(r->loc), "%s/m/%s", r->pc->pv->origin, idhex);
 	r->msg = msg;
 	r->phase = RQ_ROUTED;
 	sp_metric_inc(&w->metrics, SP_M_MESSAGES_ACCEPTED);
 	sp_route(w, &msg->nodes[0]);
 	sp_worker_after(w);
+}
+
+static void cache_metrics(sp_provider_t *pv)
+{
+	const uint64_t now[4] = {pv->cache.hits, pv->cache.misses, pv->cache.stale,
+	                         pv->cache.evictions};
+
+	for (unsigned i = 0; i < 4; i++) {
+		if (now[i] != pv->cache_seen[i])
+			sp_metric_add(&pv->w->metrics, SP_M_PROVIDER_CACHE + i,
+			              (int64_t)(now[i] - pv->cache_seen[i]));
+		pv->cache_seen[i] = now[i];
+	}
+}
+
+/* The subscription's record is known (from Redis or the cache): its key, then the route. */
+static void admit(preq_t *r, const uint8_t *token, const uint8_t *sub, const uint8_t *ask)
+{
+	sp_worker_t *w = r->pc->pv->w;
+
+	if (ask) {
+		if (r->vapid == -SP_VAPID_ABSENT) {
+			answer(r, 401, "this subscription needs vapid authorization");
+			return;
+		}
+		if (memcmp(ask, r->vapid_key, SP_VAPID_KEY_LEN) != 0) {
+			answer(r, 403, "not the application server key of this subscription");
+			return;
+		}
+	} else if (w->srv->cfg.provider_require_key) {
+		answer(r, 403, "unrestricted subscriptions are refused here");
+		return;
+	}
+	route(r, token, sub);
 }
 
 static const redisReply *hfield(const redisReply *rep, const char *name)
@@ -564,7 +650,7 @@ static void on_lookup(redisAsyncContext *ac, void *reply, void *arg)
 	const redisReply *tok, *sub, *ask, *gone;
 	sp_worker_t *w;
 
-	(void)ac;
+	redis_got(ac);
 	if (r->detached) {
 		req_free(r);
 		return;
@@ -596,23 +682,56 @@ static void on_lookup(redisAsyncContext *ac, void *reply, void *arg)
 		answer(r, 500, "a malformed subscription record");
 		return;
 	}
-	if (ask) {
-		if (r->vapid == -SP_VAPID_ABSENT) {
-			answer(r, 401, "this subscription needs vapid authorization");
-			return;
-		}
-		if (memcmp(ask->str, r->vapid_key, SP_VAPID_KEY_LEN) != 0) {
-			answer(r, 403, "not the application server key of this subscription");
-			return;
-		}
-	} else if (w->srv->cfg.provider_require_key) {
-		answer(r, 403, "unrestricted subscriptions are refused here");
-		return;
-	}
-	route(r, (const uint8_t *)tok->str, (const uint8_t *)sub->str);
+	sp_wpcache_put(&r->pc->pv->cache, r->cap_hash, (const uint8_t *)tok->str,
+	               (const uint8_t *)sub->str, ask ? (const uint8_t *)ask->str : NULL, w->now,
+	               r->epoch, atomic_load(&w->srv->wp_epoch));
+	cache_metrics(r->pc->pv);
+	admit(r, (const uint8_t *)tok->str, (const uint8_t *)sub->str,
+	      ask ? (const uint8_t *)ask->str : NULL);
 }
 
 static void redis_connect(sp_provider_t *pv);
+
+/* Every command sent is counted until its callback runs (with a reply, or NULL when the
+ * connection goes), so the tick can tell a Redis that stopped answering (redis_check). */
+static void redis_sent(sp_provider_t *pv)
+{
+	if (pv->redis_out++ == 0)
+		pv->redis_progress = sp_now_ms();
+}
+
+static void redis_got(redisAsyncContext *ac)
+{
+	sp_provider_t *pv = ac->data;
+
+	if (pv->redis_out)
+		pv->redis_out--;
+	pv->redis_progress = sp_now_ms();
+}
+
+/* From the tick: commands are out and nothing came back for store_timeout: the connection is
+ * dropped, which answers each of them at once (on_lookup: 503; subscriptions: TRY_LATER),
+ * and made again after REDIS_RETRY_MS. Without this a stopped Redis left pushes and
+ * SUBSCRIBEs unanswered for as long as it stayed stopped. */
+static void redis_check(sp_provider_t *pv)
+{
+	const sp_server_config_t *cfg = &pv->w->srv->cfg;
+	redisAsyncContext *ac = pv->ac;
+
+	if (!ac || !pv->redis_out || pv->w->now < pv->redis_progress ||
+	    pv->w->now - pv->redis_progress <= (uint64_t)cfg->store_timeout)
+		return;
+	SP_LOG(SP_LOG_WARN, "provider_store_timeout",
+	       "worker=%d pending=%u msg=\"no answer from Redis within store_timeout; "
+	       "reconnecting\"",
+	       pv->w->id, pv->redis_out);
+	count_refusal(pv, SP_PROVIDER_LIMIT_STORE_TIMEOUT);
+	pv->ac = NULL;
+	pv->redis_up = false;
+	redisAsyncFree(ac); /* runs every pending callback with no reply */
+	pv->redis_out = 0;
+	pv->redis_retry = sp_now_ms() + REDIS_RETRY_MS;
+}
 
 static void on_redis_connect(const redisAsyncContext *ac, int status)
 {
@@ -657,12 +776,53 @@ static void redis_connect(sp_provider_t *pv)
 	pv->ac = ac;
 }
 
+/* sp_vapid_check through the connection's memo: a header that verified here before and whose
+ * exp is still ahead is taken as it was (exp was checked against 24 h when it verified). */
+static int vapid_check(pconn_t *pc, preq_t *r, const char **why)
+{
+	int64_t now = (int64_t)(sp_time_wall_ms() / 1000), exp = 0;
+	vmemo_t *m;
+	int rc;
+
+	for (unsigned i = 0; i < VAPID_MEMO && r->auth; i++) {
+		m = &pc->vapid[i];
+		if (!m->auth || m->len != r->auth_len || memcmp(m->auth, r->auth, r->auth_len) != 0)
+			continue;
+		if (m->exp <= now) {
+			free(m->auth);
+			m->auth = NULL;
+			break;
+		}
+		memcpy(r->vapid_key, m->key, SP_VAPID_KEY_LEN);
+		sp_metric_inc(&pc->pv->w->metrics, SP_M_PROVIDER_VAPID + 1);
+		return 0;
+	}
+	rc = sp_vapid_check(r->auth, r->auth_len, pc->pv->origin, now, r->vapid_key, &exp, why);
+	if (rc == -SP_VAPID_ABSENT)
+		return rc;
+	sp_metric_inc(&pc->pv->w->metrics, SP_M_PROVIDER_VAPID);
+	if (rc < 0)
+		return rc;
+	m = &pc->vapid[pc->vapid_next];
+	pc->vapid_next = (pc->vapid_next + 1) % VAPID_MEMO;
+	free(m->auth);
+	m->auth = malloc(r->auth_len);
+	if (m->auth) {
+		memcpy(m->auth, r->auth, r->auth_len);
+		m->len = r->auth_len;
+		m->exp = exp;
+		memcpy(m->key, r->vapid_key, SP_VAPID_KEY_LEN);
+	}
+	return 0;
+}
+
 /* Headers and body are in: the checks that need no Redis, then the look-up. */
 static void req_complete(preq_t *r)
 {
 	pconn_t *pc = r->pc;
 	sp_provider_t *pv = pc->pv;
 	const char *why = NULL;
+	const sp_wpcache_rec_t *rec;
 	char key[128];
 
 	if (r->phase >= RQ_LOOKUP)
@@ -705,10 +865,16 @@ static void req_complete(preq_t *r)
 			return;
 		}
 	}
-	r->vapid = sp_vapid_check(r->auth, r->auth_len, pv->origin,
-	                          (int64_t)(sp_time_wall_ms() / 1000), r->vapid_key, &why);
+	r->vapid = vapid_check(pc, r, &why);
 	if (r->vapid < 0 && r->vapid != -SP_VAPID_ABSENT) {
 		answer(r, 403, why);
+		return;
+	}
+	r->epoch = atomic_load(&pv->w->srv->wp_epoch);
+	rec = sp_wpcache_get(&pv->cache, r->cap_hash, pv->w->now, r->epoch);
+	cache_metrics(pv);
+	if (rec) {
+		admit(r, rec->token, rec->sub, rec->has_ask ? rec->ask : NULL);
 		return;
 	}
 	if (!pv->ac || !pv->redis_up) {
@@ -722,6 +888,7 @@ static void req_complete(preq_t *r)
 		answer(r, 503, "the subscription store is unavailable");
 		return;
 	}
+	redis_sent(pv);
 	r->phase = RQ_LOOKUP;
 }
 
@@ -1096,6 +1263,8 @@ static void pc_free(pconn_t *pc)
 	SSL_free(pc->ssl);
 	free(pc->out);
 	free(pc->in);
+	for (unsigned i = 0; i < VAPID_MEMO; i++)
+		free(pc->vapid[i].auth);
 	free(pc);
 }
 
@@ -1285,7 +1454,7 @@ static void pc_read(pconn_t *pc)
 			return;
 		}
 	}
-	if (!pc->finished && !pc->paused && SSL_pending(pc->ssl))
+	if (!pc->finished && !pc->paused && SSL_has_pending(pc->ssl)) /* read-ahead too */
 		event_active(&pc->ev_read, EV_READ, 0);
 done:
 	pc_flush(pc);
@@ -1354,28 +1523,31 @@ static void on_provider_accept(struct evconnlistener *l, evutil_socket_t fd, str
 
 /* ---- subscriptions (SUBSCRIBE over a device's connection, PROTOCOL.md 14.5) ---------------- */
 
-#define SUBS_MAX    256          /* subscriptions per device */
+#define LIST_MAX    4096         /* ids a LIST answers: provider_max_subscriptions at most */
 #define GONE_KEEP_S (30 * 86400) /* a removed capability answers 410 this long */
 
-struct subop {
-	sp_provider_t *pv;
-	sp_connref_t ref;
-	uint8_t msg_id[SP_MSG_ID_LEN];
-	uint8_t token[SP_TOKEN_LEN];
-	uint8_t sub[SP_WP_SUB_ID_LEN];
-	uint8_t key[SP_VAPID_KEY_LEN];
-	bool has_key;
-	char cap[SP_WP_CAP_CHARS + 1];
-	uint8_t hash[32];
-	int pending; /* replies still to come */
-	bool failed;
-};
+/* SUBSCRIBE's writes in one command, so that a subscription is written whole or not at all
+ * (no id listed without its capability after a failure half way) and two SUBSCRIBEs cannot
+ * both pass the limit. KEYS: the device's set, the subscription's hash, the capability's
+ * record; ARGV: limit, capability hash, hex sub id, token, sub id, [app key]. 1 written, 0 at
+ * the limit. (The door speaks to one Redis, not Redis Cluster: the keys may span slots.) */
+static const char SUB_SCRIPT[] =
+        "if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end "
+        "redis.call('HSET', KEYS[2], 'cap', ARGV[2]) "
+        "redis.call('SADD', KEYS[1], ARGV[3]) "
+        "if ARGV[6] then "
+        "redis.call('HSET', KEYS[3], 'token', ARGV[4], 'sub', ARGV[5], 'ask', ARGV[6]) "
+        "else redis.call('HSET', KEYS[3], 'token', ARGV[4], 'sub', ARGV[5]) end "
+        "return 1";
 
-static void hex_of(char *out, const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		snprintf(out + 2 * i, 3, "%02x", p[i]);
-}
+/* REMOVE's writes in one command. KEYS: the capability's record, the subscription's hash,
+ * the device's set; ARGV: seconds the record answers 410, hex sub id. */
+static const char UNSUB_SCRIPT[] = "redis.call('DEL', KEYS[1]) "
+                                   "redis.call('HSET', KEYS[1], 'gone', '1') "
+                                   "redis.call('EXPIRE', KEYS[1], ARGV[1]) "
+                                   "redis.call('DEL', KEYS[2]) "
+                                   "redis.call('SREM', KEYS[3], ARGV[2]) "
+                                   "return 1";
 
 static int unhex(const char *s, size_t n, uint8_t *out, size_t cap)
 {
@@ -1390,6 +1562,18 @@ static int unhex(const char *s, size_t n, uint8_t *out, size_t cap)
 	}
 	return 0;
 }
+
+struct subop {
+	sp_provider_t *pv;
+	sp_connref_t ref;
+	uint8_t msg_id[SP_MSG_ID_LEN];
+	uint8_t token[SP_TOKEN_LEN];
+	uint8_t sub[SP_WP_SUB_ID_LEN];
+	uint8_t key[SP_VAPID_KEY_LEN];
+	bool has_key;
+	char cap[SP_WP_CAP_CHARS + 1];
+	uint8_t hash[32];
+};
 
 /* Answers SUBSCRIPTION to the connection of op (if it is still there). */
 static void sub_answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, uint8_t status,
@@ -1433,74 +1617,86 @@ static void sub_answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, 
 	sp_worker_after(w);
 }
 
-static bool reply_ok(const redisReply *r)
-{
-	return r && r->type != REDIS_REPLY_ERROR;
-}
-
-static void on_sub_write(redisAsyncContext *ac, void *reply, void *arg)
-{
-	struct subop *op = arg;
-	sp_worker_t *w = op->pv->w;
-
-	(void)ac;
-	if (!reply_ok(reply))
-		op->failed = true;
-	if (--op->pending > 0)
-		return;
-	if (!atomic_load(&w->srv->stopping)) {
-		w->now = sp_now_ms();
-		if (op->failed)
-			sub_answer(w, op->ref, op->msg_id, SP_ST_TRY_LATER, "the store failed",
-			           NULL, NULL, 0);
-		else
-			sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, op, NULL, 0);
-	}
-	free(op);
-}
-
+/* Every way a subscription request ends without success goes through here: it is answered
+ * (unless the relay is being torn down) and freed. */
 static void sub_fail(struct subop *op, uint8_t status, const char *why)
 {
 	sp_worker_t *w = op->pv->w;
 
-	if (!atomic_load(&w->srv->stopping))
+	if (!atomic_load(&w->srv->stopping)) {
+		w->now = sp_now_ms();
 		sub_answer(w, op->ref, op->msg_id, status, why, NULL, NULL, 0);
+	}
 	free(op);
 }
 
-/* SCARD came back: under the limit, write the subscription (device keys first, so a
- * capability never names a device that does not list it). */
-static void on_sub_count(redisAsyncContext *ac, void *reply, void *arg)
+static void sub_ok(struct subop *op, const uint8_t *ids, uint32_t n_ids)
+{
+	sp_worker_t *w = op->pv->w;
+
+	if (!atomic_load(&w->srv->stopping)) {
+		w->now = sp_now_ms();
+		sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, ids ? NULL : op, ids,
+		           n_ids);
+	}
+	free(op);
+}
+
+/* Sends one command for op; if hiredis cannot take it (the connection is going, or no
+ * memory), op is answered TRY_LATER at once. Returns 0 if the command is out. */
+static int sub_send(struct subop *op, redisCallbackFn *fn, int argc, const char **argv,
+                    const size_t *lens)
+{
+	sp_provider_t *pv = op->pv;
+
+	if (!pv->ac || !pv->redis_up ||
+	    redisAsyncCommandArgv(pv->ac, fn, op, argc, argv, lens) != REDIS_OK) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+		return -1;
+	}
+	redis_sent(pv);
+	return 0;
+}
+
+static void sub_keys(const struct subop *op, char *k_subs, char *k_sub, char *subhex)
+{
+	hex_into(subhex, op->sub, SP_WP_SUB_ID_LEN);
+	sp_wp_key_subs(k_subs, 128, op->token);
+	snprintf(k_sub, 160, "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+}
+
+static void on_sub_written(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct subop *op = arg;
 	const redisReply *r = reply;
-	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
 
-	(void)ac;
-	if (!r || r->type != REDIS_REPLY_INTEGER || !op->pv->ac) {
-		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
+	redis_got(ac);
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store failed");
 		return;
 	}
-	if (r->integer >= SUBS_MAX) {
+	if (r->integer == 0) {
+		count_refusal(op->pv, SP_PROVIDER_LIMIT_SUBSCRIPTIONS);
 		sub_fail(op, SP_ST_QUOTA_EXCEEDED, "too many subscriptions for this device");
 		return;
 	}
-	hex_of(subhex, op->sub, sizeof(op->sub));
-	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
-	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
-	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
-	op->pending = 3;
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s cap %b", k_sub, op->hash,
-	                  (size_t)32);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "SADD %s %s", k_subs, subhex);
-	if (op->has_key)
-		redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s token %b sub %b ask %b",
-		                  k_cap, op->token, (size_t)SP_TOKEN_LEN, op->sub,
-		                  (size_t)SP_WP_SUB_ID_LEN, op->key, (size_t)SP_VAPID_KEY_LEN);
-	else
-		redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s token %b sub %b", k_cap,
-		                  op->token, (size_t)SP_TOKEN_LEN, op->sub,
-		                  (size_t)SP_WP_SUB_ID_LEN);
+	sub_ok(op, NULL, 0);
+}
+
+static void on_unsub_written(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct subop *op = arg;
+	const redisReply *r = reply;
+
+	redis_got(ac);
+	if (!r || r->type != REDIS_REPLY_INTEGER) {
+		sub_fail(op, SP_ST_TRY_LATER, "the store failed");
+		return;
+	}
+	/* before the answer: no push that starts after it uses a cached record */
+	atomic_fetch_add(&op->pv->w->srv->wp_epoch, 1);
+	sp_wpcache_drop(&op->pv->cache, op->hash);
+	sub_ok(op, NULL, 0);
 }
 
 /* HGET of the subscription's capability hash came back: mark it gone, drop the device's. */
@@ -1508,10 +1704,12 @@ static void on_unsub_find(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct subop *op = arg;
 	const redisReply *r = reply;
-	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1], keep[16];
+	const char *argv[8];
+	size_t lens[8];
 
-	(void)ac;
-	if (!r || r->type == REDIS_REPLY_ERROR || !op->pv->ac) {
+	redis_got(ac);
+	if (!r || r->type == REDIS_REPLY_ERROR) {
 		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
 		return;
 	}
@@ -1520,28 +1718,31 @@ static void on_unsub_find(redisAsyncContext *ac, void *reply, void *arg)
 		return;
 	}
 	memcpy(op->hash, r->str, 32);
-	hex_of(subhex, op->sub, sizeof(op->sub));
-	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
-	snprintf(k_sub, sizeof(k_sub), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
+	sub_keys(op, k_subs, k_sub, subhex);
 	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
+	snprintf(keep, sizeof(keep), "%d", GONE_KEEP_S);
 	op->cap[0] = '\0';
-	op->pending = 5;
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_cap);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "HSET %s gone 1", k_cap);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "EXPIRE %s %d", k_cap, GONE_KEEP_S);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "DEL %s", k_sub);
-	redisAsyncCommand(op->pv->ac, on_sub_write, op, "SREM %s %s", k_subs, subhex);
+	argv[0] = "EVAL";
+	argv[1] = UNSUB_SCRIPT;
+	argv[2] = "3";
+	argv[3] = k_cap;
+	argv[4] = k_sub;
+	argv[5] = k_subs;
+	argv[6] = keep;
+	argv[7] = subhex;
+	for (unsigned i = 0; i < 8; i++)
+		lens[i] = strlen(argv[i]);
+	sub_send(op, on_unsub_written, 8, argv, lens);
 }
 
 static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct subop *op = arg;
 	const redisReply *r = reply;
-	sp_worker_t *w = op->pv->w;
 	uint8_t *ids;
 	uint32_t n = 0;
 
-	(void)ac;
+	redis_got(ac);
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
 		sub_fail(op, SP_ST_TRY_LATER, "the store is unavailable");
 		return;
@@ -1551,7 +1752,7 @@ static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
 		sub_fail(op, SP_ST_INTERNAL_ERROR, "out of memory");
 		return;
 	}
-	for (size_t i = 0; i < r->elements && n < SUBS_MAX; i++) {
+	for (size_t i = 0; i < r->elements && n < LIST_MAX; i++) {
 		const redisReply *e = r->element[i];
 
 		if (e->type == REDIS_REPLY_STRING &&
@@ -1559,12 +1760,8 @@ static void on_sub_list(redisAsyncContext *ac, void *reply, void *arg)
 		            0)
 			n++;
 	}
-	if (!atomic_load(&w->srv->stopping)) {
-		w->now = sp_now_ms();
-		sub_answer(w, op->ref, op->msg_id, SP_ST_DELIVERED, NULL, NULL, ids, n);
-	}
+	sub_ok(op, ids, n);
 	free(ids);
-	free(op);
 }
 
 void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
@@ -1572,16 +1769,14 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 	sp_worker_t *w = c->w;
 	sp_provider_t *pv = w->provider;
 	struct subop *op;
-	char key[160], k_subs[128], subhex[2 * SP_WP_SUB_ID_LEN + 1];
+	char k_sub[160], k_subs[128], k_cap[128], subhex[2 * SP_WP_SUB_ID_LEN + 1], max[16];
+	const char *argv[12];
+	size_t lens[12];
+	int n = 0;
 
 	if (!pv) {
 		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_FORBIDDEN,
 		           "this relay has no Web Push door", NULL, NULL, 0);
-		return;
-	}
-	if (!pv->ac || !pv->redis_up) {
-		sub_answer(w, sp_conn_ref(c), f->msg_id, SP_ST_TRY_LATER,
-		           "the store is unavailable", NULL, NULL, 0);
 		return;
 	}
 	op = calloc(1, sizeof(*op));
@@ -1594,9 +1789,13 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 	op->ref = sp_conn_ref(c);
 	memcpy(op->msg_id, f->msg_id, SP_MSG_ID_LEN);
 	memcpy(op->token, c->token, SP_TOKEN_LEN);
-	sp_wp_key_subs(k_subs, sizeof(k_subs), op->token);
 	if (f->flags & SP_SUBSCRIBE_LIST) {
-		redisAsyncCommand(pv->ac, on_sub_list, op, "SMEMBERS %s", k_subs);
+		sub_keys(op, k_subs, k_sub, subhex);
+		argv[0] = "SMEMBERS";
+		argv[1] = k_subs;
+		lens[0] = 8;
+		lens[1] = strlen(k_subs);
+		sub_send(op, on_sub_list, 2, argv, lens);
 		return;
 	}
 	if (f->flags & SP_SUBSCRIBE_REMOVE) {
@@ -1605,9 +1804,13 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 			return;
 		}
 		memcpy(op->sub, f->sub_id, SP_WP_SUB_ID_LEN);
-		hex_of(subhex, op->sub, sizeof(op->sub));
-		snprintf(key, sizeof(key), "%.*s:%s", (int)(strlen(k_subs) - 5), k_subs, subhex);
-		redisAsyncCommand(pv->ac, on_unsub_find, op, "HGET %s cap", key);
+		sub_keys(op, k_subs, k_sub, subhex);
+		argv[0] = "HGET";
+		argv[1] = k_sub;
+		argv[2] = "cap";
+		for (unsigned i = 0; i < 3; i++)
+			lens[i] = strlen(argv[i]);
+		sub_send(op, on_unsub_find, 3, argv, lens);
 		return;
 	}
 	if (f->fields & SP_BIT(SP_F_APP_KEY)) {
@@ -1626,7 +1829,25 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 		sub_fail(op, SP_ST_INTERNAL_ERROR, "no randomness");
 		return;
 	}
-	redisAsyncCommand(pv->ac, on_sub_count, op, "SCARD %s", k_subs);
+	sub_keys(op, k_subs, k_sub, subhex);
+	sp_wp_key_cap(k_cap, sizeof(k_cap), op->hash);
+	snprintf(max, sizeof(max), "%lld", (long long)w->srv->cfg.provider_max_subscriptions);
+#define ARG(p, l) (argv[n] = (const char *)(p), lens[n++] = (l))
+	ARG("EVAL", 4);
+	ARG(SUB_SCRIPT, sizeof(SUB_SCRIPT) - 1);
+	ARG("3", 1);
+	ARG(k_subs, strlen(k_subs));
+	ARG(k_sub, strlen(k_sub));
+	ARG(k_cap, strlen(k_cap));
+	ARG(max, strlen(max));
+	ARG(op->hash, 32);
+	ARG(subhex, strlen(subhex));
+	ARG(op->token, SP_TOKEN_LEN);
+	ARG(op->sub, SP_WP_SUB_ID_LEN);
+	if (op->has_key)
+		ARG(op->key, SP_VAPID_KEY_LEN);
+#undef ARG
+	sub_send(op, on_sub_written, n, argv, lens);
 }
 
 bool sp_provider_enabled(const sp_worker_t *w)
@@ -1669,6 +1890,10 @@ static SSL_CTX *make_ctx(const sp_server_config_t *cfg, char *err, size_t errlen
 		return NULL;
 	}
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	/* App servers stream many requests: read what the socket has (up to READ_AHEAD) at once
+	 * instead of one read() for each record's header and one for its body. */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, READ_AHEAD);
 	return ctx;
 }
 
@@ -1734,6 +1959,9 @@ int sp_provider_start(sp_worker_t *w, char *err, size_t errlen)
 	pv->ev_reap = event_new(w->base, -1, 0, on_reap, pv);
 	if (!pv->ev_reap)
 		goto nomem;
+	if (sp_wpcache_init(&pv->cache, (uint32_t)cfg->provider_cache_entries,
+	                    (uint64_t)cfg->provider_cache_ttl) < 0)
+		goto nomem;
 	if (cfg->redis && cfg->redis[0]) {
 		if (sp_parse_redis_url(cfg->redis, pv->rhost, sizeof(pv->rhost), &pv->rport,
 		                       pv->rpath, sizeof(pv->rpath)) < 0) {
@@ -1789,6 +2017,7 @@ void sp_provider_tick(sp_worker_t *w)
 
 	if (!pv)
 		return;
+	redis_check(pv);
 	if (!pv->ac && cfg->redis && cfg->redis[0] && w->now >= pv->redis_retry)
 		redis_connect(pv);
 	for (pconn_t *pc = pv->conns, *next; pc; pc = next) {
@@ -1879,6 +2108,7 @@ void sp_provider_free(sp_worker_t *w)
 	if (pv->cbs)
 		nghttp2_session_callbacks_del(pv->cbs);
 	SSL_CTX_free(pv->ctx);
+	sp_wpcache_free(&pv->cache);
 	free(pv);
 	w->provider = NULL;
 }

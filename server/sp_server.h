@@ -98,6 +98,9 @@ typedef struct sp_server_config {
 	int64_t directory_lookup_limit;  /* lookups per device per window, all relays; 0 = any */
 	int64_t directory_lookup_window; /* ms */
 	int64_t directory_max_queue;     /* directory changes waiting per worker */
+	int64_t provider_max_subscriptions; /* per device */
+	int64_t provider_cache_entries;     /* capability records cached per worker; 0 = none */
+	int64_t provider_cache_ttl;         /* ms a cached record is used (cross-relay removals) */
 	bool help;
 	bool version;
 	bool check_config;
@@ -135,6 +138,9 @@ struct sp_server {
 	_Atomic uint64_t cluster_announced;
 	atomic_uint cluster_lapses;
 	atomic_bool stopping; /* teardown: store callbacks touch nothing */
+	/* Web Push: bumped when a subscription is removed here; the workers' capability caches
+	 * drop every record read before (sp_wpcache.h). */
+	_Atomic uint64_t wp_epoch;
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
 	sp_metrics_t metrics; /* main thread's own counters (reloads) */
 

@@ -89,7 +89,7 @@ static json_t *decode_json(const char *s, size_t n)
 }
 
 int sp_vapid_check(const char *auth, size_t len, const char *origin, int64_t now,
-                   uint8_t key[SP_VAPID_KEY_LEN], const char **why)
+                   uint8_t key[SP_VAPID_KEY_LEN], int64_t *exp_out, const char **why)
 {
 	const char *t, *k, *dot1, *dot2;
 	size_t tn, kn;
@@ -157,6 +157,8 @@ int sp_vapid_check(const char *auth, size_t len, const char *origin, int64_t now
 		goto out;
 	}
 	memcpy(key, point, SP_VAPID_KEY_LEN);
+	if (exp_out)
+		*exp_out = (int64_t)json_integer_value(exp);
 	rc = 0;
 out:
 	json_decref(hdr);

@@ -26,9 +26,11 @@ enum sp_vapid_err {
 };
 
 /* Checks the value of an Authorization header (auth[0, len); NULL or len 0 = absent) for
- * origin at unix time now. On success returns 0 and copies the application server's public
- * key (k) into key. Otherwise returns -SP_VAPID_* and points *why at a short reason. */
+ * origin at unix time now. On success returns 0, copies the application server's public
+ * key (k) into key and, if exp is not NULL, the JWT's exp into *exp (the same header is valid
+ * until then: a caller may remember it). Otherwise returns -SP_VAPID_* and points *why at a
+ * short reason. */
 int sp_vapid_check(const char *auth, size_t len, const char *origin, int64_t now,
-                   uint8_t key[SP_VAPID_KEY_LEN], const char **why);
+                   uint8_t key[SP_VAPID_KEY_LEN], int64_t *exp, const char **why);
 
 #endif

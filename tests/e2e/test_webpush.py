@@ -343,6 +343,47 @@ def t_vapid(t):
     t.eq(t.push(ucap, extra=[other.header(t.origin)]).status, 201, "unrestricted, any key")
 
 
+@test("VAPID: a header that verified is remembered on its connection (counted: one ES256 "
+      "verification for five pushes) until its JWT's exp, then refused (403)")
+def t_vapid_memo(t):
+    t.relay()
+    app = Vapid(t.h.root)
+    cap, _ = t.subscribe("carol", ask=app.pub)
+    exp = int(time.time()) + 3
+    hdr = app.header(t.origin, exp=exp)
+    ctx = ssl.create_default_context(cafile=t.h.pki.ca_crt)
+    ctx.set_alpn_protocols(["http/1.1"])
+    s_ = ctx.wrap_socket(socket.create_connection((LOOPBACK, t.pport), timeout=10),
+                         server_hostname=LOOPBACK)
+    buf = [b""]
+
+    def one():
+        body = fake_body(40)
+        s_.sendall(("POST /push/%s HTTP/1.1\r\nHost: x\r\nTTL: 60\r\n%s\r\n"
+                    "Content-Encoding: aes128gcm\r\nContent-Length: %d\r\n\r\n" % (
+                        cap, hdr, len(body))).encode() + body)
+        while b"\r\n\r\n" not in buf[0]:
+            d = s_.recv(65536)
+            if not d:
+                fail("the door closed the connection")
+            buf[0] += d
+        head, rest = buf[0].split(b"\r\n\r\n", 1)
+        n = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                 if ln.lower().startswith(b"content-length:")][0])
+        while len(rest) < n:
+            rest += s_.recv(65536)
+        buf[0] = rest[n:]
+        return int(head.split(b" ")[1])
+
+    for i in range(5):
+        t.eq(one(), 201, "push %d" % i)
+    t.eq(t.metric('sealpush_provider_vapid_total{result="verified"}'), 1, "verified once")
+    t.eq(t.metric('sealpush_provider_vapid_total{result="remembered"}'), 4, "remembered")
+    time.sleep(max(0, exp - time.time()) + 1.1)
+    t.eq(one(), 403, "the same header after its exp")
+    s_.close()
+
+
 @test("VAPID: provider_require_key refuses pushes to unrestricted subscriptions (403)")
 def t_require_key(t):
     t.relay(provider_require_key=True)
@@ -601,6 +642,132 @@ def t_subscribe_refusals(t):
     t.h.track_client(c2)
     t.check(not wf.get("capabilities", 0) & w.CAP_WEBPUSH, "no door, no capability bit")
     t.eq(sub_req(c2)["status"], w.S_FORBIDDEN, "no door")
+
+
+@test("subscriptions: provider_max_subscriptions per device: past it QUOTA_EXCEEDED (counted), "
+      "also for SUBSCRIBEs sent at once; a REMOVE makes room")
+def t_sub_limit(t):
+    t.relay(provider_max_subscriptions=3)
+    c = t.client("alice")
+    mids = [os.urandom(16) for _ in range(5)]
+    for mid in mids:  # all at once: the limit is checked in the same Redis step as the write
+        c.send_frame(w.SUBSCRIBE, {"msg_id": mid})
+    got = {}
+    for _ in mids:
+        f = c.expect(w.SUBSCRIPTION, timeout=10)
+        got[f["msg_id"]] = f
+    t.eq(sorted(got), sorted(mids), "every SUBSCRIBE answered")
+    ok = [f for f in got.values() if f["status"] == 0]
+    t.eq(len(ok), 3, "subscriptions made %r" % [f["status"] for f in got.values()])
+    t.eq(sorted(f["status"] for f in got.values() if f["status"]), [w.S_QUOTA_EXCEEDED] * 2,
+         "the two past the limit")
+    t.eq(len(sub_req(c, flags=w.LIST)["sub_ids"]), 3, "LIST")
+    t.eq(t.metric('sealpush_provider_refusals_total{limit="subscriptions"}'), 2, "counted")
+    t.eq(sub_req(c)["status"], w.S_QUOTA_EXCEEDED, "still full")
+    t.eq(sub_req(c, flags=w.REMOVE, sub_id=ok[0]["sub_id"])["status"], 0, "REMOVE")
+    t.eq(sub_req(c)["status"], 0, "room again after a REMOVE")
+    t.eq(t.metric('sealpush_provider_refusals_total{limit="subscriptions"}'), 3, "counted")
+
+
+@test("subscriptions: with Redis stopped (SIGSTOP) every SUBSCRIBE, REMOVE and LIST is answered "
+      "TRY_LATER and a push 503 within store_timeout (counted); with Redis killed at once; "
+      "both work again when Redis is back")
+def t_store_down(t):
+    t.relay(store_timeout="500ms")
+    c = Client(t.d, t.h.pki["bob"])
+    c.connect()
+    c.hello(flags=w.SEND_ONLY)
+    t.h.track_client(c)
+    f = sub_req(c)
+    t.eq(f["status"], 0, "subscribe with Redis up %r" % f)
+    cap, sub = f["endpoint"].decode().rsplit("/", 1)[1], f["sub_id"]
+
+    def all_three(timeout):
+        reqs = {}
+        for flags, fields in ((0, {}), (w.LIST, {}), (w.REMOVE, {"sub_id": sub})):
+            mid = os.urandom(16)
+            reqs[mid] = flags
+            c.send_frame(w.SUBSCRIBE, dict(fields, msg_id=mid), flags=flags)
+        got = {}
+        end = time.monotonic() + timeout
+        while len(got) < 3 and time.monotonic() < end:
+            fr = c.expect(w.SUBSCRIPTION, timeout=max(0.1, end - time.monotonic()))
+            got[fr["msg_id"]] = fr["status"]
+        t.eq(sorted(got), sorted(reqs), "every request answered (%r)" % got)
+        return got
+
+    pid = t.h.redis.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        got = all_three(5)
+        took = time.monotonic() - t0
+        t.eq(set(got.values()), {w.S_TRY_LATER}, "statuses with Redis stopped")
+        t.check(took < 3, "answered after %.1f s (store_timeout 0.5 s)" % took)
+        r = t.push(cap, timeout=8)
+        t.eq(r.status, 503, "push with Redis stopped %r" % r)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    t.check(t.metric('sealpush_provider_refusals_total{limit="store_timeout"}') >= 1,
+            "store timeouts counted")
+    t.h.redis.proc.kill()
+    t.h.redis.proc.wait()
+    got = all_three(5)
+    t.eq(set(got.values()), {w.S_TRY_LATER}, "statuses with Redis gone")
+    t.eq(t.push(cap).status, 503, "push with Redis gone")
+    t.h.redis.start()
+    end = time.monotonic() + 10
+    st = None
+    while time.monotonic() < end and st != 0:
+        time.sleep(0.3)
+        st = sub_req(c)["status"]
+    t.eq(st, 0, "SUBSCRIBE once Redis is back")
+
+
+@test("cache: pushes to a busy subscription are answered from the workers' capability caches "
+      "(counted); a REMOVE through this relay is 410 at once on every worker; a removal made "
+      "by another relay (written straight into Redis) is 410 here within provider_cache_ttl")
+def t_cache(t):
+    def door_sub(ttl):
+        t.relay(provider_cache_ttl=ttl)
+        c = Client(t.d, t.h.pki["carol"])
+        c.connect()
+        c.hello(flags=w.SEND_ONLY)  # no receiver: pushes are queued (201 without an ACK)
+        t.h.track_client(c)
+        f = sub_req(c)
+        return c, f["endpoint"].decode().rsplit("/", 1)[1], f["sub_id"]
+
+    def warm(cap):
+        # each curl is a new connection: SO_REUSEPORT spreads them over both workers
+        for i in range(10):
+            r = t.push(cap, http=HTTPS[i % 2])
+            t.eq(r.status, 201, "warm-up push %d %r" % (i, r))
+
+    c, cap, sub = door_sub("60s")
+    warm(cap)
+    hits = t.metric('sealpush_provider_cache_total{result="hit"}')
+    t.check(hits >= 6, "cache hits %r after 10 pushes to one subscription" % hits)
+    t.eq(sub_req(c, flags=w.REMOVE, sub_id=sub)["status"], 0, "REMOVE")
+    for i in range(8):
+        r = t.push(cap, http=HTTPS[i % 2])
+        t.eq(r.status, 410, "push %d right after REMOVE through this relay %r" % (i, r))
+    t.check(t.metric('sealpush_provider_cache_total{result="stale"}') >= 1, "stale counted")
+    t.d.stop()
+    # another relay's REMOVE: the same writes, but not through this relay's epoch
+    c, cap2, _ = door_sub("1500ms")
+    warm(cap2)
+    kh = hashlib.sha256(base64.urlsafe_b64decode(cap2 + "=")).hexdigest()
+    t.h.redis.command("DEL", "sp:wp:cap:" + kh)
+    t.h.redis.command("HSET", "sp:wp:cap:" + kh, "gone", "1")
+    gone_at = time.monotonic()
+    seen = []
+    while time.monotonic() - gone_at < 1.5 + 0.3:
+        seen.append(t.push(cap2, http=HTTPS[len(seen) % 2]).status)
+    t.check(set(seen) <= {201, 410}, "statuses %r" % seen)
+    for i in range(6):
+        t.eq(t.push(cap2, http=HTTPS[i % 2]).status, 410, "after provider_cache_ttl (%d)" % i)
+    t.note("another relay's removal: %d of %d pushes in the first 1.8 s answered 201 (cached)" %
+           (seen.count(201), len(seen)))
 
 
 @test("door: SIGHUP after the server certificate is rotated: new door connections get the "

@@ -161,7 +161,7 @@ static int check(const char *auth, uint8_t key[65])
 {
 	const char *why = NULL;
 	int rc = sp_vapid_check(auth, auth ? strlen(auth) : 0, origin, (int64_t)time(NULL), key,
-	                        &why);
+	                        NULL, &why);
 
 	SP_CHECK(rc == 0 || why != NULL);
 	return rc;
@@ -182,6 +182,15 @@ static void test_vapid(void)
 	make_auth(auth, sizeof(auth), k, pub, hdr, claims, false);
 	SP_CHECK_EQ_INT(check(auth, got), 0);
 	SP_CHECK_MEM(got, pub, 65);
+	{
+		const char *why = NULL;
+		int64_t exp = 0;
+
+		/* the exp a caller may remember the verified header until */
+		SP_CHECK_EQ_INT(sp_vapid_check(auth, strlen(auth), origin, now, got, &exp, &why),
+		                0);
+		SP_CHECK_EQ_INT(exp, now + 3600);
+	}
 
 	/* Signed by k, claiming k2: the signature does not verify. */
 	{
