@@ -1160,7 +1160,8 @@ def churn(t, what, faults, rcluster=None):
         p.expect(r"^connected ")
         return p
 
-    devs = [t.h.pki.device("roll%d" % i) for i in range(4)]
+    churn.runs = getattr(churn, "runs", 0) + 1  # each run its own devices
+    devs = [t.h.pki.device("roll%d-%d" % (churn.runs, i)) for i in range(4)]
     recv = [probe_for(d, i) for i, d in enumerate(devs)]
     send = [probe_for(t.dev(n), i, "--send-only") for i, n in enumerate(("alice", "bob"))]
     out = {id(p): [] for p in recv + send}
