@@ -721,8 +721,9 @@ static void on_renewed(int st, const redisReply *r, void *arg)
 		return;
 	}
 	w->now = sp_now_ms();
-	if (st != SP_STORE_OK) {
-		/* Redis is away (often so, right after a lapse): the tick tries again */
+	if (st != SP_STORE_OK || r->type == REDIS_REPLY_ERROR) {
+		/* Redis is away (often so, right after a lapse), or the store's max_inflight is
+		 * full (a re-check of many devices at once): the tick tries again */
 		c->presence_due = w->now + RETRY_MS * 10;
 		free(a);
 		return;
