@@ -23,6 +23,7 @@
 
 #include "sp_admin.h"
 #include "sp_config.h"
+#include "sp_enroll.h"
 #include "sp_frame.h"
 #include "sp_log.h"
 #include "sp_tls.h"
@@ -125,6 +126,19 @@ static const sp_option_t options[] = {
                            "time a provider connection may stay without requests"),
         SP_OPTION_BOOL(C, provider_require_key, false,
                        "refuse Web Push subscriptions without an application server key"),
+        SP_OPTION_STRING(C, enroll_ca_cert, NULL,
+                         "intermediate CA (PEM, sealpush-ca intermediate) that signs devices "
+                         "enrolling at POST /enroll on the provider door and renewing; off "
+                         "if unset"),
+        SP_OPTION_STRING(C, enroll_ca_key, NULL, "the key of enroll_ca_cert (PEM)"),
+        SP_OPTION_INT(C, enroll_cert_days, 90, 1, 825,
+                      "lifetime of an enrolled or renewed device certificate, days"),
+        SP_OPTION_INT(C, enroll_rate_per_addr, 10, 1, 1000000,
+                      "enrollments per source address per minute (all relays sharing Redis)"),
+        SP_OPTION_INT(C, enroll_rate_per_code, 60, 1, 1000000,
+                      "enrollments per code per minute (a code for many devices)"),
+        SP_OPTION_DURATION(C, renew_min_interval, 60000, 0, 86400000,
+                           "time between two renewals on one device connection"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(
@@ -358,6 +372,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	sp_metric_inc(&srv->metrics, SP_M_RELOADS_OK);
+	sp_enroll_reload(srv);
 	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->cfg.crl && srv->cfg.crl[0] ? "yes" : "no");
 	sp_workers_signal(srv, SP_WF_RELOAD | (srv->cfg.cluster ? SP_WF_PUBLISH : 0));
 }
@@ -397,6 +412,10 @@ int main(int argc, char **argv)
 	if (sp_tls_start(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_cfg;
+	}
+	if (sp_enroll_start(&srv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "sealpushd: %s\n", err);
+		goto out_tls;
 	}
 	if (srv.cfg.check_config) {
 		sp_config_dump_json(options, N_OPTIONS, &srv.cfg, stdout);
@@ -468,6 +487,7 @@ out_base:
 out_registry:
 	sp_registry_destroy(&srv.registry);
 out_tls:
+	sp_enroll_stop(&srv);
 	sp_tls_stop(&srv);
 out_cfg:
 	sp_config_free(options, N_OPTIONS, &srv.cfg);

@@ -219,6 +219,21 @@ static const struct family families[] = {
          SP_PROVIDER_STATUS_LABELS, "status", L_TABLE,
          (const char *const[]){"201", "400", "401", "403", "404", "405", "408", "410", "411", "413",
                                "415", "429", "431", "500", "503"}},
+        ONE("sealpush_enroll_issued_total", "counter",
+            "Enrollments (POST /enroll) answered with a certificate.", SP_M_ENROLL_ISSUED),
+        ONE("sealpush_enroll_renewed_total", "counter",
+            "Renewals (RENEW over the device connection) answered with a certificate.",
+            SP_M_ENROLL_RENEWED),
+        ONE("sealpush_enroll_codes_made_total", "counter",
+            "Enrollment codes made through the admin endpoint (POST /enroll-codes).",
+            SP_M_ENROLL_CODES_MADE),
+        {"sealpush_enroll_refusals_total", "counter",
+         "Enrollments and renewals refused, by reason.", SP_M_ENROLL_REFUSED,
+         SP_ENROLL_REFUSAL_LABELS, "reason", L_TABLE,
+         (const char *const[]){"disabled", "method", "request", "csr_der", "key_type", "key_size",
+                               "signature", "extensions", "subject", "code", "code_expired",
+                               "rate_addr", "rate_code", "store", "ca", "internal", "renew_key",
+                               "renew_rate"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)
