@@ -89,6 +89,11 @@ static void usage(FILE *f)
 	        "                        answers a message that asks for a receipt with a sealed\n"
 	        "                        receipt, and prints the receipts it gets\n"
 	        "  verify-card FILE      check a contact card; prints its token\n"
+	        "  enroll --code CODE [--card FILE]\n"
+	        "                        from nothing: make --key, get --cert from the relay's\n"
+	        "                        provider door (--server HOST:PORT of provider_listen),\n"
+	        "                        make the sealing key and the card (default CERT.card);\n"
+	        "                        prints the token\n"
 	        "\n"
 	        "Global options (any position):\n"
 	        "  --server HOST:PORT    the relay            (config: server, env "
@@ -599,6 +604,8 @@ typedef struct cmd_opts {
 	double connect_timeout;
 	const char *tls_groups;     /* NULL: the library's default */
 	const char *app_server_key; /* subscribe: base64url P-256 point */
+	const char *code;           /* enroll: the one-time enrollment code */
+	const char *card;           /* enroll: where the card goes */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -1277,6 +1284,73 @@ static int cmd_card(const settings_t *s)
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
 }
 
+/* enroll: from nothing to a device that can connect: key, CSR, certificate (POST /enroll on
+ * the provider door), sealing key, card. */
+static int cmd_enroll(const settings_t *s, const cmd_opts_t *o)
+{
+	sp_client_enrolled_t got;
+	char path[PATH_MAX], card[PATH_MAX], err[512];
+	cli_seal_t *seal = NULL;
+	FILE *f;
+	int rc, e;
+
+	if ((rc = need("enroll", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
+	    (rc = need("enroll", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
+	    (rc = need("enroll", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("enroll", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	if (!o->code) {
+		die_line("enroll needs --code CODE (from sealpush-ca enroll-code or the relay's "
+		         "admin POST /enroll-codes)");
+		return EXIT_USAGE;
+	}
+	if ((size_t)snprintf(card, sizeof(card), "%s.card", s->cert) >= sizeof(card) && !o->card) {
+		die_line("the certificate path is too long");
+		return EXIT_USAGE;
+	}
+	e = sp_client_enroll(s->server, s->ca, o->code, s->cert, s->key, o->connect_timeout, &got,
+	                     err, sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		return e == -EEXIST || e == -EINVAL ? EXIT_USAGE
+		       : e == -EACCES               ? EXIT_REFUSED
+		       : e == -EAGAIN               ? EXIT_REFUSED
+		       : e == -ENOENT               ? EXIT_NOINPUT
+		       : e == -EPROTO               ? EXIT_TLS
+		                                    : EXIT_CONNECT;
+	}
+	if (verbose)
+		fprintf(stderr, "%s: enrolled: serial %s, valid until %s\n", prog, got.serial,
+		        got.not_after);
+	e = cli_seal_init(s->cert, s->key, path, sizeof(path), err, sizeof(err));
+	if (e == 0)
+		e = cli_seal_load(s->cert, s->key, &seal, err, sizeof(err));
+	if (e < 0) {
+		cli_seal_free(seal);
+		die_line("enrolled, but the sealing key: %s", err);
+		return seal_exit(e);
+	}
+	f = fopen(o->card ? o->card : card, "wx");
+	if (!f) {
+		cli_seal_free(seal);
+		die_line("enrolled, but cannot write the card %s: %s", o->card ? o->card : card,
+		         strerror(errno));
+		return EXIT_IOERR;
+	}
+	e = cli_seal_card_write(seal, f, err, sizeof(err));
+	cli_seal_free(seal);
+	if (fclose(f) != 0 && e == 0) {
+		die_line("writing the card: %s", strerror(errno));
+		return EXIT_IOERR;
+	}
+	if (e < 0) {
+		die_line("%s", err);
+		return seal_exit(e);
+	}
+	printf("%s\n", got.token_hex);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
+}
+
 static int cmd_verify_card(const char *path)
 {
 	cli_card_t *card = NULL;
@@ -1319,6 +1393,8 @@ enum {
 	O_SUITE,
 	O_COUNT,
 	O_APP_SERVER_KEY,
+	O_CODE,
+	O_CARD,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1341,6 +1417,8 @@ static const struct {
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
+        {O_CODE, "--code", "enroll"},
+        {O_CARD, "--card", "enroll"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1408,6 +1486,8 @@ int main(int argc, char **argv)
 	        {"json", no_argument, NULL, O_JSON},
 	        {"count", required_argument, NULL, O_COUNT},
 	        {"app-server-key", required_argument, NULL, O_APP_SERVER_KEY},
+	        {"code", required_argument, NULL, O_CODE},
+	        {"card", required_argument, NULL, O_CARD},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
@@ -1416,13 +1496,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_APP_SERVER_KEY + 1] = {0};
+	bool seen[O_CARD + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_APP_SERVER_KEY)
+		if (ch >= O_SERVER && ch <= O_CARD)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1519,6 +1599,12 @@ int main(int argc, char **argv)
 		case O_APP_SERVER_KEY:
 			o.app_server_key = optarg;
 			break;
+		case O_CODE:
+			o.code = optarg;
+			break;
+		case O_CARD:
+			o.card = optarg;
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -1549,7 +1635,7 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	if (!word_in(cmd, "init token card send listen verify-card subscribe unsubscribe "
-	                  "subscriptions")) {
+	                  "subscriptions enroll")) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
 		goto out;
@@ -1592,6 +1678,8 @@ int main(int argc, char **argv)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_NEW, NULL);
 	else if (strcmp(cmd, "unsubscribe") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_REMOVE, argv[optind]);
+	else if (strcmp(cmd, "enroll") == 0)
+		rc = cmd_enroll(&s, &o);
 	else if (strcmp(cmd, "subscriptions") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_LIST, NULL);
 	else

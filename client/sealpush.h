@@ -369,6 +369,26 @@ const char *sp_client_error_name(unsigned code); /* wire error codes, "SHUTDOWN"
 const char *sp_client_state_name(int state);
 const char *sp_client_version(void);
 
+/*
+ * Enrollment (PROTOCOL.md 16), for a device that has no certificate yet: makes a P-256 key,
+ * sends a CSR of it with the one-time enrollment code to POST /enroll on the relay's provider
+ * door at server ("HOST:PORT", server-authenticated TLS checked against ca_file), and writes
+ * the key (PEM PKCS #8, 0600) to key_file and the certificate chain the relay answered (the
+ * device's certificate, then the intermediate CA's) to cert_file; neither may exist yet.
+ * Checks that the certificate is of the new key. Blocks, at most timeout_s per socket
+ * operation (<= 0: 30 s); needs no event loop. Returns 0 with *out filled, or a negative
+ * errno with err set: -EEXIST a file exists, -EACCES the relay refused (bad code, bad CSR),
+ * -EAGAIN try later (rate limit, Redis down), -EPROTO/-ECONNREFUSED/... transport.
+ */
+typedef struct sp_client_enrolled {
+	char token_hex[SEALPUSH_TOKEN_HEX + 1];
+	char serial[48];    /* the certificate's serial, hex */
+	char not_after[32]; /* "YYYY-MM-DDTHH:MM:SSZ" */
+} sp_client_enrolled_t;
+int sp_client_enroll(const char *server, const char *ca_file, const char *code,
+                     const char *cert_file, const char *key_file, double timeout_s,
+                     sp_client_enrolled_t *out, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -956,7 +956,7 @@ static void h1_process(pconn_t *pc)
 {
 	const sp_server_config_t *cfg = cfg_of(pc);
 
-	while (!pc->finished && !pc->h1_close && pc->in_len) {
+	while (!pc->finished && pc->in_len) {
 		preq_t *r = pc->h1;
 		const char *end, *p, *eol;
 
@@ -973,6 +973,8 @@ static void h1_process(pconn_t *pc)
 		}
 		if (r)
 			return; /* answering: the next request waits (no pipelining) */
+		if (pc->h1_close)
+			return; /* "Connection: close" reads its own body above, nothing after */
 		end = find_crlf2(pc->in, pc->in_len);
 		if (!end) {
 			if (pc->in_len > (size_t)cfg->provider_max_header) {
