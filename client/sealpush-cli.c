@@ -436,6 +436,9 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 	case SP_CLIENT_EV_ERROR:
 		fprintf(stderr, "%s: warning: %s\n", prog, ev->detail);
 		break;
+	case SP_CLIENT_EV_RENEWED:
+		fprintf(stderr, "%s: %s\n", prog, ev->detail);
+		break;
 	}
 }
 

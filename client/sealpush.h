@@ -136,6 +136,8 @@ enum sp_client_event_type {
 	                              CERT_REVOKED, TOKEN, GAVE_UP) */
 	SP_CLIENT_EV_ERROR,        /* the relay sent an ERROR without CLOSING (code, detail);
 	                              the connection goes on */
+	SP_CLIENT_EV_RENEWED,      /* the certificate was renewed (PROTOCOL.md 16.4) and written
+	                              to cert_file; the next connection uses it (detail) */
 };
 
 /* The relay's limits, from WELCOME. */
@@ -248,6 +250,12 @@ typedef struct sp_client_config {
 	int resend;                  /* SP_CLIENT_RESEND_RETRY (default) or _FAIL */
 	const char *tls_groups;      /* TLS key-exchange groups in OpenSSL's syntax; default:
 	                                X25519MLKEM768 (if this OpenSSL has it), X25519, P-256 */
+	double renew_at;             /* renewal (PROTOCOL.md 16.4): once this share of the
+	                                certificate's lifetime is gone, and the relay offers it
+	                                (capability 0x04), the client sends RENEW with a CSR of its
+	                                key over its connection and writes the new chain over
+	                                cert_file (same key: the token stays). 0: 0.75; >= 1 or
+	                                < 0: never. After a refusal it tries again an hour later. */
 } sp_client_config_t;
 
 typedef struct sp_client_send_opts {

@@ -55,8 +55,11 @@ enum sp_frame_type {
 	SP_ERROR = 0x0A,
 	SP_SUBSCRIBE = 0x0B,    /* C to S: Web Push subscriptions (PROTOCOL.md 14.5) */
 	SP_SUBSCRIPTION = 0x0C, /* S to C: the answer */
+	/* 0x0D..0x10: reserved (the key directory, issue 16) */
+	SP_RENEW = 0x11,   /* C to S: a new certificate for this device (PROTOCOL.md 16.4) */
+	SP_RENEWED = 0x12, /* S to C: the answer */
 };
-#define SP_FRAME_TYPE_MAX 0x0C
+#define SP_FRAME_TYPE_MAX 0x12
 
 /* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
  * decoding (receivers ignore them) and when encoding (senders send them as zero). */
@@ -68,6 +71,10 @@ enum sp_frame_type {
 
 /* WELCOME capabilities bits. */
 #define SP_CAP_WEBPUSH  0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
+#define SP_CAP_RENEW    0x04 /* the relay renews certificates: RENEW is understood (16.4) */
+
+#define SP_CSR_MAX      2048  /* RENEW csr: DER bytes */
+#define SP_CHAIN_MAX    16384 /* RENEWED cert_chain: PEM bytes */
 
 #define SP_APP_KEY_LEN  65 /* an application server key: an uncompressed P-256 point */
 #define SP_SUB_ID_LEN   16
@@ -106,8 +113,12 @@ enum sp_field_id {
 	SP_F_ENDPOINT = 0x1D,
 	SP_F_STATUS = 0x1E,
 	SP_F_SUB_IDS = 0x1F,
+	/* 0x20..0x27: reserved (the key directory, issue 16) */
+	SP_F_CSR = 0x28,        /* RENEW: a PKCS #10 CSR, DER */
+	SP_F_CERT_CHAIN = 0x29, /* RENEWED: PEM, the certificate then its CA's */
+	SP_F_NOT_AFTER = 0x2A,  /* RENEWED: the certificate's notAfter, Unix seconds */
 };
-#define SP_FIELD_ID_MAX   0x1F
+#define SP_FIELD_ID_MAX   0x2F
 #define SP_FIELD_CRITICAL 0x80
 #define SP_BIT(id)        ((uint64_t)1 << (id))
 
@@ -133,6 +144,9 @@ enum sp_error_code {
 	SP_ERR_SHUTDOWN = 15,
 	SP_ERR_REPLACED = 16,
 	SP_ERR_CERT_REVOKED = 17,
+	/* 18, 19: reserved (the key directory, issue 16) */
+	SP_ERR_RENEW_REFUSED = 20,     /* RENEW refused: the CSR, or too soon (non-fatal) */
+	SP_ERR_RENEW_UNAVAILABLE = 21, /* RENEW cannot be served now: no usable CA (non-fatal) */
 	/* Local results, never sent on the wire. */
 	SP_ERR_NOSPACE = 1000, /* sp_frame_encode: the buffer is too small */
 	SP_ERR_NOMEM = 1001,   /* sp_decoder_feed: the body buffer could not be allocated */
@@ -183,10 +197,15 @@ typedef struct sp_frame {
 	const uint8_t *collapse_id;
 	const uint8_t *reason;
 	const uint8_t *agent;
-	const uint8_t *sub_id;   /* SP_SUB_ID_LEN bytes */
-	const uint8_t *app_key;  /* SP_APP_KEY_LEN bytes */
-	const uint8_t *endpoint; /* endpoint_len bytes, printable ASCII */
-	const uint8_t *sub_ids;  /* n_sub_ids * SP_SUB_ID_LEN bytes */
+	const uint8_t *sub_id;     /* SP_SUB_ID_LEN bytes */
+	const uint8_t *app_key;    /* SP_APP_KEY_LEN bytes */
+	const uint8_t *endpoint;   /* endpoint_len bytes, printable ASCII */
+	const uint8_t *sub_ids;    /* n_sub_ids * SP_SUB_ID_LEN bytes */
+	const uint8_t *csr;        /* csr_len bytes */
+	const uint8_t *cert_chain; /* cert_chain_len bytes, printable ASCII and newlines */
+	uint32_t csr_len;
+	uint32_t cert_chain_len;
+	uint32_t not_after; /* Unix seconds */
 	uint32_t endpoint_len;
 	uint32_t n_sub_ids;
 	uint32_t n_recipients;

@@ -85,6 +85,7 @@ struct sp_conn {
 	uint32_t sends_outstanding;
 	double rate_tokens;
 	uint64_t rate_t;
+	uint64_t renew_t; /* when it last renewed its certificate (ms), or 0 (sp_enroll_renew) */
 };
 
 /* Takes ownership of an accepted socket on w: refuses it (closed, counted) while draining or

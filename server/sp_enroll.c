@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "sp_b64.h"
+#include "sp_conn.h"
 #include "sp_enroll.h"
 #include "sp_enrollcode.h"
 #include "sp_identity.h"
@@ -627,4 +628,93 @@ void sp_enroll_request(sp_worker_t *w, sp_preq_t *r)
 out:
 	op_free(op);
 	json_decref(j);
+}
+
+/* ---- renewal over the device's connection --------------------------------------------------- */
+
+bool sp_enroll_enabled(const sp_server_t *srv)
+{
+	return srv->enroll != NULL;
+}
+
+static void renew_refuse(sp_conn_t *c, const sp_frame_t *f, int reason, unsigned code,
+                         const char *why)
+{
+	char tok[SP_TOKEN_SHORT_LEN + 1];
+
+	sp_metric_inc(&c->w->metrics, SP_M_ENROLL_REFUSED + (unsigned)reason - 1);
+	sp_token_short(c->token, tok);
+	SP_LOG(SP_LOG_INFO, "renew_refused", "token=%s reason=\"%s\"", tok, why);
+	sp_conn_error(c, code, false, why, f);
+}
+
+void sp_enroll_renew(sp_conn_t *c, const sp_frame_t *f)
+{
+	sp_worker_t *w = c->w;
+	sp_server_t *srv = w->srv;
+	EVP_PKEY *key = NULL, *cakey = NULL;
+	X509 *ca = NULL, *cert = NULL;
+	char why[200], *pem = NULL, tok[SP_TOKEN_SHORT_LEN + 1];
+	const char *cwhy = NULL;
+	uint8_t token[SP_TOKEN_LEN];
+	const ASN1_TIME *na;
+	time_t na_t = 0;
+	struct tm tm;
+	int rc;
+
+	if (!srv->enroll) {
+		renew_refuse(c, f, SP_ENROLL_R_DISABLED, SP_ERR_RENEW_UNAVAILABLE,
+		             "this relay does not renew certificates");
+		return;
+	}
+	if (c->renew_t && w->now - c->renew_t < (uint64_t)srv->cfg.renew_min_interval) {
+		renew_refuse(c, f, SP_ENROLL_R_RENEW_TOO_SOON, SP_ERR_RENEW_REFUSED,
+		             "renewed a moment ago; try later");
+		return;
+	}
+	rc = sp_enroll_check_csr(f->csr, f->csr_len, &key, &cwhy);
+	if (rc < 0) {
+		renew_refuse(c, f, -rc, SP_ERR_RENEW_REFUSED, cwhy);
+		return;
+	}
+	ca = take_ca(srv, &cakey, why, sizeof(why));
+	if (!ca) {
+		renew_refuse(c, f, SP_ENROLL_R_CA, SP_ERR_RENEW_UNAVAILABLE, why);
+		goto out;
+	}
+	if (sp_enroll_sign(ca, cakey, key, srv->cfg.enroll_cert_days,
+	                   (time_t)(sp_time_wall_ms() / 1000), &cert) < 0 ||
+	    sp_token_from_cert(cert, token) < 0 || !(pem = chain_pem(cert, ca)) ||
+	    strlen(pem) > SP_CHAIN_MAX) {
+		renew_refuse(c, f, SP_ENROLL_R_INTERNAL, SP_ERR_RENEW_UNAVAILABLE,
+		             "signing the certificate failed");
+		goto out;
+	}
+	na = X509_get0_notAfter(cert);
+	if (ASN1_TIME_to_tm(na, &tm))
+		na_t = timegm(&tm);
+	{
+		sp_frame_t r = {.type = SP_RENEWED,
+		                .fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_CERT_CHAIN) |
+		                          SP_BIT(SP_F_NOT_AFTER) | SP_BIT(SP_F_TOKEN),
+		                .msg_id = f->msg_id,
+		                .cert_chain = (const uint8_t *)pem,
+		                .cert_chain_len = (uint32_t)strlen(pem),
+		                .not_after =
+		                        na_t > 0 && na_t <= (time_t)UINT32_MAX ? (uint32_t)na_t : 0,
+		                .token = token};
+
+		c->renew_t = w->now ? w->now : 1;
+		sp_metric_inc(&w->metrics, SP_M_ENROLL_RENEWED);
+		sp_token_short(c->token, tok);
+		SP_LOG(SP_LOG_INFO, "renewed", "token=%s same_key=%s not_after=%lld", tok,
+		       memcmp(token, c->token, SP_TOKEN_LEN) == 0 ? "yes" : "no", (long long)na_t);
+		sp_conn_send(c, &r);
+	}
+out:
+	free(pem);
+	X509_free(cert);
+	X509_free(ca);
+	EVP_PKEY_free(cakey);
+	EVP_PKEY_free(key);
 }

@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "sp_frame.h"
 #include "sp_server.h"
 
 #define SP_ENROLL_PATH    "/enroll"
@@ -50,6 +51,12 @@ int sp_enroll_start(sp_server_t *srv, char *err, size_t errlen);
 void sp_enroll_reload(sp_server_t *srv);
 /* Frees srv->enroll (workers stopped). NULL-safe. */
 void sp_enroll_stop(sp_server_t *srv);
+
+/* Worker thread, from the session: a RENEW frame (PROTOCOL.md 16.4) of READY connection c.
+ * Answers RENEWED, or ERROR RENEW_REFUSED / RENEW_UNAVAILABLE (non-fatal). */
+void sp_enroll_renew(sp_conn_t *c, const sp_frame_t *f);
+/* Whether this relay renews (WELCOME then advertises SP_CAP_RENEW). */
+bool sp_enroll_enabled(const sp_server_t *srv);
 
 /* Worker thread: handles one POST /enroll whose body is in. Answers r (now or when Redis
  * has answered). */

@@ -2,6 +2,8 @@
 
 #include "sp_frame.h"
 
+#include <string.h>
+
 static const char *const close_labels[SP_CLOSE_REASON_COUNT] = {
         "peer",         "handshake",     "protocol_error",  "hello_timeout",
         "idle_timeout", "slow_consumer", "too_many_errors", "replaced",
@@ -264,6 +266,11 @@ void sp_metrics_render(FILE *out, sp_metrics_t *const *sets, size_t n, const str
 		fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
 		for (unsigned i = 0; i < f->count; i++) {
 			int64_t v = sp_metrics_sum(sets, n, f->base + i);
+
+			/* Frame types and error codes reserved for other features have no name. */
+			if (((f->kind == L_FRAME && i > 0) || f->kind == L_ERROR) &&
+			    strcmp(label_value(f, i, buf, sizeof(buf)), "?") == 0)
+				continue;
 
 			if (f->kind == L_NONE)
 				fprintf(out, "%s %lld\n", f->name, (long long)v);

@@ -118,9 +118,9 @@ enum sp_conn_state_label {
 	SP_STATE_COUNT
 };
 
-#define SP_FRAME_LABELS  13 /* index 0: unknown type, 1..12: the v1 types */
+#define SP_FRAME_LABELS  19 /* index 0: unknown type, 1..0x12: the v1 types (gaps unlabelled) */
 #define SP_STATUS_LABELS 13
-#define SP_ERROR_LABELS  17
+#define SP_ERROR_LABELS  21 /* codes 1..21 (gaps unlabelled) */
 
 enum sp_metric {
 	SP_M_CONN_ACCEPTED,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "sp_delivery.h"
+#include "sp_enroll.h"
 #include "sp_identity.h"
 #include "sp_log.h"
 #include "sp_msg.h"
@@ -105,6 +106,10 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	if (sp_provider_enabled(c->w)) {
 		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
 		wf.capabilities = SP_CAP_WEBPUSH;
+	}
+	if (sp_enroll_enabled(c->w->srv)) {
+		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
+		wf.capabilities |= SP_CAP_RENEW;
 	}
 	wf.token = c->token;
 	wf.max_frame = (uint32_t)cfg->max_frame;
@@ -310,6 +315,9 @@ void sp_session_frame(sp_conn_t *c, sp_frame_t *f)
 		break;
 	case SP_SUBSCRIBE:
 		sp_provider_subscribe(c, f);
+		break;
+	case SP_RENEW:
+		sp_enroll_renew(c, f); /* PROTOCOL.md 16.4 */
 		break;
 	case SP_ERROR:
 		on_error_frame(c, f);

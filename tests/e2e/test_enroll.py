@@ -364,6 +364,117 @@ def t_revoked_intermediate(t):
     t.connect(dev3)
 
 
+def der_csr_of(t, keyfile, subj="/CN=device"):
+    out = keyfile + ".csr.der"
+    subprocess.run(["openssl", "req", "-new", "-key", keyfile, "-subj", subj, "-outform", "DER",
+                    "-out", out], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return open(out, "rb").read()
+
+
+@test("renew: a device whose certificate is close to expiry renews by itself during a long "
+      "`sealpush listen` (RENEW over its connection), keeps its token and its queue, and "
+      "reconnects with the new certificate", timeout=120)
+def t_renew_listen(t):
+    t.relay()
+    pki = t.h.pki
+    pki.run("device", pki.dir, "renewer", "--days", "10", "--backdate", "9")
+    crt = os.path.join(t.dir, "renewer.crt")
+    key = os.path.join(t.dir, "renewer.key")
+    shutil.copy(os.path.join(pki.dir, "renewer.crt"), crt)
+    shutil.copy(os.path.join(pki.dir, "renewer.key"), key)
+    old_serial = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-serial"],
+                                stdout=subprocess.PIPE, check=True).stdout
+    dev = Device("renewer", crt, key, w.token_of_cert_file(crt), "")
+    a = t.connect(t.h.pki["alice"])
+    m1 = a.send_msg([dev.token], blob=b"queued-before", ttl=600)
+    r = a.collect_results({m1: 1}, 5.0)
+    t.eq(r[m1][0], w.S_QUEUED, "the first message is queued while the device is away")
+    p = subprocess.Popen([OPTS.sealpush, "--server", "%s:%d" % (LOOPBACK, t.d.port), "--ca",
+                          pki.ca_crt, "--cert", crt, "--key", key, "listen", "--count", "2",
+                          "--timeout", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    t.cleanups.append(lambda: p.kill() if p.poll() is None else None)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not t.d.log_lines("renewed"):
+        time.sleep(0.05)
+    t.ok(t.d.log_lines("renewed"), "the relay renewed the certificate")
+    t.ok("same_key=yes" in t.d.log_lines("renewed")[0], t.d.log_lines("renewed")[0])
+    # The file is replaced once RENEWED is in; then a second message, on the same connection.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and open(crt).read().count("BEGIN CERTIFICATE") < 2:
+        time.sleep(0.05)
+    m2 = a.send_msg([dev.token], blob=b"sent-after", ttl=600)
+    out, err = p.communicate(timeout=40)
+    t.eq(p.returncode, 0, "listen exit status (%s)" % err.decode())
+    t.ok(b"queued-before" in out and b"sent-after" in out, "both messages: %r" % out)
+    t.ok(b"renewed the certificate" in err, "listen reports the renewal: %r" % err)
+    pem = open(crt).read()
+    t.eq(pem.count("BEGIN CERTIFICATE"), 2, "the new file is the chain")
+    t.eq(w.token_of_cert_file(crt), dev.token, "the token stays (same key)")
+    new_serial = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-serial"],
+                                stdout=subprocess.PIPE, check=True).stdout
+    t.ok(new_serial != old_serial, "a new certificate")
+    end = subprocess.run(["openssl", "x509", "-in", crt, "-noout", "-checkend",
+                          str(20 * 86400)], stdout=subprocess.PIPE)
+    t.eq(end.returncode, 0, "the new certificate is valid for weeks (enroll_cert_days, "
+         "never past the 30-day intermediate)")
+    t.eq(t.metric("sealpush_enroll_renewed_total"), 1, "sealpush_enroll_renewed_total")
+    c = t.connect(Device("renewer", crt, key, dev.token, ""))
+    c.ping()
+
+
+@test("renew: over raw frames: same key (token kept), a new key (a new token), a bad CSR and "
+      "a second RENEW too soon are refused with non-fatal errors; off without enrollment")
+def t_renew_frames(t):
+    t.relay(renew_min_interval="30s")
+    bob = t.h.pki["bob"]
+    c = t.connect(bob)
+    t.ok(c.welcome.get("capabilities", 0) & w.CAP_RENEW, "WELCOME offers renewal")
+    rid = os.urandom(16)
+    c.send_frame(w.RENEW, {"msg_id": rid, "csr": der_csr_of(t, bob.key)})
+    f = c.expect(w.RENEWED)
+    t.eq(f["msg_id"], rid, "msg_id")
+    t.eq(f["token"], bob.token, "same key: the same token")
+    t.ok(f["not_after"] > time.time() + 20 * 86400, "not_after: the intermediate's (30 days)")
+    t.ok(b"BEGIN CERTIFICATE" in f["cert_chain"], "a PEM chain")
+    c.send_frame(w.RENEW, {"msg_id": os.urandom(16), "csr": der_csr_of(t, bob.key)})
+    e = c.expect(w.ERROR)
+    t.eq(e["code"], w.E_RENEW_REFUSED, "too soon")
+    c.ping()
+    # Another connection: a new key, and a CSR that was tampered with.
+    carol = t.h.pki["carol"]
+    c2 = t.connect(carol)
+    newkey = os.path.join(t.dir, "new.key")
+    subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out",
+                    newkey], check=True)
+    bad = der_csr_of(t, newkey, "/CN=phone").replace(b"phone", b"phonf")
+    c2.send_frame(w.RENEW, {"msg_id": os.urandom(16), "csr": bad})
+    e = c2.expect(w.ERROR)
+    t.eq((e["code"], e.get("frame_type")), (w.E_RENEW_REFUSED, w.RENEW), "tampered CSR")
+    t.ok(not (e.flags & w.CLOSING), "non-fatal")
+    c2.send_frame(w.RENEW, {"msg_id": os.urandom(16), "csr": der_csr_of(t, newkey)})
+    f = c2.expect(w.RENEWED)
+    t.ok(f["token"] != carol.token, "a new key: a new token")
+    c2.ping()
+    t.eq(t.refusals("signature"), 1, "refusals{reason=signature}")
+    t.eq(t.refusals("renew_rate"), 1, "refusals{reason=renew_rate}")
+
+
+@test("renew: a relay without enrollment neither offers nor serves RENEW")
+def t_renew_off(t):
+    t.d = t.h.start_daemon({})
+    c = Client(t.d, t.h.pki["dave"])
+    c.connect()
+    c.hello()
+    t.h.track_client(c)
+    t.ok(not (c.welcome.get("capabilities", 0) & w.CAP_RENEW), "no capability 0x04")
+    c.send_frame(w.RENEW, {"msg_id": os.urandom(16), "csr": der_csr_of(t, t.h.pki["dave"].key)})
+    e = c.expect(w.ERROR)
+    t.eq(e["code"], w.E_RENEW_UNAVAILABLE, "RENEW_UNAVAILABLE")
+    c.ping()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
