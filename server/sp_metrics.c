@@ -234,8 +234,7 @@ static const struct family families[] = {
          SP_ENROLL_REFUSAL_LABELS, "reason", L_TABLE,
          (const char *const[]){"disabled", "method", "request", "csr_der", "key_type", "key_size",
                                "signature", "extensions", "subject", "code", "code_expired",
-                               "rate_addr", "rate_code", "store", "ca", "internal", "renew_key",
-                               "renew_rate"}},
+                               "rate_addr", "rate_code", "store", "ca", "internal", "renew_rate"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

@@ -100,8 +100,7 @@ enum sp_enroll_refusal {
 	SP_ENROLL_R_STORE,        /* Redis unavailable */
 	SP_ENROLL_R_CA,           /* the intermediate CA is revoked, expired or unusable */
 	SP_ENROLL_R_INTERNAL,     /* out of memory, signing failed */
-	SP_ENROLL_R_RENEW_KEY,    /* renewal: a new key whose token is already another's */
-	SP_ENROLL_R_RENEW_TOO_SOON, /* renewal: over renew_rate for this connection */
+	SP_ENROLL_R_RENEW_TOO_SOON, /* renewal: sooner than renew_min_interval on a connection */
 	SP_ENROLL_R_END
 };
 #define SP_ENROLL_REFUSAL_LABELS  (SP_ENROLL_R_END - 1)
