@@ -402,17 +402,34 @@ bool sp_tls_revoked(sp_tls_server_t *tls, const uint8_t *serial, size_t serial_l
 	return revoked;
 }
 
-/* Keeps the certificate's serial (positive, at most 20 bytes by RFC 5280). */
-static int keep_serial(sp_peer_t *peer, X509 *cert)
+/* Keeps a certificate's serial (positive, at most 20 bytes by RFC 5280). */
+static int copy_serial(X509 *cert, uint8_t out[20], uint8_t *out_len)
 {
 	const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
 	int len = ASN1_STRING_length(sn);
 
-	if (len <= 0 || len > (int)sizeof(peer->serial) || sn->type != V_ASN1_INTEGER)
+	if (len <= 0 || len > 20 || sn->type != V_ASN1_INTEGER)
 		return -1;
-	memcpy(peer->serial, ASN1_STRING_get0_data(sn), (size_t)len);
-	peer->serial_len = (uint8_t)len;
+	memcpy(out, ASN1_STRING_get0_data(sn), (size_t)len);
+	*out_len = (uint8_t)len;
 	return 0;
+}
+
+static int keep_serial(sp_peer_t *peer, X509 *cert)
+{
+	return copy_serial(cert, peer->serial, &peer->serial_len);
+}
+
+/* And the issuing intermediate's, when the verified chain has one (leaf, intermediate,
+ * root): a reload whose CRL revokes the intermediate then cuts this connection too. */
+static void keep_ca_serial(sp_tio_t *t, sp_peer_t *peer)
+{
+	STACK_OF(X509) *chain = SSL_get0_verified_chain(t->ssl);
+
+	peer->ca_serial_len = 0;
+	if (chain && sk_X509_num(chain) >= 3 &&
+	    copy_serial(sk_X509_value(chain, 1), peer->ca_serial, &peer->ca_serial_len) < 0)
+		peer->ca_serial_len = 0;
 }
 
 /* After a successful handshake: checks ALPN and (for resumed sessions) the certificate's
@@ -430,6 +447,7 @@ static int established(sp_tio_t *t, sp_peer_t *peer)
 		return SP_HS_NO_CERT;
 	if (keep_serial(peer, cert) < 0)
 		return SP_HS_BAD_CERT;
+	keep_ca_serial(t, peer);
 	if (SSL_session_reused(t->ssl)) {
 		/* No chain verification happened: check what can have changed since. */
 		peer->resumed = true;

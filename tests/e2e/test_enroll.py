@@ -328,7 +328,8 @@ def t_off(t):
 
 
 @test("enroll: a revoked intermediate stops new enrollments and its devices' handshakes after "
-      "reload (SIGHUP); a new intermediate enrolls again", timeout=120)
+      "reload (SIGHUP), and its connected devices get GOAWAY CERT_REVOKED; a new intermediate "
+      "enrolls again", timeout=120)
 def t_revoked_intermediate(t):
     # A PKI of its own: revoking its intermediate must not touch the other tests'.
     pki = PKI(os.path.join(t.dir, "pki2"), t.h.sealpush_ca).init()
@@ -340,9 +341,10 @@ def t_revoked_intermediate(t):
     t.relay()
     dev, _ = t.enroll("r1", t.code())
     c = t.connect(dev)
-    c.close()
     pki.run("revoke-serial", pki.dir, im_serial)
     t.d.signal(signal.SIGHUP)
+    # Connected through the revoked intermediate: cut at the reload, like a revoked device.
+    c.expect_goaway(w.E_CERT_REVOKED, timeout=10)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not t.d.log_lines("enroll_ca_unusable"):
         time.sleep(0.05)
