@@ -42,9 +42,13 @@ static const uint8_t status_values[SP_STATUS_LABELS] = {
         SP_ST_INTERNAL_ERROR,
 };
 
+/* Types and codes reserved for other features (no name yet) count as unknown / internal and
+ * are not rendered, so every rendered label is a name. */
 unsigned sp_metric_frame_index(unsigned type)
 {
-	return type >= 1 && type <= SP_FRAME_TYPE_MAX ? type : 0;
+	return type >= 1 && type <= SP_FRAME_TYPE_MAX && strcmp(sp_frame_type_name(type), "?") != 0
+	               ? type
+	               : 0;
 }
 
 unsigned sp_metric_status_index(unsigned status)
@@ -57,7 +61,9 @@ unsigned sp_metric_status_index(unsigned status)
 
 unsigned sp_metric_error_index(unsigned code)
 {
-	return code >= 1 && code <= SP_ERROR_LABELS ? code - 1 : SP_ERR_INTERNAL_ERROR - 1;
+	return code >= 1 && code <= SP_ERROR_LABELS && strcmp(sp_error_name(code), "?") != 0
+	               ? code - 1
+	               : SP_ERR_INTERNAL_ERROR - 1;
 }
 
 int64_t sp_metrics_sum(sp_metrics_t *const *sets, size_t n, unsigned i)
@@ -266,7 +272,7 @@ void sp_metrics_render(FILE *out, sp_metrics_t *const *sets, size_t n, const str
 		for (unsigned i = 0; i < f->count; i++) {
 			int64_t v = sp_metrics_sum(sets, n, f->base + i);
 
-			/* Frame types and error codes reserved for other features have no name. */
+			/* Reserved frame types and error codes (no name): never counted. */
 			if (((f->kind == L_FRAME && i > 0) || f->kind == L_ERROR) &&
 			    strcmp(label_value(f, i, buf, sizeof(buf)), "?") == 0)
 				continue;
