@@ -381,7 +381,10 @@ int sp_enroll_sign(X509 *ca, EVP_PKEY *cakey, EVP_PKEY *key, int64_t days, time_
 	if (add_ext(x, &ctx, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
 	    add_ext(x, &ctx, NID_key_usage, "critical,digitalSignature") < 0 ||
 	    add_ext(x, &ctx, NID_ext_key_usage, "clientAuth") < 0 ||
-	    add_ext(x, &ctx, NID_subject_key_identifier, "hash") < 0 ||
+	    add_ext(x, &ctx, NID_subject_key_identifier, "hash") < 0)
+		goto out;
+	/* The CA's key id, when it has one (sealpush-ca's always do). */
+	if (X509_get0_subject_key_id(ca) &&
 	    add_ext(x, &ctx, NID_authority_key_identifier, "keyid:always") < 0)
 		goto out;
 	if (X509_sign(x, cakey, EVP_sha256()) <= 0)
