@@ -137,6 +137,9 @@ static void usage(FILE *f)
 	        "  --json                one JSON object instead of the lines\n"
 	        "listen options:\n"
 	        "  --count N             exit after N messages\n"
+	        "  --renew-at SHARE      renew the certificate over the connection once this "
+	        "share\n"
+	        "                        of its lifetime is gone (default 0.75; 1: never)\n"
 	        "  --timeout SECONDS     exit after SECONDS\n"
 	        "  --json                one JSON object per line instead of the lines below\n"
 	        "                        (\"kind\": \"message\" or \"receipt\")\n"
@@ -605,6 +608,8 @@ typedef struct cmd_opts {
 	bool has_timeout;
 	unsigned long count;
 	double connect_timeout;
+	double renew_at; /* listen: share of the certificate's life after which it renews; 0: the
+	                    library's default */
 	const char *tls_groups;     /* NULL: the library's default */
 	const char *app_server_key; /* subscribe: base64url P-256 point */
 	const char *code;           /* enroll: the one-time enrollment code */
@@ -657,7 +662,8 @@ static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool 
 	                          .send_only = send_only,
 	                          .connect_timeout_ms = (uint32_t)(o->connect_timeout * 1000),
 	                          .tls_groups = o->tls_groups,
-	                          .agent = "sealpush-cli/" SP_VERSION};
+	                          .agent = "sealpush-cli/" SP_VERSION,
+	                          .renew_at = o->renew_at};
 	sp_client_callbacks_t cb = {.event = on_event, .arg = r, .subscription = on_subscription};
 	char err[512];
 	int e;
@@ -1398,6 +1404,7 @@ enum {
 	O_APP_SERVER_KEY,
 	O_CODE,
 	O_CARD,
+	O_RENEW_AT,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1422,6 +1429,7 @@ static const struct {
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
         {O_CODE, "--code", "enroll"},
         {O_CARD, "--card", "enroll"},
+        {O_RENEW_AT, "--renew-at", "listen"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1491,6 +1499,7 @@ int main(int argc, char **argv)
 	        {"app-server-key", required_argument, NULL, O_APP_SERVER_KEY},
 	        {"code", required_argument, NULL, O_CODE},
 	        {"card", required_argument, NULL, O_CARD},
+	        {"renew-at", required_argument, NULL, O_RENEW_AT},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
@@ -1499,13 +1508,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_CARD + 1] = {0};
+	bool seen[O_RENEW_AT + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_CARD)
+		if (ch >= O_SERVER && ch <= O_RENEW_AT)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1608,6 +1617,20 @@ int main(int argc, char **argv)
 		case O_CARD:
 			o.card = optarg;
 			break;
+		case O_RENEW_AT: {
+			char *end;
+
+			errno = 0;
+			o.renew_at = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(o.renew_at > 0) || o.renew_at > 1) {
+				die_line("--renew-at wants a share of the certificate's lifetime, "
+				         "above 0 and at most 1 (1: never), got \"%s\"",
+				         optarg);
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			break;
+		}
 		case 'v':
 			verbose = 1;
 			break;

@@ -428,6 +428,50 @@ def t_renew_listen(t):
     c.ping()
 
 
+@test("renew: the renewal point comes while `sealpush listen` is connected (the timer, not the "
+      "connect): it renews then, on the same connection, and keeps receiving", timeout=120)
+def t_renew_timer(t):
+    # Enrolled for one day: notBefore 300 s ago, notAfter in a day. --renew-at puts the
+    # renewal point about 12 s after the enrollment.
+    t.relay(enroll_cert_days=1)
+    dev, _ = t.enroll("timer1", t.code())
+    share = (300.0 + 12.0) / (86400.0 + 300.0)
+    a = t.connect(t.h.pki["alice"])
+    p = subprocess.Popen([OPTS.sealpush, "--server", "%s:%d" % (LOOPBACK, t.d.port), "--ca",
+                          t.h.pki.ca_crt, "--cert", dev.crt, "--key", dev.key, "listen",
+                          "--count", "2", "--timeout", "60", "--renew-at", "%.6f" % share],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)
+    t.cleanups.append(lambda: p.kill() if p.poll() is None else None)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(
+            "conn_ready" in ln and dev.token.hex()[:8] in ln for ln in t.d.log_lines()):
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    m1 = a.send_msg([dev.token], blob=b"before-renewal", ttl=600)
+    t.ok(not t.d.log_lines("renewed"), "not renewed at connect (the point is ahead)")
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and not t.d.log_lines("renewed"):
+        time.sleep(0.1)
+    took = time.monotonic() - t0
+    t.ok(t.d.log_lines("renewed"), "renewed while connected")
+    t.ok(took > 3, "renewed by the timer, %.1fs after connecting" % took)
+    t.note("renewed %.1f s after the connection was ready" % took)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if open(dev.crt).read().count("BEGIN CERTIFICATE") == 2 and \
+                w.token_of_cert_file(dev.crt) == dev.token:
+            break
+        time.sleep(0.05)
+    a.send_msg([dev.token], blob=b"after-renewal", ttl=600)
+    out, err = p.communicate(timeout=40)
+    t.eq(p.returncode, 0, "listen exit status (%s)" % err.decode())
+    t.ok(b"before-renewal" in out and b"after-renewal" in out, "both messages: %r" % out)
+    t.ok(b"renewed the certificate" in err, err)
+    t.eq(len([ln for ln in t.d.log_lines("conn_ready") if dev.token.hex()[:8] in ln]), 1,
+         "one connection throughout")
+
+
 @test("renew: over raw frames: same key (token kept), a new key (a new token), a bad CSR and "
       "a second RENEW too soon are refused with non-fatal errors; off without enrollment")
 def t_renew_frames(t):
