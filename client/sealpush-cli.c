@@ -110,6 +110,11 @@ static void usage(FILE *f)
 	        "                        one this device published; warns loudly otherwise\n"
 	        "  Directory answers are verified with the log's certificate: $SEALPUSH_LOG_CERT,\n"
 	        "  else log.crt beside the CA file.\n"
+	        "  enroll --code CODE [--card FILE]\n"
+	        "                        from nothing: make --key, get --cert from the relay's\n"
+	        "                        provider door (--server HOST:PORT of provider_listen),\n"
+	        "                        make the sealing key and the card (default CERT.card);\n"
+	        "                        prints the token\n"
 	        "\n"
 	        "Global options (any position):\n"
 	        "  --server HOST:PORT    the relay            (config: server, env "
@@ -160,6 +165,9 @@ static void usage(FILE *f)
 	        "  --json                one JSON object instead of the lines\n"
 	        "listen options:\n"
 	        "  --count N             exit after N messages\n"
+	        "  --renew-at SHARE      renew the certificate over the connection once this "
+	        "share\n"
+	        "                        of its lifetime is gone (default 0.75; 1: never)\n"
 	        "  --timeout SECONDS     exit after SECONDS\n"
 	        "  --json                one JSON object per line instead of the lines below\n"
 	        "                        (\"kind\": \"message\" or \"receipt\")\n"
@@ -475,6 +483,9 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 	case SP_CLIENT_EV_ERROR:
 		fprintf(stderr, "%s: warning: %s\n", prog, ev->detail);
 		break;
+	case SP_CLIENT_EV_RENEWED:
+		fprintf(stderr, "%s: %s\n", prog, ev->detail);
+		break;
 	}
 }
 
@@ -643,10 +654,14 @@ typedef struct cmd_opts {
 	bool has_timeout;
 	unsigned long count;
 	double connect_timeout;
+	double renew_at; /* listen: share of the certificate's life after which it renews; 0: the
+	                    library's default */
 	const char *tls_groups;     /* NULL: the library's default */
 	const char *app_server_key; /* subscribe: base64url P-256 point */
 	const char *to_user;        /* send --to-user: a handle of the key directory */
 	bool users;                 /* listen --users: name the sender's user (directory) */
+	const char *code;           /* enroll: the one-time enrollment code */
+	const char *card;           /* enroll: where the card goes */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -695,7 +710,8 @@ static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool 
 	                          .send_only = send_only,
 	                          .connect_timeout_ms = (uint32_t)(o->connect_timeout * 1000),
 	                          .tls_groups = o->tls_groups,
-	                          .agent = "sealpush-cli/" SP_VERSION};
+	                          .agent = "sealpush-cli/" SP_VERSION,
+	                          .renew_at = o->renew_at};
 	sp_client_callbacks_t cb = {.event = on_event, .arg = r, .subscription = on_subscription};
 	char err[512];
 	int e;
@@ -1531,6 +1547,73 @@ static int cmd_card(const settings_t *s)
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
 }
 
+/* enroll: from nothing to a device that can connect: key, CSR, certificate (POST /enroll on
+ * the provider door), sealing key, card. */
+static int cmd_enroll(const settings_t *s, const cmd_opts_t *o)
+{
+	sp_client_enrolled_t got;
+	char path[PATH_MAX], card[PATH_MAX], err[512];
+	cli_seal_t *seal = NULL;
+	FILE *f;
+	int rc, e;
+
+	if ((rc = need("enroll", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
+	    (rc = need("enroll", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
+	    (rc = need("enroll", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("enroll", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	if (!o->code) {
+		die_line("enroll needs --code CODE (from sealpush-ca enroll-code or the relay's "
+		         "admin POST /enroll-codes)");
+		return EXIT_USAGE;
+	}
+	if ((size_t)snprintf(card, sizeof(card), "%s.card", s->cert) >= sizeof(card) && !o->card) {
+		die_line("the certificate path is too long");
+		return EXIT_USAGE;
+	}
+	e = sp_client_enroll(s->server, s->ca, o->code, s->cert, s->key, o->connect_timeout, &got,
+	                     err, sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		return e == -EEXIST || e == -EINVAL ? EXIT_USAGE
+		       : e == -EACCES               ? EXIT_REFUSED
+		       : e == -EAGAIN               ? EXIT_REFUSED
+		       : e == -ENOENT               ? EXIT_NOINPUT
+		       : e == -EPROTO               ? EXIT_TLS
+		                                    : EXIT_CONNECT;
+	}
+	if (verbose)
+		fprintf(stderr, "%s: enrolled: serial %s, valid until %s\n", prog, got.serial,
+		        got.not_after);
+	e = cli_seal_init(s->cert, s->key, path, sizeof(path), err, sizeof(err));
+	if (e == 0)
+		e = cli_seal_load(s->cert, s->key, &seal, err, sizeof(err));
+	if (e < 0) {
+		cli_seal_free(seal);
+		die_line("enrolled, but the sealing key: %s", err);
+		return seal_exit(e);
+	}
+	f = fopen(o->card ? o->card : card, "wx");
+	if (!f) {
+		cli_seal_free(seal);
+		die_line("enrolled, but cannot write the card %s: %s", o->card ? o->card : card,
+		         strerror(errno));
+		return EXIT_IOERR;
+	}
+	e = cli_seal_card_write(seal, f, err, sizeof(err));
+	cli_seal_free(seal);
+	if (fclose(f) != 0 && e == 0) {
+		die_line("writing the card: %s", strerror(errno));
+		return EXIT_IOERR;
+	}
+	if (e < 0) {
+		die_line("%s", err);
+		return seal_exit(e);
+	}
+	printf("%s\n", got.token_hex);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
+}
+
 static int cmd_verify_card(const char *path)
 {
 	cli_card_t *card = NULL;
@@ -1578,6 +1661,9 @@ enum {
 	O_CARD_FILE,
 	O_TO_USER,
 	O_USERS,
+	O_CODE,
+	O_CARD,
+	O_RENEW_AT,
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1602,6 +1688,9 @@ static const struct {
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
         {O_TO_USER, "--to-user", "send"},
         {O_USERS, "--users", "listen"},
+        {O_CODE, "--code", "enroll"},
+        {O_CARD, "--card", "enroll"},
+        {O_RENEW_AT, "--renew-at", "listen"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1674,6 +1763,9 @@ int main(int argc, char **argv)
 	        {"rotate-every", required_argument, NULL, O_ROTATE_EVERY},
 	        {"key-grace", required_argument, NULL, O_KEY_GRACE},
 	        {"card-file", required_argument, NULL, O_CARD_FILE},
+	        {"code", required_argument, NULL, O_CODE},
+	        {"card", required_argument, NULL, O_CARD},
+	        {"renew-at", required_argument, NULL, O_RENEW_AT},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
@@ -1682,13 +1774,13 @@ int main(int argc, char **argv)
 	settings_t s = {0};
 	cmd_opts_t o = {.priority = 0, .timeout = 60, .connect_timeout = 10};
 	const char *config = NULL, *cmd;
-	bool seen[O_USERS + 1] = {0};
+	bool seen[O_RENEW_AT + 1] = {0};
 	unsigned long ul;
 	int ch, rc = 0;
 
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":vhV", longopts, NULL)) != -1) {
-		if (ch >= O_SERVER && ch <= O_USERS)
+		if (ch >= O_SERVER && ch <= O_RENEW_AT)
 			seen[ch] = true;
 		switch (ch) {
 		case O_SERVER:
@@ -1803,6 +1895,26 @@ int main(int argc, char **argv)
 		case O_USERS:
 			o.users = true;
 			break;
+		case O_CODE:
+			o.code = optarg;
+			break;
+		case O_CARD:
+			o.card = optarg;
+			break;
+		case O_RENEW_AT: {
+			char *end;
+
+			errno = 0;
+			o.renew_at = strtod(optarg, &end);
+			if (errno || end == optarg || *end || !(o.renew_at > 0) || o.renew_at > 1) {
+				die_line("--renew-at wants a share of the certificate's lifetime, "
+				         "above 0 and at most 1 (1: never), got \"%s\"",
+				         optarg);
+				rc = EXIT_USAGE;
+				goto out;
+			}
+			break;
+		}
 		case 'v':
 			verbose = 1;
 			break;
@@ -1833,7 +1945,7 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	if (!word_in(cmd, "init token card send listen verify-card rotate subscribe unsubscribe "
-	                  "subscriptions") &&
+	                  "subscriptions enroll") &&
 	    !cli_dir_is_command(cmd)) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
@@ -1912,6 +2024,8 @@ int main(int argc, char **argv)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_NEW, NULL);
 	else if (strcmp(cmd, "unsubscribe") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_REMOVE, argv[optind]);
+	else if (strcmp(cmd, "enroll") == 0)
+		rc = cmd_enroll(&s, &o);
 	else if (strcmp(cmd, "subscriptions") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_LIST, NULL);
 	else

@@ -136,6 +136,8 @@ enum sp_client_event_type {
 	                              CERT_REVOKED, TOKEN, GAVE_UP) */
 	SP_CLIENT_EV_ERROR,        /* the relay sent an ERROR without CLOSING (code, detail);
 	                              the connection goes on */
+	SP_CLIENT_EV_RENEWED,      /* the certificate was renewed (PROTOCOL.md 16.4) and written
+	                              to cert_file; the next connection uses it (detail) */
 };
 
 /* The relay's limits, from WELCOME. */
@@ -270,6 +272,12 @@ typedef struct sp_client_config {
 	int resend;                  /* SP_CLIENT_RESEND_RETRY (default) or _FAIL */
 	const char *tls_groups;      /* TLS key-exchange groups in OpenSSL's syntax; default:
 	                                X25519MLKEM768 (if this OpenSSL has it), X25519, P-256 */
+	double renew_at;             /* renewal (PROTOCOL.md 16.4): once this share of the
+	                                certificate's lifetime is gone, and the relay offers it
+	                                (capability 0x04), the client sends RENEW with a CSR of its
+	                                key over its connection and writes the new chain over
+	                                cert_file (same key: the token stays). 0: 0.75; >= 1 or
+	                                < 0: never. After a refusal it tries again an hour later. */
 } sp_client_config_t;
 
 typedef struct sp_client_send_opts {
@@ -403,6 +411,26 @@ const char *sp_client_cause_name(int cause);
 const char *sp_client_error_name(unsigned code); /* wire error codes, "SHUTDOWN" ... */
 const char *sp_client_state_name(int state);
 const char *sp_client_version(void);
+
+/*
+ * Enrollment (PROTOCOL.md 16), for a device that has no certificate yet: makes a P-256 key,
+ * sends a CSR of it with the one-time enrollment code to POST /enroll on the relay's provider
+ * door at server ("HOST:PORT", server-authenticated TLS checked against ca_file), and writes
+ * the key (PEM PKCS #8, 0600) to key_file and the certificate chain the relay answered (the
+ * device's certificate, then the intermediate CA's) to cert_file; neither may exist yet.
+ * Checks that the certificate is of the new key. Blocks, at most timeout_s per socket
+ * operation (<= 0: 30 s); needs no event loop. Returns 0 with *out filled, or a negative
+ * errno with err set: -EEXIST a file exists, -EACCES the relay refused (bad code, bad CSR),
+ * -EAGAIN try later (rate limit, Redis down), -EPROTO/-ECONNREFUSED/... transport.
+ */
+typedef struct sp_client_enrolled {
+	char token_hex[SEALPUSH_TOKEN_HEX + 1];
+	char serial[48];    /* the certificate's serial, hex */
+	char not_after[32]; /* "YYYY-MM-DDTHH:MM:SSZ" */
+} sp_client_enrolled_t;
+int sp_client_enroll(const char *server, const char *ca_file, const char *code,
+                     const char *cert_file, const char *key_file, double timeout_s,
+                     sp_client_enrolled_t *out, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
@@ -46,6 +47,7 @@
 #include <openssl/x509v3.h>
 
 #include "sp_config.h"
+#include "sp_enroll_client.h"
 #include "sp_frame.h"
 #include "sp_identity.h"
 #include "sp_time.h"
@@ -80,8 +82,10 @@ _Static_assert((int)SEALPUSH_ST_TIMEOUT > (int)SP_ST_INTERNAL_ERROR &&
 #define DEF_MAX_QUEUED     4096
 #define DEF_CLOSE_MS       5000
 #define DEF_DEDUP          1024
-#define PRE_WELCOME_FRAME  65536 /* largest frame accepted before WELCOME */
-#define DELIVER_SLACK      1024  /* a DELIVER may exceed max_frame by its fixed fields */
+#define PRE_WELCOME_FRAME  65536   /* largest frame accepted before WELCOME */
+#define DELIVER_SLACK      1024    /* a DELIVER may exceed max_frame by its fixed fields */
+#define DEF_RENEW_AT       0.75    /* renew once three quarters of the lifetime are gone */
+#define RENEW_RETRY_MS     3600000 /* after a refusal (or a renewal), an hour */
 #define READ_CHUNK         16384
 #define NO_STATUS          0xFF
 
@@ -132,6 +136,15 @@ struct sp_client {
 	int resend;
 	SSL_CTX *ctx;
 	uint8_t token[SP_TOKEN_LEN];
+
+	/* renewal (PROTOCOL.md 16.4) */
+	char *cert_file;
+	EVP_PKEY *key;           /* the certificate's key, for the CSR */
+	time_t cert_nb, cert_na; /* the current certificate's validity */
+	double renew_at;         /* share of the lifetime; <= 0: never */
+	bool renew_out;          /* a RENEW is unanswered */
+	uint8_t renew_id[SP_MSG_ID_LEN];
+	uint64_t renew_retry; /* monotonic ms before which no RENEW goes out */
 
 	/* state */
 	int state;
@@ -302,6 +315,138 @@ static void fail_all_sends(sp_client_t *c, uint8_t st)
 		send_complete(c, TAILQ_FIRST(&c->queue), false, st);
 }
 
+/* ---- renewal (PROTOCOL.md 16.4) ------------------------------------------------------------ */
+
+static time_t asn1_unix(const ASN1_TIME *t)
+{
+	struct tm tm;
+
+	return t && ASN1_TIME_to_tm(t, &tm) ? timegm(&tm) : 0;
+}
+
+/* When (monotonic ms) the next RENEW is due on the current connection, or UINT64_MAX. */
+static uint64_t renew_due(const sp_client_t *c)
+{
+	uint64_t now = now_ms(), due;
+	double wall = (double)time(NULL), at;
+
+	if (c->cstate != C_READY || !(c->caps & SP_CAP_RENEW) || c->renew_out || c->renew_at <= 0 ||
+	    c->cert_na <= c->cert_nb)
+		return UINT64_MAX;
+	at = (double)c->cert_nb + c->renew_at * (double)(c->cert_na - c->cert_nb);
+	due = at <= wall ? now : now + (uint64_t)((at - wall) * 1000.0);
+	return due > c->renew_retry ? due : c->renew_retry;
+}
+
+static int flush(sp_client_t *c);
+static int out_frame(sp_client_t *c, sp_frame_t *f);
+
+/* Sends RENEW with a CSR of our key. Returns 0, or -1 if the connection ended. */
+static int renew_send(sp_client_t *c)
+{
+	uint8_t *der = NULL;
+	size_t len = 0;
+	sp_frame_t f = {.type = SP_RENEW, .fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_CSR)};
+	int r;
+
+	if (sp_enroll_make_csr(c->key, &der, &len) < 0 || len > SP_CSR_MAX ||
+	    RAND_bytes(c->renew_id, sizeof(c->renew_id)) != 1) {
+		OPENSSL_free(der);
+		c->renew_retry = now_ms() + RENEW_RETRY_MS;
+		return 0;
+	}
+	f.msg_id = c->renew_id;
+	f.csr = der;
+	f.csr_len = (uint32_t)len;
+	r = out_frame(c, &f);
+	OPENSSL_free(der);
+	if (r < 0)
+		return r;
+	c->renew_out = true;
+	return flush(c);
+}
+
+/* Writes data over path atomically (a temporary file beside it, renamed). Returns 0 or a
+ * negative errno. */
+static int replace_file(const char *path, const void *data, size_t len)
+{
+	char tmp[4096];
+	int fd, r = 0;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.renew-tmp", path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, data, len) != (ssize_t)len || fsync(fd) < 0)
+		r = errno ? -errno : -EIO;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* RENEWED: checks the chain (ours: the same key, so the same token), writes it over
+ * cert_file and puts it into the TLS context for the next connection. */
+static int on_renewed(sp_client_t *c, const sp_frame_t *f)
+{
+	sp_client_event_t ev = {.type = SP_CLIENT_EV_RENEWED};
+	BIO *b;
+	X509 *x = NULL;
+	uint8_t tok[SP_TOKEN_LEN];
+	char buf[256], when[32];
+	struct tm tm;
+	time_t na;
+	int r;
+
+	if (!c->renew_out || memcmp(f->msg_id, c->renew_id, SP_MSG_ID_LEN) != 0)
+		return 0; /* not ours (a stale answer) */
+	c->renew_out = false;
+	c->renew_retry = now_ms() + RENEW_RETRY_MS;
+	b = BIO_new_mem_buf(f->cert_chain, (int)f->cert_chain_len);
+	x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+	BIO_free(b);
+	if (!x || sp_token_from_cert(x, tok) < 0 || memcmp(tok, c->token, SP_TOKEN_LEN) != 0 ||
+	    memcmp(f->token, c->token, SP_TOKEN_LEN) != 0 ||
+	    X509_check_private_key(x, c->key) != 1) {
+		snprintf(buf, sizeof(buf),
+		         "the relay's renewed certificate is not of our key; kept "
+		         "the old one");
+		goto report;
+	}
+	r = replace_file(c->cert_file, f->cert_chain, f->cert_chain_len);
+	if (r < 0) {
+		snprintf(buf, sizeof(buf), "renewed, but writing %s failed: %s", c->cert_file,
+		         strerror(-r));
+		goto report;
+	}
+	if (SSL_CTX_use_certificate_chain_file(c->ctx, c->cert_file) != 1 ||
+	    SSL_CTX_use_PrivateKey(c->ctx, c->key) != 1) {
+		snprintf(buf, sizeof(buf), "renewed and written to %s, but it did not load",
+		         c->cert_file);
+		goto report;
+	}
+	/* The next connection shows the new certificate: no resumption of the old session. */
+	SSL_SESSION_free(c->session);
+	c->session = NULL;
+	c->cert_nb = asn1_unix(X509_get0_notBefore(x));
+	na = c->cert_na = asn1_unix(X509_get0_notAfter(x));
+	gmtime_r(&na, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(buf, sizeof(buf), "renewed the certificate (%s), valid until %s", c->cert_file,
+	         when);
+	c->renew_retry = 0;
+report:
+	ERR_clear_error();
+	X509_free(x);
+	ev.detail = buf;
+	emit_event(c, &ev);
+	return c->dead ? -1 : 0;
+}
+
 /* ---- timer ------------------------------------------------------------------------------- */
 
 static void arm_timer(sp_client_t *c)
@@ -324,6 +469,9 @@ static void arm_timer(sp_client_t *c)
 			k = c->ping_deadline;
 		else
 			k = c->last_tx + (uint64_t)c->lim.keepalive * 1000;
+		if (k < t)
+			t = k;
+		k = renew_due(c);
 		if (k < t)
 			t = k;
 	}
@@ -426,6 +574,7 @@ static void conn_drop(sp_client_t *c, int cause, unsigned code, const char *deta
 		return;
 	c->st.disconnects++;
 	conn_release(c, graceful);
+	c->renew_out = false; /* asked again on the next connection */
 	c->goaway = false;
 	if (goaway && (cause == SP_CLIENT_C_CLOSED || cause == SP_CLIENT_C_BROKEN)) {
 		snprintf(buf, sizeof(buf), "the relay closed the connection after GOAWAY %s",
@@ -791,7 +940,13 @@ static int on_welcome(sp_client_t *c, const sp_frame_t *f)
 	         c->resumed ? "resumed" : "new", c->group);
 	ev.detail = buf;
 	emit_event(c, &ev);
-	return c->dead ? -1 : 0;
+	if (c->dead)
+		return -1;
+	/* A certificate already past its renewal point renews at once (else the timer does). */
+	if (renew_due(c) <= now_ms() && renew_send(c) < 0)
+		return -1;
+	arm_timer(c);
+	return 0;
 }
 
 static int on_send_result(sp_client_t *c, const sp_frame_t *f)
@@ -872,6 +1027,13 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 			sp_client_event_t ev = {
 			        .type = SP_CLIENT_EV_ERROR, .code = f->code, .detail = buf};
 
+			if ((f->code == SP_ERR_RENEW_REFUSED ||
+			     f->code == SP_ERR_RENEW_UNAVAILABLE) &&
+			    c->renew_out) {
+				c->renew_out = false;
+				c->renew_retry = now_ms() + RENEW_RETRY_MS;
+			}
+
 			emit_event(c, &ev);
 			return c->dead ? -1 : 0;
 		}
@@ -913,6 +1075,10 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 		if (c->cstate != C_READY)
 			break;
 		return on_deliver(c, f);
+	case SP_RENEWED:
+		if (c->cstate != C_READY)
+			break;
+		return on_renewed(c, f);
 	case SP_SUBSCRIPTION:
 		if (c->cstate != C_READY)
 			break;
@@ -1306,6 +1472,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 			if (flush(c) < 0)
 				goto out;
 		}
+		if (renew_due(c) <= now && renew_send(c) < 0)
+			goto out;
 	}
 	arm_timer(c);
 out:
@@ -1438,6 +1606,15 @@ static int load_files(sp_client_t *c, const sp_client_config_t *cfg, char *err, 
 		seterr(err, errlen, "cannot compute the token of %s", cfg->cert_file);
 		goto out;
 	}
+	c->cert_nb = asn1_unix(X509_get0_notBefore(cert));
+	c->cert_na = asn1_unix(X509_get0_notAfter(cert));
+	c->cert_file = strdup(cfg->cert_file);
+	if (c->cert_file == NULL) {
+		r = -ENOMEM;
+		goto out;
+	}
+	c->key = key;
+	key = NULL;
 	r = 0;
 out:
 	EVP_PKEY_free(key);
@@ -1544,6 +1721,9 @@ int sp_client_new(struct event_base *base, const sp_client_config_t *cfg,
 	c->resend = cfg->resend == SP_CLIENT_RESEND_FAIL ? SP_CLIENT_RESEND_FAIL
 	                                                 : SP_CLIENT_RESEND_RETRY;
 	c->dedup_cap = cfg->dedup ? cfg->dedup : DEF_DEDUP;
+	c->renew_at = cfg->renew_at == 0                       ? DEF_RENEW_AT
+	              : cfg->renew_at > 0 && cfg->renew_at < 1 ? cfg->renew_at
+	                                                       : 0;
 	snprintf(agent, sizeof(agent), "libsealpush/%s", SP_VERSION);
 	if (cfg->agent != NULL) {
 		size_t n = strlen(cfg->agent);
@@ -1816,6 +1996,8 @@ static void destroy(sp_client_t *c)
 		event_free(c->kick);
 	SSL_SESSION_free(c->session);
 	SSL_CTX_free(c->ctx);
+	EVP_PKEY_free(c->key);
+	free(c->cert_file);
 	free(c->acks);
 	free(c->dedup);
 	free(c->agent);

@@ -95,6 +95,10 @@ static const struct field_desc field_desc[SP_FIELD_ID_MAX + 1] = {
                 F_VAR("inclusion", 1, 1, SP_DIR_PROOF_MAX, inclusion, inclusion_len, R_NONE),
         [SP_F_CONSISTENCY] =
                 F_VAR("consistency", 1, 1, SP_DIR_PROOF_MAX, consistency, consistency_len, R_NONE),
+        [SP_F_CSR] = F_VAR("csr", 1, 1, SP_CSR_MAX, csr, csr_len, R_NONE),
+        [SP_F_CERT_CHAIN] =
+                F_VAR("cert_chain", 1, 1, SP_CHAIN_MAX, cert_chain, cert_chain_len, R_NONE),
+        [SP_F_NOT_AFTER] = F_INT("not_after", K_U32, 0, UINT32_MAX, not_after, R_NONE),
 };
 
 struct frame_desc {
@@ -145,6 +149,9 @@ static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
                            B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
                                    B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
                            B(MSG_ID) | B(STATUS), 0},
+        [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
+        [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),
+                        B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN), 0},
 };
 
 #undef B
@@ -167,6 +174,8 @@ static const char *const error_names[] = {
         [SP_ERR_SHUTDOWN] = "SHUTDOWN",
         [SP_ERR_REPLACED] = "REPLACED",
         [SP_ERR_CERT_REVOKED] = "CERT_REVOKED",
+        [SP_ERR_RENEW_REFUSED] = "RENEW_REFUSED",
+        [SP_ERR_RENEW_UNAVAILABLE] = "RENEW_UNAVAILABLE",
 };
 
 static const char *const status_names[] = {

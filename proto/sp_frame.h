@@ -58,8 +58,11 @@ enum sp_frame_type {
 	SP_DIR_PUBLISH = 0x0D,  /* C to S: publish a user card in the key directory (15.6) */
 	SP_DIR_LOOKUP = 0x0E,   /* C to S: a card by handle or token, or the log's head */
 	SP_DIR_ANSWER = 0x0F,   /* S to C: the answer to either, with proofs */
+	/* 0x10: reserved */
+	SP_RENEW = 0x11,   /* C to S: a new certificate for this device (PROTOCOL.md 16.4) */
+	SP_RENEWED = 0x12, /* S to C: the answer */
 };
-#define SP_FRAME_TYPE_MAX 0x0F
+#define SP_FRAME_TYPE_MAX 0x12
 
 /* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
  * decoding (receivers ignore them) and when encoding (senders send them as zero). */
@@ -73,6 +76,10 @@ enum sp_frame_type {
 /* WELCOME capabilities bits. */
 #define SP_CAP_WEBPUSH    0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
 #define SP_CAP_DIRECTORY  0x02 /* the relay has a key directory: DIR_PUBLISH, DIR_LOOKUP */
+#define SP_CAP_RENEW      0x04 /* the relay renews certificates: RENEW is understood (16.4) */
+
+#define SP_CSR_MAX      2048  /* RENEW csr: DER bytes */
+#define SP_CHAIN_MAX    16384 /* RENEWED cert_chain: PEM bytes */
 
 #define SP_APP_KEY_LEN    65 /* an application server key: an uncompressed P-256 point */
 #define SP_SUB_ID_LEN     16
@@ -127,8 +134,11 @@ enum sp_field_id {
 	SP_F_TREE_HEAD = 0x25,   /* DIR_ANSWER: the signed tree head */
 	SP_F_INCLUSION = 0x26,   /* DIR_ANSWER: the entry's inclusion proof in that head */
 	SP_F_CONSISTENCY = 0x27, /* DIR_ANSWER: consistency proof from tree_size to the head */
+	SP_F_CSR = 0x28,        /* RENEW: a PKCS #10 CSR, DER */
+	SP_F_CERT_CHAIN = 0x29, /* RENEWED: PEM, the certificate then its CA's */
+	SP_F_NOT_AFTER = 0x2A,  /* RENEWED: the certificate's notAfter, Unix seconds */
 };
-#define SP_FIELD_ID_MAX   0x27
+#define SP_FIELD_ID_MAX   0x2F
 #define SP_FIELD_CRITICAL 0x80
 #define SP_BIT(id)        ((uint64_t)1 << (id))
 
@@ -154,6 +164,9 @@ enum sp_error_code {
 	SP_ERR_SHUTDOWN = 15,
 	SP_ERR_REPLACED = 16,
 	SP_ERR_CERT_REVOKED = 17,
+	/* 18, 19: reserved (the key directory, issue 16) */
+	SP_ERR_RENEW_REFUSED = 20,     /* RENEW refused: the CSR, or too soon (non-fatal) */
+	SP_ERR_RENEW_UNAVAILABLE = 21, /* RENEW cannot be served now: no usable CA (non-fatal) */
 	/* Local results, never sent on the wire. */
 	SP_ERR_NOSPACE = 1000, /* sp_frame_encode: the buffer is too small */
 	SP_ERR_NOMEM = 1001,   /* sp_decoder_feed: the body buffer could not be allocated */
@@ -222,6 +235,11 @@ typedef struct sp_frame {
 	uint32_t tree_head_len;
 	uint32_t inclusion_len;
 	uint32_t consistency_len;
+	const uint8_t *csr;        /* csr_len bytes */
+	const uint8_t *cert_chain; /* cert_chain_len bytes, printable ASCII and newlines */
+	uint32_t csr_len;
+	uint32_t cert_chain_len;
+	uint32_t not_after; /* Unix seconds */
 	uint32_t endpoint_len;
 	uint32_t n_sub_ids;
 	uint32_t n_recipients;

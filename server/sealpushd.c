@@ -24,6 +24,7 @@
 #include "sp_admin.h"
 #include "sp_config.h"
 #include "sp_directory.h"
+#include "sp_enroll.h"
 #include "sp_frame.h"
 #include "sp_log.h"
 #include "sp_tls.h"
@@ -149,6 +150,19 @@ static const sp_option_t options[] = {
                            "how long a cached capability record is used: a subscription "
                            "removed through another relay is refused here this much later at "
                            "most (through this relay: at once)"),
+        SP_OPTION_STRING(C, enroll_ca_cert, NULL,
+                         "intermediate CA (PEM, sealpush-ca intermediate) that signs devices "
+                         "enrolling at POST /enroll on the provider door and renewing; off "
+                         "if unset"),
+        SP_OPTION_STRING(C, enroll_ca_key, NULL, "the key of enroll_ca_cert (PEM)"),
+        SP_OPTION_INT(C, enroll_cert_days, 90, 1, 825,
+                      "lifetime of an enrolled or renewed device certificate, days"),
+        SP_OPTION_INT(C, enroll_rate_per_addr, 10, 1, 1000000,
+                      "enrollments per source address per minute (all relays sharing Redis)"),
+        SP_OPTION_INT(C, enroll_rate_per_code, 60, 1, 1000000,
+                      "enrollments per code per minute (a code for many devices)"),
+        SP_OPTION_DURATION(C, renew_min_interval, 60000, 0, 86400000,
+                           "time between two renewals on one device connection"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(
@@ -382,6 +396,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	sp_metric_inc(&srv->metrics, SP_M_RELOADS_OK);
+	sp_enroll_reload(srv);
 	SP_LOG(SP_LOG_INFO, "reloaded", "crl=%s", srv->cfg.crl && srv->cfg.crl[0] ? "yes" : "no");
 	sp_workers_signal(srv, SP_WF_RELOAD | (srv->cfg.cluster ? SP_WF_PUBLISH : 0));
 }
@@ -422,7 +437,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_cfg;
 	}
-	if (sp_directory_setup(&srv, err, sizeof(err)) < 0) {
+	if (sp_directory_setup(&srv, err, sizeof(err)) < 0 ||
+	    sp_enroll_start(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_tls;
 	}
@@ -497,6 +513,7 @@ out_registry:
 	sp_registry_destroy(&srv.registry);
 out_tls:
 	sp_directory_teardown(&srv);
+	sp_enroll_stop(&srv);
 	sp_tls_stop(&srv);
 out_cfg:
 	sp_config_free(options, N_OPTIONS, &srv.cfg);

@@ -5,20 +5,33 @@
  *   GET /readyz   200 when the listeners are up, the server is not draining, and (if a Redis
  *                 URL is configured) every worker's store is up; 503 with the reason otherwise.
  *   GET /metrics  every counter and gauge in the Prometheus text format.
+ *   POST /enroll-codes?uses=N&expires=DURATION&label=TEXT
+ *                 makes a one-time enrollment code (sp_enrollcode.h) in Redis, as
+ *                 `sealpush-ca enroll-code` does, for an app backend: 201 with JSON
+ *                 {"code", "uses", "expires_at", "label"}. The admin listener is the
+ *                 operator's (bind it to localhost or a private network): whoever reaches
+ *                 it can make codes.
  *
  * Whether Redis is there is the stores' answer (sp_store_up): each worker's store keeps its
  * own connection, pings it when idle and counts it down after a failed or unanswered request.
- * The admin has no Redis connection of its own, so readiness has one source of truth.
+ * Readiness never looks at the admin's own Redis connection (made lazily for
+ * /enroll-codes only), so it has one source of truth.
  */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "sp_admin.h"
 #include "sp_config.h"
+#include "sp_enrollcode.h"
 #include "sp_log.h"
 #include "sp_time.h"
 #include "sp_version.h"
@@ -29,7 +42,12 @@ struct sp_admin {
 	struct event_base *base;
 	struct evhttp *http;
 	bool redis_enabled;
+	redisAsyncContext *ac; /* for /enroll-codes, connected on first use */
+	bool ac_up;
 };
+
+#define CODE_DEFAULT_TTL_MS (24LL * 3600 * 1000)
+#define CODE_MAX_TTL_MS     (366LL * 24 * 3600 * 1000)
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *body)
 {
@@ -168,6 +186,194 @@ static void on_metrics(struct evhttp_request *req, void *arg)
 	free(text);
 }
 
+/* ---- /enroll-codes ---- */
+
+struct code_op {
+	struct evhttp_request *req; /* NULL once its connection closed */
+	sp_admin_t *a;
+	char code[SP_ENROLL_CODE_LEN + 1];
+	long long uses;
+	long long exp;
+	char label[SP_ENROLL_LABEL_MAX + 1];
+};
+
+static void on_admin_redis_connect(const redisAsyncContext *ac, int status)
+{
+	sp_admin_t *a = ac->data;
+
+	if (status != REDIS_OK)
+		a->ac = NULL; /* hiredis frees it */
+	else
+		a->ac_up = true;
+}
+
+static void on_admin_redis_disconnect(const redisAsyncContext *ac, int status)
+{
+	sp_admin_t *a = ac->data;
+
+	(void)status;
+	a->ac = NULL;
+	a->ac_up = false;
+}
+
+/* The admin's Redis connection, connecting if there is none (commands queue until it is up).
+ */
+static redisAsyncContext *admin_redis(sp_admin_t *a)
+{
+	char host[256], path[256];
+	uint16_t port = 0;
+	redisAsyncContext *ac;
+
+	if (a->ac)
+		return a->ac;
+	if (sp_parse_redis_url(a->srv->cfg.redis, host, sizeof(host), &port, path, sizeof(path)) <
+	    0)
+		return NULL;
+	ac = path[0] ? redisAsyncConnectUnix(path) : redisAsyncConnect(host, port);
+	if (!ac || ac->err) {
+		if (ac)
+			redisAsyncFree(ac);
+		return NULL;
+	}
+	ac->data = a;
+	if (redisLibeventAttach(ac, a->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		return NULL;
+	}
+	redisAsyncSetConnectCallback(ac, on_admin_redis_connect);
+	redisAsyncSetDisconnectCallback(ac, on_admin_redis_disconnect);
+	a->ac = ac;
+	return ac;
+}
+
+static void on_code_conn_close(struct evhttp_connection *conn, void *arg)
+{
+	struct code_op *op = arg;
+
+	(void)conn;
+	op->req = NULL;
+}
+
+static void on_code_made(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct code_op *op = arg;
+	const redisReply *rep = reply;
+	char when[32], *body = NULL;
+	struct tm tm;
+	time_t t = (time_t)op->exp;
+	struct evbuffer *b;
+
+	(void)ac;
+	if (!op->req)
+		goto out;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(op->req), NULL, NULL);
+	if (!rep || rep->type != REDIS_REPLY_INTEGER || rep->integer != 1) {
+		reply_text(op->req, 503, "Service Unavailable", "the code store is unavailable\n");
+		goto out;
+	}
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (asprintf(&body,
+	             "{\"code\":\"%s\",\"uses\":%lld,\"expires_at\":\"%s\",\"label\":\"%s\"}\n",
+	             op->code, op->uses, when, op->label) < 0 ||
+	    !(b = evbuffer_new())) {
+		reply_text(op->req, 500, "Internal Server Error", "out of memory\n");
+		goto out;
+	}
+	sp_metric_inc(&op->a->srv->metrics, SP_M_ENROLL_CODES_MADE);
+	SP_LOG(SP_LOG_INFO, "enroll_code_made", "uses=%lld expires=%s label=\"%s\"", op->uses, when,
+	       op->label);
+	evhttp_add_header(evhttp_request_get_output_headers(op->req), "Content-Type",
+	                  "application/json");
+	evhttp_add_header(evhttp_request_get_output_headers(op->req), "Cache-Control", "no-store");
+	evbuffer_add(b, body, strlen(body));
+	evhttp_send_reply(op->req, 201, "Created", b);
+	evbuffer_free(b);
+out:
+	if (body)
+		OPENSSL_cleanse(body, strlen(body));
+	free(body);
+	OPENSSL_cleanse(op->code, sizeof(op->code));
+	free(op);
+}
+
+static void on_enroll_codes(struct evhttp_request *req, void *arg)
+{
+	sp_admin_t *a = arg;
+	struct evkeyvalq q = {0};
+	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	const char *v;
+	char key[SP_ENROLL_KEY_LEN + 1], uses[24], exp_s[24], exp_ms[24];
+	int64_t ttl = CODE_DEFAULT_TTL_MS;
+	struct code_op *op = NULL;
+	redisAsyncContext *ac;
+	struct timespec now;
+
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+		reply_text(req, 405, "Method Not Allowed", "only POST\n");
+		return;
+	}
+	if (!a->redis_enabled) {
+		reply_text(req, 404, "Not Found", "enrollment codes need a Redis (redis)\n");
+		return;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op || (query && evhttp_parse_query_str(query, &q) < 0)) {
+		reply_text(req, 400, "Bad Request", "a malformed query\n");
+		goto fail;
+	}
+	op->req = req;
+	op->a = a;
+	op->uses = 1;
+	if ((v = evhttp_find_header(&q, "uses")) != NULL) {
+		char *end;
+
+		op->uses = strtoll(v, &end, 10);
+		if (*v < '0' || *v > '9' || *end || op->uses < 1 || op->uses > SP_ENROLL_USES_MAX) {
+			reply_text(req, 400, "Bad Request", "uses: 1 to 1000000\n");
+			goto fail;
+		}
+	}
+	if ((v = evhttp_find_header(&q, "expires")) != NULL &&
+	    (sp_parse_duration_ms(v, &ttl) < 0 || ttl < 1000 || ttl > CODE_MAX_TTL_MS)) {
+		reply_text(req, 400, "Bad Request", "expires: a duration from 1s to 366 days\n");
+		goto fail;
+	}
+	v = evhttp_find_header(&q, "label");
+	if (v && !sp_enroll_label_valid(v, strlen(v))) {
+		reply_text(req, 400, "Bad Request",
+		           "label: at most 64 printable ASCII characters, no '\"' or '\\'\n");
+		goto fail;
+	}
+	snprintf(op->label, sizeof(op->label), "%s", v ? v : "");
+	if (sp_enroll_code_new(op->code) < 0 ||
+	    sp_enroll_code_key(op->code, strlen(op->code), key) < 0) {
+		reply_text(req, 500, "Internal Server Error", "no randomness\n");
+		goto fail;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	op->exp = (long long)now.tv_sec + ttl / 1000;
+	snprintf(uses, sizeof(uses), "%lld", op->uses);
+	snprintf(exp_s, sizeof(exp_s), "%lld", op->exp);
+	snprintf(exp_ms, sizeof(exp_ms), "%lld", op->exp * 1000);
+	ac = admin_redis(a);
+	if (!ac || redisAsyncCommand(ac, on_code_made, op, "EVAL %s 1 %s %s %s %s %s",
+	                             SP_ENROLL_CREATE_LUA, key, uses, exp_s, op->label,
+	                             exp_ms) != REDIS_OK) {
+		reply_text(req, 503, "Service Unavailable", "the code store is unavailable\n");
+		goto fail;
+	}
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_code_conn_close, op);
+	evhttp_clear_headers(&q);
+	return;
+fail:
+	evhttp_clear_headers(&q);
+	if (op)
+		OPENSSL_cleanse(op->code, sizeof(op->code));
+	free(op);
+}
+
 static void on_other(struct evhttp_request *req, void *arg)
 {
 	(void)arg;
@@ -208,6 +414,7 @@ int sp_admin_start(sp_server_t *srv, struct event_base *base, sp_admin_t **out, 
 		evhttp_set_cb(a->http, "/healthz", on_healthz, a);
 		evhttp_set_cb(a->http, "/readyz", on_readyz, a);
 		evhttp_set_cb(a->http, "/metrics", on_metrics, a);
+		evhttp_set_cb(a->http, "/enroll-codes", on_enroll_codes, a);
 		evhttp_set_gencb(a->http, on_other, a);
 		if (!evhttp_bind_socket_with_handle(a->http, host, port)) {
 			snprintf(err, errlen, "cannot listen on admin_listen %s: %s",
@@ -228,6 +435,10 @@ void sp_admin_stop(sp_admin_t *a)
 {
 	if (!a)
 		return;
+	/* Pending /enroll-codes answer 503 while evhttp still holds their requests. */
+	if (a->ac)
+		redisAsyncFree(a->ac);
+	a->ac = NULL;
 	if (a->http)
 		evhttp_free(a->http);
 	free(a);

@@ -243,6 +243,8 @@ static void handshake_step(sp_conn_t *c)
 	memcpy(c->token, peer.token, sizeof(c->token));
 	memcpy(c->serial, peer.serial, sizeof(c->serial));
 	c->serial_len = peer.serial_len;
+	memcpy(c->ca_serial, peer.ca_serial, sizeof(c->ca_serial));
+	c->ca_serial_len = peer.ca_serial_len;
 	sp_metric_inc(&c->w->metrics, SP_M_HANDSHAKE_OK);
 	sp_metric_inc(&c->w->metrics,
 	              SP_M_HANDSHAKE_GROUP + (peer.group < SP_TG_COUNT ? peer.group : SP_TG_OTHER));

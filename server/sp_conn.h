@@ -60,7 +60,9 @@ struct sp_conn {
 	uint8_t close_reason;
 	uint8_t serial_len;
 	uint8_t serial[20]; /* the client certificate's serial, for revocation checks */
-	uint16_t errors;    /* non-fatal errors so far */
+	uint8_t ca_serial_len;
+	uint8_t ca_serial[20]; /* its issuing intermediate CA's serial, if any (sp_peer_t) */
+	uint16_t errors;       /* non-fatal errors so far */
 	uint16_t window;
 	uint16_t keepalive;    /* seconds */
 	uint64_t t_state;      /* when the current state began (ms) */
@@ -86,6 +88,7 @@ struct sp_conn {
 	uint32_t sends_outstanding;
 	double rate_tokens;
 	uint64_t rate_t;
+	uint64_t renew_t; /* when it last renewed its certificate (ms), or 0 (sp_enroll_renew) */
 };
 
 /* Takes ownership of an accepted socket on w: refuses it (closed, counted) while draining or

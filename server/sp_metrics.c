@@ -2,6 +2,8 @@
 
 #include "sp_frame.h"
 
+#include <string.h>
+
 static const char *const close_labels[SP_CLOSE_REASON_COUNT] = {
         "peer",         "handshake",     "protocol_error",  "hello_timeout",
         "idle_timeout", "slow_consumer", "too_many_errors", "replaced",
@@ -40,9 +42,13 @@ static const uint8_t status_values[SP_STATUS_LABELS] = {
         SP_ST_INTERNAL_ERROR,
 };
 
+/* Types and codes reserved for other features (no name yet) count as unknown / internal and
+ * are not rendered, so every rendered label is a name. */
 unsigned sp_metric_frame_index(unsigned type)
 {
-	return type >= 1 && type <= SP_FRAME_TYPE_MAX ? type : 0;
+	return type >= 1 && type <= SP_FRAME_TYPE_MAX && strcmp(sp_frame_type_name(type), "?") != 0
+	               ? type
+	               : 0;
 }
 
 unsigned sp_metric_status_index(unsigned status)
@@ -55,7 +61,9 @@ unsigned sp_metric_status_index(unsigned status)
 
 unsigned sp_metric_error_index(unsigned code)
 {
-	return code >= 1 && code <= SP_ERROR_LABELS ? code - 1 : SP_ERR_INTERNAL_ERROR - 1;
+	return code >= 1 && code <= SP_ERROR_LABELS && strcmp(sp_error_name(code), "?") != 0
+	               ? code - 1
+	               : SP_ERR_INTERNAL_ERROR - 1;
 }
 
 int64_t sp_metrics_sum(sp_metrics_t *const *sets, size_t n, unsigned i)
@@ -250,6 +258,20 @@ static const struct family families[] = {
          "included), or found verified before on the same connection (remembered).",
          SP_M_PROVIDER_VAPID, 2, "result", L_TABLE,
          (const char *const[]){"verified", "remembered"}},
+        ONE("sealpush_enroll_issued_total", "counter",
+            "Enrollments (POST /enroll) answered with a certificate.", SP_M_ENROLL_ISSUED),
+        ONE("sealpush_enroll_renewed_total", "counter",
+            "Renewals (RENEW over the device connection) answered with a certificate.",
+            SP_M_ENROLL_RENEWED),
+        ONE("sealpush_enroll_codes_made_total", "counter",
+            "Enrollment codes made through the admin endpoint (POST /enroll-codes).",
+            SP_M_ENROLL_CODES_MADE),
+        {"sealpush_enroll_refusals_total", "counter",
+         "Enrollments and renewals refused, by reason.", SP_M_ENROLL_REFUSED,
+         SP_ENROLL_REFUSAL_LABELS, "reason", L_TABLE,
+         (const char *const[]){"disabled", "method", "request", "csr_der", "key_type", "key_size",
+                               "signature", "extensions", "subject", "code", "code_expired",
+                               "rate_addr", "rate_code", "store", "ca", "internal", "renew_rate"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)
@@ -280,6 +302,11 @@ void sp_metrics_render(FILE *out, sp_metrics_t *const *sets, size_t n, const str
 		fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, f->type);
 		for (unsigned i = 0; i < f->count; i++) {
 			int64_t v = sp_metrics_sum(sets, n, f->base + i);
+
+			/* Reserved frame types and error codes (no name): never counted. */
+			if (((f->kind == L_FRAME && i > 0) || f->kind == L_ERROR) &&
+			    strcmp(label_value(f, i, buf, sizeof(buf)), "?") == 0)
+				continue;
 
 			if (f->kind == L_NONE)
 				fprintf(out, "%s %lld\n", f->name, (long long)v);

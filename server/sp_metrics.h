@@ -85,6 +85,30 @@ enum sp_provider_limit {
 	SP_PROVIDER_LIMIT_STORE_TIMEOUT, /* the door's Redis gave no answer within store_timeout */
 	SP_PROVIDER_LIMIT_COUNT
 };
+/* Why an enrollment (PROTOCOL.md 16) or a renewal was refused: the label of
+ * sealpush_enroll_refusals_total (names in sp_metrics.c). */
+enum sp_enroll_refusal {
+	SP_ENROLL_R_DISABLED = 1, /* enrollment is not configured here */
+	SP_ENROLL_R_METHOD,       /* not POST */
+	SP_ENROLL_R_REQUEST,      /* malformed request (JSON, fields) */
+	SP_ENROLL_R_CSR_DER,      /* not a CSR in exact DER, too large, wrong version */
+	SP_ENROLL_R_KEY_TYPE,     /* not an EC key */
+	SP_ENROLL_R_KEY_SIZE,     /* EC, but not P-256 */
+	SP_ENROLL_R_SIGNATURE,    /* the CSR's signature does not verify (tampered) */
+	SP_ENROLL_R_EXTENSIONS,   /* attributes or extension requests */
+	SP_ENROLL_R_SUBJECT,      /* a subject other than empty or one CN, or a CN naming a token */
+	SP_ENROLL_R_CODE,         /* unknown or used-up code */
+	SP_ENROLL_R_CODE_EXPIRED, /* the code's expiry has passed */
+	SP_ENROLL_R_RATE_ADDR,    /* over enroll_rate_per_addr */
+	SP_ENROLL_R_RATE_CODE,    /* over enroll_rate_per_code */
+	SP_ENROLL_R_STORE,        /* Redis unavailable */
+	SP_ENROLL_R_CA,           /* the intermediate CA is revoked, expired or unusable */
+	SP_ENROLL_R_INTERNAL,     /* out of memory, signing failed */
+	SP_ENROLL_R_RENEW_TOO_SOON, /* renewal: sooner than renew_min_interval on a connection */
+	SP_ENROLL_R_END
+};
+#define SP_ENROLL_REFUSAL_LABELS  (SP_ENROLL_R_END - 1)
+
 #define SP_PROVIDER_STATUS_LABELS 15 /* HTTP statuses the door answers (sp_provider.c) */
 
 /* Connection states (label "state" of the sealpush_connections gauge). */
@@ -99,7 +123,7 @@ enum sp_conn_state_label {
 
 #define SP_FRAME_LABELS  (SP_FRAME_TYPE_MAX + 1) /* index 0: unknown type, then the v1 types */
 #define SP_STATUS_LABELS 13
-#define SP_ERROR_LABELS  17
+#define SP_ERROR_LABELS  21 /* codes 1..21 (gaps unlabelled) */
 
 enum sp_metric {
 	SP_M_CONN_ACCEPTED,
@@ -181,6 +205,11 @@ enum sp_metric {
 	SP_M_PROVIDER_CACHE_LAST = SP_M_PROVIDER_CACHE + 3,
 	SP_M_PROVIDER_VAPID, /* VAPID headers verified (ES256), or taken from the memo */
 	SP_M_PROVIDER_VAPID_LAST = SP_M_PROVIDER_VAPID + 1,
+	SP_M_ENROLL_ISSUED,     /* enrollments answered with a certificate */
+	SP_M_ENROLL_RENEWED,    /* renewals answered with a certificate */
+	SP_M_ENROLL_CODES_MADE, /* enrollment codes made through the admin endpoint */
+	SP_M_ENROLL_REFUSED,    /* by enum sp_enroll_refusal - 1 */
+	SP_M_ENROLL_REFUSED_LAST = SP_M_ENROLL_REFUSED + SP_ENROLL_REFUSAL_LABELS - 1,
 	SP_M_COUNT
 };
 

@@ -30,6 +30,7 @@
 
 #include "sp_config.h"
 #include "sp_conn.h"
+#include "sp_enroll.h"
 #include "sp_frame.h"
 #include "sp_log.h"
 #include "sp_provider.h"
@@ -137,6 +138,8 @@ typedef struct preq {
 	/* The answer. */
 	int status;
 	char resp[192];
+	char *resp_big;         /* a longer body (enrollment's JSON), or NULL: resp */
+	const char *resp_ctype; /* static; NULL: text/plain */
 	size_t resp_len, resp_off;
 	char loc[320];
 	int64_t resp_ttl;     /* -1: no TTL header */
@@ -234,6 +237,7 @@ static void req_free(preq_t *r)
 	req_unlink(r);
 	free(r->auth);
 	free(r->body);
+	free(r->resp_big);
 	free(r);
 }
 
@@ -309,7 +313,7 @@ static H2_SSIZE resp_read(nghttp2_session *s, int32_t sid, uint8_t *buf, size_t 
 	(void)ud;
 	if (n > len)
 		n = len;
-	memcpy(buf, r->resp + r->resp_off, n);
+	memcpy(buf, (r->resp_big ? r->resp_big : r->resp) + r->resp_off, n);
 	r->resp_off += n;
 	if (r->resp_off == r->resp_len)
 		*flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -357,9 +361,11 @@ static void respond(preq_t *r, int status, const char *reason)
 	(void)cfg;
 	r->phase = RQ_ANSWERED;
 	r->status = status;
-	r->resp_len = (size_t)snprintf(r->resp, sizeof(r->resp), "%s\n", reason);
-	if (r->resp_len >= sizeof(r->resp))
-		r->resp_len = sizeof(r->resp) - 1;
+	if (!r->resp_big) {
+		r->resp_len = (size_t)snprintf(r->resp, sizeof(r->resp), "%s\n", reason);
+		if (r->resp_len >= sizeof(r->resp))
+			r->resp_len = sizeof(r->resp) - 1;
+	}
 	sp_metric_inc(&pc->pv->w->metrics, SP_M_PROVIDER_RESPONSES + status_index(status));
 	snprintf(ttl_s, sizeof(ttl_s), "%lld", (long long)r->resp_ttl);
 	snprintf(ra_s, sizeof(ra_s), "%u", r->retry_after);
@@ -375,7 +381,7 @@ static void respond(preq_t *r, int status, const char *reason)
 	                       NGHTTP2_NV_FLAG_NO_COPY_NAME}
 		snprintf(st, sizeof(st), "%d", status);
 		NV(":status", st);
-		NV("content-type", "text/plain; charset=utf-8");
+		NV("content-type", r->resp_ctype ? r->resp_ctype : "text/plain; charset=utf-8");
 		NV("content-length", clen);
 		if (r->loc[0])
 			NV("location", r->loc);
@@ -397,19 +403,20 @@ static void respond(preq_t *r, int status, const char *reason)
 			if (r->body_len < (size_t)(r->content_length > 0 ? r->content_length : 0))
 				pc->h1_close = true;
 		hl = snprintf(head, sizeof(head),
-		              "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+		              "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
 		              "Content-Length: %s\r\n%s%s%s%s%s%s%s%s%s\r\n",
-		              status, status_text(status), clen, r->loc[0] ? "Location: " : "",
-		              r->loc, r->loc[0] ? "\r\n" : "", r->resp_ttl >= 0 ? "TTL: " : "",
-		              r->resp_ttl >= 0 ? ttl_s : "", r->resp_ttl >= 0 ? "\r\n" : "",
-		              r->retry_after ? "Retry-After: " : "", r->retry_after ? ra_s : "",
-		              r->retry_after ? "\r\n" : "");
+		              status, status_text(status),
+		              r->resp_ctype ? r->resp_ctype : "text/plain; charset=utf-8", clen,
+		              r->loc[0] ? "Location: " : "", r->loc, r->loc[0] ? "\r\n" : "",
+		              r->resp_ttl >= 0 ? "TTL: " : "", r->resp_ttl >= 0 ? ttl_s : "",
+		              r->resp_ttl >= 0 ? "\r\n" : "", r->retry_after ? "Retry-After: " : "",
+		              r->retry_after ? ra_s : "", r->retry_after ? "\r\n" : "");
 		if (pc->h1_close)
 			hl += snprintf(head + hl - 2, sizeof(head) - (size_t)hl + 2,
 			               "Connection: close\r\n\r\n") -
 			      2;
 		out_append(pc, head, (size_t)hl);
-		out_append(pc, r->resp, r->resp_len);
+		out_append(pc, r->resp_big ? r->resp_big : r->resp, r->resp_len);
 	}
 }
 
@@ -831,6 +838,10 @@ static void req_complete(preq_t *r)
 		answer(r, 431, "request headers too large");
 		return;
 	}
+	if (strcmp(r->path, SP_ENROLL_PATH) == 0) {
+		sp_enroll_request(pv->w, r); /* PROTOCOL.md 16 */
+		return;
+	}
 	if (strncmp(r->path, "/push/", 6) != 0 || r->path_bad) {
 		answer(r, 404, "no such resource");
 		return;
@@ -1112,7 +1123,7 @@ static void h1_process(pconn_t *pc)
 {
 	const sp_server_config_t *cfg = cfg_of(pc);
 
-	while (!pc->finished && !pc->h1_close && pc->in_len) {
+	while (!pc->finished && pc->in_len) {
 		preq_t *r = pc->h1;
 		const char *end, *p, *eol;
 
@@ -1129,6 +1140,8 @@ static void h1_process(pconn_t *pc)
 		}
 		if (r)
 			return; /* answering: the next request waits (no pipelining) */
+		if (pc->h1_close)
+			return; /* "Connection: close" reads its own body above, nothing after */
 		end = find_crlf2(pc->in, pc->in_len);
 		if (!end) {
 			if (pc->in_len > (size_t)cfg->provider_max_header) {
@@ -1848,6 +1861,78 @@ void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f)
 		ARG(op->key, SP_VAPID_KEY_LEN);
 #undef ARG
 	sub_send(op, on_sub_written, n, argv, lens);
+}
+
+/* ---- for sp_enroll.c ------------------------------------------------------------------------ */
+
+const uint8_t *sp_provider_req_body(sp_preq_t *r, size_t *len)
+{
+	*len = r->body_len;
+	return r->body;
+}
+
+const char *sp_provider_req_method(sp_preq_t *r)
+{
+	return r->method;
+}
+
+int sp_provider_req_peer(sp_preq_t *r, char *host, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (!r->pc || getpeername(r->pc->fd, (struct sockaddr *)&ss, &sl) < 0 ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, (socklen_t)len, NULL, 0,
+	                NI_NUMERICHOST) != 0)
+		return -1;
+	return 0;
+}
+
+redisAsyncContext *sp_provider_redis(sp_preq_t *r)
+{
+	sp_provider_t *pv = r->pc ? r->pc->pv : NULL;
+
+	return pv && pv->ac && pv->redis_up ? pv->ac : NULL;
+}
+
+void sp_provider_req_wait(sp_preq_t *r)
+{
+	r->phase = RQ_LOOKUP;
+}
+
+sp_preq_t *sp_provider_req_resume(sp_preq_t *r)
+{
+	if (r->detached) {
+		req_free(r);
+		return NULL;
+	}
+	if (atomic_load(&r->pc->pv->w->srv->stopping))
+		return NULL;
+	r->phase = RQ_BODY;
+	return r;
+}
+
+void sp_provider_req_retry_after(sp_preq_t *r, uint32_t seconds)
+{
+	r->retry_after = seconds;
+}
+
+void sp_provider_req_answer(sp_preq_t *r, int status, const char *ctype, const char *body,
+                            size_t len)
+{
+	if (ctype) {
+		r->resp_big = malloc(len);
+		if (!r->resp_big) {
+			answer(r, 500, "out of memory");
+			return;
+		}
+		memcpy(r->resp_big, body, len);
+		r->resp_len = len;
+		r->resp_ctype = ctype;
+		answer(r, status, NULL);
+		return;
+	}
+	answer(r, status, body);
 }
 
 bool sp_provider_enabled(const sp_worker_t *w)

@@ -25,8 +25,10 @@
 #ifndef SP_PROVIDER_H
 #define SP_PROVIDER_H
 
+#include <hiredis/async.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sp_conn.h"
 #include "sp_msg.h"
@@ -57,5 +59,26 @@ void sp_provider_result(sp_worker_t *w, sp_node_t *n);
 void sp_provider_subscribe(sp_conn_t *c, const sp_frame_t *f);
 /* Whether w has a provider door (WELCOME then advertises SP_CAP_WEBPUSH). */
 bool sp_provider_enabled(const sp_worker_t *w);
+
+/*
+ * For sp_enroll.c, which handles POST /enroll (the door routes it there once the body is in).
+ * All on the request's worker. A request waiting for Redis (sp_provider_req_wait) may lose
+ * its connection: the Redis callback then calls sp_provider_req_resume, which frees it and
+ * returns NULL (or NULL at teardown); otherwise it returns r, ready to be answered.
+ */
+typedef struct preq sp_preq_t;
+const uint8_t *sp_provider_req_body(sp_preq_t *r, size_t *len);
+const char *sp_provider_req_method(sp_preq_t *r);
+/* The peer's numeric address into host. Returns 0 or -1. */
+int sp_provider_req_peer(sp_preq_t *r, char *host, size_t len);
+/* The door's Redis connection if it is up, else NULL. */
+redisAsyncContext *sp_provider_redis(sp_preq_t *r);
+void sp_provider_req_wait(sp_preq_t *r);
+sp_preq_t *sp_provider_req_resume(sp_preq_t *r);
+void sp_provider_req_retry_after(sp_preq_t *r, uint32_t seconds);
+/* Answers r: with ctype NULL, body is a one-line reason (text/plain, NUL-terminated); else
+ * body[0, len) is copied and sent with that (static) content type. */
+void sp_provider_req_answer(sp_preq_t *r, int status, const char *ctype, const char *body,
+                            size_t len);
 
 #endif

@@ -38,6 +38,7 @@ typedef struct sp_conn sp_conn_t;
 typedef struct sp_msg sp_msg_t;
 typedef struct sp_node sp_node_t;
 typedef struct sp_tls_server sp_tls_server_t; /* context + CRL, owned by sp_tls.c */
+typedef struct sp_enroll sp_enroll_t;         /* the enrollment CA, owned by sp_enroll.c */
 
 /* The daemon's configuration (filled by sp_config from the table in sealpushd.c). */
 typedef struct sp_server_config {
@@ -101,6 +102,13 @@ typedef struct sp_server_config {
 	int64_t provider_max_subscriptions; /* per device */
 	int64_t provider_cache_entries;     /* capability records cached per worker; 0 = none */
 	int64_t provider_cache_ttl;         /* ms a cached record is used (cross-relay removals) */
+	/* Enrollment and renewal (sp_enroll.h, PROTOCOL.md 16); off unless enroll_ca_cert. */
+	char *enroll_ca_cert;         /* the intermediate CA (PEM) that signs enrolled devices */
+	char *enroll_ca_key;          /* its key */
+	int64_t enroll_cert_days;     /* lifetime of an enrolled or renewed certificate */
+	int64_t enroll_rate_per_addr; /* enrollments per source address per minute */
+	int64_t enroll_rate_per_code; /* enrollments per code per minute */
+	int64_t renew_min_interval;   /* ms between two renewals on one connection */
 	bool help;
 	bool version;
 	bool check_config;
@@ -125,6 +133,7 @@ struct sp_server {
 	char node_name[256];
 
 	sp_tls_server_t *tls; /* TLS context and CRL (sp_tls.h) */
+	sp_enroll_t *enroll;  /* the enrollment CA (sp_enroll.h), or NULL */
 
 	struct sockaddr_storage listen_addr;
 	int listen_addrlen;

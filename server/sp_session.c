@@ -13,6 +13,7 @@
 
 #include "sp_delivery.h"
 #include "sp_directory.h"
+#include "sp_enroll.h"
 #include "sp_identity.h"
 #include "sp_log.h"
 #include "sp_msg.h"
@@ -110,6 +111,10 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	if (sp_directory_enabled(c->w)) {
 		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
 		wf.capabilities |= SP_CAP_DIRECTORY;
+	}
+	if (sp_enroll_enabled(c->w->srv)) {
+		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
+		wf.capabilities |= SP_CAP_RENEW;
 	}
 	wf.token = c->token;
 	wf.max_frame = (uint32_t)cfg->max_frame;
@@ -319,6 +324,9 @@ void sp_session_frame(sp_conn_t *c, sp_frame_t *f)
 	case SP_DIR_PUBLISH:
 	case SP_DIR_LOOKUP:
 		sp_directory_frame(c, f);
+		break;
+	case SP_RENEW:
+		sp_enroll_renew(c, f); /* PROTOCOL.md 16.4 */
 		break;
 	case SP_ERROR:
 		on_error_frame(c, f);

@@ -33,11 +33,11 @@
 #include "sp_tls.h"
 #include "sp_transport.h"
 
-/* The server's TLS state: one context for new connections, and the CRL it checks. */
+/* The server's TLS state: one context for new connections, and the CRLs it checks. */
 struct sp_tls_server {
 	pthread_mutex_t lock;
-	SSL_CTX *ctx;  /* current context; SSL_new() takes its own reference */
-	X509_CRL *crl; /* current CRL (owned by ctx's store), or NULL */
+	SSL_CTX *ctx;              /* current context; SSL_new() takes its own reference */
+	STACK_OF(X509_CRL) * crls; /* current CRLs (also in ctx's store), or NULL */
 };
 
 /* Handshake-time capture for the record-layer hand-off (freed after the handshake). */
@@ -195,35 +195,68 @@ static void ssl_errors(char *err, size_t errlen, const char *what, const char *f
 	ERR_clear_error();
 }
 
-static X509_CRL *load_crl(const char *file, char *err, size_t errlen)
+/* Reads every CRL in b (PEM, one after the other). Returns them (at least one), or NULL. */
+static STACK_OF(X509_CRL) * read_crls(BIO *b)
+{
+	STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
+	X509_CRL *crl;
+
+	while (crls && sk_X509_CRL_num(crls) < SP_TLS_MAX_CRLS &&
+	       (crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+		if (!sk_X509_CRL_push(crls, crl)) {
+			X509_CRL_free(crl);
+			break;
+		}
+	}
+	ERR_clear_error(); /* the end of the file reads as "no start line" */
+	if (crls && sk_X509_CRL_num(crls) == 0) {
+		sk_X509_CRL_free(crls);
+		crls = NULL;
+	}
+	return crls;
+}
+
+static void free_crls(STACK_OF(X509_CRL) * crls)
+{
+	sk_X509_CRL_pop_free(crls, X509_CRL_free);
+}
+
+static STACK_OF(X509_CRL) * load_crls(const char *file, char *err, size_t errlen)
 {
 	BIO *b = BIO_new_file(file, "r");
-	X509_CRL *crl = NULL;
+	STACK_OF(X509_CRL) * crls;
 
 	if (!b) {
 		ssl_errors(err, errlen, "cannot open CRL", file);
 		return NULL;
 	}
-	crl = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL);
+	crls = read_crls(b);
 	BIO_free(b);
-	if (!crl)
-		ssl_errors(err, errlen, "cannot read CRL", file);
-	return crl;
+	if (!crls)
+		snprintf(err, errlen, "cannot read CRL %s: no PEM CRL in it", file);
+	return crls;
 }
 
-/* The CRL must be signed by the client CA; a stale one is only a warning here (handshakes
- * will then fail with a CRL error, which the metrics count). */
-static int check_crl(X509_STORE *store, X509_CRL *crl, const char *file, char *err, size_t errlen)
+/*
+ * The first CRL must be signed by the client CA (the root); the others are the intermediate
+ * CAs' (sealpush-ca writes one per intermediate), which OpenSSL checks against the chain's
+ * intermediate at each handshake (a CRL that does not verify fails the handshake, it never
+ * lets one through). A stale one is only a warning here (handshakes will then fail with a CRL
+ * error, which the metrics count).
+ */
+static int check_crls(X509_STORE *store, STACK_OF(X509_CRL) * crls, const char *file, char *err,
+                      size_t errlen)
 {
 	STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
-	const ASN1_TIME *next = X509_CRL_get0_nextUpdate(crl);
+	X509_CRL *first = sk_X509_CRL_value(crls, 0);
 	bool signed_ok = false;
 
 	for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) {
 		X509 *ca = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i));
 
-		if (ca && X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl)) == 0 &&
-		    X509_CRL_verify(crl, X509_get0_pubkey(ca)) == 1)
+		if (ca &&
+		    X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(first)) == 0 &&
+		    X509_CRL_verify(first, X509_get0_pubkey(ca)) == 1)
 			signed_ok = true;
 	}
 	ERR_clear_error();
@@ -231,26 +264,30 @@ static int check_crl(X509_STORE *store, X509_CRL *crl, const char *file, char *e
 		snprintf(err, errlen, "CRL %s is not signed by the client CA", file);
 		return -1;
 	}
-	if (next && X509_cmp_time(next, NULL) < 0)
-		SP_LOG(SP_LOG_WARN, "crl_stale",
-		       "file=%s msg=\"the CRL's nextUpdate has passed: "
-		       "handshakes will fail until it is renewed (sealpush-ca crl)\"",
-		       file);
+	for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+		const ASN1_TIME *next = X509_CRL_get0_nextUpdate(sk_X509_CRL_value(crls, i));
+
+		if (next && X509_cmp_time(next, NULL) < 0)
+			SP_LOG(SP_LOG_WARN, "crl_stale",
+			       "file=%s index=%d msg=\"the CRL's nextUpdate has passed: "
+			       "handshakes will fail until it is renewed (sealpush-ca crl)\"",
+			       file, i);
+	}
 	return 0;
 }
 
-/* Builds a server TLS context from the configured files, or with the CRL `given` (taken over
- * on success) instead of the file's. Returns 0 or -1 with err set. */
-static int tls_build(const sp_server_config_t *cfg, X509_CRL *given, SSL_CTX **out,
-                     X509_CRL **out_crl, char *err, size_t errlen)
+/* Builds a server TLS context from the configured files, or with the CRLs `given` (taken over
+ * whatever the result) instead of the file's. Returns 0 or -1 with err set. */
+static int tls_build(const sp_server_config_t *cfg, STACK_OF(X509_CRL) * given, SSL_CTX **out,
+                     STACK_OF(X509_CRL) * *out_crls, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 	STACK_OF(X509_NAME) *names = NULL;
-	X509_CRL *crl = NULL;
+	STACK_OF(X509_CRL) *crls = NULL;
 	X509_STORE *store;
 
 	*out = NULL;
-	*out_crl = NULL;
+	*out_crls = NULL;
 	if (!ctx) {
 		ssl_errors(err, errlen, "cannot create a TLS context", "");
 		return -1;
@@ -309,27 +346,31 @@ static int tls_build(const sp_server_config_t *cfg, X509_CRL *given, SSL_CTX **o
 
 	store = SSL_CTX_get_cert_store(ctx);
 	if (given || (cfg->crl && cfg->crl[0])) {
-		crl = given ? given : load_crl(cfg->crl, err, errlen);
+		crls = given ? given : load_crls(cfg->crl, err, errlen);
 		given = NULL;
-		if (!crl || check_crl(store, crl, cfg->crl ? cfg->crl : "(from the cluster)", err,
-		                      errlen) < 0)
+		if (!crls || check_crls(store, crls, cfg->crl ? cfg->crl : "(from the cluster)",
+		                        err, errlen) < 0)
 			goto fail;
-		if (X509_STORE_add_crl(store, crl) != 1) {
-			ssl_errors(err, errlen, "cannot use CRL", cfg->crl);
-			goto fail;
+		for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+			if (X509_STORE_add_crl(store, sk_X509_CRL_value(crls, i)) != 1) {
+				ssl_errors(err, errlen, "cannot use CRL", cfg->crl);
+				goto fail;
+			}
 		}
-		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+		/* Every CA of a chain: a device enrolled through an intermediate CA is refused
+		 * once the root's CRL revokes that intermediate. */
+		X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 	}
 	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
 	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
 	SSL_CTX_set_msg_callback(ctx, msg_cb);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
 	*out = ctx;
-	*out_crl = crl;
+	*out_crls = crls;
 	return 0;
 fail:
-	X509_CRL_free(given);
-	X509_CRL_free(crl);
+	free_crls(given);
+	free_crls(crls);
 	SSL_CTX_free(ctx);
 	return -1;
 }
@@ -353,24 +394,42 @@ bool sp_tls_revoked(sp_tls_server_t *tls, const uint8_t *serial, size_t serial_l
 		return false;
 	}
 	pthread_mutex_lock(&tls->lock);
-	if (tls->crl && X509_CRL_get0_by_serial(tls->crl, &rev, sn) == 1)
-		revoked = true;
+	for (int i = 0; !revoked && i < sk_X509_CRL_num(tls->crls); i++)
+		if (X509_CRL_get0_by_serial(sk_X509_CRL_value(tls->crls, i), &rev, sn) == 1)
+			revoked = true;
 	pthread_mutex_unlock(&tls->lock);
 	ASN1_INTEGER_free(sn);
 	return revoked;
 }
 
-/* Keeps the certificate's serial (positive, at most 20 bytes by RFC 5280). */
-static int keep_serial(sp_peer_t *peer, X509 *cert)
+/* Keeps a certificate's serial (positive, at most 20 bytes by RFC 5280). */
+static int copy_serial(X509 *cert, uint8_t out[20], uint8_t *out_len)
 {
 	const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
 	int len = ASN1_STRING_length(sn);
 
-	if (len <= 0 || len > (int)sizeof(peer->serial) || sn->type != V_ASN1_INTEGER)
+	if (len <= 0 || len > 20 || sn->type != V_ASN1_INTEGER)
 		return -1;
-	memcpy(peer->serial, ASN1_STRING_get0_data(sn), (size_t)len);
-	peer->serial_len = (uint8_t)len;
+	memcpy(out, ASN1_STRING_get0_data(sn), (size_t)len);
+	*out_len = (uint8_t)len;
 	return 0;
+}
+
+static int keep_serial(sp_peer_t *peer, X509 *cert)
+{
+	return copy_serial(cert, peer->serial, &peer->serial_len);
+}
+
+/* And the issuing intermediate's, when the verified chain has one (leaf, intermediate,
+ * root): a reload whose CRL revokes the intermediate then cuts this connection too. */
+static void keep_ca_serial(sp_tio_t *t, sp_peer_t *peer)
+{
+	STACK_OF(X509) *chain = SSL_get0_verified_chain(t->ssl);
+
+	peer->ca_serial_len = 0;
+	if (chain && sk_X509_num(chain) >= 3 &&
+	    copy_serial(sk_X509_value(chain, 1), peer->ca_serial, &peer->ca_serial_len) < 0)
+		peer->ca_serial_len = 0;
 }
 
 /* After a successful handshake: checks ALPN and (for resumed sessions) the certificate's
@@ -388,6 +447,7 @@ static int established(sp_tio_t *t, sp_peer_t *peer)
 		return SP_HS_NO_CERT;
 	if (keep_serial(peer, cert) < 0)
 		return SP_HS_BAD_CERT;
+	keep_ca_serial(t, peer);
 	if (SSL_session_reused(t->ssl)) {
 		/* No chain verification happened: check what can have changed since. */
 		peer->resumed = true;
@@ -615,7 +675,7 @@ int sp_tls_start(sp_server_t *srv, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (tls_build(&srv->cfg, NULL, &tls->ctx, &tls->crl, err, errlen) < 0) {
+	if (tls_build(&srv->cfg, NULL, &tls->ctx, &tls->crls, err, errlen) < 0) {
 		free(tls);
 		return -1;
 	}
@@ -631,72 +691,122 @@ void sp_tls_stop(sp_server_t *srv)
 	if (!tls)
 		return;
 	SSL_CTX_free(tls->ctx);
-	X509_CRL_free(tls->crl);
+	free_crls(tls->crls);
 	pthread_mutex_destroy(&tls->lock);
 	free(tls);
 	srv->tls = NULL;
 }
 
-/* New connections get ctx and crl from now on; the old ones are freed (OpenSSL keeps the
+/* New connections get ctx and crls from now on; the old ones are freed (OpenSSL keeps the
  * context alive for the connections that still use it). */
-static void swap_in(sp_tls_server_t *tls, SSL_CTX *ctx, X509_CRL *crl)
+static void swap_in(sp_tls_server_t *tls, SSL_CTX *ctx, STACK_OF(X509_CRL) * crls)
 {
 	SSL_CTX *old;
-	X509_CRL *old_crl;
+	STACK_OF(X509_CRL) * old_crls;
 
 	pthread_mutex_lock(&tls->lock);
 	old = tls->ctx;
-	old_crl = tls->crl;
+	old_crls = tls->crls;
 	tls->ctx = ctx;
-	tls->crl = crl;
+	tls->crls = crls;
 	pthread_mutex_unlock(&tls->lock);
 	SSL_CTX_free(old);
-	X509_CRL_free(old_crl);
+	free_crls(old_crls);
 }
 
 int sp_tls_reload(sp_server_t *srv, char *err, size_t errlen)
 {
 	sp_tls_server_t *tls = srv->tls;
 	SSL_CTX *ctx;
-	X509_CRL *crl;
+	STACK_OF(X509_CRL) * crls;
 
-	if (tls_build(&srv->cfg, NULL, &ctx, &crl, err, errlen) < 0)
+	if (tls_build(&srv->cfg, NULL, &ctx, &crls, err, errlen) < 0)
 		return -1;
-	swap_in(tls, ctx, crl);
+	swap_in(tls, ctx, crls);
 	return 0;
+}
+
+/* The latest lastUpdate of a set of CRLs. */
+static const ASN1_TIME *latest_update(STACK_OF(X509_CRL) * crls)
+{
+	const ASN1_TIME *t = NULL;
+
+	for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+		const ASN1_TIME *u = X509_CRL_get0_lastUpdate(sk_X509_CRL_value(crls, i));
+
+		if (!t || ASN1_TIME_compare(u, t) > 0)
+			t = u;
+	}
+	return t;
+}
+
+static bool same_crls(STACK_OF(X509_CRL) * a, STACK_OF(X509_CRL) * b)
+{
+	if (sk_X509_CRL_num(a) != sk_X509_CRL_num(b))
+		return false;
+	for (int i = 0; i < sk_X509_CRL_num(a); i++)
+		if (X509_CRL_match(sk_X509_CRL_value(a, i), sk_X509_CRL_value(b, i)) != 0)
+			return false;
+	return true;
 }
 
 int sp_tls_install_crl(sp_server_t *srv, const void *pem, size_t len, char *err, size_t errlen)
 {
 	sp_tls_server_t *tls = srv->tls;
 	BIO *b = len <= INT_MAX ? BIO_new_mem_buf(pem, (int)len) : NULL;
-	X509_CRL *crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
+	STACK_OF(X509_CRL) *crls = b ? read_crls(b) : NULL;
+	STACK_OF(X509_CRL) * built;
 	SSL_CTX *ctx;
-	X509_CRL *built;
 	bool newer;
 
 	BIO_free(b);
-	if (!crl) {
+	if (!crls) {
 		ERR_clear_error();
 		snprintf(err, errlen, "not a PEM CRL");
 		return -1;
 	}
 	pthread_mutex_lock(&tls->lock);
-	if (!tls->crl) {
+	if (!tls->crls) {
 		newer = true;
 	} else {
-		int c = ASN1_TIME_compare(X509_CRL_get0_lastUpdate(crl),
-		                          X509_CRL_get0_lastUpdate(tls->crl));
+		int c = ASN1_TIME_compare(latest_update(crls), latest_update(tls->crls));
 
-		newer = c > 0 || (c == 0 && X509_CRL_match(crl, tls->crl) != 0);
+		newer = c > 0 || (c == 0 && !same_crls(crls, tls->crls));
 	}
 	pthread_mutex_unlock(&tls->lock);
 	if (!newer) {
-		X509_CRL_free(crl);
+		free_crls(crls);
 		return 0;
 	}
-	if (tls_build(&srv->cfg, crl, &ctx, &built, err, errlen) < 0)
+	if (tls_build(&srv->cfg, crls, &ctx, &built, err, errlen) < 0)
 		return -1;
 	swap_in(tls, ctx, built);
 	return 1;
+}
+
+int sp_tls_verify_ca(sp_server_t *srv, X509 *ca, char *why, size_t whylen)
+{
+	sp_tls_server_t *tls = srv->tls;
+	X509_STORE_CTX *x = X509_STORE_CTX_new();
+	SSL_CTX *ctx;
+	int ok = 0;
+
+	pthread_mutex_lock(&tls->lock);
+	ctx = tls->ctx;
+	SSL_CTX_up_ref(ctx);
+	pthread_mutex_unlock(&tls->lock);
+	if (x && X509_STORE_CTX_init(x, SSL_CTX_get_cert_store(ctx), ca, NULL) == 1)
+		ok = X509_verify_cert(x);
+	if (ok != 1)
+		snprintf(why, whylen, "%s",
+		         x ? X509_verify_cert_error_string(X509_STORE_CTX_get_error(x))
+		           : "out of memory");
+	else if (X509_check_ca(ca) == 0) {
+		snprintf(why, whylen, "not a CA certificate");
+		ok = 0;
+	}
+	X509_STORE_CTX_free(x);
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return ok == 1 ? 0 : -1;
 }

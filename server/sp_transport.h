@@ -49,7 +49,9 @@ typedef struct sp_peer {
 	uint8_t token[32];  /* derived from the client certificate's key (sp_identity) */
 	uint8_t serial[20]; /* the certificate's serial, for revocation checks after reloads */
 	uint8_t serial_len;
-	uint8_t group;   /* enum sp_tls_group: the key exchange the handshake used */
+	uint8_t ca_serial[20]; /* the serial of the intermediate CA that issued it, if any */
+	uint8_t ca_serial_len; /* 0: issued by the root itself, or a resumed session */
+	uint8_t group;         /* enum sp_tls_group: the key exchange the handshake used */
 	bool resumed;    /* a resumed session (no chain verification happened: checked here) */
 	bool handed_off; /* the record layer carries the connection from now on */
 } sp_peer_t;

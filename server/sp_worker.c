@@ -229,7 +229,9 @@ static void close_revoked(sp_worker_t *w)
 		if (c->flags & SP_CF_FINISHED || c->state == SP_CS_HANDSHAKE ||
 		    c->state == SP_CS_CLOSING)
 			continue;
-		if (!sp_tls_revoked(w->srv->tls, c->serial, c->serial_len))
+		if (!sp_tls_revoked(w->srv->tls, c->serial, c->serial_len) &&
+		    !(c->ca_serial_len &&
+		      sp_tls_revoked(w->srv->tls, c->ca_serial, c->ca_serial_len)))
 			continue;
 		SP_LOG(SP_LOG_INFO, "conn_revoked", "worker=%d slot=%u", w->id, c->slot);
 		sp_conn_goaway(c, SP_ERR_CERT_REVOKED, 0);

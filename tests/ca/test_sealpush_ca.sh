@@ -154,7 +154,7 @@ lists_all() {
 
 run "$ca" --help
 if [ "$rc" = 0 ] && grep -q '^usage: sealpush-ca' "$tmp/out" &&
-	lists_all "$tmp/out" init server device revoke crl --days --name --ip --backdate --version; then
+	lists_all "$tmp/out" init server device intermediate revoke revoke-serial crl enroll-code --days --name --ip --backdate --version; then
 	ok "--help exits 0 and lists every command and option"
 else
 	not_ok "--help exits 0 and lists every command and option"
@@ -205,10 +205,10 @@ fi
 check "ca.crt is a valid self-signed certificate" verify "$A/ca.crt"
 check "ca.crt subject is CN = Test Device CA" subject_is "$A/ca.crt" "CN = Test Device CA"
 e=$(ext "$A/ca.crt" basicConstraints)
-if [[ $e == *critical* && $e == *"CA:TRUE, pathlen:0"* ]]; then
-	ok "CA basicConstraints critical CA:TRUE pathlen:0"
+if [[ $e == *critical* && $e == *"CA:TRUE, pathlen:1"* ]]; then
+	ok "CA basicConstraints critical CA:TRUE pathlen:1"
 else
-	not_ok "CA basicConstraints critical CA:TRUE pathlen:0 ($e)"
+	not_ok "CA basicConstraints critical CA:TRUE pathlen:1 ($e)"
 fi
 e=$(ext "$A/ca.crt" keyUsage)
 if [[ $e == *critical* && $e == *"Certificate Sign, CRL Sign"* && $e != *"Digital"* ]]; then
@@ -388,25 +388,28 @@ expect_fail "device in a directory without ca.crt fails" 1
 # --- index.json ---
 
 if command -v python3 >/dev/null; then
-	check "index.json lists every issued certificate" python3 - "$A" "$token" <<'PY'
-import json, subprocess, sys
+	check "the index lists every issued certificate, one file each" python3 - "$A" "$token" <<'PY'
+import json, os, subprocess, sys
 d, token = sys.argv[1], sys.argv[2]
 ix = json.load(open(d + "/index.json"))
-assert isinstance(ix["crl_number"], int) and ix["crl_number"] >= 1, ix
-certs = ix["certificates"]
+assert ix["version"] == 2 and isinstance(ix["crl_number"], int) and ix["crl_number"] >= 1, ix
+assert "certificates" not in ix, ix
+certs = [json.load(open(d + "/certs/" + f)) for f in os.listdir(d + "/certs") if f.endswith(".json")]
+for f in os.listdir(d + "/certs"):
+    assert f == json.load(open(d + "/certs/" + f))["serial"] + ".json", f
 kinds = [c["kind"] for c in certs]
 assert kinds.count("server") == 2, kinds
 for c in certs:
-    for k in ("name", "kind", "serial", "not_after", "revoked_at"):
+    for k in ("name", "kind", "serial", "issuer", "not_after", "revoked_at"):
         assert k in c, (k, c)
     assert c["revoked_at"] is None, c
-alice = [c for c in certs if c["name"] == "alice"]
-assert len(alice) == 1 and alice[0]["kind"] == "device", alice
-assert alice[0]["token"] == token, alice
+alice = json.load(open(d + "/devices/alice.json"))
+assert os.readlink(d + "/devices/alice.json") == "../certs/" + alice["serial"] + ".json"
+assert alice["kind"] == "device" and alice["name"] == "alice", alice
+assert alice["token"] == token, alice
 ser = subprocess.run(["openssl", "x509", "-in", d + "/alice.crt", "-noout", "-serial"],
                      capture_output=True, text=True, check=True).stdout.strip().split("=")[1]
-assert alice[0]["serial"].upper() == ser.upper(), (alice[0]["serial"], ser)
-assert len({c["serial"] for c in certs}) == len(certs), "duplicate serials"
+assert alice["serial"].upper() == ser.upper(), (alice["serial"], ser)
 PY
 else
 	ok "index.json lists every issued certificate # SKIP python3 not installed"
@@ -480,6 +483,109 @@ run "$ca" device "$B" mallory
 expect_ok "device from the second CA"
 check_not "a device of another CA fails verification against the first CA" verify "$B/mallory.crt"
 check "it verifies against its own CA" openssl verify -CAfile "$B/ca.crt" "$B/mallory.crt"
+
+# --- index version 1 is converted ---
+
+if command -v python3 >/dev/null; then
+	C=$tmp/c
+	run "$ca" init "$C"
+	run "$ca" device "$C" v1a
+	run "$ca" device "$C" v1b
+	run "$ca" revoke "$C" v1b
+	# Rebuild the layout the old sealpush-ca wrote: every entry in index.json.
+	python3 - "$C" <<'PY'
+import json, os, shutil, sys
+d = sys.argv[1]
+certs = []
+for f in sorted(os.listdir(d + "/certs")):
+    e = json.load(open(d + "/certs/" + f))
+    e.pop("issuer", None)
+    certs.append(e)
+ix = json.load(open(d + "/index.json"))
+json.dump({"version": 1, "crl_number": ix["crl_number"], "certificates": certs},
+          open(d + "/index.json", "w"))
+shutil.rmtree(d + "/certs"); shutil.rmtree(d + "/devices"); os.unlink(d + "/revoked.log")
+PY
+	run "$ca" crl "$C"
+	expect_ok "a version 1 index is converted on first use"
+	grep -q "converted" "$tmp/err"
+	verdict "the conversion is reported"
+	t=$(openssl crl -in "$C/crl.pem" -noout -text)
+	[[ $t == *"$(openssl x509 -in "$C/v1b.crt" -noout -serial | cut -d= -f2)"* ]]
+	verdict "a revocation of the version 1 index stays in the CRL"
+	run "$ca" revoke "$C" v1a
+	expect_ok "revoke works on the converted index"
+	run "$ca" device "$C" v1a
+	expect_fail "the converted index still refuses an existing name" 1
+else
+	ok "a version 1 index is converted # SKIP python3 not installed"
+fi
+
+# --- intermediate CA, revoke-serial ---
+
+I=$tmp/i
+run "$ca" init "$I"
+run "$ca" intermediate "$I" --days 100
+expect_ok "intermediate"
+im_serial=$(cat "$tmp/out")
+check "intermediate.key is 0600" mode_is "$I/intermediate.key" 600
+check "the intermediate verifies against the root" \
+	openssl verify -CAfile "$I/ca.crt" "$I/intermediate.crt"
+e=$(openssl x509 -in "$I/intermediate.crt" -noout -ext basicConstraints)
+[[ $e == *critical* && $e == *"CA:TRUE, pathlen:0"* ]]
+verdict "intermediate basicConstraints critical CA:TRUE pathlen:0" "$e"
+[ "$(grep -c 'BEGIN X509 CRL' "$I/crl.pem")" = 2 ]
+verdict "crl.pem holds the root's CRL and the intermediate's"
+# A leaf signed by the intermediate (as the relay signs one), checked with both CRLs.
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/leaf.key" \
+	-subj /CN=leaf -out "$tmp/leaf.csr" 2>/dev/null
+openssl x509 -req -in "$tmp/leaf.csr" -CA "$I/intermediate.crt" -CAkey "$I/intermediate.key" \
+	-CAcreateserial -days 5 -out "$tmp/leaf.crt" 2>/dev/null
+cat "$I/ca.crt" "$I/crl.pem" >"$tmp/store.pem"
+check "a leaf of the intermediate verifies with -crl_check_all" \
+	openssl verify -crl_check_all -CAfile "$tmp/store.pem" -untrusted "$I/intermediate.crt" \
+	"$tmp/leaf.crt"
+leaf_serial=$(openssl x509 -in "$tmp/leaf.crt" -noout -serial | cut -d= -f2)
+run "$ca" revoke-serial "$I" "$leaf_serial"
+expect_ok "revoke-serial of a leaf the intermediate issued"
+cat "$I/ca.crt" "$I/crl.pem" >"$tmp/store.pem"
+check_not "the revoked leaf fails -crl_check_all" \
+	openssl verify -crl_check_all -CAfile "$tmp/store.pem" -untrusted "$I/intermediate.crt" \
+	"$tmp/leaf.crt"
+run "$ca" intermediate "$I"
+expect_ok "intermediate again (rotation)"
+[ "$(grep -c 'BEGIN X509 CRL' "$I/crl.pem")" = 3 ]
+verdict "after rotation crl.pem holds the old intermediate's CRL too"
+cat "$I/ca.crt" "$I/crl.pem" >"$tmp/store.pem"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tmp/leaf2.key" \
+	-subj /CN=leaf2 -out "$tmp/leaf2.csr" 2>/dev/null
+openssl x509 -req -in "$tmp/leaf2.csr" -CA "$I/intermediates/$im_serial.crt" \
+	-CAkey "$I/intermediates/$im_serial.key" -CAcreateserial -days 5 -out "$tmp/leaf2.crt" \
+	2>/dev/null
+check "a leaf of the old intermediate verifies before it is revoked" \
+	openssl verify -crl_check_all -CAfile "$tmp/store.pem" \
+	-untrusted "$I/intermediates/$im_serial.crt" "$tmp/leaf2.crt"
+run "$ca" revoke-serial "$I" "$im_serial"
+expect_ok "revoke-serial of the old intermediate"
+cat "$I/ca.crt" "$I/crl.pem" >"$tmp/store.pem"
+run openssl verify -crl_check_all -CAfile "$tmp/store.pem" \
+	-untrusted "$I/intermediates/$im_serial.crt" "$tmp/leaf2.crt"
+[ "$rc" != 0 ] && grep -q "revoked" "$tmp/out" "$tmp/err"
+verdict "a leaf of a revoked intermediate fails -crl_check_all as revoked"
+run "$ca" revoke-serial "$I" "$im_serial"
+expect_fail "revoke-serial twice fails" 1
+run "$ca" revoke-serial "$I" "xyz"
+expect_fail "revoke-serial refuses a malformed serial" 2
+run "$ca" revoke-serial "$I" "$(openssl x509 -in "$I/ca.crt" -noout -serial | cut -d= -f2)"
+expect_fail "revoke-serial refuses the root itself" 1
+run "$ca" device "$I" intermediate
+expect_fail "'intermediate' is not a device name" 2
+run "$ca" enroll-code
+expect_fail "enroll-code without --redis is a usage error" 2
+run "$ca" enroll-code --redis unix:$tmp/no-such.sock
+expect_fail "enroll-code without a reachable redis fails" 1
+run "$ca" enroll-code --redis unix:$tmp/no-such.sock --expires 0s
+expect_fail "enroll-code refuses an expiry under 1s" 2
 
 echo "1..$n"
 [ "$failed" = 0 ]

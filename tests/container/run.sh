@@ -302,7 +302,7 @@ done
 [ $pki_ok = 1 ] && ok "sealpush-ca in the image makes a PKI (CA, server, alice, bob, CRL)"
 [ $pki_ok = 1 ] || bail "no PKI"
 bob=$(python3 -c 'import json, sys
-print([c["token"] for c in json.load(open(sys.argv[1]))["certificates"] if c["name"] == "bob"][0])' "$pki/index.json")
+print(json.load(open(sys.argv[1]))["token"])' "$pki/devices/bob.json")
 # What the relay gets: the public parts and its own key pair, never ca.key.
 relay_pki=$work/relay-pki
 mkdir -p "$relay_pki"
@@ -430,7 +430,7 @@ demo_listen() { timeout 30 python3 "$demo" --server "127.0.0.1:$port" --pki "$pk
 # The sealed exchange with the image's CLI (issue 7). Sealing keys are made beside the device
 # keys in the PKI directory (mounted read-write: `listen` keeps its replay cache there too).
 alice=$(python3 -c 'import json, sys
-print([c["token"] for c in json.load(open(sys.argv[1]))["certificates"] if c["name"] == "alice"][0])' "$pki/index.json")
+print(json.load(open(sys.argv[1]))["token"])' "$pki/devices/alice.json")
 sp_id() { echo --server "127.0.0.1:$port" --ca /pki/ca.crt --cert "/pki/$1.crt" --key "/pki/$1.key"; }
 sealed_send() { # sealed_send TEXT [SEND OPTIONS]: prints "TOKEN STATUS"
 	local text=$1

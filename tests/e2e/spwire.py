@@ -43,9 +43,11 @@ import time
 
 (HELLO, WELCOME, SEND, SEND_RESULT, DELIVER, ACK, PING, PONG, GOAWAY, ERROR, SUBSCRIBE,
  SUBSCRIPTION, DIR_PUBLISH, DIR_LOOKUP, DIR_ANSWER) = range(1, 16)
+RENEW, RENEWED = 0x11, 0x12  # section 16.4 (0x10: reserved)
 TYPE_NAMES = {1: "HELLO", 2: "WELCOME", 3: "SEND", 4: "SEND_RESULT", 5: "DELIVER", 6: "ACK",
               7: "PING", 8: "PONG", 9: "GOAWAY", 10: "ERROR", 11: "SUBSCRIBE",
-              12: "SUBSCRIPTION", 13: "DIR_PUBLISH", 14: "DIR_LOOKUP", 15: "DIR_ANSWER"}
+              12: "SUBSCRIPTION", 13: "DIR_PUBLISH", 14: "DIR_LOOKUP", 15: "DIR_ANSWER",
+              0x11: "RENEW", 0x12: "RENEWED"}
 TYPES = {v: k for k, v in TYPE_NAMES.items()}
 
 # Flags (per frame type).
@@ -59,6 +61,7 @@ DEFINED_FLAGS = {HELLO: SEND_ONLY, DELIVER: STORED, ERROR: CLOSING,
                  SUBSCRIBE: REMOVE | LIST, DIR_LOOKUP: LOOKUP_HEAD}  # others: none
 CAP_WEBPUSH = 0x01  # WELCOME capabilities: the relay has a Web Push door (section 14)
 CAP_DIRECTORY = 0x02  # WELCOME capabilities: the relay has a key directory (section 15)
+CAP_RENEW = 0x04    # WELCOME capabilities: the relay renews certificates (section 16.4)
 
 HEADER_LEN = 6
 V1_MAX_FRAME = 1 << 24       # no frame is ever longer in v1
@@ -71,6 +74,7 @@ ERROR_CODES = {
     "UNSUPPORTED_FIELD": 8, "UNSUPPORTED_VERSION": 9, "HELLO_TIMEOUT": 10,
     "IDLE_TIMEOUT": 11, "SLOW_CONSUMER": 12, "TOO_MANY_ERRORS": 13, "INTERNAL_ERROR": 14,
     "SHUTDOWN": 15, "REPLACED": 16, "CERT_REVOKED": 17,
+    "RENEW_REFUSED": 20, "RENEW_UNAVAILABLE": 21,
 }
 ERROR_NAMES = {v: k for k, v in ERROR_CODES.items()}
 globals().update({"E_" + k: v for k, v in ERROR_CODES.items()})
@@ -126,6 +130,9 @@ FIELDS = {
     0x25: ("tree_head", "bytes", 50, 256),
     0x26: ("inclusion", "bytes", 1, 2049),
     0x27: ("consistency", "bytes", 1, 2049),
+    0x28: ("csr", "bytes", 1, 2048),
+    0x29: ("cert_chain", "bytes", 1, 16384),
+    0x2A: ("not_after", "u32", 0, 0xFFFFFFFF),
 }
 FIELD_IDS = {v[0]: k for k, v in FIELDS.items()}
 MAX_ITEMS = 65535  # recipients, results, msg_ids
@@ -149,6 +156,8 @@ FRAME_FIELDS = {
     DIR_LOOKUP: ({"msg_id"}, {"handle", "token", "tree_size"}),
     DIR_ANSWER: ({"msg_id", "status"}, {"dir_entry", "leaf_index", "tree_head", "inclusion",
                                         "consistency", "retry_after", "reason"}),
+    RENEW: ({"msg_id", "csr"}, set()),
+    RENEWED: ({"msg_id", "cert_chain", "not_after", "token"}, set()),
 }
 
 

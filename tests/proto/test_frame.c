@@ -72,6 +72,9 @@ static const struct field_info field_info[SP_FIELD_ID_MAX + 1] = {
         [SP_F_TREE_HEAD] = {"tree_head", K_VAR, 0},
         [SP_F_INCLUSION] = {"inclusion", K_VAR, 0},
         [SP_F_CONSISTENCY] = {"consistency", K_VAR, 0},
+        [SP_F_CSR] = {"csr", K_VAR, 0},
+        [SP_F_CERT_CHAIN] = {"cert_chain", K_VAR, 0},
+        [SP_F_NOT_AFTER] = {"not_after", K_INT, 4},
 };
 
 #define B(id) SP_BIT(SP_F_##id)
@@ -122,6 +125,9 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
                            B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
                                    B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
                            B(MSG_ID) | B(STATUS), 0},
+        [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
+        [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),
+                        B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN), 0},
 };
 
 #undef B
@@ -145,6 +151,10 @@ static const char *const error_names[] = {
         "SHUTDOWN",
         "REPLACED",
         "CERT_REVOKED",
+        "?", /* 18, 19: reserved for the key directory */
+        "?",
+        "RENEW_REFUSED",
+        "RENEW_UNAVAILABLE",
 };
 #define N_ERRORS (sizeof(error_names) / sizeof(error_names[0]))
 
@@ -164,7 +174,7 @@ static const struct {
 
 static int known_type(unsigned t)
 {
-	return t >= 1 && t <= SP_FRAME_TYPE_MAX;
+	return t >= 1 && t <= SP_FRAME_TYPE_MAX && frame_info[t].name != NULL;
 }
 
 /* ---- Field access by id ------------------------------------------------------------------- */
@@ -202,6 +212,8 @@ static uint32_t get_int(const sp_frame_t *f, unsigned id)
 		return f->retry_after;
 	case SP_F_FRAME_TYPE:
 		return f->frame_type;
+	case SP_F_NOT_AFTER:
+		return f->not_after;
 	default:
 		return UINT32_MAX;
 	}
@@ -254,6 +266,9 @@ static void set_int(sp_frame_t *f, unsigned id, uint32_t v)
 		break;
 	case SP_F_FRAME_TYPE:
 		f->frame_type = (uint8_t)v;
+		break;
+	case SP_F_NOT_AFTER:
+		f->not_after = v;
 		break;
 	default:
 		break;
@@ -321,6 +336,12 @@ static void get_bytes(const sp_frame_t *f, unsigned id, const uint8_t **p, uint3
 	case SP_F_CONSISTENCY:
 		*p = f->consistency, *n = f->consistency_len;
 		break;
+	case SP_F_CSR:
+		*p = f->csr, *n = f->csr_len;
+		break;
+	case SP_F_CERT_CHAIN:
+		*p = f->cert_chain, *n = f->cert_chain_len;
+		break;
 	default:
 		*p = NULL, *n = 0;
 		break;
@@ -363,6 +384,12 @@ static void set_bytes(sp_frame_t *f, unsigned id, const uint8_t *p, uint32_t n)
 		break;
 	case SP_F_AGENT:
 		f->agent = p, f->agent_len = n;
+		break;
+	case SP_F_CSR:
+		f->csr = p, f->csr_len = n;
+		break;
+	case SP_F_CERT_CHAIN:
+		f->cert_chain = p, f->cert_chain_len = n;
 		break;
 	default:
 		break;
@@ -435,7 +462,7 @@ static int field_by_name(const char *name)
 static int type_by_name(const char *name)
 {
 	for (unsigned t = 1; t <= SP_FRAME_TYPE_MAX; t++)
-		if (strcmp(frame_info[t].name, name) == 0)
+		if (frame_info[t].name && strcmp(frame_info[t].name, name) == 0)
 			return (int)t;
 	return -1;
 }
@@ -1161,6 +1188,9 @@ static void fill_all(sp_frame_t *f, uint8_t type)
 	f->inclusion = dir_proof, f->inclusion_len = (uint32_t)sizeof(dir_proof);
 	f->consistency = dir_proof, f->consistency_len = (uint32_t)sizeof(dir_proof);
 	f->status = 0x17;
+	f->csr = (const uint8_t *)"\x30\x03\x02\x01\x00", f->csr_len = 5;
+	f->cert_chain = (const uint8_t *)"-----BEGIN CERTIFICATE-----\n", f->cert_chain_len = 28;
+	f->not_after = 1900000000u;
 	f->ttl = 86400;
 	f->capabilities = 0x80000001u;
 	f->max_frame = 65536;
@@ -1207,6 +1237,8 @@ static void check_same_fields(const sp_frame_t *got, const sp_frame_t *want, con
 static void test_encode_roundtrip_all_types(void)
 {
 	for (uint8_t t = 1; t <= SP_FRAME_TYPE_MAX; t++) {
+		if (!known_type(t))
+			continue;
 		sp_frame_t f, g;
 		uint8_t buf[1024];
 		size_t len = 0, used = 0;
@@ -1242,6 +1274,8 @@ static void test_encode_roundtrip_all_types(void)
 static void test_encode_nospace(void)
 {
 	for (uint8_t t = 1; t <= SP_FRAME_TYPE_MAX; t++) {
+		if (!known_type(t))
+			continue;
 		sp_frame_t f;
 		uint8_t full[1024], *buf;
 		size_t need = 0, len;
@@ -1276,6 +1310,8 @@ static void test_encode_nospace(void)
 static void test_encode_missing_field(void)
 {
 	for (uint8_t t = 1; t <= SP_FRAME_TYPE_MAX; t++) {
+		if (!known_type(t))
+			continue;
 		for (unsigned id = 1; id <= SP_FIELD_ID_MAX; id++) {
 			sp_frame_t f;
 			uint8_t buf[1024];
@@ -1298,6 +1334,8 @@ static void test_encode_missing_field(void)
 static void test_encode_field_not_allowed(void)
 {
 	for (uint8_t t = 1; t <= SP_FRAME_TYPE_MAX; t++) {
+		if (!known_type(t))
+			continue;
 		for (unsigned id = 1; id <= SP_FIELD_ID_MAX; id++) {
 			sp_frame_t f;
 			uint8_t buf[1024];
@@ -1510,14 +1548,14 @@ static void test_names(void)
 	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1B, 0x20, 0xFF, 0x100, UINT_MAX};
 
 	for (unsigned t = 1; t <= SP_FRAME_TYPE_MAX; t++)
-		if (strcmp(sp_frame_type_name(t), frame_info[t].name) != 0)
+		if (strcmp(sp_frame_type_name(t), known_type(t) ? frame_info[t].name : "?") != 0)
 			SP_FAIL("type %u: %s", t, sp_frame_type_name(t));
 	for (size_t i = 0; i < sizeof(bad_types) / sizeof(bad_types[0]); i++)
 		if (strcmp(sp_frame_type_name(bad_types[i]), "?") != 0)
 			SP_FAIL("type %u: %s", bad_types[i], sp_frame_type_name(bad_types[i]));
 
 	for (unsigned id = 1; id <= SP_FIELD_ID_MAX; id++)
-		if (strcmp(sp_field_name(id), field_info[id].name) != 0)
+		if (strcmp(sp_field_name(id), field_info[id].name ? field_info[id].name : "?") != 0)
 			SP_FAIL("field %u: %s", id, sp_field_name(id));
 	for (size_t i = 0; i < sizeof(bad_fields) / sizeof(bad_fields[0]); i++)
 		if (strcmp(sp_field_name(bad_fields[i]), "?") != 0)
