@@ -78,8 +78,8 @@ enum sp_frame_type {
 #define SP_CAP_DIRECTORY  0x02 /* the relay has a key directory: DIR_PUBLISH, DIR_LOOKUP */
 #define SP_CAP_RENEW      0x04 /* the relay renews certificates: RENEW is understood (16.4) */
 
-#define SP_CSR_MAX      2048  /* RENEW csr: DER bytes */
-#define SP_CHAIN_MAX    16384 /* RENEWED cert_chain: PEM bytes */
+#define SP_CSR_MAX        2048  /* RENEW csr: DER bytes */
+#define SP_CHAIN_MAX      16384 /* RENEWED cert_chain: PEM bytes */
 
 #define SP_APP_KEY_LEN    65 /* an application server key: an uncompressed P-256 point */
 #define SP_SUB_ID_LEN     16
@@ -134,9 +134,9 @@ enum sp_field_id {
 	SP_F_TREE_HEAD = 0x25,   /* DIR_ANSWER: the signed tree head */
 	SP_F_INCLUSION = 0x26,   /* DIR_ANSWER: the entry's inclusion proof in that head */
 	SP_F_CONSISTENCY = 0x27, /* DIR_ANSWER: consistency proof from tree_size to the head */
-	SP_F_CSR = 0x28,        /* RENEW: a PKCS #10 CSR, DER */
-	SP_F_CERT_CHAIN = 0x29, /* RENEWED: PEM, the certificate then its CA's */
-	SP_F_NOT_AFTER = 0x2A,  /* RENEWED: the certificate's notAfter, Unix seconds */
+	SP_F_CSR = 0x28,         /* RENEW: a PKCS #10 CSR, DER */
+	SP_F_CERT_CHAIN = 0x29,  /* RENEWED: PEM, the certificate then its CA's */
+	SP_F_NOT_AFTER = 0x2A,   /* RENEWED: the certificate's notAfter, Unix seconds */
 };
 #define SP_FIELD_ID_MAX   0x2F
 #define SP_FIELD_CRITICAL 0x80

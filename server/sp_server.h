@@ -94,11 +94,11 @@ typedef struct sp_server_config {
 	int64_t provider_idle_timeout;    /* ms a connection may stay without requests */
 	bool provider_require_key; /* refuse subscriptions without an application server key */
 	/* The key directory (sp_directory.h); off unless directory_log_key is set. */
-	char *directory_log_key;         /* PEM P-256 private key that signs the log's heads */
-	char *directory_handle_pattern;  /* POSIX ERE a handle must match; "" = any valid one */
-	int64_t directory_lookup_limit;  /* lookups per device per window, all relays; 0 = any */
-	int64_t directory_lookup_window; /* ms */
-	int64_t directory_max_queue;     /* directory changes waiting per worker */
+	char *directory_log_key;            /* PEM P-256 private key that signs the log's heads */
+	char *directory_handle_pattern;     /* POSIX ERE a handle must match; "" = any valid one */
+	int64_t directory_lookup_limit;     /* lookups per device per window, all relays; 0 = any */
+	int64_t directory_lookup_window;    /* ms */
+	int64_t directory_max_queue;        /* directory changes waiting per worker */
 	int64_t provider_max_subscriptions; /* per device */
 	int64_t provider_cache_entries;     /* capability records cached per worker; 0 = none */
 	int64_t provider_cache_ttl;         /* ms a cached record is used (cross-relay removals) */
