@@ -196,7 +196,8 @@ int main(int argc, char **argv)
 		         ((uint64_t)rand() * (uint64_t)RAND_MAX + (uint64_t)rand()) % entries);
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		a = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-		if (sp_dirlog_lookup(logs[0], handle, strlen(handle), NULL, 0, NULL, on_lookup, &l) < 0)
+		if (sp_dirlog_lookup(logs[0], handle, strlen(handle), NULL, 0, NULL, on_lookup,
+		                     &l) < 0)
 			break;
 		while (!l.done)
 			event_base_loop(base, EVLOOP_ONCE);
