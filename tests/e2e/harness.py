@@ -1034,6 +1034,10 @@ def run_tap(h, tests, make_t, verbose=False, keep=False):
                 print("not ok %d - %s" % (n, name))
                 for s in err.splitlines() + t.notes + ["(%.2fs)" % took]:
                     print("#   " + s)
+                # meson shows a failed test's stderr, not its TAP comments: the reason there too
+                sys.stderr.write("not ok %d - %s\n" % (n, name))
+                for s in err.splitlines() + t.notes:
+                    sys.stderr.write("    " + s + "\n")
                 for d in h.daemons:
                     lines = d.log().splitlines()
                     print("#   --- sealpushd log (%s), last %d of %d lines ---" % (
