@@ -112,18 +112,28 @@ static void on_fetched(int st, const sp_store_item_t *items, size_t n, void *arg
 		sp_store_record_t rec;
 		sp_node_t *node;
 
-		c->qseq = items[i].seq;
-		if (!items[i].record)
+		if (!items[i].record) {
+			c->qseq = items[i].seq;
 			continue; /* expired or gone meanwhile; the store removes it */
+		}
 		if (sp_store_record_parse(items[i].record, items[i].record_len, &rec) < 0) {
 			/* Not ours to deliver: remove it so it cannot block the queue. */
 			sp_store_ack(w->store, c->token, (const uint8_t(*)[16])items[i].id, 1, NULL,
 			             NULL);
+			c->qseq = items[i].seq;
 			continue;
 		}
 		node = stored_new(c, &items[i], &rec);
-		if (!node)
-			break; /* it stays queued for the next connection */
+		if (!node) {
+			/* Out of memory: the cursor stays before it, and the tick reads on from
+			 * there (live traffic goes meanwhile). */
+			queue_drained(c);
+			c->qmore = 1;
+			pump(c);
+			sp_worker_after(w);
+			return;
+		}
+		c->qseq = items[i].seq;
 		sp_metric_inc(&w->metrics, SP_M_QUEUE_FETCHED);
 		list_append(&c->pending, &c->pending_tail, node);
 		c->n_pending++;
