@@ -43,6 +43,19 @@ enum { R_FORWARD = 1, R_RESULT = 2, R_REPLACE = 3, R_KICK = 4 };
 #define PCACHE_MS       1000  /* a presence read is reused this long by the same worker */
 #define PCACHE_MAX      65536 /* entries; past it the cache starts again empty */
 #define ANNOUNCE_MS     50
+#define CTL_RETRY_MS    250  /* a failed kick or replacement is tried again this much later */
+#define CTL_RETRY_MAX   4096 /* entries on the retry list; past it they are dropped (counted) */
+#define CTL_LOOKUPS     40   /* presence reads tried for one kick (10 s) before it is dropped */
+#define R_LOOKUP        0    /* on the retry list: read the presence, then kick */
+
+/* A kick or replacement to try again (ctl_retry_add). */
+struct ctl_retry {
+	uint64_t inc, ref, due;
+	uint8_t token[32];
+	uint8_t type; /* R_KICK, R_REPLACE, or R_LOOKUP */
+	uint8_t worker;
+	uint16_t tries; /* R_LOOKUP: presence reads so far */
+};
 
 struct lease_write {
 	struct sp_cluster *cl;
@@ -109,6 +122,8 @@ struct sp_cluster {
 	unsigned lapses_seen;    /* srv->cluster_lapses when this worker last re-checked */
 	uint64_t downs_seen;     /* sp_store_downs(w->store) when this worker last re-checked */
 	struct event *ev_announce;
+	struct ctl_retry *retry; /* kicks and replacements whose write or read failed */
+	size_t n_retry, cap_retry;
 };
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -303,6 +318,43 @@ static void control_record(sp_cluster_t *cl, uint8_t type, uint64_t inc, unsigne
 	memcpy(p + 8, token, 32);
 }
 
+/* A kick (or replacement) could not be written to its inbox, or the presence read before a
+ * kick failed (type R_LOOKUP): it goes again after CTL_RETRY_MS. Best effort no longer means
+ * "covered by the next one": a message stored for a device connected elsewhere, with no later
+ * message to kick it, would wait for the device's next connection. */
+static void ctl_retry_add(sp_cluster_t *cl, uint8_t type, uint64_t inc, unsigned worker,
+                          uint64_t ref, const uint8_t token[32], uint16_t tries)
+{
+	struct ctl_retry *e;
+
+	for (size_t i = 0; i < cl->n_retry; i++) {
+		e = &cl->retry[i];
+		if (e->type == type && e->inc == inc && e->ref == ref && e->worker == worker &&
+		    memcmp(e->token, token, 32) == 0)
+			return; /* one is enough */
+	}
+	if (cl->n_retry == cl->cap_retry) {
+		size_t cap = cl->cap_retry ? 2 * cl->cap_retry : 16;
+		struct ctl_retry *nr = cap <= CTL_RETRY_MAX ? realloc(cl->retry, cap * sizeof(*nr))
+		                                            : NULL;
+
+		if (!nr) {
+			sp_metric_inc(&cl->w->metrics, SP_M_CLUSTER_CTL_DROPPED);
+			return;
+		}
+		cl->retry = nr;
+		cl->cap_retry = cap;
+	}
+	e = &cl->retry[cl->n_retry++];
+	e->type = type;
+	e->inc = inc;
+	e->worker = (uint8_t)worker;
+	e->ref = ref;
+	e->tries = tries;
+	e->due = cl->w->now + CTL_RETRY_MS;
+	memcpy(e->token, token, 32);
+}
+
 /* ---- the presence cache ------------------------------------------------------------------- */
 
 struct pcache {
@@ -485,9 +537,15 @@ static void forward(sp_worker_t *w, sp_node_t *n, uint64_t inc, unsigned worker)
 
 struct xadd {
 	sp_worker_t *w;
+	uint64_t inc;
+	unsigned worker;
 	size_t n;
+	uint8_t *ctl; /* the entry's KICK and REPLACE records (type | ref | token), n_ctl of them */
+	size_t n_ctl;
 	uint64_t fwds[];
 };
+
+#define CTL_REC (1 + 8 + 32)
 
 static void on_xadd(int st, const redisReply *r, void *arg)
 {
@@ -495,14 +553,23 @@ static void on_xadd(int st, const redisReply *r, void *arg)
 	sp_worker_t *w = x->w;
 
 	if (!gone(w) && (st != SP_STORE_OK || r->type != REDIS_REPLY_STRING)) {
-		/* The inbox is gone (nil: its node's lease ended) or Redis failed: the forwards in
-		 * the entry fall back here. */
+		/* The inbox is gone (nil: its node's lease ended, or lost with a master) or Redis
+		 * failed: the forwards in the entry fall back here; its kicks and replacements go
+		 * again while their relay lives. */
 		w->now = sp_now_ms();
 		for (size_t i = 0; i < x->n; i++) {
 			struct fwd *f = custody_find(w->cl, x->fwds[i]);
 
 			if (f)
 				custody_fallback(w->cl, f);
+		}
+		for (size_t i = 0; i < x->n_ctl; i++) {
+			const uint8_t *c = x->ctl + i * CTL_REC;
+
+			if (is_live(w->cl, x->inc))
+				ctl_retry_add(w->cl, c[0], x->inc, x->worker, get_u64(c + 1), c + 9, 0);
+			else
+				sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 		}
 		sp_worker_after(w);
 	}
@@ -524,15 +591,32 @@ void sp_cluster_flush(sp_worker_t *w)
 		                      "*",    "r", (const char *)o->buf};
 		size_t lens[] = {4, klen, 10, 6, 1, 5, 1, 1, o->len};
 		struct xadd *x;
+		size_t n_ctl = 0;
 
 		if (!o->len)
 			continue;
-		x = malloc(sizeof(*x) + o->n_fwds * sizeof(uint64_t));
+		for (size_t at = 0; at + REC_HEAD <= o->len; at += REC_HEAD + get_u32(o->buf + at + 1))
+			n_ctl += o->buf[at] == R_KICK || o->buf[at] == R_REPLACE;
+		x = malloc(sizeof(*x) + o->n_fwds * sizeof(uint64_t) + n_ctl * CTL_REC);
 		if (x) {
 			x->w = w;
+			x->inc = o->inc;
+			x->worker = o->worker;
 			x->n = o->n_fwds;
 			if (o->n_fwds)
 				memcpy(x->fwds, o->fwds, o->n_fwds * sizeof(uint64_t));
+			x->ctl = (uint8_t *)(x->fwds + o->n_fwds);
+			x->n_ctl = 0;
+			for (size_t at = 0; at + REC_HEAD <= o->len;
+			     at += REC_HEAD + get_u32(o->buf + at + 1)) {
+				uint8_t *c = x->ctl + x->n_ctl * CTL_REC;
+
+				if (o->buf[at] != R_KICK && o->buf[at] != R_REPLACE)
+					continue;
+				c[0] = o->buf[at];
+				memcpy(c + 1, o->buf + at + REC_HEAD, 40);
+				x->n_ctl++;
+			}
 			command(w, w->store, key, klen, 9, argv, lens, on_xadd, x);
 		} else {
 			for (size_t k = 0; k < o->n_fwds; k++) {
@@ -612,7 +696,8 @@ struct tokarg {
 	sp_worker_t *w;
 	uint8_t token[32];
 	sp_connref_t ref;
-	bool recheck; /* a renewal after a lease lapse: a device still ours reads its queue */
+	bool recheck;   /* a renewal after a lease lapse: a device still ours reads its queue */
+	uint16_t tries; /* a kick's presence read: the reads so far */
 };
 
 static struct tokarg *tokarg_new(sp_worker_t *w, const uint8_t token[32], sp_connref_t ref)
@@ -624,6 +709,7 @@ static struct tokarg *tokarg_new(sp_worker_t *w, const uint8_t token[32], sp_con
 		memcpy(a->token, token, 32);
 		a->ref = ref;
 		a->recheck = false;
+		a->tries = 0;
 	}
 	return a;
 }
@@ -637,11 +723,19 @@ static void on_queued_lookup(int st, const redisReply *r, void *arg)
 	if (remote_presence(a->w, st, r, &inc, &worker, &ref)) {
 		control_record(a->w->cl, R_KICK, inc, worker, ref, a->token);
 		sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_KICKS);
+	} else if (!gone(a->w) && st != SP_STORE_OK) {
+		/* The presence could not be read (its master's failover): the message is stored,
+		 * and its device may be connected elsewhere. */
+		a->w->now = sp_now_ms();
+		if (a->tries + 1 < CTL_LOOKUPS)
+			ctl_retry_add(a->w->cl, R_LOOKUP, 0, 0, 0, a->token, (uint16_t)(a->tries + 1));
+		else
+			sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 	}
 	free(a);
 }
 
-void sp_cluster_queued(sp_worker_t *w, const uint8_t token[32])
+static void queued_lookup(sp_worker_t *w, const uint8_t token[32], uint16_t tries)
 {
 	char key[PKEY_LEN + 1];
 	const char *argv[] = {"GET", key};
@@ -650,9 +744,40 @@ void sp_cluster_queued(sp_worker_t *w, const uint8_t token[32])
 
 	if (!a)
 		return;
+	a->tries = tries;
 	presence_key(key, token);
 	if (sp_store_command(w->store, key, PKEY_LEN, 2, argv, lens, on_queued_lookup, a) < 0)
 		free(a);
+}
+
+void sp_cluster_queued(sp_worker_t *w, const uint8_t token[32])
+{
+	queued_lookup(w, token, 0);
+}
+
+/* The retry list: what is due goes again (a kick whose relay's lease ended is dropped). What
+ * fails again comes back through a callback, never from inside this loop. */
+static void ctl_retry_run(sp_cluster_t *cl)
+{
+	sp_worker_t *w = cl->w;
+	size_t keep = 0;
+
+	for (size_t i = 0; i < cl->n_retry; i++) {
+		struct ctl_retry e = cl->retry[i];
+
+		if (e.due > w->now) {
+			cl->retry[keep++] = e;
+			continue;
+		}
+		sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_RETRIES);
+		if (e.type == R_LOOKUP)
+			queued_lookup(w, e.token, e.tries);
+		else if (is_live(cl, e.inc))
+			control_record(cl, e.type, e.inc, e.worker, e.ref, e.token);
+		else
+			sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
+	}
+	cl->n_retry = keep;
 }
 
 static void on_presence_set(int st, const redisReply *r, void *arg)
@@ -1378,6 +1503,8 @@ void sp_cluster_tick(sp_worker_t *w)
 		return;
 	while (cl->head && cl->head->deadline <= w->now)
 		custody_fallback(cl, cl->head);
+	if (cl->n_retry)
+		ctl_retry_run(cl);
 	/* A drain past its grace waits for nobody: what is still out is stored here (the other
 	 * relay may deliver it too: at-least-once), so that the worker can finish. */
 	if (w->draining && w->now - w->drain_started > (uint64_t)w->srv->cfg.shutdown_grace)
@@ -1464,6 +1591,7 @@ void sp_cluster_free(sp_worker_t *w)
 		free(cl->out[i].fwds);
 	}
 	free(cl->out);
+	free(cl->retry);
 	pcache_clear(cl);
 	sp_tokmap_free(&cl->pcache);
 	free(cl->live);

@@ -177,6 +177,14 @@ static const struct family families[] = {
         ONE("sealpush_cluster_rechecks_total", "counter",
             "Connected devices whose presence was re-checked after a lease lapse.",
             SP_M_CLUSTER_RECHECKS),
+        ONE("sealpush_cluster_control_retries_total", "counter",
+            "Queue kicks and replacements for another relay tried again because their inbox "
+            "write or the presence read before it failed (a failover of a Redis master).",
+            SP_M_CLUSTER_CTL_RETRIES),
+        ONE("sealpush_cluster_control_dropped_total", "counter",
+            "Queue kicks and replacements given up: their relay's lease ended, the presence "
+            "stayed unreadable, or the retry list was full.",
+            SP_M_CLUSTER_CTL_DROPPED),
         ONE("sealpush_redeliveries_total", "counter",
             "Unacknowledged messages routed again after their connection ended.",
             SP_M_REDELIVERIES),

@@ -186,6 +186,8 @@ enum sp_metric {
 	SP_M_CLUSTER_CRLS,        /* CRLs published by another relay and installed here */
 	SP_M_CLUSTER_LAPSES,      /* times this relay found its own lease had run out */
 	SP_M_CLUSTER_RECHECKS,    /* presence re-checks of connected devices after a lapse */
+	SP_M_CLUSTER_CTL_RETRIES, /* kicks/replacements sent again after a failed write or read */
+	SP_M_CLUSTER_CTL_DROPPED, /* ... and given up (target gone, or the retry list full) */
 	SP_M_RELOADS_OK,
 	SP_M_RELOADS_FAILED,
 	SP_M_PROVIDER_ACCEPTED,       /* provider (Web Push) TCP connections accepted */

@@ -812,3 +812,28 @@ const sp_rc_map_t *sp_rcluster_map(const sp_rcluster_t *c)
 {
 	return &c->map;
 }
+
+bool sp_rcluster_slot_up(const sp_rcluster_t *c, uint16_t slot)
+{
+	uint8_t i = c->map.slot_node[slot & (SP_RC_SLOTS - 1)];
+	const struct conn *k = i == SP_RC_NO_NODE ? NULL : c->node_conn[i];
+
+	return k && (k->connected || k->failed == 0);
+}
+
+void sp_rcluster_reset_slot(sp_rcluster_t *c, uint16_t slot)
+{
+	uint8_t i = c->map.slot_node[slot & (SP_RC_SLOTS - 1)];
+	struct conn *k = i == SP_RC_NO_NODE ? NULL : c->node_conn[i];
+
+	if (c->closing)
+		return;
+	if (k && k->ac && k->connected) {
+		SP_LOG(SP_LOG_WARN, "rcluster_reset", "node=%s:%u msg=\"a request timed out\"",
+		       k->host, k->port);
+		redisAsyncFree(k->ac); /* pending: NULL -> sent again after the refresh */
+		if (k->ac)             /* hiredis did not report it: do it ourselves */
+			conn_gone(k);
+	}
+	sp_rcluster_refresh(c);
+}

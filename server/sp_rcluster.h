@@ -147,6 +147,18 @@ int sp_rcluster_command(sp_rcluster_t *c, uint16_t slot, sp_rc_callback *cb, voi
 /* Whether every slot has a master and each master's connection is up. */
 bool sp_rcluster_up(const sp_rcluster_t *c);
 
+/* Whether a request for slot may be sent now: the map names its master, and that master's
+ * connection is up or has not failed (it is made on first use). False while a dead master's
+ * slots wait for their failover: callers answer those requests at once, and every other
+ * slot's keep going. */
+bool sp_rcluster_slot_up(const sp_rcluster_t *c, uint16_t slot);
+
+/* A request for slot outlived its caller's deadline: the connection to its master (if
+ * connected) is closed, so that what is pending there is sent again once the map has been
+ * refreshed (asked for now), and a master that stopped answering without closing its
+ * connection is left. Not from inside a callback of c. */
+void sp_rcluster_reset_slot(sp_rcluster_t *c, uint16_t slot);
+
 /* Why the last request that failed did (a short text), for logs. */
 const char *sp_rcluster_error(const sp_rcluster_t *c);
 

@@ -388,6 +388,7 @@ struct req {
 	int status;        /* the answer, once known (deferred failures) */
 	bool waiting;      /* the WAIT after a stored enqueue is out */
 	bool eval;         /* fell back to EVAL after NOSCRIPT */
+	bool abandoned;    /* cluster mode: answered at its deadline, freed when its reply comes */
 	uint64_t deadline; /* monotonic ms */
 	union {
 		sp_store_fetch_cb fetch;
@@ -599,13 +600,14 @@ static void count_status(sp_store_t *s, int status)
 }
 
 /* Answers each message of an enqueue with its own status (status < 0) or with `status`, frees
- * them, and lets the token send what waited meanwhile. */
-static void enqueue_finish(sp_store_t *s, struct req *q, int status)
+ * them, and lets the token send what waited meanwhile. q itself stays. */
+static void enqueue_answer(sp_store_t *s, struct req *q, int status)
 {
 	struct tok *t = q->tok;
 	struct sub *u = q->subs;
 
 	q->subs = NULL;
+	q->tok = NULL;
 	s->in_cb++;
 	while (u) {
 		struct sub *next = u->next;
@@ -617,9 +619,14 @@ static void enqueue_finish(sp_store_t *s, struct req *q, int status)
 		u = next;
 	}
 	s->in_cb--;
-	free(q);
 	if (t)
 		tok_sent_done(s, t);
+}
+
+static void enqueue_finish(sp_store_t *s, struct req *q, int status)
+{
+	enqueue_answer(s, q, status);
+	free(q);
 }
 
 static void job_free(struct fetch_job *job)
@@ -641,16 +648,16 @@ static void job_fail(sp_store_t *s, struct fetch_job *job, int status)
 	job_free(job);
 }
 
-/* Runs the user callback of q with a failure (or, for enqueue, any status) and frees q. */
-static void req_finish(sp_store_t *s, struct req *q, int status)
+/* Runs the user callback of q with a failure (or, for enqueue, any status); q stays. */
+static void req_answer(sp_store_t *s, struct req *q, int status)
 {
 	if (q->kind == KIND_ENQUEUE) {
-		enqueue_finish(s, q, status);
+		enqueue_answer(s, q, status);
 		return;
 	}
 	if (q->job) {
 		job_fail(s, q->job, status);
-		free(q);
+		q->job = NULL;
 		return;
 	}
 	count_status(s, status);
@@ -670,6 +677,12 @@ static void req_finish(sp_store_t *s, struct req *q, int status)
 		break;
 	}
 	s->in_cb--;
+}
+
+/* ... and frees q. */
+static void req_finish(sp_store_t *s, struct req *q, int status)
+{
+	req_answer(s, q, status);
 	free(q);
 }
 
@@ -926,6 +939,35 @@ static void on_ping(redisAsyncContext *ac, void *r, void *priv)
 		s->ping_sent = 0;
 }
 
+/* Cluster mode: requests past their deadline are answered UNAVAILABLE now and stay with the
+ * cluster client until it gives them back (abandoned); their master's connection is reset.
+ * The other masters' requests go on: one master's failover costs only its own slots. */
+static void cluster_late(sp_store_t *s, uint64_t now)
+{
+	struct req_list late = {0};
+
+	for (struct req *q = s->inflight.head, *next; q; q = next) {
+		next = q->next;
+		if (now >= q->deadline) {
+			list_remove(&s->inflight, q);
+			list_append(&late, q);
+		}
+	}
+	if (!late.head)
+		return;
+	CNT_ADD(s, timeouts, late.n);
+	while (late.head) {
+		struct req *q = late.head;
+		uint16_t slot = q->slot;
+
+		list_remove(&late, q);
+		q->abandoned = true;
+		req_answer(s, q, SP_STORE_UNAVAILABLE);
+		if (s->rc)
+			sp_rcluster_reset_slot(s->rc, slot);
+	}
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	sp_store_t *s = arg;
@@ -954,13 +996,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		}
 		s->up = up;
 		cluster_counters(s);
-		for (struct req *q = s->inflight.head; q; q = q->next)
-			if (now >= q->deadline)
-				late++;
-		if (late) {
-			CNT_ADD(s, timeouts, late);
-			link_drop(s, "request timed out");
-		}
+		cluster_late(s, now);
 		return;
 	}
 	if (!s->up && now - s->connect_started >= s->lim.timeout_ms) {
@@ -1018,8 +1054,10 @@ static int req_send(sp_store_t *s, struct req *q)
 
 static int req_submit(sp_store_t *s, struct req *q)
 {
-	if (!s->up || (!s->ac && !s->rc) || s->inflight.n >= s->lim.max_inflight ||
-	    req_send(s, q) < 0)
+	/* In cluster mode what matters is the master of q's slot, not the whole map. */
+	bool ready = s->rc ? sp_rcluster_slot_up(s->rc, q->slot) : s->up && s->ac;
+
+	if (!ready || s->inflight.n >= s->lim.max_inflight || req_send(s, q) < 0)
 		req_defer(s, q, SP_STORE_UNAVAILABLE);
 	return 0;
 }
@@ -1254,6 +1292,10 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 	sp_store_t *s = q->s;
 	redisReply *reply = r;
 
+	if (q->abandoned) {
+		free(q); /* answered at its deadline (cluster_late) */
+		return;
+	}
 	list_remove(&s->inflight, q);
 	if (!reply) {
 		/* hiredis is freeing the context: lost, dropped by us, or sp_store_free(); in
