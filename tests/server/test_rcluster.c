@@ -928,6 +928,7 @@ static int enqueue_one(sp_store_t *st, const uint8_t tok[32], unsigned n)
 
 	memset(id, 0xa5, sizeof(id));
 	id[0] = (uint8_t)n;
+	id[1] ^= (uint8_t)(n >> 8);
 	if (sp_store_record_build(rec, sizeof(rec), expires, 10, NULL, 0,
 	                          (const uint8_t *)"0123456789abcdef0123456789abcdef", 32) != 0 ||
 	    sp_store_enqueue(st, tok, id, rec, len, expires, NULL, 0, on_one, &o) != 0)
@@ -1196,8 +1197,8 @@ out:
  * from the kill is what deploy/OPERATIONS.md quotes). */
 static void test_live_store_failover(void)
 {
-	int victim = master_with_replica(), tries = 0, status = -1;
-	uint8_t tok[32];
+	int victim = master_with_replica(), tries = 0, status = -1, healthy_failed = 0;
+	uint8_t tok[32], other[32];
 	sp_store_t *st1 = NULL, *st0 = NULL;
 	sp_store_counters_t sc;
 	uint64_t t_kill, t_ok = 0;
@@ -1207,6 +1208,9 @@ static void test_live_store_failover(void)
 	if (victim < 0)
 		return;
 	while (owner_of(token_of(2000 + t, tok)) != victim && t < 10000)
+		t++;
+	t = 0;
+	while (owner_of(token_of(5000 + t, other)) == victim && t < 10000)
 		t++;
 	st1 = store_open(1, 1000);
 	st0 = store_open(0, 1000);
@@ -1219,6 +1223,8 @@ static void test_live_store_failover(void)
 	while (sp_time_mono_ms() - t_kill < 20000) {
 		status = enqueue_one(st0, tok, 2);
 		tries++;
+		/* another master's slots are not held up by this one's failover */
+		healthy_failed += enqueue_one(st0, other, 100 + (unsigned)tries) != SP_STORE_STORED;
 		if (status == SP_STORE_STORED) {
 			t_ok = sp_time_mono_ms();
 			break;
@@ -1228,6 +1234,7 @@ static void test_live_store_failover(void)
 		run_for(20);
 	}
 	SP_CHECK_EQ_INT(status, SP_STORE_STORED);
+	SP_CHECK_EQ_INT(healthy_failed, 0);
 	SP_CHECK_EQ_INT(fetch_count(st0, tok), 2); /* the confirmed one survived */
 	/* Under wait_replicas 1 the promoted master has no replica yet: not confirmed. */
 	SP_CHECK_EQ_INT(enqueue_one(st1, tok, 3), SP_STORE_UNAVAILABLE);
