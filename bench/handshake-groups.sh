@@ -1,18 +1,18 @@
 #!/bin/bash
 # bench/handshake-groups.sh: full (or resumed) mutual-TLS handshakes per second and relay CPU
-# per handshake, for each key-exchange group in GROUPS, RUNS times each, interleaved (A B A B
+# per handshake, for each key-exchange group in KX_GROUPS, RUNS times each, interleaved (A B A B
 # ...) so that a change of load hits both alike. The relay runs without Redis; its CPU comes
 # from /proc over the middle MEASURE seconds of each bench run, divided by the growth of its
 # sealpush_handshakes_total in them. Prints one line per run and the medians per group.
 #
 # Prerequisites: a release build in BUILD (bench/sealpush-bench, server/sealpushd,
 # tools/sealpush-ca), curl; a CA is made in CA_DIR if missing.
-# Environment [defaults]: GROUPS ["X25519MLKEM768 X25519"] RUNS [3] RESUME [0] CONNS [32]
+# Environment [defaults]: KX_GROUPS ["X25519MLKEM768 X25519"] RUNS [3] RESUME [0] CONNS [32]
 #   DURATION [6] BUILD [build/rel] CA_DIR [/tmp/hsg-ca] PORT [47561] (admin PORT+1)
 #   WORKERS [2] OUT [/tmp/hsg-run]
 # The group is set on both sides (--tls-groups); the bench's JSON reports what it negotiated.
 set -u
-GROUPS_=${GROUPS:-"X25519MLKEM768 X25519"}; RUNS=${RUNS:-3}; RESUME=${RESUME:-0}
+GROUPS_=${KX_GROUPS:-"X25519MLKEM768 X25519"}; RUNS=${RUNS:-3}; RESUME=${RESUME:-0}
 CONNS=${CONNS:-32}; DURATION=${DURATION:-6}; BUILD=${BUILD:-build/rel}
 CA=${CA_DIR:-/tmp/hsg-ca}; PORT=${PORT:-47561}; WORKERS=${WORKERS:-2}; OUT=${OUT:-/tmp/hsg-run}
 mkdir -p "$OUT"
