@@ -2139,7 +2139,9 @@ out:
 }
 
 /* A serial as given: hex digits (any case, an optional "0x" or ':' separators as openssl
- * prints them), into canonical uppercase hex without leading zeros. Returns 0 or -EINVAL. */
+ * prints them), into the canonical form BN_bn2hex gives and the entry files are named by:
+ * uppercase, whole bytes (no leading zero byte; one leading "0" digit when the value needs
+ * an odd number). Returns 0 or -EINVAL. */
 static int ca_parse_serial(const char *s, char out[CA_SERIAL_HEX_MAX + 1])
 {
 	size_t n = 0;
@@ -2159,7 +2161,16 @@ static int ca_parse_serial(const char *s, char out[CA_SERIAL_HEX_MAX + 1])
 		out[n++] = (char)(*s >= 'a' ? *s - 'a' + 'A' : *s);
 	}
 	out[n] = '\0';
-	return n > 0 ? 0 : -EINVAL;
+	if (n == 0)
+		return -EINVAL;
+	if (n % 2 == 1) {
+		/* as BN_bn2hex writes it (whole bytes), which names the entry files */
+		if (n == CA_SERIAL_HEX_MAX)
+			return -EINVAL;
+		memmove(out + 1, out, n + 1);
+		out[0] = '0';
+	}
+	return 0;
 }
 
 static int ca_cmd_revoke_serial(const struct ca_args *a)

@@ -574,6 +574,27 @@ run openssl verify -crl_check_all -CAfile "$tmp/store.pem" \
 verdict "a leaf of a revoked intermediate fails -crl_check_all as revoked"
 run "$ca" revoke-serial "$I" "$im_serial"
 expect_fail "revoke-serial twice fails" 1
+# A serial whose first byte is below 0x10 (one in 16): written "0XYZ..." by OpenSSL and in the
+# entry file's name, typed "XYZ..." (or with more zeros) by a person. Devices are issued until
+# one has such a serial.
+Z=$tmp/z
+run "$ca" init "$Z"
+zs=""
+for i in $(seq 1 200); do
+	"$ca" device "$Z" "z$i" >/dev/null 2>&1 || break
+	s=$(openssl x509 -in "$Z/z$i.crt" -noout -serial | cut -d= -f2)
+	case "$s" in 0*) zs=$s zname=z$i && break ;; esac
+done
+if [ -n "$zs" ]; then
+	run "$ca" revoke-serial "$Z" "$(echo "$zs" | sed 's/^0*//' | tr A-F a-f)"
+	if [ "$rc" = 0 ] && grep -q "revoked device $zname " "$tmp/err"; then
+		ok "revoke-serial finds a serial typed without its leading zero ($zs)"
+	else
+		not_ok "revoke-serial finds a serial typed without its leading zero ($zs): $(cat "$tmp/err")"
+	fi
+else
+	not_ok "no serial below 0x10... in 200 devices"
+fi
 run "$ca" revoke-serial "$I" "xyz"
 expect_fail "revoke-serial refuses a malformed serial" 2
 run "$ca" revoke-serial "$I" "$(openssl x509 -in "$I/ca.crt" -noout -serial | cut -d= -f2)"
