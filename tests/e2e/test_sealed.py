@@ -29,6 +29,7 @@ from harness import LOOPBACK, Client, Harness, HandshakeRefused, client_context,
     free_port, run_tap
 
 TESTS = []
+OPTS = None
 
 
 def test(name, timeout=120):
@@ -461,16 +462,86 @@ def t_switch(t):
             fail("/metrics lacks %s" % m)
 
 
+class Probe:
+    """tests/e2e/sp_client_probe (libsealpush) as an anonymous sender, line by line."""
+
+    def __init__(self, t, d):
+        import harness
+        argv = [OPTS.probe, "--server", "%s:%d" % (LOOPBACK, d.anon_port), "--ca",
+                t.h.pki.ca_crt, "--anonymous"]
+        self.p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        harness._children.append(self.p)
+        t.cleanups.append(self.kill)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+
+    def cmd(self, line):
+        self.p.stdin.write((line + "\n").encode())
+        self.p.stdin.flush()
+
+    def expect(self, pattern, timeout=10.0):
+        import select
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                break
+            ln = self.p.stdout.readline().decode(errors="replace").rstrip("\n")
+            if not ln:
+                break
+            seen.append(ln)
+            m = re.search(pattern, ln)
+            if m:
+                return m
+        fail("probe: no line matching %r (saw %r)" % (pattern, seen[-6:]))
+
+
+@test("libsealpush: an anonymous client (sp_client_config.anonymous) sends with access keys; "
+      "the recipient gets the message, a wrong key is ACCESS_DENIED")
+def t_library(t):
+    if not OPTS.probe:
+        t.note("skipped: no --probe")
+        return
+    d = t.relay()
+    bob = t.h.pki["bob"]
+    key = os.urandom(32)
+    rb = receiver(t, d, bob)
+    t.eq(access_set(rb, 1, [key])["status"], w.S_DELIVERED, "ACCESS_SET")
+    p = Probe(t, d)
+    m = p.expect(r"^connected .*token=([0-9a-f]+)")
+    t.eq(m.group(1), "00" * 32, "the library's anonymous token")
+    p.cmd("asend %s %s hello-anon" % (bob.token.hex(), key.hex()))
+    p.expect(r"^queued id=([0-9a-f]+) rc=0$")
+    f = rb.expect(w.DELIVER, what="DELIVER from the library's anonymous send")
+    t.eq(f["blob"], b"hello-anon", "blob")
+    rb.ack([f["msg_id"]])
+    p.expect(r"^result id=[0-9a-f]+ DELIVERED$")
+    p.cmd("asend %s %s nope" % (bob.token.hex(), os.urandom(32).hex()))
+    p.expect(r"^queued id=[0-9a-f]+ rc=0$")
+    p.expect(r"^result id=[0-9a-f]+ ACCESS_DENIED$")
+    p.cmd("send %s no-key" % bob.token.hex())
+    p.expect(r"^queued id=[0-9a-f]+ rc=-22$")  # EINVAL: an anonymous send needs its keys
+    t.eq(metric(d, "sealpush_anon_sends_total", {"result": "accepted"}), 1, "accepted")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
     ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
     ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
+    ap.add_argument("--probe", help="tests/e2e/sp_client_probe (libsealpush)")
     ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
     ap.add_argument("-k", dest="pattern")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    global OPTS
+    OPTS = args
     tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
     for tool in (args.redis_server, "redis-cli"):
         if not shutil.which(tool):
