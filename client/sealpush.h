@@ -88,6 +88,8 @@ enum sealpush_status {
 	SEALPUSH_ST_TRY_LATER = 0x18,
 	SEALPUSH_ST_SHUTDOWN = 0x19,
 	SEALPUSH_ST_INTERNAL_ERROR = 0x1A,
+	SEALPUSH_ST_ACCESS_DENIED =
+	        0x1B, /* anonymous send: no valid access key (PROTOCOL.md 17.3) */
 	/* Local statuses, never on the wire: the library gave up on a recipient. */
 	SEALPUSH_ST_TIMEOUT = 0xFD,  /* no answer within send_timeout_ms */
 	SEALPUSH_ST_NOT_SENT = 0xFE, /* the connection ended (resend FAIL) or the client
@@ -241,22 +243,27 @@ enum { SP_CLIENT_RESEND_RETRY = 0, SP_CLIENT_RESEND_FAIL = 1 };
 #define SP_CLIENT_MAX_SERVERS 8
 
 typedef struct sp_client_config {
-	const char *server;          /* "HOST:PORT", "[v6]:PORT" (required); or several relays of
-	                                one cluster, "HOST:PORT,HOST:PORT" (at most
-	                                SP_CLIENT_MAX_SERVERS): each new attempt takes the next */
-	const char *ca_file;         /* PEM CA the relay's certificate must chain to (required) */
-	const char *cert_file;       /* PEM device certificate (chain) (required) */
-	const char *key_file;        /* PEM private key of the certificate (required) */
-	const char *server_name;     /* the name to verify in the relay's certificate and send as
-	                                SNI; default: HOST (an IP address is checked as an IP) */
-	const char *agent;           /* HELLO agent; default "libsealpush/VERSION" */
-	bool send_only;              /* HELLO SEND_ONLY: only send, take no deliveries, and neither
-	                                replace nor get replaced by the device's receiving connection */
-	bool no_reconnect;           /* do not reconnect after an established connection ends:
-	                                stop instead (cause of the end) */
-	uint16_t keepalive;          /* seconds wished in HELLO; default 60 (the relay clamps it) */
-	uint16_t window;             /* deliveries wished at once; default: the relay's */
-	uint32_t ping_timeout_ms;    /* PONG wait; default: the keepalive in force */
+	const char *server;       /* "HOST:PORT", "[v6]:PORT" (required); or several relays of
+	                             one cluster, "HOST:PORT,HOST:PORT" (at most
+	                             SP_CLIENT_MAX_SERVERS): each new attempt takes the next */
+	const char *ca_file;      /* PEM CA the relay's certificate must chain to (required) */
+	const char *cert_file;    /* PEM device certificate (chain) (required unless anonymous) */
+	const char *key_file;     /* PEM private key of the certificate (ditto) */
+	bool anonymous;           /* sealed sender (PROTOCOL.md 17): server is the relay's
+	                             anonymous door (anon_listen); no certificate is presented
+	                             (cert_file, key_file unused), the connection only sends
+	                             (send_only implied), every send needs access_keys, and the
+	                             relay sees no token */
+	const char *server_name;  /* the name to verify in the relay's certificate and send as
+	                             SNI; default: HOST (an IP address is checked as an IP) */
+	const char *agent;        /* HELLO agent; default "libsealpush/VERSION" */
+	bool send_only;           /* HELLO SEND_ONLY: only send, take no deliveries, and neither
+	                             replace nor get replaced by the device's receiving connection */
+	bool no_reconnect;        /* do not reconnect after an established connection ends:
+	                             stop instead (cause of the end) */
+	uint16_t keepalive;       /* seconds wished in HELLO; default 60 (the relay clamps it) */
+	uint16_t window;          /* deliveries wished at once; default: the relay's */
+	uint32_t ping_timeout_ms; /* PONG wait; default: the keepalive in force */
 	uint32_t connect_timeout_ms; /* TCP + TLS + WELCOME; default 10 s */
 	uint32_t backoff_min_ms;     /* default 500 ms */
 	uint32_t backoff_max_ms;     /* default 60 s */
@@ -287,7 +294,9 @@ typedef struct sp_client_send_opts {
 	uint8_t priority;      /* 10, 5 or 1; 0 = 10 */
 	const uint8_t *collapse_id; /* 1..64 bytes, or NULL */
 	size_t collapse_id_len;
-	void *user; /* handed back in the result */
+	const uint8_t *access_keys; /* anonymous client: one 32-byte access key per recipient
+	                               (from each recipient's card), n * 32 bytes; else ignored */
+	void *user;                 /* handed back in the result */
 } sp_client_send_opts_t;
 
 /* Counters since sp_client_new(), for logs and metrics. */
@@ -325,7 +334,8 @@ int sp_client_start(sp_client_t *c);
  * and blob are copied; the send is queued and written when the connection is READY and the
  * send window allows. Exactly one `result` callback follows, with a status for every
  * recipient, unless the client is freed first. msg_id_out (may be NULL) receives the id.
- * Returns 0, -EINVAL (n, priority, collapse id, or a blob over 16 MiB), -EMSGSIZE (blob
+ * Returns 0, -EINVAL (n, priority, collapse id, a blob over 16 MiB, or an anonymous client's
+ * send without access_keys), -EMSGSIZE (blob
  * larger than the relay's max_blob, when known), -ENOBUFS (max_queued sends pending),
  * -EEXIST (opts->msg_id is the id of a send still pending: results are matched by id),
  * -ESHUTDOWN (closing or stopped), -ENOMEM.

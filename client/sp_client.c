@@ -70,6 +70,7 @@ SAME_STATUS(FORBIDDEN);
 SAME_STATUS(TRY_LATER);
 SAME_STATUS(SHUTDOWN);
 SAME_STATUS(INTERNAL_ERROR);
+SAME_STATUS(ACCESS_DENIED);
 #undef SAME_STATUS
 _Static_assert((int)SEALPUSH_ST_TIMEOUT > (int)SP_ST_INTERNAL_ERROR &&
                        (int)SEALPUSH_ST_NOT_SENT > (int)SP_ST_INTERNAL_ERROR,
@@ -101,6 +102,7 @@ typedef struct sp_send {
 	uint8_t *status; /* n, NO_STATUS until answered */
 	uint16_t *wire;  /* wire index -> index in tokens, for the frame last written */
 	uint8_t *blob;
+	uint8_t *keys; /* anonymous: n * 32 access keys, or NULL */
 	uint32_t blob_len;
 	uint32_t ttl;
 	bool has_ttl;
@@ -130,6 +132,7 @@ struct sp_client {
 	struct sockaddr_storage ip_addr;
 	socklen_t ip_addr_len;
 	bool send_only, no_reconnect;
+	bool anonymous; /* sealed sender: no certificate, access keys (PROTOCOL.md 17) */
 	uint16_t keepalive_wish, window_wish;
 	uint32_t ping_timeout_ms, connect_ms, backoff_min, backoff_max, send_timeout_ms, close_ms;
 	unsigned max_attempts, max_queued;
@@ -248,6 +251,7 @@ static void send_free(sp_send_t *s)
 	free(s->status);
 	free(s->wire);
 	free(s->blob);
+	free(s->keys);
 	free(s);
 }
 
@@ -739,6 +743,21 @@ static int write_send(sp_client_t *c, sp_send_t *s)
 	f.blob = s->blob;
 	f.blob_len = s->blob_len;
 	f.priority = s->priority;
+	if (s->keys) { /* anonymous (PROTOCOL.md 17.3): the keys of the recipients written */
+		uint8_t *keys = malloc((size_t)k * SP_ACCESS_KEY_LEN);
+
+		if (keys == NULL) {
+			free(rcpt);
+			conn_drop(c, SP_CLIENT_C_NOMEM, 0, "out of memory", true);
+			return -1;
+		}
+		for (uint32_t i = 0; i < k; i++)
+			memcpy(keys + (size_t)i * SP_ACCESS_KEY_LEN,
+			       s->keys + (size_t)s->wire[i] * SP_ACCESS_KEY_LEN, SP_ACCESS_KEY_LEN);
+		f.fields |= SP_BIT(SP_F_ACCESS_KEYS);
+		f.access_keys = keys;
+		f.n_access_keys = k;
+	}
 	if (s->has_ttl) {
 		f.fields |= SP_BIT(SP_F_TTL);
 		f.ttl = s->ttl;
@@ -756,6 +775,7 @@ static int write_send(sp_client_t *c, sp_send_t *s)
 	}
 	r = out_frame(c, &f);
 	free(rcpt);
+	free((void *)f.access_keys);
 	if (r < 0) {
 		send_complete(c, s, false, SEALPUSH_ST_INTERNAL_ERROR);
 		return 0;
@@ -1568,7 +1588,7 @@ static int load_files(sp_client_t *c, const sp_client_config_t *cfg, char *err, 
 
 	const char *paths[3] = {cfg->ca_file, cfg->cert_file, cfg->key_file};
 	const char *what[3] = {"CA file", "certificate", "key"};
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < (cfg->anonymous ? 1 : 3); i++) {
 		f = fopen(paths[i], "r");
 		if (f == NULL) {
 			r = -errno;
@@ -1580,6 +1600,12 @@ static int load_files(sp_client_t *c, const sp_client_config_t *cfg, char *err, 
 	}
 	if (SSL_CTX_load_verify_file(c->ctx, cfg->ca_file) != 1) {
 		seterr(err, errlen, "the CA file %s holds no PEM certificate", cfg->ca_file);
+		goto out;
+	}
+	if (cfg->anonymous) {
+		/* No certificate: the relay's anonymous door asks for none, and the WELCOME
+		 * token is the all-zero one (c->token stays zero). */
+		r = 0;
 		goto out;
 	}
 	if (SSL_CTX_use_certificate_chain_file(c->ctx, cfg->cert_file) != 1) {
@@ -1672,7 +1698,8 @@ int sp_client_new(struct event_base *base, const sp_client_config_t *cfg,
 	if (out != NULL)
 		*out = NULL;
 	if (base == NULL || cfg == NULL || out == NULL || cfg->server == NULL ||
-	    cfg->ca_file == NULL || cfg->cert_file == NULL || cfg->key_file == NULL) {
+	    cfg->ca_file == NULL ||
+	    (!cfg->anonymous && (cfg->cert_file == NULL || cfg->key_file == NULL))) {
 		seterr(err, errlen, "server, ca_file, cert_file and key_file are required");
 		return -EINVAL;
 	}
@@ -1704,7 +1731,8 @@ int sp_client_new(struct event_base *base, const sp_client_config_t *cfg,
 			goto fail;
 		}
 	}
-	c->send_only = cfg->send_only;
+	c->send_only = cfg->send_only || cfg->anonymous;
+	c->anonymous = cfg->anonymous;
 	c->no_reconnect = cfg->no_reconnect;
 	c->keepalive_wish = cfg->keepalive ? cfg->keepalive : DEF_KEEPALIVE;
 	c->window_wish = cfg->window;
@@ -1816,6 +1844,14 @@ int sp_client_send(sp_client_t *c, const uint8_t *tokens, size_t n, const uint8_
 		return -ENOMEM;
 	}
 	memcpy(s->tokens, tokens, n * SP_TOKEN_LEN);
+	if (c->anonymous) {
+		s->keys = o->access_keys ? malloc(n * SP_ACCESS_KEY_LEN) : NULL;
+		if (s->keys == NULL) {
+			send_free(s);
+			return o->access_keys ? -ENOMEM : -EINVAL;
+		}
+		memcpy(s->keys, o->access_keys, n * SP_ACCESS_KEY_LEN);
+	}
 	memset(s->status, NO_STATUS, n);
 	if (blob_len)
 		memcpy(s->blob, blob, blob_len);

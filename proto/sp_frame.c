@@ -99,6 +99,13 @@ static const struct field_desc field_desc[SP_FIELD_ID_MAX + 1] = {
         [SP_F_CERT_CHAIN] =
                 F_VAR("cert_chain", 1, 1, SP_CHAIN_MAX, cert_chain, cert_chain_len, R_NONE),
         [SP_F_NOT_AFTER] = F_INT("not_after", K_U32, 0, UINT32_MAX, not_after, R_NONE),
+        [SP_F_ANON_MODE] = F_INT("anon_mode", K_U8, 0, SP_ANON_ANYONE, anon_mode, R_NONE),
+        [SP_F_ACCESS_VERIFIERS] = F_VAR("access_verifiers", SP_ACCESS_KEY_LEN, SP_ACCESS_KEY_LEN,
+                                        SP_ACCESS_KEY_LEN *SP_ACCESS_SET_MAX, access_verifiers,
+                                        n_access_verifiers, R_NONE),
+        [SP_F_ACCESS_KEYS] =
+                F_VAR("access_keys", SP_ACCESS_KEY_LEN, SP_ACCESS_KEY_LEN,
+                      SP_ACCESS_KEY_LEN *SP_MAX_RECIPIENTS_V1, access_keys, n_access_keys, R_NONE),
 };
 
 struct frame_desc {
@@ -124,7 +131,8 @@ static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
                                 B(KEEPALIVE_MAX),
                         0},
         [SP_SEND] = {"SEND",
-                     B(MSG_ID) | B(RECIPIENTS) | B(TTL) | B(PRIORITY) | B(COLLAPSE_ID) | B(BLOB),
+                     B(MSG_ID) | B(RECIPIENTS) | B(TTL) | B(PRIORITY) | B(COLLAPSE_ID) | B(BLOB) |
+                             B(ACCESS_KEYS),
                      B(MSG_ID) | B(RECIPIENTS) | B(BLOB), 0},
         [SP_SEND_RESULT] = {"SEND_RESULT", B(MSG_ID) | B(RESULTS) | B(RETRY_AFTER),
                             B(MSG_ID) | B(RESULTS), 0},
@@ -152,6 +160,11 @@ static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
         [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
         [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),
                         B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN), 0},
+        [SP_ACCESS_SET] = {"ACCESS_SET", B(MSG_ID) | B(ANON_MODE) | B(ACCESS_VERIFIERS),
+                           B(MSG_ID) | B(ANON_MODE), 0},
+        [SP_ACCESS_STATE] = {"ACCESS_STATE",
+                             B(MSG_ID) | B(STATUS) | B(ANON_MODE) | B(RETRY_AFTER) | B(REASON),
+                             B(MSG_ID) | B(STATUS), 0},
 };
 
 #undef B
@@ -176,6 +189,7 @@ static const char *const error_names[] = {
         [SP_ERR_CERT_REVOKED] = "CERT_REVOKED",
         [SP_ERR_RENEW_REFUSED] = "RENEW_REFUSED",
         [SP_ERR_RENEW_UNAVAILABLE] = "RENEW_UNAVAILABLE",
+        [SP_ERR_ANONYMOUS] = "ANONYMOUS",
 };
 
 static const char *const status_names[] = {
@@ -192,6 +206,7 @@ static const char *const status_names[] = {
         [SP_ST_TRY_LATER] = "TRY_LATER",
         [SP_ST_SHUTDOWN] = "SHUTDOWN",
         [SP_ST_INTERNAL_ERROR] = "INTERNAL_ERROR",
+        [SP_ST_ACCESS_DENIED] = "ACCESS_DENIED",
 };
 
 #define NAME_OF(table, i) ((i) < sizeof(table) / sizeof(table[0]) && table[i] ? table[i] : "?")
@@ -334,6 +349,12 @@ static int frame_check_cross(sp_frame_t *f)
 			f->err_field = SP_F_KEEPALIVE;
 			return -SP_ERR_BAD_FIELD;
 		}
+	}
+	if (f->type == SP_SEND && (f->fields & SP_BIT(SP_F_ACCESS_KEYS)) &&
+	    (f->fields & SP_BIT(SP_F_RECIPIENTS)) && f->n_access_keys != f->n_recipients) {
+		/* One access key per recipient, in the same order (PROTOCOL.md 17.3). */
+		f->err_field = SP_F_ACCESS_KEYS;
+		return -SP_ERR_BAD_FIELD;
 	}
 	return 0;
 }

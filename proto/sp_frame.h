@@ -59,10 +59,13 @@ enum sp_frame_type {
 	SP_DIR_LOOKUP = 0x0E,   /* C to S: a card by handle or token, or the log's head */
 	SP_DIR_ANSWER = 0x0F,   /* S to C: the answer to either, with proofs */
 	/* 0x10: reserved */
-	SP_RENEW = 0x11,   /* C to S: a new certificate for this device (PROTOCOL.md 16.4) */
-	SP_RENEWED = 0x12, /* S to C: the answer */
+	SP_RENEW = 0x11,        /* C to S: a new certificate for this device (PROTOCOL.md 16.4) */
+	SP_RENEWED = 0x12,      /* S to C: the answer */
+	SP_ACCESS_SET = 0x13,   /* C to S: the device's anonymous-delivery verifiers (17.4) */
+	SP_ACCESS_STATE = 0x14, /* S to C: the answer */
+	                        /* 0x15: reserved (sealed sender, issue 17) */
 };
-#define SP_FRAME_TYPE_MAX 0x12
+#define SP_FRAME_TYPE_MAX 0x14
 
 /* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
  * decoding (receivers ignore them) and when encoding (senders send them as zero). */
@@ -77,6 +80,12 @@ enum sp_frame_type {
 #define SP_CAP_WEBPUSH    0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
 #define SP_CAP_DIRECTORY  0x02 /* the relay has a key directory: DIR_PUBLISH, DIR_LOOKUP */
 #define SP_CAP_RENEW      0x04 /* the relay renews certificates: RENEW is understood (16.4) */
+#define SP_CAP_ANONYMOUS  0x08 /* the relay has an anonymous door: ACCESS_SET is understood (17) */
+
+#define SP_ACCESS_KEY_LEN 32 /* an access key, and its verifier (SHA-256 of the key) */
+#define SP_ACCESS_SET_MAX 16 /* verifiers one ACCESS_SET carries at most */
+/* ACCESS_SET anon_mode values (PROTOCOL.md 17.4). */
+enum { SP_ANON_REFUSE = 0, SP_ANON_KEY_HOLDERS = 1, SP_ANON_ANYONE = 2 };
 
 #define SP_CSR_MAX        2048  /* RENEW csr: DER bytes */
 #define SP_CHAIN_MAX      16384 /* RENEWED cert_chain: PEM bytes */
@@ -137,8 +146,11 @@ enum sp_field_id {
 	SP_F_CSR = 0x28,         /* RENEW: a PKCS #10 CSR, DER */
 	SP_F_CERT_CHAIN = 0x29,  /* RENEWED: PEM, the certificate then its CA's */
 	SP_F_NOT_AFTER = 0x2A,   /* RENEWED: the certificate's notAfter, Unix seconds */
+	SP_F_ANON_MODE = 0x30,   /* ACCESS_SET, ACCESS_STATE: who may send anonymously (17.4) */
+	SP_F_ACCESS_VERIFIERS = 0x31, /* ACCESS_SET: SHA-256 of each access key */
+	SP_F_ACCESS_KEYS = 0x32,      /* SEND, anonymous connection: one access key per recipient */
 };
-#define SP_FIELD_ID_MAX   0x2F
+#define SP_FIELD_ID_MAX   0x3F
 #define SP_FIELD_CRITICAL 0x80
 #define SP_BIT(id)        ((uint64_t)1 << (id))
 
@@ -167,6 +179,8 @@ enum sp_error_code {
 	/* 18, 19: reserved (the key directory, issue 16) */
 	SP_ERR_RENEW_REFUSED = 20,     /* RENEW refused: the CSR, or too soon (non-fatal) */
 	SP_ERR_RENEW_UNAVAILABLE = 21, /* RENEW cannot be served now: no usable CA (non-fatal) */
+	SP_ERR_ANONYMOUS = 22,         /* a frame an anonymous connection may not send (17.3) */
+	/* 23, 24: reserved (sealed sender, issue 17) */
 	/* Local results, never sent on the wire. */
 	SP_ERR_NOSPACE = 1000, /* sp_frame_encode: the buffer is too small */
 	SP_ERR_NOMEM = 1001,   /* sp_decoder_feed: the body buffer could not be allocated */
@@ -187,6 +201,7 @@ enum sp_status {
 	SP_ST_TRY_LATER = 0x18,
 	SP_ST_SHUTDOWN = 0x19,
 	SP_ST_INTERNAL_ERROR = 0x1A,
+	SP_ST_ACCESS_DENIED = 0x1B, /* anonymous SEND: no valid access key for this recipient */
 };
 #define SP_STATUS_IS_ACCEPTED(s) ((s) < 0x10)
 
@@ -239,7 +254,12 @@ typedef struct sp_frame {
 	const uint8_t *cert_chain; /* cert_chain_len bytes, printable ASCII and newlines */
 	uint32_t csr_len;
 	uint32_t cert_chain_len;
-	uint32_t not_after; /* Unix seconds */
+	uint32_t not_after;              /* Unix seconds */
+	const uint8_t *access_verifiers; /* n_access_verifiers * SP_ACCESS_KEY_LEN bytes */
+	const uint8_t *access_keys;      /* n_access_keys * SP_ACCESS_KEY_LEN bytes */
+	uint32_t n_access_verifiers;
+	uint32_t n_access_keys;
+	uint8_t anon_mode; /* SP_ANON_* */
 	uint32_t endpoint_len;
 	uint32_t n_sub_ids;
 	uint32_t n_recipients;

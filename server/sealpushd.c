@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "sp_admin.h"
+#include "sp_anon.h"
 #include "sp_config.h"
 #include "sp_directory.h"
 #include "sp_enroll.h"
@@ -163,6 +164,20 @@ static const sp_option_t options[] = {
                       "enrollments per code per minute (a code for many devices)"),
         SP_OPTION_DURATION(C, renew_min_interval, 60000, 0, 86400000,
                            "time between two renewals on one device connection"),
+        SP_OPTION_STRING(C, anon_listen, NULL,
+                         "sealed sender (PROTOCOL.md 17): address and port of the anonymous "
+                         "door, TLS without a client certificate, where SENDs carry access "
+                         "keys instead of an identity; off if unset (needs redis)"),
+        SP_OPTION_INT(C, anon_key_rate, 600, 0, 100000000,
+                      "anonymous messages accepted per access key per anon_rate_window, all "
+                      "relays; 0 = unlimited"),
+        SP_OPTION_INT(C, anon_recipient_rate, 1200, 0, 100000000,
+                      "anonymous messages accepted per recipient per anon_rate_window, all "
+                      "relays; 0 = unlimited"),
+        SP_OPTION_DURATION(C, anon_rate_window, 60000, 1000, 86400000,
+                           "the window of anon_key_rate and anon_recipient_rate"),
+        SP_OPTION_INT(C, anon_max_keys, 4, 1, SP_ACCESS_SET_MAX,
+                      "access-key verifiers one device may register (ACCESS_SET)"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(
@@ -192,7 +207,9 @@ static void usage(FILE *out)
 	        "start-up error (the message names the key or file).\n");
 }
 
-static int resolve_listen(sp_server_t *srv, char *err, size_t errlen)
+/* Resolves the HOST:PORT of option `key` (value text) into *addr. */
+static int resolve_addr(const char *key, const char *text, struct sockaddr_storage *addr,
+                        int *addrlen, char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_family = AF_UNSPEC,
 	                         .ai_socktype = SOCK_STREAM,
@@ -202,21 +219,32 @@ static int resolve_listen(sp_server_t *srv, char *err, size_t errlen)
 	uint16_t port;
 	int r;
 
-	if (!srv->cfg.listen || sp_parse_hostport(srv->cfg.listen, host, sizeof(host), &port) < 0) {
-		snprintf(err, errlen, "key \"listen\": \"%s\" is not HOST:PORT",
-		         srv->cfg.listen ? srv->cfg.listen : "");
+	if (!text || sp_parse_hostport(text, host, sizeof(host), &port) < 0) {
+		snprintf(err, errlen, "key \"%s\": \"%s\" is not HOST:PORT", key, text ? text : "");
 		return -1;
 	}
 	snprintf(port_s, sizeof(port_s), "%u", port);
 	r = getaddrinfo(host, port_s, &hints, &res);
 	if (r != 0 || !res) {
-		snprintf(err, errlen, "key \"listen\": cannot resolve \"%s\": %s", host,
+		snprintf(err, errlen, "key \"%s\": cannot resolve \"%s\": %s", key, host,
 		         gai_strerror(r));
 		return -1;
 	}
-	memcpy(&srv->listen_addr, res->ai_addr, res->ai_addrlen);
-	srv->listen_addrlen = (int)res->ai_addrlen;
+	memcpy(addr, res->ai_addr, res->ai_addrlen);
+	*addrlen = (int)res->ai_addrlen;
 	freeaddrinfo(res);
+	return 0;
+}
+
+static int resolve_listen(sp_server_t *srv, char *err, size_t errlen)
+{
+	if (resolve_addr("listen", srv->cfg.listen, &srv->listen_addr, &srv->listen_addrlen, err,
+	                 errlen) < 0)
+		return -1;
+	if (sp_anon_enabled(srv) &&
+	    resolve_addr("anon_listen", srv->cfg.anon_listen, &srv->anon_addr, &srv->anon_addrlen,
+	                 err, errlen) < 0)
+		return -1;
 	return 0;
 }
 
@@ -438,6 +466,7 @@ int main(int argc, char **argv)
 		goto out_cfg;
 	}
 	if (sp_directory_setup(&srv, err, sizeof(err)) < 0 ||
+	    sp_anon_setup(&srv, err, sizeof(err)) < 0 ||
 	    sp_enroll_start(&srv, err, sizeof(err)) < 0) {
 		fprintf(stderr, "sealpushd: %s\n", err);
 		goto out_tls;

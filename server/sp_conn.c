@@ -111,7 +111,7 @@ void sp_conn_set_state(sp_conn_t *c, enum sp_conn_state s)
 	}
 }
 
-void sp_conn_accept(sp_worker_t *w, int fd)
+void sp_conn_accept(sp_worker_t *w, int fd, bool anon)
 {
 	sp_server_t *srv = w->srv;
 	sp_conn_t *c;
@@ -134,6 +134,9 @@ void sp_conn_accept(sp_worker_t *w, int fd)
 		goto fail;
 	c->w = w;
 	c->io.fd = fd;
+	c->anon = anon;
+	if (anon)
+		c->io.flags |= SP_TIO_ANON; /* no certificate asked, no session resumed */
 	c->state = SP_CS_HANDSHAKE;
 	c->t_state = w->now;
 	sp_decoder_init(&c->dec, SP_PREHELLO_MAX_FRAME);

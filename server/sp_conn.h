@@ -68,7 +68,8 @@ struct sp_conn {
 	uint64_t t_state;      /* when the current state began (ms) */
 	uint64_t t_rx;         /* last frame received (ms) */
 	uint64_t presence_due; /* cluster: when its presence is written again (ms), or 0 */
-	uint8_t token[32];
+	uint8_t token[32];     /* all zero on an anonymous connection */
+	bool anon;             /* accepted on anon_listen: no certificate, no token (sp_anon.h) */
 
 	/* Deliveries to this device: in flight (sent, not ACKed; oldest first) and pending. */
 	sp_node_t *inflight, *inflight_tail;
@@ -98,7 +99,7 @@ struct sp_conn {
  * read and it has no transport yet) in the worker's FIFO, and starts when a handshake ends
  * (sp_conn_set_state out of SP_CS_HANDSHAKE); the tick refuses one that waited longer than
  * handshake_timeout (sealpush_connections_refused_total{reason="handshake_wait"}). */
-void sp_conn_accept(sp_worker_t *w, int fd);
+void sp_conn_accept(sp_worker_t *w, int fd, bool anon);
 /* Queues a frame for c (encoded into its output buffer) and marks c for flushing. */
 int sp_conn_send(sp_conn_t *c, sp_frame_t *f);
 /* Sends ERROR (fatal codes set CLOSING) or, with goaway, GOAWAY; then closes gracefully. */

@@ -39,7 +39,7 @@ static const uint8_t status_values[SP_STATUS_LABELS] = {
         SP_ST_QUOTA_EXCEEDED,      SP_ST_EXPIRED,
         SP_ST_DEVICE_OFFLINE,      SP_ST_FORBIDDEN,
         SP_ST_TRY_LATER,           SP_ST_SHUTDOWN,
-        SP_ST_INTERNAL_ERROR,
+        SP_ST_ACCESS_DENIED,       SP_ST_INTERNAL_ERROR,
 };
 
 /* Types and codes reserved for other features (no name yet) count as unknown / internal and
@@ -280,6 +280,23 @@ static const struct family families[] = {
          (const char *const[]){"disabled", "method", "request", "csr_der", "key_type", "key_size",
                                "signature", "extensions", "subject", "code", "code_expired",
                                "rate_addr", "rate_code", "store", "ca", "internal", "renew_rate"}},
+        ONE("sealpush_anon_connections_total", "counter",
+            "Anonymous (sealed-sender) connections on anon_listen that completed HELLO.",
+            SP_M_ANON_CONNECTIONS),
+        {"sealpush_anon_sends_total", "counter",
+         "Recipients of anonymous SENDs, by the result of their access-key check: accepted "
+         "(routed), denied (ACCESS_DENIED: wrong, old or no key, or the recipient refuses), "
+         "rate_key and rate_recipient (TOO_MANY_REQUESTS: anon_key_rate, anon_recipient_rate), "
+         "unavailable (TRY_LATER).",
+         SP_M_ANON_SENDS, 5, "result", L_TABLE,
+         (const char *const[]){"accepted", "denied", "rate_key", "rate_recipient", "unavailable"}},
+        {"sealpush_anon_access_sets_total", "counter",
+         "ACCESS_SET answers (a device registering its access-key verifiers), by result.",
+         SP_M_ANON_SETS, 3, "result", L_TABLE,
+         (const char *const[]){"ok", "refused", "unavailable"}},
+        ONE("sealpush_anon_refused_frames_total", "counter",
+            "Frames an anonymous connection may not send, answered with ERROR ANONYMOUS.",
+            SP_M_ANON_REFUSED_FRAMES),
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

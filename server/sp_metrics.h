@@ -122,8 +122,8 @@ enum sp_conn_state_label {
 };
 
 #define SP_FRAME_LABELS  (SP_FRAME_TYPE_MAX + 1) /* index 0: unknown type, then the v1 types */
-#define SP_STATUS_LABELS 13
-#define SP_ERROR_LABELS  21 /* codes 1..21 (gaps unlabelled) */
+#define SP_STATUS_LABELS 14
+#define SP_ERROR_LABELS  22 /* codes 1..22 (gaps unlabelled) */
 
 enum sp_metric {
 	SP_M_CONN_ACCEPTED,
@@ -212,6 +212,12 @@ enum sp_metric {
 	SP_M_ENROLL_CODES_MADE, /* enrollment codes made through the admin endpoint */
 	SP_M_ENROLL_REFUSED,    /* by enum sp_enroll_refusal - 1 */
 	SP_M_ENROLL_REFUSED_LAST = SP_M_ENROLL_REFUSED + SP_ENROLL_REFUSAL_LABELS - 1,
+	SP_M_ANON_CONNECTIONS, /* anonymous connections that reached READY (sealed sender, 17) */
+	SP_M_ANON_SENDS,       /* anonymous recipients checked, by enum sp_anon_result */
+	SP_M_ANON_SENDS_LAST = SP_M_ANON_SENDS + 4,
+	SP_M_ANON_SETS, /* ACCESS_SET answers: ok, refused, unavailable */
+	SP_M_ANON_SETS_LAST = SP_M_ANON_SETS + 2,
+	SP_M_ANON_REFUSED_FRAMES, /* frames an anonymous connection may not send (ANONYMOUS) */
 	SP_M_COUNT
 };
 

@@ -109,6 +109,12 @@ typedef struct sp_server_config {
 	int64_t enroll_rate_per_addr; /* enrollments per source address per minute */
 	int64_t enroll_rate_per_code; /* enrollments per code per minute */
 	int64_t renew_min_interval;   /* ms between two renewals on one connection */
+	/* Sealed sender (sp_anon.h, PROTOCOL.md 17); off unless anon_listen is set. */
+	char *anon_listen;     /* address of the anonymous door (TLS, no client certificate) */
+	int64_t anon_key_rate; /* anonymous messages per access key per window; 0 = any */
+	int64_t anon_recipient_rate; /* anonymous messages per recipient per window; 0 = any */
+	int64_t anon_rate_window;    /* ms */
+	int64_t anon_max_keys;       /* access-key verifiers a device may register */
 	bool help;
 	bool version;
 	bool check_config;
@@ -137,6 +143,8 @@ struct sp_server {
 
 	struct sockaddr_storage listen_addr;
 	int listen_addrlen;
+	struct sockaddr_storage anon_addr; /* anon_listen, resolved (if set) */
+	int anon_addrlen;
 
 	atomic_int n_conns; /* open connections, all workers */
 	atomic_bool draining;

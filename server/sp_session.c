@@ -6,11 +6,16 @@
  * the send window, the rate limit and the size limits (refused whole, with one SEND_RESULT,
  * if it fails one), becomes one sp_msg_t, and each recipient node but repeats is routed on
  * its own (sp_route). An ACK moves the device's window (sp_delivery_ack).
+ *
+ * An anonymous connection (the sealed-sender door, sp_anon.h) has no token: its HELLO must
+ * be SEND_ONLY, each recipient of its SENDs goes through sp_anon_route() with the access key
+ * given for it, and any frame but SEND, PING, PONG and ERROR is refused (ANONYMOUS).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sp_anon.h"
 #include "sp_delivery.h"
 #include "sp_directory.h"
 #include "sp_enroll.h"
@@ -93,6 +98,11 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	c->window = (uint16_t)cfg->window;
 	if ((f->fields & SP_BIT(SP_F_WINDOW)) && f->window < c->window)
 		c->window = f->window;
+	if (c->anon && !(f->flags & SP_HELLO_SEND_ONLY)) {
+		fail(c, SP_ERR_ANONYMOUS,
+		     "an anonymous connection only sends: HELLO must have the SEND_ONLY flag", f);
+		return;
+	}
 	if (f->flags & SP_HELLO_SEND_ONLY)
 		c->flags |= SP_CF_SEND_ONLY;
 	else if (sp_router_register(c) < 0) {
@@ -116,10 +126,16 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
 		wf.capabilities |= SP_CAP_RENEW;
 	}
+	if (sp_anon_enabled(c->w->srv)) {
+		wf.fields |= SP_BIT(SP_F_CAPABILITIES);
+		wf.capabilities |= SP_CAP_ANONYMOUS;
+	}
+	if (c->anon) /* only sending: none of the doors that need an identity */
+		wf.capabilities = SP_CAP_ANONYMOUS;
 	wf.token = c->token;
 	wf.max_frame = (uint32_t)cfg->max_frame;
 	wf.max_blob = (uint32_t)cfg->max_blob;
-	wf.max_recipients = (uint16_t)cfg->max_recipients;
+	wf.max_recipients = c->anon ? sp_anon_max_recipients(cfg) : (uint16_t)cfg->max_recipients;
 	wf.window = c->window;
 	wf.send_window = (uint16_t)cfg->send_window;
 	wf.keepalive = c->keepalive;
@@ -131,6 +147,10 @@ static void on_hello(sp_conn_t *c, const sp_frame_t *f)
 	sp_conn_set_state(c, SP_CS_READY);
 	c->t_rx = c->w->now;
 	sp_conn_send(c, &wf);
+	if (c->anon) {
+		sp_metric_inc(&c->w->metrics, SP_M_ANON_CONNECTIONS);
+		return; /* nothing to deliver; and no log line, even at debug */
+	}
 	sp_delivery_start(c, (f->fields & SP_BIT(SP_F_RESUME_ID)) ? f->resume_id : NULL);
 	sp_token_short(c->token, tok);
 	SP_LOG(SP_LOG_DEBUG, "conn_ready", "worker=%d token=%s send_only=%d keepalive=%u window=%u",
@@ -238,7 +258,7 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 		refuse_all(c, f, SP_ST_TOO_MANY_REQUESTS, wait);
 		return;
 	}
-	if (f->n_recipients > cfg->max_recipients) {
+	if (f->n_recipients > (c->anon ? sp_anon_max_recipients(cfg) : cfg->max_recipients)) {
 		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_MAX_RECIPIENTS);
 		refuse_all(c, f, SP_ST_TOO_MANY_RECIPIENTS, 0);
 		return;
@@ -246,6 +266,11 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 	if (f->blob_len > cfg->max_blob) {
 		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_MAX_BLOB);
 		refuse_all(c, f, SP_ST_PAYLOAD_TOO_LARGE, 0);
+		return;
+	}
+	if (c->anon && !(f->fields & SP_BIT(SP_F_ACCESS_KEYS))) {
+		sp_metric_add(&w->metrics, SP_M_ANON_SENDS + SP_ANON_R_DENIED, f->n_recipients);
+		refuse_all(c, f, SP_ST_ACCESS_DENIED, 0); /* no key: as a wrong one (17.3) */
 		return;
 	}
 	msg = msg_new(w, c, f);
@@ -261,6 +286,10 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 
 		if (rep[i]) {
 			sp_node_finish(w, n, SP_ST_BAD_DEVICE_TOKEN);
+			continue;
+		}
+		if (c->anon) {
+			sp_anon_route(w, n, f->access_keys + (size_t)i * SP_ACCESS_KEY_LEN);
 			continue;
 		}
 		sp_metric_inc(&w->metrics, SP_M_MESSAGES_ACCEPTED);
@@ -302,6 +331,16 @@ void sp_session_frame(sp_conn_t *c, sp_frame_t *f)
 	}
 	if (c->state != SP_CS_READY && c->state != SP_CS_DRAINING)
 		return;
+	if (c->anon && f->type != SP_SEND && f->type != SP_PING && f->type != SP_PONG &&
+	    f->type != SP_ERROR) {
+		char why[96];
+
+		sp_metric_inc(&c->w->metrics, SP_M_ANON_REFUSED_FRAMES);
+		snprintf(why, sizeof(why), "an anonymous connection may not send %s",
+		         sp_frame_type_name(f->type));
+		fail(c, SP_ERR_ANONYMOUS, why, f);
+		return;
+	}
 	switch (f->type) {
 	case SP_SEND:
 		on_send(c, f);
@@ -327,6 +366,9 @@ void sp_session_frame(sp_conn_t *c, sp_frame_t *f)
 		break;
 	case SP_RENEW:
 		sp_enroll_renew(c, f); /* PROTOCOL.md 16.4 */
+		break;
+	case SP_ACCESS_SET:
+		sp_anon_access_set(c, f); /* PROTOCOL.md 17.4 */
 		break;
 	case SP_ERROR:
 		on_error_frame(c, f);

@@ -443,6 +443,14 @@ static int established(sp_tio_t *t, sp_peer_t *peer)
 	SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
 	if (alpn_len != sizeof(alpn_v1) - 2 || memcmp(alpn, alpn_v1 + 1, alpn_len) != 0)
 		return SP_HS_NO_ALPN;
+	if (t->flags & SP_TIO_ANON) {
+		/* The anonymous door (PROTOCOL.md 17.2): no certificate was asked for, and a
+		 * session is never resumed there (one from the device door would carry its
+		 * certificate): the peer stays without token, serial or CA. */
+		if (SSL_session_reused(t->ssl))
+			return SP_HS_PROTOCOL;
+		return 0;
+	}
 	if (!cert)
 		return SP_HS_NO_CERT;
 	if (keep_serial(peer, cert) < 0)
@@ -659,6 +667,13 @@ int sp_tio_accept(sp_tio_t *t, const sp_tio_env_t *env, int fd)
 		return -1;
 	}
 	SSL_set_app_data(ssl, t);
+	if (t->flags & SP_TIO_ANON) {
+		/* No CertificateRequest, no ticket, and a session id context of its own, so that
+		 * a ticket from the device door does not resume here. */
+		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+		SSL_set_num_tickets(ssl, 0);
+		SSL_set_session_id_context(ssl, (const unsigned char *)"sealpush-anon", 13);
+	}
 	SSL_set_accept_state(ssl);
 	t->ssl = ssl;
 	t->tr = &sp_tls_transport;

@@ -72,6 +72,7 @@ enum sp_io {
 #define SP_TIO_DEAD       0x01 /* no close_notify may be sent (fatal TLS error) */
 #define SP_TIO_KEY_UPDATE 0x02 /* the record layer owes a KeyUpdate: call write() soon */
 #define SP_TIO_NO_HANDOFF 0x04 /* stay on OpenSSL after the handshake (tests, diagnostics) */
+#define SP_TIO_ANON       0x08 /* the anonymous door: no client certificate, no resumption */
 
 /* Takes plaintext from the transport; returns false when the connection wants no more input
  * (it is closing): the transport then stops reading. p is valid during the call only. */

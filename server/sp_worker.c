@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sp_anon.h"
 #include "sp_cluster.h"
 #include "sp_conn.h"
 #include "sp_log.h"
@@ -152,6 +153,8 @@ static void on_after(evutil_socket_t fd, short what, void *arg)
 		w->accept_paused = false;
 		if (w->listener && !w->draining && !w->announcing)
 			evconnlistener_enable(w->listener);
+		if (w->anon_listener && !w->draining)
+			evconnlistener_enable(w->anon_listener);
 	}
 	sp_msg_flush_results(w);
 	sp_cluster_flush(w);
@@ -203,6 +206,10 @@ static void start_drain(sp_worker_t *w)
 	if (w->listener) {
 		evconnlistener_free(w->listener);
 		w->listener = NULL;
+	}
+	if (w->anon_listener) {
+		evconnlistener_free(w->anon_listener);
+		w->anon_listener = NULL;
 	}
 	sp_provider_drain(w);
 	for (c = w->conns; c; c = next) {
@@ -377,7 +384,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	(void)sa;
 	(void)len;
 	w->now = sp_now_ms();
-	sp_conn_accept(w, fd);
+	sp_conn_accept(w, fd, l == w->anon_listener);
 	if (++w->accepts_this_turn >= SP_ACCEPT_PER_TURN && !w->accept_paused) {
 		evconnlistener_disable(l); /* ends libevent's accept loop; on_after resumes it */
 		w->accept_paused = true;
@@ -395,6 +402,8 @@ static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
 		w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (w->listener && !w->draining && !w->announcing)
 		evconnlistener_enable(w->listener);
+	if (w->anon_listener && !w->draining)
+		evconnlistener_enable(w->anon_listener);
 }
 
 /*
@@ -525,6 +534,22 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 		return -1;
 	}
 	evconnlistener_set_error_cb(w->listener, on_accept_error);
+	/* The anonymous door (sp_anon.h) lets senders in from the start: an anonymous
+	 * connection never receives, so it needs no presence the other relays must know. */
+	if (sp_anon_enabled(srv)) {
+		w->anon_listener = evconnlistener_new_bind(
+		        w->base, on_accept, w,
+		        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+		                LEV_OPT_REUSEABLE_PORT,
+		        (int)srv->cfg.backlog, (struct sockaddr *)&srv->anon_addr,
+		        srv->anon_addrlen);
+		if (!w->anon_listener) {
+			snprintf(err, errlen, "cannot listen on %s (anon_listen): %s",
+			         srv->cfg.anon_listen, strerror(errno));
+			return -1;
+		}
+		evconnlistener_set_error_cb(w->anon_listener, on_accept_error);
+	}
 	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->now = sp_now_ms();
 	if (sp_directory_start(w, err, errlen) < 0)
@@ -564,6 +589,8 @@ static void worker_destroy(sp_worker_t *w)
 	sp_msg_teardown(w);
 	if (w->listener)
 		evconnlistener_free(w->listener);
+	if (w->anon_listener)
+		evconnlistener_free(w->anon_listener);
 	if (w->ev_wake)
 		event_free(w->ev_wake);
 	if (w->ev_tick)

@@ -49,6 +49,7 @@ struct sp_worker {
 	pthread_t thread;
 	struct event_base *base;
 	struct evconnlistener *listener;
+	struct evconnlistener *anon_listener; /* anon_listen (sp_anon.h), or NULL */
 	int spare_fd; /* kept open so that an EMFILE accept can still be refused cleanly */
 
 	sp_mpsc_t inbox;

@@ -665,7 +665,7 @@ def add_invalid(v):
                   note="header only: length 2^24 + 1, over the v1 limit of 16 MiB")
     v.invalid_vec("too-large-u32-max-header", header(3, 0, U32MAX), "FRAME_TOO_LARGE",
                   max_frame=MAX_FRAME_V1, note="header only: length 2^32 - 1")
-    v.invalid_vec("too-large-unknown-type-header", header(0x13, 0, 4097), "FRAME_TOO_LARGE",
+    v.invalid_vec("too-large-unknown-type-header", header(0x15, 0, 4097), "FRAME_TOO_LARGE",
                   max_frame=4096,
                   note="header only: the length is checked as soon as the header has "
                        "arrived, whatever the type")
@@ -673,10 +673,10 @@ def add_invalid(v):
     # UNKNOWN_FRAME_TYPE (sections 3, 9.1): the whole frame is skipped, its body unread.
     v.invalid_vec("unknown-type-00", frame_bytes(0x00, 0, body_from_list([(0x0B, b"\x00\x01")])),
                   "UNKNOWN_FRAME_TYPE", note="type 0x00 is not defined; body skipped")
-    v.invalid_vec("unknown-type-13", frame_bytes(0x13, 0, body_from_list(L(FULL["SEND"]))),
-                  "UNKNOWN_FRAME_TYPE", note="type 0x13 is not defined in v1; body skipped")
-    v.invalid_vec("unknown-type-13-empty", frame_bytes(0x13, 0xFF, b""), "UNKNOWN_FRAME_TYPE",
-                  note="type 0x13 with an empty body")
+    v.invalid_vec("unknown-type-15", frame_bytes(0x15, 0, body_from_list(L(FULL["SEND"]))),
+                  "UNKNOWN_FRAME_TYPE", note="type 0x15 is not defined in v1; body skipped")
+    v.invalid_vec("unknown-type-15-empty", frame_bytes(0x15, 0xFF, b""), "UNKNOWN_FRAME_TYPE",
+                  note="type 0x15 with an empty body")
     v.invalid_vec("unknown-type-ff-garbage",
                   frame_bytes(0xFF, 0x55, bytes.fromhex("ff c0 80 40 05 07 ff ff ff ff")),
                   "UNKNOWN_FRAME_TYPE",

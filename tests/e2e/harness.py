@@ -463,7 +463,7 @@ class Daemon:
 # --- the protocol client ---
 
 SERVER_SENDS = {w.WELCOME, w.SEND_RESULT, w.DELIVER, w.PING, w.PONG, w.GOAWAY, w.ERROR,
-                w.SUBSCRIPTION, w.DIR_ANSWER, w.RENEWED}
+                w.SUBSCRIPTION, w.DIR_ANSWER, w.RENEWED, w.ACCESS_STATE}
 
 
 class HandshakeRefused(Exception):

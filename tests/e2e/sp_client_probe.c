@@ -3,6 +3,7 @@
  *
  *	sp_client_probe --server H:P --ca F --cert F --key F [--backoff-min MS] [--backoff-max MS]
  *	                [--keepalive S] [--ping-timeout MS] [--send-only] [--no-ack]
+ *	                [--anonymous]    (the relay's anonymous door: no --cert, --key)
  *
  * Reports what the library tells it, one line each on stdout (flushed):
  *	connected resumed=yes|no token=HEX window=N
@@ -13,7 +14,8 @@
  *	result id=HEX STATUS[,STATUS...]
  *	stats welcomes=N resumed=N disconnects=N duplicates=N pings=N
  * and takes commands on stdin, one per line:
- *	send TOKEN[,TOKEN...] TEXT | reconnect | ack HEX | stats | close | quit
+ *	send TOKEN[,TOKEN...] TEXT | asend TOKEN[,TOKEN...] KEY[,KEY...] TEXT (anonymous, one
+ *	access key per token) | reconnect | ack HEX | stats | close | quit
  */
 #include <errno.h>
 #include <getopt.h>
@@ -138,6 +140,34 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
 		r = sp_client_send(cl, toks, n, (const uint8_t *)text, strlen(text), NULL, mid);
 		hex(mid, 16, idh);
 		printf("queued id=%s rc=%d\n", idh, r);
+	} else if (strncmp(line, "asend ", 6) == 0) {
+		char *p = line + 6, *ks = strchr(p, ' '), *text, *save = NULL;
+		uint8_t keys[32 * 64], mid[16];
+		sp_client_send_opts_t o = {.access_keys = keys};
+		size_t nk = 0;
+		char idh[33];
+		int r;
+
+		if (ks == NULL)
+			goto bad;
+		*ks++ = '\0';
+		text = strchr(ks, ' ');
+		if (text == NULL)
+			goto bad;
+		*text++ = '\0';
+		for (char *t = strtok_r(p, ",", &save); t != NULL && n < 64;
+		     t = strtok_r(NULL, ",", &save), n++)
+			if (unhex(t, toks + 32 * n, 32) < 0)
+				goto bad;
+		for (char *t = strtok_r(ks, ",", &save); t != NULL && nk < 64;
+		     t = strtok_r(NULL, ",", &save), nk++)
+			if (unhex(t, keys + 32 * nk, 32) < 0)
+				goto bad;
+		if (nk != n)
+			goto bad;
+		r = sp_client_send(cl, toks, n, (const uint8_t *)text, strlen(text), &o, mid);
+		hex(mid, 16, idh);
+		printf("queued id=%s rc=%d\n", idh, r);
 	} else if (strcmp(line, "reconnect") == 0) {
 		printf("reconnect rc=%d\n", sp_client_reconnect(cl));
 	} else if (strncmp(line, "ack ", 4) == 0) {
@@ -181,6 +211,7 @@ int main(int argc, char **argv)
 	        {"ping-timeout", required_argument, NULL, 'P'},
 	        {"send-only", no_argument, NULL, 'o'},
 	        {"no-ack", no_argument, NULL, 'n'},
+	        {"anonymous", no_argument, NULL, 'A'},
 	        {NULL, 0, NULL, 0},
 	};
 	sp_client_config_t cfg = {0};
@@ -211,6 +242,9 @@ int main(int argc, char **argv)
 			break;
 		case 'K':
 			cfg.keepalive = (uint16_t)atoi(optarg);
+			break;
+		case 'A':
+			cfg.anonymous = true;
 			break;
 		case 'P':
 			cfg.ping_timeout_ms = (uint32_t)atoi(optarg);

@@ -44,10 +44,11 @@ import time
 (HELLO, WELCOME, SEND, SEND_RESULT, DELIVER, ACK, PING, PONG, GOAWAY, ERROR, SUBSCRIBE,
  SUBSCRIPTION, DIR_PUBLISH, DIR_LOOKUP, DIR_ANSWER) = range(1, 16)
 RENEW, RENEWED = 0x11, 0x12  # section 16.4 (0x10: reserved)
+ACCESS_SET, ACCESS_STATE = 0x13, 0x14  # section 17.4 (sealed sender)
 TYPE_NAMES = {1: "HELLO", 2: "WELCOME", 3: "SEND", 4: "SEND_RESULT", 5: "DELIVER", 6: "ACK",
               7: "PING", 8: "PONG", 9: "GOAWAY", 10: "ERROR", 11: "SUBSCRIBE",
               12: "SUBSCRIPTION", 13: "DIR_PUBLISH", 14: "DIR_LOOKUP", 15: "DIR_ANSWER",
-              0x11: "RENEW", 0x12: "RENEWED"}
+              0x11: "RENEW", 0x12: "RENEWED", 0x13: "ACCESS_SET", 0x14: "ACCESS_STATE"}
 TYPES = {v: k for k, v in TYPE_NAMES.items()}
 
 # Flags (per frame type).
@@ -62,6 +63,7 @@ DEFINED_FLAGS = {HELLO: SEND_ONLY, DELIVER: STORED, ERROR: CLOSING,
 CAP_WEBPUSH = 0x01  # WELCOME capabilities: the relay has a Web Push door (section 14)
 CAP_DIRECTORY = 0x02  # WELCOME capabilities: the relay has a key directory (section 15)
 CAP_RENEW = 0x04    # WELCOME capabilities: the relay renews certificates (section 16.4)
+CAP_ANONYMOUS = 0x08  # WELCOME capabilities: the relay has an anonymous door (section 17)
 
 HEADER_LEN = 6
 V1_MAX_FRAME = 1 << 24       # no frame is ever longer in v1
@@ -74,7 +76,7 @@ ERROR_CODES = {
     "UNSUPPORTED_FIELD": 8, "UNSUPPORTED_VERSION": 9, "HELLO_TIMEOUT": 10,
     "IDLE_TIMEOUT": 11, "SLOW_CONSUMER": 12, "TOO_MANY_ERRORS": 13, "INTERNAL_ERROR": 14,
     "SHUTDOWN": 15, "REPLACED": 16, "CERT_REVOKED": 17,
-    "RENEW_REFUSED": 20, "RENEW_UNAVAILABLE": 21,
+    "RENEW_REFUSED": 20, "RENEW_UNAVAILABLE": 21, "ANONYMOUS": 22,
 }
 ERROR_NAMES = {v: k for k, v in ERROR_CODES.items()}
 globals().update({"E_" + k: v for k, v in ERROR_CODES.items()})
@@ -83,7 +85,7 @@ STATUS_CODES = {
     "DELIVERED": 0x00, "QUEUED": 0x01, "BAD_DEVICE_TOKEN": 0x10, "PAYLOAD_TOO_LARGE": 0x11,
     "TOO_MANY_RECIPIENTS": 0x12, "TOO_MANY_REQUESTS": 0x13, "QUOTA_EXCEEDED": 0x14,
     "EXPIRED": 0x15, "DEVICE_OFFLINE": 0x16, "FORBIDDEN": 0x17, "TRY_LATER": 0x18,
-    "SHUTDOWN": 0x19, "INTERNAL_ERROR": 0x1A,
+    "SHUTDOWN": 0x19, "INTERNAL_ERROR": 0x1A, "ACCESS_DENIED": 0x1B,
 }
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 globals().update({"S_" + k: v for k, v in STATUS_CODES.items()})
@@ -133,6 +135,9 @@ FIELDS = {
     0x28: ("csr", "bytes", 1, 2048),
     0x29: ("cert_chain", "bytes", 1, 16384),
     0x2A: ("not_after", "u32", 0, 0xFFFFFFFF),
+    0x30: ("anon_mode", "u8", 0, 2),
+    0x31: ("access_verifiers", "array", 32, None),
+    0x32: ("access_keys", "array", 32, None),
 }
 FIELD_IDS = {v[0]: k for k, v in FIELDS.items()}
 MAX_ITEMS = 65535  # recipients, results, msg_ids
@@ -142,7 +147,7 @@ FRAME_FIELDS = {
     HELLO: ({"version"}, {"capabilities", "keepalive", "window", "resume_id", "agent"}),
     WELCOME: ({"version", "token", "max_frame", "max_blob", "max_recipients", "window",
                "send_window", "keepalive", "keepalive_min", "keepalive_max"}, {"capabilities"}),
-    SEND: ({"msg_id", "recipients", "blob"}, {"ttl", "priority", "collapse_id"}),
+    SEND: ({"msg_id", "recipients", "blob"}, {"ttl", "priority", "collapse_id", "access_keys"}),
     SEND_RESULT: ({"msg_id", "results"}, {"retry_after"}),
     DELIVER: ({"msg_id", "blob"}, {"priority", "collapse_id"}),
     ACK: ({"msg_ids"}, set()),
@@ -158,6 +163,8 @@ FRAME_FIELDS = {
                                         "consistency", "retry_after", "reason"}),
     RENEW: ({"msg_id", "csr"}, set()),
     RENEWED: ({"msg_id", "cert_chain", "not_after", "token"}, set()),
+    ACCESS_SET: ({"msg_id", "anon_mode"}, {"access_verifiers"}),
+    ACCESS_STATE: ({"msg_id", "status"}, {"anon_mode", "retry_after", "reason"}),
 }
 
 

@@ -75,6 +75,9 @@ static const struct field_info field_info[SP_FIELD_ID_MAX + 1] = {
         [SP_F_CSR] = {"csr", K_VAR, 0},
         [SP_F_CERT_CHAIN] = {"cert_chain", K_VAR, 0},
         [SP_F_NOT_AFTER] = {"not_after", K_INT, 4},
+        [SP_F_ANON_MODE] = {"anon_mode", K_INT, 1},
+        [SP_F_ACCESS_VERIFIERS] = {"access_verifiers", K_ARRAY, 32},
+        [SP_F_ACCESS_KEYS] = {"access_keys", K_ARRAY, 32},
 };
 
 #define B(id) SP_BIT(SP_F_##id)
@@ -100,7 +103,8 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
                                 B(KEEPALIVE_MAX),
                         0},
         [SP_SEND] = {"SEND",
-                     B(MSG_ID) | B(RECIPIENTS) | B(TTL) | B(PRIORITY) | B(COLLAPSE_ID) | B(BLOB),
+                     B(MSG_ID) | B(RECIPIENTS) | B(TTL) | B(PRIORITY) | B(COLLAPSE_ID) | B(BLOB) |
+                             B(ACCESS_KEYS),
                      B(MSG_ID) | B(RECIPIENTS) | B(BLOB), 0},
         [SP_SEND_RESULT] = {"SEND_RESULT", B(MSG_ID) | B(RESULTS) | B(RETRY_AFTER),
                             B(MSG_ID) | B(RESULTS), 0},
@@ -128,6 +132,11 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
         [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
         [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),
                         B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN), 0},
+        [SP_ACCESS_SET] = {"ACCESS_SET", B(MSG_ID) | B(ANON_MODE) | B(ACCESS_VERIFIERS),
+                           B(MSG_ID) | B(ANON_MODE), 0},
+        [SP_ACCESS_STATE] = {"ACCESS_STATE",
+                             B(MSG_ID) | B(STATUS) | B(ANON_MODE) | B(RETRY_AFTER) | B(REASON),
+                             B(MSG_ID) | B(STATUS), 0},
 };
 
 #undef B
@@ -155,6 +164,7 @@ static const char *const error_names[] = {
         "?",
         "RENEW_REFUSED",
         "RENEW_UNAVAILABLE",
+        "ANONYMOUS",
 };
 #define N_ERRORS (sizeof(error_names) / sizeof(error_names[0]))
 
@@ -168,7 +178,7 @@ static const struct {
         {0x14, "QUOTA_EXCEEDED"},      {0x15, "EXPIRED"},
         {0x16, "DEVICE_OFFLINE"},      {0x17, "FORBIDDEN"},
         {0x18, "TRY_LATER"},           {0x19, "SHUTDOWN"},
-        {0x1A, "INTERNAL_ERROR"},
+        {0x1A, "INTERNAL_ERROR"},      {0x1B, "ACCESS_DENIED"},
 };
 #define N_STATUSES (sizeof(status_names) / sizeof(status_names[0]))
 
@@ -214,6 +224,8 @@ static uint32_t get_int(const sp_frame_t *f, unsigned id)
 		return f->frame_type;
 	case SP_F_NOT_AFTER:
 		return f->not_after;
+	case SP_F_ANON_MODE:
+		return f->anon_mode;
 	default:
 		return UINT32_MAX;
 	}
@@ -269,6 +281,9 @@ static void set_int(sp_frame_t *f, unsigned id, uint32_t v)
 		break;
 	case SP_F_NOT_AFTER:
 		f->not_after = v;
+		break;
+	case SP_F_ANON_MODE:
+		f->anon_mode = (uint8_t)v;
 		break;
 	default:
 		break;
@@ -342,6 +357,12 @@ static void get_bytes(const sp_frame_t *f, unsigned id, const uint8_t **p, uint3
 	case SP_F_CERT_CHAIN:
 		*p = f->cert_chain, *n = f->cert_chain_len;
 		break;
+	case SP_F_ACCESS_VERIFIERS:
+		*p = f->access_verifiers, *n = f->n_access_verifiers * SP_ACCESS_KEY_LEN;
+		break;
+	case SP_F_ACCESS_KEYS:
+		*p = f->access_keys, *n = f->n_access_keys * SP_ACCESS_KEY_LEN;
+		break;
 	default:
 		*p = NULL, *n = 0;
 		break;
@@ -390,6 +411,12 @@ static void set_bytes(sp_frame_t *f, unsigned id, const uint8_t *p, uint32_t n)
 		break;
 	case SP_F_CERT_CHAIN:
 		f->cert_chain = p, f->cert_chain_len = n;
+		break;
+	case SP_F_ACCESS_VERIFIERS:
+		f->access_verifiers = p, f->n_access_verifiers = n / SP_ACCESS_KEY_LEN;
+		break;
+	case SP_F_ACCESS_KEYS:
+		f->access_keys = p, f->n_access_keys = n / SP_ACCESS_KEY_LEN;
 		break;
 	default:
 		break;
@@ -1132,6 +1159,7 @@ static void test_concatenated_stream(void)
 static const uint8_t MID[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
                                 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
 static uint8_t tok[32], tokens[3 * 32], ids[2 * 16], resume[16], ping_data[8];
+static uint8_t access_keys[3 * 32], access_verifiers[2 * 32];
 static uint8_t results[2 * 3] = {0x00, 0x00, 0x00, 0x00, 0x01, 0x13};
 static const uint8_t blob[] = "sealed-blob!";
 static const uint8_t collapse[] = "inbox";
@@ -1191,6 +1219,11 @@ static void fill_all(sp_frame_t *f, uint8_t type)
 	f->csr = (const uint8_t *)"\x30\x03\x02\x01\x00", f->csr_len = 5;
 	f->cert_chain = (const uint8_t *)"-----BEGIN CERTIFICATE-----\n", f->cert_chain_len = 28;
 	f->not_after = 1900000000u;
+	memset(access_keys, 0x6b, sizeof(access_keys));
+	memset(access_verifiers, 0x76, sizeof(access_verifiers));
+	f->access_keys = access_keys, f->n_access_keys = 3; /* one per recipient */
+	f->access_verifiers = access_verifiers, f->n_access_verifiers = 2;
+	f->anon_mode = SP_ANON_KEY_HOLDERS;
 	f->ttl = 86400;
 	f->capabilities = 0x80000001u;
 	f->max_frame = 65536;
@@ -1442,6 +1475,16 @@ static void test_encode_bad_values(void)
 	fill_all(&f, SP_WELCOME);
 	f.send_window = 0;
 	expect_encode_error(&f, SP_ERR_BAD_FIELD, SP_F_SEND_WINDOW, "send_window 0");
+	fill_all(&f, SP_ACCESS_SET);
+	f.anon_mode = SP_ANON_ANYONE + 1;
+	expect_encode_error(&f, SP_ERR_BAD_FIELD, SP_F_ANON_MODE, "anon_mode 3");
+	fill_all(&f, SP_ACCESS_SET);
+	f.n_access_verifiers = SP_ACCESS_SET_MAX + 1;
+	expect_encode_error(&f, SP_ERR_BAD_FIELD, SP_F_ACCESS_VERIFIERS, "17 verifiers");
+	/* SEND: one access key per recipient (PROTOCOL.md 17.3). */
+	fill_all(&f, SP_SEND);
+	f.n_access_keys = 2;
+	expect_encode_error(&f, SP_ERR_BAD_FIELD, SP_F_ACCESS_KEYS, "2 access keys, 3 recipients");
 
 	/* WELCOME's cross-field bounds (the field of keepalive_min > keepalive_max is pinned
 	 * by the vector bad-welcome-keepalive_min-over-keepalive_max). */
@@ -1504,7 +1547,7 @@ static void test_encode_null_pointer(void)
 
 static void test_encode_unknown_type(void)
 {
-	static const unsigned types[] = {0x00, 0x10, 0x13, 0x7F, 0x80, 0xFF};
+	static const unsigned types[] = {0x00, 0x10, 0x15, 0x7F, 0x80, 0xFF};
 
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		sp_frame_t f;
@@ -1542,10 +1585,11 @@ static void test_encode_too_large(void)
 
 static void test_names(void)
 {
-	static const unsigned bad_types[] = {0, 0x10, 0x13, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
-	static const unsigned bad_fields[] = {0, 0x30, 0x31, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
-	static const unsigned bad_errors[] = {0, 18, 19, 255, 999, UINT_MAX};
-	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1B, 0x20, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_types[] = {0, 0x10, 0x15, 0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_fields[] = {0,    0x2B, 0x33, 0x3F,  0x40,
+	                                      0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_errors[] = {0, 18, 19, 23, 24, 255, 999, UINT_MAX};
+	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1C, 0x20, 0xFF, 0x100, UINT_MAX};
 
 	for (unsigned t = 1; t <= SP_FRAME_TYPE_MAX; t++)
 		if (strcmp(sp_frame_type_name(t), known_type(t) ? frame_info[t].name : "?") != 0)

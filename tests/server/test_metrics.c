@@ -211,7 +211,7 @@ static void test_error_index(void)
 	SP_CHECK_EQ_INT(defined, SP_ERROR_LABELS - n_reserved_errors());
 	SP_CHECK_EQ_INT(sp_metric_error_index(UINT_MAX), internal);
 	SP_CHECK_EQ_INT(sp_metric_error_index(SP_ERR_NOSPACE), internal);
-	SP_CHECK_EQ_INT(sp_metric_error_index(SP_ERR_RENEW_UNAVAILABLE), SP_ERROR_LABELS - 1);
+	SP_CHECK_EQ_INT(sp_metric_error_index(SP_ERR_ANONYMOUS), SP_ERROR_LABELS - 1);
 }
 
 /* ---- Parsing the rendered text ---- */
