@@ -85,6 +85,7 @@ typedef struct sb_opts {
 	double settle;
 	double hold;
 	bool register_idle;
+	bool anonymous; /* senders use the relay's anonymous door (sealed sender, PROTOCOL 17) */
 	bool send_chain;
 	const char *tls_ciphersuites;
 	const char *tls_groups;

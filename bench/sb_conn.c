@@ -20,6 +20,7 @@
 
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 
 #define SB_READ_CHUNK   (64 * 1024)
@@ -201,6 +202,11 @@ int sb_conn_send_one(sb_conn_t *c, uint64_t ts)
 	f.fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_RECIPIENTS) | SP_BIT(SP_F_BLOB);
 	f.msg_id = id;
 	f.n_recipients = c->n_peers;
+	if (c->peer_keys) {
+		f.fields |= SP_BIT(SP_F_ACCESS_KEYS);
+		f.access_keys = c->peer_keys;
+		f.n_access_keys = c->n_peers;
+	}
 	f.blob = t->blob;
 	f.blob_len = o->blob;
 	if (conn_put(c, &f) < 0)
@@ -257,7 +263,37 @@ static int conn_hello(sb_conn_t *c)
 	if (!c->send_only) {
 		f.fields |= SP_BIT(SP_F_WINDOW);
 		f.window = (uint16_t)o->recv_window;
+		if (o->anonymous) {
+			f.fields |= SP_BIT(SP_F_CAPABILITIES);
+			f.capabilities = SP_CAP_ANONYMOUS;
+		}
 	}
+	return conn_put(c, &f);
+}
+
+void sb_access_key(const uint8_t token[32], uint8_t key[32])
+{
+	static const char label[] = "sealpush-bench access key";
+	uint8_t in[sizeof(label) - 1 + 32];
+
+	memcpy(in, label, sizeof(label) - 1);
+	memcpy(in + sizeof(label) - 1, token, 32);
+	SHA256(in, sizeof(in), key);
+}
+
+/* --anonymous receiver: its access key's verifier, registered as soon as it is ready. */
+static int conn_access_set(sb_conn_t *c)
+{
+	uint8_t key[32], verifier[32], id[SP_MSG_ID_LEN] = {0};
+	sp_frame_t f = {.type = SP_ACCESS_SET};
+
+	sb_access_key(c->id->token, key);
+	SHA256(key, sizeof(key), verifier);
+	f.fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_ANON_MODE) | SP_BIT(SP_F_ACCESS_VERIFIERS);
+	f.msg_id = id;
+	f.anon_mode = SP_ANON_KEY_HOLDERS;
+	f.access_verifiers = verifier;
+	f.n_access_verifiers = 1;
 	return conn_put(c, &f);
 }
 
@@ -405,6 +441,12 @@ static int conn_frame(sb_conn_t *c, const sp_frame_t *f)
 			c->window = sb_open_loop(o) ? f->send_window : o->window;
 			if (c->window > f->send_window)
 				c->window = f->send_window;
+		} else if (o->anonymous && !c->send_only) {
+			if (!(f->capabilities & SP_CAP_ANONYMOUS)) {
+				conn_fail(c, "--anonymous: the relay has no anonymous door");
+				return -1;
+			}
+			return conn_access_set(c);
 		}
 		return 0;
 	}
@@ -424,6 +466,13 @@ static int conn_frame(sb_conn_t *c, const sp_frame_t *f)
 		return conn_put(c, &p);
 	}
 	case SP_PONG:
+		return 0;
+	case SP_ACCESS_STATE:
+		if (f->status != 0) {
+			snprintf(why, sizeof(why), "ACCESS_STATE status 0x%02x", f->status);
+			conn_fail(c, why);
+			return -1;
+		}
 		return 0;
 	case SP_GOAWAY:
 		snprintf(why, sizeof(why), "GOAWAY %s", sp_error_name(f->code));
@@ -536,8 +585,10 @@ static int conn_connected(sb_conn_t *c)
 		conn_fail(c, strerror(-rc));
 		return -1;
 	}
-	rc = sp_ctransport_tls_begin(&c->tr, r->ctx, r->opt.host, r->opt.host_is_ip, c->id->cert,
-	                             c->id->key, c->sess, c);
+	/* --anonymous: the senders show no certificate (the relay's anonymous door) */
+	rc = sp_ctransport_tls_begin(&c->tr, r->ctx, r->opt.host, r->opt.host_is_ip,
+	                             c->sender && r->opt.anonymous ? NULL : c->id->cert,
+	                             c->sender && r->opt.anonymous ? NULL : c->id->key, c->sess, c);
 	if (rc < 0) {
 		conn_fail(c, "SSL setup failed");
 		return -1;
@@ -612,5 +663,6 @@ void sb_conn_free(sb_conn_t *c)
 	free(c->in);
 	free(c->acks);
 	free(c->peer_tokens);
+	free(c->peer_keys);
 	SSL_SESSION_free(c->sess);
 }

@@ -39,6 +39,10 @@ enum sb_state {
 	CS_DEAD,       /* torn down */
 };
 
+/* The access key the bench gives the device with this token (--anonymous): SHA-256 of a
+ * fixed label and the token, so that senders know it without being told. */
+void sb_access_key(const uint8_t token[32], uint8_t key[32]);
+
 typedef struct sb_conn {
 	struct sb_thread *t;
 	sp_ctransport_t tr; /* socket, TLS, output buffer; tr.rev, tr.wev: our events on it */
@@ -51,6 +55,7 @@ typedef struct sb_conn {
 	uint16_t idx;    /* within the thread */
 	const sb_ident_t *id;
 	uint8_t *peer_tokens; /* sender: n_peers recipient tokens, 32 bytes each */
+	uint8_t *peer_keys;   /* --anonymous sender: their access keys (sb_access_key) */
 	uint16_t n_peers;
 	SSL_SESSION *sess; /* handshake --resume: the last ticket of this slot */
 	uint8_t *in;       /* plaintext read, decoded in place */

@@ -83,7 +83,12 @@ void sb_opts_usage(FILE *f)
 	        "throughput, fanout, queue:\n"
 	        "  --blob N             blob bytes (default 256, at least 8 for latency)\n"
 	        "  --window W           unanswered SENDs per sender (default 32)\n"
-	        "throughput, fanout:\n"
+	        "throughput, fanout:\n");
+	fprintf(f,
+	        "  --anonymous          sealed sender: the senders connect without a certificate\n"
+	        "                       to the first --server (the relay's anon_listen), the\n"
+	        "                       receivers register an access key each (ACCESS_SET) on\n"
+	        "                       the second, and every SEND carries its recipients' keys\n"
 	        "  --rate R             open loop: R SENDs/s in total (default: closed loop)\n"
 	        "  --tick-us U          open loop: least timer interval (default 20); sends are\n"
 	        "                       scheduled evenly, latency counts from the intended time\n"
@@ -215,6 +220,7 @@ static int parse_server(sb_opts_t *o, const char *arg)
 	X(O_REGISTER, "register", 0, S_(SB_IDLE))                                                  \
 	X(O_RESUME, "resume", 0, S_(SB_HANDSHAKE))                                                 \
 	X(O_HELLO, "hello", 0, S_(SB_HANDSHAKE))                                                   \
+	X(O_ANONYMOUS, "anonymous", 0, S_TRAF)                                                     \
 	X(O_JSON, "json", 0, 0)                                                                    \
 	X(O_QUIET, "quiet", 0, 0)                                                                  \
 	X(O_SEND_CHAIN, "send-chain", 0, 0)                                                        \
@@ -373,6 +379,9 @@ int sb_opts_parse(sb_opts_t *o, int argc, char **argv)
 		case O_REGISTER:
 			o->register_idle = true;
 			break;
+		case O_ANONYMOUS:
+			o->anonymous = true;
+			break;
 		case O_RESUME:
 			o->resume = true;
 			break;
@@ -411,6 +420,12 @@ int sb_opts_parse(sb_opts_t *o, int argc, char **argv)
 	}
 	if (!server_set && parse_server(o, "127.0.0.1:7443") < 0)
 		return -1;
+	if (o->anonymous && !o->raddr_len) {
+		fprintf(stderr,
+		        "sealpush-bench: --anonymous needs two --server: the relay's "
+		        "anonymous door (anon_listen) for the senders, then its device door\n");
+		return -1;
+	}
 	switch (o->scenario) {
 	case SB_THROUGHPUT:
 		o->senders = o->receivers = o->pairs;

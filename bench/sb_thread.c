@@ -278,6 +278,14 @@ static int thread_assign(sb_thread_t *t)
 			c->peer_tokens = peer_tokens_make(r, i);
 			if (c->peer_tokens == NULL)
 				return -1;
+			if (o->anonymous) {
+				c->peer_keys = malloc((size_t)c->n_peers * 32);
+				if (c->peer_keys == NULL)
+					return -1;
+				for (unsigned j = 0; j < c->n_peers; j++)
+					sb_access_key(c->peer_tokens + (size_t)j * 32,
+					              c->peer_keys + (size_t)j * 32);
+			}
 		}
 	}
 	if (sb_open_loop(o) && ns > 0)
