@@ -139,7 +139,7 @@ static void usage(FILE *f)
 	        "A setting is taken from the command line, else the config file, else the\n"
 	        "environment. The config file has lines \"key = value\" (keys server, ca, cert, "
 	        "key,\n"
-	        "rotate_every, key_grace, card_file;\n"
+	        "rotate_every, key_grace, card_file, anon_server;\n"
 	        "'#' starts a comment); relative paths in it are relative to its directory.\n"
 	        "\n");
 	/* Two strings: C17 promises string literals of 4,095 characters only. */
@@ -201,7 +201,17 @@ static void usage(FILE *f)
 	        "                        may push; listen prints its messages as \"webpush SUB "
 	        "ID LEN TEXT\"\n"
 	        "  unsubscribe ID        remove a subscription (its endpoint answers 410)\n"
-	        "  subscriptions         list this device's subscription ids and endpoints\n");
+	        "  subscriptions         list this device's subscription ids and endpoints\n"
+	        "\nSealed sender (a relay with an anonymous door, proto/PROTOCOL.md 17):\n"
+	        "  access enable|rotate  register this device's access key (kept in KEY.access;\n"
+	        "                        rotate: a new one, the old one is locked out) and print\n"
+	        "                        the card carrying it, for contacts only; card and listen\n"
+	        "                        then include it (the directory never gets it)\n"
+	        "  access disable|anyone refuse anonymous messages (the key is removed) | take\n"
+	        "                        them from anyone (rate limited by the relay)\n"
+	        "  send sends through the anonymous door (--anon-server HOST:PORT, config\n"
+	        "  anon_server, env SEALPUSH_ANON_SERVER) when every recipient's card carries an\n"
+	        "  access key: the relay does not learn the sender; --identified: never.\n");
 }
 
 /* ---- settings: flags > config file > environment ---------------------------------------- */
