@@ -616,7 +616,7 @@ static void e_access_number(json_t *r)
 	json_object_set_new(r, "access", json_integer(7));
 }
 
-/* The access key member (PROTOCOL.md 13.8, 17.7), in a v1 card and in a v3 card. */
+/* The access key member (PROTOCOL.md 13.8, 17.7), in a v1 card and in a v2 card. */
 static void test_access_key(void)
 {
 	uint8_t key[SP_CARD_ACCESS_LEN];
