@@ -330,7 +330,8 @@ static char *own_card(const cli_dir_settings_t *s)
 		return NULL;
 	}
 	m = open_memstream(&text, &len);
-	e = m ? cli_seal_card_write(seal, m, err, sizeof(err)) : -ENOMEM;
+	e = m ? cli_seal_card_write_public(seal, m, err, sizeof(err))
+	      : -ENOMEM; /* never the access key (17.7) */
 	if (m)
 		fclose(m);
 	cli_seal_free(seal);

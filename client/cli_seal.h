@@ -57,11 +57,23 @@ int cli_seal_load(const char *cert_file, const char *key_file, cli_seal_t **out,
                   size_t errlen);
 void cli_seal_free(cli_seal_t *s);
 
-/* Writes this device's contact card (JSON) to out. */
+/* Writes this device's contact card (JSON) to out: with its access key (sealed sender,
+ * PROTOCOL.md 17.7) if it has one (KEY.access). A card for contacts only. */
 int cli_seal_card_write(cli_seal_t *s, FILE *out, char *err, size_t errlen);
 
-/* This device's card (JSON, malloc'ed into *json). */
+/* The same card without the access key: what may be published (the key directory). */
+int cli_seal_card_write_public(cli_seal_t *s, FILE *out, char *err, size_t errlen);
+
+/* This device's card for contacts (JSON, malloc'ed into *json), as cli_seal_card_write. */
 int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen);
+
+/* Sealed sender (PROTOCOL.md 17): this device's access key, kept beside the key (KEY.access,
+ * 0600, hex). cli_seal_access_key: 1 with key filled, 0 if there is none, or -errno /
+ * -EBADMSG. cli_seal_access_store: writes key (a temporary file renamed into place), or with
+ * key NULL removes the file. */
+#define CLI_ACCESS_KEY_LEN 32
+int cli_seal_access_key(cli_seal_t *s, uint8_t key[CLI_ACCESS_KEY_LEN], char *err, size_t errlen);
+int cli_seal_access_store(cli_seal_t *s, const uint8_t *key, char *err, size_t errlen);
 
 /* Writes a card's JSON to path (a temporary file renamed into place). */
 int cli_card_write_file(const char *path, const char *json, char *err, size_t errlen);
@@ -93,6 +105,8 @@ int cli_seal_card_seen(cli_seal_t *s, const cli_card_t *card, char *err, size_t 
 /* Reads and verifies a contact card file; -EBADMSG if it does not verify. */
 int cli_card_load(const char *path, cli_card_t **out, char *err, size_t errlen);
 void cli_card_token(const cli_card_t *card, uint8_t token[SEALPUSH_TOKEN_LEN]);
+/* Whether the card carries its device's access key (copied to key). */
+bool cli_card_access_key(const cli_card_t *card, uint8_t key[CLI_ACCESS_KEY_LEN]);
 void cli_card_free(cli_card_t *card);
 
 /* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds), asking for

@@ -18,6 +18,7 @@
  */
 #include "cli_seal.h"
 
+#include <fcntl.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include "sp_card.h"
 #include "sp_seal.h"
@@ -43,6 +46,7 @@ struct cli_seal {
 	char replay_path[PATH_MAX];
 	char base[PATH_MAX]; /* the epoch-0 sealing key file: the keyring's name */
 	char cards_path[PATH_MAX];
+	char access_path[PATH_MAX]; /* KEY.access: the access key (sealed sender), hex */
 	char *cert_file, *key_file;
 	uint64_t every_s, grace_s;
 };
@@ -172,7 +176,8 @@ int cli_seal_load(const char *cert_file, const char *key_file, cli_seal_t **out,
 		return -ENOMEM;
 	}
 	if (sibling(key_file, ".seal.key", s->base, sizeof(s->base)) < 0 ||
-	    sibling(key_file, ".cards", s->cards_path, sizeof(s->cards_path)) < 0) {
+	    sibling(key_file, ".cards", s->cards_path, sizeof(s->cards_path)) < 0 ||
+	    sibling(key_file, ".access", s->access_path, sizeof(s->access_path)) < 0) {
 		cli_seal_free(s);
 		return -ENAMETOOLONG;
 	}
@@ -268,15 +273,117 @@ int cli_seal_maintain(cli_seal_t *s, bool force, uint32_t *rotated, unsigned *er
 	return reload(s, err, errlen);
 }
 
-int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen)
+int cli_seal_access_key(cli_seal_t *s, uint8_t key[CLI_ACCESS_KEY_LEN], char *err, size_t errlen)
 {
-	int e = sp_card_make(s->sealer, (int64_t)(sp_time_wall_ms() / 1000), json);
+	FILE *f = fopen(s->access_path, "r");
+	char line[2 * CLI_ACCESS_KEY_LEN + 4];
+	int ok = 0;
 
+	if (f == NULL) {
+		if (errno == ENOENT)
+			return 0;
+		snprintf(err, errlen, "cannot read %s: %s", s->access_path, strerror(errno));
+		return -errno;
+	}
+	if (fgets(line, sizeof(line), f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		ok = strlen(line) == 2 * CLI_ACCESS_KEY_LEN;
+		for (size_t i = 0; ok && i < CLI_ACCESS_KEY_LEN; i++) {
+			unsigned v;
+
+			ok = sscanf(line + 2 * i, "%2x", &v) == 1;
+			key[i] = (uint8_t)v;
+		}
+	}
+	OPENSSL_cleanse(line, sizeof(line));
+	fclose(f);
+	if (!ok) {
+		snprintf(err, errlen, "%s: want one line of %d hexadecimal digits", s->access_path,
+		         2 * CLI_ACCESS_KEY_LEN);
+		return -EBADMSG;
+	}
+	return 1;
+}
+
+int cli_seal_access_store(cli_seal_t *s, const uint8_t *key, char *err, size_t errlen)
+{
+	char tmp[PATH_MAX + 8];
+	FILE *f;
+	int fd, e;
+
+	if (key == NULL) {
+		if (unlink(s->access_path) != 0 && errno != ENOENT) {
+			e = -errno;
+			snprintf(err, errlen, "cannot remove %s: %s", s->access_path,
+			         strerror(errno));
+			return e;
+		}
+		return 0;
+	}
+	snprintf(tmp, sizeof(tmp), "%s.tmp", s->access_path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (f == NULL) {
+		e = -errno;
+		snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return e;
+	}
+	for (size_t i = 0; i < CLI_ACCESS_KEY_LEN; i++)
+		fprintf(f, "%02x", key[i]);
+	fputc('\n', f);
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 ||
+	    rename(tmp, s->access_path) != 0) {
+		e = -errno;
+		snprintf(err, errlen, "cannot write %s: %s", s->access_path, strerror(errno));
+		unlink(tmp);
+		return e;
+	}
+	return 0;
+}
+
+/* The card for contacts (with the access key, if the device has one) or, public, without. */
+static int card_make(cli_seal_t *s, bool public, char **json, char *err, size_t errlen)
+{
+	uint8_t key[CLI_ACCESS_KEY_LEN];
+	int has = public ? 0 : cli_seal_access_key(s, key, err, errlen), e;
+
+	if (has < 0)
+		return has;
+	e = sp_card_make_access(s->sealer, (int64_t)(sp_time_wall_ms() / 1000), 0, has ? key : NULL,
+	                        json);
+	OPENSSL_cleanse(key, sizeof(key));
 	if (e < 0) {
 		errmsg(err, errlen, "cannot make the card", e);
 		return map_err(e);
 	}
 	return 0;
+}
+
+int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen)
+{
+	return card_make(s, false, json, err, errlen);
+}
+
+int cli_seal_card_write_public(cli_seal_t *s, FILE *out, char *err, size_t errlen)
+{
+	char *json = NULL;
+	int e = card_make(s, true, &json, err, errlen);
+
+	if (e < 0)
+		return e;
+	fprintf(out, "%s\n", json);
+	free(json);
+	return 0;
+}
+
+bool cli_card_access_key(const cli_card_t *card, uint8_t key[CLI_ACCESS_KEY_LEN])
+{
+	if (!card->card.has_access)
+		return false;
+	memcpy(key, card->card.access_key, CLI_ACCESS_KEY_LEN);
+	return true;
 }
 
 int cli_card_write_file(const char *path, const char *json, char *err, size_t errlen)
@@ -326,12 +433,10 @@ int cli_seal_card_seen(cli_seal_t *s, const cli_card_t *card, char *err, size_t 
 int cli_seal_card_write(cli_seal_t *s, FILE *out, char *err, size_t errlen)
 {
 	char *json = NULL;
-	int e = sp_card_make(s->sealer, (int64_t)(sp_time_wall_ms() / 1000), &json);
+	int e = card_make(s, false, &json, err, errlen);
 
-	if (e < 0) {
-		errmsg(err, errlen, "cannot make the card", e);
-		return map_err(e);
-	}
+	if (e < 0)
+		return e;
 	fprintf(out, "%s\n", json);
 	free(json);
 	return 0;

@@ -139,7 +139,7 @@ static void usage(FILE *f)
 	        "A setting is taken from the command line, else the config file, else the\n"
 	        "environment. The config file has lines \"key = value\" (keys server, ca, cert, "
 	        "key,\n"
-	        "rotate_every, key_grace, card_file;\n"
+	        "rotate_every, key_grace, card_file, anon_server;\n"
 	        "'#' starts a comment); relative paths in it are relative to its directory.\n"
 	        "\n");
 	/* Two strings: C17 promises string literals of 4,095 characters only. */
@@ -201,7 +201,17 @@ static void usage(FILE *f)
 	        "                        may push; listen prints its messages as \"webpush SUB "
 	        "ID LEN TEXT\"\n"
 	        "  unsubscribe ID        remove a subscription (its endpoint answers 410)\n"
-	        "  subscriptions         list this device's subscription ids and endpoints\n");
+	        "  subscriptions         list this device's subscription ids and endpoints\n"
+	        "\nSealed sender (a relay with an anonymous door, proto/PROTOCOL.md 17):\n"
+	        "  access enable|rotate  register this device's access key (kept in KEY.access;\n"
+	        "                        rotate: a new one, the old one is locked out) and print\n"
+	        "                        the card carrying it, for contacts only; card and listen\n"
+	        "                        then include it (the directory never gets it)\n"
+	        "  access disable|anyone refuse anonymous messages (the key is removed) | take\n"
+	        "                        them from anyone (rate limited by the relay)\n"
+	        "  send sends through the anonymous door (--anon-server HOST:PORT, config\n"
+	        "  anon_server, env SEALPUSH_ANON_SERVER) when every recipient's card carries an\n"
+	        "  access key: the relay does not learn the sender; --identified: never.\n");
 }
 
 /* ---- settings: flags > config file > environment ---------------------------------------- */
@@ -209,6 +219,7 @@ static void usage(FILE *f)
 typedef struct settings {
 	char *server, *ca, *cert, *key;
 	char *rotate_every, *key_grace, *card_file; /* sealing-key rotation (PROTOCOL.md 13.11) */
+	char *anon_server; /* the relay's anonymous door, HOST:PORT (sealed sender, 17) */
 } settings_t;
 
 static char *xstrdup(const char *s)
@@ -285,12 +296,15 @@ static int config_read(const char *path, bool must_exist, settings_t *s)
 			dst = &s->key;
 		else if (strcmp(k, "card_file") == 0)
 			dst = &s->card_file;
-		else if (strcmp(k, "rotate_every") == 0 || strcmp(k, "key_grace") == 0) {
+		else if (strcmp(k, "anon_server") == 0) {
+			dst = &s->anon_server;
+			is_path = false;
+		} else if (strcmp(k, "rotate_every") == 0 || strcmp(k, "key_grace") == 0) {
 			dst = k[0] == 'r' ? &s->rotate_every : &s->key_grace;
 			is_path = false;
 		} else {
 			die_line("%s:%u: unknown key \"%s\" (known: server, ca, cert, key, "
-			         "rotate_every, key_grace, card_file)",
+			         "rotate_every, key_grace, card_file, anon_server)",
 			         path, no, k);
 			fclose(f);
 			return EXIT_CONFIG;
@@ -345,6 +359,8 @@ static int settings_resolve(settings_t *s, const char *config_flag)
 		s->cert = xstrdup(env);
 	if (s->key == NULL && (env = getenv("SEALPUSH_KEY")) != NULL && *env)
 		s->key = xstrdup(env);
+	if (s->anon_server == NULL && (env = getenv("SEALPUSH_ANON_SERVER")) != NULL && *env)
+		s->anon_server = xstrdup(env);
 	return 0;
 }
 
@@ -365,7 +381,8 @@ typedef struct job {
 	size_t n;
 	uint8_t *blob;
 	size_t blob_len;
-	const char **labels; /* per recipient: what --to said */
+	const char **labels;                    /* per recipient: what --to said */
+	uint8_t access_key[CLI_ACCESS_KEY_LEN]; /* anonymous door: the recipient card's key */
 } job_t;
 
 typedef struct run {
@@ -503,6 +520,7 @@ static void submit_next(run_t *r)
 	j = &r->jobs[r->next_job];
 	r->sopts.msg_id = j->msg_id;
 	r->sopts.user = j;
+	r->sopts.access_keys = j->access_key; /* used by an anonymous client only */
 	e = sp_client_send(r->c, j->tokens, j->n, j->blob, j->blob_len, &r->sopts, NULL);
 	if (e < 0) {
 		die_line("cannot send: %s", e == -EMSGSIZE
@@ -662,6 +680,7 @@ typedef struct cmd_opts {
 	bool users;                 /* listen --users: name the sender's user (directory) */
 	const char *code;           /* enroll: the one-time enrollment code */
 	const char *card;           /* enroll: where the card goes */
+	bool identified;            /* send --identified: never the anonymous door */
 } cmd_opts_t;
 
 static void on_message(sp_client_t *c, const sp_client_message_t *m, void *arg);
@@ -701,9 +720,11 @@ static void on_subscription(sp_client_t *c, const sp_client_subscription_t *sub,
 	finish(r, 0);
 }
 
-static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool send_only)
+static int client_make(run_t *r, const settings_t *s, const cmd_opts_t *o, bool send_only,
+                       bool anonymous)
 {
-	sp_client_config_t cfg = {.server = s->server,
+	sp_client_config_t cfg = {.server = anonymous ? s->anon_server : s->server,
+	                          .anonymous = anonymous,
 	                          .ca_file = s->ca,
 	                          .cert_file = s->cert,
 	                          .key_file = s->key,
@@ -820,6 +841,8 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 	cli_card_t *cards[MAX_TO] = {0};
 	cli_seal_t *seal = NULL;
 	char err[512];
+	uint8_t keybuf[CLI_ACCESS_KEY_LEN];
+	bool anon = false;
 	int rc = 0, e;
 
 	if (o->n_to == 0) {
@@ -914,6 +937,15 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 			}
 		}
 	}
+	/* Sealed sender (PROTOCOL.md 17.7): through the anonymous door when one is configured and
+	 * every recipient's card carries its access key, unless --identified. */
+	anon = !o->raw && !o->identified && s->anon_server != NULL;
+	for (size_t i = 0; anon && i < o->n_to; i++)
+		anon = cards[i] != NULL && cli_card_access_key(cards[i], keybuf);
+	if (verbose)
+		fprintf(stderr, "%s: sending %s\n", prog,
+		        anon ? "anonymously (the anonymous door, access keys)"
+		             : "identified (this device's certificate)");
 	/* Raw: one SEND to everyone. Sealed: one envelope, so one SEND, per recipient. */
 	r.n_jobs = o->raw ? 1 : o->n_to;
 	r.jobs = calloc(r.n_jobs, sizeof(*r.jobs));
@@ -934,6 +966,8 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 			goto out;
 		}
 		j->n = o->raw ? o->n_to : 1;
+		if (anon)
+			cli_card_access_key(cards[k], j->access_key);
 		j->tokens = tokens + (o->raw ? 0 : k * SEALPUSH_TOKEN_LEN);
 		j->labels = (const char **)(o->to + (o->raw ? 0 : k));
 		if (o->raw) {
@@ -958,7 +992,7 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 		r.sopts.collapse_id = (const uint8_t *)o->collapse;
 		r.sopts.collapse_id_len = strlen(o->collapse);
 	}
-	if ((rc = client_make(&r, s, o, true)) != 0)
+	if ((rc = client_make(&r, s, o, true, anon)) != 0)
 		goto out;
 	submit_next(&r);
 	rc = run_loop(&r, 0);
@@ -988,6 +1022,8 @@ out:
 	if (r.jobs != NULL && !o->raw)
 		for (size_t k = 0; k < r.n_jobs; k++)
 			free(r.jobs[k].blob);
+	if (r.jobs != NULL)
+		OPENSSL_cleanse(r.jobs, r.n_jobs * sizeof(*r.jobs));
 	free(r.jobs);
 	json_decref(r.jresults);
 	for (size_t i = 0; i < o->n_to; i++)
@@ -1423,7 +1459,7 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 			return rc;
 		}
 	}
-	if ((rc = client_make(&r, s, o, false)) != 0) {
+	if ((rc = client_make(&r, s, o, false, false)) != 0) {
 		cli_seal_free(r.seal);
 		return rc;
 	}
@@ -1475,7 +1511,7 @@ static int cmd_webpush(const settings_t *s, const cmd_opts_t *o, int op, const c
 		}
 		r.wp_has_key = true;
 	}
-	if ((rc = client_make(&r, s, o, true)) != 0)
+	if ((rc = client_make(&r, s, o, true, false)) != 0)
 		return rc;
 	return run_loop(&r, o->timeout);
 }
@@ -1525,6 +1561,169 @@ static int cmd_init(const settings_t *s)
 	}
 	printf("%s\n", path);
 	return EXIT_OK;
+}
+
+/* access enable|rotate|disable|anyone: ACCESS_SET over an identified SEND_ONLY connection
+ * (PROTOCOL.md 17.4). enable keeps the device's access key (KEY.access) or makes one, rotate
+ * makes a new one (the old one is locked out), both register it and print the card with it;
+ * disable refuses anonymous messages and removes the key; anyone accepts them from anyone. */
+typedef struct access_run {
+	struct event_base *base;
+	int mode;
+	const uint8_t *key;
+	bool answered, sent;
+	uint8_t req[SEALPUSH_MSG_ID_LEN];
+	sp_client_access_state_t st;
+	char reason[256], fail[512];
+	int fail_exit;
+} access_run_t;
+
+static void on_access_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
+{
+	access_run_t *a = arg;
+	int e;
+
+	if (ev->type == SP_CLIENT_EV_CONNECTED && !a->sent) {
+		e = sp_client_access_set(c, a->mode, a->key, a->key ? 1 : 0, a->req);
+		a->sent = true;
+		if (e < 0) {
+			snprintf(a->fail, sizeof(a->fail), "%s",
+			         e == -ENOTSUP
+			                 ? "the relay has no anonymous door (its WELCOME lacks "
+			                   "the ANONYMOUS capability)"
+			                 : strerror(-e));
+			a->fail_exit = e == -ENOTSUP ? EXIT_REFUSED : EXIT_INTERNAL;
+			event_base_loopexit(a->base, NULL);
+		}
+	} else if (ev->type == SP_CLIENT_EV_STOPPED || ev->type == SP_CLIENT_EV_DISCONNECTED) {
+		if (!a->answered && a->fail[0] == '\0') {
+			snprintf(a->fail, sizeof(a->fail), "connection: %s (%s)",
+			         sp_client_cause_name(ev->cause), ev->detail ? ev->detail : "");
+			a->fail_exit = exit_for_cause(ev->cause, ev->code);
+		}
+		event_base_loopexit(a->base, NULL);
+	}
+}
+
+static void on_access_state(sp_client_t *c, const sp_client_access_state_t *st, void *arg)
+{
+	access_run_t *a = arg;
+
+	(void)c;
+	if (memcmp(st->req_id, a->req, sizeof(a->req)) != 0)
+		return;
+	a->answered = true;
+	a->st = *st;
+	snprintf(a->reason, sizeof(a->reason), "%.*s", st->reason ? (int)st->reason_len : 0,
+	         st->reason ? st->reason : "");
+	event_base_loopexit(a->base, NULL);
+}
+
+static int cmd_access(const settings_t *s, const cmd_opts_t *o, const char *what)
+{
+	access_run_t a = {.mode = SP_CLIENT_ANON_KEY_HOLDERS};
+	sp_client_config_t cfg = {.server = s->server,
+	                          .ca_file = s->ca,
+	                          .cert_file = s->cert,
+	                          .key_file = s->key,
+	                          .send_only = true,
+	                          .no_reconnect = true,
+	                          .max_attempts = 1,
+	                          .connect_timeout_ms = (uint32_t)(o->connect_timeout * 1000),
+	                          .tls_groups = o->tls_groups,
+	                          .agent = "sealpush-cli/" SP_VERSION};
+	sp_client_callbacks_t cb = {
+	        .event = on_access_event, .access_state = on_access_state, .arg = &a};
+	struct timeval tv = {.tv_sec = (time_t)o->timeout};
+	uint8_t key[CLI_ACCESS_KEY_LEN];
+	cli_seal_t *seal = NULL;
+	sp_client_t *c = NULL;
+	char err[512];
+	int rc, e;
+
+	if ((rc = need("access", s->server, "--server", "server", "SEALPUSH_SERVER")) ||
+	    (rc = need("access", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
+	    (rc = need("access", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
+	    (rc = need("access", s->key, "--key", "key", "SEALPUSH_KEY")))
+		return rc;
+	e = cli_seal_load(s->cert, s->key, &seal, err, sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		return seal_exit(e);
+	}
+	if (strcmp(what, "disable") == 0) {
+		a.mode = SP_CLIENT_ANON_REFUSE;
+	} else if (strcmp(what, "anyone") == 0) {
+		a.mode = SP_CLIENT_ANON_ANYONE;
+	} else {
+		e = strcmp(what, "enable") == 0 ? cli_seal_access_key(seal, key, err, sizeof(err))
+		                                : 0;
+		if (e < 0) {
+			die_line("%s", err);
+			rc = EXIT_NOINPUT;
+			goto out;
+		}
+		if (e == 0 && RAND_bytes(key, sizeof(key)) != 1) {
+			die_line("no random bytes for the access key");
+			rc = EXIT_INTERNAL;
+			goto out;
+		}
+		a.key = key;
+	}
+	a.base = event_base_new();
+	if (a.base == NULL) {
+		rc = EXIT_INTERNAL;
+		goto out;
+	}
+	e = sp_client_new(a.base, &cfg, &cb, &c, err, sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		rc = e == -EINVAL ? EXIT_USAGE : e == -ENOMEM ? EXIT_INTERNAL : EXIT_NOINPUT;
+		goto out;
+	}
+	sp_client_start(c);
+	event_base_loopexit(a.base, &tv);
+	event_base_dispatch(a.base);
+	if (!a.answered) {
+		die_line("access %s: %s", what,
+		         a.fail[0] ? a.fail : "no answer from the relay in time (--timeout)");
+		rc = a.fail[0] ? (a.fail_exit ? a.fail_exit : EXIT_CONNECT) : EXIT_CONNECT;
+		goto out;
+	}
+	if (a.st.status != SEALPUSH_ST_DELIVERED) {
+		die_line("access %s: the relay refused: %s%s%s", what,
+		         sp_client_status_name(a.st.status), a.reason[0] ? ": " : "", a.reason);
+		rc = EXIT_REFUSED;
+		goto out;
+	}
+	/* Registered: keep the key (or remove it), then show the card contacts need. */
+	e = cli_seal_access_store(seal, a.mode == SP_CLIENT_ANON_KEY_HOLDERS ? key : NULL, err,
+	                          sizeof(err));
+	if (e < 0) {
+		die_line("%s", err);
+		rc = EXIT_IOERR;
+		goto out;
+	}
+	fprintf(stderr, "%s: anonymous mode %u registered%s\n", prog, (unsigned)a.st.anon_mode,
+	        a.mode == SP_CLIENT_ANON_KEY_HOLDERS
+	                ? "; hand this card (it carries the access key) to your contacts only"
+	                : "");
+	if (a.mode == SP_CLIENT_ANON_KEY_HOLDERS) {
+		e = cli_seal_card_write(seal, stdout, err, sizeof(err));
+		if (e < 0) {
+			die_line("%s", err);
+			rc = seal_exit(e);
+			goto out;
+		}
+	}
+	rc = fflush(stdout) == 0 ? EXIT_OK : EXIT_IOERR;
+out:
+	OPENSSL_cleanse(key, sizeof(key));
+	sp_client_free(c);
+	if (a.base)
+		event_base_free(a.base);
+	cli_seal_free(seal);
+	return rc;
 }
 
 static int cmd_card(const settings_t *s)
@@ -1663,6 +1862,8 @@ enum {
 	O_USERS,
 	O_CODE,
 	O_CARD,
+	O_ANON_SERVER,
+	O_IDENTIFIED,
 	O_RENEW_AT,
 };
 
@@ -1682,7 +1883,7 @@ static const struct {
         {O_RAW, "--raw", "send"},
         {O_RECEIPT, "--receipt", "send"},
         {O_SUITE, "--suite", "send"},
-        {O_TIMEOUT, "--timeout", "send listen subscribe unsubscribe subscriptions"},
+        {O_TIMEOUT, "--timeout", "send listen subscribe unsubscribe subscriptions access"},
         {O_JSON, "--json", "send listen"},
         {O_COUNT, "--count", "listen"},
         {O_APP_SERVER_KEY, "--app-server-key", "subscribe"},
@@ -1691,6 +1892,7 @@ static const struct {
         {O_CODE, "--code", "enroll"},
         {O_CARD, "--card", "enroll"},
         {O_RENEW_AT, "--renew-at", "listen"},
+        {O_IDENTIFIED, "--identified", "send"},
 };
 
 static bool word_in(const char *word, const char *list)
@@ -1766,6 +1968,8 @@ int main(int argc, char **argv)
 	        {"code", required_argument, NULL, O_CODE},
 	        {"card", required_argument, NULL, O_CARD},
 	        {"renew-at", required_argument, NULL, O_RENEW_AT},
+	        {"anon-server", required_argument, NULL, O_ANON_SERVER},
+	        {"identified", no_argument, NULL, O_IDENTIFIED},
 	        {"verbose", no_argument, NULL, 'v'},
 	        {"help", no_argument, NULL, 'h'},
 	        {"version", no_argument, NULL, 'V'},
@@ -1898,6 +2102,13 @@ int main(int argc, char **argv)
 		case O_CODE:
 			o.code = optarg;
 			break;
+		case O_ANON_SERVER:
+			free(s.anon_server);
+			s.anon_server = xstrdup(optarg);
+			break;
+		case O_IDENTIFIED:
+			o.identified = true;
+			break;
 		case O_CARD:
 			o.card = optarg;
 			break;
@@ -1945,7 +2156,7 @@ int main(int argc, char **argv)
 	}
 	cmd = argv[optind++];
 	if (!word_in(cmd, "init token card send listen verify-card rotate subscribe unsubscribe "
-	                  "subscriptions enroll") &&
+	                  "subscriptions enroll access") &&
 	    !cli_dir_is_command(cmd)) {
 		die_line("unknown command \"%s\" (sealpush --help)", cmd);
 		rc = EXIT_USAGE;
@@ -1968,8 +2179,14 @@ int main(int argc, char **argv)
 		rc = EXIT_USAGE;
 		goto out;
 	}
+	if (strcmp(cmd, "access") == 0 &&
+	    (argc - optind != 1 || !word_in(argv[optind], "enable rotate disable anyone"))) {
+		die_line("access takes one of enable, rotate, disable, anyone");
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	if (strcmp(cmd, "verify-card") != 0 && strcmp(cmd, "unsubscribe") != 0 &&
-	    !cli_dir_is_command(cmd) && optind != argc) {
+	    strcmp(cmd, "access") != 0 && !cli_dir_is_command(cmd) && optind != argc) {
 		die_line("unexpected argument \"%s\"", argv[optind]);
 		rc = EXIT_USAGE;
 		goto out;
@@ -2026,6 +2243,8 @@ int main(int argc, char **argv)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_REMOVE, argv[optind]);
 	else if (strcmp(cmd, "enroll") == 0)
 		rc = cmd_enroll(&s, &o);
+	else if (strcmp(cmd, "access") == 0)
+		rc = cmd_access(&s, &o, argv[optind]);
 	else if (strcmp(cmd, "subscriptions") == 0)
 		rc = cmd_webpush(&s, &o, SP_CLIENT_SUB_LIST, NULL);
 	else
@@ -2038,5 +2257,6 @@ out:
 	free(s.rotate_every);
 	free(s.key_grace);
 	free(s.card_file);
+	free(s.anon_server);
 	return rc;
 }

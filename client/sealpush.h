@@ -225,6 +225,20 @@ typedef struct sp_client_dir_answer {
 	size_t reason_len;
 } sp_client_dir_answer_t;
 
+/* The relay's answer to sp_client_access_set() (an ACCESS_STATE frame, PROTOCOL.md 17.4).
+ * Pointers are valid during the callback only. */
+typedef struct sp_client_access_state {
+	const uint8_t *req_id; /* SEALPUSH_MSG_ID_LEN bytes: what sp_client_access_set() gave */
+	uint8_t status;        /* SEALPUSH_ST_DELIVERED (0) when done; QUOTA_EXCEEDED (more keys
+	                          than the relay's anon_max_keys), FORBIDDEN (no anonymous door),
+	                          TRY_LATER (with retry_after_ms), INTERNAL_ERROR */
+	bool has_mode;
+	uint8_t anon_mode; /* with status 0: the SP_CLIENT_ANON_* mode now in force */
+	uint32_t retry_after_ms;
+	const char *reason; /* the relay's reason (untrusted text), or NULL */
+	size_t reason_len;
+} sp_client_access_state_t;
+
 typedef struct sp_client_callbacks {
 	void (*event)(sp_client_t *c, const sp_client_event_t *ev, void *arg);
 	void (*result)(sp_client_t *c, const sp_client_result_t *r, void *arg);
@@ -232,6 +246,7 @@ typedef struct sp_client_callbacks {
 	void *arg;
 	void (*subscription)(sp_client_t *c, const sp_client_subscription_t *s, void *arg);
 	void (*dir_answer)(sp_client_t *c, const sp_client_dir_answer_t *a, void *arg);
+	void (*access_state)(sp_client_t *c, const sp_client_access_state_t *s, void *arg);
 } sp_client_callbacks_t;
 
 enum { SP_CLIENT_RESEND_RETRY = 0, SP_CLIENT_RESEND_FAIL = 1 };
@@ -381,6 +396,25 @@ int sp_client_dir_publish(sp_client_t *c, const char *card, size_t len,
                           uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
 int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *token,
                          uint64_t tree_size, bool head_only, uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
+
+/*
+ * Sealed sender (PROTOCOL.md 17.4): registers who may send to this device through the relay's
+ * anonymous door, over this (identified) connection, while connected to a relay whose WELCOME
+ * said it has one (capability ANONYMOUS). mode SP_CLIENT_ANON_REFUSE (keys ignored: everything
+ * registered is removed), SP_CLIENT_ANON_KEY_HOLDERS (senders holding one of keys: n_keys
+ * 32-byte access keys, 1 <= n_keys <= 16) or SP_CLIENT_ANON_ANYONE (keys optional). Each call
+ * replaces what was registered before, so rotating a key is one call with the new key alone:
+ * every sender holding only the old one is then ACCESS_DENIED. The keys do not leave the
+ * library: it sends their SHA-256 (the verifiers). Writes the request id to req_id; the answer
+ * comes to the access_state callback. Returns 0, -EAGAIN (not connected), -ENOTSUP (the relay
+ * has no anonymous door), -EINVAL (mode, n_keys, an anonymous client), -ENOMEM. A request
+ * whose connection ends gets no answer: call again after the next CONNECTED.
+ */
+#define SEALPUSH_ACCESS_KEY_LEN  32
+#define SEALPUSH_ACCESS_KEYS_MAX 16
+enum { SP_CLIENT_ANON_REFUSE = 0, SP_CLIENT_ANON_KEY_HOLDERS = 1, SP_CLIENT_ANON_ANYONE = 2 };
+int sp_client_access_set(sp_client_t *c, int mode, const uint8_t *keys, size_t n_keys,
+                         uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
 
 /*
  * Closes cleanly: takes no new sends, waits (up to close_timeout_ms) for the answers owed to

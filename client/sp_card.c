@@ -87,6 +87,8 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 	}
 	if (c->version == SP_CARD_VERSION)
 		n += 4;
+	if (c->has_access)
+		n += 1 + SP_CARD_ACCESS_LEN;
 	buf = malloc(n);
 	if (buf == NULL)
 		return NULL;
@@ -131,6 +133,11 @@ static uint8_t *sp_card_tbs(const struct sp_card *c, size_t *len)
 			*p++ = (uint8_t)(c->epoch >> (24 - 8 * i));
 	for (int i = 0; i < 8; i++)
 		*p++ = (uint8_t)(t >> (56 - 8 * i));
+	if (c->has_access) { /* 17.7: after issued_at, so that a card without it signs as before */
+		*p++ = SP_CARD_ACCESS_LEN;
+		memcpy(p, c->access_key, SP_CARD_ACCESS_LEN);
+		p += SP_CARD_ACCESS_LEN;
+	}
 	*len = n;
 	return buf;
 }
@@ -154,7 +161,7 @@ void sp_card_clear(struct sp_card *c)
 	free(c->cert);
 	for (size_t i = 0; i < SP_CARD_SEAL_MAX; i++)
 		free(c->seal[i].pub);
-	memset(c, 0, sizeof(*c));
+	OPENSSL_cleanse(c, sizeof(*c)); /* the access key too */
 }
 
 int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
@@ -189,7 +196,24 @@ int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
 	return SP_SEAL_ERR_SUITE;
 }
 
+/* The version sp_card_make() writes: 3 once the sealer has an epoch, 2 with several suites,
+ * else 1. */
+static int sp_card_default_version(const struct sp_sealer *s)
+{
+	uint16_t suites[SP_CARD_SEAL_MAX];
+
+	return sp_sealer_epoch(s) > 0                              ? SP_CARD_VERSION
+	       : sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1 ? SP_CARD_VERSION_V2
+	                                                           : SP_CARD_VERSION_V1;
+}
+
 int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int version, char **json)
+{
+	return sp_card_make_access(s, issued_at, version, NULL, json);
+}
+
+int sp_card_make_access(const struct sp_sealer *s, int64_t issued_at, int version,
+                        const uint8_t *access_key, char **json)
 {
 	struct sp_seal_peer peers[SP_CARD_SEAL_MAX];
 	uint16_t suites[SP_CARD_SEAL_MAX];
@@ -199,11 +223,13 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 	uint8_t *tbs = NULL, sig[SP_CARD_SIG_MAX];
 	char hex[SP_TOKEN_HEX_LEN + 1], *spki64 = NULL, *cert64 = NULL,
 	                                *pub64[SP_CARD_SEAL_MAX] = {0};
-	char *sig64 = NULL;
+	char *sig64 = NULL, *access64 = NULL;
 	const char *suite_name;
 	size_t tbs_len, sig_len;
 	int r = -ENOMEM, n;
 
+	if (s != NULL && version == 0)
+		version = sp_card_default_version(s);
 	if (s == NULL || json == NULL || issued_at < 0 ||
 	    (version != SP_CARD_VERSION_V1 && version != SP_CARD_VERSION_V2 &&
 	     version != SP_CARD_VERSION) ||
@@ -229,6 +255,10 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 	c.peer.epoch = c.epoch;
 	c.spki = (uint8_t *)(uintptr_t)sp_sealer_spki(s, &c.spki_len);
 	c.issued_at = issued_at;
+	if (access_key != NULL) {
+		c.has_access = 1;
+		memcpy(c.access_key, access_key, SP_CARD_ACCESS_LEN);
+	}
 	if (sp_sealer_cert(s) != NULL) {
 		n = i2d_X509(sp_sealer_cert(s), &der);
 		if (n <= 0 || n > SP_CARD_CERT_MAX) {
@@ -250,7 +280,10 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 	sig64 = sp_b64(sig, sig_len);
 	if (c.cert != NULL)
 		cert64 = sp_b64(c.cert, c.cert_len);
-	if (spki64 == NULL || sig64 == NULL || (c.cert != NULL && cert64 == NULL))
+	if (c.has_access)
+		access64 = sp_b64(c.access_key, SP_CARD_ACCESS_LEN);
+	if (spki64 == NULL || sig64 == NULL || (c.cert != NULL && cert64 == NULL) ||
+	    (c.has_access && access64 == NULL))
 		goto out;
 	for (size_t i = 0; i < c.nseal; i++)
 		if ((pub64[i] = sp_b64(c.seal[i].pub, c.seal[i].pub_len)) == NULL)
@@ -278,6 +311,8 @@ int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int versi
 	if (version == SP_CARD_VERSION &&
 	    json_object_set_new(root, "epoch", json_integer((json_int_t)c.epoch)) != 0)
 		goto out;
+	if (access64 != NULL && json_object_set_new(root, "access", json_string(access64)) != 0)
+		goto out;
 	*json = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
 	r = *json != NULL ? 0 : -ENOMEM;
 out:
@@ -289,22 +324,20 @@ out:
 	for (size_t i = 0; i < SP_CARD_SEAL_MAX; i++)
 		free(pub64[i]);
 	free(sig64);
+	if (access64 != NULL) {
+		OPENSSL_cleanse(access64, strlen(access64));
+		free(access64);
+	}
+	OPENSSL_cleanse(c.access_key, sizeof(c.access_key));
 	OPENSSL_cleanse(peers, sizeof(peers));
 	return r;
 }
 
 int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json)
 {
-	uint16_t suites[SP_CARD_SEAL_MAX];
-
 	if (s == NULL)
 		return -EINVAL;
-	return sp_card_make_version(s, issued_at,
-	                            sp_sealer_epoch(s) > 0 ? SP_CARD_VERSION
-	                            : sp_sealer_suites(s, suites, SP_CARD_SEAL_MAX) > 1
-	                                    ? SP_CARD_VERSION_V2
-	                                    : SP_CARD_VERSION_V1,
-	                            json);
+	return sp_card_make_access(s, issued_at, 0, NULL, json);
 }
 
 /* A string member of obj, or NULL if absent or not a string. */
@@ -369,17 +402,17 @@ static int sp_card_seal_entry(json_t *obj, int v1, struct sp_card_seal *e)
 
 int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 {
-	static const char *const top_keys[] = {"v",    "token",     "spki", "cert",
-	                                       "seal", "issued_at", "sig",  NULL};
-	static const char *const top_keys_v3[] = {"v",         "token", "spki",  "cert", "seal",
-	                                          "issued_at", "sig",   "epoch", NULL};
+	static const char *const top_keys[] = {"v",         "token", "spki",   "cert", "seal",
+	                                       "issued_at", "sig",   "access", NULL};
+	static const char *const top_keys_v3[] = {"v",         "token", "spki",  "cert",   "seal",
+	                                          "issued_at", "sig",   "epoch", "access", NULL};
 	json_t *root = NULL, *seal, *v, *at, *ep;
 	EVP_PKEY *key = NULL;
 	EVP_MD_CTX *md = NULL;
 	X509 *cert = NULL;
 	uint8_t *sig = NULL, *tbs = NULL, digest[SP_TOKEN_LEN];
 	unsigned char *cert_spki = NULL;
-	const char *s_token, *s_spki, *s_cert, *s_sig;
+	const char *s_token, *s_spki, *s_cert, *s_sig, *s_access;
 	size_t sig_len, tbs_len;
 	int r = SP_SEAL_ERR_CARD_MALFORMED, n;
 
@@ -408,6 +441,7 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	s_spki = sp_json_str(root, "spki");
 	s_cert = sp_json_str(root, "cert");
 	s_sig = sp_json_str(root, "sig");
+	s_access = sp_json_str(root, "access");
 	ep = json_object_get(root, "epoch");
 	/* v3: the key epoch, 1 to 2^32 - 1 (versions 1 and 2 have no such member). */
 	if (out->version == SP_CARD_VERSION &&
@@ -419,7 +453,8 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	if (!sp_json_only(root, out->version == SP_CARD_VERSION ? top_keys_v3 : top_keys) ||
 	    !json_is_integer(at) || json_integer_value(at) < 0 || s_token == NULL ||
 	    s_spki == NULL || s_sig == NULL ||
-	    (json_object_get(root, "cert") != NULL && s_cert == NULL))
+	    (json_object_get(root, "cert") != NULL && s_cert == NULL) ||
+	    (json_object_get(root, "access") != NULL && s_access == NULL))
 		goto out;
 	/* seal: one object in v1; an array of 1 to SP_CARD_SEAL_MAX of them in v2. */
 	if (out->version == SP_CARD_VERSION_V1
@@ -447,6 +482,22 @@ int sp_card_parse(const char *json, size_t len, struct sp_card *out)
 	     (r = sp_unb64(s_cert, SP_CARD_CERT_MAX, &out->cert, &out->cert_len)) != 0) ||
 	    (r = sp_unb64(s_sig, SP_CARD_SIG_MAX, &sig, &sig_len)) != 0)
 		goto out;
+	if (s_access != NULL) { /* 17.7: exactly one 32-byte key */
+		uint8_t *ak = NULL;
+		size_t ak_len = 0;
+
+		if ((r = sp_unb64(s_access, SP_CARD_ACCESS_LEN, &ak, &ak_len)) != 0)
+			goto out;
+		r = SP_SEAL_ERR_CARD_MALFORMED;
+		if (ak_len == SP_CARD_ACCESS_LEN) {
+			out->has_access = 1;
+			memcpy(out->access_key, ak, SP_CARD_ACCESS_LEN);
+		}
+		OPENSSL_cleanse(ak, ak_len);
+		free(ak);
+		if (!out->has_access)
+			goto out;
+	}
 	r = SP_SEAL_ERR_CARD_MALFORMED;
 	out->issued_at = (int64_t)json_integer_value(at);
 	if (sp_seal_spki_key(out->spki, out->spki_len, &key) != 0)

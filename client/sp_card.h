@@ -31,6 +31,7 @@
 #define SP_CARD_SEAL_MAX   4     /* suites a v2 card lists at most */
 #define SP_CARD_NAME_MAX   64    /* the longest suite name */
 #define SP_CARD_PUB_MAX    4096  /* the largest public key of a suite this library does not know */
+#define SP_CARD_ACCESS_LEN 32    /* an access key (sealed sender, PROTOCOL.md 17) */
 
 /* One sealing suite a card lists. */
 struct sp_card_seal {
@@ -54,6 +55,10 @@ struct sp_card {
 	size_t cert_len;
 	int64_t issued_at; /* Unix seconds; of two valid cards for one token, the later wins */
 	uint32_t epoch;    /* the sealing keys' epoch (version 3; 0 in versions 1 and 2) */
+	/* sealed sender (PROTOCOL.md 13.8, 17.7): the access key the device hands its contacts
+	 * for the relay's anonymous door, when the card carries one (member "access", signed) */
+	int has_access;
+	uint8_t access_key[SP_CARD_ACCESS_LEN];
 };
 
 /*
@@ -72,6 +77,16 @@ int sp_card_make(const struct sp_sealer *s, int64_t issued_at, char **json);
 int sp_card_make_version(const struct sp_sealer *s, int64_t issued_at, int version, char **json);
 
 /*
+ * sp_card_make() (version 0) or sp_card_make_version() with, if access_key is not NULL, the
+ * SP_CARD_ACCESS_LEN-byte access key of the device's registration on the relay's anonymous
+ * door (sp_client_access_set(), PROTOCOL.md 17.4) as member "access", signed with the rest.
+ * Such a card is a secret of the device's contacts: hand it to them, never publish it (the
+ * key directory gets the card without it).
+ */
+int sp_card_make_access(const struct sp_sealer *s, int64_t issued_at, int version,
+                        const uint8_t *access_key, char **json);
+
+/*
  * The suite to seal to: the first suite the card lists (its order of preference) that is among
  * the n ids of accept, or, with accept NULL, that this build implements; into *out with the
  * card's token. Returns 0, or SP_SEAL_ERR_SUITE if the card lists none of them.
@@ -85,10 +100,11 @@ int sp_card_pick(const struct sp_card *c, const uint16_t *accept, size_t n,
  * SP_SEAL_ERR_CARD_MALFORMED, except a version other than 1 or 2 (SP_SEAL_ERR_VERSION) and, in
  * a v1 card, an unknown suite (SP_SEAL_ERR_SUITE); then that SHA-256 of the SPKI equals the
  * token and that the certificate, if present, carries that SPKI (SP_SEAL_ERR_CARD_TOKEN); then
- * the signature by the SPKI's key (SP_SEAL_ERR_CARD_SIGNATURE); then, for a v2 card, that it
- * lists a suite this build implements (SP_SEAL_ERR_SUITE; names it does not know are kept,
- * with suite 0, and skipped). On success fills *out (release with sp_card_clear); on failure
- * *out is cleared.
+ * the signature by the SPKI's key (SP_SEAL_ERR_CARD_SIGNATURE; the optional "access" member,
+ * of any version, is signed too, so an edited or removed one fails here); then, for a v2 card, that
+ * it lists a suite this build implements (SP_SEAL_ERR_SUITE; names it does not know are kept, with
+ * suite 0, and skipped). On success fills *out (release with sp_card_clear); on failure *out is
+ * cleared.
  */
 int sp_card_parse(const char *json, size_t len, struct sp_card *out);
 

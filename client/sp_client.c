@@ -41,6 +41,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -72,6 +73,11 @@ SAME_STATUS(SHUTDOWN);
 SAME_STATUS(INTERNAL_ERROR);
 SAME_STATUS(ACCESS_DENIED);
 #undef SAME_STATUS
+_Static_assert(SEALPUSH_ACCESS_KEY_LEN == SP_ACCESS_KEY_LEN &&
+                       SEALPUSH_ACCESS_KEYS_MAX == SP_ACCESS_SET_MAX &&
+                       (int)SP_CLIENT_ANON_ANYONE == (int)SP_ANON_ANYONE &&
+                       (int)SP_CLIENT_ANON_KEY_HOLDERS == (int)SP_ANON_KEY_HOLDERS,
+               "access-set constants");
 _Static_assert((int)SEALPUSH_ST_TIMEOUT > (int)SP_ST_INTERNAL_ERROR &&
                        (int)SEALPUSH_ST_NOT_SENT > (int)SP_ST_INTERNAL_ERROR,
                "the library's own statuses stay clear of the wire's");
@@ -1118,6 +1124,21 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 			c->cb.subscription(c, &s, c->cb.arg);
 		}
 		return c->dead ? -1 : 0;
+	case SP_ACCESS_STATE:
+		if (c->cstate != C_READY || c->anonymous)
+			break;
+		if (c->cb.access_state != NULL) {
+			sp_client_access_state_t a = {.req_id = f->msg_id, .status = f->status};
+
+			if (f->fields & SP_BIT(SP_F_ANON_MODE))
+				a.has_mode = true, a.anon_mode = f->anon_mode;
+			if (f->fields & SP_BIT(SP_F_RETRY_AFTER))
+				a.retry_after_ms = f->retry_after;
+			if (f->fields & SP_BIT(SP_F_REASON))
+				a.reason = (const char *)f->reason, a.reason_len = f->reason_len;
+			c->cb.access_state(c, &a, c->cb.arg);
+		}
+		return c->dead ? -1 : 0;
 	case SP_DIR_ANSWER:
 		if (c->cstate != C_READY)
 			break;
@@ -1947,6 +1968,45 @@ int sp_client_dir_publish(sp_client_t *c, const char *card, size_t len,
 	f.dir_card_len = (uint32_t)len;
 	if (out_frame(c, &f) < 0)
 		return -ENOMEM;
+	kick(c);
+	return 0;
+}
+
+int sp_client_access_set(sp_client_t *c, int mode, const uint8_t *keys, size_t n_keys,
+                         uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	sp_frame_t f = {.type = SP_ACCESS_SET,
+	                .fields = SP_BIT(SP_F_MSG_ID) | SP_BIT(SP_F_ANON_MODE)};
+	uint8_t vs[SP_ACCESS_KEY_LEN * SP_ACCESS_SET_MAX];
+	int r = 0;
+
+	if (c->anonymous || mode < SP_ANON_REFUSE || mode > SP_ANON_ANYONE ||
+	    n_keys > SP_ACCESS_SET_MAX || (n_keys > 0 && keys == NULL) ||
+	    (mode == SP_ANON_KEY_HOLDERS && n_keys == 0))
+		return -EINVAL;
+	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
+		return -EAGAIN;
+	if (!(c->caps & SP_CAP_ANONYMOUS))
+		return -ENOTSUP;
+	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
+		return -ENOMEM;
+	f.msg_id = req_id;
+	f.anon_mode = (uint8_t)mode;
+	if (mode != SP_ANON_REFUSE && n_keys > 0) {
+		/* The verifiers (17.4): SHA-256 of each key; the keys stay here. */
+		for (size_t i = 0; i < n_keys; i++)
+			if (EVP_Digest(keys + i * SP_ACCESS_KEY_LEN, SP_ACCESS_KEY_LEN,
+			               vs + i * SP_ACCESS_KEY_LEN, NULL, EVP_sha256(), NULL) != 1)
+				r = -ENOMEM;
+		f.fields |= SP_BIT(SP_F_ACCESS_VERIFIERS);
+		f.access_verifiers = vs;
+		f.n_access_verifiers = (uint32_t)n_keys;
+	}
+	if (r == 0 && out_frame(c, &f) < 0)
+		r = -ENOMEM;
+	OPENSSL_cleanse(vs, sizeof(vs));
+	if (r < 0)
+		return r;
 	kick(c);
 	return 0;
 }

@@ -5,7 +5,9 @@
  * cards made here and cards built by an encoder written here from PROTOCOL.md 13.8 alone verify;
  * a sender takes the first listed suite it implements (a build without ML-KEM, or a sender
  * restricted to the classical suites, falls back to X25519 and the message still opens); a list
- * with a suite stripped, reordered or renamed fails the signature.
+ * with a suite stripped, reordered or renamed fails the signature. The access key (sealed
+ * sender, 17.7): an optional signed member of any version; edited, removed, added or of the
+ * wrong length, the card fails.
  */
 #include "sp_card.h"
 #include "sp_test.h"
@@ -589,6 +591,67 @@ static void test_v2_mixed_versions(void)
 	}
 }
 
+static uint8_t access_other[SP_CARD_ACCESS_LEN];
+
+static void e_access_other(json_t *r)
+{
+	char b64[64];
+
+	EVP_EncodeBlock((unsigned char *)b64, access_other, SP_CARD_ACCESS_LEN);
+	json_object_set_new(r, "access", json_string(b64));
+}
+static void e_access_removed(json_t *r)
+{
+	json_object_del(r, "access");
+}
+static void e_access_short(json_t *r)
+{
+	char b64[64];
+
+	EVP_EncodeBlock((unsigned char *)b64, access_other, SP_CARD_ACCESS_LEN - 1);
+	json_object_set_new(r, "access", json_string(b64));
+}
+static void e_access_number(json_t *r)
+{
+	json_object_set_new(r, "access", json_integer(7));
+}
+
+/* The access key member (PROTOCOL.md 13.8, 17.7), in a v1 card and in a v2 card. */
+static void test_access_key(void)
+{
+	uint8_t key[SP_CARD_ACCESS_LEN];
+	struct sp_card c;
+	char *plain = make_card(&alice), *with = NULL, *v2 = NULL;
+
+	RAND_bytes(key, sizeof(key));
+	RAND_bytes(access_other, sizeof(access_other));
+	SP_CHECK(sp_card_make_access(alice.s, issued, 0, key, &with) == 0);
+	SP_CHECK(strstr(with, "\"access\":") != NULL && strstr(plain, "access") == NULL);
+	SP_CHECK(parse(with, &c) == 0);
+	SP_CHECK(c.has_access == 1 && memcmp(c.access_key, key, sizeof(key)) == 0);
+	SP_CHECK(c.version == SP_CARD_VERSION_V1);
+	sp_card_clear(&c);
+	SP_CHECK(parse(plain, &c) == 0);
+	SP_CHECK(c.has_access == 0);
+	sp_card_clear(&c);
+	/* The member is signed: another key, no key, or a key added to a plain card. */
+	expect(with, e_access_other, SP_SEAL_ERR_CARD_SIGNATURE, "access key edited");
+	expect(with, e_access_removed, SP_SEAL_ERR_CARD_SIGNATURE, "access key removed");
+	expect(plain, e_access_other, SP_SEAL_ERR_CARD_SIGNATURE, "access key added");
+	expect(with, e_access_short, SP_SEAL_ERR_CARD_MALFORMED, "a 31-byte access key");
+	expect(with, e_access_number, SP_SEAL_ERR_CARD_MALFORMED, "access not a string");
+	/* Version 2 (several suites are not needed to write one) carries it too. */
+	SP_CHECK(sp_card_make_access(alice.s, issued, SP_CARD_VERSION_V2, key, &v2) == 0);
+	SP_CHECK(parse(v2, &c) == 0);
+	SP_CHECK(c.version == SP_CARD_VERSION_V2 && c.has_access == 1 &&
+	         memcmp(c.access_key, key, sizeof(key)) == 0);
+	sp_card_clear(&c);
+	expect(v2, e_access_other, SP_SEAL_ERR_CARD_SIGNATURE, "v2: access key edited");
+	free(plain);
+	free(with);
+	free(v2);
+}
+
 int main(void)
 {
 	if (tc_dev_make(&alice, "alice") != 0 || tc_dev_make(&bob, "bob") != 0) {
@@ -598,6 +661,7 @@ int main(void)
 	SP_RUN(test_good_card);
 	SP_RUN(test_card_without_cert_and_other_suite);
 	SP_RUN(test_refusals);
+	SP_RUN(test_access_key);
 	if (sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID)) {
 		uint8_t seed[32];
 		struct sp_seal_peer p;

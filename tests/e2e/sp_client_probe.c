@@ -12,10 +12,12 @@
  *	error code=N detail=...
  *	message id=HEX stored=0|1 len=N blob=TEXT      (then ACKs it unless --no-ack)
  *	result id=HEX STATUS[,STATUS...]
+ *	access id=HEX status=STATUS mode=N|-       (the answer to an access command)
  *	stats welcomes=N resumed=N disconnects=N duplicates=N pings=N
  * and takes commands on stdin, one per line:
  *	send TOKEN[,TOKEN...] TEXT | asend TOKEN[,TOKEN...] KEY[,KEY...] TEXT (anonymous, one
- *	access key per token) | reconnect | ack HEX | stats | close | quit
+ *	access key per token) | access MODE [KEY[,KEY...]] (ACCESS_SET: 0 refuse, 1 key holders,
+ *	2 anyone) | reconnect | ack HEX | stats | close | quit
  */
 #include <errno.h>
 #include <getopt.h>
@@ -90,6 +92,21 @@ static void on_result(sp_client_t *c, const sp_client_result_t *r, void *arg)
 	for (size_t i = 0; i < r->n; i++)
 		printf("%c%s", i ? ',' : ' ', sp_client_status_name(r->statuses[i]));
 	printf("\n");
+	fflush(stdout);
+}
+
+static void on_access(sp_client_t *c, const sp_client_access_state_t *a, void *arg)
+{
+	char id[33];
+
+	(void)c;
+	(void)arg;
+	hex(a->req_id, 16, id);
+	if (a->has_mode)
+		printf("access id=%s status=%s mode=%u\n", id, sp_client_status_name(a->status),
+		       a->anon_mode);
+	else
+		printf("access id=%s status=%s mode=-\n", id, sp_client_status_name(a->status));
 	fflush(stdout);
 }
 
@@ -168,6 +185,20 @@ static void on_stdin(evutil_socket_t fd, short what, void *arg)
 		r = sp_client_send(cl, toks, n, (const uint8_t *)text, strlen(text), &o, mid);
 		hex(mid, 16, idh);
 		printf("queued id=%s rc=%d\n", idh, r);
+	} else if (strncmp(line, "access ", 7) == 0) {
+		char *ks = strchr(line + 7, ' '), *save = NULL;
+		uint8_t keys[32 * 16], rid[16] = {0};
+		char idh[33];
+		int mode = atoi(line + 7), r;
+
+		if (ks != NULL)
+			for (char *t = strtok_r(ks + 1, ",", &save); t != NULL && n < 16;
+			     t = strtok_r(NULL, ",", &save), n++)
+				if (unhex(t, keys + 32 * n, 32) < 0)
+					goto bad;
+		r = sp_client_access_set(cl, mode, keys, n, rid);
+		hex(rid, 16, idh);
+		printf("access_queued id=%s rc=%d\n", r == 0 ? idh : "-", r);
 	} else if (strcmp(line, "reconnect") == 0) {
 		printf("reconnect rc=%d\n", sp_client_reconnect(cl));
 	} else if (strncmp(line, "ack ", 4) == 0) {
@@ -215,7 +246,10 @@ int main(int argc, char **argv)
 	        {NULL, 0, NULL, 0},
 	};
 	sp_client_config_t cfg = {0};
-	sp_client_callbacks_t cb = {.event = on_event, .result = on_result, .message = on_message};
+	sp_client_callbacks_t cb = {.event = on_event,
+	                            .result = on_result,
+	                            .message = on_message,
+	                            .access_state = on_access};
 	struct event *in;
 	char err[512];
 	int ch;

@@ -407,6 +407,99 @@ def _(t):
         fail("listen --count 1 exited %s" % lp.p.returncode)
 
 
+def anon_accepted(d):
+    st, body = d.admin_get("/metrics")
+    m = re.search(r'^sealpush_anon_sends_total\{result="accepted"\} (\d+)$', body, re.M)
+    if st != 200 or not m:
+        fail("/metrics: no sealpush_anon_sends_total accepted: %s" % st)
+    return int(m.group(1))
+
+
+@test("cli: sealed sender: access enable registers a key and prints the card with it; send "
+      "goes through the anonymous door by default (--identified does not); listen names the "
+      "sender; access rotate locks the old card out (ACCESS_DENIED, exit 75); disable")
+def _(t):
+    port = harness.free_port()
+    d = t.daemon(anon_listen="%s:%d" % (LOOPBACK, port))
+    anon = ["--anon-server", "%s:%d" % (LOOPBACK, port)]
+    alice, bob = t.dev("alice"), t.dev("bob")
+    for dev in (alice, bob):  # the PKI is shared by the tests: an earlier one may have run init
+        r = t.cli("init", "--cert", dev.crt, "--key", dev.key)
+        if r.rc != EX_OK and "exists already" not in r.err:
+            t.expect_rc(r, EX_OK, "init")
+    plain = t.cli("card", "--cert", bob.crt, "--key", bob.key)
+    if '"access"' in plain.out:
+        fail("a card without a registered key carries one: %r" % plain.out)
+    r = t.cli("access", "enable", *t.idargs(d, "bob"))
+    t.expect_rc(r, EX_OK, "access enable")
+    card1 = os.path.join(t.h.root, "bob-access1.card")
+    with open(card1, "w") as f:
+        f.write(r.out)
+    key1 = json.loads(r.out)["access"]
+    again = t.cli("card", "--cert", bob.crt, "--key", bob.key)
+    if json.loads(again.out).get("access") != key1:
+        fail("card after access enable does not carry the registered key: %r" % again.out)
+    t.expect_rc(t.cli("verify-card", card1), EX_OK, "verify-card of a card with a key")
+    r = t.cli("access", "enable", *t.idargs(d, "bob"))  # keeps the key it has
+    t.expect_rc(r, EX_OK, "access enable again")
+    if json.loads(r.out)["access"] != key1:
+        fail("access enable made a new key although the device had one")
+    # An edited key fails verification.
+    bad = os.path.join(t.h.root, "bob-badaccess.card")
+    c = json.loads(open(card1).read())
+    c["access"] = base64.b64encode(os.urandom(32)).decode()
+    with open(bad, "w") as f:
+        json.dump(c, f)
+    t.expect_rc(t.cli("verify-card", bad), EX_VERIFY, "verify-card, access key edited")
+    # Anonymous by default; --identified forces the old path; a card without a key, too.
+    r = t.send(d, "alice", [card1], "--message", "anon hello", *anon)
+    t.expect_rc(r, EX_OK, "send through the anonymous door")
+    if anon_accepted(d) != 1:
+        fail("the anonymous door did not take the send (accepted %d)" % anon_accepted(d))
+    r = t.send(d, "alice", [card1], "--message", "identified hello", "--identified", *anon)
+    t.expect_rc(r, EX_OK, "send --identified")
+    plain_card = os.path.join(t.h.root, "bob-plain.card")
+    with open(plain_card, "w") as f:
+        f.write(plain.out)
+    r = t.send(d, "alice", [plain_card], "--message", "no key", *anon)
+    t.expect_rc(r, EX_OK, "send to a card without a key")
+    if anon_accepted(d) != 1:
+        fail("--identified or a keyless card went through the anonymous door")
+    r = t.cli("listen", *t.idargs(d, "bob"), "--count", "3", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "listen")
+    got = sorted((listen_line(ln)[0], listen_line(ln)[3]) for ln in r.out.splitlines())
+    want = sorted((alice.token.hex(), m) for m in ("anon hello", "identified hello", "no key"))
+    if got != want:
+        fail("listen printed %r, want %r" % (got, want))
+    # Rotation: the old card is locked out, the new one works.
+    r = t.cli("access", "rotate", *t.idargs(d, "bob"))
+    t.expect_rc(r, EX_OK, "access rotate")
+    card2 = os.path.join(t.h.root, "bob-access2.card")
+    with open(card2, "w") as f:
+        f.write(r.out)
+    if json.loads(r.out)["access"] == key1:
+        fail("access rotate kept the old key")
+    r = t.send(d, "alice", [card1], "--message", "old key", *anon)
+    t.expect_rc(r, EX_REFUSED, "send with the old card's key")
+    if "ACCESS_DENIED" not in r.out:
+        fail("send with the old key printed %r, want ACCESS_DENIED" % r.out)
+    r = t.send(d, "alice", [card2], "--message", "new key", *anon)
+    t.expect_rc(r, EX_OK, "send with the new card's key")
+    if anon_accepted(d) != 2:
+        fail("the new key was not accepted anonymously")
+    # Disable: refused, the key file removed, the card without it.
+    t.expect_rc(t.cli("access", "disable", *t.idargs(d, "bob")), EX_OK, "access disable")
+    r = t.send(d, "alice", [card2], "--message", "disabled", *anon)
+    t.expect_rc(r, EX_REFUSED, "send after access disable")
+    if '"access"' in t.cli("card", "--cert", bob.crt, "--key", bob.key).out:
+        fail("the card still carries a key after access disable")
+    # A relay without an anonymous door refuses the registration.
+    d2 = t.daemon()
+    r = t.cli("access", "enable", *t.idargs(d2, "bob"))
+    t.expect_rc(r, EX_REFUSED, "access enable on a relay without an anonymous door")
+    t.note("access enable/rotate/disable; 2 anonymous sends accepted, old key ACCESS_DENIED")
+
+
 # ---------------------------------------------------------------------------------------
 # send and listen
 

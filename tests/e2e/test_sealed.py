@@ -465,10 +465,15 @@ def t_switch(t):
 class Probe:
     """tests/e2e/sp_client_probe (libsealpush) as an anonymous sender, line by line."""
 
-    def __init__(self, t, d):
+    def __init__(self, t, d, dev=None):
+        """Anonymous on the door of d, or with dev: dev's identified connection (receiving)."""
         import harness
-        argv = [OPTS.probe, "--server", "%s:%d" % (LOOPBACK, d.anon_port), "--ca",
-                t.h.pki.ca_crt, "--anonymous"]
+        if dev is None:
+            argv = [OPTS.probe, "--server", "%s:%d" % (LOOPBACK, d.anon_port), "--ca",
+                    t.h.pki.ca_crt, "--anonymous"]
+        else:
+            argv = [OPTS.probe, "--server", "%s:%d" % (LOOPBACK, d.port), "--ca",
+                    t.h.pki.ca_crt, "--cert", dev.crt, "--key", dev.key]
         self.p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         harness._children.append(self.p)
@@ -484,20 +489,34 @@ class Probe:
         self.p.stdin.flush()
 
     def expect(self, pattern, timeout=10.0):
+        """The next line matching pattern (lines before it are skipped). Reads the pipe with
+        os.read into a buffer of its own: two lines in one read must not leave the second in
+        a file object's buffer where select() cannot see it."""
         import select
         deadline = time.monotonic() + timeout
         seen = []
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        fd = self.p.stdout.fileno()
+        buf = getattr(self, "buf", b"")
+        while True:
+            while b"\n" in buf:
+                ln, buf = buf.split(b"\n", 1)
+                ln = ln.decode(errors="replace")
+                seen.append(ln)
+                m = re.search(pattern, ln)
+                if m:
+                    self.buf = buf
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            r, _, _ = select.select([fd], [], [], left)
             if not r:
                 break
-            ln = self.p.stdout.readline().decode(errors="replace").rstrip("\n")
-            if not ln:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen.append(ln)
-            m = re.search(pattern, ln)
-            if m:
-                return m
+            buf += chunk
+        self.buf = buf
         fail("probe: no line matching %r (saw %r)" % (pattern, seen[-6:]))
 
 
@@ -527,6 +546,71 @@ def t_library(t):
     p.cmd("send %s no-key" % bob.token.hex())
     p.expect(r"^queued id=[0-9a-f]+ rc=-22$")  # EINVAL: an anonymous send needs its keys
     t.eq(metric(d, "sealpush_anon_sends_total", {"result": "accepted"}), 1, "accepted")
+
+
+@test("libsealpush: the recipient registers its access key through the library "
+      "(sp_client_access_set), receives anonymous messages from the library and the wire, "
+      "rotates (the old key is ACCESS_DENIED), refuses, and is told of a quota refusal")
+def t_library_access_set(t):
+    if not OPTS.probe:
+        t.note("skipped: no --probe")
+        return
+    d = t.relay(anon_max_keys=3)
+    bob = t.h.pki["bob"]
+    k1, k2 = os.urandom(32), os.urandom(32)
+    rp = Probe(t, d, bob)
+    m = rp.expect(r"^connected .*token=([0-9a-f]+)")
+    t.eq(m.group(1), bob.token.hex(), "the receiving probe's token")
+
+    def access(line, status, mode):
+        rp.cmd("access " + line)
+        q = rp.expect(r"^access_queued id=(\S+) rc=(-?\d+)$")
+        t.eq(q.group(2), "0", "sp_client_access_set rc for %r" % line)
+        a = rp.expect(r"^access id=([0-9a-f]+) status=(\S+) mode=(\S+)$")
+        t.eq(a.group(1), q.group(1), "ACCESS_STATE id")
+        t.eq((a.group(2), a.group(3)), (status, mode), "ACCESS_STATE for %r" % line)
+
+    access("1 " + k1.hex(), "DELIVERED", "1")
+    sp = Probe(t, d)
+    sp.expect(r"^connected ")
+    sp.cmd("asend %s %s from-the-library" % (bob.token.hex(), k1.hex()))
+    sp.expect(r"^queued id=[0-9a-f]+ rc=0$")
+    rp.expect(r"^message id=[0-9a-f]+ stored=0 len=16 blob=from-the-library$")
+    sp.expect(r"^result id=[0-9a-f]+ DELIVERED$")
+    a = AnonClient(d)
+    a.connect()
+    a.hello_anon()
+    mid = a.send_anon([bob], [k1], blob=b"from-the-wire")
+    rp.expect(r"^message id=%s stored=0 len=13 blob=from-the-wire$" % mid.hex())
+    t.eq(one_result(a, mid), {0: w.S_DELIVERED}, "wire anonymous SEND")
+    # Rotation: k2 alone; k1 is locked out.
+    access("1 " + k2.hex(), "DELIVERED", "1")
+    sp.cmd("asend %s %s old-key" % (bob.token.hex(), k1.hex()))
+    sp.expect(r"^queued id=[0-9a-f]+ rc=0$")
+    sp.expect(r"^result id=[0-9a-f]+ ACCESS_DENIED$")
+    sp.cmd("asend %s %s new-key" % (bob.token.hex(), k2.hex()))
+    sp.expect(r"^queued id=[0-9a-f]+ rc=0$")
+    rp.expect(r"^message id=[0-9a-f]+ stored=0 len=7 blob=new-key$")
+    sp.expect(r"^result id=[0-9a-f]+ DELIVERED$")
+    # Over anon_max_keys (3): refused, nothing changes (k2 still works).
+    access("1 " + ",".join(os.urandom(32).hex() for _ in range(4)), "QUOTA_EXCEEDED", "-")
+    sp.cmd("asend %s %s still" % (bob.token.hex(), k2.hex()))
+    sp.expect(r"^queued id=[0-9a-f]+ rc=0$")
+    rp.expect(r"^message id=[0-9a-f]+ stored=0 len=5 blob=still$")
+    sp.expect(r"^result id=[0-9a-f]+ DELIVERED$")
+    # Refuse: k2 is denied too. Bad arguments are refused locally.
+    access("0", "DELIVERED", "0")
+    sp.cmd("asend %s %s refused" % (bob.token.hex(), k2.hex()))
+    sp.expect(r"^queued id=[0-9a-f]+ rc=0$")
+    sp.expect(r"^result id=[0-9a-f]+ ACCESS_DENIED$")
+    for line in ("1", "3 " + k1.hex()):
+        rp.cmd("access " + line)
+        rp.expect(r"^access_queued id=- rc=-22$")
+    sp.cmd("access 1 " + k1.hex())  # an anonymous client registers nothing
+    sp.expect(r"^access_queued id=- rc=-22$")
+    t.eq(metric(d, "sealpush_anon_access_sets_total", {"result": "refused"}), 1,
+         "quota refusal counted")
+    t.note("ACCESS_SET through libsealpush: register, rotate, quota, refuse")
 
 
 def main():
