@@ -15,6 +15,7 @@
  * written twice, and each head covers exactly the leaves before it. Within one sp_dirlog_t
  * appends go one at a time, in call order (a queue), so a worker never races itself.
  *
+ * Scripts are called by SHA1 with a NOSCRIPT fallback to EVAL (sp_script.h).
  * A lookup is one script (index, entry and head read together) and one HMGET of the O(log n)
  * nodes of its inclusion proof; a head request is a GET and an HMGET for the consistency proof.
  * Nodes are immutable once written and written with (before) the head that covers them.

@@ -557,6 +557,52 @@ static void test_tampered_leaf_detected(void)
 	SP_CHECK(check_tree_against_redis() > 0);
 }
 
+/* The scripts go by SHA1 (EVALSHA); after SCRIPT FLUSH (as after a restart or a failover) a
+ * request answered NOSCRIPT is sent again as EVAL, which caches the script again. */
+static int scripts_cached(void)
+{
+	static const char *const names[] = {"append", "lookup", "head"};
+	int n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		uint8_t md[20];
+		char hex[41];
+		const char *src = sp_dirlog_script(names[i]);
+		redisReply *x;
+
+		SHA1((const uint8_t *)src, strlen(src), md);
+		for (int j = 0; j < 20; j++)
+			snprintf(hex + 2 * j, 3, "%02x", md[j]);
+		x = redisCommand(raw_ctx, "SCRIPT EXISTS %s", hex);
+		if (x && x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
+		    x->element[0]->integer == 1)
+			n++;
+		if (x)
+			freeReplyObject(x);
+	}
+	return n;
+}
+
+static void test_noscript_fallback(void)
+{
+	struct res r, h;
+	redisReply *x;
+
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &r), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(head_sync(dlog2, 0, &h), SP_DIRLOG_OK);
+	SP_CHECK(append_sync(dlog1, "nos", 1, 700, 1, 1, ukey_b, &r) == SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(scripts_cached(), 3);
+	x = redisCommand(raw_ctx, "SCRIPT FLUSH");
+	if (x)
+		freeReplyObject(x);
+	SP_CHECK_EQ_INT(scripts_cached(), 0);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &r), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(head_sync(dlog2, 0, &h), SP_DIRLOG_OK);
+	SP_CHECK(append_sync(dlog2, "nos", 2, 700, 1, 2, ukey_b, &r) == SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(scripts_cached(), 3);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "nos", NULL, &r), SP_DIRLOG_OK);
+}
+
 /* Lookups and head requests count against the requester, on every log sharing the Redis. */
 static void test_rate_limit(void)
 {
@@ -647,6 +693,7 @@ int main(void)
 	SP_RUN(test_refusals_and_removal);
 	SP_RUN(test_concurrent_relays);
 	SP_RUN(test_tampered_leaf_detected);
+	SP_RUN(test_noscript_fallback);
 	SP_RUN(test_rate_limit);
 	SP_RUN(test_store_down);
 	sp_dirlog_free(dlog1);
