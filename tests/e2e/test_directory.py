@@ -7,12 +7,10 @@ with hashlib, signatures with the openssl CLI, device cards by the real `sealpus
 
 Needs python3, redis-server and the openssl CLI.
 """
-import argparse
 import base64
 import hashlib
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -20,17 +18,10 @@ import tempfile
 import time
 
 import spwire as w
-from harness import Client, Harness, fail, run_tap
+from harness import Client, cli_args, cli_main, fail, test_registry
 
-TESTS = []
+TESTS, test = test_registry(default_timeout=90)
 OPTS = None
-
-
-def test(name, timeout=90):
-    def deco(fn):
-        TESTS.append((name, fn, timeout))
-        return fn
-    return deco
 
 
 # --- RFC 9162, written from the RFC ---
@@ -791,24 +782,9 @@ def t_to_user(t):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
-    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
-    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
-    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
-    ap.add_argument("-k", dest="pattern")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args()
     global OPTS
-    OPTS = args
-    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
-    for tool in (args.redis_server, "openssl"):
-        if not shutil.which(tool):
-            print("1..0 # SKIP %s not found" % tool)
-            return 0
-    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
-    return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
+    OPTS = cli_args(__doc__)
+    return cli_main(OPTS, TESTS, T)
 
 
 if __name__ == "__main__":
