@@ -1122,6 +1122,8 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 				a.retry_after_ms = f->retry_after;
 			if (f->fields & SP_BIT(SP_F_REASON))
 				a.reason = (const char *)f->reason, a.reason_len = f->reason_len;
+			if (f->fields & SP_BIT(SP_F_HIST_LEFT))
+				a.has_hist_left = true, a.hist_left = f->hist_left;
 			c->cb.dir_answer(c, &a, c->cb.arg);
 		}
 		return c->dead ? -1 : 0;
@@ -1941,6 +1943,41 @@ int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *toke
 	} else {
 		f.fields |= SP_BIT(SP_F_TOKEN);
 		f.token = token;
+	}
+	if (tree_size > 0) {
+		for (int i = 0; i < 8; i++)
+			size[i] = (uint8_t)(tree_size >> (56 - 8 * i));
+		f.fields |= SP_BIT(SP_F_TREE_SIZE);
+		f.tree_size = size;
+	}
+	if (out_frame(c, &f) < 0)
+		return -ENOMEM;
+	kick(c);
+	return 0;
+}
+
+int sp_client_dir_history(sp_client_t *c, int64_t after, uint64_t tree_size,
+                          uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	sp_frame_t f = {.type = SP_DIR_LOOKUP,
+	                .fields = SP_BIT(SP_F_MSG_ID),
+	                .flags = SP_DIR_LOOKUP_HISTORY};
+	uint8_t size[8], idx[8];
+
+	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
+		return -EAGAIN;
+	if (!(c->caps & SP_CAP_DIRECTORY))
+		return -ENOTSUP;
+	if (after < -1)
+		return -EINVAL;
+	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
+		return -ENOMEM;
+	f.msg_id = req_id;
+	if (after >= 0) {
+		for (int i = 0; i < 8; i++)
+			idx[i] = (uint8_t)((uint64_t)after >> (56 - 8 * i));
+		f.fields |= SP_BIT(SP_F_LEAF_INDEX);
+		f.leaf_index = idx;
 	}
 	if (tree_size > 0) {
 		for (int i = 0; i < 8; i++)

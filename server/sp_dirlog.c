@@ -167,6 +167,24 @@ static const char lua_lookup[] =
                  "if not i then return {0} end\n"
                  "return {1, i, redis.call('HGET', KEYS[5], i), redis.call('GET', KEYS[2])}\n";
 
+/* The history script: KEYS rate sth tok hist leaf; ARGV limit, window, the requester's token,
+ * after ("-1": from the first). The handle is the one whose card lists the token; the answer
+ * its first entry with an index above `after`: {1, index, entry, head, entries after it}, or
+ * {0} (no handle, or no entry after `after`). */
+static const char lua_history[] = LUA_RATE
+        "local h = redis.call('HGET', KEYS[3], ARGV[3])\n"
+        "if not h then return {0} end\n"
+        "local after = tonumber(ARGV[4])\n"
+        "local found, left = nil, 0\n"
+        "for s in string.gmatch(redis.call('HGET', KEYS[4], h) or '', '(%d+),') do\n"
+        "  local i = tonumber(s)\n"
+        "  if found then left = left + 1\n"
+        "  elseif i > after then found = s end\n"
+        "end\n"
+        "if not found then return {0} end\n"
+        "return {1, found, redis.call('HGET', KEYS[5], found), redis.call('GET', KEYS[2]),\n"
+        "        left}\n";
+
 /* The head script: KEYS rate sth; ARGV limit, window. Returns {-1, ms}, {0} or {1, head}. */
 static const char lua_head[] = LUA_RATE "local h = redis.call('GET', KEYS[2])\n"
                                         "if not h then return {0} end\n"
@@ -229,7 +247,7 @@ struct sp_dirlog {
 	uint8_t b_head[SP_DIRLOG_HEAD_MAX];
 	size_t b_head_len;
 	struct ncache b_nc;
-	sp_script_t sc_append, sc_lookup, sc_head; /* called by SHA1 (sp_script.h) */
+	sp_script_t sc_append, sc_lookup, sc_head, sc_history; /* by SHA1 (sp_script.h) */
 	unsigned live; /* requests out in the store (ops and the batch) */
 	int closing;
 	sp_dirlog_counters_t c;
@@ -252,6 +270,8 @@ const char *sp_dirlog_script(const char *name)
 		return lua_lookup;
 	if (strcmp(name, "head") == 0)
 		return lua_head;
+	if (strcmp(name, "history") == 0)
+		return lua_history;
 	return NULL;
 }
 
@@ -978,11 +998,16 @@ static void got_lookup(struct op *o, const redisReply *r)
 		op_finish(o, SP_DIRLOG_NOT_FOUND);
 		return;
 	}
-	if (r->elements != 4 || r->element[1]->type != REDIS_REPLY_STRING ||
-	    r->element[2]->type != REDIS_REPLY_STRING || take_head(o, r->element[3]) < 0) {
+	if ((r->elements != 4 && r->elements != 5) || r->element[1]->type != REDIS_REPLY_STRING ||
+	    r->element[2]->type != REDIS_REPLY_STRING || take_head(o, r->element[3]) < 0 ||
+	    (r->elements == 5 &&
+	     (r->element[4]->type != REDIS_REPLY_INTEGER || r->element[4]->integer < 0 ||
+	      r->element[4]->integer > UINT32_MAX))) {
 		op_finish(o, SP_DIRLOG_ERROR);
 		return;
 	}
+	if (r->elements == 5)
+		o->ans.hist_left = (uint32_t)r->element[4]->integer;
 	o->ans.index = strtoull(r->element[1]->str, NULL, 10);
 	e = r->element[2];
 	o->lentry = malloc(e->len ? e->len : 1);
@@ -1052,7 +1077,8 @@ sp_dirlog_t *sp_dirlog_new(struct event_base *base, sp_store_t *store, EVP_PKEY 
 	d->b_nc.c = &d->c;
 	if (sp_script_init(&d->sc_append, lua_append, sizeof(lua_append) - 1) < 0 ||
 	    sp_script_init(&d->sc_lookup, lua_lookup, sizeof(lua_lookup) - 1) < 0 ||
-	    sp_script_init(&d->sc_head, lua_head, sizeof(lua_head) - 1) < 0) {
+	    sp_script_init(&d->sc_head, lua_head, sizeof(lua_head) - 1) < 0 ||
+	    sp_script_init(&d->sc_history, lua_history, sizeof(lua_history) - 1) < 0) {
 		dirlog_release(d);
 		return NULL;
 	}
@@ -1207,6 +1233,41 @@ int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, cons
 	argv[9] = token != NULL ? (const char *)token : handle, lens[9] = token ? 32 : handle_len;
 	o->state = ST_LOOKUP;
 	if (op_try_send(o, &d->sc_lookup, 10, argv, lens) < 0) {
+		op_free(o);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int sp_dirlog_history(sp_dirlog_t *d, const uint8_t requester[32], int64_t after, uint64_t old_size,
+                      sp_dirlog_cb cb, void *arg)
+{
+	const char *argv[10];
+	size_t lens[10];
+	char rkey[96], lim[16], win[16], after_s[24];
+	struct op *o;
+
+	if (requester == NULL || after < -1)
+		return -EINVAL;
+	o = op_new(d, OP_LOOKUP, cb, arg);
+	if (o == NULL)
+		return -ENOMEM;
+	cache_reset(&o->nc, 0);
+	o->old_size = old_size;
+	rate_args(d, requester, rkey, lim, win);
+	snprintf(after_s, sizeof(after_s), "%" PRId64, after);
+	argv[0] = "5", lens[0] = 1;
+	argv[1] = rkey, lens[1] = strlen(rkey);
+	argv[2] = K_STH, lens[2] = sizeof(K_STH) - 1;
+	argv[3] = K_TOK, lens[3] = sizeof(K_TOK) - 1;
+	argv[4] = K_HIST, lens[4] = sizeof(K_HIST) - 1;
+	argv[5] = K_LEAF, lens[5] = sizeof(K_LEAF) - 1;
+	argv[6] = lim, lens[6] = strlen(lim);
+	argv[7] = win, lens[7] = strlen(win);
+	argv[8] = (const char *)requester, lens[8] = 32;
+	argv[9] = after_s, lens[9] = strlen(after_s);
+	o->state = ST_LOOKUP;
+	if (op_try_send(o, &d->sc_history, 10, argv, lens) < 0) {
 		op_free(o);
 		return -EAGAIN;
 	}

@@ -129,6 +129,7 @@ typedef struct sp_dirlog_answer {
 	size_t head_len;
 	uint64_t old_size; /* head: the size the consistency proof starts from (0: no proof) */
 	uint32_t retry_after_ms; /* LIMITED: when the requester's window ends */
+	uint32_t hist_left;      /* history: the handle's entries after this one */
 	uint8_t proof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN]; /* lookup: inclusion; head: cons. */
 	unsigned proof_count;
 	/* lookup with an old_size: the consistency proof from it to the same head */
@@ -159,6 +160,14 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
  * without one, old_size 0 in the answer). Returns as sp_dirlog_append. */
 int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
                      uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb, void *arg);
+
+/* An entry of the requester's own handle (the one whose card lists requester): the first with
+ * an index above `after` (-1: the handle's first), with its inclusion proof and consistency
+ * proof as sp_dirlog_lookup, and hist_left, the handle's entries after it. NOT_FOUND: no
+ * handle lists the requester, or no entry comes after `after`. Counts against the requester's
+ * lookup rate. Returns as sp_dirlog_append. */
+int sp_dirlog_history(sp_dirlog_t *d, const uint8_t requester[32], int64_t after, uint64_t old_size,
+                      sp_dirlog_cb cb, void *arg);
 
 /* The current head and, with 0 < old_size <= its size, the consistency proof from old_size
  * (an old_size past the head, or no head yet: NOT_FOUND). Returns as sp_dirlog_append.

@@ -248,7 +248,7 @@ class T:
         pki = h.pki
         if "log" not in pki.devices:
             pki.device("log")  # the log key: issued by the relay's CA like any identity
-            for name in ("alice2", "bob2"):
+            for name in ("alice2", "bob2", "erin"):
                 pki.device(name)
         self.log_key = pki["log"].key
         self.log_pub = os.path.join(self.tmp, "log.pub")
@@ -711,6 +711,64 @@ def t_cli(t):
     if "ANOTHER user key" not in err:
         fail("audit of a card under another key: %r" % err)
     t.notes.append("audit: %s" % err.strip().splitlines()[0])
+
+
+def fresh_user_files(t, who):
+    for suffix in (".user.key", ".user.handle", ".user.card", ".dirhead"):
+        p = t.h.pki[who].key[:-4] + suffix
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+@test("audit checks every log entry of the user's handle: an entry the operator slipped in "
+      "(and hid from lookups) is caught", timeout=180)
+def t_audit_history(t):
+    t.relay()
+    for who in ("erin", "carol", "bob"):
+        t.device_card(who)
+    fresh_user_files(t, "erin")
+    p = t.h.pki["bob"].key[:-4] + ".dirhead"  # a head of another test's log
+    if os.path.exists(p):
+        os.unlink(p)
+    cli(t, "erin", "user", "init", "erin")
+    out, _ = cli(t, "erin", "audit")
+    if "1 log entry for erin" not in out:
+        fail("audit of a new user: %r" % out)
+    # The history is the device's own handle only: no handle or token names another's.
+    b1 = t.client("bob")
+    mid = os.urandom(16)
+    b1.send_frame(w.DIR_LOOKUP, {"msg_id": mid}, flags=w.LOOKUP_HISTORY)
+    expect_status(b1.expect(w.DIR_ANSWER), w.S_BAD_DEVICE_TOKEN, "history of a device no "
+                  "handle lists")
+    b1.send_frame(w.DIR_LOOKUP, {"msg_id": mid, "handle": b"erin"}, flags=w.LOOKUP_HISTORY)
+    expect_status(b1.expect(w.DIR_ANSWER), w.S_FORBIDDEN, "history naming a handle")
+    # The operator: for one moment erin's handle takes its own user key, its own device
+    # (carol) publishes a card for "erin" through the relay's ordinary path (a valid leaf and
+    # a head signed with the log key), then the indexes are put back so that lookups of erin
+    # show her own card again. Only the log remembers.
+    r = RedisRaw(t.h.redis)
+    keys = ("handle", "ukey", "htok", "iat")
+    saved = {k: r.command("HGET", "sp:{dir}:" + k, "erin") for k in keys}
+    evil = t.keys.new_key()
+    r.command("HSET", "sp:{dir}:ukey", "erin", hashlib.sha256(t.keys.spki(evil)).digest())
+    c1 = t.client("carol")
+    card = make_ucard(t.keys, evil, "erin", [t.device_card("carol")], int(time.time()) + 100)
+    expect_status(t.publish(c1, card), w.S_DELIVERED, "the operator's card for erin")
+    for k in keys:
+        r.command("HSET", "sp:{dir}:" + k, "erin", saved[k])
+    r.command("HDEL", "sp:{dir}:tok", t.h.pki["carol"].token)
+    r.command("HSET", "sp:{dir}:tok", t.h.pki["erin"].token, "erin")
+    if r.command("HGET", "sp:{dir}:hist", "erin") != b"0,1,":
+        fail("erin's history: %r" % r.command("HGET", "sp:{dir}:hist", "erin"))
+    # A lookup shows erin's own card: the old audit's check of the current card passes...
+    out, _ = cli(t, "bob", "device", "list", "erin")
+    if t.h.pki["carol"].token.hex() in out or t.h.pki["erin"].token.hex() not in out:
+        fail("lookup after the operator's restore: %s" % out)
+    # ... but the history holds the operator's entry: audit warns and exits 65.
+    out, err = cli(t, "erin", "audit", expect=65)
+    if "WARNING: log entry 1 for erin is signed by ANOTHER user key" not in err:
+        fail("audit did not name the slipped-in entry: %r %r" % (out, err))
+    t.notes.append(err.strip().splitlines()[0])
 
 
 @test("two users with two devices each talk with send --to-user: every device of both ends up "

@@ -75,6 +75,7 @@ static const struct field_info field_info[SP_FIELD_ID_MAX + 1] = {
         [SP_F_CSR] = {"csr", K_VAR, 0},
         [SP_F_CERT_CHAIN] = {"cert_chain", K_VAR, 0},
         [SP_F_NOT_AFTER] = {"not_after", K_INT, 4},
+        [SP_F_HIST_LEFT] = {"hist_left", K_INT, 4},
 };
 
 #define B(id) SP_BIT(SP_F_##id)
@@ -119,11 +120,13 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
                                      B(SUB_IDS) | B(REASON),
                              B(MSG_ID) | B(STATUS), 0},
         [SP_DIR_PUBLISH] = {"DIR_PUBLISH", B(MSG_ID) | B(DIR_CARD), B(MSG_ID) | B(DIR_CARD), 0},
-        [SP_DIR_LOOKUP] = {"DIR_LOOKUP", B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE), B(MSG_ID),
-                           SP_DIR_LOOKUP_HEAD},
+        [SP_DIR_LOOKUP] = {"DIR_LOOKUP",
+                           B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE) | B(LEAF_INDEX),
+                           B(MSG_ID), SP_DIR_LOOKUP_HEAD | SP_DIR_LOOKUP_HISTORY},
         [SP_DIR_ANSWER] = {"DIR_ANSWER",
                            B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
-                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
+                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON) |
+                                   B(HIST_LEFT),
                            B(MSG_ID) | B(STATUS), 0},
         [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
         [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),
@@ -214,6 +217,8 @@ static uint32_t get_int(const sp_frame_t *f, unsigned id)
 		return f->frame_type;
 	case SP_F_NOT_AFTER:
 		return f->not_after;
+	case SP_F_HIST_LEFT:
+		return f->hist_left;
 	default:
 		return UINT32_MAX;
 	}
@@ -269,6 +274,9 @@ static void set_int(sp_frame_t *f, unsigned id, uint32_t v)
 		break;
 	case SP_F_NOT_AFTER:
 		f->not_after = v;
+		break;
+	case SP_F_HIST_LEFT:
+		f->hist_left = v;
 		break;
 	default:
 		break;
@@ -1191,6 +1199,7 @@ static void fill_all(sp_frame_t *f, uint8_t type)
 	f->csr = (const uint8_t *)"\x30\x03\x02\x01\x00", f->csr_len = 5;
 	f->cert_chain = (const uint8_t *)"-----BEGIN CERTIFICATE-----\n", f->cert_chain_len = 28;
 	f->not_after = 1900000000u;
+	f->hist_left = 3;
 	f->ttl = 86400;
 	f->capabilities = 0x80000001u;
 	f->max_frame = 65536;

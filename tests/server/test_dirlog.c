@@ -48,6 +48,7 @@ struct res {
 	unsigned count;
 	uint8_t cproof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
 	unsigned ccount;
+	uint32_t hist_left;
 };
 
 static void res_cb(const sp_dirlog_answer_t *a, void *arg)
@@ -68,6 +69,7 @@ static void res_cb(const sp_dirlog_answer_t *a, void *arg)
 	memcpy(r->proof, a->proof, sizeof(r->proof));
 	r->ccount = a->cproof_count;
 	memcpy(r->cproof, a->cproof, sizeof(r->cproof));
+	r->hist_left = a->hist_left;
 	r->done++;
 }
 
@@ -298,6 +300,58 @@ static void test_refusals_and_removal(void)
 		SP_CHECK_EQ_INT(c.index, a.index + 1);
 		SP_CHECK(check_tree_against_redis() == 6);
 	}
+}
+
+/* The history of the requester's own handle: every entry of sp:{dir}:hist, in order, each with
+ * a proof that verifies, and hist_left counting down to 0; nothing for a device no handle
+ * lists or after the last entry. */
+static void test_history(void)
+{
+	uint8_t tok[32];
+	char want[256] = "", got[256] = "";
+	int64_t after = -1;
+	uint32_t left = 1;
+	struct res r;
+	redisReply *x;
+
+	x = redisCommand(rh_raw, "HGET sp:{dir}:hist alice");
+	SP_CHECK(x != NULL && x->type == REDIS_REPLY_STRING && x->len < sizeof(want));
+	if (x != NULL && x->type == REDIS_REPLY_STRING && x->len < sizeof(want))
+		memcpy(want, x->str, x->len);
+	if (x)
+		freeReplyObject(x);
+	token_of(tok, 1); /* alice's */
+	for (int n = 0; left > 0 && n < 20; n++) {
+		sp_dirlog_head_t h;
+		const char *handle;
+		const uint8_t *card;
+		size_t hl, cl;
+
+		memset(&r, 0, sizeof(r));
+		SP_CHECK(sp_dirlog_history(dlog2, tok, after, 0, res_cb, &r) == 0);
+		SP_CHECK(rh_run_until(base, &r.done, 5000));
+		SP_CHECK_EQ_INT(r.status, SP_DIRLOG_OK);
+		if (r.status != SP_DIRLOG_OK)
+			return;
+		SP_CHECK((int64_t)r.index > after);
+		SP_CHECK(lookup_verifies(&r, &h));
+		SP_CHECK(sp_dirlog_entry_parse(r.entry, r.entry_len, &handle, &hl, &card, &cl) ==
+		                 0 &&
+		         hl == 5 && memcmp(handle, "alice", 5) == 0);
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%llu,",
+		         (unsigned long long)r.index);
+		after = (int64_t)r.index;
+		left = r.hist_left;
+	}
+	SP_CHECK(strcmp(got, want) == 0 && want[0] != '\0');
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_history(dlog2, tok, after, 0, res_cb, &r) == 0);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_NOT_FOUND);
+	token_of(tok, 999);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_history(dlog2, tok, -1, 0, res_cb, &r) == 0);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_NOT_FOUND);
+	SP_CHECK(sp_dirlog_history(dlog2, tok, -2, 0, res_cb, &r) == -EINVAL);
 }
 
 #define RACE_N 150
@@ -542,6 +596,7 @@ int main(void)
 	SP_RUN(test_empty);
 	SP_RUN(test_append_and_lookup);
 	SP_RUN(test_refusals_and_removal);
+	SP_RUN(test_history);
 	SP_RUN(test_concurrent_relays);
 	SP_RUN(test_tampered_leaf_detected);
 	SP_RUN(test_noscript_fallback);
