@@ -414,7 +414,8 @@ def _(t):
     cards = []
     for who in ("alice", "bob", "carol", "dave"):
         dev = t.dev(who)
-        t.expect_rc(t.cli("init", "--cert", dev.crt, "--key", dev.key), EX_OK, "init")
+        if not os.path.exists(dev.key[:-4] + ".seal.key"):  # an earlier case may have made it
+            t.expect_rc(t.cli("init", "--cert", dev.crt, "--key", dev.key), EX_OK, "init")
         if who == "alice":
             continue
         r = t.cli("card", "--cert", dev.crt, "--key", dev.key)
