@@ -38,7 +38,7 @@ enum {
 	CX_REFUSED = 75,
 };
 
-enum { R_PUBLISH, R_LOOKUP, R_HEAD };
+enum { R_PUBLISH, R_LOOKUP, R_HEAD, R_HISTORY };
 
 struct sess {
 	const cli_dir_settings_t *s;
@@ -48,6 +48,7 @@ struct sess {
 	bool connected, stopped, answered;
 	char conn_err[512];
 	uint8_t req[SEALPUSH_MSG_ID_LEN];
+	int64_t after; /* R_HISTORY: the entry after this index (-1: the first) */
 	/* the answer, copied */
 	sp_client_dir_answer_t a;
 	uint8_t *buf; /* entry, head, proofs, reason */
@@ -183,6 +184,8 @@ static int sess_do(struct sess *x, int kind, const char *card, const char *handl
 	x->answered = false;
 	if (kind == R_PUBLISH)
 		e = sp_client_dir_publish(x->c, card, strlen(card), x->req);
+	else if (kind == R_HISTORY)
+		e = sp_client_dir_history(x->c, x->after, tree_size, x->req);
 	else
 		e = sp_client_dir_lookup(x->c, handle, token, tree_size, kind == R_HEAD, x->req);
 	if (e == -ENOTSUP) {
@@ -676,7 +679,114 @@ out:
 	return rc;
 }
 
-/* audit: the directory's card for our handle must be the one this device published last. */
+/* Lookups an audit may wait out (TOO_MANY_REQUESTS, each at most 60 s) before it gives up. */
+#define AUDIT_MAX_WAITS 20
+
+/*
+ * Every entry of our handle in the log (the relay's history of it, 15.6 HISTORY), each
+ * verified as a lookup is (head, consistency, inclusion, the entry being for our handle, the
+ * user card's signature, every device card) and then required to be one of this user's own
+ * changes: signed by our user key, and later (issued_at) than the entry before it, so that an
+ * older card of ours replayed is not taken for one. Warns loudly on each entry that fails and
+ * goes on with the next. *checked: the entries that passed. CX_VERIFY if any failed.
+ */
+static int audit_history(struct sess *x, EVP_PKEY *lk, const char *handle, const uint8_t ufp[32],
+                         size_t *checked)
+{
+	char path[4096];
+	sp_dir_head_t kept, before;
+	int64_t last_iat = -1;
+	uint32_t left = 1;
+	unsigned waits = 0;
+	bool bad = false;
+	int rc, e;
+
+	path_of(path, sizeof(path), x->s->key, ".dirhead");
+	if (sp_dir_head_load(path, &kept) != SP_DIR_OK) {
+		say("cannot read %s", path);
+		return CX_IOERR;
+	}
+	before = kept;
+	x->after = -1;
+	while (left > 0) {
+		sp_ucard_t c = {0};
+
+		if ((rc = sess_do(x, R_HISTORY, NULL, NULL, NULL, kept.size)) != CX_OK)
+			return rc;
+		if (x->a.status == SEALPUSH_ST_TOO_MANY_REQUESTS && waits++ < AUDIT_MAX_WAITS) {
+			uint32_t ms = x->a.retry_after_ms > 60000 ? 60000 : x->a.retry_after_ms;
+			struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+			say("over the lookup rate: waiting %u ms", (unsigned)ms);
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (x->a.status != SEALPUSH_ST_DELIVERED) {
+			if (x->after >= 0) {
+				fprintf(stderr,
+				        "sealpush: WARNING: the relay announced %u more log entr%s "
+				        "for "
+				        "%s after entry %lld, then gave none (%s)\n",
+				        (unsigned)left, left == 1 ? "y" : "ies", handle,
+				        (long long)x->after, sp_client_status_name(x->a.status));
+				bad = true;
+				break;
+			}
+			refused(&x->a);
+			return CX_REFUSED;
+		}
+		if (!x->a.has_index || !x->a.has_hist_left ||
+		    (x->after >= 0 && x->a.index <= (uint64_t)x->after) ||
+		    x->a.index >= (UINT64_C(1) << 53)) {
+			fprintf(stderr,
+			        "sealpush: WARNING: the relay's history answer for %s is "
+			        "malformed (no index, or not after the last)\n",
+			        handle);
+			bad = true;
+			break;
+		}
+		e = sp_dir_check_lookup(&x->a, lk, handle, NULL, &kept, &c);
+		if (e != SP_DIR_OK) {
+			fprintf(stderr,
+			        "sealpush: WARNING: log entry %llu for %s cannot be attributed to "
+			        "this user: %s\n",
+			        (unsigned long long)x->a.index, handle, sp_dir_strerror(e));
+			bad = true;
+		} else if (memcmp(c.ukey_fp, ufp, 32) != 0) {
+			fprintf(stderr,
+			        "sealpush: WARNING: log entry %llu for %s is signed by ANOTHER "
+			        "user "
+			        "key: not a change by any of this user's devices\n",
+			        (unsigned long long)x->a.index, handle);
+			print_card(&c);
+			bad = true;
+		} else if (c.issued_at <= last_iat) {
+			fprintf(stderr,
+			        "sealpush: WARNING: log entry %llu for %s is not later than the "
+			        "one "
+			        "before it (issued_at %lld <= %lld): an older card replayed\n",
+			        (unsigned long long)x->a.index, handle, (long long)c.issued_at,
+			        (long long)last_iat);
+			bad = true;
+		} else {
+			last_iat = c.issued_at;
+			++*checked;
+		}
+		sp_ucard_clear(&c);
+		x->after = (int64_t)x->a.index;
+		left = x->a.hist_left;
+	}
+	if (bad)
+		fprintf(stderr,
+		        "sealpush: WARNING: the relay may be lying about %s: entries in its "
+		        "log for this handle were not made by this user's devices\n",
+		        handle);
+	rc = check_and_keep(x->s, &before, &kept);
+	return bad ? CX_VERIFY : rc;
+}
+
+/* audit: the directory's card for our handle must be the one this device published last, and
+ * every entry of the handle in the log one of this user's own changes (audit_history). */
 static int cmd_audit(const cli_dir_settings_t *s)
 {
 	char *handle = NULL, *mine = NULL, path[4096];
@@ -684,6 +794,7 @@ static int cmd_audit(const cli_dir_settings_t *s)
 	sp_ucard_t c = {0}, m = {0};
 	uint8_t fp[32];
 	struct sess x = {0};
+	size_t checked = 0;
 	int rc, status = 0;
 
 	if ((handle = own_handle(s)) == NULL || (lk = log_key(s)) == NULL ||
@@ -729,8 +840,12 @@ static int cmd_audit(const cli_dir_settings_t *s)
 			rc = CX_VERIFY;
 			goto out;
 		}
-	printf("audit ok: %s, %zu device%s, as published by this device\n", handle, c.n_devices,
-	       c.n_devices == 1 ? "" : "s");
+	if ((rc = audit_history(&x, lk, handle, fp, &checked)) != CX_OK)
+		goto out;
+	printf("audit ok: %s, %zu device%s, as published by this device; %zu log entr%s for %s, "
+	       "each a change by this user\n",
+	       handle, c.n_devices, c.n_devices == 1 ? "" : "s", checked,
+	       checked == 1 ? "y" : "ies", handle);
 	rc = fflush(stdout) == 0 ? CX_OK : CX_IOERR;
 out:
 	sess_close(&x);

@@ -107,7 +107,9 @@ static void usage(FILE *f)
 	        "                        last one seen (KEY.dirhead); prints size, root and a\n"
 	        "                        fingerprint to compare out of band\n"
 	        "  audit                 check that the directory's card for our handle is the\n"
-	        "                        one this device published; warns loudly otherwise\n"
+	        "                        one this device published, and that every log entry\n"
+	        "                        for it is signed by our user key; warns loudly\n"
+	        "                        otherwise (exit 65)\n"
 	        "  Directory answers are verified with the log's certificate: $SEALPUSH_LOG_CERT,\n"
 	        "  else log.crt beside the CA file.\n"
 	        "  enroll --code CODE [--card FILE]\n"
@@ -395,7 +397,7 @@ typedef struct run {
 	bool finished;
 	/* send */
 	job_t *jobs;
-	size_t n_jobs, next_job;
+	size_t n_jobs, next_job, answered; /* answered: jobs with their complete result */
 	sp_client_send_opts_t sopts;
 	bool any_refused, any_unanswered, json;
 	json_t *jresults;
@@ -508,29 +510,29 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 
 /* ---- send ---------------------------------------------------------------------------------- */
 
-static void submit_next(run_t *r)
+/* Hands every job to the client at once: it sends them in the same write (one per sealed copy,
+ * each with its own blob and msg_id; up to the relay's send_window unanswered, the rest as
+ * answers come), so N devices cost one round trip, not N. Finishes when all are answered. */
+static void submit_all(run_t *r)
 {
-	job_t *j;
-	int e;
+	while (r->next_job < r->n_jobs) {
+		job_t *j = &r->jobs[r->next_job];
+		int e;
 
-	if (r->next_job >= r->n_jobs) {
-		finish(r, 0);
-		return;
+		r->sopts.msg_id = j->msg_id;
+		r->sopts.user = j;
+		r->sopts.access_keys = j->access_key; /* used by an anonymous client only */
+		e = sp_client_send(r->c, j->tokens, j->n, j->blob, j->blob_len, &r->sopts, NULL);
+		if (e < 0) {
+			die_line("cannot send: %s",
+			         e == -EMSGSIZE ? "the message is larger than the relay's "
+			                          "max_blob"
+			                        : strerror(-e));
+			finish(r, e == -EMSGSIZE ? EXIT_REFUSED : EXIT_INTERNAL);
+			return;
+		}
+		r->next_job++;
 	}
-	j = &r->jobs[r->next_job];
-	r->sopts.msg_id = j->msg_id;
-	r->sopts.user = j;
-	r->sopts.access_keys = j->access_key; /* used by an anonymous client only */
-	e = sp_client_send(r->c, j->tokens, j->n, j->blob, j->blob_len, &r->sopts, NULL);
-	if (e < 0) {
-		die_line("cannot send: %s", e == -EMSGSIZE
-		                                    ? "the message is larger than the relay's "
-		                                      "max_blob"
-		                                    : strerror(-e));
-		finish(r, e == -EMSGSIZE ? EXIT_REFUSED : EXIT_INTERNAL);
-		return;
-	}
-	r->next_job++;
 }
 
 static void on_result(sp_client_t *c, const sp_client_result_t *res, void *arg)
@@ -567,8 +569,8 @@ static void on_result(sp_client_t *c, const sp_client_result_t *res, void *arg)
 		}
 	}
 	fflush(stdout);
-	if (!r->finished)
-		submit_next(r);
+	if (++r->answered == r->n_jobs && !r->finished)
+		finish(r, 0);
 }
 
 static int hexval(int ch)
@@ -994,7 +996,7 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 	}
 	if ((rc = client_make(&r, s, o, true, anon)) != 0)
 		goto out;
-	submit_next(&r);
+	submit_all(&r);
 	rc = run_loop(&r, 0);
 	if (r.json) {
 		json_t *top = json_pack("{s:O}", "results", r.jresults);
@@ -1009,7 +1011,7 @@ static int cmd_send(const settings_t *s, const cmd_opts_t *o)
 		die_line("cannot write the results: %s", strerror(errno));
 		rc = rc ? rc : EXIT_IOERR;
 	}
-	if (rc == 0 && (r.any_unanswered || r.next_job < r.n_jobs)) {
+	if (rc == 0 && (r.any_unanswered || r.answered < r.n_jobs)) {
 		if (r.conn_err[0])
 			die_line("%s", r.conn_err);
 		else

@@ -223,6 +223,8 @@ typedef struct sp_client_dir_answer {
 	uint32_t retry_after_ms;
 	const char *reason; /* refusals: the relay's reason (untrusted text), or NULL */
 	size_t reason_len;
+	bool has_hist_left;
+	uint32_t hist_left; /* sp_client_dir_history(): the handle's entries after this one */
 } sp_client_dir_answer_t;
 
 /* The relay's answer to sp_client_access_set() (an ACCESS_STATE frame, PROTOCOL.md 17.4).
@@ -396,6 +398,12 @@ int sp_client_dir_publish(sp_client_t *c, const char *card, size_t len,
                           uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
 int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *token,
                          uint64_t tree_size, bool head_only, uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
+/* An entry of this device's own handle (the one whose card lists this device), for an audit:
+ * the first with a leaf index above `after` (-1: the handle's first entry), answered as a
+ * lookup plus hist_left, the number of the handle's entries after it (PROTOCOL.md 15.6,
+ * HISTORY). Returns as sp_client_dir_lookup. */
+int sp_client_dir_history(sp_client_t *c, int64_t after, uint64_t tree_size,
+                          uint8_t req_id[SEALPUSH_MSG_ID_LEN]);
 
 /*
  * Sealed sender (PROTOCOL.md 17.4): registers who may send to this device through the relay's

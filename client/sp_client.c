@@ -1163,6 +1163,8 @@ static int on_frame(sp_client_t *c, const sp_frame_t *f)
 				a.retry_after_ms = f->retry_after;
 			if (f->fields & SP_BIT(SP_F_REASON))
 				a.reason = (const char *)f->reason, a.reason_len = f->reason_len;
+			if (f->fields & SP_BIT(SP_F_HIST_LEFT))
+				a.has_hist_left = true, a.hist_left = f->hist_left;
 			c->cb.dir_answer(c, &a, c->cb.arg);
 		}
 		return c->dead ? -1 : 0;
@@ -2011,23 +2013,48 @@ int sp_client_access_set(sp_client_t *c, int mode, const uint8_t *keys, size_t n
 	return 0;
 }
 
+/* -EAGAIN unless connected, -ENOTSUP unless the relay has a directory, else 0. */
+static int dir_ready(const sp_client_t *c)
+{
+	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
+		return -EAGAIN;
+	return c->caps & SP_CAP_DIRECTORY ? 0 : -ENOTSUP;
+}
+
+/* Sends the DIR_LOOKUP f with a new request id and, with tree_size > 0, that size. */
+static int dir_lookup_send(sp_client_t *c, sp_frame_t *f, uint64_t tree_size,
+                           uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	uint8_t size[8];
+
+	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
+		return -ENOMEM;
+	f->fields |= SP_BIT(SP_F_MSG_ID);
+	f->msg_id = req_id;
+	if (tree_size > 0) {
+		for (int i = 0; i < 8; i++)
+			size[i] = (uint8_t)(tree_size >> (56 - 8 * i));
+		f->fields |= SP_BIT(SP_F_TREE_SIZE);
+		f->tree_size = size;
+	}
+	if (out_frame(c, f) < 0)
+		return -ENOMEM;
+	kick(c);
+	return 0;
+}
+
 int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *token,
                          uint64_t tree_size, bool head_only, uint8_t req_id[SEALPUSH_MSG_ID_LEN])
 {
-	sp_frame_t f = {.type = SP_DIR_LOOKUP, .fields = SP_BIT(SP_F_MSG_ID)};
-	uint8_t size[8];
+	sp_frame_t f = {.type = SP_DIR_LOOKUP};
+	int e = dir_ready(c);
 
-	if (c->state == SP_CLIENT_STOPPED || c->dead || c->cstate != C_READY)
-		return -EAGAIN;
-	if (!(c->caps & SP_CAP_DIRECTORY))
-		return -ENOTSUP;
+	if (e < 0)
+		return e;
 	if (!head_only && (handle == NULL) == (token == NULL))
 		return -EINVAL;
 	if (handle != NULL && (strlen(handle) == 0 || strlen(handle) > SP_DIR_HANDLE_MAX))
 		return -EINVAL;
-	if (RAND_bytes(req_id, SEALPUSH_MSG_ID_LEN) != 1)
-		return -ENOMEM;
-	f.msg_id = req_id;
 	if (head_only) {
 		f.flags = SP_DIR_LOOKUP_HEAD;
 	} else if (handle != NULL) {
@@ -2038,16 +2065,27 @@ int sp_client_dir_lookup(sp_client_t *c, const char *handle, const uint8_t *toke
 		f.fields |= SP_BIT(SP_F_TOKEN);
 		f.token = token;
 	}
-	if (tree_size > 0) {
+	return dir_lookup_send(c, &f, tree_size, req_id);
+}
+
+int sp_client_dir_history(sp_client_t *c, int64_t after, uint64_t tree_size,
+                          uint8_t req_id[SEALPUSH_MSG_ID_LEN])
+{
+	sp_frame_t f = {.type = SP_DIR_LOOKUP, .flags = SP_DIR_LOOKUP_HISTORY};
+	uint8_t idx[8];
+	int e = dir_ready(c);
+
+	if (e < 0)
+		return e;
+	if (after < -1)
+		return -EINVAL;
+	if (after >= 0) {
 		for (int i = 0; i < 8; i++)
-			size[i] = (uint8_t)(tree_size >> (56 - 8 * i));
-		f.fields |= SP_BIT(SP_F_TREE_SIZE);
-		f.tree_size = size;
+			idx[i] = (uint8_t)((uint64_t)after >> (56 - 8 * i));
+		f.fields |= SP_BIT(SP_F_LEAF_INDEX);
+		f.leaf_index = idx;
 	}
-	if (out_frame(c, &f) < 0)
-		return -ENOMEM;
-	kick(c);
-	return 0;
+	return dir_lookup_send(c, &f, tree_size, req_id);
 }
 
 int sp_client_reconnect(sp_client_t *c)

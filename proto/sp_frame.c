@@ -106,6 +106,7 @@ static const struct field_desc field_desc[SP_FIELD_ID_MAX + 1] = {
         [SP_F_ACCESS_KEYS] =
                 F_VAR("access_keys", SP_ACCESS_KEY_LEN, SP_ACCESS_KEY_LEN,
                       SP_ACCESS_KEY_LEN *SP_MAX_RECIPIENTS_V1, access_keys, n_access_keys, R_NONE),
+        [SP_F_HIST_LEFT] = F_INT("hist_left", K_U32, 0, UINT32_MAX, hist_left, R_NONE),
 };
 
 struct frame_desc {
@@ -151,11 +152,13 @@ static const struct frame_desc frame_desc[SP_FRAME_TYPE_MAX + 1] = {
                                      B(SUB_IDS) | B(REASON),
                              B(MSG_ID) | B(STATUS), 0},
         [SP_DIR_PUBLISH] = {"DIR_PUBLISH", B(MSG_ID) | B(DIR_CARD), B(MSG_ID) | B(DIR_CARD), 0},
-        [SP_DIR_LOOKUP] = {"DIR_LOOKUP", B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE), B(MSG_ID),
-                           SP_DIR_LOOKUP_HEAD},
+        [SP_DIR_LOOKUP] = {"DIR_LOOKUP",
+                           B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE) | B(LEAF_INDEX),
+                           B(MSG_ID), SP_DIR_LOOKUP_HEAD | SP_DIR_LOOKUP_HISTORY},
         [SP_DIR_ANSWER] = {"DIR_ANSWER",
                            B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
-                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
+                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON) |
+                                   B(HIST_LEFT),
                            B(MSG_ID) | B(STATUS), 0},
         [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
         [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),

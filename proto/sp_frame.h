@@ -69,12 +69,13 @@ enum sp_frame_type {
 
 /* Frame flags (per type). The codec clears the bits v1 does not define for a type, both when
  * decoding (receivers ignore them) and when encoding (senders send them as zero). */
-#define SP_HELLO_SEND_ONLY  0x01 /* HELLO: this connection only sends; it takes no deliveries */
-#define SP_DELIVER_STORED   0x01 /* DELIVER: the message was queued while the device was away */
-#define SP_ERROR_CLOSING    0x01 /* ERROR: the sender closes the connection after this frame */
-#define SP_SUBSCRIBE_REMOVE 0x01 /* SUBSCRIBE: remove the subscription sub_id */
-#define SP_SUBSCRIBE_LIST   0x02 /* SUBSCRIBE: list the device's subscriptions */
-#define SP_DIR_LOOKUP_HEAD  0x01 /* DIR_LOOKUP: only the head (and a consistency proof) */
+#define SP_HELLO_SEND_ONLY    0x01 /* HELLO: this connection only sends; it takes no deliveries */
+#define SP_DELIVER_STORED     0x01 /* DELIVER: the message was queued while the device was away */
+#define SP_ERROR_CLOSING      0x01 /* ERROR: the sender closes the connection after this frame */
+#define SP_SUBSCRIBE_REMOVE   0x01 /* SUBSCRIBE: remove the subscription sub_id */
+#define SP_SUBSCRIBE_LIST     0x02 /* SUBSCRIBE: list the device's subscriptions */
+#define SP_DIR_LOOKUP_HEAD    0x01 /* DIR_LOOKUP: only the head (and a consistency proof) */
+#define SP_DIR_LOOKUP_HISTORY 0x02 /* DIR_LOOKUP: an entry of the requester's own handle */
 
 /* WELCOME capabilities bits. */
 #define SP_CAP_WEBPUSH    0x01 /* the relay has a Web Push door: SUBSCRIBE is understood */
@@ -149,6 +150,7 @@ enum sp_field_id {
 	SP_F_ANON_MODE = 0x30,   /* ACCESS_SET, ACCESS_STATE: who may send anonymously (17.4) */
 	SP_F_ACCESS_VERIFIERS = 0x31, /* ACCESS_SET: SHA-256 of each access key */
 	SP_F_ACCESS_KEYS = 0x32,      /* SEND, anonymous connection: one access key per recipient */
+	SP_F_HIST_LEFT = 0x38, /* DIR_ANSWER (HISTORY): the handle's entries after this one */
 };
 #define SP_FIELD_ID_MAX   0x3F
 #define SP_FIELD_CRITICAL 0x80
@@ -260,6 +262,7 @@ typedef struct sp_frame {
 	uint32_t n_access_verifiers;
 	uint32_t n_access_keys;
 	uint8_t anon_mode; /* SP_ANON_* */
+	uint32_t hist_left;
 	uint32_t endpoint_len;
 	uint32_t n_sub_ids;
 	uint32_t n_recipients;

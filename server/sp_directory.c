@@ -30,7 +30,7 @@ struct dreq {
 	sp_connref_t ref;
 	uint8_t msg_id[SP_MSG_ID_LEN];
 	int kind; /* SP_DIR_PUBLISH, SP_DIR_LOOKUP */
-	bool head_only;
+	bool head_only, history;
 };
 
 int sp_directory_setup(sp_server_t *srv, char *err, size_t errlen)
@@ -135,7 +135,7 @@ void sp_directory_counters(sp_worker_t *w)
 
 /* Sends the DIR_ANSWER (a is NULL for a refusal made here, before the log). */
 static void answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, uint8_t status,
-                   const char *reason, const sp_dirlog_answer_t *a, bool with_entry)
+                   const char *reason, const sp_dirlog_answer_t *a, bool with_entry, bool history)
 {
 	sp_conn_t *c = sp_worker_conn(w, ref);
 	uint8_t idx[8], incl[SP_MERKLE_PROOF_WIRE_MAX], cons[SP_MERKLE_PROOF_WIRE_MAX];
@@ -164,6 +164,10 @@ static void answer(sp_worker_t *w, sp_connref_t ref, const uint8_t *msg_id, uint
 				idx[i] = (uint8_t)(a->index >> (56 - 8 * i));
 			f.fields |= SP_BIT(SP_F_LEAF_INDEX);
 			f.leaf_index = idx;
+		}
+		if (history) {
+			f.fields |= SP_BIT(SP_F_HIST_LEFT);
+			f.hist_left = a->hist_left;
 		}
 		if (with_entry && a->entry != NULL) {
 			f.fields |= SP_BIT(SP_F_DIR_ENTRY) | SP_BIT(SP_F_INCLUSION);
@@ -251,7 +255,7 @@ static void on_answer(const sp_dirlog_answer_t *a, void *arg)
 			                                                          : 3);
 		sp_metric_inc(&w->metrics, m);
 		answer(w, q->ref, q->msg_id, status_of(a->status), reason_of(a->status), a,
-		       !q->head_only);
+		       !q->head_only, q->history);
 	}
 	free(q);
 }
@@ -259,7 +263,7 @@ static void on_answer(const sp_dirlog_answer_t *a, void *arg)
 static void refuse(sp_conn_t *c, const sp_frame_t *f, uint8_t status, const char *why, unsigned m)
 {
 	sp_metric_inc(&c->w->metrics, m);
-	answer(c->w, sp_conn_ref(c), f->msg_id, status, why, NULL, false);
+	answer(c->w, sp_conn_ref(c), f->msg_id, status, why, NULL, false, false);
 }
 
 static struct dreq *dreq_new(sp_conn_t *c, const sp_frame_t *f)
@@ -346,15 +350,24 @@ out:
 static void on_lookup(sp_conn_t *c, const sp_frame_t *f)
 {
 	bool head = (f->flags & SP_DIR_LOOKUP_HEAD) != 0;
+	bool history = !head && (f->flags & SP_DIR_LOOKUP_HISTORY) != 0;
 	bool by_handle = (f->fields & SP_BIT(SP_F_HANDLE)) != 0;
 	bool by_token = (f->fields & SP_BIT(SP_F_TOKEN)) != 0;
 	uint64_t old = f->fields & SP_BIT(SP_F_TREE_SIZE) ? u64_of(f->tree_size) : 0;
 	struct dreq *q;
 	int r;
 
-	if (!head && by_handle == by_token) {
-		refuse(c, f, SP_ST_FORBIDDEN, "a lookup names one handle or one token",
+	if (history ? by_handle || by_token
+	            : !head && (by_handle == by_token || (f->fields & SP_BIT(SP_F_LEAF_INDEX)))) {
+		refuse(c, f, SP_ST_FORBIDDEN,
+		       history ? "a history lookup names no handle or token: it is the device's own"
+		               : "a lookup names one handle or one token",
 		       SP_M_DIR_LOOKUP + 3);
+		return;
+	}
+	if (history && (f->fields & SP_BIT(SP_F_LEAF_INDEX)) &&
+	    u64_of(f->leaf_index) >= (UINT64_C(1) << 53)) {
+		refuse(c, f, SP_ST_FORBIDDEN, "leaf_index out of range", SP_M_DIR_LOOKUP + 3);
 		return;
 	}
 	q = dreq_new(c, f);
@@ -363,7 +376,13 @@ static void on_lookup(sp_conn_t *c, const sp_frame_t *f)
 		return;
 	}
 	q->head_only = head;
-	if (head)
+	q->history = history;
+	if (history)
+		r = sp_dirlog_history(
+		        c->w->dirlog, c->token,
+		        f->fields & SP_BIT(SP_F_LEAF_INDEX) ? (int64_t)u64_of(f->leaf_index) : -1,
+		        old, on_answer, q);
+	else if (head)
 		r = sp_dirlog_head(c->w->dirlog, old, c->token, on_answer, q);
 	else
 		r = sp_dirlog_lookup(c->w->dirlog, by_handle ? (const char *)f->handle : NULL,

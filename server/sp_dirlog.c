@@ -35,6 +35,7 @@
 
 #include "sp_dirlog.h"
 #include "sp_log.h"
+#include "sp_script.h"
 #include "sp_time.h"
 
 #define K_SIZE    "sp:{dir}:size"
@@ -166,6 +167,24 @@ static const char lua_lookup[] =
                  "if not i then return {0} end\n"
                  "return {1, i, redis.call('HGET', KEYS[5], i), redis.call('GET', KEYS[2])}\n";
 
+/* The history script: KEYS rate sth tok hist leaf; ARGV limit, window, the requester's token,
+ * after ("-1": from the first). The handle is the one whose card lists the token; the answer
+ * its first entry with an index above `after`: {1, index, entry, head, entries after it}, or
+ * {0} (no handle, or no entry after `after`). */
+static const char lua_history[] = LUA_RATE
+        "local h = redis.call('HGET', KEYS[3], ARGV[3])\n"
+        "if not h then return {0} end\n"
+        "local after = tonumber(ARGV[4])\n"
+        "local found, left = nil, 0\n"
+        "for s in string.gmatch(redis.call('HGET', KEYS[4], h) or '', '(%d+),') do\n"
+        "  local i = tonumber(s)\n"
+        "  if found then left = left + 1\n"
+        "  elseif i > after then found = s end\n"
+        "end\n"
+        "if not found then return {0} end\n"
+        "return {1, found, redis.call('HGET', KEYS[5], found), redis.call('GET', KEYS[2]),\n"
+        "        left}\n";
+
 /* The head script: KEYS rate sth; ARGV limit, window. Returns {-1, ms}, {0} or {1, head}. */
 static const char lua_head[] = LUA_RATE "local h = redis.call('GET', KEYS[2])\n"
                                         "if not h then return {0} end\n"
@@ -228,6 +247,7 @@ struct sp_dirlog {
 	uint8_t b_head[SP_DIRLOG_HEAD_MAX];
 	size_t b_head_len;
 	struct ncache b_nc;
+	sp_script_t sc_append, sc_lookup, sc_head, sc_history; /* by SHA1 (sp_script.h) */
 	unsigned live; /* requests out in the store (ops and the batch) */
 	int closing;
 	sp_dirlog_counters_t c;
@@ -250,6 +270,8 @@ const char *sp_dirlog_script(const char *name)
 		return lua_lookup;
 	if (strcmp(name, "head") == 0)
 		return lua_head;
+	if (strcmp(name, "history") == 0)
+		return lua_history;
 	return NULL;
 }
 
@@ -588,10 +610,14 @@ static void dirlog_release(sp_dirlog_t *d)
 static void on_batch_reply(int status, const redisReply *reply, void *arg);
 static void batch_start(sp_dirlog_t *d);
 
-static int batch_send(sp_dirlog_t *d, int argc, const char *const *argv, const size_t *lens)
+/* Sends a plain command, or with sc the script sc with argv (numkeys, keys, arguments). */
+static int batch_send(sp_dirlog_t *d, const sp_script_t *sc, int argc, const char *const *argv,
+                      const size_t *lens)
 {
-	if (d->closing || sp_store_command(d->store, K_SIZE, sizeof(K_SIZE) - 1, argc, argv, lens,
-	                                   on_batch_reply, d) < 0)
+	if (d->closing || (sc != NULL ? sp_script_eval(d->store, sc, K_SIZE, sizeof(K_SIZE) - 1,
+	                                               argc, argv, lens, on_batch_reply, d)
+	                              : sp_store_command(d->store, K_SIZE, sizeof(K_SIZE) - 1, argc,
+	                                                 argv, lens, on_batch_reply, d)) < 0)
 		return -1;
 	d->live++;
 	d->b_out = 1;
@@ -662,7 +688,7 @@ static void batch_compute(sp_dirlog_t *d)
 	if (need) {
 		argc = missing_command(&d->b_nc, argv, lens, names);
 		d->b_state = ST_NODES;
-		if (batch_send(d, argc, argv, lens) < 0)
+		if (batch_send(d, NULL, argc, argv, lens) < 0)
 			batch_fail(d, SP_DIRLOG_UNAVAILABLE);
 		return;
 	}
@@ -671,22 +697,20 @@ static void batch_compute(sp_dirlog_t *d)
 		goto fail;
 	snprintf(n_str, sizeof(n_str), "%" PRIu64, d->b_size);
 	snprintf(k_str, sizeof(k_str), "%u", d->b_n);
-	argv[0] = "EVAL", lens[0] = 4;
-	argv[1] = lua_append, lens[1] = sizeof(lua_append) - 1;
-	argv[2] = "10", lens[2] = 2;
-	argv[3] = K_SIZE, lens[3] = sizeof(K_SIZE) - 1;
-	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
-	argv[5] = K_NODE, lens[5] = sizeof(K_NODE) - 1;
-	argv[6] = K_LEAF, lens[6] = sizeof(K_LEAF) - 1;
-	argv[7] = K_HANDLE, lens[7] = sizeof(K_HANDLE) - 1;
-	argv[8] = K_TOK, lens[8] = sizeof(K_TOK) - 1;
-	argv[9] = K_HTOK, lens[9] = sizeof(K_HTOK) - 1;
-	argv[10] = K_HIST, lens[10] = sizeof(K_HIST) - 1;
-	argv[11] = K_UKEY, lens[11] = sizeof(K_UKEY) - 1;
-	argv[12] = K_IAT, lens[12] = sizeof(K_IAT) - 1;
-	argv[13] = n_str, lens[13] = strlen(n_str);
-	argv[14] = k_str, lens[14] = strlen(k_str);
-	argv[15] = (const char *)d->b_head, lens[15] = d->b_head_len;
+	argv[0] = "10", lens[0] = 2;
+	argv[1] = K_SIZE, lens[1] = sizeof(K_SIZE) - 1;
+	argv[2] = K_STH, lens[2] = sizeof(K_STH) - 1;
+	argv[3] = K_NODE, lens[3] = sizeof(K_NODE) - 1;
+	argv[4] = K_LEAF, lens[4] = sizeof(K_LEAF) - 1;
+	argv[5] = K_HANDLE, lens[5] = sizeof(K_HANDLE) - 1;
+	argv[6] = K_TOK, lens[6] = sizeof(K_TOK) - 1;
+	argv[7] = K_HTOK, lens[7] = sizeof(K_HTOK) - 1;
+	argv[8] = K_HIST, lens[8] = sizeof(K_HIST) - 1;
+	argv[9] = K_UKEY, lens[9] = sizeof(K_UKEY) - 1;
+	argv[10] = K_IAT, lens[10] = sizeof(K_IAT) - 1;
+	argv[11] = n_str, lens[11] = strlen(n_str);
+	argv[12] = k_str, lens[12] = strlen(k_str);
+	argv[13] = (const char *)d->b_head, lens[13] = d->b_head_len;
 	{
 		size_t total = 0;
 		uint8_t *p;
@@ -711,12 +735,12 @@ static void batch_compute(sp_dirlog_t *d)
 			memcpy(p, o->meta, o->meta_len);
 			p += o->meta_len;
 		}
-		argv[16] = (const char *)d->b_blob;
-		lens[16] = total;
-		argc = 17;
+		argv[14] = (const char *)d->b_blob;
+		lens[14] = total;
+		argc = 15;
 	}
 	d->b_state = ST_WRITE;
-	if (batch_send(d, argc, argv, lens) < 0)
+	if (batch_send(d, &d->sc_append, argc, argv, lens) < 0)
 		batch_fail(d, SP_DIRLOG_UNAVAILABLE);
 	return;
 fail:
@@ -738,7 +762,7 @@ static void batch_start(sp_dirlog_t *d)
 	}
 	d->b_attempts++;
 	d->b_state = ST_SIZE;
-	if (batch_send(d, 2, argv, lens) < 0)
+	if (batch_send(d, NULL, 2, argv, lens) < 0)
 		batch_finish(d, SP_DIRLOG_UNAVAILABLE); /* closing: nothing else will start */
 }
 
@@ -847,12 +871,16 @@ out:
 static void on_reply(int status, const redisReply *reply, void *arg);
 
 /* Sends one command for the op. Returns 0, or -1 (the op is not answered: the caller does). */
-static int op_try_send(struct op *o, int argc, const char *const *argv, const size_t *lens)
+/* With sc: the script sc, argv being its numkeys, keys and arguments. */
+static int op_try_send(struct op *o, const sp_script_t *sc, int argc, const char *const *argv,
+                       const size_t *lens)
 {
 	sp_dirlog_t *d = o->d;
 
-	if (d->closing || sp_store_command(d->store, K_SIZE, sizeof(K_SIZE) - 1, argc, argv, lens,
-	                                   on_reply, o) < 0)
+	if (d->closing || (sc != NULL ? sp_script_eval(d->store, sc, K_SIZE, sizeof(K_SIZE) - 1,
+	                                               argc, argv, lens, on_reply, o)
+	                              : sp_store_command(d->store, K_SIZE, sizeof(K_SIZE) - 1, argc,
+	                                                 argv, lens, on_reply, o)) < 0)
 		return -1;
 	d->live++;
 	return 0;
@@ -901,7 +929,7 @@ static void proof_compute(struct op *o)
 	if (r == SP_MERKLE_NEED) {
 		argc = missing_command(&o->nc, argv, lens, names);
 		o->state = ST_PROOF_NODES;
-		if (op_try_send(o, argc, argv, lens) < 0)
+		if (op_try_send(o, NULL, argc, argv, lens) < 0)
 			op_finish(o, SP_DIRLOG_UNAVAILABLE);
 		return;
 	}
@@ -970,11 +998,16 @@ static void got_lookup(struct op *o, const redisReply *r)
 		op_finish(o, SP_DIRLOG_NOT_FOUND);
 		return;
 	}
-	if (r->elements != 4 || r->element[1]->type != REDIS_REPLY_STRING ||
-	    r->element[2]->type != REDIS_REPLY_STRING || take_head(o, r->element[3]) < 0) {
+	if ((r->elements != 4 && r->elements != 5) || r->element[1]->type != REDIS_REPLY_STRING ||
+	    r->element[2]->type != REDIS_REPLY_STRING || take_head(o, r->element[3]) < 0 ||
+	    (r->elements == 5 &&
+	     (r->element[4]->type != REDIS_REPLY_INTEGER || r->element[4]->integer < 0 ||
+	      r->element[4]->integer > UINT32_MAX))) {
 		op_finish(o, SP_DIRLOG_ERROR);
 		return;
 	}
+	if (r->elements == 5)
+		o->ans.hist_left = (uint32_t)r->element[4]->integer;
 	o->ans.index = strtoull(r->element[1]->str, NULL, 10);
 	e = r->element[2];
 	o->lentry = malloc(e->len ? e->len : 1);
@@ -1042,6 +1075,13 @@ sp_dirlog_t *sp_dirlog_new(struct event_base *base, sp_store_t *store, EVP_PKEY 
 	d->store = store;
 	d->key = log_key;
 	d->b_nc.c = &d->c;
+	if (sp_script_init(&d->sc_append, lua_append, sizeof(lua_append) - 1) < 0 ||
+	    sp_script_init(&d->sc_lookup, lua_lookup, sizeof(lua_lookup) - 1) < 0 ||
+	    sp_script_init(&d->sc_head, lua_head, sizeof(lua_head) - 1) < 0 ||
+	    sp_script_init(&d->sc_history, lua_history, sizeof(lua_history) - 1) < 0) {
+		dirlog_release(d);
+		return NULL;
+	}
 	return d;
 }
 
@@ -1167,8 +1207,8 @@ static void rate_args(sp_dirlog_t *d, const uint8_t *requester, char key[96], ch
 int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
                      uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb, void *arg)
 {
-	const char *argv[12];
-	size_t lens[12];
+	const char *argv[10];
+	size_t lens[10];
 	char rkey[96], lim[16], win[16];
 	struct op *o;
 
@@ -1181,20 +1221,53 @@ int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, cons
 	cache_reset(&o->nc, 0);
 	o->old_size = old_size;
 	rate_args(d, requester, rkey, lim, win);
-	argv[0] = "EVAL", lens[0] = 4;
-	argv[1] = lua_lookup, lens[1] = sizeof(lua_lookup) - 1;
-	argv[2] = "5", lens[2] = 1;
-	argv[3] = rkey, lens[3] = strlen(rkey);
-	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
-	argv[5] = K_HANDLE, lens[5] = sizeof(K_HANDLE) - 1;
-	argv[6] = K_TOK, lens[6] = sizeof(K_TOK) - 1;
-	argv[7] = K_LEAF, lens[7] = sizeof(K_LEAF) - 1;
-	argv[8] = lim, lens[8] = strlen(lim);
-	argv[9] = win, lens[9] = strlen(win);
-	argv[10] = token != NULL ? "t" : "h", lens[10] = 1;
-	argv[11] = token != NULL ? (const char *)token : handle, lens[11] = token ? 32 : handle_len;
+	argv[0] = "5", lens[0] = 1;
+	argv[1] = rkey, lens[1] = strlen(rkey);
+	argv[2] = K_STH, lens[2] = sizeof(K_STH) - 1;
+	argv[3] = K_HANDLE, lens[3] = sizeof(K_HANDLE) - 1;
+	argv[4] = K_TOK, lens[4] = sizeof(K_TOK) - 1;
+	argv[5] = K_LEAF, lens[5] = sizeof(K_LEAF) - 1;
+	argv[6] = lim, lens[6] = strlen(lim);
+	argv[7] = win, lens[7] = strlen(win);
+	argv[8] = token != NULL ? "t" : "h", lens[8] = 1;
+	argv[9] = token != NULL ? (const char *)token : handle, lens[9] = token ? 32 : handle_len;
 	o->state = ST_LOOKUP;
-	if (op_try_send(o, 12, argv, lens) < 0) {
+	if (op_try_send(o, &d->sc_lookup, 10, argv, lens) < 0) {
+		op_free(o);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+int sp_dirlog_history(sp_dirlog_t *d, const uint8_t requester[32], int64_t after, uint64_t old_size,
+                      sp_dirlog_cb cb, void *arg)
+{
+	const char *argv[10];
+	size_t lens[10];
+	char rkey[96], lim[16], win[16], after_s[24];
+	struct op *o;
+
+	if (requester == NULL || after < -1)
+		return -EINVAL;
+	o = op_new(d, OP_LOOKUP, cb, arg);
+	if (o == NULL)
+		return -ENOMEM;
+	cache_reset(&o->nc, 0);
+	o->old_size = old_size;
+	rate_args(d, requester, rkey, lim, win);
+	snprintf(after_s, sizeof(after_s), "%" PRId64, after);
+	argv[0] = "5", lens[0] = 1;
+	argv[1] = rkey, lens[1] = strlen(rkey);
+	argv[2] = K_STH, lens[2] = sizeof(K_STH) - 1;
+	argv[3] = K_TOK, lens[3] = sizeof(K_TOK) - 1;
+	argv[4] = K_HIST, lens[4] = sizeof(K_HIST) - 1;
+	argv[5] = K_LEAF, lens[5] = sizeof(K_LEAF) - 1;
+	argv[6] = lim, lens[6] = strlen(lim);
+	argv[7] = win, lens[7] = strlen(win);
+	argv[8] = (const char *)requester, lens[8] = 32;
+	argv[9] = after_s, lens[9] = strlen(after_s);
+	o->state = ST_LOOKUP;
+	if (op_try_send(o, &d->sc_history, 10, argv, lens) < 0) {
 		op_free(o);
 		return -EAGAIN;
 	}
@@ -1204,8 +1277,8 @@ int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, cons
 int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb,
                    void *arg)
 {
-	const char *argv[7];
-	size_t lens[7];
+	const char *argv[5];
+	size_t lens[5];
 	char rkey[96], lim[16], win[16];
 	struct op *o = op_new(d, OP_HEAD, cb, arg);
 
@@ -1214,15 +1287,13 @@ int sp_dirlog_head(sp_dirlog_t *d, uint64_t old_size, const uint8_t requester[32
 	cache_reset(&o->nc, 0);
 	o->old_size = old_size;
 	rate_args(d, requester, rkey, lim, win);
-	argv[0] = "EVAL", lens[0] = 4;
-	argv[1] = lua_head, lens[1] = sizeof(lua_head) - 1;
-	argv[2] = "2", lens[2] = 1;
-	argv[3] = rkey, lens[3] = strlen(rkey);
-	argv[4] = K_STH, lens[4] = sizeof(K_STH) - 1;
-	argv[5] = lim, lens[5] = strlen(lim);
-	argv[6] = win, lens[6] = strlen(win);
+	argv[0] = "2", lens[0] = 1;
+	argv[1] = rkey, lens[1] = strlen(rkey);
+	argv[2] = K_STH, lens[2] = sizeof(K_STH) - 1;
+	argv[3] = lim, lens[3] = strlen(lim);
+	argv[4] = win, lens[4] = strlen(win);
 	o->state = ST_HEAD;
-	if (op_try_send(o, 7, argv, lens) < 0) {
+	if (op_try_send(o, &d->sc_head, 5, argv, lens) < 0) {
 		op_free(o);
 		return -EAGAIN;
 	}

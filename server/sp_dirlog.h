@@ -15,6 +15,7 @@
  * written twice, and each head covers exactly the leaves before it. Within one sp_dirlog_t
  * appends go one at a time, in call order (a queue), so a worker never races itself.
  *
+ * Scripts are called by SHA1 with a NOSCRIPT fallback to EVAL (sp_script.h).
  * A lookup is one script (index, entry and head read together) and one HMGET of the O(log n)
  * nodes of its inclusion proof; a head request is a GET and an HMGET for the consistency proof.
  * Nodes are immutable once written and written with (before) the head that covers them.
@@ -128,6 +129,7 @@ typedef struct sp_dirlog_answer {
 	size_t head_len;
 	uint64_t old_size; /* head: the size the consistency proof starts from (0: no proof) */
 	uint32_t retry_after_ms; /* LIMITED: when the requester's window ends */
+	uint32_t hist_left;      /* history: the handle's entries after this one */
 	uint8_t proof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN]; /* lookup: inclusion; head: cons. */
 	unsigned proof_count;
 	/* lookup with an old_size: the consistency proof from it to the same head */
@@ -158,6 +160,14 @@ int sp_dirlog_append(sp_dirlog_t *d, const char *handle, size_t handle_len,
  * without one, old_size 0 in the answer). Returns as sp_dirlog_append. */
 int sp_dirlog_lookup(sp_dirlog_t *d, const char *handle, size_t handle_len, const uint8_t token[32],
                      uint64_t old_size, const uint8_t requester[32], sp_dirlog_cb cb, void *arg);
+
+/* An entry of the requester's own handle (the one whose card lists requester): the first with
+ * an index above `after` (-1: the handle's first), with its inclusion proof and consistency
+ * proof as sp_dirlog_lookup, and hist_left, the handle's entries after it. NOT_FOUND: no
+ * handle lists the requester, or no entry comes after `after`. Counts against the requester's
+ * lookup rate. Returns as sp_dirlog_append. */
+int sp_dirlog_history(sp_dirlog_t *d, const uint8_t requester[32], int64_t after, uint64_t old_size,
+                      sp_dirlog_cb cb, void *arg);
 
 /* The current head and, with 0 < old_size <= its size, the consistency proof from old_size
  * (an old_size past the head, or no head yet: NOT_FOUND). Returns as sp_dirlog_append.

@@ -768,6 +768,20 @@ out:
 	return r;
 }
 
+/*
+ * Writes a key and its certificate as DIR/key_file and DIR/crt_file (see ca_write_key and
+ * ca_write_cert), the key first: a reader between the two writes of a replacement pairs the old
+ * certificate with the new key and fails loudly, rather than silently using something
+ * unexpected. Returns 0 or a negative errno, reported.
+ */
+static int ca_write_pair(const struct ca_dir *d, const char *key_file, EVP_PKEY *key,
+                         const char *crt_file, X509 *cert, bool replace, struct ca_created *created)
+{
+	int r = ca_write_key(d, key_file, key, replace, created);
+
+	return r < 0 ? r : ca_write_cert(d, crt_file, cert, replace, created);
+}
+
 /* A PEM passphrase callback that has none: encrypted keys fail instead of prompting. */
 static int ca_no_passphrase(char *buf, int size, int rwflag, void *u)
 {
@@ -1760,6 +1774,28 @@ static int ca_session_issue(struct ca_session *s, const struct ca_profile *p)
 	return ca_sign_cert(p, s->key, s->serial, s->now, s->ca, s->cakey, &s->cert);
 }
 
+/*
+ * Records what ca_session_issue() made as a new certificate of its own: the key and certificate
+ * as new files DIR/key_file and DIR/crt_file (noted in created, for ca_rollback), then its
+ * entry in certs/ (name, kind, token as ca_entry_new), last, so that nothing is on record as
+ * issued unless its files are there. Returns 0 or a negative errno, reported.
+ */
+static int ca_session_record(struct ca_session *s, const char *name, const char *kind,
+                             const char *token_hex, const char *key_file, const char *crt_file,
+                             struct ca_created *created)
+{
+	json_t *e = NULL;
+	int r;
+
+	r = ca_entry_new(name, kind, s->serial_hex, s->ca_serial, token_hex, NULL, s->cert, &e);
+	if (r == 0)
+		r = ca_write_pair(&s->d, key_file, s->key, crt_file, s->cert, false, created);
+	if (r == 0)
+		r = ca_entry_save(&s->d, e, false);
+	json_decref(e);
+	return r;
+}
+
 /* Closes the directory and frees everything; returns the command's exit code for r. */
 static int ca_session_close(struct ca_session *s, int r)
 {
@@ -1831,10 +1867,7 @@ static int ca_cmd_init(const struct ca_args *a)
 	r = ca_sign_cert(&prof, s.cakey, s.serial, s.now, NULL, NULL, &s.ca);
 	if (r < 0)
 		goto out;
-	r = ca_write_key(&s.d, CA_FILE_CA_KEY, s.cakey, false, &created);
-	if (r < 0)
-		goto out;
-	r = ca_write_cert(&s.d, CA_FILE_CA_CRT, s.ca, false, &created);
+	r = ca_write_pair(&s.d, CA_FILE_CA_KEY, s.cakey, CA_FILE_CA_CRT, s.ca, false, &created);
 	if (r < 0)
 		goto out;
 	/* An empty CRL from the start: the relay loads crl.pem even when nothing is revoked. */
@@ -1962,12 +1995,7 @@ static int ca_cmd_server(const struct ca_args *a)
 	r = ca_entry_save(&s.d, e, false);
 	if (r < 0)
 		goto out;
-	/* The key first: a reload between the two writes pairs the old cert with the new key and
-	 * fails loudly, rather than silently serving something unexpected. */
-	r = ca_write_key(&s.d, CA_FILE_SRV_KEY, s.key, true, NULL);
-	if (r < 0)
-		goto out;
-	r = ca_write_cert(&s.d, CA_FILE_SRV_CRT, s.cert, true, NULL);
+	r = ca_write_pair(&s.d, CA_FILE_SRV_KEY, s.key, CA_FILE_SRV_CRT, s.cert, true, NULL);
 	if (r < 0)
 		goto out;
 	ca_warn_outlives(s.ca, s.cert, CA_FILE_SRV_CRT);
@@ -2005,7 +2033,7 @@ static int ca_cmd_device(const struct ca_args *a)
 	char link[CA_NAME_MAX + 16];
 	uint8_t token[SP_TOKEN_LEN];
 	char token_hex[SP_TOKEN_HEX_LEN + 1];
-	json_t *old = NULL, *e = NULL;
+	json_t *old = NULL;
 	int r;
 
 	if (!ca_valid_device_name(name)) {
@@ -2045,18 +2073,8 @@ static int ca_cmd_device(const struct ca_args *a)
 		goto out;
 	}
 	sp_token_hex(token, token_hex);
-	r = ca_entry_new(name, CA_KIND_DEVICE, s.serial_hex, s.ca_serial, token_hex, NULL, s.cert,
-	                 &e);
-	if (r < 0)
-		goto out;
-	r = ca_write_key(&s.d, key_file, s.key, false, &created);
-	if (r < 0)
-		goto out;
-	r = ca_write_cert(&s.d, crt_file, s.cert, false, &created);
-	if (r < 0)
-		goto out;
-	/* Last: a device is only issued once the index can revoke it. */
-	r = ca_entry_save(&s.d, e, false);
+	/* The entry last: a device is only issued once the index can revoke it. */
+	r = ca_session_record(&s, name, CA_KIND_DEVICE, token_hex, key_file, crt_file, &created);
 	if (r < 0)
 		goto out;
 	r = ca_device_link(&s.d, name, s.serial_hex, old != NULL);
@@ -2073,7 +2091,6 @@ out:
 	if (r < 0)
 		ca_rollback(&s.d, &created);
 	json_decref(old);
-	json_decref(e);
 	return ca_session_close(&s, r);
 }
 
@@ -2139,9 +2156,8 @@ out:
 }
 
 /* A serial as given: hex digits (any case, an optional "0x" or ':' separators as openssl
- * prints them), into the canonical form BN_bn2hex gives and the entry files are named by:
- * uppercase, whole bytes (no leading zero byte; one leading "0" digit when the value needs
- * an odd number). Returns 0 or -EINVAL. */
+ * prints them), into canonical uppercase hex in whole bytes as BN_bn2hex writes it (no leading
+ * zero byte; one leading zero digit where the first byte needs it). Returns 0 or -EINVAL. */
 static int ca_parse_serial(const char *s, char out[CA_SERIAL_HEX_MAX + 1])
 {
 	size_t n = 0;
@@ -2160,17 +2176,14 @@ static int ca_parse_serial(const char *s, char out[CA_SERIAL_HEX_MAX + 1])
 			return -EINVAL;
 		out[n++] = (char)(*s >= 'a' ? *s - 'a' + 'A' : *s);
 	}
-	out[n] = '\0';
-	if (n == 0)
-		return -EINVAL;
 	if (n % 2 == 1) {
-		/* as BN_bn2hex writes it (whole bytes), which names the entry files */
-		if (n == CA_SERIAL_HEX_MAX)
-			return -EINVAL;
-		memmove(out + 1, out, n + 1);
+		/* Whole bytes, as BN_bn2hex writes them (and so the entries' file names): the
+		 * openssl CLI prints 0x03C9... as 3C9... */
+		memmove(out + 1, out, n++);
 		out[0] = '0';
 	}
-	return 0;
+	out[n] = '\0';
+	return n > 0 ? 0 : -EINVAL;
 }
 
 static int ca_cmd_revoke_serial(const struct ca_args *a)
@@ -2259,7 +2272,6 @@ static int ca_cmd_intermediate(const struct ca_args *a)
 	        .san = NULL,
 	};
 	char key_file[CA_ENTRY_FILE_MAX], crt_file[CA_ENTRY_FILE_MAX], until[CA_TIME_LEN] = "?";
-	json_t *e = NULL;
 	long pathlen;
 	int r;
 
@@ -2283,17 +2295,8 @@ static int ca_cmd_intermediate(const struct ca_args *a)
 		goto out;
 	snprintf(key_file, sizeof(key_file), CA_DIR_INTERMEDIATES "/%s.key", s.serial_hex);
 	snprintf(crt_file, sizeof(crt_file), CA_DIR_INTERMEDIATES "/%s.crt", s.serial_hex);
-	r = ca_entry_new(prof.cn, CA_KIND_INTERMEDIATE, s.serial_hex, s.ca_serial, NULL, NULL,
-	                 s.cert, &e);
-	if (r < 0)
-		goto out;
-	r = ca_write_key(&s.d, key_file, s.key, false, &created);
-	if (r < 0)
-		goto out;
-	r = ca_write_cert(&s.d, crt_file, s.cert, false, &created);
-	if (r < 0)
-		goto out;
-	r = ca_entry_save(&s.d, e, false);
+	r = ca_session_record(&s, prof.cn, CA_KIND_INTERMEDIATE, NULL, key_file, crt_file,
+	                      &created);
 	if (r < 0)
 		goto out;
 	created.n = 0; /* committed: kept under intermediates/ to sign its CRL */
@@ -2307,9 +2310,7 @@ static int ca_cmd_intermediate(const struct ca_args *a)
 		        "under " CA_DIR_INTERMEDIATES "/ and keeps its CRL until it expires)\n",
 		        s.d.path);
 	/* The current one, for the relay (enroll_ca_cert, enroll_ca_key). */
-	r = ca_write_key(&s.d, CA_FILE_INT_KEY, s.key, true, NULL);
-	if (r == 0)
-		r = ca_write_cert(&s.d, CA_FILE_INT_CRT, s.cert, true, NULL);
+	r = ca_write_pair(&s.d, CA_FILE_INT_KEY, s.key, CA_FILE_INT_CRT, s.cert, true, NULL);
 	if (r < 0)
 		goto out;
 	/* Its own (empty) CRL at once: the relay checks the CRL of every CA in a chain. */
@@ -2327,7 +2328,6 @@ static int ca_cmd_intermediate(const struct ca_args *a)
 out:
 	if (r < 0)
 		ca_rollback(&s.d, &created);
-	json_decref(e);
 	return ca_session_close(&s, r);
 }
 

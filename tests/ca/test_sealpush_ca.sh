@@ -597,8 +597,15 @@ else
 fi
 run "$ca" revoke-serial "$I" "xyz"
 expect_fail "revoke-serial refuses a malformed serial" 2
-run "$ca" revoke-serial "$I" "$(openssl x509 -in "$I/ca.crt" -noout -serial | cut -d= -f2)"
+root_serial=$(openssl x509 -in "$I/ca.crt" -noout -serial | cut -d= -f2)
+run "$ca" revoke-serial "$I" "$root_serial"
 expect_fail "revoke-serial refuses the root itself" 1
+# However the serial is written: without leading zeros (the openssl CLI prints 0x03C9... as
+# 3C9..., an odd number of digits) or with more of them.
+run "$ca" revoke-serial "$I" "$(echo "$root_serial" | sed 's/^0*//')"
+expect_fail "revoke-serial refuses the root without its leading zeros" 1
+run "$ca" revoke-serial "$I" "000$root_serial"
+expect_fail "revoke-serial refuses the root with leading zeros" 1
 run "$ca" device "$I" intermediate
 expect_fail "'intermediate' is not a device name" 2
 run "$ca" enroll-code

@@ -13,6 +13,7 @@ registered so that it is killed at exit whatever happens (try/finally, atexit, S
 of the test runner). Only loopback addresses are used.
 """
 
+import argparse
 import atexit
 import http.client
 import json
@@ -1052,3 +1053,44 @@ def run_tap(h, tests, make_t, verbose=False, keep=False):
     print("1..%d" % n)
     print("# %d of %d tests passed in %.1fs" % (n - failed, n, time.monotonic() - t_start))
     return 1 if failed else 0
+
+
+def test_registry(default_timeout=90):
+    """(tests, test): a list and a decorator, @test(name, timeout=...), that appends
+    (name, fn, timeout) to it in definition order, as run_tap takes them."""
+    tests = []
+
+    def test(name, timeout=default_timeout):
+        def deco(fn):
+            tests.append((name, fn, timeout))
+            return fn
+        return deco
+    return tests, test
+
+
+def cli_args(doc):
+    """The arguments of a test script that drives the sealpush binaries: --sealpushd,
+    --sealpush-ca, --sealpush (default $SEALPUSHD, $SEALPUSH_CA, $SEALPUSH), --redis-server
+    (default $REDIS_SERVER or redis-server), -k PATTERN, --keep, -v."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
+    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
+    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
+    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
+    ap.add_argument("-k", dest="pattern")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args()
+
+
+def cli_main(args, tests, make_t, tools=("openssl",)):
+    """Runs the tests whose name contains args.pattern (cli_args) with run_tap on a fresh
+    Harness; prints a TAP skip and returns 0 when redis-server or one of tools is missing.
+    Returns the exit status."""
+    tests = [x for x in tests if not args.pattern or args.pattern in x[0]]
+    for tool in (args.redis_server,) + tuple(tools):
+        if not shutil.which(tool):
+            print("1..0 # SKIP %s not found" % tool)
+            return 0
+    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
+    return run_tap(h, tests, make_t, verbose=args.verbose, keep=args.keep)

@@ -58,8 +58,9 @@ CLOSING = 0x01    # ERROR
 REMOVE = 0x01     # SUBSCRIBE
 LIST = 0x02       # SUBSCRIBE
 LOOKUP_HEAD = 0x01  # DIR_LOOKUP
+LOOKUP_HISTORY = 0x02  # DIR_LOOKUP: an entry of the requester's own handle (15.6)
 DEFINED_FLAGS = {HELLO: SEND_ONLY, DELIVER: STORED, ERROR: CLOSING,
-                 SUBSCRIBE: REMOVE | LIST, DIR_LOOKUP: LOOKUP_HEAD}  # others: none
+                 SUBSCRIBE: REMOVE | LIST, DIR_LOOKUP: LOOKUP_HEAD | LOOKUP_HISTORY}  # others: none
 CAP_WEBPUSH = 0x01  # WELCOME capabilities: the relay has a Web Push door (section 14)
 CAP_DIRECTORY = 0x02  # WELCOME capabilities: the relay has a key directory (section 15)
 CAP_RENEW = 0x04    # WELCOME capabilities: the relay renews certificates (section 16.4)
@@ -138,6 +139,7 @@ FIELDS = {
     0x30: ("anon_mode", "u8", 0, 2),
     0x31: ("access_verifiers", "array", 32, None),
     0x32: ("access_keys", "array", 32, None),
+    0x38: ("hist_left", "u32", 0, 0xFFFFFFFF),
 }
 FIELD_IDS = {v[0]: k for k, v in FIELDS.items()}
 MAX_ITEMS = 65535  # recipients, results, msg_ids
@@ -158,9 +160,10 @@ FRAME_FIELDS = {
     SUBSCRIBE: ({"msg_id"}, {"sub_id", "app_key"}),
     SUBSCRIPTION: ({"msg_id", "status"}, {"sub_id", "app_key", "endpoint", "sub_ids", "reason"}),
     DIR_PUBLISH: ({"msg_id", "dir_card"}, set()),
-    DIR_LOOKUP: ({"msg_id"}, {"handle", "token", "tree_size"}),
+    DIR_LOOKUP: ({"msg_id"}, {"handle", "token", "tree_size", "leaf_index"}),
     DIR_ANSWER: ({"msg_id", "status"}, {"dir_entry", "leaf_index", "tree_head", "inclusion",
-                                        "consistency", "retry_after", "reason"}),
+                                        "consistency", "retry_after", "reason",
+                                        "hist_left"}),
     RENEW: ({"msg_id", "csr"}, set()),
     RENEWED: ({"msg_id", "cert_chain", "not_after", "token"}, set()),
     ACCESS_SET: ({"msg_id", "anon_mode"}, {"access_verifiers"}),

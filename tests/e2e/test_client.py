@@ -498,6 +498,43 @@ def _(t):
     r = t.cli("access", "enable", *t.idargs(d2, "bob"))
     t.expect_rc(r, EX_REFUSED, "access enable on a relay without an anonymous door")
     t.note("access enable/rotate/disable; 2 anonymous sends accepted, old key ACCESS_DENIED")
+@test("cli: a sealed send to several cards writes every copy at once (one round trip, not one "
+      "per recipient): three devices that never ACK cost one ack_timeout, not three", timeout=60)
+def _(t):
+    d = t.daemon(ack_timeout="3s")
+    cards = []
+    for who in ("alice", "bob", "carol", "dave"):
+        dev = t.dev(who)
+        if not os.path.exists(dev.key[:-4] + ".seal.key"):  # an earlier case may have made it
+            t.expect_rc(t.cli("init", "--cert", dev.crt, "--key", dev.key), EX_OK, "init")
+        if who == "alice":
+            continue
+        r = t.cli("card", "--cert", dev.crt, "--key", dev.key)
+        t.expect_rc(r, EX_OK, "card")
+        cards.append(os.path.join(t.h.root, who + ".card"))
+        with open(cards[-1], "w") as f:
+            f.write(r.out)
+    silent = []
+    for who in ("bob", "carol", "dave"):  # connected, taking DELIVERs, never ACKing
+        c = Client(d, t.dev(who))
+        c.connect()
+        c.hello()
+        t.h.track_client(c)
+        silent.append(c)
+    t0 = time.monotonic()
+    r = t.send(d, "alice", cards, "--message", "to three")
+    took = time.monotonic() - t0
+    t.expect_rc(r, EX_OK, "sealed send to three cards")
+    if sorted(r.out.split()) != sorted([t.dev(n).token.hex() for n in ("bob", "carol", "dave")] +
+                                       ["QUEUED"] * 3):
+        fail("send printed %r" % r.out)
+    for c in silent:
+        f = c.expect(w.DELIVER, timeout=5)
+        if f["msg_id"] is None:
+            fail("no DELIVER")
+    t.notes.append("three unacknowledged copies answered in %.1f s (ack_timeout 3 s)" % took)
+    if took >= 6.0:
+        fail("the copies went one after another: %.1f s for three (ack_timeout 3 s)" % took)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ loopback ports in the run's temp dir, joined with `redis-cli --cluster create`; 
 `redis = redis-cluster://...` with two of them as seeds. What runs today is the store on the
 cluster (issue 14 part 1): a device's queue follows it from relay to relay; retries through
 another relay are stored once; a master killed with -9 under a stream of SENDs is ridden out
-(its replica is promoted and QUEUED answers resume by themselves).
+(its replica is promoted and QUEUED answers resume by themselves). The key directory (issue 16)
+runs on it too: a card published through one relay is looked up, verified, through another.
 
 Needs python3, redis-server (or $REDIS_SERVER) and redis-cli; bails out without them.
 """
@@ -67,6 +68,7 @@ class T:
 
 
 CLUSTER = None
+OPTS = None
 
 
 def statuses(c, mids):
@@ -257,6 +259,45 @@ def _(t):
     t.eq(metric(b, "sealpush_cluster_takeovers_total"), 1, "B counted the takeover")
 
 
+@test("directory on the cluster: a card published through relay A is looked up and verified "
+      "through relay B, the log on one master, heads consistent across relays")
+def _(t):
+    if not OPTS.sealpush:
+        fail("needs --sealpush (device cards are made by the real CLI)")
+    import test_directory as td  # its user cards, proofs and verifier, written from the spec
+    td.OPTS = OPTS
+    dt = td.T(t.h)  # makes the log key (a device of the relay's CA) on first use
+    cfg = {"directory_log_key": dt.log_key}
+    a, b = t.relay(**cfg), t.relay(**cfg)
+    alice_key = dt.keys.new_key()
+    dt.d = a
+    a1 = dt.client("alice")
+    card = td.make_ucard(dt.keys, alice_key, "alice",
+                         [dt.device_card("alice"), dt.device_card("alice2")], 1000)
+    td.expect_status(dt.publish(a1, card), w.S_DELIVERED, "alice publishes through relay A")
+    dt.d = b
+    b1 = dt.client("bob")
+    v = td.Verifier(dt)
+    c, ok = v.answer(dt.lookup(b1, handle="alice"), "alice")
+    t.check(ok and [d["token"] for d in c["devices"]] ==
+            [t.dev(n).token.hex() for n in ("alice", "alice2")],
+            "alice's card through relay B: %r" % c)
+    # A change through B, looked up through A with the kept head: consistent.
+    a2 = dt.client("alice2")
+    card = td.make_ucard(dt.keys, alice_key, "alice", [dt.device_card("alice2")], 2000)
+    td.expect_status(dt.publish(a2, card), w.S_DELIVERED, "alice's new card through relay B")
+    dt.d = a
+    b2 = dt.client("bob")
+    c, ok = v.answer(dt.lookup(b2, handle="alice", tree_size=v.last["size"]), "alice")
+    t.check(ok and len(c["devices"]) == 1, "the new card through relay A: %r" % c)
+    t.eq(v.last["size"], 2, "the log's size")
+    port = CLUSTER.master_of("sp:{dir}:size")
+    t.eq(CLUSTER.cli(port, "get", "sp:{dir}:size"), "2", "sp:{dir}:size on its master")
+    t.eq(CLUSTER.cli(port, "hget", "sp:{dir}:hist", "alice"), "0,1,", "alice's history")
+    td.expect_status(dt.lookup(b2, token=t.dev("alice").token), w.S_BAD_DEVICE_TOKEN,
+                     "the removed device, through relay A")
+
+
 @test("cross-node: bob's relay is killed with -9: once its lease ends, messages to bob are "
       "QUEUED on relay A and delivered when bob connects again", timeout=60)
 def _(t):
@@ -428,11 +469,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
     ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
+    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"),
+                    help="the CLI, for the directory case (real device cards)")
     ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
     ap.add_argument("-k", dest="pattern")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
+    global OPTS
+    OPTS = args
     tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
     for tool in (args.redis_server, "redis-cli"):
         if not shutil.which(tool):

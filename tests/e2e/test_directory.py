@@ -7,12 +7,10 @@ with hashlib, signatures with the openssl CLI, device cards by the real `sealpus
 
 Needs python3, redis-server and the openssl CLI.
 """
-import argparse
 import base64
 import hashlib
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -20,17 +18,10 @@ import tempfile
 import time
 
 import spwire as w
-from harness import Client, Harness, fail, run_tap
+from harness import Client, cli_args, cli_main, fail, test_registry
 
-TESTS = []
+TESTS, test = test_registry(default_timeout=90)
 OPTS = None
-
-
-def test(name, timeout=90):
-    def deco(fn):
-        TESTS.append((name, fn, timeout))
-        return fn
-    return deco
 
 
 # --- RFC 9162, written from the RFC ---
@@ -257,7 +248,7 @@ class T:
         pki = h.pki
         if "log" not in pki.devices:
             pki.device("log")  # the log key: issued by the relay's CA like any identity
-            for name in ("alice2", "bob2"):
+            for name in ("alice2", "bob2", "erin"):
                 pki.device(name)
         self.log_key = pki["log"].key
         self.log_pub = os.path.join(self.tmp, "log.pub")
@@ -722,6 +713,64 @@ def t_cli(t):
     t.notes.append("audit: %s" % err.strip().splitlines()[0])
 
 
+def fresh_user_files(t, who):
+    for suffix in (".user.key", ".user.handle", ".user.card", ".dirhead"):
+        p = t.h.pki[who].key[:-4] + suffix
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+@test("audit checks every log entry of the user's handle: an entry the operator slipped in "
+      "(and hid from lookups) is caught", timeout=180)
+def t_audit_history(t):
+    t.relay()
+    for who in ("erin", "carol", "bob"):
+        t.device_card(who)
+    fresh_user_files(t, "erin")
+    p = t.h.pki["bob"].key[:-4] + ".dirhead"  # a head of another test's log
+    if os.path.exists(p):
+        os.unlink(p)
+    cli(t, "erin", "user", "init", "erin")
+    out, _ = cli(t, "erin", "audit")
+    if "1 log entry for erin" not in out:
+        fail("audit of a new user: %r" % out)
+    # The history is the device's own handle only: no handle or token names another's.
+    b1 = t.client("bob")
+    mid = os.urandom(16)
+    b1.send_frame(w.DIR_LOOKUP, {"msg_id": mid}, flags=w.LOOKUP_HISTORY)
+    expect_status(b1.expect(w.DIR_ANSWER), w.S_BAD_DEVICE_TOKEN, "history of a device no "
+                  "handle lists")
+    b1.send_frame(w.DIR_LOOKUP, {"msg_id": mid, "handle": b"erin"}, flags=w.LOOKUP_HISTORY)
+    expect_status(b1.expect(w.DIR_ANSWER), w.S_FORBIDDEN, "history naming a handle")
+    # The operator: for one moment erin's handle takes its own user key, its own device
+    # (carol) publishes a card for "erin" through the relay's ordinary path (a valid leaf and
+    # a head signed with the log key), then the indexes are put back so that lookups of erin
+    # show her own card again. Only the log remembers.
+    r = RedisRaw(t.h.redis)
+    keys = ("handle", "ukey", "htok", "iat")
+    saved = {k: r.command("HGET", "sp:{dir}:" + k, "erin") for k in keys}
+    evil = t.keys.new_key()
+    r.command("HSET", "sp:{dir}:ukey", "erin", hashlib.sha256(t.keys.spki(evil)).digest())
+    c1 = t.client("carol")
+    card = make_ucard(t.keys, evil, "erin", [t.device_card("carol")], int(time.time()) + 100)
+    expect_status(t.publish(c1, card), w.S_DELIVERED, "the operator's card for erin")
+    for k in keys:
+        r.command("HSET", "sp:{dir}:" + k, "erin", saved[k])
+    r.command("HDEL", "sp:{dir}:tok", t.h.pki["carol"].token)
+    r.command("HSET", "sp:{dir}:tok", t.h.pki["erin"].token, "erin")
+    if r.command("HGET", "sp:{dir}:hist", "erin") != b"0,1,":
+        fail("erin's history: %r" % r.command("HGET", "sp:{dir}:hist", "erin"))
+    # A lookup shows erin's own card: the old audit's check of the current card passes...
+    out, _ = cli(t, "bob", "device", "list", "erin")
+    if t.h.pki["carol"].token.hex() in out or t.h.pki["erin"].token.hex() not in out:
+        fail("lookup after the operator's restore: %s" % out)
+    # ... but the history holds the operator's entry: audit warns and exits 65.
+    out, err = cli(t, "erin", "audit", expect=65)
+    if "WARNING: log entry 1 for erin is signed by ANOTHER user key" not in err:
+        fail("audit did not name the slipped-in entry: %r %r" % (out, err))
+    t.notes.append(err.strip().splitlines()[0])
+
+
 @test("two users with two devices each talk with send --to-user: every device of both ends up "
       "with the conversation", timeout=180)
 def t_to_user(t):
@@ -791,24 +840,9 @@ def t_to_user(t):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
-    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
-    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
-    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
-    ap.add_argument("-k", dest="pattern")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args()
     global OPTS
-    OPTS = args
-    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
-    for tool in (args.redis_server, "openssl"):
-        if not shutil.which(tool):
-            print("1..0 # SKIP %s not found" % tool)
-            return 0
-    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
-    return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
+    OPTS = cli_args(__doc__)
+    return cli_main(OPTS, TESTS, T)
 
 
 if __name__ == "__main__":

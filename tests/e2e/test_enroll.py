@@ -6,7 +6,6 @@ enrolled devices speaking frames built by spwire.py over mutual TLS.
 
 Needs python3, redis-server and the openssl CLI.
 """
-import argparse
 import base64
 import http.client
 import json
@@ -21,18 +20,11 @@ import tempfile
 import time
 
 import spwire as w
-from harness import (LOOPBACK, PKI, Client, Device, Harness, fail, free_port, run_tap,
-                     try_refused)
+from harness import (LOOPBACK, PKI, Client, Device, cli_args, cli_main, fail, free_port,
+                     test_registry, try_refused)
 
-TESTS = []
+TESTS, test = test_registry(default_timeout=90)
 OPTS = None
-
-
-def test(name, timeout=90):
-    def deco(fn):
-        TESTS.append((name, fn, timeout))
-        return fn
-    return deco
 
 
 def b64u(b):
@@ -524,24 +516,9 @@ def t_renew_off(t):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sealpushd", default=os.environ.get("SEALPUSHD"))
-    ap.add_argument("--sealpush-ca", default=os.environ.get("SEALPUSH_CA"))
-    ap.add_argument("--sealpush", default=os.environ.get("SEALPUSH"))
-    ap.add_argument("--redis-server", default=os.environ.get("REDIS_SERVER", "redis-server"))
-    ap.add_argument("-k", dest="pattern")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("-v", "--verbose", action="store_true")
-    args = ap.parse_args()
     global OPTS
-    OPTS = args
-    tests = [x for x in TESTS if not args.pattern or args.pattern in x[0]]
-    for tool in (args.redis_server, "openssl"):
-        if not shutil.which(tool):
-            print("1..0 # SKIP %s not found" % tool)
-            return 0
-    h = Harness(args.sealpushd, args.sealpush_ca, args.redis_server, keep=args.keep)
-    return run_tap(h, tests, T, verbose=args.verbose, keep=args.keep)
+    OPTS = cli_args(__doc__)
+    return cli_main(OPTS, TESTS, T)
 
 
 if __name__ == "__main__":

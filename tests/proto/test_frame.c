@@ -78,6 +78,7 @@ static const struct field_info field_info[SP_FIELD_ID_MAX + 1] = {
         [SP_F_ANON_MODE] = {"anon_mode", K_INT, 1},
         [SP_F_ACCESS_VERIFIERS] = {"access_verifiers", K_ARRAY, 32},
         [SP_F_ACCESS_KEYS] = {"access_keys", K_ARRAY, 32},
+        [SP_F_HIST_LEFT] = {"hist_left", K_INT, 4},
 };
 
 #define B(id) SP_BIT(SP_F_##id)
@@ -123,11 +124,13 @@ static const struct frame_info frame_info[SP_FRAME_TYPE_MAX + 1] = {
                                      B(SUB_IDS) | B(REASON),
                              B(MSG_ID) | B(STATUS), 0},
         [SP_DIR_PUBLISH] = {"DIR_PUBLISH", B(MSG_ID) | B(DIR_CARD), B(MSG_ID) | B(DIR_CARD), 0},
-        [SP_DIR_LOOKUP] = {"DIR_LOOKUP", B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE), B(MSG_ID),
-                           SP_DIR_LOOKUP_HEAD},
+        [SP_DIR_LOOKUP] = {"DIR_LOOKUP",
+                           B(MSG_ID) | B(HANDLE) | B(TOKEN) | B(TREE_SIZE) | B(LEAF_INDEX),
+                           B(MSG_ID), SP_DIR_LOOKUP_HEAD | SP_DIR_LOOKUP_HISTORY},
         [SP_DIR_ANSWER] = {"DIR_ANSWER",
                            B(MSG_ID) | B(STATUS) | B(DIR_ENTRY) | B(LEAF_INDEX) | B(TREE_HEAD) |
-                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON),
+                                   B(INCLUSION) | B(CONSISTENCY) | B(RETRY_AFTER) | B(REASON) |
+                                   B(HIST_LEFT),
                            B(MSG_ID) | B(STATUS), 0},
         [SP_RENEW] = {"RENEW", B(MSG_ID) | B(CSR), B(MSG_ID) | B(CSR), 0},
         [SP_RENEWED] = {"RENEWED", B(MSG_ID) | B(CERT_CHAIN) | B(NOT_AFTER) | B(TOKEN),
@@ -226,6 +229,8 @@ static uint32_t get_int(const sp_frame_t *f, unsigned id)
 		return f->not_after;
 	case SP_F_ANON_MODE:
 		return f->anon_mode;
+	case SP_F_HIST_LEFT:
+		return f->hist_left;
 	default:
 		return UINT32_MAX;
 	}
@@ -284,6 +289,9 @@ static void set_int(sp_frame_t *f, unsigned id, uint32_t v)
 		break;
 	case SP_F_ANON_MODE:
 		f->anon_mode = (uint8_t)v;
+		break;
+	case SP_F_HIST_LEFT:
+		f->hist_left = v;
 		break;
 	default:
 		break;
@@ -1224,6 +1232,7 @@ static void fill_all(sp_frame_t *f, uint8_t type)
 	f->access_keys = access_keys, f->n_access_keys = 3; /* one per recipient */
 	f->access_verifiers = access_verifiers, f->n_access_verifiers = 2;
 	f->anon_mode = SP_ANON_KEY_HOLDERS;
+	f->hist_left = 3;
 	f->ttl = 86400;
 	f->capabilities = 0x80000001u;
 	f->max_frame = 65536;

@@ -8,171 +8,28 @@
  */
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../common/merkle_mem.h"
 #include "sp_dirlog.h"
 #include "sp_store.h"
+#include "redis_harness.h"
 #include "sp_test.h"
 
-static char dir[64];
-static char sock_path[128];
-static char log_path[128];
-static pid_t redis_pid = -1;
-static redisContext *raw_ctx;
 static struct event_base *base;
 static struct event *ev_poll;
-static char url[160];
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-static void redis_kill(int sig)
-{
-	if (redis_pid > 0) {
-		kill(redis_pid, SIGCONT);
-		kill(redis_pid, sig);
-		waitpid(redis_pid, NULL, 0);
-		redis_pid = -1;
-	}
-}
-
-static void cleanup(void)
-{
-	if (raw_ctx)
-		redisFree(raw_ctx);
-	raw_ctx = NULL;
-	redis_kill(SIGKILL);
-	if (dir[0]) {
-		unlink(sock_path);
-		unlink(log_path);
-		rmdir(dir);
-		dir[0] = '\0';
-	}
-}
-
-static void print_redis_log(void)
-{
-	FILE *f = fopen(log_path, "r");
-	char line[512];
-
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f))
-		printf("# redis: %s", line);
-	fclose(f);
-}
-
-/* Starts redis-server ($REDIS_SERVER if set, e.g. valkey-server) on sock_path and waits until
- * it answers PING. 0, or -1 (not found or not ready within 10 s). */
-static int redis_start(void)
-{
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	uint64_t until;
-
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(null, 1);
-		}
-		const char *server = getenv("REDIS_SERVER"); /* e.g. valkey-server */
-
-		if (!server || !server[0])
-			server = "redis-server";
-		execlp(server, server, "--port", "0", "--unixsocket", sock_path, "--unixsocketperm",
-		       "700", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile",
-		       log_path, "--daemonize", "no", (char *)NULL);
-		_exit(127);
-	}
-	redis_pid = pid;
-	until = mono_ms() + 10000;
-	while (mono_ms() < until) {
-		int wstatus;
-		redisContext *c;
-
-		if (waitpid(pid, &wstatus, WNOHANG) == pid) {
-			redis_pid = -1;
-			return -1;
-		}
-		c = redisConnectUnix(sock_path);
-		if (c && !c->err) {
-			redisReply *r = redisCommand(c, "PING");
-			bool ok = r && r->type == REDIS_REPLY_STATUS;
-
-			if (r)
-				freeReplyObject(r);
-			if (ok) {
-				if (raw_ctx)
-					redisFree(raw_ctx);
-				raw_ctx = c;
-				return 0;
-			}
-		}
-		if (c)
-			redisFree(c);
-		sleep_ms(20);
-	}
-	print_redis_log();
-	return -1;
-}
 
 static void on_poll(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	(void)arg;
-}
-
-/* Runs the loop until *flag is non-zero or ms passed; returns whether *flag got set. */
-static bool run_until(const int *flag, unsigned ms)
-{
-	uint64_t until = mono_ms() + ms;
-
-	while (!*flag && mono_ms() < until)
-		event_base_loop(base, EVLOOP_ONCE);
-	return *flag != 0;
-}
-
-static bool wait_up(sp_store_t *s, unsigned ms)
-{
-	uint64_t until = mono_ms() + ms;
-
-	while (!sp_store_up(s) && mono_ms() < until)
-		event_base_loop(base, EVLOOP_ONCE);
-	return sp_store_up(s);
 }
 
 /* ---- synchronous wrappers ---------------------------------------------------------------- */
@@ -191,6 +48,7 @@ struct res {
 	unsigned count;
 	uint8_t cproof[SP_MERKLE_MAX_PROOF][SP_MERKLE_HASH_LEN];
 	unsigned ccount;
+	uint32_t hist_left;
 };
 
 static void res_cb(const sp_dirlog_answer_t *a, void *arg)
@@ -211,6 +69,7 @@ static void res_cb(const sp_dirlog_answer_t *a, void *arg)
 	memcpy(r->proof, a->proof, sizeof(r->proof));
 	r->ccount = a->cproof_count;
 	memcpy(r->cproof, a->cproof, sizeof(r->cproof));
+	r->hist_left = a->hist_left;
 	r->done++;
 }
 
@@ -251,7 +110,8 @@ static int append_async(sp_dirlog_t *d, const char *handle, unsigned serial, uns
 static int append_sync(sp_dirlog_t *d, const char *handle, unsigned serial, unsigned t0,
                        unsigned nt, uint64_t iat, const uint8_t ukey[32], struct res *r)
 {
-	if (append_async(d, handle, serial, t0, nt, iat, ukey, r) < 0 || !run_until(&r->done, 5000))
+	if (append_async(d, handle, serial, t0, nt, iat, ukey, r) < 0 ||
+	    !rh_run_until(base, &r->done, 5000))
 		return -1;
 	return r->status;
 }
@@ -264,7 +124,7 @@ static int lookup_sync(sp_dirlog_t *d, const char *handle, const uint8_t *token,
 	in_request = true;
 	rc = sp_dirlog_lookup(d, handle, handle ? strlen(handle) : 0, token, 0, NULL, res_cb, r);
 	in_request = false;
-	if (rc < 0 || !run_until(&r->done, 5000))
+	if (rc < 0 || !rh_run_until(base, &r->done, 5000))
 		return -1;
 	return r->status;
 }
@@ -277,7 +137,7 @@ static int head_sync(sp_dirlog_t *d, uint64_t old_size, struct res *r)
 	in_request = true;
 	rc = sp_dirlog_head(d, old_size, NULL, res_cb, r);
 	in_request = false;
-	if (rc < 0 || !run_until(&r->done, 5000))
+	if (rc < 0 || !rh_run_until(base, &r->done, 5000))
 		return -1;
 	return r->status;
 }
@@ -299,7 +159,7 @@ static bool lookup_verifies(const struct res *r, sp_dirlog_head_t *h)
 static long check_tree_against_redis(void)
 {
 	struct merkle_mem m = {0};
-	redisReply *r = redisCommand(raw_ctx, "GET sp:{dir}:sth");
+	redisReply *r = redisCommand(rh_raw, "GET sp:{dir}:sth");
 	sp_dirlog_head_t h;
 	uint8_t root[SP_MERKLE_HASH_LEN];
 	long n = -1;
@@ -310,7 +170,7 @@ static long check_tree_against_redis(void)
 		goto out;
 	for (uint64_t i = 0; i < h.size; i++) {
 		redisReply *l =
-		        redisCommand(raw_ctx, "HGET sp:{dir}:leaf %llu", (unsigned long long)i);
+		        redisCommand(rh_raw, "HGET sp:{dir}:leaf %llu", (unsigned long long)i);
 		int ok = l && l->type == REDIS_REPLY_STRING &&
 		         merkle_mem_append(&m, (const uint8_t *)l->str, l->len) == 0;
 
@@ -335,10 +195,10 @@ static sp_store_t *store_new(void)
 	sp_store_t *s;
 
 	sp_store_limits_default(&lim);
-	s = sp_store_new(base, url, &lim, err, sizeof(err));
+	s = sp_store_new(base, rh_url, &lim, err, sizeof(err));
 	if (s == NULL)
 		printf("# store: %s\n", err);
-	else if (!wait_up(s, 5000))
+	else if (!rh_wait_up(base, s, 5000))
 		printf("# store did not come up\n");
 	return s;
 }
@@ -433,13 +293,65 @@ static void test_refusals_and_removal(void)
 		SP_CHECK(append_async(dlog1, "carol", 1, 40, 1, 10, ukey_a, &a) == 0);
 		SP_CHECK(append_async(dlog1, "dave", 1, 40, 1, 10, ukey_b, &b) == 0);
 		SP_CHECK(append_async(dlog1, "carol", 2, 40, 2, 20, ukey_a, &c) == 0);
-		SP_CHECK(run_until(&c.done, 5000) && a.done && b.done);
+		SP_CHECK(rh_run_until(base, &c.done, 5000) && a.done && b.done);
 		SP_CHECK_EQ_INT(a.status, SP_DIRLOG_OK);
 		SP_CHECK_EQ_INT(b.status, SP_DIRLOG_TOKEN_TAKEN);
 		SP_CHECK_EQ_INT(c.status, SP_DIRLOG_OK);
 		SP_CHECK_EQ_INT(c.index, a.index + 1);
 		SP_CHECK(check_tree_against_redis() == 6);
 	}
+}
+
+/* The history of the requester's own handle: every entry of sp:{dir}:hist, in order, each with
+ * a proof that verifies, and hist_left counting down to 0; nothing for a device no handle
+ * lists or after the last entry. */
+static void test_history(void)
+{
+	uint8_t tok[32];
+	char want[256] = "", got[256] = "";
+	int64_t after = -1;
+	uint32_t left = 1;
+	struct res r;
+	redisReply *x;
+
+	x = redisCommand(rh_raw, "HGET sp:{dir}:hist alice");
+	SP_CHECK(x != NULL && x->type == REDIS_REPLY_STRING && x->len < sizeof(want));
+	if (x != NULL && x->type == REDIS_REPLY_STRING && x->len < sizeof(want))
+		memcpy(want, x->str, x->len);
+	if (x)
+		freeReplyObject(x);
+	token_of(tok, 1); /* alice's */
+	for (int n = 0; left > 0 && n < 20; n++) {
+		sp_dirlog_head_t h;
+		const char *handle;
+		const uint8_t *card;
+		size_t hl, cl;
+
+		memset(&r, 0, sizeof(r));
+		SP_CHECK(sp_dirlog_history(dlog2, tok, after, 0, res_cb, &r) == 0);
+		SP_CHECK(rh_run_until(base, &r.done, 5000));
+		SP_CHECK_EQ_INT(r.status, SP_DIRLOG_OK);
+		if (r.status != SP_DIRLOG_OK)
+			return;
+		SP_CHECK((int64_t)r.index > after);
+		SP_CHECK(lookup_verifies(&r, &h));
+		SP_CHECK(sp_dirlog_entry_parse(r.entry, r.entry_len, &handle, &hl, &card, &cl) ==
+		                 0 &&
+		         hl == 5 && memcmp(handle, "alice", 5) == 0);
+		snprintf(got + strlen(got), sizeof(got) - strlen(got), "%llu,",
+		         (unsigned long long)r.index);
+		after = (int64_t)r.index;
+		left = r.hist_left;
+	}
+	SP_CHECK(strcmp(got, want) == 0 && want[0] != '\0');
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_history(dlog2, tok, after, 0, res_cb, &r) == 0);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_NOT_FOUND);
+	token_of(tok, 999);
+	memset(&r, 0, sizeof(r));
+	SP_CHECK(sp_dirlog_history(dlog2, tok, -1, 0, res_cb, &r) == 0);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_NOT_FOUND);
+	SP_CHECK(sp_dirlog_history(dlog2, tok, -2, 0, res_cb, &r) == -EINVAL);
 }
 
 #define RACE_N 150
@@ -463,7 +375,7 @@ static void test_concurrent_relays(void)
 		SP_CHECK(append_async(dlog1, ha, i, 1000 + i, 1, 1, ukey_a, &r1[i]) == 0);
 		SP_CHECK(append_async(dlog2, hb, i, 2000 + i, 1, 1, ukey_b, &r2[i]) == 0);
 	}
-	for (uint64_t until = mono_ms() + 30000; mono_ms() < until && !all;) {
+	for (uint64_t until = rh_mono_ms() + 30000; rh_mono_ms() < until && !all;) {
 		event_base_loop(base, EVLOOP_ONCE);
 		all = 1;
 		for (unsigned i = 0; i < RACE_N; i++)
@@ -521,7 +433,7 @@ static void test_concurrent_relays(void)
 			SP_CHECK(sp_dirlog_head_parse(r1[3].head, r1[3].head_len, &hi) == 0);
 			SP_CHECK(sp_dirlog_lookup(dlog2, "r1-5", 4, NULL, hi.size, NULL, res_cb,
 			                          &l) == 0);
-			SP_CHECK(run_until(&l.done, 5000));
+			SP_CHECK(rh_run_until(base, &l.done, 5000));
 			SP_CHECK(lookup_verifies(&l, &hl));
 			SP_CHECK_EQ_INT(l.old_size, hi.size);
 			SP_CHECK(sp_merkle_verify_consistency(hi.size, hl.size, hi.root, hl.root,
@@ -541,7 +453,7 @@ static void test_tampered_leaf_detected(void)
 
 	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &before), SP_DIRLOG_OK);
 	SP_CHECK(lookup_verifies(&before, &h0));
-	x = redisCommand(raw_ctx, "HSET sp:{dir}:leaf %llu %b", (unsigned long long)before.index,
+	x = redisCommand(rh_raw, "HSET sp:{dir}:leaf %llu %b", (unsigned long long)before.index,
 	                 "forged", (size_t)6);
 	if (x)
 		freeReplyObject(x);
@@ -550,11 +462,57 @@ static void test_tampered_leaf_detected(void)
 	/* The signed root no longer matches the leaves: an auditor who rebuilds the tree sees it.
 	 */
 	SP_CHECK(check_tree_against_redis() < 0);
-	x = redisCommand(raw_ctx, "HSET sp:{dir}:leaf %llu %b", (unsigned long long)before.index,
+	x = redisCommand(rh_raw, "HSET sp:{dir}:leaf %llu %b", (unsigned long long)before.index,
 	                 before.entry, before.entry_len);
 	if (x)
 		freeReplyObject(x);
 	SP_CHECK(check_tree_against_redis() > 0);
+}
+
+/* The scripts go by SHA1 (EVALSHA); after SCRIPT FLUSH (as after a restart or a failover) a
+ * request answered NOSCRIPT is sent again as EVAL, which caches the script again. */
+static int scripts_cached(void)
+{
+	static const char *const names[] = {"append", "lookup", "head"};
+	int n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		uint8_t md[20];
+		char hex[41];
+		const char *src = sp_dirlog_script(names[i]);
+		redisReply *x;
+
+		SHA1((const uint8_t *)src, strlen(src), md);
+		for (int j = 0; j < 20; j++)
+			snprintf(hex + 2 * j, 3, "%02x", md[j]);
+		x = redisCommand(rh_raw, "SCRIPT EXISTS %s", hex);
+		if (x && x->type == REDIS_REPLY_ARRAY && x->elements == 1 &&
+		    x->element[0]->integer == 1)
+			n++;
+		if (x)
+			freeReplyObject(x);
+	}
+	return n;
+}
+
+static void test_noscript_fallback(void)
+{
+	struct res r, h;
+	redisReply *x;
+
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &r), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(head_sync(dlog2, 0, &h), SP_DIRLOG_OK);
+	SP_CHECK(append_sync(dlog1, "nos", 1, 700, 1, 1, ukey_b, &r) == SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(scripts_cached(), 3);
+	x = redisCommand(rh_raw, "SCRIPT FLUSH");
+	if (x)
+		freeReplyObject(x);
+	SP_CHECK_EQ_INT(scripts_cached(), 0);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &r), SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(head_sync(dlog2, 0, &h), SP_DIRLOG_OK);
+	SP_CHECK(append_sync(dlog2, "nos", 2, 700, 1, 2, ukey_b, &r) == SP_DIRLOG_OK);
+	SP_CHECK_EQ_INT(scripts_cached(), 3);
+	SP_CHECK_EQ_INT(lookup_sync(dlog1, "nos", NULL, &r), SP_DIRLOG_OK);
 }
 
 /* Lookups and head requests count against the requester, on every log sharing the Redis. */
@@ -575,22 +533,22 @@ static void test_rate_limit(void)
 	for (int i = 0; i < 2; i++) {
 		memset(&r, 0, sizeof(r));
 		SP_CHECK(sp_dirlog_lookup(i ? b : a, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
-		SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+		SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_OK);
 	}
 	memset(&r, 0, sizeof(r));
 	SP_CHECK(sp_dirlog_head(b, 0, dev1, res_cb, &r) == 0);
-	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_OK);
 	memset(&r, 0, sizeof(r));
 	SP_CHECK(sp_dirlog_lookup(a, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
-	SP_CHECK(run_until(&r.done, 5000));
+	SP_CHECK(rh_run_until(base, &r.done, 5000));
 	SP_CHECK_EQ_INT(r.status, SP_DIRLOG_LIMITED);
 	memset(&r, 0, sizeof(r));
 	SP_CHECK(sp_dirlog_lookup(a, "alice", 5, NULL, 0, dev2, res_cb, &r) == 0);
-	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
-	sleep_ms(800);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_OK);
+	rh_sleep_ms(800);
 	memset(&r, 0, sizeof(r));
 	SP_CHECK(sp_dirlog_lookup(b, "alice", 5, NULL, 0, dev1, res_cb, &r) == 0);
-	SP_CHECK(run_until(&r.done, 5000) && r.status == SP_DIRLOG_OK);
+	SP_CHECK(rh_run_until(base, &r.done, 5000) && r.status == SP_DIRLOG_OK);
 	{
 		sp_dirlog_counters_t c;
 
@@ -605,7 +563,7 @@ static void test_store_down(void)
 {
 	struct res r;
 
-	redis_kill(SIGKILL);
+	rh_kill(SIGKILL);
 	SP_CHECK_EQ_INT(lookup_sync(dlog1, "alice", NULL, &r), SP_DIRLOG_UNAVAILABLE);
 	SP_CHECK(append_sync(dlog1, "alice", 9, 1, 1, 900, ukey_a, &r) == SP_DIRLOG_UNAVAILABLE ||
 	         r.status == SP_DIRLOG_UNAVAILABLE);
@@ -615,18 +573,11 @@ int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
-	snprintf(dir, sizeof(dir), "/tmp/sp-dirlog-XXXXXX");
-	if (!mkdtemp(dir)) {
-		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+	if (rh_setup("sp-dirlog") < 0)
 		return 1;
-	}
-	snprintf(sock_path, sizeof(sock_path), "%s/redis.sock", dir);
-	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
-	snprintf(url, sizeof(url), "unix:%s", sock_path);
-	atexit(cleanup);
 	log_key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
 	SP_RUN(test_formats);
-	if (redis_start() < 0) {
+	if (rh_start() < 0) {
 		printf("# redis-server not found or not starting: skipping the log cases\n");
 		sp_test_skip("test_dirlog_redis", "no redis-server");
 		return sp_test_done();
@@ -645,8 +596,10 @@ int main(void)
 	SP_RUN(test_empty);
 	SP_RUN(test_append_and_lookup);
 	SP_RUN(test_refusals_and_removal);
+	SP_RUN(test_history);
 	SP_RUN(test_concurrent_relays);
 	SP_RUN(test_tampered_leaf_detected);
+	SP_RUN(test_noscript_fallback);
 	SP_RUN(test_rate_limit);
 	SP_RUN(test_store_down);
 	sp_dirlog_free(dlog1);

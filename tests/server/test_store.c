@@ -1,63 +1,29 @@
 /*
  * test_store: the offline store (server/sp_store.c) against a real redis-server, which this
- * test starts itself (no TCP port, a unix socket in a fresh temporary directory, no
- * persistence) and always kills at exit (atexit, and PR_SET_PDEATHSIG if this process dies
- * without running atexit handlers). Raw inspection goes through a blocking hiredis context.
+ * test starts itself (redis_harness.h: no TCP port, a unix socket in a fresh temporary
+ * directory, no persistence, always killed at exit). Raw inspection goes through its blocking
+ * hiredis context.
  * Without redis-server on PATH every case is skipped.
  */
 #include <errno.h>
 #include <event2/event.h>
-#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sp_store.h"
+#include "redis_harness.h"
 #include "sp_test.h"
 
-static char dir[64];
-static char sock_path[128];
-static char log_path[128];
-static pid_t redis_pid = -1;
-static redisContext *raw_ctx;
 static struct event_base *base;
 static struct event *ev_poll;
 static sp_store_t *st; /* default limits, short timeout */
-static char url[160];
 static unsigned token_serial;
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
 
 static void new_token(uint8_t token[32])
 {
@@ -84,103 +50,6 @@ static void key_of(char *out, size_t outlen, const uint8_t token[32], char suffi
 	snprintf(out, outlen, "sp:{%s}:%c", hex, suffix);
 }
 
-static void redis_kill(int sig)
-{
-	if (redis_pid > 0) {
-		kill(redis_pid, SIGCONT);
-		kill(redis_pid, sig);
-		waitpid(redis_pid, NULL, 0);
-		redis_pid = -1;
-	}
-}
-
-static void cleanup(void)
-{
-	if (raw_ctx)
-		redisFree(raw_ctx);
-	raw_ctx = NULL;
-	redis_kill(SIGKILL);
-	if (dir[0]) {
-		unlink(sock_path);
-		unlink(log_path);
-		rmdir(dir);
-		dir[0] = '\0';
-	}
-}
-
-static void print_redis_log(void)
-{
-	FILE *f = fopen(log_path, "r");
-	char line[512];
-
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f))
-		printf("# redis: %s", line);
-	fclose(f);
-}
-
-/* Starts redis-server ($REDIS_SERVER if set, e.g. valkey-server) on sock_path and waits until
- * it answers PING. 0, or -1 (not found or not ready within 10 s). */
-static int redis_start(void)
-{
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	uint64_t until;
-
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		int null = open("/dev/null", O_RDWR);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		if (null >= 0) {
-			dup2(null, 0);
-			dup2(null, 1);
-		}
-		const char *server = getenv("REDIS_SERVER"); /* e.g. valkey-server */
-
-		if (!server || !server[0])
-			server = "redis-server";
-		execlp(server, server, "--port", "0", "--unixsocket", sock_path, "--unixsocketperm",
-		       "700", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile",
-		       log_path, "--daemonize", "no", (char *)NULL);
-		_exit(127);
-	}
-	redis_pid = pid;
-	until = mono_ms() + 10000;
-	while (mono_ms() < until) {
-		int wstatus;
-		redisContext *c;
-
-		if (waitpid(pid, &wstatus, WNOHANG) == pid) {
-			redis_pid = -1;
-			return -1;
-		}
-		c = redisConnectUnix(sock_path);
-		if (c && !c->err) {
-			redisReply *r = redisCommand(c, "PING");
-			bool ok = r && r->type == REDIS_REPLY_STATUS;
-
-			if (r)
-				freeReplyObject(r);
-			if (ok) {
-				if (raw_ctx)
-					redisFree(raw_ctx);
-				raw_ctx = c;
-				return 0;
-			}
-		}
-		if (c)
-			redisFree(c);
-		sleep_ms(20);
-	}
-	print_redis_log();
-	return -1;
-}
-
 /* A raw command on the inspection connection; the caller frees the reply. */
 static redisReply *raw(const char *fmt, ...)
 {
@@ -188,10 +57,10 @@ static redisReply *raw(const char *fmt, ...)
 	redisReply *r;
 
 	va_start(ap, fmt);
-	r = redisvCommand(raw_ctx, fmt, ap);
+	r = redisvCommand(rh_raw, fmt, ap);
 	va_end(ap);
 	if (!r)
-		printf("# raw command failed: %s\n", raw_ctx->errstr);
+		printf("# raw command failed: %s\n", rh_raw->errstr);
 	return r;
 }
 
@@ -202,7 +71,7 @@ static long long raw_int(const char *fmt, ...)
 	long long v = -999999;
 
 	va_start(ap, fmt);
-	r = redisvCommand(raw_ctx, fmt, ap);
+	r = redisvCommand(rh_raw, fmt, ap);
 	va_end(ap);
 	if (r && r->type == REDIS_REPLY_INTEGER)
 		v = r->integer;
@@ -220,25 +89,6 @@ static void on_poll(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-}
-
-/* Runs the loop until *flag is non-zero or ms passed; returns whether *flag got set. */
-static bool run_until(const int *flag, unsigned ms)
-{
-	uint64_t until = mono_ms() + ms;
-
-	while (!*flag && mono_ms() < until)
-		event_base_loop(base, EVLOOP_ONCE);
-	return *flag != 0;
-}
-
-static bool wait_up(sp_store_t *s, unsigned ms)
-{
-	uint64_t until = mono_ms() + ms;
-
-	while (!sp_store_up(s) && mono_ms() < until)
-		event_base_loop(base, EVLOOP_ONCE);
-	return sp_store_up(s);
 }
 
 /* ---- synchronous wrappers ---------------------------------------------------------------- */
@@ -349,7 +199,7 @@ static int enq(sp_store_t *s, const uint8_t token[32], const uint8_t id[16], siz
 
 	if (enq_start(s, token, id, blob_len, expires_ms, collapse, &r) != 0)
 		return -100;
-	if (!run_until(&r.done, 5000))
+	if (!rh_run_until(base, &r.done, 5000))
 		return -101;
 	if (r.early)
 		return -102;
@@ -368,7 +218,7 @@ static int fetch(sp_store_t *s, const uint8_t token[32], uint64_t after, unsigne
 		return -100;
 	}
 	in_request = false;
-	if (!run_until(&r->done, 5000))
+	if (!rh_run_until(base, &r->done, 5000))
 		return -101;
 	return r->early ? -102 : r->status;
 }
@@ -385,7 +235,7 @@ static int ack(sp_store_t *s, const uint8_t token[32], const uint8_t (*ids)[16],
 		return -100;
 	}
 	in_request = false;
-	if (!run_until(&r.done, 5000))
+	if (!rh_run_until(base, &r.done, 5000))
 		return -101;
 	*removed = r.n;
 	return r.early ? -102 : r.status;
@@ -398,7 +248,7 @@ static int depth(sp_store_t *s, const uint8_t token[32], uint64_t *count, uint64
 	memset(&r, 0, sizeof(r));
 	if (sp_store_depth(s, token, depth_cb, &r) != 0)
 		return -100;
-	if (!run_until(&r.done, 5000))
+	if (!rh_run_until(base, &r.done, 5000))
 		return -101;
 	*count = r.count;
 	*bytes = r.bytes;
@@ -415,7 +265,7 @@ static sp_store_t *store_new(uint32_t max_count, uint64_t max_bytes, uint32_t ti
 	lim.max_count = max_count;
 	lim.max_bytes = max_bytes;
 	lim.timeout_ms = timeout_ms;
-	s = sp_store_new(base, url, &lim, err, sizeof(err));
+	s = sp_store_new(base, rh_url, &lim, err, sizeof(err));
 	if (!s)
 		printf("# sp_store_new: %s\n", err);
 	return s;
@@ -479,7 +329,7 @@ static void test_bad_arguments(void)
 	SP_CHECK(sp_store_new(base, "unix:", &lim, err, sizeof(err)) == NULL);
 	SP_CHECK(sp_store_new(base, "redis://host:99999", &lim, err, sizeof(err)) == NULL);
 	lim.timeout_ms = 0;
-	SP_CHECK(sp_store_new(base, url, &lim, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_store_new(base, rh_url, &lim, err, sizeof(err)) == NULL);
 	memset(&r, 0, sizeof(r));
 	SP_CHECK_EQ_INT(sp_store_record_build(rec, sizeof(rec), 5000, 10, (const uint8_t *)"k", 1,
 	                                      (const uint8_t *)"blob", 4),
@@ -512,7 +362,7 @@ static void test_order(void)
 	new_token(token);
 	for (unsigned i = 0; i < 5; i++) {
 		make_id(id, i);
-		SP_CHECK_EQ_INT(enq(st, token, id, 10 + i, wall_ms() + 60000, NULL, &seqs[i]),
+		SP_CHECK_EQ_INT(enq(st, token, id, 10 + i, rh_wall_ms() + 60000, NULL, &seqs[i]),
 		                SP_STORE_STORED);
 		if (i > 0)
 			SP_CHECK(seqs[i] > seqs[i - 1]);
@@ -547,7 +397,7 @@ static void test_counter_back(void)
 		snprintf(hex + 2 * i, 3, "%02x", token[i]);
 	for (unsigned i = 0; i < 3; i++) {
 		make_id(id, 40 + i);
-		SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, &seqs[i]),
+		SP_CHECK_EQ_INT(enq(st, token, id, 10, rh_wall_ms() + 60000, NULL, &seqs[i]),
 		                SP_STORE_STORED);
 	}
 	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
@@ -563,7 +413,7 @@ static void test_counter_back(void)
 	freeReplyObject(raw("HSET sp:{%s}:s seq %llu", hex, (unsigned long long)seqs[0]));
 	for (unsigned i = 0; i < 5; i++) {
 		make_id(id, 50 + i);
-		SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL),
+		SP_CHECK_EQ_INT(enq(st, token, id, 10, rh_wall_ms() + 60000, NULL, NULL),
 		                SP_STORE_STORED);
 	}
 	SP_CHECK_EQ_INT(fetch(st, token, cursor, 10, &r), SP_STORE_OK);
@@ -584,7 +434,7 @@ static void test_paging(void)
 	new_token(token);
 	for (unsigned i = 0; i < 7; i++) {
 		make_id(id, i);
-		SP_CHECK_EQ_INT(enq(st, token, id, 8, wall_ms() + 60000, NULL, NULL),
+		SP_CHECK_EQ_INT(enq(st, token, id, 8, rh_wall_ms() + 60000, NULL, NULL),
 		                SP_STORE_STORED);
 	}
 	for (;;) {
@@ -614,9 +464,10 @@ static void test_duplicate(void)
 	new_token(token);
 	make_id(id, 1);
 	sp_store_counters(st, &c0);
-	SP_CHECK_EQ_INT(enq(st, token, id, 20, wall_ms() + 60000, "dup", &seq1), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, id, 20, rh_wall_ms() + 60000, "dup", &seq1),
+	                SP_STORE_STORED);
 	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes1), SP_STORE_OK);
-	SP_CHECK_EQ_INT(enq(st, token, id, 20, wall_ms() + 60000, "dup", &seq2),
+	SP_CHECK_EQ_INT(enq(st, token, id, 20, rh_wall_ms() + 60000, "dup", &seq2),
 	                SP_STORE_DUPLICATE);
 	SP_CHECK(seq1 == seq2 && seq1 > 0);
 	SP_CHECK_EQ_INT(depth(st, token, &count, &bytes), SP_STORE_OK);
@@ -640,9 +491,11 @@ static void test_collapse(void)
 	make_id(a, 1);
 	make_id(b, 2);
 	make_id(c, 3);
-	SP_CHECK_EQ_INT(enq(st, token, a, 10, wall_ms() + 60000, "score", NULL), SP_STORE_STORED);
-	SP_CHECK_EQ_INT(enq(st, token, b, 20, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
-	SP_CHECK_EQ_INT(enq(st, token, c, 30, wall_ms() + 60000, "score", NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, a, 10, rh_wall_ms() + 60000, "score", NULL),
+	                SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, b, 20, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, c, 30, rh_wall_ms() + 60000, "score", NULL),
+	                SP_STORE_STORED);
 	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
 	SP_CHECK_EQ_INT(r.n, 2);
 	if (r.n == 2) {
@@ -674,28 +527,30 @@ static void test_caps(void)
 	sp_store_counters_t c0, c1;
 	struct result r;
 
-	SP_CHECK(s && wait_up(s, 5000));
+	SP_CHECK(s && rh_wait_up(base, s, 5000));
 	if (!s)
 		return;
 	sp_store_counters(s, &c0);
 	new_token(token);
 	make_id(id, 1);
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, "k", NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, "k", NULL), SP_STORE_STORED);
 	make_id(id, 2);
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	make_id(id, 3);
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	make_id(id, 4);
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_FULL_COUNT);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL),
+	                SP_STORE_FULL_COUNT);
 	/* full, but a replacement of message 1 fits */
 	make_id(id, 5);
-	SP_CHECK_EQ_INT(enq(s, token, id, 20, wall_ms() + 60000, "k", NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(s, token, id, 20, rh_wall_ms() + 60000, "k", NULL), SP_STORE_STORED);
 	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
 	SP_CHECK_EQ_INT(count, 3);
 	SP_CHECK_EQ_INT(bytes, 2 * sp_store_record_size(0, 10) + sp_store_record_size(1, 20));
 	/* a replacement too big for the byte cap is refused and message 5 stays */
 	make_id(id, 6);
-	SP_CHECK_EQ_INT(enq(s, token, id, 200, wall_ms() + 60000, "k", NULL), SP_STORE_FULL_BYTES);
+	SP_CHECK_EQ_INT(enq(s, token, id, 200, rh_wall_ms() + 60000, "k", NULL),
+	                SP_STORE_FULL_BYTES);
 	SP_CHECK_EQ_INT(fetch(s, token, 0, 10, &r), SP_STORE_OK);
 	SP_CHECK_EQ_INT(r.n, 3);
 	make_id(id, 5);
@@ -704,13 +559,14 @@ static void test_caps(void)
 	/* byte cap on a fresh queue: 3 x 60 + 3 x 11 = 213 > 200 */
 	new_token(token);
 	make_id(id, 1);
-	SP_CHECK_EQ_INT(enq(s, token, id, 60, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	make_id(id, 2);
-	SP_CHECK_EQ_INT(enq(s, token, id, 60, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	make_id(id, 3);
-	SP_CHECK_EQ_INT(enq(s, token, id, 60, wall_ms() + 60000, NULL, NULL), SP_STORE_FULL_BYTES);
+	SP_CHECK_EQ_INT(enq(s, token, id, 60, rh_wall_ms() + 60000, NULL, NULL),
+	                SP_STORE_FULL_BYTES);
 	make_id(id, 4);
-	SP_CHECK_EQ_INT(enq(s, token, id, 60 - 13, wall_ms() + 60000, NULL, NULL),
+	SP_CHECK_EQ_INT(enq(s, token, id, 60 - 13, rh_wall_ms() + 60000, NULL, NULL),
 	                SP_STORE_STORED); /* exactly 200 */
 	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
 	SP_CHECK_EQ_INT(bytes, 200);
@@ -722,7 +578,7 @@ static void test_caps(void)
 static void test_expiry(void)
 {
 	uint8_t token[32], id[16];
-	uint64_t count, bytes, now = wall_ms();
+	uint64_t count, bytes, now = rh_wall_ms();
 	sp_store_counters_t c0, c1;
 	struct result r;
 	const char sfx[] = "qemcs";
@@ -752,7 +608,7 @@ static void test_expiry(void)
 	SP_CHECK_EQ_INT(count, 3);
 	SP_CHECK_EQ_INT(bytes, sp_store_record_size(1, 10) + sp_store_record_size(0, 10) +
 	                               sp_store_record_size(0, 30));
-	sleep_ms(500);
+	rh_sleep_ms(500);
 	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
 	SP_CHECK_EQ_INT(r.n, 1);
 	make_id(id, 3);
@@ -773,7 +629,7 @@ static void test_expiry(void)
 static void test_expiry_many(void)
 {
 	uint8_t token[32], id[16];
-	uint64_t count, bytes, now = wall_ms();
+	uint64_t count, bytes, now = rh_wall_ms();
 	struct result *r = calloc(130, sizeof(*r));
 	struct result f;
 	int all = 0, gone = 0, live = 0;
@@ -791,13 +647,13 @@ static void test_expiry_many(void)
 		SP_CHECK_EQ_INT(enq_start(st, token, id, 5, now + 1000, NULL, &r[i]), 0);
 	}
 	for (unsigned i = 0; i < 130; i++) {
-		run_until(&r[i].done, 5000);
+		rh_run_until(base, &r[i].done, 5000);
 		all += r[i].status == SP_STORE_STORED;
 	}
 	SP_CHECK_EQ_INT(all, 130);
 	make_id(id, 999);
 	SP_CHECK_EQ_INT(enq(st, token, id, 5, now + 60000, NULL, NULL), SP_STORE_STORED);
-	sleep_ms(1200);
+	rh_sleep_ms(1200);
 	sp_store_counters(st, &c0);
 	/* A fetch purges up to 100 expired messages first; of the 30 left, the 10 the first page
 	 * meets come as items without records (a full page, so paging goes on) and are removed
@@ -839,7 +695,7 @@ static void test_ack(void)
 	new_token(token);
 	for (unsigned i = 0; i < 4; i++) {
 		make_id(ids[i], i);
-		SP_CHECK_EQ_INT(enq(st, token, ids[i], 10 + i, wall_ms() + 60000,
+		SP_CHECK_EQ_INT(enq(st, token, ids[i], 10 + i, rh_wall_ms() + 60000,
 		                    i == 2 ? "col" : NULL, NULL),
 		                SP_STORE_STORED);
 	}
@@ -945,7 +801,7 @@ static void test_malformed(void)
 	char kq[128], ke[128], km[128];
 	struct result r;
 	size_t removed = 0;
-	uint64_t exp = wall_ms() + 60000;
+	uint64_t exp = rh_wall_ms() + 60000;
 	const char garbage[] = "\x02\x00\x00\x01\x7f\xff\xff\xff\xff\xff\x0a\xff\xff";
 
 	new_token(token);
@@ -1079,13 +935,13 @@ static void test_batch_equivalence(void)
 	static size_t la[NOPS], lb[NOPS];
 	static const char *const cids[] = {"alpha", "beta", "gamma"};
 	uint8_t ta[32], tb[32];
-	uint64_t rng = 0x9e3779b97f4a7c15ULL, now = wall_ms();
+	uint64_t rng = 0x9e3779b97f4a7c15ULL, now = rh_wall_ms();
 	sp_store_t *s = store_new(25, 4000, 2000);
 	sp_store_counters_t c0, c1;
 	size_t na, nb, i = 0;
 	int mismatches = 0, nstatus[8] = {0};
 
-	SP_CHECK(s != NULL && wait_up(s, 5000));
+	SP_CHECK(s != NULL && rh_wait_up(base, s, 5000));
 	if (!s)
 		return;
 	new_token(ta);
@@ -1100,7 +956,7 @@ static void test_batch_equivalence(void)
 	/* one at a time */
 	for (size_t k = 0; k < NOPS; k++) {
 		SP_CHECK_EQ_INT(enq_async(s, ta, &ops[k], now, &one[k]), 0);
-		if (!run_until(&one[k].done, 5000))
+		if (!rh_run_until(base, &one[k].done, 5000))
 			SP_FAIL("op %zu: no answer", k);
 	}
 	/* in batches of random size, sometimes running the loop once in between */
@@ -1114,7 +970,7 @@ static void test_batch_equivalence(void)
 		if ((rng >> 40) & 1)
 			event_base_loop(base, EVLOOP_NONBLOCK);
 	}
-	SP_CHECK(run_until(&many[NOPS - 1].done, 5000));
+	SP_CHECK(rh_run_until(base, &many[NOPS - 1].done, 5000));
 	sp_store_counters(s, &c1);
 	for (size_t k = 0; k < NOPS; k++) {
 		bool same = one[k].status == many[k].status && many[k].done == 1 &&
@@ -1174,17 +1030,17 @@ static void test_batch_limits(void)
 	static struct enq_res r[100];
 	uint8_t t1[32], t2[32];
 	sp_store_counters_t c0, c1;
-	uint64_t now = wall_ms();
+	uint64_t now = rh_wall_ms();
 
 	sp_store_limits_default(&lim);
 	SP_CHECK_EQ_INT(lim.max_batch, 64);
 	lim.max_batch = 0;
-	SP_CHECK(sp_store_new(base, url, &lim, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_store_new(base, rh_url, &lim, err, sizeof(err)) == NULL);
 	lim.max_batch = SP_STORE_MAX_BATCH + 1;
-	SP_CHECK(sp_store_new(base, url, &lim, err, sizeof(err)) == NULL);
+	SP_CHECK(sp_store_new(base, rh_url, &lim, err, sizeof(err)) == NULL);
 	lim.max_batch = 7;
-	s = sp_store_new(base, url, &lim, err, sizeof(err));
-	SP_CHECK(s != NULL && wait_up(s, 5000));
+	s = sp_store_new(base, rh_url, &lim, err, sizeof(err));
+	SP_CHECK(s != NULL && rh_wait_up(base, s, 5000));
 	if (!s)
 		return;
 	new_token(t1);
@@ -1195,7 +1051,7 @@ static void test_batch_limits(void)
 
 		SP_CHECK_EQ_INT(enq_async(s, k % 2 ? t2 : t1, &o, now, &r[k]), 0);
 	}
-	SP_CHECK(run_until(&r[99].done, 5000));
+	SP_CHECK(rh_run_until(base, &r[99].done, 5000));
 	sp_store_counters(s, &c1);
 	for (unsigned k = 0; k < 100; k++)
 		SP_CHECK_EQ_INT(r[k].status, SP_STORE_STORED);
@@ -1214,7 +1070,7 @@ static void test_noscript(void)
 	new_token(token);
 	freeReplyObject(raw("SCRIPT FLUSH"));
 	make_id(id, 1);
-	SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r), SP_STORE_OK);
 	SP_CHECK_EQ_INT(r.n, 1);
 }
@@ -1232,14 +1088,16 @@ static void test_wait(void)
 	sp_store_limits_default(&lim);
 	lim.wait_replicas = 1;
 	lim.wait_timeout_ms = 50;
-	s = sp_store_new(base, url, &lim, err, sizeof(err));
-	SP_CHECK(s && wait_up(s, 5000));
+	s = sp_store_new(base, rh_url, &lim, err, sizeof(err));
+	SP_CHECK(s && rh_wait_up(base, s, 5000));
 	if (!s)
 		return;
 	new_token(token);
 	make_id(id, 1);
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_UNAVAILABLE);
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_UNAVAILABLE);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL),
+	                SP_STORE_UNAVAILABLE);
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL),
+	                SP_STORE_UNAVAILABLE);
 	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
 	SP_CHECK_EQ_INT(count, 1);
 	sp_store_free(s);
@@ -1267,13 +1125,13 @@ static void test_free_pending(void)
 	size_t len = sp_store_record_size(0, 4);
 	int calls = 0, unavailable = 0;
 
-	SP_CHECK(s && wait_up(s, 5000));
+	SP_CHECK(s && rh_wait_up(base, s, 5000));
 	if (!s)
 		return;
 	freeing = s;
 	refused_in_cb = 0;
 	new_token(token);
-	SP_CHECK_EQ_INT(sp_store_record_build(rec, sizeof(rec), wall_ms() + 60000, 10, NULL, 0,
+	SP_CHECK_EQ_INT(sp_store_record_build(rec, sizeof(rec), rh_wall_ms() + 60000, 10, NULL, 0,
 	                                      (const uint8_t *)"blob", 4),
 	                0);
 	memset(r, 0, sizeof(r));
@@ -1310,7 +1168,7 @@ static void test_free_pending(void)
 		SP_CHECK_EQ_INT(d.calls, 1);
 		SP_CHECK_EQ_INT(d.status, SP_STORE_UNAVAILABLE);
 	}
-	run_until(&(int){0}, 50); /* nothing may fire after the free */
+	rh_run_until(base, &(int){0}, 50); /* nothing may fire after the free */
 }
 
 /* A Redis that stops answering: requests time out within timeout_ms (+ one tick and a margin)
@@ -1324,29 +1182,30 @@ static void test_hung_redis(void)
 	uint64_t t0, took, count, bytes;
 	int status;
 
-	SP_CHECK(s && wait_up(s, 5000));
+	SP_CHECK(s && rh_wait_up(base, s, 5000));
 	if (!s)
 		return;
 	new_token(token);
 	make_id(id, 1);
-	kill(redis_pid, SIGSTOP);
-	t0 = mono_ms();
-	SP_CHECK_EQ_INT(enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_UNAVAILABLE);
-	took = mono_ms() - t0;
+	kill(rh_pid, SIGSTOP);
+	t0 = rh_mono_ms();
+	SP_CHECK_EQ_INT(enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL),
+	                SP_STORE_UNAVAILABLE);
+	took = rh_mono_ms() - t0;
 	printf("# hung redis: UNAVAILABLE after %llu ms\n", (unsigned long long)took);
 	SP_CHECK(took >= 300 && took < 300 + 400);
 	SP_CHECK(!sp_store_up(s));
 	/* while down: answered at once, never from inside the call */
-	t0 = mono_ms();
+	t0 = rh_mono_ms();
 	SP_CHECK_EQ_INT(fetch(s, token, 0, 10, &r), SP_STORE_UNAVAILABLE);
-	SP_CHECK(mono_ms() - t0 < 100);
+	SP_CHECK(rh_mono_ms() - t0 < 100);
 	sp_store_counters(s, &c);
 	SP_CHECK(c.timeouts >= 1);
-	kill(redis_pid, SIGCONT);
-	SP_CHECK(wait_up(s, 10000));
+	kill(rh_pid, SIGCONT);
+	SP_CHECK(rh_wait_up(base, s, 10000));
 	/* The timed-out enqueue was in Redis's socket buffer and may have run after all: the
 	 * retry is STORED or DUPLICATE, and the message is there once. */
-	status = enq(s, token, id, 10, wall_ms() + 60000, NULL, NULL);
+	status = enq(s, token, id, 10, rh_wall_ms() + 60000, NULL, NULL);
 	SP_CHECK(status == SP_STORE_STORED || status == SP_STORE_DUPLICATE);
 	SP_CHECK_EQ_INT(depth(s, token, &count, &bytes), SP_STORE_OK);
 	SP_CHECK_EQ_INT(count, 1);
@@ -1354,15 +1213,15 @@ static void test_hung_redis(void)
 	/* Idle: no request goes out, yet a Redis that hangs is noticed by the idle PING (at most a
 	 * second after the last one, plus timeout_ms and a tick) and the store counts itself down:
 	 * /readyz has no other source. */
-	SP_CHECK(wait_up(s, 5000));
-	kill(redis_pid, SIGSTOP);
-	t0 = mono_ms();
-	run_until(&(int){0}, 1000 + 300 + 400);
-	took = mono_ms() - t0;
+	SP_CHECK(rh_wait_up(base, s, 5000));
+	kill(rh_pid, SIGSTOP);
+	t0 = rh_mono_ms();
+	rh_run_until(base, &(int){0}, 1000 + 300 + 400);
+	took = rh_mono_ms() - t0;
 	SP_CHECK(!sp_store_up(s));
 	printf("# idle hung redis: store down within %llu ms\n", (unsigned long long)took);
-	kill(redis_pid, SIGCONT);
-	SP_CHECK(wait_up(s, 10000));
+	kill(rh_pid, SIGCONT);
+	SP_CHECK(rh_wait_up(base, s, 10000));
 	sp_store_free(s);
 }
 
@@ -1375,37 +1234,37 @@ static void test_redis_restart(void)
 	uint64_t t0, took;
 	int status;
 
-	SP_CHECK(wait_up(st, 5000));
+	SP_CHECK(rh_wait_up(base, st, 5000));
 	sp_store_counters(st, &c0);
 	new_token(token);
 	make_id(id, 1);
-	SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	/* requests in flight when Redis dies */
 	for (unsigned i = 0; i < 5; i++) {
 		make_id(id, 10 + i);
-		SP_CHECK_EQ_INT(enq_start(st, token, id, 10, wall_ms() + 60000, NULL, &r[i]), 0);
+		SP_CHECK_EQ_INT(enq_start(st, token, id, 10, rh_wall_ms() + 60000, NULL, &r[i]), 0);
 	}
-	redis_kill(SIGKILL);
-	t0 = mono_ms();
+	rh_kill(SIGKILL);
+	t0 = rh_mono_ms();
 	for (unsigned i = 0; i < 5; i++) {
-		SP_CHECK(run_until(&r[i].done, 2000));
+		SP_CHECK(rh_run_until(base, &r[i].done, 2000));
 		SP_CHECK(!r[i].early);
 		/* sent before the kill: stored or not, never anything else */
 		SP_CHECK(r[i].status == SP_STORE_STORED || r[i].status == SP_STORE_UNAVAILABLE);
 	}
 	make_id(id, 2);
-	status = enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL);
-	took = mono_ms() - t0;
+	status = enq(st, token, id, 10, rh_wall_ms() + 60000, NULL, NULL);
+	took = rh_mono_ms() - t0;
 	SP_CHECK_EQ_INT(status, SP_STORE_UNAVAILABLE);
 	printf("# killed redis: UNAVAILABLE after %llu ms\n", (unsigned long long)took);
 	SP_CHECK(took < 2000 + 500);
 	SP_CHECK(!sp_store_up(st));
-	sleep_ms(300); /* let a reconnect attempt or two fail */
-	run_until(&(int){0}, 300);
-	SP_CHECK_EQ_INT(redis_start(), 0);
-	SP_CHECK(wait_up(st, 10000));
+	rh_sleep_ms(300); /* let a reconnect attempt or two fail */
+	rh_run_until(base, &(int){0}, 300);
+	SP_CHECK_EQ_INT(rh_start(), 0);
+	SP_CHECK(rh_wait_up(base, st, 10000));
 	make_id(id, 3);
-	SP_CHECK_EQ_INT(enq(st, token, id, 10, wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
+	SP_CHECK_EQ_INT(enq(st, token, id, 10, rh_wall_ms() + 60000, NULL, NULL), SP_STORE_STORED);
 	SP_CHECK_EQ_INT(fetch(st, token, 0, 10, &r[0]), SP_STORE_OK);
 	SP_CHECK_EQ_INT(r[0].n, 1); /* no AOF in this test: the rest is gone */
 	sp_store_counters(st, &c1);
@@ -1417,17 +1276,10 @@ int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
-	snprintf(dir, sizeof(dir), "/tmp/sp-store-XXXXXX");
-	if (!mkdtemp(dir)) {
-		printf("Bail out! mkdtemp: %s\n", strerror(errno));
+	if (rh_setup("sp-store") < 0)
 		return 1;
-	}
-	snprintf(sock_path, sizeof(sock_path), "%s/redis.sock", dir);
-	snprintf(log_path, sizeof(log_path), "%s/redis.log", dir);
-	snprintf(url, sizeof(url), "unix:%s", sock_path);
-	atexit(cleanup);
 	SP_RUN(test_record);
-	if (redis_start() < 0) {
+	if (rh_start() < 0) {
 		printf("# redis-server not found or not starting: skipping the store cases\n");
 		return sp_test_done();
 	}
@@ -1435,9 +1287,9 @@ int main(void)
 	ev_poll = event_new(base, -1, EV_PERSIST, on_poll, NULL);
 	event_add(ev_poll, &(struct timeval){0, 10000});
 	st = store_new(1000, 1 << 20, 2000);
-	if (!st || !wait_up(st, 5000)) {
+	if (!st || !rh_wait_up(base, st, 5000)) {
 		printf("Bail out! the store did not come up\n");
-		print_redis_log();
+		rh_print_log();
 		return 1;
 	}
 	SP_RUN(test_bad_arguments);
