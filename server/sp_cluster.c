@@ -335,8 +335,8 @@ static void ctl_retry_add(sp_cluster_t *cl, uint8_t type, uint64_t inc, unsigned
 	}
 	if (cl->n_retry == cl->cap_retry) {
 		size_t cap = cl->cap_retry ? 2 * cl->cap_retry : 16;
-		struct ctl_retry *nr = cap <= CTL_RETRY_MAX ? realloc(cl->retry, cap * sizeof(*nr))
-		                                            : NULL;
+		struct ctl_retry *nr =
+		        cap <= CTL_RETRY_MAX ? realloc(cl->retry, cap * sizeof(*nr)) : NULL;
 
 		if (!nr) {
 			sp_metric_inc(&cl->w->metrics, SP_M_CLUSTER_CTL_DROPPED);
@@ -567,7 +567,8 @@ static void on_xadd(int st, const redisReply *r, void *arg)
 			const uint8_t *c = x->ctl + i * CTL_REC;
 
 			if (is_live(w->cl, x->inc))
-				ctl_retry_add(w->cl, c[0], x->inc, x->worker, get_u64(c + 1), c + 9, 0);
+				ctl_retry_add(w->cl, c[0], x->inc, x->worker, get_u64(c + 1), c + 9,
+				              0);
 			else
 				sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 		}
@@ -595,7 +596,8 @@ void sp_cluster_flush(sp_worker_t *w)
 
 		if (!o->len)
 			continue;
-		for (size_t at = 0; at + REC_HEAD <= o->len; at += REC_HEAD + get_u32(o->buf + at + 1))
+		for (size_t at = 0; at + REC_HEAD <= o->len;
+		     at += REC_HEAD + get_u32(o->buf + at + 1))
 			n_ctl += o->buf[at] == R_KICK || o->buf[at] == R_REPLACE;
 		x = malloc(sizeof(*x) + o->n_fwds * sizeof(uint64_t) + n_ctl * CTL_REC);
 		if (x) {
@@ -728,7 +730,8 @@ static void on_queued_lookup(int st, const redisReply *r, void *arg)
 		 * and its device may be connected elsewhere. */
 		a->w->now = sp_now_ms();
 		if (a->tries + 1 < CTL_LOOKUPS)
-			ctl_retry_add(a->w->cl, R_LOOKUP, 0, 0, 0, a->token, (uint16_t)(a->tries + 1));
+			ctl_retry_add(a->w->cl, R_LOOKUP, 0, 0, 0, a->token,
+			              (uint16_t)(a->tries + 1));
 		else
 			sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 	}
