@@ -3,6 +3,8 @@
 # two relays with `cluster` on, sharing one Redis (a unix socket) or, with REDIS_URL set, a
 # Redis Cluster. Prints one line per run; the figures in bench/RESULTS.md came from it.
 #   BUILD  a meson build folder (release: meson setup /tmp/rel -Dbuildtype=release)
+# MODES="same cross" (default) or one of them; CLOSED=0 skips the closed loop; WRAP="chrt -f 10"
+# runs Redis, the relays and the bench under that command (to see what the scheduler adds).
 set -u
 BUILD=${1:?usage: cluster-bench.sh BUILD [RUNS]}
 RUNS=${2:-3}
@@ -15,14 +17,14 @@ trap cleanup EXIT
 trap "exit 1" INT TERM
 $BUILD/tools/sealpush-ca init $CA >/dev/null && $BUILD/tools/sealpush-ca server $CA --name localhost --ip 127.0.0.1 >/dev/null
 if [ -z "${REDIS_URL:-}" ]; then
-  redis-server --port 0 --unixsocket $W/sock --save '' --appendonly no --daemonize yes --pidfile $W/rpid --logfile $W/rlog --dir $W
+  ${WRAP:-} redis-server --port 0 --unixsocket $W/sock --save '' --appendonly no --daemonize yes --pidfile $W/rpid --logfile $W/rlog --dir $W
   sleep 0.5
   URL=unix://$W/sock
 else
   URL=$REDIS_URL
 fi
 relay() { # PORT LOG
-  $BUILD/server/sealpushd --listen 127.0.0.1:$1 --tls-cert $CA/server.crt --tls-key $CA/server.key \
+  ${WRAP:-} $BUILD/server/sealpushd --listen 127.0.0.1:$1 --tls-cert $CA/server.crt --tls-key $CA/server.key \
     --client-ca $CA/ca.crt --crl $CA/crl.pem --redis $URL --admin-listen 127.0.0.1:$(($1+1)) \
     --cluster --workers 1 --hello-timeout 300s --keepalive 3600 --keepalive-max 3600 2>>$2 &
 }
@@ -40,12 +42,16 @@ D1= D2=
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d["results"]; print(eval(sys.argv[2]))' "$@"; }
 O="--ca-dir $CA --json --quiet"
 for run in $(seq $RUNS); do
-  for mode in same cross; do
+  for mode in ${MODES:-same cross}; do
     S="--server 127.0.0.1:$P1"; [ $mode = cross ] && S="$S --server 127.0.0.1:$P2"
+    if [ "${CLOSED:-1}" != 0 ]; then
+      up
+      ${WRAP:-} $B throughput $S $O --pairs 100 --duration 6 --warmup 2 > $W/t.json 2>$W/t.err || { cat $W/t.err; continue; }
+    else
+      echo '{"results": {"delivered_per_s": 0}}' > $W/t.json
+    fi
     up
-    $B throughput $S $O --pairs 100 --duration 6 --warmup 2 > $W/t.json 2>$W/t.err || { cat $W/t.err; continue; }
-    up
-    $B throughput $S $O --pairs 100 --duration 6 --warmup 1 --rate ${RATE:-10000} > $W/l.json 2>$W/l.err || { cat $W/l.err; continue; }
+    ${WRAP:-} $B throughput $S $O --pairs 100 --duration 6 --warmup 1 --rate ${RATE:-10000} > $W/l.json 2>$W/l.err || { cat $W/l.err; continue; }
     [ -n "${SHOW_JSON:-}" ] && cat $W/t.json $W/l.json
     echo "run=$run mode=$mode closed_loop_per_s=$(jget $W/t.json 'round(r["delivered_per_s"])') " \
          "open_p50_ms=$(jget $W/l.json 'r["latency"]["p50"]') p99_ms=$(jget $W/l.json 'r["latency"]["p99"]')"

@@ -355,6 +355,28 @@ static void ctl_retry_add(sp_cluster_t *cl, uint8_t type, uint64_t inc, unsigned
 	memcpy(e->token, token, 32);
 }
 
+/* Whether a presence value names a connection on another relay, live or not. */
+static bool names_other(const sp_worker_t *w, const redisReply *r)
+{
+	uint64_t inc, ref;
+	unsigned worker;
+
+	return r->type == REDIS_REPLY_STRING &&
+	       sp_cluster_presence_parse(r->str, r->len, &inc, &worker, &ref) == 0 &&
+	       inc != w->srv->incarnation;
+}
+
+/* A kick whose device's relay could not be reached or looked dead: its presence is read
+ * again after CTL_RETRY_MS, at most CTL_LOOKUPS times in all. */
+static void lookup_again(sp_cluster_t *cl, const uint8_t token[32], uint16_t tries)
+{
+	cl->w->now = sp_now_ms();
+	if (tries + 1 < CTL_LOOKUPS)
+		ctl_retry_add(cl, R_LOOKUP, 0, 0, 0, token, (uint16_t)(tries + 1));
+	else
+		sp_metric_inc(&cl->w->metrics, SP_M_CLUSTER_CTL_DROPPED);
+}
+
 /* ---- the presence cache ------------------------------------------------------------------- */
 
 struct pcache {
@@ -569,6 +591,8 @@ static void on_xadd(int st, const redisReply *r, void *arg)
 			if (is_live(w->cl, x->inc))
 				ctl_retry_add(w->cl, c[0], x->inc, x->worker, get_u64(c + 1), c + 9,
 				              0);
+			else if (c[0] == R_KICK)
+				lookup_again(w->cl, c + 9, 0); /* our view of its lease may be old */
 			else
 				sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 		}
@@ -725,15 +749,17 @@ static void on_queued_lookup(int st, const redisReply *r, void *arg)
 	if (remote_presence(a->w, st, r, &inc, &worker, &ref)) {
 		control_record(a->w->cl, R_KICK, inc, worker, ref, a->token);
 		sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_KICKS);
-	} else if (!gone(a->w) && st != SP_STORE_OK) {
-		/* The presence could not be read (its master's failover): the message is stored,
-		 * and its device may be connected elsewhere. */
-		a->w->now = sp_now_ms();
-		if (a->tries + 1 < CTL_LOOKUPS)
-			ctl_retry_add(a->w->cl, R_LOOKUP, 0, 0, 0, a->token,
-			              (uint16_t)(a->tries + 1));
-		else
-			sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_CTL_DROPPED);
+	} else if (!gone(a->w) &&
+	           (st != SP_STORE_OK || names_other(a->w, r))) {
+		/* The presence could not be read (its master's failover), or it names a relay
+		 * whose lease this relay saw end. That view may be stale (this relay's own reads
+		 * of the node table failed meanwhile, as in a lapse of its own), and the other
+		 * relay, alive, would never read the stored message: it was not kicked, and only
+		 * a relay whose own lease lapsed re-checks its devices. So the presence is read
+		 * again until it names a live relay (kick), none (nothing to do), or the tries
+		 * run out (CTL_LOOKUPS: the relay is dead; its devices read their queues where
+		 * they connect next). */
+		lookup_again(a->w->cl, a->token, a->tries);
 	}
 	free(a);
 }
@@ -758,8 +784,9 @@ void sp_cluster_queued(sp_worker_t *w, const uint8_t token[32])
 	queued_lookup(w, token, 0);
 }
 
-/* The retry list: what is due goes again (a kick whose relay's lease ended is dropped). What
- * fails again comes back through a callback, never from inside this loop. */
+/* The retry list: what is due goes again (a kick whose relay's lease ended reads the presence
+ * again; a replacement is dropped). What fails again comes back through a callback, never
+ * from inside this loop. */
 static void ctl_retry_run(sp_cluster_t *cl)
 {
 	sp_worker_t *w = cl->w;
@@ -777,6 +804,8 @@ static void ctl_retry_run(sp_cluster_t *cl)
 			queued_lookup(w, e.token, e.tries);
 		else if (is_live(cl, e.inc))
 			control_record(cl, e.type, e.inc, e.worker, e.ref, e.token);
+		else if (e.type == R_KICK)
+			queued_lookup(w, e.token, e.tries); /* our view of its lease may be old */
 		else
 			sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 	}

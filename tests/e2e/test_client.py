@@ -1378,6 +1378,22 @@ def churn(t, what, faults, rcluster=None):
             for p in recv + send:
                 f.write("=== %s\n" % " ".join(p.argv[1:5]))
                 f.write("\n".join(out[id(p)]) + "\n")
+            # where the lost ones are: still queued in Redis (nothing read them), or gone
+            for i, dv in enumerate(devs):
+                tok = dv.token.hex()
+                if rcluster:
+                    port = rcluster.master_of("sp:{%s}:q" % tok)
+                    q = rcluster.cli(port, "zcard", "sp:{%s}:q" % tok)
+                    s = rcluster.cli(port, "hgetall", "sp:{%s}:s" % tok)
+                    pk = "sp:p:{%s}" % tok
+                    pr = rcluster.cli(rcluster.master_of(pk), "get", pk)
+                    f.write("=== redis device %d %s master %s: queued %s, s %r, presence %r\n"
+                            % (i, tok[:8], port, q, s, pr))
+            for d in ds:
+                st, body = d.admin_get("/metrics")
+                f.write("=== metrics %s\n%s\n" % (d.port, "\n".join(
+                    ln for ln in (body or "").splitlines()
+                    if "cluster" in ln or "queue" in ln or "store" in ln)))
     wrong = [x for x in got if x in sent and any(i != devs.index(sent[x][0]) for i in got[x])]
     dups = sum(len(v) - 1 for v in got.values())
     t.note("%d messages in %.1f s with %s: %s; lost %d, duplicates seen by the apps %d"
