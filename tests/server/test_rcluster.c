@@ -1211,16 +1211,24 @@ static void full_coverage(bool on)
  * from the kill is what deploy/OPERATIONS.md quotes). */
 static void test_live_store_failover(void)
 {
-	int victim = master_with_replica(), tries = 0, status = -1, healthy_failed = 0;
+	int victim = master_with_replica(), tries = 0, status = -1, healthy_failed = 0,
+	    replica = -1;
 	uint8_t tok[32], other[32];
 	sp_store_t *st1 = NULL, *st0 = NULL;
 	sp_store_counters_t sc;
-	uint64_t t_kill, t_ok = 0;
+	uint64_t t_kill, t_ok = 0, t_promoted = 0;
 	unsigned t = 0;
+	char want[32];
 
 	SP_CHECK(victim >= 0);
 	if (victim < 0)
 		return;
+	/* its replica, whose promotion the store's recovery is timed from (the target: writing
+	 * again within 1 s of it) */
+	snprintf(want, sizeof(want), "master_port:%d", ports[victim]);
+	for (int j = 0; j < N_NODES && replica < 0; j++)
+		if (j != victim && pids[j] > 0 && raw_has(ports[j], want, "INFO replication"))
+			replica = j;
 	while (owner_of(token_of(2000 + t, tok)) != victim && t < 10000)
 		t++;
 	t = 0;
@@ -1239,6 +1247,9 @@ static void test_live_store_failover(void)
 	kill_node(victim);
 	t_kill = sp_time_mono_ms();
 	while (sp_time_mono_ms() - t_kill < 20000) {
+		if (!t_promoted && replica >= 0 &&
+		    raw_has(ports[replica], "role:master", "INFO replication"))
+			t_promoted = sp_time_mono_ms();
 		status = enqueue_one(st0, tok, 2);
 		tries++;
 		/* another master's slots are not held up by this one's failover */
@@ -1261,11 +1272,13 @@ static void test_live_store_failover(void)
 	sp_store_counters(st0, &sc);
 	SP_CHECK(sc.cluster_conn_lost >= 1);
 	SP_CHECK(sc.cluster_refreshes >= 2);
-	printf("# store failover: STORED again %llu ms after kill -9 of the master (%d tries, the "
+	printf("# store failover: STORED again %llu ms after kill -9 of the master, %lld ms after "
+	       "its replica's promotion was first seen (polled with each try) (%d tries, the "
 	       "others TRY_LATER); the WAIT-confirmed message survived; counters: timeouts %llu "
 	       "reconnects %llu cluster_conn_lost %llu cluster_resent %llu cluster_refreshes %llu "
 	       "cluster_refresh_failures %llu cluster_retries %llu\n",
-	       (unsigned long long)(t_ok ? t_ok - t_kill : 0), tries,
+	       (unsigned long long)(t_ok ? t_ok - t_kill : 0),
+	       t_ok && t_promoted ? (long long)t_ok - (long long)t_promoted : -1LL, tries,
 	       (unsigned long long)sc.timeouts, (unsigned long long)sc.reconnects,
 	       (unsigned long long)sc.cluster_conn_lost, (unsigned long long)sc.cluster_resent,
 	       (unsigned long long)sc.cluster_refreshes,
