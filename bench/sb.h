@@ -106,6 +106,7 @@ typedef struct sb_counters {
 	_Atomic uint64_t hs_full, hs_resumed, hs_failed;
 	_Atomic uint64_t hs_group[SP_TG_COUNT]; /* completed handshakes, by key-exchange group */
 	_Atomic uint64_t last_result_ns, last_deliver_ns, first_connect_ns;
+	_Atomic uint64_t stopped; /* 1 once the thread saw PH_STOP_SENDING: it sends no more */
 } sb_counters_t;
 
 /* One per bench thread, in the shared region. */

@@ -41,6 +41,7 @@ void sb_totals_get(const sb_run_t *r, sb_totals_t *s)
 		s->hs_full += sb_cnt_get(&c->hs_full);
 		s->hs_resumed += sb_cnt_get(&c->hs_resumed);
 		s->hs_failed += sb_cnt_get(&c->hs_failed);
+		s->stopped += sb_cnt_get(&c->stopped);
 		for (int g = 0; g < SP_TG_COUNT; g++)
 			s->hs_group[g] += sb_cnt_get(&c->hs_group[g]);
 		if (sb_cnt_get(&c->last_result_ns) > s->last_result_ns)

@@ -19,6 +19,7 @@ typedef struct sb_totals {
 	uint64_t ready, dead, reconnects, sent, addressed, results, delivered, acked, accepted;
 	uint64_t refused, errors, stalled, unique, dups, stale, hs_full, hs_resumed, hs_failed;
 	uint64_t last_result_ns, last_deliver_ns, first_connect_ns;
+	uint64_t stopped; /* threads that saw PH_STOP_SENDING */
 	uint64_t hs_group[SP_TG_COUNT];
 } sb_totals_t;
 

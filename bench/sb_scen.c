@@ -64,9 +64,12 @@ static bool all_ready_senders(const sb_run_t *r, const sb_totals_t *s)
 	return s->ready == r->opt.senders || s->dead > 0;
 }
 
+/* Every thread has seen the stop (a thread, in this process or another, that has not may
+ * still send one more SEND: counted as addressed after this read of its slot, it would look
+ * answered), and every SEND it made is answered. */
 static bool all_answered(const sb_run_t *r, const sb_totals_t *s)
 {
-	return s->results == s->addressed || s->ready == 0;
+	return (s->stopped == r->nslots && s->results == s->addressed) || s->ready == 0;
 }
 
 static bool all_enqueued(const sb_run_t *r, const sb_totals_t *s)

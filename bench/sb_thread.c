@@ -121,6 +121,10 @@ static void thread_tick(evutil_socket_t fd, short what, void *arg)
 		thread_phase_changed(t, ph);
 		if (ph == PH_QUIT)
 			return;
+		/* this thread's callbacks all check the phase before they send, so from here on
+		 * it sends nothing more (sb_scen's all_answered waits for every thread's flag) */
+		if (ph == PH_STOP_SENDING)
+			sb_cnt_add(&t->s->c.stopped, 1);
 	}
 	sb_thread_pump(t);
 	now = sb_now_ns();
