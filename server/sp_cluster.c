@@ -592,7 +592,8 @@ static void on_xadd(int st, const redisReply *r, void *arg)
 				ctl_retry_add(w->cl, c[0], x->inc, x->worker, get_u64(c + 1), c + 9,
 				              0);
 			else if (c[0] == R_KICK)
-				lookup_again(w->cl, c + 9, 0); /* our view of its lease may be old */
+				lookup_again(w->cl, c + 9,
+				             0); /* our view of its lease may be old */
 			else
 				sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 		}
@@ -749,8 +750,7 @@ static void on_queued_lookup(int st, const redisReply *r, void *arg)
 	if (remote_presence(a->w, st, r, &inc, &worker, &ref)) {
 		control_record(a->w->cl, R_KICK, inc, worker, ref, a->token);
 		sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_KICKS);
-	} else if (!gone(a->w) &&
-	           (st != SP_STORE_OK || names_other(a->w, r))) {
+	} else if (!gone(a->w) && (st != SP_STORE_OK || names_other(a->w, r))) {
 		/* The presence could not be read (its master's failover), or it names a relay
 		 * whose lease this relay saw end. That view may be stale (this relay's own reads
 		 * of the node table failed meanwhile, as in a lapse of its own), and the other
