@@ -9,7 +9,8 @@
 # tools/sealpush-ca), curl; a CA is made in CA_DIR if missing.
 # Environment [defaults]: KX_GROUPS ["X25519MLKEM768 X25519"] RUNS [3] RESUME [0] CONNS [32]
 #   DURATION [6] BUILD [build/rel] CA_DIR [/tmp/hsg-ca] PORT [47561] (admin PORT+1)
-#   WORKERS [2] OUT [/tmp/hsg-run]
+#   WORKERS [2] OUT [/tmp/hsg-run] DAEMON_ARGS [] (more sealpushd options, e.g.
+#   "--tls-session-cache 20000")
 # The group is set on both sides (--tls-groups); the bench's JSON reports what it negotiated.
 set -u
 GROUPS_=${KX_GROUPS:-"X25519MLKEM768 X25519"}; RUNS=${RUNS:-3}; RESUME=${RESUME:-0}
@@ -31,7 +32,7 @@ for run in $(seq "$RUNS"); do
 		"$BUILD/server/sealpushd" --listen 127.0.0.1:$PORT --tls-cert "$CA/server.crt" \
 			--tls-key "$CA/server.key" --client-ca "$CA/ca.crt" --crl "$CA/crl.pem" \
 			--redis "" --admin-listen 127.0.0.1:$((PORT + 1)) --workers "$WORKERS" \
-			--tls-groups "$g" --log-level warn 2>"$OUT/daemon.log" &
+			--tls-groups "$g" --log-level warn ${DAEMON_ARGS:-} 2>"$OUT/daemon.log" &
 		DPID=$!
 		for i in $(seq 100); do
 			curl -sf "http://127.0.0.1:$((PORT + 1))/healthz" >/dev/null && break
