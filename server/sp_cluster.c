@@ -103,6 +103,7 @@ struct sp_cluster {
 
 	struct live *live;
 	size_t n_live, cap_live;
+	uint64_t table_ms; /* wall ms of the last node table read that answered */
 
 	struct outbox *out;
 	size_t n_out, cap_out;
@@ -355,6 +356,15 @@ static void ctl_retry_add(sp_cluster_t *cl, uint8_t type, uint64_t inc, unsigned
 	memcpy(e->token, token, 32);
 }
 
+/* Whether this worker's view of the leases may be out of date: the table is read every
+ * lease / 3, so a last answer older than lease / 2 means a read failed or was held up (its
+ * store was away). A relay that looks dead in a fresh view is dead (or lapsed, and then it
+ * re-checks its devices itself). */
+static bool view_stale(const sp_cluster_t *cl)
+{
+	return sp_time_wall_ms() - cl->table_ms > cl->lease_ms / 2;
+}
+
 /* Whether a presence value names a connection on another relay, live or not. */
 static bool names_other(const sp_worker_t *w, const redisReply *r)
 {
@@ -591,9 +601,8 @@ static void on_xadd(int st, const redisReply *r, void *arg)
 			if (is_live(w->cl, x->inc))
 				ctl_retry_add(w->cl, c[0], x->inc, x->worker, get_u64(c + 1), c + 9,
 				              0);
-			else if (c[0] == R_KICK)
-				lookup_again(w->cl, c + 9,
-				             0); /* our view of its lease may be old */
+			else if (c[0] == R_KICK && view_stale(w->cl))
+				lookup_again(w->cl, c + 9, 0); /* it may be alive after all */
 			else
 				sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 		}
@@ -750,15 +759,17 @@ static void on_queued_lookup(int st, const redisReply *r, void *arg)
 	if (remote_presence(a->w, st, r, &inc, &worker, &ref)) {
 		control_record(a->w->cl, R_KICK, inc, worker, ref, a->token);
 		sp_metric_inc(&a->w->metrics, SP_M_CLUSTER_KICKS);
-	} else if (!gone(a->w) && (st != SP_STORE_OK || names_other(a->w, r))) {
+	} else if (!gone(a->w) &&
+	           (st != SP_STORE_OK || (names_other(a->w, r) && view_stale(a->w->cl)))) {
 		/* The presence could not be read (its master's failover), or it names a relay
-		 * whose lease this relay saw end. That view may be stale (this relay's own reads
-		 * of the node table failed meanwhile, as in a lapse of its own), and the other
-		 * relay, alive, would never read the stored message: it was not kicked, and only
-		 * a relay whose own lease lapsed re-checks its devices. So the presence is read
-		 * again until it names a live relay (kick), none (nothing to do), or the tries
-		 * run out (CTL_LOOKUPS: the relay is dead; its devices read their queues where
-		 * they connect next). */
+		 * whose lease looks ended in a view that may be out of date (this relay's own
+		 * reads of the node table failed meanwhile, as in a failover): that relay, alive,
+		 * would never read the stored message, since it was not kicked and only a relay
+		 * whose own lease lapsed re-checks its devices. So the presence is read again
+		 * until it names a live relay (kick), none, a relay that is dead in a fresh view,
+		 * or the tries run out (CTL_LOOKUPS; counted as dropped). A dead relay's devices
+		 * cost nothing of this once the view is fresh: they read their queues where they
+		 * connect next. */
 		lookup_again(a->w->cl, a->token, a->tries);
 	}
 	free(a);
@@ -804,8 +815,8 @@ static void ctl_retry_run(sp_cluster_t *cl)
 			queued_lookup(w, e.token, e.tries);
 		else if (is_live(cl, e.inc))
 			control_record(cl, e.type, e.inc, e.worker, e.ref, e.token);
-		else if (e.type == R_KICK)
-			queued_lookup(w, e.token, e.tries); /* our view of its lease may be old */
+		else if (e.type == R_KICK && view_stale(cl))
+			queued_lookup(w, e.token, e.tries); /* it may be alive after all */
 		else
 			sp_metric_inc(&w->metrics, SP_M_CLUSTER_CTL_DROPPED);
 	}
@@ -1308,6 +1319,7 @@ static void on_table(int st, const redisReply *r, void *arg)
 		lost = !found;
 	}
 	cl->n_live = n;
+	cl->table_ms = now;
 	if (w->id == 0)
 		atomic_store_explicit(&w->metrics.v[SP_M_CLUSTER_NODES], live_nodes,
 		                      memory_order_relaxed);
