@@ -297,6 +297,17 @@ static const struct family families[] = {
         ONE("sealpush_anon_refused_frames_total", "counter",
             "Frames an anonymous connection may not send, answered with ERROR ANONYMOUS.",
             SP_M_ANON_REFUSED_FRAMES),
+        {"sealpush_anon_cache_total", "counter",
+         "The recipient cache of the anonymous door (anon_cache_entries, anon_cache_ttl): "
+         "look-ups that hit, missed (one Redis fetch) or found a stale entry (older than "
+         "anon_cache_ttl, or an ACCESS_SET since: fetched again), and entries evicted to make "
+         "room.",
+         SP_M_ANON_CACHE, 4, "result", L_TABLE,
+         (const char *const[]){"hit", "miss", "stale", "evicted"}},
+        {"sealpush_anon_flushes_total", "counter",
+         "Writes of the anonymous rate counts accepted here to Redis (one script per "
+         "recipient every anon_flush_interval), by result; a failed one is retried.",
+         SP_M_ANON_FLUSHES, 2, "result", L_TABLE, (const char *const[]){"ok", "failed"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

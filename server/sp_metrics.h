@@ -218,6 +218,10 @@ enum sp_metric {
 	SP_M_ANON_SETS, /* ACCESS_SET answers: ok, refused, unavailable */
 	SP_M_ANON_SETS_LAST = SP_M_ANON_SETS + 2,
 	SP_M_ANON_REFUSED_FRAMES, /* frames an anonymous connection may not send (ANONYMOUS) */
+	SP_M_ANON_CACHE,          /* recipient cache look-ups: hit, miss, stale; then evictions */
+	SP_M_ANON_CACHE_LAST = SP_M_ANON_CACHE + 3,
+	SP_M_ANON_FLUSHES, /* writes of cached counts to Redis: ok, failed */
+	SP_M_ANON_FLUSHES_LAST = SP_M_ANON_FLUSHES + 1,
 	SP_M_COUNT
 };
 
