@@ -144,7 +144,8 @@ sp_anoncache_ent_t *sp_anoncache_put(sp_anoncache_t *c, const uint8_t token[SP_T
 	e->listed = listed;
 	e->mode = mode;
 	e->n_ver = (uint8_t)n_ver;
-	memcpy(e->ver, ver, (size_t)n_ver * SP_ACCESS_KEY_LEN);
+	if (n_ver > 0)
+		memcpy(e->ver, ver, (size_t)n_ver * SP_ACCESS_KEY_LEN);
 	e->id = ++c->next_id;
 	e->expires = now + c->ttl_ms;
 	e->epoch = epoch;
