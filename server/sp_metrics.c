@@ -23,9 +23,10 @@ static const char *const group_labels[SP_TG_COUNT] = {
 };
 
 static const char *const limit_labels[SP_LIMIT_COUNT] = {
-        "max_connections",   "file_descriptors", "max_frame",    "prehello_frame", "max_blob",
-        "max_recipients",    "send_window",      "send_rate",    "output_buffer",  "max_errors",
-        "handshake_timeout", "hello_timeout",    "idle_timeout", "ack_timeout",    "max_handshakes",
+        "max_connections", "file_descriptors", "max_frame",         "prehello_frame",
+        "max_blob",        "max_recipients",   "send_window",       "send_rate",
+        "output_buffer",   "max_errors",       "handshake_timeout", "hello_timeout",
+        "idle_timeout",    "ack_timeout",      "max_handshakes",    "pad_block",
 };
 
 static const char *const state_labels[SP_STATE_COUNT] = {
@@ -39,7 +40,8 @@ static const uint8_t status_values[SP_STATUS_LABELS] = {
         SP_ST_QUOTA_EXCEEDED,      SP_ST_EXPIRED,
         SP_ST_DEVICE_OFFLINE,      SP_ST_FORBIDDEN,
         SP_ST_TRY_LATER,           SP_ST_SHUTDOWN,
-        SP_ST_ACCESS_DENIED,       SP_ST_INTERNAL_ERROR,
+        SP_ST_ACCESS_DENIED,       SP_ST_BAD_SIZE,
+        SP_ST_INTERNAL_ERROR,
 };
 
 /* Types and codes reserved for other features (no name yet) count as unknown / internal and

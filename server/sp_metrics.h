@@ -67,6 +67,7 @@ enum sp_limit {
 	SP_LIMIT_IDLE_TIMEOUT,
 	SP_LIMIT_ACK_TIMEOUT,
 	SP_LIMIT_MAX_HANDSHAKES, /* an accepted connection waited for a handshake slot */
+	SP_LIMIT_PAD_BLOCK,      /* a SEND's blob was not on a padding bucket (pad_block) */
 	SP_LIMIT_COUNT
 };
 
@@ -122,7 +123,7 @@ enum sp_conn_state_label {
 };
 
 #define SP_FRAME_LABELS  (SP_FRAME_TYPE_MAX + 1) /* index 0: unknown type, then the v1 types */
-#define SP_STATUS_LABELS 14
+#define SP_STATUS_LABELS 15
 #define SP_ERROR_LABELS  22 /* codes 1..22 (gaps unlabelled) */
 
 enum sp_metric {

@@ -118,6 +118,7 @@ typedef struct sp_server_config {
 	int64_t anon_cache_entries;  /* recipients cached per worker (sp_anoncache.h); 0 = off */
 	int64_t anon_cache_ttl;      /* ms an entry is used after its fetch; 0 = off */
 	int64_t anon_flush_interval; /* ms between writes of the cached counts; 0 = next turn */
+	int64_t pad_block; /* SEND blobs must be on its padding buckets (sp_bucket.h); 0 = any */
 	bool help;
 	bool version;
 	bool check_config;

@@ -523,6 +523,37 @@ def t_cache_limits(t):
     t.note("15 of 60 accepted on relay 1 (10 for k1, 15 in all); relay 2 refused the next")
 
 
+@test("pad_block: a SEND whose blob is not 51 + k * pad_block bytes is BAD_SIZE on both doors "
+      "(counted); one on a bucket passes")
+def t_pad_block(t):
+    d = t.relay(pad_block=256)
+    h = t.h
+    bob = h.pki["bob"]
+    key = os.urandom(32)
+    rb = receiver(t, d, bob)
+    t.eq(access_set(rb, 1, [key])["status"], w.S_DELIVERED, "ACCESS_SET")
+    a = anon(d, "anon")
+    alice = Client(d, h.pki["alice"], name="alice")
+    alice.connect_hello(flags=w.SEND_ONLY)
+    refused = 0
+    for n in (0, 1, 50, 51, 52, 306, 308, 51 + 256 * 3 + 1):
+        mid = a.send_anon([bob], [key], blob=b"\0" * n)
+        t.eq(one_result(a, mid), {0: w.S_BAD_SIZE}, "anonymous blob of %d bytes" % n)
+        mid = alice.send_msg([bob, bob.token[:31] + b"x"], blob=b"\0" * n)
+        t.eq(one_result(alice, mid, 2), {0: w.S_BAD_SIZE, 1: w.S_BAD_SIZE},
+             "identified blob of %d bytes" % n)
+        refused += 2
+    for n in (307, 51 + 256 * 4):
+        mid = a.send_anon([bob], [key], blob=b"\1" * n)
+        f = rb.expect(w.DELIVER)
+        rb.ack([f["msg_id"]])
+        t.eq(len(f["blob"]), n, "delivered blob")
+        t.eq(one_result(a, mid), {0: w.S_DELIVERED}, "anonymous blob of %d bytes" % n)
+    t.eq(metric(d, "sealpush_limit_hits_total", {"limit": "pad_block"}), refused, "counted")
+    t.eq(metric(d, "sealpush_send_results_total", {"status": "BAD_SIZE"}), refused + 8,
+         "results counted")
+
+
 @test("switch: anon_mode 2 (anyone) accepts any key; 0 refuses again; ACCESS_SET over the "
       "limit of anon_max_keys is refused")
 def t_switch(t):
