@@ -84,6 +84,8 @@ static char shas[SC_COUNT][41];
 /* A worker's part (sp_worker_t.anon): the cache and the timer of the flushes. */
 struct sp_anon_w {
 	sp_anoncache_t cache;
+	EVP_MD *sha256; /* fetched once: an implicit fetch per message costs more than the hash */
+	EVP_MD_CTX *mdctx; /* reused for every key */
 	struct event *ev_flush;
 	bool armed;
 };
@@ -518,7 +520,11 @@ void sp_anon_route(sp_worker_t *w, sp_node_t *n, const uint8_t *key)
 	struct check *q;
 	uint32_t epoch = 0;
 
-	if (EVP_Digest(key, SP_ACCESS_KEY_LEN, verifier, &len, EVP_sha256(), NULL) != 1 ||
+	if ((w->anon ? EVP_DigestInit_ex2(w->anon->mdctx, w->anon->sha256, NULL) != 1 ||
+	                       EVP_DigestUpdate(w->anon->mdctx, key, SP_ACCESS_KEY_LEN) != 1 ||
+	                       EVP_DigestFinal_ex(w->anon->mdctx, verifier, &len) != 1
+	             : EVP_Digest(key, SP_ACCESS_KEY_LEN, verifier, &len, EVP_sha256(), NULL) !=
+	                       1) ||
 	    len != SP_ACCESS_KEY_LEN) {
 		sp_node_finish(w, n, SP_ST_INTERNAL_ERROR);
 		return;
@@ -560,6 +566,8 @@ int sp_anon_worker_start(sp_worker_t *w, char *err, size_t errlen)
 	if (!w->anon ||
 	    sp_anoncache_init(&w->anon->cache, (uint32_t)cfg->anon_cache_entries,
 	                      (uint64_t)cfg->anon_cache_ttl, (uint64_t)cfg->anon_rate_window) < 0 ||
+	    !(w->anon->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) ||
+	    !(w->anon->mdctx = EVP_MD_CTX_new()) ||
 	    !(w->anon->ev_flush = event_new(w->base, -1, 0, on_flush, w))) {
 		snprintf(err, errlen, "out of memory (anon_cache_entries)");
 		return -1;
@@ -574,6 +582,8 @@ void sp_anon_worker_free(sp_worker_t *w)
 	if (w->anon->ev_flush)
 		event_free(w->anon->ev_flush);
 	sp_anoncache_free(&w->anon->cache);
+	EVP_MD_CTX_free(w->anon->mdctx);
+	EVP_MD_free(w->anon->sha256);
 	free(w->anon);
 	w->anon = NULL;
 }
