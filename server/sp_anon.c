@@ -326,6 +326,8 @@ static void on_add(int status, const struct redisReply *reply, void *arg)
 	sp_anoncache_applied(&w->anon->cache, &q->f, ok, ok ? reply->element[0]->integer : 0, keys,
 	                     ok ? reply->element[1]->integer : 0, w->now);
 	free(q);
+	if (!ok) /* pending again: the next interval retries, whether or not more come */
+		sp_anon_arm(w);
 }
 
 static int flush_send(struct flush *q)
@@ -366,6 +368,7 @@ static void flush_one(sp_worker_t *w, const sp_anoncache_flush_t *f)
 	}
 	sp_metric_inc(&w->metrics, SP_M_ANON_FLUSHES + 1);
 	sp_anoncache_applied(&w->anon->cache, f, false, 0, NULL, 0, w->now);
+	sp_anon_arm(w);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -404,7 +407,8 @@ static void decide(sp_worker_t *w, sp_node_t *n, sp_anoncache_ent_t *e, const ui
 	        sp_anoncache_decide(&w->anon->cache, e, verifier, w->now, cfg->anon_key_rate,
 	                            cfg->anon_recipient_rate, &newly);
 
-	if (newly)
+	(void)newly;
+	if (v == SP_ANONCACHE_ACCEPTED) /* a no-op while armed; also after a failed flush */
 		sp_anon_arm(w);
 	conclude(w, n,
 	         v == SP_ANONCACHE_ACCEPTED         ? SP_ANON_R_ACCEPTED
@@ -428,6 +432,7 @@ static void on_fetch(int status, const struct redisReply *reply, void *arg)
 	unsigned nv = 0;
 	sp_anoncache_flush_t evicted;
 	sp_anoncache_ent_t *e;
+	uint64_t evictions;
 	bool has_evicted;
 
 	if (atomic_load(&w->srv->stopping)) {
@@ -479,13 +484,13 @@ static void on_fetch(int status, const struct redisReply *reply, void *arg)
 					keys[j] = c;
 	}
 	w->now = sp_now_ms();
+	evictions = w->anon->cache.evictions;
 	e = sp_anoncache_put(&w->anon->cache, sp_node_token(q->n), w->now, q->epoch, mode,
 	                     (const uint8_t(*)[SP_ACCESS_KEY_LEN])ver, nv, all, keys,
 	                     reply->element[2]->integer, &evicted, &has_evicted);
-	if (has_evicted) {
-		sp_metric_inc(&w->metrics, SP_M_ANON_CACHE + 3);
+	sp_metric_add(&w->metrics, SP_M_ANON_CACHE + 3, w->anon->cache.evictions - evictions);
+	if (has_evicted)
 		flush_one(w, &evicted);
-	}
 	if (!e) {
 		finish(q, SP_ANON_R_UNAVAILABLE);
 		return;

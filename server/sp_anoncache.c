@@ -130,6 +130,8 @@ sp_anoncache_ent_t *sp_anoncache_put(sp_anoncache_t *c, const uint8_t token[SP_T
 				if (set[i].expires < e->expires)
 					e = &set[i];
 		}
+		if (e->used && now < e->expires)
+			c->evictions++;
 		if (e->used && e->dirty) {
 			fill_flush(e, evicted);
 			*has_evicted = true;

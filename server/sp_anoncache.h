@@ -68,6 +68,7 @@ typedef struct sp_anoncache {
 	uint64_t ttl_ms;
 	uint64_t window_ms;
 	uint64_t next_id;
+	uint64_t evictions; /* entries of another token replaced before they expired */
 } sp_anoncache_t;
 
 /* What sp_anoncache_get found. */

@@ -132,6 +132,7 @@ static void test_evict_off(void)
 	}
 	SP_CHECK(evicted);
 	SP_CHECK_EQ_INT((int)ev.d_all, 1);
+	SP_CHECK_EQ_INT((int)c.evictions, 1);
 	sp_anoncache_free(&c);
 	SP_CHECK_EQ_INT(sp_anoncache_init(&c, 0, 1000, 60000), 0);
 	SP_CHECK(!sp_anoncache_on(&c));
