@@ -8,10 +8,13 @@
 # Environment [defaults]: RUNS [3] PAIRS [100] WINDOW [16] RATE [""] (open loop if set)
 #   DURATION [6] BUILD [build/rel] CA_DIR [/tmp/sealed-ca] PORT [47581] (anonymous door
 #   PORT+2, admin PORT+1) WORKERS [2] THREADS [2] OUT [/tmp/sealed-run]
+#   DAEMON_ARGS [""]: more sealpushd options, e.g. "--anon-cache-ttl 0" (the recipient cache
+#   off: one Redis script per anonymous recipient)
 set -u
 RUNS=${RUNS:-3}; PAIRS=${PAIRS:-100}; WINDOW=${WINDOW:-16}; RATE=${RATE:-}
 DURATION=${DURATION:-6}; BUILD=${BUILD:-build/rel}; CA=${CA_DIR:-/tmp/sealed-ca}
 PORT=${PORT:-47581}; WORKERS=${WORKERS:-2}; THREADS=${THREADS:-2}; OUT=${OUT:-/tmp/sealed-run}
+read -r -a DARGS <<<"${DAEMON_ARGS:-}"
 mkdir -p "$OUT/redis"
 if [ ! -f "$CA/ca.crt" ]; then
 	"$BUILD/tools/sealpush-ca" init "$CA" >/dev/null &&
@@ -26,7 +29,7 @@ sleep 0.5
 	--tls-cert "$CA/server.crt" --tls-key "$CA/server.key" --client-ca "$CA/ca.crt" \
 	--crl "$CA/crl.pem" --redis "unix:$OUT/redis/sock" --admin-listen 127.0.0.1:$((PORT + 1)) \
 	--workers "$WORKERS" --send-rate 0 --anon-key-rate 0 --anon-recipient-rate 0 \
-	--log-level warn 2>"$OUT/daemon.log" &
+	--log-level warn "${DARGS[@]}" 2>"$OUT/daemon.log" &
 DPID=$!
 trap 'kill "$DPID" 2>/dev/null; kill "$(cat "$OUT/redis/pid")" 2>/dev/null' EXIT
 for i in $(seq 100); do
@@ -64,6 +67,7 @@ print("%s: %s delivered/s (median second), latency p50 %s p99 %s ms, exit %s; lo
 PY
 	done
 done
+curl -s "http://127.0.0.1:$((PORT + 1))/metrics" | grep '^sealpush_anon_\(cache\|flushes\)' >"$OUT/metrics"
 python3 - "$OUT/lines" <<'PY'
 import re, statistics, sys
 lines = open(sys.argv[1]).read().splitlines()

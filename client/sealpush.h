@@ -89,7 +89,8 @@ enum sealpush_status {
 	SEALPUSH_ST_SHUTDOWN = 0x19,
 	SEALPUSH_ST_INTERNAL_ERROR = 0x1A,
 	SEALPUSH_ST_ACCESS_DENIED =
-	        0x1B, /* anonymous send: no valid access key (PROTOCOL.md 17.3) */
+	        0x1B,                /* anonymous send: no valid access key (PROTOCOL.md 17.3) */
+	SEALPUSH_ST_BAD_SIZE = 0x1C, /* the blob is not on the relay's padding buckets (17.6) */
 	/* Local statuses, never on the wire: the library gave up on a recipient. */
 	SEALPUSH_ST_TIMEOUT = 0xFD,  /* no answer within send_timeout_ms */
 	SEALPUSH_ST_NOT_SENT = 0xFE, /* the connection ended (resend FAIL) or the client

@@ -1095,7 +1095,7 @@ int sp_sealer_set_skew(struct sp_sealer *s, uint32_t skew_ms)
 
 int sp_sealer_set_pad(struct sp_sealer *s, uint32_t block)
 {
-	if (block == 0 || block > 65536)
+	if (block == 0 || block > SP_BUCKET_BLOCK_MAX)
 		return -EINVAL;
 	s->pad = block;
 	return 0;

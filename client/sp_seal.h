@@ -40,6 +40,7 @@
 
 #include <openssl/types.h>
 
+#include "sp_bucket.h"
 #include "sp_identity.h"
 #include "sp_seal_replay.h"
 
@@ -81,14 +82,14 @@
  * content of those is padded to multiples of B; a hybrid envelope's content is padded so that
  * the envelope lands on the same sizes).
  */
-#define SP_SEAL_BUCKET_BASE  51
-#define SP_SEAL_SPKI_MAX     512 /* largest sender SubjectPublicKeyInfo accepted */
-#define SP_SEAL_OLD_KEYS_MAX 64  /* earlier sealing keys (rotated out) a sealer holds at most */
+#define SP_SEAL_BUCKET_BASE  SP_BUCKET_BASE /* sp_bucket.h, shared with the relay */
+#define SP_SEAL_SPKI_MAX     512            /* largest sender SubjectPublicKeyInfo accepted */
+#define SP_SEAL_OLD_KEYS_MAX 64 /* earlier sealing keys (rotated out) a sealer holds at most */
 
 /* Defaults of the sealer's settings (each has a setter). */
-#define SP_SEAL_SKEW_DEFAULT_MS      (5u * 60 * 1000)    /* clock skew allowed, each way */
-#define SP_SEAL_PAD_DEFAULT          256                 /* inner plaintext padded to multiples */
-#define SP_SEAL_MAX_ENVELOPE_DEFAULT (16u * 1024 * 1024) /* the protocol's largest blob */
+#define SP_SEAL_SKEW_DEFAULT_MS      (5u * 60 * 1000)        /* clock skew allowed, each way */
+#define SP_SEAL_PAD_DEFAULT          SP_BUCKET_BLOCK_DEFAULT /* the envelope on buckets of this */
+#define SP_SEAL_MAX_ENVELOPE_DEFAULT (16u * 1024 * 1024)     /* the protocol's largest blob */
 
 /* Inner flags (signed; unknown bits are refused as malformed). */
 #define SP_SEAL_F_RECEIPT_WANTED                                                                   \

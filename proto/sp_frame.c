@@ -210,6 +210,7 @@ static const char *const status_names[] = {
         [SP_ST_SHUTDOWN] = "SHUTDOWN",
         [SP_ST_INTERNAL_ERROR] = "INTERNAL_ERROR",
         [SP_ST_ACCESS_DENIED] = "ACCESS_DENIED",
+        [SP_ST_BAD_SIZE] = "BAD_SIZE",
 };
 
 #define NAME_OF(table, i) ((i) < sizeof(table) / sizeof(table[0]) && table[i] ? table[i] : "?")

@@ -204,6 +204,7 @@ enum sp_status {
 	SP_ST_SHUTDOWN = 0x19,
 	SP_ST_INTERNAL_ERROR = 0x1A,
 	SP_ST_ACCESS_DENIED = 0x1B, /* anonymous SEND: no valid access key for this recipient */
+	SP_ST_BAD_SIZE = 0x1C,      /* the blob is not on a padding bucket (pad_block, 17.6) */
 };
 #define SP_STATUS_IS_ACCEPTED(s) ((s) < 0x10)
 

@@ -23,6 +23,7 @@
 
 #include "sp_admin.h"
 #include "sp_anon.h"
+#include "sp_bucket.h"
 #include "sp_config.h"
 #include "sp_directory.h"
 #include "sp_enroll.h"
@@ -178,6 +179,19 @@ static const sp_option_t options[] = {
                            "the window of anon_key_rate and anon_recipient_rate"),
         SP_OPTION_INT(C, anon_max_keys, 4, 1, SP_ACCESS_SET_MAX,
                       "access-key verifiers one device may register (ACCESS_SET)"),
+        SP_OPTION_INT(C, pad_block, 0, 0, SP_BUCKET_BLOCK_MAX,
+                      "SEND blobs (messages and receipts, both doors) must be 51 + k * "
+                      "pad_block bytes long, the sealer's padding buckets (PROTOCOL.md 13.1); "
+                      "others are answered BAD_SIZE; 0 = any length (256: the clients' default)"),
+        SP_OPTION_INT(C, anon_cache_entries, 4096, 0, 1048576,
+                      "anonymous door: recipients (switch, verifiers, rate counts) cached per "
+                      "worker; 0 = off (one Redis script per recipient)"),
+        SP_OPTION_DURATION(C, anon_cache_ttl, 2000, 0, 600000,
+                           "how long a cached recipient is used: an ACCESS_SET made through "
+                           "another relay takes effect here within it; 0 = no cache"),
+        SP_OPTION_DURATION(C, anon_flush_interval, 100, 0, 60000,
+                           "how often the rate counts accepted by a worker are added in Redis "
+                           "(the delay before other workers and relays see them)"),
         SP_OPTION_ACTION(C, help, 'h', "show this help and exit"),
         SP_OPTION_ACTION(C, version, 0, "show the version and exit"),
         SP_OPTION_ACTION(

@@ -49,6 +49,13 @@ uint16_t sp_anon_max_recipients(const sp_server_config_t *cfg);
  * with its status. On n's owner worker w. */
 void sp_anon_route(sp_worker_t *w, sp_node_t *n, const uint8_t *key);
 
+/* w's part of sealed sender: the cache of recipients (anon_cache_entries, anon_cache_ttl;
+ * sp_anoncache.h) and the timer that writes its counts to Redis (anon_flush_interval).
+ * Nothing without an anonymous door. 0, or -1 with err set. w's thread or before it runs. */
+int sp_anon_worker_start(sp_worker_t *w, char *err, size_t errlen);
+/* Frees it (counts not yet written are lost to the limits). NULL-safe part. */
+void sp_anon_worker_free(sp_worker_t *w);
+
 /* ACCESS_SET from identified connection c (PROTOCOL.md 17.4): stores the verifiers and the
  * switch under c's token and answers ACCESS_STATE (or refuses it at once). */
 void sp_anon_access_set(sp_conn_t *c, const sp_frame_t *f);

@@ -23,9 +23,10 @@ static const char *const group_labels[SP_TG_COUNT] = {
 };
 
 static const char *const limit_labels[SP_LIMIT_COUNT] = {
-        "max_connections",   "file_descriptors", "max_frame",    "prehello_frame", "max_blob",
-        "max_recipients",    "send_window",      "send_rate",    "output_buffer",  "max_errors",
-        "handshake_timeout", "hello_timeout",    "idle_timeout", "ack_timeout",    "max_handshakes",
+        "max_connections", "file_descriptors", "max_frame",         "prehello_frame",
+        "max_blob",        "max_recipients",   "send_window",       "send_rate",
+        "output_buffer",   "max_errors",       "handshake_timeout", "hello_timeout",
+        "idle_timeout",    "ack_timeout",      "max_handshakes",    "pad_block",
 };
 
 static const char *const state_labels[SP_STATE_COUNT] = {
@@ -39,7 +40,8 @@ static const uint8_t status_values[SP_STATUS_LABELS] = {
         SP_ST_QUOTA_EXCEEDED,      SP_ST_EXPIRED,
         SP_ST_DEVICE_OFFLINE,      SP_ST_FORBIDDEN,
         SP_ST_TRY_LATER,           SP_ST_SHUTDOWN,
-        SP_ST_ACCESS_DENIED,       SP_ST_INTERNAL_ERROR,
+        SP_ST_ACCESS_DENIED,       SP_ST_BAD_SIZE,
+        SP_ST_INTERNAL_ERROR,
 };
 
 /* Types and codes reserved for other features (no name yet) count as unknown / internal and
@@ -297,6 +299,17 @@ static const struct family families[] = {
         ONE("sealpush_anon_refused_frames_total", "counter",
             "Frames an anonymous connection may not send, answered with ERROR ANONYMOUS.",
             SP_M_ANON_REFUSED_FRAMES),
+        {"sealpush_anon_cache_total", "counter",
+         "The recipient cache of the anonymous door (anon_cache_entries, anon_cache_ttl): "
+         "look-ups that hit, missed (one Redis fetch) or found a stale entry (older than "
+         "anon_cache_ttl, or an ACCESS_SET since: fetched again), and entries evicted to make "
+         "room.",
+         SP_M_ANON_CACHE, 4, "result", L_TABLE,
+         (const char *const[]){"hit", "miss", "stale", "evicted"}},
+        {"sealpush_anon_flushes_total", "counter",
+         "Writes of the anonymous rate counts accepted here to Redis (one script per "
+         "recipient every anon_flush_interval), by result; a failed one is retried.",
+         SP_M_ANON_FLUSHES, 2, "result", L_TABLE, (const char *const[]){"ok", "failed"}},
 };
 
 static const char *label_value(const struct family *f, unsigned i, char *buf, size_t len)

@@ -67,6 +67,7 @@ enum sp_limit {
 	SP_LIMIT_IDLE_TIMEOUT,
 	SP_LIMIT_ACK_TIMEOUT,
 	SP_LIMIT_MAX_HANDSHAKES, /* an accepted connection waited for a handshake slot */
+	SP_LIMIT_PAD_BLOCK,      /* a SEND's blob was not on a padding bucket (pad_block) */
 	SP_LIMIT_COUNT
 };
 
@@ -122,7 +123,7 @@ enum sp_conn_state_label {
 };
 
 #define SP_FRAME_LABELS  (SP_FRAME_TYPE_MAX + 1) /* index 0: unknown type, then the v1 types */
-#define SP_STATUS_LABELS 14
+#define SP_STATUS_LABELS 15
 #define SP_ERROR_LABELS  22 /* codes 1..22 (gaps unlabelled) */
 
 enum sp_metric {
@@ -218,6 +219,10 @@ enum sp_metric {
 	SP_M_ANON_SETS, /* ACCESS_SET answers: ok, refused, unavailable */
 	SP_M_ANON_SETS_LAST = SP_M_ANON_SETS + 2,
 	SP_M_ANON_REFUSED_FRAMES, /* frames an anonymous connection may not send (ANONYMOUS) */
+	SP_M_ANON_CACHE,          /* recipient cache look-ups: hit, miss, stale; then evictions */
+	SP_M_ANON_CACHE_LAST = SP_M_ANON_CACHE + 3,
+	SP_M_ANON_FLUSHES, /* writes of cached counts to Redis: ok, failed */
+	SP_M_ANON_FLUSHES_LAST = SP_M_ANON_FLUSHES + 1,
 	SP_M_COUNT
 };
 

@@ -115,12 +115,17 @@ typedef struct sp_server_config {
 	int64_t anon_recipient_rate; /* anonymous messages per recipient per window; 0 = any */
 	int64_t anon_rate_window;    /* ms */
 	int64_t anon_max_keys;       /* access-key verifiers a device may register */
+	int64_t anon_cache_entries;  /* recipients cached per worker (sp_anoncache.h); 0 = off */
+	int64_t anon_cache_ttl;      /* ms an entry is used after its fetch; 0 = off */
+	int64_t anon_flush_interval; /* ms between writes of the cached counts; 0 = next turn */
+	int64_t pad_block; /* SEND blobs must be on its padding buckets (sp_bucket.h); 0 = any */
 	bool help;
 	bool version;
 	bool check_config;
 } sp_server_config_t;
 
 #define SP_MAX_WORKERS 64
+#define SP_ANON_EPOCHS 4096
 
 /* Worker flags set by other threads (atomic), acted on at the next wake-up. */
 #define SP_WF_DRAIN   0x1u /* send GOAWAY SHUTDOWN to everyone and finish */
@@ -158,6 +163,9 @@ struct sp_server {
 	/* Web Push: bumped when a subscription is removed here; the workers' capability caches
 	 * drop every record read before (sp_wpcache.h). */
 	_Atomic uint64_t wp_epoch;
+	/* Sealed sender: bumped (slot of the token, sp_anon.c) when an ACCESS_SET is stored
+	 * here; the workers' recipient caches drop entries fetched before (sp_anoncache.h). */
+	_Atomic uint32_t anon_epochs[SP_ANON_EPOCHS];
 	uint64_t started_ms;  /* wall clock at start, for the uptime gauge */
 	sp_metrics_t metrics; /* main thread's own counters (reloads) */
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "sp_anon.h"
+#include "sp_bucket.h"
 #include "sp_delivery.h"
 #include "sp_directory.h"
 #include "sp_enroll.h"
@@ -266,6 +267,12 @@ static void on_send(sp_conn_t *c, const sp_frame_t *f)
 	if (f->blob_len > cfg->max_blob) {
 		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_MAX_BLOB);
 		refuse_all(c, f, SP_ST_PAYLOAD_TOO_LARGE, 0);
+		return;
+	}
+	/* Padding buckets (PROTOCOL.md 17.6): on both doors, so receipts too. */
+	if (!sp_bucket_ok(f->blob_len, (uint32_t)cfg->pad_block)) {
+		sp_metric_inc(&w->metrics, SP_M_LIMIT_HITS + SP_LIMIT_PAD_BLOCK);
+		refuse_all(c, f, SP_ST_BAD_SIZE, 0);
 		return;
 	}
 	if (c->anon && !(f->fields & SP_BIT(SP_F_ACCESS_KEYS))) {

@@ -552,7 +552,7 @@ static int worker_init(sp_server_t *srv, sp_worker_t *w, int id, char *err, size
 	}
 	w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	w->now = sp_now_ms();
-	if (sp_directory_start(w, err, errlen) < 0)
+	if (sp_directory_start(w, err, errlen) < 0 || sp_anon_worker_start(w, err, errlen) < 0)
 		return -1;
 	return sp_provider_start(w, err, errlen);
 nomem:
@@ -567,6 +567,7 @@ static void worker_destroy(sp_worker_t *w)
 	/* Threads are stopped: free what is left, messages last (nodes point into them). */
 	sp_cluster_free(w);
 	sp_provider_free(w);
+	sp_anon_worker_free(w);
 	while (w->conns) {
 		sp_conn_t *c = w->conns;
 

@@ -117,6 +117,7 @@ struct sp_worker {
 
 	struct sp_provider *provider; /* the Web Push door (sp_provider.h), or NULL */
 	struct sp_dirlog *dirlog;     /* the key directory's log (sp_directory.h), or NULL */
+	struct sp_anon_w *anon;       /* sealed sender's cache and flushes (sp_anon.h), or NULL */
 	sp_metrics_t metrics;
 };
 

@@ -73,14 +73,14 @@ case "$requires" in
 	not_ok "sealpush.pc requires openssl and libevent_core"
 	;;
 esac
-for h in sealpush.h sealpush/sp_seal.h sealpush/sp_card.h sealpush/sp_seal_replay.h sealpush/sp_identity.h sealpush/sp_dir.h sealpush/sp_ucard.h; do
+for h in sealpush.h sealpush/sp_seal.h sealpush/sp_card.h sealpush/sp_seal_replay.h sealpush/sp_identity.h sealpush/sp_dir.h sealpush/sp_ucard.h sealpush/sp_bucket.h; do
 	[ -f "$work/root$prefix/include/$h" ] || {
 		echo "missing $h" >"$work/log"
 		not_ok "public headers are installed"
 		finish
 	}
 done
-ok "public headers are installed (sealpush.h, sealpush/sp_seal.h, sp_card.h, sp_seal_replay.h, sp_identity.h, sp_dir.h, sp_ucard.h)"
+ok "public headers are installed (sealpush.h, sealpush/sp_seal.h, sp_card.h, sp_seal_replay.h, sp_identity.h, sp_dir.h, sp_ucard.h, sp_bucket.h)"
 
 san=
 [ "$sanitize" != none ] && [ -n "$sanitize" ] && san="-fsanitize=$sanitize"

@@ -87,6 +87,7 @@ STATUS_CODES = {
     "TOO_MANY_RECIPIENTS": 0x12, "TOO_MANY_REQUESTS": 0x13, "QUOTA_EXCEEDED": 0x14,
     "EXPIRED": 0x15, "DEVICE_OFFLINE": 0x16, "FORBIDDEN": 0x17, "TRY_LATER": 0x18,
     "SHUTDOWN": 0x19, "INTERNAL_ERROR": 0x1A, "ACCESS_DENIED": 0x1B,
+    "BAD_SIZE": 0x1C,
 }
 STATUS_NAMES = {v: k for k, v in STATUS_CODES.items()}
 globals().update({"S_" + k: v for k, v in STATUS_CODES.items()})

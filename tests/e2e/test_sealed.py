@@ -53,11 +53,11 @@ class T:
         if got != want:
             fail("%s: got %r, want %r" % (what, got, want))
 
-    def relay(self, **config):
+    def relay(self, flush=True, **config):
         self.anon_port = free_port()
         cfg = {"anon_listen": "%s:%d" % (LOOPBACK, self.anon_port)}
         cfg.update(config)
-        d = self.h.start_daemon(cfg)
+        d = self.h.start_daemon(cfg, flush=flush)
         d.anon_port = self.anon_port
         return d
 
@@ -389,8 +389,10 @@ def t_denied(t):
       "(TOO_MANY_REQUESTS, counted); identified traffic is unaffected",
       timeout=180)
 def t_flood(t):
+    # The cache off: every recipient is checked and counted by one script in Redis, so the
+    # limits are exact over the two workers (with the cache, t_cache_limits).
     d = t.relay(anon_key_rate=40, anon_recipient_rate=60, anon_rate_window="60s",
-                send_rate=100000, send_burst=100000)
+                send_rate=100000, send_burst=100000, anon_cache_ttl=0)
     h = t.h
     bob = h.pki["bob"]
     k1, k2 = os.urandom(32), os.urandom(32)
@@ -433,6 +435,123 @@ def t_flood(t):
         fail("identified sends were refused during the anonymous flood: %s" % bad[:3])
     t.note("anonymous: 60 of 200 accepted (40 per key, 60 per recipient); identified: 100 of "
            "100 queued")
+
+
+def anon(d, name):
+    a = AnonClient(d, name=name)
+    a.connect()
+    a.hello_anon()
+    return a
+
+
+@test("cache: an ACCESS_SET drops the cached recipient at once on its relay; another relay "
+      "on the same Redis uses what it cached until anon_cache_ttl, then the new key")
+def t_cache_rotation(t):
+    cfg = dict(anon_cache_ttl="3s", anon_flush_interval="50ms")
+    d1 = t.relay(**cfg)
+    d2 = t.relay(flush=False, **cfg)
+    bob = t.h.pki["bob"]
+    k1, k2 = os.urandom(32), os.urandom(32)
+    rb = receiver(t, d1, bob)
+    t.eq(access_set(rb, 1, [k1])["status"], w.S_DELIVERED, "ACCESS_SET k1")
+    a1, a2 = anon(d1, "a1"), anon(d2, "a2")
+
+    def send(a, key, want, what):
+        mid = a.send_anon([bob], [key], ttl=3600)
+        if want == w.S_DELIVERED:
+            f = rb.expect(w.DELIVER)
+            rb.ack([f["msg_id"]])
+        t.eq(one_result(a, mid), {0: want}, what)
+    send(a1, k1, w.S_DELIVERED, "k1 through relay 1")
+    send(a2, k1, w.S_QUEUED, "k1 through relay 2")  # bob is not connected to relay 2
+    t0 = time.monotonic()
+    t.eq(access_set(rb, 1, [k2])["status"], w.S_DELIVERED, "ACCESS_SET k2 (rotation)")
+    send(a1, k1, w.S_ACCESS_DENIED, "old key on the relay of the rotation, at once")
+    send(a1, k2, w.S_DELIVERED, "new key on the relay of the rotation, at once")
+    send(a2, k1, w.S_QUEUED, "old key on the other relay, within anon_cache_ttl")
+    send(a2, k2, w.S_ACCESS_DENIED, "new key on the other relay, within anon_cache_ttl")
+    if time.monotonic() - t0 > 2.5:
+        fail("the sends within anon_cache_ttl took too long to prove anything")
+    time.sleep(max(0, 3.3 - (time.monotonic() - t0)))
+    send(a2, k1, w.S_ACCESS_DENIED, "old key on the other relay, after anon_cache_ttl")
+    send(a2, k2, w.S_QUEUED, "new key on the other relay, after anon_cache_ttl")
+    for d in (d1, d2):
+        if metric(d, "sealpush_anon_cache_total", {"result": "stale"}) < 1:
+            fail("no stale cache entry counted")
+        if metric(d, "sealpush_anon_cache_total", {"result": "hit"}) < 1:
+            fail("no cache hit counted")
+    t.note("relay 1: the rotation took effect at once; relay 2: after anon_cache_ttl (3 s)")
+
+
+@test("cache: the limits with the cache are exact for one worker, and the counts reach Redis "
+      "within anon_flush_interval, where another relay finds them")
+def t_cache_limits(t):
+    cfg = dict(workers=1, anon_key_rate=10, anon_recipient_rate=15, anon_rate_window="60s",
+               anon_cache_ttl="10s", anon_flush_interval="50ms")
+    d1 = t.relay(**cfg)
+    d2 = t.relay(flush=False, **cfg)
+    bob = t.h.pki["bob"]
+    k1, k2 = os.urandom(32), os.urandom(32)
+    rb = receiver(t, d1, bob)
+    t.eq(access_set(rb, 1, [k1, k2])["status"], w.S_DELIVERED, "ACCESS_SET two keys")
+    rb.close()
+    floods = [anon(d1, "f%d" % i) for i in range(3)]
+
+    def flood(key, n):
+        counts = {}
+        sent = {a: [] for a in floods}
+        for i in range(n):
+            a = floods[i % len(floods)]
+            sent[a].append(a.send_anon([bob], [key], ttl=3600))
+        for a, mids in sent.items():
+            res = a.collect_results({m: 1 for m in mids})
+            for m in mids:
+                counts[res[m][0]] = counts.get(res[m][0], 0) + 1
+        return counts
+    t.eq(flood(k1, 30), {w.S_QUEUED: 10, w.S_TOO_MANY_REQUESTS: 20}, "k1 under anon_key_rate")
+    t.eq(flood(k2, 30), {w.S_QUEUED: 5, w.S_TOO_MANY_REQUESTS: 25}, "k2 under the recipient's")
+    time.sleep(0.5)
+    aw = "sp:{%s}:aw" % bob.token.hex()
+    t.eq(t.h.redis.command("HGET", aw, "*"), b"$2\r\n15\r\n", "the recipient's count in Redis")
+    t.eq(t.h.redis.command("HGET", aw, hashlib.sha256(k1).digest()), b"$2\r\n10\r\n",
+         "k1's count")
+    if metric(d1, "sealpush_anon_flushes_total", {"result": "ok"}) < 1:
+        fail("no flush counted")
+    a3 = anon(d2, "other relay")
+    mid = a3.send_anon([bob], [k2], ttl=3600)
+    t.eq(one_result(a3, mid), {0: w.S_TOO_MANY_REQUESTS}, "the other relay sees the count")
+    t.note("15 of 60 accepted on relay 1 (10 for k1, 15 in all); relay 2 refused the next")
+
+
+@test("pad_block: a SEND whose blob is not 51 + k * pad_block bytes is BAD_SIZE on both doors "
+      "(counted); one on a bucket passes")
+def t_pad_block(t):
+    d = t.relay(pad_block=256)
+    h = t.h
+    bob = h.pki["bob"]
+    key = os.urandom(32)
+    rb = receiver(t, d, bob)
+    t.eq(access_set(rb, 1, [key])["status"], w.S_DELIVERED, "ACCESS_SET")
+    a = anon(d, "anon")
+    alice = Client(d, h.pki["alice"], name="alice")
+    alice.connect_hello(flags=w.SEND_ONLY)
+    refused = 0
+    for n in (0, 1, 50, 51, 52, 306, 308, 51 + 256 * 3 + 1):
+        mid = a.send_anon([bob], [key], blob=b"\0" * n)
+        t.eq(one_result(a, mid), {0: w.S_BAD_SIZE}, "anonymous blob of %d bytes" % n)
+        mid = alice.send_msg([bob, bob.token[:31] + b"x"], blob=b"\0" * n)
+        t.eq(one_result(alice, mid, 2), {0: w.S_BAD_SIZE, 1: w.S_BAD_SIZE},
+             "identified blob of %d bytes" % n)
+        refused += 2
+    for n in (307, 51 + 256 * 4):
+        mid = a.send_anon([bob], [key], blob=b"\1" * n)
+        f = rb.expect(w.DELIVER)
+        rb.ack([f["msg_id"]])
+        t.eq(len(f["blob"]), n, "delivered blob")
+        t.eq(one_result(a, mid), {0: w.S_DELIVERED}, "anonymous blob of %d bytes" % n)
+    t.eq(metric(d, "sealpush_limit_hits_total", {"limit": "pad_block"}), refused, "counted")
+    t.eq(metric(d, "sealpush_send_results_total", {"status": "BAD_SIZE"}), refused + 8,
+         "results counted")
 
 
 @test("switch: anon_mode 2 (anyone) accepts any key; 0 refuses again; ACCESS_SET over the "

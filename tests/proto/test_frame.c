@@ -175,13 +175,21 @@ static const struct {
 	unsigned value;
 	const char *name;
 } status_names[] = {
-        {0x00, "DELIVERED"},           {0x01, "QUEUED"},
-        {0x10, "BAD_DEVICE_TOKEN"},    {0x11, "PAYLOAD_TOO_LARGE"},
-        {0x12, "TOO_MANY_RECIPIENTS"}, {0x13, "TOO_MANY_REQUESTS"},
-        {0x14, "QUOTA_EXCEEDED"},      {0x15, "EXPIRED"},
-        {0x16, "DEVICE_OFFLINE"},      {0x17, "FORBIDDEN"},
-        {0x18, "TRY_LATER"},           {0x19, "SHUTDOWN"},
-        {0x1A, "INTERNAL_ERROR"},      {0x1B, "ACCESS_DENIED"},
+        {0x00, "DELIVERED"},
+        {0x01, "QUEUED"},
+        {0x10, "BAD_DEVICE_TOKEN"},
+        {0x11, "PAYLOAD_TOO_LARGE"},
+        {0x12, "TOO_MANY_RECIPIENTS"},
+        {0x13, "TOO_MANY_REQUESTS"},
+        {0x14, "QUOTA_EXCEEDED"},
+        {0x15, "EXPIRED"},
+        {0x16, "DEVICE_OFFLINE"},
+        {0x17, "FORBIDDEN"},
+        {0x18, "TRY_LATER"},
+        {0x19, "SHUTDOWN"},
+        {0x1A, "INTERNAL_ERROR"},
+        {0x1B, "ACCESS_DENIED"},
+        {0x1C, "BAD_SIZE"},
 };
 #define N_STATUSES (sizeof(status_names) / sizeof(status_names[0]))
 
@@ -1598,7 +1606,7 @@ static void test_names(void)
 	static const unsigned bad_fields[] = {0,    0x2B, 0x33, 0x3F,  0x40,
 	                                      0x7F, 0x80, 0xFF, 0x100, UINT_MAX};
 	static const unsigned bad_errors[] = {0, 18, 19, 23, 24, 255, 999, UINT_MAX};
-	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1C, 0x20, 0xFF, 0x100, UINT_MAX};
+	static const unsigned bad_statuses[] = {0x02, 0x0F, 0x1D, 0x20, 0xFF, 0x100, UINT_MAX};
 
 	for (unsigned t = 1; t <= SP_FRAME_TYPE_MAX; t++)
 		if (strcmp(sp_frame_type_name(t), known_type(t) ? frame_info[t].name : "?") != 0)
