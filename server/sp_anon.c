@@ -27,6 +27,7 @@
 #include "sp_metrics.h"
 #include "sp_msg.h"
 #include "sp_router.h"
+#include "sp_script.h"
 #include "sp_store.h"
 #include "sp_worker.h"
 
@@ -78,8 +79,8 @@ static const char lua_add[] =
         "return r\n";
 
 enum { SC_CHECK, SC_FETCH, SC_ADD, SC_COUNT };
-static const char *const scripts[SC_COUNT] = {lua_check, lua_fetch, lua_add};
-static char shas[SC_COUNT][41];
+static const char *const sources[SC_COUNT] = {lua_check, lua_fetch, lua_add};
+static sp_script_t scripts[SC_COUNT]; /* EVALSHA, EVAL after NOSCRIPT (sp_script.h) */
 
 /* A worker's part (sp_worker_t.anon): the cache and the timer of the flushes. */
 struct sp_anon_w {
@@ -105,18 +106,6 @@ const char *sp_anon_script(const char *name)
 	return NULL;
 }
 
-static int sha1_hex(const char *text, char out[41])
-{
-	unsigned char md[20];
-	unsigned int len = 0;
-
-	if (EVP_Digest(text, strlen(text), md, &len, EVP_sha1(), NULL) != 1 || len != 20)
-		return -1;
-	for (int i = 0; i < 20; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-	return 0;
-}
-
 int sp_anon_setup(sp_server_t *srv, char *err, size_t errlen)
 {
 	const sp_server_config_t *cfg = &srv->cfg;
@@ -138,7 +127,7 @@ int sp_anon_setup(sp_server_t *srv, char *err, size_t errlen)
 		return -1;
 	}
 	for (int i = 0; i < SC_COUNT; i++)
-		if (sha1_hex(scripts[i], shas[i]) < 0) {
+		if (sp_script_init(&scripts[i], sources[i], strlen(sources[i])) < 0) {
 			snprintf(err, errlen, "cannot hash the anonymous-delivery scripts");
 			return -1;
 		}
@@ -187,33 +176,23 @@ static _Atomic uint32_t *epoch_slot(sp_server_t *srv, const uint8_t token[SP_TOK
 	return &srv->anon_epochs[h % SP_ANON_EPOCHS];
 }
 
-/* EVALSHA of script sc (EVAL once Redis said NOSCRIPT: retried) with nkeys keys then the
- * other arguments in args; routed by args[0], the first key. */
-static int eval(sp_worker_t *w, int sc, bool retried, int nkeys, int nargs, const char **args,
-                const size_t *lens, sp_store_command_cb cb, void *arg)
+/* Script sc with nkeys keys then the other arguments in args, routed by args[0], the first
+ * key (sp_script_eval: EVALSHA, and EVAL once on NOSCRIPT). */
+static int eval(sp_worker_t *w, int sc, int nkeys, int nargs, const char **args, const size_t *lens,
+                sp_store_command_cb cb, void *arg)
 {
 	const char *argv[SP_STORE_MAX_ARGS];
 	size_t alens[SP_STORE_MAX_ARGS];
 	char nk[4];
 
-	if (3 + nargs > SP_STORE_MAX_ARGS)
+	if (1 + nargs > SP_STORE_MAX_ARGS - 2)
 		return -1;
 	snprintf(nk, sizeof(nk), "%d", nkeys);
-	if (retried)
-		argv[0] = "EVAL", alens[0] = 4, argv[1] = scripts[sc],
-		alens[1] = strlen(scripts[sc]);
-	else
-		argv[0] = "EVALSHA", alens[0] = 7, argv[1] = shas[sc], alens[1] = 40;
-	argv[2] = nk, alens[2] = strlen(nk);
+	argv[0] = nk, alens[0] = strlen(nk);
 	for (int i = 0; i < nargs; i++)
-		argv[3 + i] = args[i], alens[3 + i] = lens[i];
-	return sp_store_command(w->store, args[0], lens[0], 3 + nargs, argv, alens, cb, arg);
-}
-
-static bool is_noscript(int status, const struct redisReply *reply)
-{
-	return status == SP_STORE_ERROR && reply && reply->type == REDIS_REPLY_ERROR &&
-	       strncmp(reply->str, "NOSCRIPT", 8) == 0;
+		argv[1 + i] = args[i], alens[1 + i] = lens[i];
+	return sp_script_eval(w->store, &scripts[sc], args[0], lens[0], 1 + nargs, argv, alens, cb,
+	                      arg);
 }
 
 struct check {
@@ -222,7 +201,6 @@ struct check {
 	uint8_t verifier[SP_ACCESS_KEY_LEN];
 	uint32_t epoch; /* of the recipient's slot when the fetch was sent */
 	bool fetch;     /* the cached path: the "fetch" script, else "check" */
-	bool retried;   /* sent again with EVAL after NOSCRIPT */
 };
 
 static int check_send(struct check *q);
@@ -265,12 +243,6 @@ static void on_check(int status, const struct redisReply *reply, void *arg)
 		free(q);
 		return;
 	}
-	if (is_noscript(status, reply) && !q->retried) {
-		q->retried = true;
-		if (check_send(q) == 0)
-			return;
-		status = SP_STORE_UNAVAILABLE;
-	}
 	if (status != SP_STORE_OK || !reply || reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_INTEGER) {
 		if (status == SP_STORE_ERROR)
@@ -291,7 +263,6 @@ static void on_check(int status, const struct redisReply *reply, void *arg)
 
 struct flush {
 	sp_worker_t *w;
-	bool retried;
 	sp_anoncache_flush_t f;
 };
 
@@ -309,12 +280,6 @@ static void on_add(int status, const struct redisReply *reply, void *arg)
 	if (atomic_load(&w->srv->stopping)) {
 		free(q);
 		return;
-	}
-	if (is_noscript(status, reply) && !q->retried) {
-		q->retried = true;
-		if (flush_send(q) == 0)
-			return;
-		status = SP_STORE_UNAVAILABLE;
 	}
 	ok = status == SP_STORE_OK && reply && reply->type == REDIS_REPLY_ARRAY &&
 	     reply->elements == want;
@@ -350,7 +315,7 @@ static int flush_send(struct flush *q)
 			args[n] = (const char *)q->f.ver[i], lens[n++] = SP_ACCESS_KEY_LEN;
 			args[n] = d[i], lens[n++] = strlen(d[i]);
 		}
-	return eval(q->w, SC_ADD, q->retried, 1, n, args, lens, on_add, q);
+	return eval(q->w, SC_ADD, 1, n, args, lens, on_add, q);
 }
 
 /* Writes pending counts f to Redis (failures count as pending again, sp_anoncache.h). */
@@ -360,7 +325,6 @@ static void flush_one(sp_worker_t *w, const sp_anoncache_flush_t *f)
 
 	if (q) {
 		q->w = w;
-		q->retried = false;
 		q->f = *f;
 		if (w->store && flush_send(q) == 0)
 			return;
@@ -439,12 +403,6 @@ static void on_fetch(int status, const struct redisReply *reply, void *arg)
 		free(q);
 		return;
 	}
-	if (is_noscript(status, reply) && !q->retried) {
-		q->retried = true;
-		if (check_send(q) == 0)
-			return;
-		status = SP_STORE_UNAVAILABLE;
-	}
 	if (status != SP_STORE_OK || !reply || reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_ARRAY ||
 	    reply->element[1]->type != REDIS_REPLY_ARRAY ||
@@ -510,12 +468,12 @@ static int check_send(struct check *q)
 	make_key(k_ak, token, "ak");
 	make_key(k_aw, token, "aw");
 	if (q->fetch)
-		return eval(q->w, SC_FETCH, q->retried, 2, 2, args, lens, on_fetch, q);
+		return eval(q->w, SC_FETCH, 2, 2, args, lens, on_fetch, q);
 	snprintf(win, sizeof(win), "%lld", (long long)cfg->anon_rate_window);
 	snprintf(klim, sizeof(klim), "%lld", (long long)cfg->anon_key_rate);
 	snprintf(rlim, sizeof(rlim), "%lld", (long long)cfg->anon_recipient_rate);
 	lens[3] = strlen(win), lens[4] = strlen(klim), lens[5] = strlen(rlim);
-	return eval(q->w, SC_CHECK, q->retried, 2, 6, args, lens, on_check, q);
+	return eval(q->w, SC_CHECK, 2, 6, args, lens, on_check, q);
 }
 
 void sp_anon_route(sp_worker_t *w, sp_node_t *n, const uint8_t *key)
