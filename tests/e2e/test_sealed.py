@@ -399,27 +399,10 @@ def t_flood(t):
     rb = receiver(t, d, bob)
     t.eq(access_set(rb, 1, [k1, k2])["status"], w.S_DELIVERED, "ACCESS_SET two keys")
     rb.close()  # offline: everything accepted is QUEUED
-    floods = []
-    for i in range(4):
-        a = AnonClient(d, name="flood%d" % i)
-        a.connect()
-        a.hello_anon()
-        floods.append(a)
-    counts = {}
-
-    def flood(key, n):
-        sent = {a: [] for a in floods}
-        for i in range(n):
-            a = floods[i % len(floods)]
-            sent[a].append(a.send_anon([bob], [key], ttl=3600))
-        for a, mids in sent.items():
-            res = a.collect_results({m: 1 for m in mids})
-            for m in mids:
-                s = res[m][0]
-                counts[s] = counts.get(s, 0) + 1
-    flood(k1, 100)  # 40 pass: the key's limit
+    floods = [anon(d, "flood%d" % i) for i in range(4)]
+    counts = flood(floods, bob, k1, 100)  # 40 pass: the key's limit
     t.eq(counts.get(w.S_QUEUED), 40, "k1 queued under anon_key_rate")
-    flood(k2, 100)  # 20 more pass: the recipient's limit of 60
+    flood(floods, bob, k2, 100, counts)  # 20 more pass: the recipient's limit of 60
     t.eq(counts.get(w.S_QUEUED), 60, "queued under anon_recipient_rate")
     t.eq(counts.get(w.S_TOO_MANY_REQUESTS), 140, "refused")
     t.eq(metric(d, "sealpush_anon_sends_total", {"result": "rate_key"}), 60, "rate_key")
@@ -442,6 +425,21 @@ def anon(d, name):
     a.connect()
     a.hello_anon()
     return a
+
+
+def flood(senders, to, key, n, counts=None):
+    """n anonymous sends to device `to` with access key `key`, round robin over senders;
+    returns (adds to) the count of each status."""
+    counts = {} if counts is None else counts
+    sent = {a: [] for a in senders}
+    for i in range(n):
+        a = senders[i % len(senders)]
+        sent[a].append(a.send_anon([to], [key], ttl=3600))
+    for a, mids in sent.items():
+        res = a.collect_results({m: 1 for m in mids})
+        for m in mids:
+            counts[res[m][0]] = counts.get(res[m][0], 0) + 1
+    return counts
 
 
 @test("cache: an ACCESS_SET drops the cached recipient at once on its relay; another relay "
@@ -496,20 +494,10 @@ def t_cache_limits(t):
     t.eq(access_set(rb, 1, [k1, k2])["status"], w.S_DELIVERED, "ACCESS_SET two keys")
     rb.close()
     floods = [anon(d1, "f%d" % i) for i in range(3)]
-
-    def flood(key, n):
-        counts = {}
-        sent = {a: [] for a in floods}
-        for i in range(n):
-            a = floods[i % len(floods)]
-            sent[a].append(a.send_anon([bob], [key], ttl=3600))
-        for a, mids in sent.items():
-            res = a.collect_results({m: 1 for m in mids})
-            for m in mids:
-                counts[res[m][0]] = counts.get(res[m][0], 0) + 1
-        return counts
-    t.eq(flood(k1, 30), {w.S_QUEUED: 10, w.S_TOO_MANY_REQUESTS: 20}, "k1 under anon_key_rate")
-    t.eq(flood(k2, 30), {w.S_QUEUED: 5, w.S_TOO_MANY_REQUESTS: 25}, "k2 under the recipient's")
+    t.eq(flood(floods, bob, k1, 30), {w.S_QUEUED: 10, w.S_TOO_MANY_REQUESTS: 20},
+         "k1 under anon_key_rate")
+    t.eq(flood(floods, bob, k2, 30), {w.S_QUEUED: 5, w.S_TOO_MANY_REQUESTS: 25},
+         "k2 under the recipient's")
     time.sleep(0.5)
     aw = "sp:{%s}:aw" % bob.token.hex()
     t.eq(t.h.redis.command("HGET", aw, "*"), b"$2\r\n15\r\n", "the recipient's count in Redis")
