@@ -36,6 +36,8 @@ for i in $(seq 100); do
 	curl -sf "http://127.0.0.1:$((PORT + 1))/healthz" >/dev/null && break
 	sleep 0.1
 done
+# utime + stime of the relay, in clock ticks (fields 14 and 15 of /proc/PID/stat)
+relay_cpu() { awk '{ print $14 + $15 }' "/proc/$DPID/stat"; }
 load=()
 [ -n "$RATE" ] && load=(--rate "$RATE")
 : >"$OUT/lines"
@@ -47,13 +49,15 @@ for run in $(seq "$RUNS"); do
 			srv=(--server 127.0.0.1:$PORT)
 		fi
 		J="$OUT/$mode.$run.json"
+		cpu0=$(relay_cpu)
 		"$BUILD/bench/sealpush-bench" throughput "${srv[@]}" --ca-dir "$CA" --json --quiet \
 			--pairs "$PAIRS" --window "$WINDOW" --duration "$DURATION" --warmup 1 \
 			--threads "$THREADS" "${load[@]}" >"$J" 2>"$OUT/bench.err"
 		rc=$?
-		python3 - "$J" "$mode" "$rc" <<'PY' | tee -a "$OUT/lines"
+		cpu1=$(relay_cpu)
+		python3 - "$J" "$mode" "$rc" "$cpu0" "$cpu1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$OUT/lines"
 import json, os, sys
-j, mode, rc = sys.argv[1:]
+j, mode, rc, c0, c1, hz = sys.argv[1:]
 try:
     d = json.load(open(j))
     r = d.get("results", {})
@@ -61,9 +65,12 @@ except Exception:
     r = {}
 ps = r.get("per_second") or {}
 lat = r.get("latency_ms") or r.get("latency") or {}
-print("%s: %s delivered/s (median second), latency p50 %s p99 %s ms, exit %s; load %.1f" % (
-    mode, ps.get("median", "?"), lat.get("p50", "?"), lat.get("p99", "?"), rc,
-    os.getloadavg()[0]))
+# relay CPU over the whole run (warm-up and hand-shakes included) per delivered message
+n = r.get("delivered") or 0
+us = "%.2f" % ((int(c1) - int(c0)) / int(hz) * 1e6 / n) if n else "?"
+print("%s: %s delivered/s (median second), latency p50 %s p99 %s ms, relay CPU %s us/msg, "
+      "exit %s; load %.1f" % (mode, ps.get("median", "?"), lat.get("p50", "?"),
+                              lat.get("p99", "?"), us, rc, os.getloadavg()[0]))
 PY
 	done
 done
@@ -77,7 +84,10 @@ for m in ("identified", "anonymous"):
          if l.startswith(m + ":") and re.search(r": ([\d.]+) delivered", l)]
     if v:
         med[m] = statistics.median(v)
-        print("median %s: %.0f delivered/s (%d runs)" % (m, med[m], len(v)))
+        c = [float(x) for l in lines if l.startswith(m + ":")
+             for x in re.findall(r"relay CPU ([\d.]+) us", l)]
+        print("median %s: %.0f delivered/s (%d runs), relay CPU %s us/msg" % (
+            m, med[m], len(v), "%.2f" % statistics.median(c) if c else "?"))
 if len(med) == 2:
     print("anonymous / identified: %.2f" % (med["anonymous"] / med["identified"]))
 PY
