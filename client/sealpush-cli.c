@@ -141,7 +141,7 @@ static void usage(FILE *f)
 	        "A setting is taken from the command line, else the config file, else the\n"
 	        "environment. The config file has lines \"key = value\" (keys server, ca, cert, "
 	        "key,\n"
-	        "rotate_every, key_grace, card_file, anon_server;\n"
+	        "rotate_every, key_grace, card_file, anon_server, receipt_delay;\n"
 	        "'#' starts a comment); relative paths in it are relative to its directory.\n"
 	        "\n");
 	/* Two strings: C17 promises string literals of 4,095 characters only. */
@@ -170,6 +170,8 @@ static void usage(FILE *f)
 	        "  --renew-at SHARE      renew the certificate over the connection once this "
 	        "share\n"
 	        "                        of its lifetime is gone (default 0.75; 1: never)\n"
+	        "  --receipt-delay MS    send each receipt after a random delay of up to MS\n"
+	        "                        milliseconds (default 1000; 0: at once) (receipt_delay)\n"
 	        "  --timeout SECONDS     exit after SECONDS\n"
 	        "  --json                one JSON object per line instead of the lines below\n"
 	        "                        (\"kind\": \"message\" or \"receipt\")\n"
@@ -177,8 +179,9 @@ static void usage(FILE *f)
 	        "  message; PAYLOAD is LENGTH bytes as they are). A receipt for a message this\n"
 	        "  device sent with --receipt: \"receipt SENDER MSG_ID STATUS\" (MSG_ID: the id\n"
 	        "  send printed; STATUS: received or read). A message that asks for a receipt\n"
-	        "  gets one after it is printed and before it is acknowledged; a receipt that\n"
-	        "  cannot be sent is reported on stderr and the message is kept as printed.\n"
+	        "  gets one, sealed after it is printed and before it is acknowledged, sent after\n"
+	        "  --receipt-delay (at once when listen stops); a receipt that cannot be sent is\n"
+	        "  reported on stderr and the message is kept as printed.\n"
 	        "  --count counts messages and receipts. listen rotates the sealing key when due\n"
 	        "  (--rotate-every) and prints the new card as \"card EPOCH JSON\" (--json:\n"
 	        "  \"kind\": \"card\"); a message sealed to a key erased since is reported and\n"
@@ -221,7 +224,8 @@ static void usage(FILE *f)
 typedef struct settings {
 	char *server, *ca, *cert, *key;
 	char *rotate_every, *key_grace, *card_file; /* sealing-key rotation (PROTOCOL.md 13.11) */
-	char *anon_server; /* the relay's anonymous door, HOST:PORT (sealed sender, 17) */
+	char *anon_server;   /* the relay's anonymous door, HOST:PORT (sealed sender, 17) */
+	char *receipt_delay; /* listen: the most a receipt waits, in ms (PROTOCOL.md 17.6) */
 } settings_t;
 
 static char *xstrdup(const char *s)
@@ -304,9 +308,12 @@ static int config_read(const char *path, bool must_exist, settings_t *s)
 		} else if (strcmp(k, "rotate_every") == 0 || strcmp(k, "key_grace") == 0) {
 			dst = k[0] == 'r' ? &s->rotate_every : &s->key_grace;
 			is_path = false;
+		} else if (strcmp(k, "receipt_delay") == 0) {
+			dst = &s->receipt_delay;
+			is_path = false;
 		} else {
 			die_line("%s:%u: unknown key \"%s\" (known: server, ca, cert, key, "
-			         "rotate_every, key_grace, card_file, anon_server)",
+			         "rotate_every, key_grace, card_file, anon_server, receipt_delay)",
 			         path, no, k);
 			fclose(f);
 			return EXIT_CONFIG;
@@ -387,6 +394,24 @@ typedef struct job {
 	uint8_t access_key[CLI_ACCESS_KEY_LEN]; /* anonymous door: the recipient card's key */
 } job_t;
 
+/* listen --receipt-delay (receipt_delay): the default, and the most it takes. */
+#define CLI_RECEIPT_DELAY_DEFAULT_MS 1000u
+#define CLI_RECEIPT_DELAY_MAX_MS     60000u
+
+/* A receipt sealed and waiting out its random delay before its SEND (PROTOCOL.md 17.6). */
+typedef struct delayed_receipt {
+	struct delayed_receipt *next;
+	struct run *r;
+	struct event *ev;
+	uint8_t to[SEALPUSH_TOKEN_LEN];
+	uint8_t rid[SEALPUSH_MSG_ID_LEN];     /* the receipt's own msg_id */
+	uint8_t orig_id[SEALPUSH_MSG_ID_LEN]; /* the message it acknowledges */
+	char id[2 * SEALPUSH_MSG_ID_LEN + 1]; /* the same, in hex, for warnings */
+	uint32_t ttl;
+	uint8_t *blob;
+	size_t blob_len;
+} delayed_receipt_t;
+
 typedef struct run {
 	struct event_base *base;
 	sp_client_t *c;
@@ -415,6 +440,9 @@ typedef struct run {
 	 * in flight at once (at most the library's max_queued). */
 	uint8_t (*receipt_for)[SEALPUSH_MSG_ID_LEN];
 	size_t n_receipts, receipts_pending;
+	/* Receipts are sent after a random delay of up to receipt_delay_ms; those waiting. */
+	uint32_t receipt_delay_ms;
+	delayed_receipt_t *delayed;
 	/* subscribe, unsubscribe, subscriptions (Web Push, cli_webpush.h) */
 	int wp_cmd; /* 0: none; else SP_CLIENT_SUB_* + 1 */
 	bool wp_sent, wp_has_key;
@@ -443,12 +471,16 @@ static int exit_for_cause(int cause, unsigned code)
 	}
 }
 
+static void receipts_flush(run_t *r);
+static void delayed_done(run_t *r, delayed_receipt_t *d, bool send);
+
 static void finish(run_t *r, int code)
 {
 	if (r->exit_code == 0)
 		r->exit_code = code;
 	if (!r->finished) {
 		r->finished = true;
+		receipts_flush(r); /* the receipts still waiting go now, before the close */
 		sp_client_close(r->c);
 	}
 }
@@ -829,6 +861,11 @@ static int run_loop(run_t *r, double timeout)
 	if (r->rotate_ev)
 		event_free(r->rotate_ev);
 	r->rotate_ev = NULL;
+	while (r->delayed != NULL) { /* the connection stopped for good before they were due */
+		fprintf(stderr, "%s: warning: no receipt for message %s: the connection stopped\n",
+		        prog, r->delayed->id);
+		delayed_done(r, r->delayed, false);
+	}
 	sp_client_free(r->c);
 	r->c = NULL;
 	event_base_free(r->base);
@@ -1066,31 +1103,16 @@ static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, voi
 		        sp_client_status_name(st));
 }
 
-/*
- * Seals and sends the receipt an opened message asks for, after it was printed and before it
- * is acknowledged. A failure is said on stderr; the message stays printed and is acknowledged
- * all the same (a receipt is a courtesy, the message must not be lost for it).
- */
-static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
-                         const uint8_t orig_id[SEALPUSH_MSG_ID_LEN])
+/* The SEND of a sealed receipt (blob: taken); a failure is said on stderr. */
+static void receipt_submit(run_t *r, const uint8_t to[SEALPUSH_TOKEN_LEN],
+                           const uint8_t rid[SEALPUSH_MSG_ID_LEN],
+                           const uint8_t orig_id[SEALPUSH_MSG_ID_LEN], const char *id, uint32_t ttl,
+                           uint8_t *blob, size_t blob_len)
 {
-	uint8_t rid[SEALPUSH_MSG_ID_LEN], to[SEALPUSH_TOKEN_LEN], *blob = NULL;
+	sp_client_send_opts_t so = {.msg_id = rid, .has_ttl = true, .ttl = ttl};
 	uint8_t(*more)[SEALPUSH_MSG_ID_LEN];
-	size_t blob_len = 0;
-	sp_client_send_opts_t so = {.msg_id = rid, .has_ttl = true, .ttl = op->ttl};
-	char err[256];
 	int e;
 
-	if (RAND_bytes(rid, sizeof(rid)) != 1) {
-		fprintf(stderr, "%s: warning: no receipt for message %s: no random bytes\n", prog,
-		        id);
-		return;
-	}
-	e = cli_seal_receipt(r->seal, op, rid, op->ttl, to, &blob, &blob_len, err, sizeof(err));
-	if (e < 0) {
-		fprintf(stderr, "%s: warning: no receipt for message %s: %s\n", prog, id, err);
-		return;
-	}
 	more = realloc(r->receipt_for, (r->n_receipts + 1) * sizeof(*more));
 	if (more == NULL) {
 		free(blob);
@@ -1110,6 +1132,90 @@ static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
 		return;
 	}
 	r->receipts_pending++;
+}
+
+/* Unlinks d from the waiting receipts and frees it, after sending it if send. */
+static void delayed_done(run_t *r, delayed_receipt_t *d, bool send)
+{
+	delayed_receipt_t **pp = &r->delayed;
+
+	while (*pp != d)
+		pp = &(*pp)->next;
+	*pp = d->next;
+	event_free(d->ev);
+	if (send)
+		receipt_submit(r, d->to, d->rid, d->orig_id, d->id, d->ttl, d->blob, d->blob_len);
+	else
+		free(d->blob);
+	free(d);
+}
+
+static void on_receipt_due(evutil_socket_t fd, short what, void *arg)
+{
+	delayed_receipt_t *d = arg;
+
+	(void)fd;
+	(void)what;
+	delayed_done(d->r, d, true);
+}
+
+static void receipts_flush(run_t *r)
+{
+	while (r->delayed != NULL)
+		delayed_done(r, r->delayed, true);
+}
+
+/*
+ * Seals the receipt an opened message asks for, after it was printed and before it is
+ * acknowledged, and sends it after a random delay of up to receipt_delay_ms (so that its SEND
+ * does not follow the DELIVER at once; at once when listen is stopping). A failure is said on
+ * stderr; the message stays printed and is acknowledged all the same (a receipt is a
+ * courtesy, the message must not be lost for it).
+ */
+static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
+                         const uint8_t orig_id[SEALPUSH_MSG_ID_LEN])
+{
+	uint8_t rid[SEALPUSH_MSG_ID_LEN], to[SEALPUSH_TOKEN_LEN], *blob = NULL;
+	size_t blob_len = 0;
+	delayed_receipt_t *d;
+	struct timeval tv;
+	uint32_t rnd = 0, ms;
+	char err[256];
+	int e;
+
+	if (RAND_bytes(rid, sizeof(rid)) != 1 ||
+	    RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: no random bytes\n", prog,
+		        id);
+		return;
+	}
+	e = cli_seal_receipt(r->seal, op, rid, op->ttl, to, &blob, &blob_len, err, sizeof(err));
+	if (e < 0) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: %s\n", prog, id, err);
+		return;
+	}
+	if (r->receipt_delay_ms == 0 || r->finished || (d = calloc(1, sizeof(*d))) == NULL) {
+		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len);
+		return;
+	}
+	ms = (uint32_t)(rnd % ((uint64_t)r->receipt_delay_ms + 1));
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	*d = (delayed_receipt_t){.r = r, .ttl = op->ttl, .blob = blob, .blob_len = blob_len};
+	memcpy(d->to, to, sizeof(d->to));
+	memcpy(d->rid, rid, sizeof(d->rid));
+	memcpy(d->orig_id, orig_id, sizeof(d->orig_id));
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	d->ev = evtimer_new(r->base, on_receipt_due, d);
+	if (d->ev == NULL || evtimer_add(d->ev, &tv) != 0) {
+		if (d->ev != NULL)
+			event_free(d->ev);
+		free(d);
+		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len);
+		return;
+	}
+	d->next = r->delayed;
+	r->delayed = d;
 }
 
 /* Prints one message or receipt (text line or JSON object). Returns 0 or -1 (output error). */
@@ -1306,6 +1412,27 @@ static int parse_duration(const char *what, const char *v, uint64_t max, uint64_
 	return 0;
 }
 
+/* listen's receipt_delay: the most a receipt waits before its SEND, in ms (0: none). */
+static int receipt_delay_setting(const settings_t *s, uint32_t *ms)
+{
+	unsigned long v;
+	char *end;
+
+	*ms = CLI_RECEIPT_DELAY_DEFAULT_MS;
+	if (s->receipt_delay == NULL)
+		return 0;
+	errno = 0;
+	v = strtoul(s->receipt_delay, &end, 10);
+	if (errno || end == s->receipt_delay || *end || s->receipt_delay[0] == '-' ||
+	    v > CLI_RECEIPT_DELAY_MAX_MS) {
+		die_line("receipt_delay wants milliseconds, 0 to %u, got \"%s\"",
+		         CLI_RECEIPT_DELAY_MAX_MS, s->receipt_delay);
+		return EXIT_USAGE;
+	}
+	*ms = (uint32_t)v;
+	return 0;
+}
+
 /* The schedule and grace period of the settings (defaults: weekly, 30 days). */
 static int rotation_settings(const settings_t *s, uint64_t *every, uint64_t *grace)
 {
@@ -1439,7 +1566,8 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 	    (rc = need("listen", s->ca, "--ca", "ca", "SEALPUSH_CA")) ||
 	    (rc = need("listen", s->cert, "--cert", "cert", "SEALPUSH_CERT")) ||
 	    (rc = need("listen", s->key, "--key", "key", "SEALPUSH_KEY")) ||
-	    (rc = rotation_settings(s, &every, &grace)))
+	    (rc = rotation_settings(s, &every, &grace)) ||
+	    (rc = receipt_delay_setting(s, &r.receipt_delay_ms)))
 		return rc;
 	if (cli_seal_available()) {
 		e = cli_seal_load(s->cert, s->key, &r.seal, err, sizeof(err));
@@ -1866,7 +1994,8 @@ enum {
 	O_CARD,
 	O_ANON_SERVER,
 	O_IDENTIFIED,
-	O_RENEW_AT,
+	O_RECEIPT_DELAY,
+	O_RENEW_AT, /* the last: seen[] is indexed up to it */
 };
 
 /* Which command each command-specific option belongs to. */
@@ -1894,6 +2023,7 @@ static const struct {
         {O_CODE, "--code", "enroll"},
         {O_CARD, "--card", "enroll"},
         {O_RENEW_AT, "--renew-at", "listen"},
+        {O_RECEIPT_DELAY, "--receipt-delay", "listen"},
         {O_IDENTIFIED, "--identified", "send"},
 };
 
@@ -1970,6 +2100,7 @@ int main(int argc, char **argv)
 	        {"code", required_argument, NULL, O_CODE},
 	        {"card", required_argument, NULL, O_CARD},
 	        {"renew-at", required_argument, NULL, O_RENEW_AT},
+	        {"receipt-delay", required_argument, NULL, O_RECEIPT_DELAY},
 	        {"anon-server", required_argument, NULL, O_ANON_SERVER},
 	        {"identified", no_argument, NULL, O_IDENTIFIED},
 	        {"verbose", no_argument, NULL, 'v'},
@@ -2110,6 +2241,10 @@ int main(int argc, char **argv)
 			break;
 		case O_IDENTIFIED:
 			o.identified = true;
+			break;
+		case O_RECEIPT_DELAY:
+			free(s.receipt_delay);
+			s.receipt_delay = xstrdup(optarg);
 			break;
 		case O_CARD:
 			o.card = optarg;
@@ -2260,5 +2395,6 @@ out:
 	free(s.key_grace);
 	free(s.card_file);
 	free(s.anon_server);
+	free(s.receipt_delay);
 	return rc;
 }

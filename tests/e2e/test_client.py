@@ -932,6 +932,48 @@ def _(t):
                 EX_USAGE, "--raw --receipt", r"--receipt needs a sealed message")
 
 
+@test("sealed: receipts wait a random delay (--receipt-delay) before their SEND, and those "
+      "still waiting go out when listen stops; 0 sends at once", timeout=90)
+def _(t):
+    d = t.daemon()
+    a, b = t.dev("alice"), t.dev("bob")
+    cards = sealed_ids(t, "alice", "bob")
+    mids = [send_json(t, d, "alice", [cards["bob"]], "--receipt", "--message", "m%d" % i)[0]
+            ["msg_id"] for i in range(4)]
+    queued = r"receipt for message (\w+) to %s: QUEUED" % a.token.hex()
+    # Up to 60 s each: one second after the last message is printed, at least one of the four
+    # receipts is still waiting (all four drawn under ~1.3 s: odds about 1e-7).
+    lp = start_listen(t, d, "bob", "--receipt-delay", "60000", "--timeout", "6")
+    for i in range(4):
+        lp.expect(r" m%d$" % i, 10)
+    time.sleep(1.0)
+    early = [ln for ln in lp.err_lines if re.search(queued, ln)]
+    t.note("receipts sent within 1 s of the last message: %d of 4" % len(early))
+    if len(early) >= 4:
+        fail("all four receipts went out at once with --receipt-delay 60000: %r" % early)
+    if lp.wait() != 0:
+        fail("bob's listen exited %s" % lp.p.returncode)
+    sent = sorted(re.search(queued, ln).group(1) for ln in lp.err_lines if re.search(queued, ln))
+    if sent != sorted(mids) or any("warning" in ln for ln in lp.err_lines):
+        fail("bob's listen stopped with receipts for %r, want %r; stderr %r" % (
+            sent, sorted(mids), lp.err_lines))
+    r = t.cli("listen", *t.idargs(d, "alice"), "--count", "4", "--timeout", "10")
+    t.expect_rc(r, EX_OK, "alice's listen")
+    got = sorted(ln.split()[2] for ln in r.out.splitlines() if ln.startswith("receipt "))
+    if got != sorted(mids):
+        fail("alice got receipts for %r, want %r" % (got, sorted(mids)))
+    # 0: at once, while listen keeps running.
+    mid = send_json(t, d, "alice", [cards["bob"]], "--receipt", "--message", "now")[0]["msg_id"]
+    lp = start_listen(t, d, "bob", "--receipt-delay", "0", "--timeout", "30")
+    lp.expect(r" now$", 10)
+    lp.wait_err(r"receipt for message %s to %s: QUEUED" % (mid, a.token.hex()), 5)
+    lp.kill()
+    # Bad values are usage errors, from the flag and from the config file alike.
+    for v in ("-1", "x", "60001"):
+        t.expect_rc(t.cli("listen", *t.idargs(d, "bob"), "--receipt-delay", v, "--timeout", "1"),
+                    EX_USAGE, "--receipt-delay %s" % v, r"receipt_delay wants milliseconds")
+
+
 @test("sealed: ttl 0 (ephemeral): DELIVERED to an online device; EXPIRED for an offline one, "
       "and nothing of it in Redis", timeout=60)
 def _(t):
