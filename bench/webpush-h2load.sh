@@ -26,7 +26,12 @@ R() { redis-cli -s "$W/redis/sock" "$@"; }
 cleanup() {
 	[ -n "${BPID:-}" ] && kill "$BPID" 2>/dev/null
 	[ -n "${DPID:-}" ] && kill -TERM "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-	kill "$(cat "$W/redis/pid")" 2>/dev/null || true
+	# Waited for: an exiting Redis removes its socket file, which may already be the next
+	# run's (same path).
+	local rp
+	rp=$(cat "$W/redis/pid" 2>/dev/null) || return 0
+	kill "$rp" 2>/dev/null || return 0
+	for _ in $(seq 50); do kill -0 "$rp" 2>/dev/null || return 0; sleep 0.1; done
 }
 trap cleanup EXIT
 "$BUILD/server/sealpushd" --listen 127.0.0.1:$PORT --tls-cert "$CA/server.crt" \
