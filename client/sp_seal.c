@@ -94,47 +94,30 @@ struct sp_sealer {
 	size_t max_envelope;
 	/* Prepared HPKE key schedules, one per sp_seal_suites entry (envelope info, no export). */
 	struct sp_hpke_sched *scheds;
-	struct sp_seal_key_cache *keys; /* parsed sender keys; NULL: no cache */
-	struct sp_seal_pk_cache *pks;   /* parsed recipient ML-KEM keys; NULL: none */
+	struct sp_seal_pkey_cache *keys; /* parsed sender keys, by token; NULL: no cache */
+	struct sp_seal_pkey_cache *pks;  /* parsed recipient ML-KEM halves, by key; NULL: none */
 };
 
 /*
- * The recipient key cache (suite 0x0101): the ML-KEM-768 halves of recipients' public keys,
- * parsed and checked, so that sealing to a recipient again skips their import (about 20 us
- * with OpenSSL 3.5, a third of what the hybrid suite adds to a seal). Direct-mapped by bytes of
- * the key itself; a slot holds a copy of its key's ML-KEM half and serves only a key equal to
- * it. A key goes in after an encapsulation to it succeeded. Locking and references as in the
- * sender key cache below.
+ * The key caches: direct-mapped tables of parsed public keys (EVP_PKEY), each slot holding the
+ * id it was filed under and serving only that id; a new key replaces whatever its slot held
+ * (an eviction). A mutex guards the table and the counters; keys are handed out with a
+ * reference of their own, so a replaced key lives on until its last user is done.
+ *  - Sender keys (keys): id = the sender's token (SHA-256 of the SPKI, so equal tokens mean
+ *    equal SPKIs), slot by its first 8 bytes. Only keys whose signature verified are added.
+ *  - Recipient keys of suite 0x0101 (pks): id = the ML-KEM-768 half of the recipient's public
+ *    key, parsed and checked, so that sealing to a recipient again skips its import (about 20
+ *    us with OpenSSL 3.5, a third of what the hybrid suite adds to a seal); slot by 8 bytes of
+ *    its seed rho (the last 32 bytes, uniform). A key goes in after an encapsulation to it
+ *    succeeded.
  */
-struct sp_seal_pk_slot {
-	uint8_t pub[SP_XWING_MLKEM_PK_LEN];
-	EVP_PKEY *key; /* NULL: empty */
-};
-
-struct sp_seal_pk_cache {
+struct sp_seal_pkey_cache {
 	pthread_mutex_t lock;
 	size_t limit, entries;
 	uint64_t hits, misses, evictions;
-	struct sp_seal_pk_slot slots[];
-};
-
-/*
- * The sender key cache: a direct-mapped table of parsed sender keys keyed by token (SHA-256 of
- * the SPKI, so equal tokens mean equal SPKIs). A slot is chosen by the token's first 8 bytes;
- * a new key replaces whatever the slot held (an eviction). Only keys whose signature verified
- * are added. A mutex guards the table and the counters; keys are handed out with a reference
- * of their own, so a replaced key lives on until its last user is done.
- */
-struct sp_seal_key_slot {
-	uint8_t token[SP_TOKEN_LEN];
-	EVP_PKEY *key; /* NULL: empty */
-};
-
-struct sp_seal_key_cache {
-	pthread_mutex_t lock;
-	size_t limit, entries;
-	uint64_t hits, misses, evictions;
-	struct sp_seal_key_slot slots[];
+	size_t id_len, hash_at; /* the ids' length; where in an id the slot's 8 bytes are */
+	EVP_PKEY **keys;        /* [limit]; NULL: an empty slot */
+	uint8_t ids[];          /* [limit][id_len] */
 };
 
 #define SP_SEAL_NSUITES (sizeof(sp_seal_suites) / sizeof(sp_seal_suites[0]))
@@ -292,58 +275,60 @@ static int sp_is_p256(EVP_PKEY *pkey)
 	       strcmp(group, "prime256v1") == 0;
 }
 
-static void sp_seal_key_cache_free(struct sp_seal_key_cache *c)
+static void pkey_cache_free(struct sp_seal_pkey_cache *c)
 {
 	if (c == NULL)
 		return;
 	for (size_t i = 0; i < c->limit; i++)
-		EVP_PKEY_free(c->slots[i].key);
+		EVP_PKEY_free(c->keys[i]);
+	free(c->keys);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
 
-static int sp_seal_key_cache_new(size_t limit, struct sp_seal_key_cache **out)
+/* A cache of limit slots for ids of id_len bytes (*out NULL for limit 0: no cache). */
+static int pkey_cache_new(size_t limit, size_t id_len, size_t hash_at,
+                          struct sp_seal_pkey_cache **out)
 {
-	struct sp_seal_key_cache *c;
+	struct sp_seal_pkey_cache *c;
 
 	*out = NULL;
 	if (limit == 0)
 		return 0;
-	c = calloc(1, sizeof(*c) + limit * sizeof(c->slots[0]));
-	if (c == NULL)
+	c = calloc(1, sizeof(*c) + limit * id_len);
+	if (c == NULL || (c->keys = calloc(limit, sizeof(*c->keys))) == NULL) {
+		free(c);
 		return -ENOMEM;
+	}
 	if (pthread_mutex_init(&c->lock, NULL) != 0) {
+		free(c->keys);
 		free(c);
 		return -ENOMEM;
 	}
 	c->limit = limit;
+	c->id_len = id_len;
+	c->hash_at = hash_at;
 	*out = c;
 	return 0;
 }
 
-static struct sp_seal_key_slot *sp_seal_key_slot(struct sp_seal_key_cache *c,
-                                                 const uint8_t token[SP_TOKEN_LEN])
+static size_t pkey_slot(const struct sp_seal_pkey_cache *c, const uint8_t *id)
 {
-	uint64_t h = 0;
-
-	for (int i = 0; i < 8; i++)
-		h = h << 8 | token[i];
-	return &c->slots[h % c->limit];
+	return (size_t)(sp_get_be(id + c->hash_at, 8) % c->limit);
 }
 
-/* The cached key of token with a reference for the caller, or NULL (a miss). */
-static EVP_PKEY *sp_seal_key_cache_get(struct sp_seal_key_cache *c,
-                                       const uint8_t token[SP_TOKEN_LEN])
+/* The cached key of id with a reference for the caller, or NULL (a miss). */
+static EVP_PKEY *pkey_cache_get(struct sp_seal_pkey_cache *c, const uint8_t *id)
 {
-	struct sp_seal_key_slot *e;
 	EVP_PKEY *key = NULL;
+	size_t i;
 
 	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
 		return NULL;
-	e = sp_seal_key_slot(c, token);
-	if (e->key != NULL && CRYPTO_memcmp(e->token, token, SP_TOKEN_LEN) == 0 &&
-	    EVP_PKEY_up_ref(e->key))
-		key = e->key;
+	i = pkey_slot(c, id);
+	if (c->keys[i] != NULL && memcmp(c->ids + i * c->id_len, id, c->id_len) == 0 &&
+	    EVP_PKEY_up_ref(c->keys[i]))
+		key = c->keys[i];
 	if (key != NULL)
 		c->hits++;
 	else
@@ -352,168 +337,93 @@ static EVP_PKEY *sp_seal_key_cache_get(struct sp_seal_key_cache *c,
 	return key;
 }
 
-/* Adds a verified sender's key (the cache takes a reference of its own). */
-static void sp_seal_key_cache_put(struct sp_seal_key_cache *c, const uint8_t token[SP_TOKEN_LEN],
-                                  EVP_PKEY *key)
+/* Files key under id (the cache takes a reference of its own). */
+static void pkey_cache_put(struct sp_seal_pkey_cache *c, const uint8_t *id, EVP_PKEY *key)
 {
-	struct sp_seal_key_slot *e;
 	EVP_PKEY *old = NULL;
+	size_t i;
 
 	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
 		return;
-	e = sp_seal_key_slot(c, token);
-	if (e->key == NULL || CRYPTO_memcmp(e->token, token, SP_TOKEN_LEN) != 0) {
-		if (EVP_PKEY_up_ref(key)) {
-			old = e->key;
-			if (old != NULL)
-				c->evictions++;
-			else
-				c->entries++;
-			memcpy(e->token, token, SP_TOKEN_LEN);
-			e->key = key;
-		}
-	}
-	pthread_mutex_unlock(&c->lock);
-	EVP_PKEY_free(old);
-}
-
-static void sp_seal_pk_cache_free(struct sp_seal_pk_cache *c)
-{
-	if (c == NULL)
-		return;
-	for (size_t i = 0; i < c->limit; i++)
-		EVP_PKEY_free(c->slots[i].key);
-	pthread_mutex_destroy(&c->lock);
-	free(c);
-}
-
-static int sp_seal_pk_cache_new(size_t limit, struct sp_seal_pk_cache **out)
-{
-	struct sp_seal_pk_cache *c;
-
-	*out = NULL;
-	if (limit == 0 || !sp_xwing_available())
-		return 0;
-	c = calloc(1, sizeof(*c) + limit * sizeof(c->slots[0]));
-	if (c == NULL)
-		return -ENOMEM;
-	if (pthread_mutex_init(&c->lock, NULL) != 0) {
-		free(c);
-		return -ENOMEM;
-	}
-	c->limit = limit;
-	*out = c;
-	return 0;
-}
-
-/* The slot of a key: 8 bytes of its seed rho (the ML-KEM key's last 32 bytes), uniform. */
-static struct sp_seal_pk_slot *sp_seal_pk_slot(struct sp_seal_pk_cache *c, const uint8_t *pub)
-{
-	uint64_t h = sp_get_be(pub + SP_XWING_MLKEM_PK_LEN - 32, 8);
-
-	return &c->slots[h % c->limit];
-}
-
-/* The parsed ML-KEM half of pub with a reference for the caller, or NULL (a miss). */
-static EVP_PKEY *sp_seal_pk_cache_get(struct sp_seal_pk_cache *c, const uint8_t *pub)
-{
-	struct sp_seal_pk_slot *e;
-	EVP_PKEY *key = NULL;
-
-	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
-		return NULL;
-	e = sp_seal_pk_slot(c, pub);
-	if (e->key != NULL && memcmp(e->pub, pub, SP_XWING_MLKEM_PK_LEN) == 0 &&
-	    EVP_PKEY_up_ref(e->key))
-		key = e->key;
-	if (key != NULL)
-		c->hits++;
-	else
-		c->misses++;
-	pthread_mutex_unlock(&c->lock);
-	return key;
-}
-
-static void sp_seal_pk_cache_put(struct sp_seal_pk_cache *c, const uint8_t *pub, EVP_PKEY *key)
-{
-	struct sp_seal_pk_slot *e;
-	EVP_PKEY *old = NULL;
-
-	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
-		return;
-	e = sp_seal_pk_slot(c, pub);
-	if ((e->key == NULL || memcmp(e->pub, pub, SP_XWING_MLKEM_PK_LEN) != 0) &&
+	i = pkey_slot(c, id);
+	if ((c->keys[i] == NULL || memcmp(c->ids + i * c->id_len, id, c->id_len) != 0) &&
 	    EVP_PKEY_up_ref(key)) {
-		old = e->key;
+		old = c->keys[i];
 		if (old != NULL)
 			c->evictions++;
 		else
 			c->entries++;
-		memcpy(e->pub, pub, SP_XWING_MLKEM_PK_LEN);
-		e->key = key;
+		memcpy(c->ids + i * c->id_len, id, c->id_len);
+		c->keys[i] = key;
 	}
 	pthread_mutex_unlock(&c->lock);
 	EVP_PKEY_free(old);
 }
 
-int sp_sealer_set_peer_cache(struct sp_sealer *s, size_t entries)
+static void pkey_cache_stats(struct sp_seal_pkey_cache *c, struct sp_seal_key_cache_stats *out)
 {
-	struct sp_seal_pk_cache *c;
+	memset(out, 0, sizeof(*out));
+	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
+		return;
+	out->entries = c->entries;
+	out->limit = c->limit;
+	out->hits = c->hits;
+	out->misses = c->misses;
+	out->evictions = c->evictions;
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* The two caches of a sealer, made with entries slots (0: none). */
+static int keys_cache_new(size_t entries, struct sp_seal_pkey_cache **out)
+{
+	return pkey_cache_new(entries, SP_TOKEN_LEN, 0, out);
+}
+
+static int pks_cache_new(size_t entries, struct sp_seal_pkey_cache **out)
+{
+	*out = NULL;
+	if (!sp_xwing_available())
+		return 0;
+	return pkey_cache_new(entries, SP_XWING_MLKEM_PK_LEN, SP_XWING_MLKEM_PK_LEN - 32, out);
+}
+
+/* Replaces *slot with a new cache of entries slots (at most max), made by make. */
+static int cache_replace(struct sp_seal_pkey_cache **slot, size_t entries, size_t max,
+                         int (*make)(size_t, struct sp_seal_pkey_cache **))
+{
+	struct sp_seal_pkey_cache *c;
 	int r;
 
-	if (s == NULL || entries > SP_SEAL_PEER_CACHE_MAX)
+	if (entries > max)
 		return -EINVAL;
-	r = sp_seal_pk_cache_new(entries, &c);
+	r = make(entries, &c);
 	if (r != 0)
 		return r;
-	sp_seal_pk_cache_free(s->pks);
-	s->pks = c;
+	pkey_cache_free(*slot);
+	*slot = c;
 	return 0;
+}
+
+int sp_sealer_set_peer_cache(struct sp_sealer *s, size_t entries)
+{
+	return s == NULL ? -EINVAL
+	                 : cache_replace(&s->pks, entries, SP_SEAL_PEER_CACHE_MAX, pks_cache_new);
 }
 
 void sp_sealer_peer_cache_stats(const struct sp_sealer *s, struct sp_seal_key_cache_stats *out)
 {
-	struct sp_seal_pk_cache *c = s->pks;
-
-	memset(out, 0, sizeof(*out));
-	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
-		return;
-	out->entries = c->entries;
-	out->limit = c->limit;
-	out->hits = c->hits;
-	out->misses = c->misses;
-	out->evictions = c->evictions;
-	pthread_mutex_unlock(&c->lock);
+	pkey_cache_stats(s->pks, out);
 }
 
 int sp_sealer_set_key_cache(struct sp_sealer *s, size_t entries)
 {
-	struct sp_seal_key_cache *c;
-	int r;
-
-	if (s == NULL || entries > SP_SEAL_KEY_CACHE_MAX)
-		return -EINVAL;
-	r = sp_seal_key_cache_new(entries, &c);
-	if (r != 0)
-		return r;
-	sp_seal_key_cache_free(s->keys);
-	s->keys = c;
-	return 0;
+	return s == NULL ? -EINVAL
+	                 : cache_replace(&s->keys, entries, SP_SEAL_KEY_CACHE_MAX, keys_cache_new);
 }
 
 void sp_sealer_key_cache_stats(const struct sp_sealer *s, struct sp_seal_key_cache_stats *out)
 {
-	struct sp_seal_key_cache *c = s->keys;
-
-	memset(out, 0, sizeof(*out));
-	if (c == NULL || pthread_mutex_lock(&c->lock) != 0)
-		return;
-	out->entries = c->entries;
-	out->limit = c->limit;
-	out->hits = c->hits;
-	out->misses = c->misses;
-	out->evictions = c->evictions;
-	pthread_mutex_unlock(&c->lock);
+	pkey_cache_stats(s->keys, out);
 }
 
 int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_sealer **out)
@@ -571,9 +481,9 @@ int sp_sealer_new(EVP_PKEY *sign_key, X509 *cert, EVP_PKEY *seal_key, struct sp_
 			goto fail;
 		}
 	}
-	r = sp_seal_key_cache_new(SP_SEAL_KEY_CACHE_DEFAULT, &s->keys);
+	r = keys_cache_new(SP_SEAL_KEY_CACHE_DEFAULT, &s->keys);
 	if (r == 0)
-		r = sp_seal_pk_cache_new(SP_SEAL_PEER_CACHE_DEFAULT, &s->pks);
+		r = pks_cache_new(SP_SEAL_PEER_CACHE_DEFAULT, &s->pks);
 	if (r != 0)
 		goto fail;
 	r = -ENOMEM;
@@ -607,8 +517,8 @@ void sp_sealer_free(struct sp_sealer *s)
 	for (size_t i = 0; s->scheds != NULL && i < SP_SEAL_NSUITES; i++)
 		sp_hpke_sched_clear(&s->scheds[i]);
 	free(s->scheds);
-	sp_seal_key_cache_free(s->keys);
-	sp_seal_pk_cache_free(s->pks);
+	pkey_cache_free(s->keys);
+	pkey_cache_free(s->pks);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 }
@@ -1291,14 +1201,14 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	} else {
 		/* MLKEM768-X25519: X-Wing's encapsulation, its secret into the key schedule; a
 		 * repeat recipient's ML-KEM key comes parsed from the cache. */
-		EVP_PKEY *pk_m = sp_seal_pk_cache_get(s->pks, to->pub);
+		EVP_PKEY *pk_m = pkey_cache_get(s->pks, to->pub);
 		int cached = pk_m != NULL;
 
 		r = cached ? 0 : sp_xwing_import_mlkem(to->pub, &pk_m);
 		if (r == 0)
 			r = sp_xwing_encap_mlkem(pk_m, to->pub, NULL, enc, ss);
 		if (r == 0 && !cached)
-			sp_seal_pk_cache_put(s->pks, to->pub, pk_m);
+			pkey_cache_put(s->pks, to->pub, pk_m);
 		EVP_PKEY_free(pk_m);
 		if (r == 0)
 			r = sp_hpke_sched_ss(sched, ss, &hc, NULL);
@@ -1668,7 +1578,7 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 		r = SP_SEAL_ERR_CRYPTO;
 		goto out;
 	}
-	sender_key = sp_seal_key_cache_get(s->keys, out->sender);
+	sender_key = pkey_cache_get(s->keys, out->sender);
 	cached = sender_key != NULL;
 	if (!cached) {
 		r = sp_seal_spki_key(out->sender_spki, spki_len, &sender_key);
@@ -1697,7 +1607,7 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	if (r != 0)
 		goto out;
 	if (!cached)
-		sp_seal_key_cache_put(s->keys, out->sender, sender_key);
+		pkey_cache_put(s->keys, out->sender, sender_key);
 
 	/* The replay window (13.6). */
 	life_ms = (uint64_t)out->ttl * 1000 + s->skew_ms;
