@@ -31,6 +31,8 @@ typedef struct cli_card cli_card_t; /* a contact card, verified against its toke
 #define CLI_RECEIPT_RECEIVED 0x01 /* opened and accepted by the recipient's software */
 #define CLI_RECEIPT_READ     0x02 /* shown to the user */
 
+#define CLI_ACCESS_KEY_LEN   32 /* an access key (sealed sender, PROTOCOL.md 17) */
+
 /* A message opened by cli_seal_open(): hand it back with cli_seal_done() once printed. */
 typedef struct cli_opened {
 	uint8_t sender[SEALPUSH_TOKEN_LEN]; /* authenticated sender token */
@@ -41,7 +43,11 @@ typedef struct cli_opened {
 	bool is_receipt;    /* a receipt: receipt_for and receipt_status say what for */
 	uint8_t receipt_for[SEALPUSH_MSG_ID_LEN]; /* the msg_id of the message it acknowledges */
 	uint8_t receipt_status;                   /* CLI_RECEIPT_RECEIVED, _READ, or another */
-	void *priv;                               /* implementation data (replay bookkeeping) */
+	/* The sender's access key, given for the receipt (PROTOCOL.md 17.6): send it through the
+	 * anonymous door with this key. */
+	bool has_reply_access;
+	uint8_t reply_access[CLI_ACCESS_KEY_LEN];
+	void *priv; /* implementation data (replay bookkeeping) */
 } cli_opened_t;
 
 /* Whether this build can seal. */
@@ -71,7 +77,6 @@ int cli_seal_card_json(cli_seal_t *s, char **json, char *err, size_t errlen);
  * 0600, hex). cli_seal_access_key: 1 with key filled, 0 if there is none, or -errno /
  * -EBADMSG. cli_seal_access_store: writes key (a temporary file renamed into place), or with
  * key NULL removes the file. */
-#define CLI_ACCESS_KEY_LEN 32
 int cli_seal_access_key(cli_seal_t *s, uint8_t key[CLI_ACCESS_KEY_LEN], char *err, size_t errlen);
 int cli_seal_access_store(cli_seal_t *s, const uint8_t *key, char *err, size_t errlen);
 
@@ -110,7 +115,9 @@ bool cli_card_access_key(const cli_card_t *card, uint8_t key[CLI_ACCESS_KEY_LEN]
 void cli_card_free(cli_card_t *card);
 
 /* Seals msg for one recipient card, bound to msg_id and the SEND's ttl (seconds), asking for
- * a delivery receipt if want_receipt; *blob is malloc'ed. suite: a suite's card name to use
+ * a delivery receipt if want_receipt (with this device's access key inside, if it has one,
+ * for the receipt to come through the anonymous door: PROTOCOL.md 17.6); *blob is malloc'ed. suite:
+ * a suite's card name to use
  * (-EINVAL if unknown or not on the card, -ENOTSUP if not in this build), or NULL for the
  * first suite the card lists that this build has. */
 int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,

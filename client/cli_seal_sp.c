@@ -505,6 +505,8 @@ int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,
 	                        .flags = want_receipt ? SP_SEAL_F_RECEIPT_WANTED : 0,
 	                        .payload = msg,
 	                        .payload_len = len};
+	uint8_t access[CLI_ACCESS_KEY_LEN];
+	char aerr[64];
 	int e;
 
 	if (suite != NULL) {
@@ -527,7 +529,13 @@ int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,
 		}
 		peer = &forced;
 	}
+	/* The receipt may come back anonymously when this device has an access key (17.6). */
+	if (want_receipt && cli_seal_access_key(s, access, aerr, sizeof(aerr)) == 1) {
+		m.flags |= SP_SEAL_F_REPLY_ACCESS;
+		m.reply_access = access;
+	}
 	e = sp_seal(s->sealer, peer, &m, blob, blob_len);
+	OPENSSL_cleanse(access, sizeof(access));
 	if (e < 0) {
 		errmsg(err, errlen, NULL, e);
 		return map_err(e);
@@ -579,6 +587,10 @@ int cli_seal_open(cli_seal_t *s, const uint8_t msg_id[SEALPUSH_MSG_ID_LEN], cons
 	memcpy(out->sender, p->m.sender, SEALPUSH_TOKEN_LEN);
 	out->ttl = p->m.ttl;
 	out->wants_receipt = (p->m.flags & SP_SEAL_F_RECEIPT_WANTED) != 0 && p->m.has_reply;
+	if (out->wants_receipt && p->m.has_reply_access) {
+		out->has_reply_access = true;
+		memcpy(out->reply_access, p->m.reply_access, CLI_ACCESS_KEY_LEN);
+	}
 	if (p->m.flags & SP_SEAL_F_IS_RECEIPT) {
 		e = sp_seal_receipt_parse(&p->m, out->receipt_for, &out->receipt_status);
 		if (e < 0) {
@@ -656,4 +668,6 @@ void cli_seal_done(cli_seal_t *s, cli_opened_t *o, int processed)
 	free(o->text);
 	o->text = NULL;
 	o->priv = NULL;
+	OPENSSL_cleanse(o->reply_access, sizeof(o->reply_access));
+	o->has_reply_access = false;
 }

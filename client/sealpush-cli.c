@@ -180,8 +180,9 @@ static void usage(FILE *f)
 	        "  device sent with --receipt: \"receipt SENDER MSG_ID STATUS\" (MSG_ID: the id\n"
 	        "  send printed; STATUS: received or read). A message that asks for a receipt\n"
 	        "  gets one, sealed after it is printed and before it is acknowledged, sent after\n"
-	        "  --receipt-delay (at once when listen stops); a receipt that cannot be sent is\n"
-	        "  reported on stderr and the message is kept as printed.\n"
+	        "  --receipt-delay (at once when listen stops), through the anonymous door\n"
+	        "  (anon_server) when the sender sealed its access key in; a receipt that cannot\n"
+	        "  be sent is reported on stderr and the message is kept as printed.\n"
 	        "  --count counts messages and receipts. listen rotates the sealing key when due\n"
 	        "  (--rotate-every) and prints the new card as \"card EPOCH JSON\" (--json:\n"
 	        "  \"kind\": \"card\"); a message sealed to a key erased since is reported and\n"
@@ -410,6 +411,8 @@ typedef struct delayed_receipt {
 	uint32_t ttl;
 	uint8_t *blob;
 	size_t blob_len;
+	bool anon;                          /* through the anonymous door, with access */
+	uint8_t access[CLI_ACCESS_KEY_LEN]; /* the original sender's access key */
 } delayed_receipt_t;
 
 typedef struct run {
@@ -443,6 +446,15 @@ typedef struct run {
 	/* Receipts are sent after a random delay of up to receipt_delay_ms; those waiting. */
 	uint32_t receipt_delay_ms;
 	delayed_receipt_t *delayed;
+	/* Receipts to senders that gave their access key go through the anonymous door
+	 * (PROTOCOL.md 17.6), on a second client made when the first is due; the loop ends when
+	 * both have stopped. */
+	const settings_t *settings;
+	const struct cmd_opts *opts;
+	sp_client_t *anon_c;
+	bool main_stopped, anon_stopped;
+	size_t anon_pending;         /* receipts sent on anon_c and not answered yet */
+	struct event *anon_close_ev; /* closes anon_c at the end even if they never are */
 	/* subscribe, unsubscribe, subscriptions (Web Push, cli_webpush.h) */
 	int wp_cmd; /* 0: none; else SP_CLIENT_SUB_* + 1 */
 	bool wp_sent, wp_has_key;
@@ -472,6 +484,7 @@ static int exit_for_cause(int cause, unsigned code)
 }
 
 static void receipts_flush(run_t *r);
+static void anon_close(run_t *r);
 static void delayed_done(run_t *r, delayed_receipt_t *d, bool send);
 
 static void finish(run_t *r, int code)
@@ -482,7 +495,15 @@ static void finish(run_t *r, int code)
 		r->finished = true;
 		receipts_flush(r); /* the receipts still waiting go now, before the close */
 		sp_client_close(r->c);
+		anon_close(r);
 	}
+}
+
+/* The loop ends once the device's client and the anonymous one (if made) have stopped. */
+static void maybe_exit(run_t *r)
+{
+	if (r->main_stopped && (r->anon_c == NULL || r->anon_stopped))
+		event_base_loopexit(r->base, NULL);
 }
 
 static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
@@ -529,7 +550,9 @@ static void on_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
 				r->exit_code = exit_for_cause(ev->cause, ev->code);
 		}
 		r->finished = true;
-		event_base_loopexit(r->base, NULL);
+		r->main_stopped = true;
+		anon_close(r);
+		maybe_exit(r);
 		break;
 	case SP_CLIENT_EV_ERROR:
 		fprintf(stderr, "%s: warning: %s\n", prog, ev->detail);
@@ -868,6 +891,11 @@ static int run_loop(run_t *r, double timeout)
 	}
 	sp_client_free(r->c);
 	r->c = NULL;
+	sp_client_free(r->anon_c);
+	r->anon_c = NULL;
+	if (r->anon_close_ev)
+		event_free(r->anon_close_ev);
+	r->anon_close_ev = NULL;
 	event_base_free(r->base);
 	return r->exit_code;
 }
@@ -1089,7 +1117,8 @@ static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, voi
 	char orig[2 * SEALPUSH_MSG_ID_LEN + 1] = "?", hex[SEALPUSH_TOKEN_HEX + 1];
 	unsigned st = res->n ? res->statuses[0] : SEALPUSH_ST_NOT_SENT;
 
-	(void)c;
+	if (c == r->anon_c && r->anon_pending > 0 && --r->anon_pending == 0 && r->finished)
+		sp_client_close(c); /* its last answer (anon_close) */
 	if (k >= 1 && k <= r->n_receipts)
 		hex_id(r->receipt_for[k - 1], orig);
 	if (r->receipts_pending > 0 && --r->receipts_pending == 0)
@@ -1103,15 +1132,96 @@ static void on_receipt_result(sp_client_t *c, const sp_client_result_t *res, voi
 		        sp_client_status_name(st));
 }
 
-/* The SEND of a sealed receipt (blob: taken); a failure is said on stderr. */
+static void on_anon_event(sp_client_t *c, const sp_client_event_t *ev, void *arg)
+{
+	run_t *r = arg;
+
+	(void)c;
+	if (ev->type == SP_CLIENT_EV_STOPPED) {
+		r->anon_stopped = true;
+		maybe_exit(r);
+	} else if (verbose && ev->detail != NULL) {
+		fprintf(stderr, "%s: anonymous door: %s\n", prog, ev->detail);
+	}
+}
+
+/* The client of the anonymous door, made and started when the first receipt needs it. */
+static sp_client_t *anon_client(run_t *r)
+{
+	const settings_t *s = r->settings;
+	sp_client_config_t cfg = {.server = s->anon_server,
+	                          .anonymous = true,
+	                          .ca_file = s->ca,
+	                          .connect_timeout_ms = (uint32_t)(r->opts->connect_timeout * 1000),
+	                          .tls_groups = r->opts->tls_groups,
+	                          .agent = "sealpush-cli/" SP_VERSION};
+	sp_client_callbacks_t cb = {.event = on_anon_event, .result = on_receipt_result, .arg = r};
+	char err[512];
+
+	if (r->anon_c == NULL && !r->anon_stopped) {
+		if (sp_client_new(r->base, &cfg, &cb, &r->anon_c, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s: warning: no anonymous door for receipts: %s\n", prog,
+			        err);
+			r->anon_stopped = true; /* not tried again */
+			return NULL;
+		}
+		sp_client_start(r->anon_c);
+	}
+	return r->anon_c;
+}
+
+static void on_anon_close(evutil_socket_t fd, short what, void *arg)
+{
+	run_t *r = arg;
+
+	(void)fd;
+	(void)what;
+	sp_client_close(r->anon_c);
+}
+
+/*
+ * The end of the anonymous client: closed once its receipts are answered (a client closed
+ * before it is connected drops what it queued), or after the connect timeout and some more.
+ */
+static void anon_close(run_t *r)
+{
+	struct timeval tv;
+	double t;
+
+	if (r->anon_c == NULL)
+		return;
+	if (r->anon_pending == 0) {
+		sp_client_close(r->anon_c);
+		return;
+	}
+	t = r->opts->connect_timeout + 5;
+	tv.tv_sec = (time_t)t;
+	tv.tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6);
+	if (r->anon_close_ev == NULL &&
+	    ((r->anon_close_ev = evtimer_new(r->base, on_anon_close, r)) == NULL ||
+	     evtimer_add(r->anon_close_ev, &tv) != 0))
+		sp_client_close(r->anon_c);
+}
+
+/* The SEND of a sealed receipt (blob: taken): through the anonymous door with the original
+ * sender's access key if access is given, else identified. A failure is said on stderr. */
 static void receipt_submit(run_t *r, const uint8_t to[SEALPUSH_TOKEN_LEN],
                            const uint8_t rid[SEALPUSH_MSG_ID_LEN],
                            const uint8_t orig_id[SEALPUSH_MSG_ID_LEN], const char *id, uint32_t ttl,
-                           uint8_t *blob, size_t blob_len)
+                           uint8_t *blob, size_t blob_len, const uint8_t *access)
 {
-	sp_client_send_opts_t so = {.msg_id = rid, .has_ttl = true, .ttl = ttl};
+	sp_client_send_opts_t so = {
+	        .msg_id = rid, .has_ttl = true, .ttl = ttl, .access_keys = access};
+	sp_client_t *c = access != NULL ? anon_client(r) : r->c;
 	uint8_t(*more)[SEALPUSH_MSG_ID_LEN];
 	int e;
+
+	if (c == NULL) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: no anonymous door\n", prog,
+		        id);
+		free(blob);
+		return;
+	}
 
 	more = realloc(r->receipt_for, (r->n_receipts + 1) * sizeof(*more));
 	if (more == NULL) {
@@ -1123,7 +1233,7 @@ static void receipt_submit(run_t *r, const uint8_t to[SEALPUSH_TOKEN_LEN],
 	r->receipt_for = more;
 	memcpy(r->receipt_for[r->n_receipts++], orig_id, SEALPUSH_MSG_ID_LEN);
 	so.user = (void *)(uintptr_t)r->n_receipts;
-	e = sp_client_send(r->c, to, 1, blob, blob_len, &so, NULL);
+	e = sp_client_send(c, to, 1, blob, blob_len, &so, NULL);
 	free(blob);
 	if (e < 0) {
 		r->n_receipts--;
@@ -1132,6 +1242,8 @@ static void receipt_submit(run_t *r, const uint8_t to[SEALPUSH_TOKEN_LEN],
 		return;
 	}
 	r->receipts_pending++;
+	if (c == r->anon_c)
+		r->anon_pending++;
 }
 
 /* Unlinks d from the waiting receipts and frees it, after sending it if send. */
@@ -1144,9 +1256,11 @@ static void delayed_done(run_t *r, delayed_receipt_t *d, bool send)
 	*pp = d->next;
 	event_free(d->ev);
 	if (send)
-		receipt_submit(r, d->to, d->rid, d->orig_id, d->id, d->ttl, d->blob, d->blob_len);
+		receipt_submit(r, d->to, d->rid, d->orig_id, d->id, d->ttl, d->blob, d->blob_len,
+		               d->anon ? d->access : NULL);
 	else
 		free(d->blob);
+	OPENSSL_cleanse(d, sizeof(*d));
 	free(d);
 }
 
@@ -1177,6 +1291,7 @@ static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
 {
 	uint8_t rid[SEALPUSH_MSG_ID_LEN], to[SEALPUSH_TOKEN_LEN], *blob = NULL;
 	size_t blob_len = 0;
+	const uint8_t *access;
 	delayed_receipt_t *d;
 	struct timeval tv;
 	uint32_t rnd = 0, ms;
@@ -1194,8 +1309,10 @@ static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
 		fprintf(stderr, "%s: warning: no receipt for message %s: %s\n", prog, id, err);
 		return;
 	}
+	/* Anonymously when the sender gave its access key and there is an anonymous door. */
+	access = op->has_reply_access && r->settings->anon_server != NULL ? op->reply_access : NULL;
 	if (r->receipt_delay_ms == 0 || r->finished || (d = calloc(1, sizeof(*d))) == NULL) {
-		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len);
+		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len, access);
 		return;
 	}
 	ms = (uint32_t)(rnd % ((uint64_t)r->receipt_delay_ms + 1));
@@ -1206,12 +1323,17 @@ static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
 	memcpy(d->rid, rid, sizeof(d->rid));
 	memcpy(d->orig_id, orig_id, sizeof(d->orig_id));
 	snprintf(d->id, sizeof(d->id), "%s", id);
+	if (access != NULL) {
+		d->anon = true;
+		memcpy(d->access, access, sizeof(d->access));
+	}
 	d->ev = evtimer_new(r->base, on_receipt_due, d);
 	if (d->ev == NULL || evtimer_add(d->ev, &tv) != 0) {
 		if (d->ev != NULL)
 			event_free(d->ev);
+		OPENSSL_cleanse(d, sizeof(*d));
 		free(d);
-		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len);
+		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len, access);
 		return;
 	}
 	d->next = r->delayed;
@@ -1548,8 +1670,12 @@ static int cmd_rotate(const settings_t *s)
 
 static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 {
-	run_t r = {
-	        .json = o->json, .count = o->count, .key_file = s->key, .card_file = s->card_file};
+	run_t r = {.json = o->json,
+	           .count = o->count,
+	           .key_file = s->key,
+	           .card_file = s->card_file,
+	           .settings = s,
+	           .opts = o};
 	uint64_t every, grace;
 	cli_dir_settings_t ds = {.server = s->server,
 	                         .ca = s->ca,

@@ -1049,7 +1049,8 @@ size_t sp_seal_max_payload_suite(const struct sp_sealer *s, uint16_t suite, size
 	sp_sealer_reply_key(s, d, &own);
 	/* At its longest: version 2, with the key epoch in the header and in the reply key. */
 	overhead = 7 + d->enc_len + SP_HPKE_NT;
-	fixed = SP_SEAL_INNER_FIXED + s->spki_len + (reply_key ? 8 + own.pub_len : 0) + 4 + 1 +
+	fixed = SP_SEAL_INNER_FIXED + s->spki_len +
+	        (reply_key ? 8 + own.pub_len + SP_SEAL_ACCESS_LEN : 0) + 4 + 1 +
 	        SP_SEAL_P256_SIG_MAX;
 	if (max_blob > s->max_envelope)
 		max_blob = s->max_envelope;
@@ -1081,6 +1082,7 @@ struct sp_seal_signed {
 	uint64_t sent_at_ms;
 	uint32_t ttl;
 	const struct sp_seal_peer *reply; /* NULL without REPLY_KEY */
+	const uint8_t *reply_access;      /* NULL without REPLY_ACCESS */
 	const uint8_t *payload;
 	size_t payload_len;
 };
@@ -1123,6 +1125,8 @@ static int sp_seal_transcript(EVP_MD_CTX *md, int sign, const struct sp_seal_sig
 		if (!update(md, reply, (size_t)(p - reply)))
 			return 0;
 	}
+	if (t->reply_access != NULL && !update(md, t->reply_access, SP_SEAL_ACCESS_LEN))
+		return 0;
 	sp_put_u32(plen, (uint32_t)t->payload_len);
 	return update(md, plen, 4) &&
 	       (t->payload_len == 0 || update(md, t->payload, t->payload_len));
@@ -1173,6 +1177,7 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	uint8_t *buf = NULL, *p;
 	size_t sig_len, inner_len, header_len, total, pad;
 	int r, has_reply = (flags & SP_SEAL_F_REPLY_KEY) != 0, v2;
+	size_t access_len = (flags & SP_SEAL_F_REPLY_ACCESS) ? SP_SEAL_ACCESS_LEN : 0;
 
 	if (s == NULL || to == NULL || m == NULL || env == NULL || env_len == NULL ||
 	    m->msg_id == NULL || (m->payload == NULL && m->payload_len > 0))
@@ -1180,7 +1185,8 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	*env = NULL;
 	*env_len = 0;
 	if ((flags & ~SP_SEAL_F_ALL) != 0 ||
-	    ((flags & SP_SEAL_F_RECEIPT_WANTED) && (flags & SP_SEAL_F_IS_RECEIPT)))
+	    ((flags & SP_SEAL_F_RECEIPT_WANTED) && (flags & SP_SEAL_F_IS_RECEIPT)) ||
+	    (access_len && (!has_reply || m->reply_access == NULL)))
 		return -EINVAL;
 	d = sp_seal_suite(to->suite);
 	if (d == NULL)
@@ -1232,6 +1238,7 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 	        .sent_at_ms = m->sent_at_ms,
 	        .ttl = m->ttl,
 	        .reply = has_reply ? &own : NULL,
+	        .reply_access = access_len ? m->reply_access : NULL,
 	        .payload = m->payload,
 	        .payload_len = m->payload_len,
 	};
@@ -1240,7 +1247,8 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 		goto out;
 
 	inner_len = SP_SEAL_INNER_FIXED + s->spki_len +
-	            (has_reply ? (v2 ? 8 : 4) + own.pub_len : 0) + 4 + m->payload_len + 1 + sig_len;
+	            (has_reply ? (v2 ? 8 : 4) + own.pub_len : 0) + access_len + 4 + m->payload_len +
+	            1 + sig_len;
 	pad = sp_seal_bucket_pad(s, header_len + inner_len + SP_HPKE_NT);
 	inner_len += pad;
 	total = header_len + inner_len + SP_HPKE_NT;
@@ -1277,6 +1285,10 @@ static int sp_seal_inner(const struct sp_sealer *s, const struct sp_seal_peer *t
 		p = sp_put_u16(p, (uint16_t)own.pub_len);
 		memcpy(p, own.pub, own.pub_len);
 		p += own.pub_len;
+	}
+	if (access_len) {
+		memcpy(p, m->reply_access, access_len);
+		p += access_len;
 	}
 	p = sp_put_u32(p, (uint32_t)m->payload_len);
 	if (m->payload_len > 0)
@@ -1526,7 +1538,8 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	spki_len = (size_t)sp_get_be(q + 13 + SP_TOKEN_LEN, 2);
 	if ((out->flags & ~SP_SEAL_F_ALL) != 0 ||
 	    ((out->flags & SP_SEAL_F_RECEIPT_WANTED) && !(out->flags & SP_SEAL_F_REPLY_KEY)) ||
-	    ((out->flags & SP_SEAL_F_RECEIPT_WANTED) && (out->flags & SP_SEAL_F_IS_RECEIPT)))
+	    ((out->flags & SP_SEAL_F_RECEIPT_WANTED) && (out->flags & SP_SEAL_F_IS_RECEIPT)) ||
+	    ((out->flags & SP_SEAL_F_REPLY_ACCESS) && !(out->flags & SP_SEAL_F_REPLY_KEY)))
 		goto out;
 	if (spki_len == 0 || spki_len > SP_SEAL_SPKI_MAX ||
 	    (out->sender_spki = sp_rd_take(&rd, spki_len)) == NULL)
@@ -1552,6 +1565,12 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 			goto out;
 		memcpy(out->reply.pub, q, rs->pub_len);
 		out->has_reply = 1;
+	}
+	if (out->flags & SP_SEAL_F_REPLY_ACCESS) {
+		if ((q = sp_rd_take(&rd, SP_SEAL_ACCESS_LEN)) == NULL)
+			goto out;
+		memcpy(out->reply_access, q, SP_SEAL_ACCESS_LEN);
+		out->has_reply_access = 1;
 	}
 	if ((q = sp_rd_take(&rd, 4)) == NULL)
 		goto out;
@@ -1600,6 +1619,7 @@ int sp_seal_open(const struct sp_sealer *s, struct sp_seal_replay *replay,
 	        .sent_at_ms = out->sent_at_ms,
 	        .ttl = out->ttl,
 	        .reply = out->has_reply ? &out->reply : NULL,
+	        .reply_access = out->has_reply_access ? out->reply_access : NULL,
 	        .payload = out->payload,
 	        .payload_len = out->payload_len,
 	};
@@ -1663,7 +1683,7 @@ void sp_seal_opened_clear(struct sp_seal_opened *m)
 		OPENSSL_cleanse(m->buf, m->buf_len);
 		free(m->buf);
 	}
-	memset(m, 0, sizeof(*m));
+	OPENSSL_cleanse(m, sizeof(*m)); /* reply_access is a key */
 }
 
 /* ---- receipts (13.7) ---- */

@@ -97,7 +97,11 @@
 	                           */
 #define SP_SEAL_F_IS_RECEIPT 0x02 /* the payload is a receipt (sp_seal_receipt_parse) */
 #define SP_SEAL_F_REPLY_KEY  0x04 /* the sender's sealing key and suite are inside */
-#define SP_SEAL_F_ALL        0x07
+#define SP_SEAL_F_REPLY_ACCESS                                                                     \
+	0x08 /* with REPLY_KEY: an access key of the sender's is inside too (17.6), so that the    \
+	        recipient can answer through the anonymous door; sp_seal_msg.reply_access */
+#define SP_SEAL_F_ALL      0x0f
+#define SP_SEAL_ACCESS_LEN 32 /* an access key (PROTOCOL.md 17) */
 
 /* Receipt statuses (the last byte of a receipt's payload). */
 #define SP_SEAL_RECEIPT_RECEIVED 0x01 /* opened and accepted by the recipient's library */
@@ -380,7 +384,8 @@ void sp_sealer_peer_cache_stats(const struct sp_sealer *s, struct sp_seal_key_ca
 /*
  * The largest payload that sp_seal() always fits into max_blob bytes in an envelope of the
  * sealer's preferred suite, with its padding and signature (at its longest), with
- * (reply_key != 0) or without a reply key. 0 if not even an empty payload fits.
+ * (reply_key != 0; counting a reply access key too) or without a reply key. 0 if not even an
+ * empty payload fits.
  */
 size_t sp_seal_max_payload(const struct sp_sealer *s, size_t max_blob, int reply_key);
 
@@ -394,9 +399,11 @@ struct sp_seal_msg {
 	uint64_t sent_at_ms;   /* the sender's wall clock, ms since the Unix epoch */
 	uint32_t ttl;          /* the SEND's ttl, seconds; 0: ephemeral, never stored */
 	uint8_t flags;         /* SP_SEAL_F_RECEIPT_WANTED (adds the reply key by itself),
-	                          SP_SEAL_F_REPLY_KEY; IS_RECEIPT is set by sp_seal_receipt() */
+	                          SP_SEAL_F_REPLY_KEY, SP_SEAL_F_REPLY_ACCESS (needs a reply key and
+	                          reply_access); IS_RECEIPT is set by sp_seal_receipt() */
 	const uint8_t *payload;
 	size_t payload_len;
+	const uint8_t *reply_access; /* SP_SEAL_ACCESS_LEN bytes with SP_SEAL_F_REPLY_ACCESS */
 };
 
 /*
@@ -423,6 +430,8 @@ struct sp_seal_opened {
 	size_t payload_len;
 	int has_reply; /* reply is the sender's sealing key (REPLY_KEY flag) */
 	struct sp_seal_peer reply;
+	int has_reply_access; /* reply_access is an access key of the sender's (REPLY_ACCESS) */
+	uint8_t reply_access[SP_SEAL_ACCESS_LEN];
 	uint8_t *buf; /* owns sender_spki and payload */
 	size_t buf_len;
 	uint8_t version;    /* the envelope's version (1 or 2) */

@@ -249,7 +249,7 @@ static int b_spki(void *arg)
 
 static int b_seal(void *arg)
 {
-	struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len};
+	struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len, NULL};
 	uint8_t *e;
 	size_t len;
 	int r = sp_seal(alice.s, &bob.peer, &m, &e, &len);
@@ -292,7 +292,7 @@ static int b_xwing_decap(void *arg)
 
 static int b_seal_hybrid(void *arg)
 {
-	struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len};
+	struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len, NULL};
 	uint8_t *e;
 	size_t len;
 	int r = sp_seal(alice.s, &bobh_peer, &m, &e, &len);
@@ -412,7 +412,7 @@ int main(int argc, char **argv)
 	           SP_SEAL_PAD_DEFAULT;
 	transcript_len = 26 + 3 + 32 + 16 + 64 + 13 + 4 + payload_len;
 	{
-		struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len};
+		struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len, NULL};
 
 		if (xa == NULL || xb == NULL ||
 		    sp_hpke_setup_base_s(&chacha, bob.seal_pk, NULL, 0, NULL, 0, enc, &hs, NULL) !=
@@ -423,7 +423,7 @@ int main(int argc, char **argv)
 			return 1;
 	}
 	if (sp_seal_suite_implemented(SP_SEAL_SUITE_HYBRID)) {
-		struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len};
+		struct sp_seal_msg m = {mid, t0, 3600, 0, payload, payload_len, NULL};
 		uint8_t seed[SP_XWING_SEED_LEN], k[SP_XWING_SS_LEN];
 
 		RAND_bytes(seed, sizeof(seed));

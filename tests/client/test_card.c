@@ -86,7 +86,8 @@ static void test_good_card(void)
 	/* The card is all Bob needs to seal to Alice. */
 	{
 		static const uint8_t mid[16] = {1};
-		struct sp_seal_msg m = {mid, 1795000000000ull, 60, 0, (const uint8_t *)"hi", 2};
+		struct sp_seal_msg m = {mid, 1795000000000ull, 60, 0, (const uint8_t *)"hi", 2,
+		                        NULL};
 		struct sp_seal_opened o;
 		uint8_t *env;
 		size_t len;
@@ -364,7 +365,8 @@ static int seal_open(const struct sp_seal_peer *peer, struct sp_sealer *s)
 {
 	static const uint8_t mid[16] = {2};
 	struct sp_seal_msg m = {
-	        mid, 1795000000000ull, 60, SP_SEAL_F_RECEIPT_WANTED, (const uint8_t *)"hi", 2};
+	        mid, 1795000000000ull, 60, SP_SEAL_F_RECEIPT_WANTED, (const uint8_t *)"hi", 2,
+	        NULL};
 	struct sp_seal_opened o;
 	uint8_t *env = NULL;
 	size_t len;

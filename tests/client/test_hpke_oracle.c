@@ -151,7 +151,8 @@ static const char hello[] = "opened by OpenSSL's own HPKE";
 static void test_envelope_opened_by_ossl(void)
 {
 	for (size_t i = 0; i < NSUITES; i++) {
-		struct sp_seal_msg m = {mid, t0, 600, 0, (const uint8_t *)hello, sizeof(hello)};
+		struct sp_seal_msg m = {mid,           t0,  600, 0, (const uint8_t *)hello,
+		                        sizeof(hello), NULL};
 		struct sp_seal_peer to = bob.peer;
 		OSSL_HPKE_CTX *c = OSSL_HPKE_CTX_new(OSSL_HPKE_MODE_BASE, ossl_suite(i),
 		                                     OSSL_HPKE_ROLE_RECEIVER, NULL, NULL);

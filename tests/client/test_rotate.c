@@ -97,8 +97,8 @@ static int rdev_card(struct sp_sealer *s, int64_t at, struct sp_card *c)
 static uint8_t *seal_to(const struct sp_seal_peer *to, const uint8_t *mid, uint8_t flags,
                         uint64_t sent_at, size_t *len)
 {
-	struct sp_seal_msg m = {mid,          sent_at, 30 * DAY, flags, (const uint8_t *)hello,
-	                        sizeof(hello)};
+	struct sp_seal_msg m = {mid,           sent_at, 30 * DAY, flags, (const uint8_t *)hello,
+	                        sizeof(hello), NULL};
 	uint8_t *env = NULL;
 	int r = sp_seal(alice.s, to, &m, &env, len);
 
@@ -427,8 +427,8 @@ static void test_epochs_in_envelopes(void)
 	 * version 1, his reply key without epoch; the receipt (version 1) opens by trying. */
 	{
 		struct sp_seal_msg m = {
-		        mid,          ms, 60, SP_SEAL_F_RECEIPT_WANTED, (const uint8_t *)hello,
-		        sizeof(hello)};
+		        mid,           ms,  60, SP_SEAL_F_RECEIPT_WANTED, (const uint8_t *)hello,
+		        sizeof(hello), NULL};
 
 		SP_CHECK_EQ_INT(sp_seal(bob.s, &alice.peer, &m, &env, &len), 0);
 	}

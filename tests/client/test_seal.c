@@ -37,7 +37,8 @@ static const char hello[] = "hello bob, this is alice";
 static uint8_t *seal_msg(struct tc_dev *from, const struct sp_seal_peer *to, const uint8_t *mid,
                          uint8_t flags, uint32_t ttl, uint64_t sent_at, size_t *len)
 {
-	struct sp_seal_msg m = {mid, sent_at, ttl, flags, (const uint8_t *)hello, sizeof(hello)};
+	struct sp_seal_msg m = {mid,           sent_at, ttl, flags, (const uint8_t *)hello,
+	                        sizeof(hello), NULL};
 	uint8_t *env = NULL;
 	int r = sp_seal(from->s, to, &m, &env, len);
 
@@ -89,7 +90,7 @@ static void test_empty_and_large_payloads(void)
 {
 	static uint8_t big[16384];
 	struct sp_seal_opened o;
-	struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0};
+	struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0, NULL};
 	uint8_t *env;
 	size_t len;
 
@@ -104,7 +105,8 @@ static void test_empty_and_large_payloads(void)
 	/* The largest payload that fits the default max_blob (16 KiB), with a reply key. */
 	m.payload = big;
 	m.payload_len = sp_seal_max_payload(alice.s, 16384, 1);
-	m.flags = SP_SEAL_F_RECEIPT_WANTED;
+	m.flags = SP_SEAL_F_RECEIPT_WANTED | SP_SEAL_F_REPLY_ACCESS; /* the longest: both */
+	m.reply_access = big + 100;
 	SP_CHECK(m.payload_len > 15000 && m.payload_len < 16384);
 	for (int i = 0; i < 20; i++) { /* signatures vary in length: try several */
 		SP_CHECK_EQ_INT(sp_seal(alice.s, &bob.peer, &m, &env, &len), 0);
@@ -125,7 +127,7 @@ static void test_empty_and_large_payloads(void)
 	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 50, 0), 0);
 	/* The figures PROTOCOL.md 13.4 gives. */
 	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 0), 15909);
-	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 1), 15869);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(alice.s, 16384, 1), 15837);
 }
 
 static void test_padding(void)
@@ -135,7 +137,7 @@ static void test_padding(void)
 	uint8_t *e1, *e2;
 
 	/* Two payloads of different size look the same once padded. */
-	struct sp_seal_msg m = {mid1, t0, 60, 0, (const uint8_t *)"a", 1};
+	struct sp_seal_msg m = {mid1, t0, 60, 0, (const uint8_t *)"a", 1, NULL};
 	SP_CHECK_EQ_INT(sp_seal(alice.s, &bob.peer, &m, &e1, &len1), 0);
 	m.payload = (const uint8_t *)hello;
 	m.payload_len = sizeof(hello);
@@ -234,7 +236,7 @@ static void test_wrong_key_and_redirects(void)
 	/* An unusable recipient key (a low-order point) is refused when sealing. */
 	memset(misdirected.pub, 0, sizeof(misdirected.pub));
 	{
-		struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0};
+		struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0, NULL};
 
 		SP_CHECK_EQ_INT(sp_seal(alice.s, &misdirected, &m, &env, &len),
 		                SP_SEAL_ERR_PEER_KEY);
@@ -585,7 +587,10 @@ static void test_malformed_content(void)
 	b.payload_len_delta = -1; /* a length short by one: the rest does not parse */
 	SP_CHECK_EQ_INT(tb_open(&b, &o), SP_SEAL_ERR_MALFORMED);
 	b = tb_honest();
-	b.flags = 0x08; /* unknown flag */
+	b.flags = 0x10; /* unknown flag */
+	SP_CHECK_EQ_INT(tb_open(&b, &o), SP_SEAL_ERR_MALFORMED);
+	b = tb_honest();
+	b.flags = SP_SEAL_F_REPLY_ACCESS; /* a reply access key but no reply key */
 	SP_CHECK_EQ_INT(tb_open(&b, &o), SP_SEAL_ERR_MALFORMED);
 	b = tb_honest();
 	b.flags = SP_SEAL_F_RECEIPT_WANTED; /* a receipt wanted but no reply key */
@@ -832,7 +837,7 @@ static void test_receipts(void)
 	                SP_SEAL_ERR_NO_RECEIPT);
 	/* To the relay a receipt is the size of any short message. */
 	{
-		struct sp_seal_msg m = {rid, t0, 3600, 0, (const uint8_t *)"typing...", 9};
+		struct sp_seal_msg m = {rid, t0, 3600, 0, (const uint8_t *)"typing...", 9, NULL};
 		uint8_t *p;
 
 		SP_CHECK_EQ_INT(sp_seal(bob.s, &alice.peer, &m, &p, &plain_len), 0);
@@ -854,6 +859,41 @@ static void test_receipts(void)
 	SP_CHECK_EQ_INT(sp_seal_receipt_parse(&o, got_id, &status), SP_SEAL_ERR_NO_RECEIPT);
 	sp_seal_opened_clear(&o);
 	free(env);
+	/* A reply access key (17.6): carried with the reply key, signed, cleared with the message;
+	 * never without a reply key; a receipt carries none. */
+	{
+		static const uint8_t akey[SP_SEAL_ACCESS_LEN] = {0x5a, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+		struct sp_seal_msg m = {mid1,
+		                        t0,
+		                        3600,
+		                        SP_SEAL_F_RECEIPT_WANTED | SP_SEAL_F_REPLY_ACCESS,
+		                        (const uint8_t *)"hi",
+		                        2,
+		                        akey};
+
+		SP_CHECK_EQ_INT(sp_seal(alice.s, &bob.peer, &m, &env, &len), 0);
+		SP_CHECK_EQ_INT(sp_seal_open(bob.s, NULL, mid1, env, len, t0, &o), 0);
+		SP_CHECK_EQ_INT(o.flags, SP_SEAL_F_RECEIPT_WANTED | SP_SEAL_F_REPLY_KEY |
+		                                 SP_SEAL_F_REPLY_ACCESS);
+		SP_CHECK_EQ_INT(o.has_reply_access, 1);
+		SP_CHECK_MEM(o.reply_access, akey, sizeof(akey));
+		SP_CHECK_EQ_INT(sp_seal_receipt(bob.s, &o, SP_SEAL_RECEIPT_RECEIVED, rid, t0, 60,
+		                                &renv, &rlen),
+		                0);
+		SP_CHECK_EQ_INT(sp_seal_open(alice.s, NULL, rid, renv, rlen, t0, &r), 0);
+		SP_CHECK_EQ_INT(r.flags, SP_SEAL_F_IS_RECEIPT);
+		SP_CHECK_EQ_INT(r.has_reply_access, 0);
+		sp_seal_opened_clear(&r);
+		free(renv);
+		sp_seal_opened_clear(&o);
+		SP_CHECK_EQ_INT(o.has_reply_access, 0);
+		free(env);
+		m.flags = SP_SEAL_F_REPLY_ACCESS; /* no reply key */
+		SP_CHECK_EQ_INT(sp_seal(alice.s, &bob.peer, &m, &env, &len), -EINVAL);
+		m.flags = SP_SEAL_F_REPLY_KEY | SP_SEAL_F_REPLY_ACCESS;
+		m.reply_access = NULL; /* the flag without the key */
+		SP_CHECK_EQ_INT(sp_seal(alice.s, &bob.peer, &m, &env, &len), -EINVAL);
+	}
 	/* A reply key without a receipt request is carried for the application. */
 	env = seal_msg(&alice, &bob.peer, mid1, SP_SEAL_F_REPLY_KEY, 3600, t0, &len);
 	SP_CHECK_EQ_INT(sp_seal_open(bob.s, NULL, mid1, env, len, t0, &o), 0);
@@ -867,7 +907,7 @@ static void test_receipts(void)
 static void test_size_limit(void)
 {
 	static uint8_t big[5000];
-	struct sp_seal_msg m = {mid1, t0, 60, 0, big, sizeof(big)};
+	struct sp_seal_msg m = {mid1, t0, 60, 0, big, sizeof(big), NULL};
 	struct sp_seal_opened o;
 	uint8_t *env;
 	size_t len;
@@ -1103,7 +1143,7 @@ static void test_hybrid_round_trip(void)
 	/* Every payload size lands in a bucket, with and without a reply key, both senders. */
 	for (size_t n = 0; n < 700; n += 37) {
 		static uint8_t pl[700];
-		struct sp_seal_msg m = {mid2, t0, 60, n % 2 ? SP_SEAL_F_REPLY_KEY : 0, pl, n};
+		struct sp_seal_msg m = {mid2, t0, 60, n % 2 ? SP_SEAL_F_REPLY_KEY : 0, pl, n, NULL};
 
 		SP_CHECK_EQ_INT(sp_seal(n % 3 ? alice.s : erin.s, &dora.peer, &m, &env, &len), 0);
 		SP_CHECK(sp_bucket_ok(len, SP_BUCKET_BLOCK_DEFAULT)); /* what pad_block checks */
@@ -1130,7 +1170,7 @@ static void test_hybrid_round_trip(void)
 	/* A key that is not an ML-KEM key (the modulus check fails): PEER_KEY. */
 	{
 		struct sp_seal_peer bad = dora.peer;
-		struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0};
+		struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0, NULL};
 
 		memset(bad.pub, 0xff, 1184);
 		SP_CHECK_EQ_INT(sp_seal(alice.s, &bad, &m, &env, &len), SP_SEAL_ERR_PEER_KEY);
@@ -1225,7 +1265,7 @@ static void test_hybrid_peer_cache(void)
 	struct sp_seal_key_cache_stats st;
 	struct sp_seal_opened o;
 	struct sp_seal_peer bad = dora.peer;
-	struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0};
+	struct sp_seal_msg m = {mid1, t0, 60, 0, NULL, 0, NULL};
 	uint8_t *env;
 	size_t len;
 
@@ -1263,15 +1303,15 @@ static void test_hybrid_peer_cache(void)
 static void test_hybrid_max_payload(void)
 {
 	static uint8_t big[16384];
-	struct sp_seal_msg m = {mid1, t0, 60, SP_SEAL_F_REPLY_KEY, big, 0};
+	struct sp_seal_msg m = {mid1, t0, 60, SP_SEAL_F_REPLY_KEY, big, 0, NULL};
 	uint8_t *env;
 	size_t len;
 
 	/* 16,384-byte blobs: 1,139 bytes of header and tag, a 1,220-byte hybrid reply key. */
 	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 0), 14821);
-	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 1), 13597);
-	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(alice.s, SP_SEAL_SUITE_HYBRID, 16384, 1), 14781);
-	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(dora.s, SP_SEAL_SUITE_DEFAULT, 16384, 1), 15869);
+	SP_CHECK_EQ_INT(sp_seal_max_payload(dora.s, 16384, 1), 13565);
+	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(alice.s, SP_SEAL_SUITE_HYBRID, 16384, 1), 14749);
+	SP_CHECK_EQ_INT(sp_seal_max_payload_suite(dora.s, SP_SEAL_SUITE_DEFAULT, 16384, 1), 15837);
 	m.payload_len = sp_seal_max_payload(dora.s, 16384, 1);
 	SP_CHECK_EQ_INT(sp_seal(dora.s, &erin.peer, &m, &env, &len), 0);
 	SP_CHECK(len <= 16384);
@@ -1306,7 +1346,7 @@ static void test_key_files(void)
 		struct sp_seal_opened o;
 		uint8_t *env;
 		size_t len;
-		struct sp_seal_msg m = {mid1, t0, 60, 0, (const uint8_t *)"x", 1};
+		struct sp_seal_msg m = {mid1, t0, 60, 0, (const uint8_t *)"x", 1, NULL};
 
 		SP_CHECK_MEM(sp_sealer_token(s), sp_sealer_token(alice.s), 32);
 		sp_sealer_peer(s, &p);

@@ -498,6 +498,57 @@ def _(t):
     r = t.cli("access", "enable", *t.idargs(d2, "bob"))
     t.expect_rc(r, EX_REFUSED, "access enable on a relay without an anonymous door")
     t.note("access enable/rotate/disable; 2 anonymous sends accepted, old key ACCESS_DENIED")
+@test("cli: sealed sender: a receipt goes back through the anonymous door with the access key "
+      "the sender sealed in (REPLY_ACCESS); identified when the recipient has no anonymous "
+      "door or the sender no access key", timeout=90)
+def _(t):
+    port = harness.free_port()
+    d = t.daemon(anon_listen="%s:%d" % (LOOPBACK, port))
+    anon = ["--anon-server", "%s:%d" % (LOOPBACK, port)]
+    alice, bob = t.dev("alice"), t.dev("bob")
+    for dev in (alice, bob):
+        r = t.cli("init", "--cert", dev.crt, "--key", dev.key)
+        if r.rc != EX_OK and "exists already" not in r.err:
+            t.expect_rc(r, EX_OK, "init")
+    cards = {}
+    for who in ("alice", "bob"):
+        r = t.cli("access", "enable", *t.idargs(d, who))
+        t.expect_rc(r, EX_OK, "access enable (%s)" % who)
+        cards[who] = os.path.join(t.h.root, "%s-rcpt.card" % who)
+        with open(cards[who], "w") as f:
+            f.write(r.out)
+
+    def round_trip(what, bob_args, want_anon):
+        a0 = anon_accepted(d)
+        res = send_json(t, d, "alice", [cards["bob"]], "--receipt", "--message", what, *anon)
+        if res[0]["status"] != "QUEUED" or anon_accepted(d) != a0 + 1:
+            fail("%s: alice's send: %r (anonymous accepted %d, was %d)" % (
+                what, res, anon_accepted(d), a0))
+        r = t.cli("listen", "-v", *t.idargs(d, "bob"), "--count", "1", "--timeout", "10",
+                  *bob_args)
+        t.expect_rc(r, EX_OK, "%s: bob's listen" % what)
+        if not re.search(r"receipt for message %s to %s: QUEUED" % (
+                res[0]["msg_id"], alice.token.hex()), r.err) or "warning" in r.err:
+            fail("%s: bob's listen did not send the receipt: %r" % (what, r.err))
+        if anon_accepted(d) != a0 + 1 + want_anon:
+            fail("%s: the receipt went %s, want %s" % (
+                what, "anonymously" if anon_accepted(d) > a0 + 1 else "identified",
+                "anonymously" if want_anon else "identified"))
+        r = t.cli("listen", *t.idargs(d, "alice"), "--count", "1", "--timeout", "10")
+        t.expect_rc(r, EX_OK, "%s: alice's listen" % what)
+        if r.out != "receipt %s %s received\n" % (bob.token.hex(), res[0]["msg_id"]):
+            fail("%s: alice's listen printed %r" % (what, r.out))
+
+    try:
+        round_trip("through the door", anon, 1)  # default delay: sent when listen stops
+        round_trip("bob has no door", [], 0)
+        t.expect_rc(t.cli("access", "disable", *t.idargs(d, "alice")), EX_OK, "disable")
+        round_trip("alice has no key", anon + ["--receipt-delay", "0"], 0)
+    finally:  # the PKI, and so the keys, are shared with the other tests
+        for who in ("alice", "bob"):
+            t.cli("access", "disable", *t.idargs(d, who))
+
+
 @test("cli: a sealed send to several cards writes every copy at once (one round trip, not one "
       "per recipient): three devices that never ACK cost one ack_timeout, not three", timeout=60)
 def _(t):

@@ -82,7 +82,7 @@ static const uint8_t mid[16] = {0x5e, 0xed, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05,
 static void wire(struct fz_dev *from, const struct sp_seal_peer *to, uint8_t flags,
                  const uint8_t *payload, size_t len, int variants)
 {
-	struct sp_seal_msg m = {mid, FZ_T0, 600, flags, payload, len};
+	struct sp_seal_msg m = {mid, FZ_T0, 600, flags, payload, len, NULL};
 	uint8_t *env, other_mid[16];
 	size_t env_len;
 
@@ -290,8 +290,8 @@ int main(int argc, char **argv)
 	wire(&sender, &other.peer, 0, hello, sizeof(hello), 0); /* not for rcpt's key */
 	/* A receipt to rcpt: rcpt asks the sender for one, the sender opens and answers. */
 	{
-		struct sp_seal_msg m = {mid,   FZ_T0,        600, SP_SEAL_F_RECEIPT_WANTED,
-		                        hello, sizeof(hello)};
+		struct sp_seal_msg m = {mid,   FZ_T0,         600, SP_SEAL_F_RECEIPT_WANTED,
+		                        hello, sizeof(hello), NULL};
 
 		if (sp_seal(rcpt.s, &sender.peer, &m, &env, &env_len) != 0 ||
 		    sp_seal_open(sender.s, NULL, mid, env, env_len, FZ_T0, &o) != 0)
