@@ -233,6 +233,15 @@ static void finish(struct check *q, enum sp_anon_result r)
 	conclude(w, n, r);
 }
 
+/* A check whose script failed or answered something else: TRY_LATER (logged if an error). */
+static void check_failed(struct check *q, int status, const struct redisReply *reply)
+{
+	if (status == SP_STORE_ERROR)
+		SP_LOG(SP_LOG_WARN, "anon_check_failed", "worker=%d msg=\"%s\"", q->w->id,
+		       reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+	finish(q, SP_ANON_R_UNAVAILABLE);
+}
+
 static void on_check(int status, const struct redisReply *reply, void *arg)
 {
 	struct check *q = arg;
@@ -245,11 +254,7 @@ static void on_check(int status, const struct redisReply *reply, void *arg)
 	}
 	if (status != SP_STORE_OK || !reply || reply->type != REDIS_REPLY_ARRAY ||
 	    reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_INTEGER) {
-		if (status == SP_STORE_ERROR)
-			SP_LOG(SP_LOG_WARN, "anon_check_failed", "worker=%d msg=\"%s\"", w->id,
-			       reply && reply->type == REDIS_REPLY_ERROR ? reply->str
-			                                                 : "bad reply");
-		finish(q, SP_ANON_R_UNAVAILABLE);
+		check_failed(q, status, reply);
 		return;
 	}
 	r = reply->element[0]->integer;
@@ -407,11 +412,7 @@ static void on_fetch(int status, const struct redisReply *reply, void *arg)
 	    reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_ARRAY ||
 	    reply->element[1]->type != REDIS_REPLY_ARRAY ||
 	    reply->element[2]->type != REDIS_REPLY_INTEGER) {
-		if (status == SP_STORE_ERROR)
-			SP_LOG(SP_LOG_WARN, "anon_check_failed", "worker=%d msg=\"%s\"", w->id,
-			       reply && reply->type == REDIS_REPLY_ERROR ? reply->str
-			                                                 : "bad reply");
-		finish(q, SP_ANON_R_UNAVAILABLE);
+		check_failed(q, status, reply);
 		return;
 	}
 	ak = reply->element[0];
