@@ -399,7 +399,8 @@ typedef struct job {
 #define CLI_RECEIPT_DELAY_DEFAULT_MS 1000u
 #define CLI_RECEIPT_DELAY_MAX_MS     60000u
 
-/* A receipt sealed and waiting out its random delay before its SEND (PROTOCOL.md 17.6). */
+/* A sealed receipt on its way to its SEND, waiting out its random delay (PROTOCOL.md 17.6)
+ * on the list of the waiting ones if it has one. */
 typedef struct delayed_receipt {
 	struct delayed_receipt *next;
 	struct run *r;
@@ -481,6 +482,14 @@ static int exit_for_cause(int cause, unsigned code)
 	default:
 		return EXIT_CONNECT;
 	}
+}
+
+/* A duration in seconds as a timeval, for event timers. */
+static struct timeval tv_of(double seconds)
+{
+	return (struct timeval){.tv_sec = (time_t)seconds,
+	                        .tv_usec =
+	                                (suseconds_t)((seconds - (double)(time_t)seconds) * 1e6)};
 }
 
 static void receipts_flush(run_t *r);
@@ -865,10 +874,7 @@ static int run_loop(run_t *r, double timeout)
 		evsignal_add(sigint, NULL);
 		evsignal_add(sigterm, NULL);
 		if (timeout > 0) {
-			struct timeval tv = {
-			        .tv_sec = (time_t)timeout,
-			        .tv_usec =
-			                (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
+			struct timeval tv = tv_of(timeout);
 
 			evtimer_add(tmo, &tv);
 		}
@@ -1186,7 +1192,6 @@ static void on_anon_close(evutil_socket_t fd, short what, void *arg)
 static void anon_close(run_t *r)
 {
 	struct timeval tv;
-	double t;
 
 	if (r->anon_c == NULL)
 		return;
@@ -1194,56 +1199,52 @@ static void anon_close(run_t *r)
 		sp_client_close(r->anon_c);
 		return;
 	}
-	t = r->opts->connect_timeout + 5;
-	tv.tv_sec = (time_t)t;
-	tv.tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6);
+	tv = tv_of(r->opts->connect_timeout + 5);
 	if (r->anon_close_ev == NULL &&
 	    ((r->anon_close_ev = evtimer_new(r->base, on_anon_close, r)) == NULL ||
 	     evtimer_add(r->anon_close_ev, &tv) != 0))
 		sp_client_close(r->anon_c);
 }
 
-/* The SEND of a sealed receipt (blob: taken): through the anonymous door with the original
- * sender's access key if access is given, else identified. A failure is said on stderr. */
-static void receipt_submit(run_t *r, const uint8_t to[SEALPUSH_TOKEN_LEN],
-                           const uint8_t rid[SEALPUSH_MSG_ID_LEN],
-                           const uint8_t orig_id[SEALPUSH_MSG_ID_LEN], const char *id, uint32_t ttl,
-                           uint8_t *blob, size_t blob_len, const uint8_t *access)
+/* The SEND of a sealed receipt, which it frees: through the anonymous door with the original
+ * sender's access key if d->anon, else identified. A failure is said on stderr. */
+static void receipt_submit(run_t *r, delayed_receipt_t *d)
 {
-	sp_client_send_opts_t so = {
-	        .msg_id = rid, .has_ttl = true, .ttl = ttl, .access_keys = access};
-	sp_client_t *c = access != NULL ? anon_client(r) : r->c;
+	sp_client_send_opts_t so = {.msg_id = d->rid,
+	                            .has_ttl = true,
+	                            .ttl = d->ttl,
+	                            .access_keys = d->anon ? d->access : NULL};
+	sp_client_t *c = d->anon ? anon_client(r) : r->c;
 	uint8_t(*more)[SEALPUSH_MSG_ID_LEN];
-	int e;
+	int e = -ENOMEM;
 
 	if (c == NULL) {
 		fprintf(stderr, "%s: warning: no receipt for message %s: no anonymous door\n", prog,
-		        id);
-		free(blob);
-		return;
+		        d->id);
+		goto out;
 	}
-
 	more = realloc(r->receipt_for, (r->n_receipts + 1) * sizeof(*more));
-	if (more == NULL) {
-		free(blob);
-		fprintf(stderr, "%s: warning: no receipt for message %s: out of memory\n", prog,
-		        id);
-		return;
-	}
+	if (more == NULL)
+		goto failed;
 	r->receipt_for = more;
-	memcpy(r->receipt_for[r->n_receipts++], orig_id, SEALPUSH_MSG_ID_LEN);
+	memcpy(r->receipt_for[r->n_receipts++], d->orig_id, SEALPUSH_MSG_ID_LEN);
 	so.user = (void *)(uintptr_t)r->n_receipts;
-	e = sp_client_send(c, to, 1, blob, blob_len, &so, NULL);
-	free(blob);
+	e = sp_client_send(c, d->to, 1, d->blob, d->blob_len, &so, NULL);
 	if (e < 0) {
 		r->n_receipts--;
-		fprintf(stderr, "%s: warning: no receipt for message %s: cannot send: %s\n", prog,
-		        id, strerror(-e));
-		return;
+		goto failed;
 	}
 	r->receipts_pending++;
 	if (c == r->anon_c)
 		r->anon_pending++;
+	goto out;
+failed:
+	fprintf(stderr, "%s: warning: no receipt for message %s: cannot send: %s\n", prog, d->id,
+	        strerror(-e));
+out:
+	free(d->blob);
+	OPENSSL_cleanse(d, sizeof(*d));
+	free(d);
 }
 
 /* Unlinks d from the waiting receipts and frees it, after sending it if send. */
@@ -1255,11 +1256,11 @@ static void delayed_done(run_t *r, delayed_receipt_t *d, bool send)
 		pp = &(*pp)->next;
 	*pp = d->next;
 	event_free(d->ev);
-	if (send)
-		receipt_submit(r, d->to, d->rid, d->orig_id, d->id, d->ttl, d->blob, d->blob_len,
-		               d->anon ? d->access : NULL);
-	else
-		free(d->blob);
+	if (send) {
+		receipt_submit(r, d);
+		return;
+	}
+	free(d->blob);
 	OPENSSL_cleanse(d, sizeof(*d));
 	free(d);
 }
@@ -1289,51 +1290,48 @@ static void receipts_flush(run_t *r)
 static void send_receipt(run_t *r, const cli_opened_t *op, const char *id,
                          const uint8_t orig_id[SEALPUSH_MSG_ID_LEN])
 {
-	uint8_t rid[SEALPUSH_MSG_ID_LEN], to[SEALPUSH_TOKEN_LEN], *blob = NULL;
-	size_t blob_len = 0;
-	const uint8_t *access;
-	delayed_receipt_t *d;
+	delayed_receipt_t *d = calloc(1, sizeof(*d));
 	struct timeval tv;
 	uint32_t rnd = 0, ms;
 	char err[256];
 	int e;
 
-	if (RAND_bytes(rid, sizeof(rid)) != 1 ||
-	    RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1) {
-		fprintf(stderr, "%s: warning: no receipt for message %s: no random bytes\n", prog,
+	if (d == NULL) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: out of memory\n", prog,
 		        id);
 		return;
 	}
-	e = cli_seal_receipt(r->seal, op, rid, op->ttl, to, &blob, &blob_len, err, sizeof(err));
-	if (e < 0) {
-		fprintf(stderr, "%s: warning: no receipt for message %s: %s\n", prog, id, err);
+	if (RAND_bytes(d->rid, sizeof(d->rid)) != 1 ||
+	    RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: no random bytes\n", prog,
+		        id);
+		free(d);
 		return;
 	}
-	/* Anonymously when the sender gave its access key and there is an anonymous door. */
-	access = op->has_reply_access && r->settings->anon_server != NULL ? op->reply_access : NULL;
-	if (r->receipt_delay_ms == 0 || r->finished || (d = calloc(1, sizeof(*d))) == NULL) {
-		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len, access);
+	e = cli_seal_receipt(r->seal, op, d->rid, op->ttl, d->to, &d->blob, &d->blob_len, err,
+	                     sizeof(err));
+	if (e < 0) {
+		fprintf(stderr, "%s: warning: no receipt for message %s: %s\n", prog, id, err);
+		free(d);
 		return;
+	}
+	d->r = r;
+	d->ttl = op->ttl;
+	memcpy(d->orig_id, orig_id, sizeof(d->orig_id));
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	/* Anonymously when the sender gave its access key and there is an anonymous door. */
+	if (op->has_reply_access && r->settings->anon_server != NULL) {
+		d->anon = true;
+		memcpy(d->access, op->reply_access, sizeof(d->access));
 	}
 	ms = (uint32_t)(rnd % ((uint64_t)r->receipt_delay_ms + 1));
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	*d = (delayed_receipt_t){.r = r, .ttl = op->ttl, .blob = blob, .blob_len = blob_len};
-	memcpy(d->to, to, sizeof(d->to));
-	memcpy(d->rid, rid, sizeof(d->rid));
-	memcpy(d->orig_id, orig_id, sizeof(d->orig_id));
-	snprintf(d->id, sizeof(d->id), "%s", id);
-	if (access != NULL) {
-		d->anon = true;
-		memcpy(d->access, access, sizeof(d->access));
-	}
-	d->ev = evtimer_new(r->base, on_receipt_due, d);
-	if (d->ev == NULL || evtimer_add(d->ev, &tv) != 0) {
+	if (ms == 0 || r->finished || (d->ev = evtimer_new(r->base, on_receipt_due, d)) == NULL ||
+	    evtimer_add(d->ev, &tv) != 0) {
 		if (d->ev != NULL)
 			event_free(d->ev);
-		OPENSSL_cleanse(d, sizeof(*d));
-		free(d);
-		receipt_submit(r, to, rid, orig_id, id, op->ttl, blob, blob_len, access);
+		receipt_submit(r, d); /* no delay, or no timer for it: now */
 		return;
 	}
 	d->next = r->delayed;
@@ -1720,9 +1718,7 @@ static int cmd_listen(const settings_t *s, const cmd_opts_t *o)
 		return rc;
 	}
 	if (r.seal != NULL) {
-		double t = rotate_tick_s(every, grace);
-		struct timeval tv = {.tv_sec = (time_t)t,
-		                     .tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+		struct timeval tv = tv_of(rotate_tick_s(every, grace));
 
 		r.rotate_ev = event_new(r.base, -1, EV_PERSIST, on_rotate_tick, &r);
 		if (r.rotate_ev == NULL || event_add(r.rotate_ev, &tv) != 0) {
