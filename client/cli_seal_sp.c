@@ -47,6 +47,10 @@ struct cli_seal {
 	char base[PATH_MAX]; /* the epoch-0 sealing key file: the keyring's name */
 	char cards_path[PATH_MAX];
 	char access_path[PATH_MAX]; /* KEY.access: the access key (sealed sender), hex */
+	/* That key as cli_seal_seal() puts it into messages that ask for a receipt: read from
+	 * KEY.access the first time (one read for all recipients of a send). */
+	int reply_access; /* 0: not read yet, 1: have it, -1: none */
+	uint8_t reply_key[CLI_ACCESS_KEY_LEN];
 	char *cert_file, *key_file;
 	uint64_t every_s, grace_s;
 };
@@ -211,6 +215,7 @@ void cli_seal_free(cli_seal_t *s)
 	sp_seal_replay_free(s->replay);
 	free(s->cert_file);
 	free(s->key_file);
+	OPENSSL_cleanse(s->reply_key, sizeof(s->reply_key));
 	free(s);
 }
 
@@ -505,7 +510,6 @@ int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,
 	                        .flags = want_receipt ? SP_SEAL_F_RECEIPT_WANTED : 0,
 	                        .payload = msg,
 	                        .payload_len = len};
-	uint8_t access[CLI_ACCESS_KEY_LEN];
 	char aerr[64];
 	int e;
 
@@ -530,12 +534,14 @@ int cli_seal_seal(cli_seal_t *s, const cli_card_t *to, const char *suite,
 		peer = &forced;
 	}
 	/* The receipt may come back anonymously when this device has an access key (17.6). */
-	if (want_receipt && cli_seal_access_key(s, access, aerr, sizeof(aerr)) == 1) {
+	if (want_receipt && s->reply_access == 0)
+		s->reply_access =
+		        cli_seal_access_key(s, s->reply_key, aerr, sizeof(aerr)) == 1 ? 1 : -1;
+	if (want_receipt && s->reply_access == 1) {
 		m.flags |= SP_SEAL_F_REPLY_ACCESS;
-		m.reply_access = access;
+		m.reply_access = s->reply_key;
 	}
 	e = sp_seal(s->sealer, peer, &m, blob, blob_len);
-	OPENSSL_cleanse(access, sizeof(access));
 	if (e < 0) {
 		errmsg(err, errlen, NULL, e);
 		return map_err(e);
